@@ -1,0 +1,384 @@
+"""The configuration as immutable objects, with every setting resolved.
+
+:func:`build_config` turns a dictionary that already passed the JSON Schema
+into a :class:`Config`.  It is the only place that knows the built-in
+defaults and the resolution order (table > schema > top level > default), so
+nothing downstream reads raw dictionaries or invents its own fallback.
+Every object is frozen and safe to hand to a forked child or a thread.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from warpd.config.filtering import TableFilter
+from warpd.errors import ConfigError
+from warpd.redact import redact
+
+DEFAULT_STATE_DIR = "/var/lib/cartridge-warp"
+DEFAULT_MAX_PARALLEL_STREAMS = 2
+DEFAULT_BATCH_SIZE = 5000
+DEFAULT_SNAPSHOT_CHUNK_SIZE = 20000
+DEFAULT_DELETES = "hard"
+DEFAULT_METADATA_COLUMNS = False
+DEFAULT_MODE = "stream"
+DEFAULT_ON_POSITION_LOST = "fail"
+DEFAULT_MAX_BATCH_LATENCY_MS = 200
+
+ENDPOINT_TYPES = ("mysql", "postgresql", "mongodb", "bigquery")
+_SCHEME_TYPES = {
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mongodb": "mongodb",
+    "mongodb+srv": "mongodb",
+    "bigquery": "bigquery",
+}
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+# Option names whose values are hidden by EndpointConfig's repr.
+_SECRET_OPTION = re.compile(r"pass|secret|token|credential|private", re.I)
+
+
+def scheme_to_type(uri: str) -> str:
+    """The endpoint type a connection URI's scheme stands for, e.g. ``"mariadb://h/db"`` -> ``"mysql"``."""
+    match = _SCHEME.match(uri) if isinstance(uri, str) else None
+    if match is None:
+        # Never echo the string: without a scheme, redact() cannot find a password in it.
+        raise ConfigError(
+            "not a connection URI: it must start with a scheme such as mysql://, postgresql:// or mongodb://"
+        )
+    scheme = match.group(1).lower()
+    if scheme not in _SCHEME_TYPES:
+        supported = ", ".join(f"{name}://" for name in sorted(_SCHEME_TYPES))
+        raise ConfigError(redact(f"unsupported scheme {scheme + '://'!r}; supported: {supported}"))
+    return _SCHEME_TYPES[scheme]
+
+
+def database_from_uri(uri: str) -> str | None:
+    """The database a URI names in its path (``/ecommerce``), or None."""
+    try:
+        path = urlsplit(uri).path
+    except ValueError:
+        return None
+    name = unquote(path.lstrip("/").split("/", 1)[0])
+    return name or None
+
+
+class FrozenMapping(Mapping[str, Any]):
+    """A read-only mapping.
+
+    Unlike ``types.MappingProxyType`` it can be pickled, so a Config can be
+    sent to a child process or through a queue.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data = dict(data or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+
+def _freeze(value: Any) -> Any:
+    """A read-only deep copy of a YAML/JSON value, so options cannot be changed behind the config's back."""
+    if isinstance(value, Mapping):
+        return FrozenMapping({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(item) for item in value)
+    return value
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """A source or destination: its type, where it is, and connector options."""
+
+    type: str
+    connection_string: str
+    database: str | None = None
+    options: Mapping[str, Any] = field(default_factory=FrozenMapping, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, FrozenMapping):
+            object.__setattr__(self, "options", _freeze(self.options))
+
+    def redacted(self) -> str:
+        """The connection string with its password replaced by ``***``: the only form to show anyone."""
+        return redact(self.connection_string)
+
+    def __repr__(self) -> str:
+        # A config object ends up in logs and tracebacks; the generated repr would print the password.
+        options = {k: "***" if _SECRET_OPTION.search(str(k)) else v for k, v in self.options.items()}
+        return (
+            f"EndpointConfig(type={self.type!r}, connection_string={self.redacted()!r}, "
+            f"database={self.database!r}, options={redact(options)})"
+        )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a transient failure is retried."""
+
+    max_attempts: int = 10
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number *attempt* (1 = the first retry).
+
+        ``initial_delay * multiplier ** (attempt - 1)``, capped at ``max_delay``,
+        then spread by up to ``jitter`` of itself either way so that processes
+        failing together do not retry in lockstep.  The result never exceeds
+        ``max_delay``, so the cap is a bound operators can rely on.
+        """
+        if attempt < 1:
+            raise ValueError(f"attempt must be >= 1, not {attempt}")
+        try:
+            # float() keeps an int multiplier from YAML out of exact big-integer arithmetic.
+            base = self.initial_delay * float(self.multiplier) ** (attempt - 1)
+        except OverflowError:
+            base = self.max_delay
+        base = min(base, self.max_delay)
+        spread = base * self.jitter * (2.0 * rand() - 1.0)
+        return max(0.0, min(self.max_delay, base + spread))
+
+
+@dataclass(frozen=True)
+class TableSettings:
+    """The settings one table runs with, after resolution."""
+
+    max_parallel_streams: int = DEFAULT_MAX_PARALLEL_STREAMS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    snapshot_chunk_size: int = DEFAULT_SNAPSHOT_CHUNK_SIZE
+    key_columns: tuple[str, ...] | None = None
+    deletes: str = DEFAULT_DELETES
+    metadata_columns: bool = DEFAULT_METADATA_COLUMNS
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class SchemaConfig:
+    """One schema to replicate: what to read, where to write it, and how each table runs.
+
+    ``tables`` names the tables with an explicit ``tables:`` entry; those
+    entries carry settings and do not filter (see :meth:`includes`).
+    """
+
+    name: str
+    mode: str = DEFAULT_MODE
+    source_database: str = ""
+    destination_schema: str = ""
+    on_position_lost: str = DEFAULT_ON_POSITION_LOST
+    max_batch_latency: float = DEFAULT_MAX_BATCH_LATENCY_MS / 1000.0
+    tables: tuple[str, ...] = ()
+    table_filter: TableFilter = field(default_factory=TableFilter)
+    default_settings: TableSettings = field(default_factory=TableSettings)
+    table_overrides: Mapping[str, TableSettings] = field(
+        default_factory=FrozenMapping, hash=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        # Keeps hand-built instances (tests, tools) consistent with what build_config produces.
+        if not self.source_database:
+            object.__setattr__(self, "source_database", self.name)
+        if not self.destination_schema:
+            object.__setattr__(self, "destination_schema", self.name)
+        if not isinstance(self.table_overrides, FrozenMapping):
+            object.__setattr__(self, "table_overrides", FrozenMapping(self.table_overrides))
+
+    def includes(self, table: str) -> bool:
+        """True when *table* passes the whitelists and blacklists (global and this schema's)."""
+        return self.table_filter.includes(table)
+
+    def exclusion_reason(self, table: str) -> str | None:
+        """Why *table* is filtered out, for the dry-run plan; None when it is included."""
+        return self.table_filter.exclusion_reason(table)
+
+    def table_settings(self, table: str) -> TableSettings:
+        """The resolved settings of *table*; a table without a ``tables:`` entry gets the schema's defaults."""
+        return self.table_overrides.get(table, self.default_settings)
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    log_level: str = "INFO"
+    log_format: str = "text"
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+
+
+@dataclass(frozen=True)
+class CliOverrides:
+    """Settings given on the command line; None means "not given". They win over file and environment."""
+
+    source: str | None = None
+    destination: str | None = None
+    schema: str | None = None
+    dry_run: bool | None = None
+    state_dir: str | None = None
+    log_level: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    source: EndpointConfig
+    destination: EndpointConfig
+    schemas: tuple[SchemaConfig, ...]
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    state_dir: str = DEFAULT_STATE_DIR
+    dry_run: bool = False
+
+    @property
+    def schema_names(self) -> tuple[str, ...]:
+        return tuple(schema.name for schema in self.schemas)
+
+    def schema(self, name: str) -> SchemaConfig:
+        """The schema called *name*; ConfigError naming the configured schemas when there is none."""
+        for schema in self.schemas:
+            if schema.name == name:
+                return schema
+        configured = ", ".join(repr(n) for n in self.schema_names) or "none"
+        raise ConfigError(f"schema {name!r} is not configured; configured schemas: {configured}")
+
+
+# ---------------------------------------------------------------------------
+# Building the model from validated data
+
+
+def _first(default: Any, *candidates: tuple[Mapping[str, Any], str]) -> Any:
+    """The value of the first (level, key) present, most specific level first."""
+    for level, key in candidates:
+        if key in level:
+            return level[key]
+    return default
+
+
+_RETRY_KEYS = {
+    "max_attempts": "max_attempts",
+    "initial_delay_seconds": "initial_delay",
+    "max_delay_seconds": "max_delay",
+    "multiplier": "multiplier",
+    "jitter": "jitter",
+}
+
+
+def _retry(*levels: Mapping[str, Any]) -> RetryPolicy:
+    """Merge ``retry:`` mappings key by key, least specific first, over the built-in defaults."""
+    merged: dict[str, Any] = {}
+    for level in levels:
+        merged.update(level.get("retry") or {})
+    values = {_RETRY_KEYS[key]: value for key, value in merged.items()}
+    for key in ("initial_delay", "max_delay", "multiplier", "jitter"):
+        if key in values:
+            values[key] = float(values[key])
+    return RetryPolicy(**values)
+
+
+def _table_settings(
+    table: Mapping[str, Any], schema: Mapping[str, Any], top: Mapping[str, Any]
+) -> TableSettings:
+    levels = (table, schema, top)
+    key_columns = table.get("key_columns")
+    return TableSettings(
+        max_parallel_streams=_first(
+            DEFAULT_MAX_PARALLEL_STREAMS,
+            (table, "max_parallel_streams"),
+            (schema, "default_max_parallel_streams"),
+            (top, "global_max_parallel_streams"),
+        ),
+        batch_size=_first(DEFAULT_BATCH_SIZE, *((level, "batch_size") for level in levels)),
+        snapshot_chunk_size=_first(
+            DEFAULT_SNAPSHOT_CHUNK_SIZE, *((level, "snapshot_chunk_size") for level in levels)
+        ),
+        key_columns=tuple(key_columns) if key_columns else None,
+        deletes=_first(DEFAULT_DELETES, *((level, "deletes") for level in levels)),
+        metadata_columns=_first(DEFAULT_METADATA_COLUMNS, *((level, "metadata_columns") for level in levels)),
+        retry=_retry(top, schema, table),
+    )
+
+
+def build_endpoint(section: Mapping[str, Any]) -> EndpointConfig:
+    """An :class:`EndpointConfig` from a validated ``source:``/``destination:`` mapping."""
+    uri = section["connection_string"]
+    options = {k: v for k, v in section.items() if k not in ("type", "connection_string", "database")}
+    return EndpointConfig(
+        type=section.get("type") or scheme_to_type(uri),
+        connection_string=uri,
+        database=section.get("database") or database_from_uri(uri),
+        options=_freeze(options),
+    )
+
+
+def _build_schema(data: Mapping[str, Any], top: Mapping[str, Any], source: EndpointConfig) -> SchemaConfig:
+    name = data["name"]
+    tables = data.get("tables") or []
+    return SchemaConfig(
+        name=name,
+        mode=data.get("mode", DEFAULT_MODE),
+        source_database=data.get("source_database") or source.database or name,
+        destination_schema=data.get("destination_schema") or name,
+        on_position_lost=_first(
+            DEFAULT_ON_POSITION_LOST, (data, "on_position_lost"), (top, "on_position_lost")
+        ),
+        max_batch_latency=_first(
+            DEFAULT_MAX_BATCH_LATENCY_MS, (data, "max_batch_latency_ms"), (top, "max_batch_latency_ms")
+        )
+        / 1000.0,
+        tables=tuple(table["name"] for table in tables),
+        table_filter=TableFilter(
+            global_whitelist=tuple(top.get("global_table_whitelist") or ()),
+            global_blacklist=tuple(top.get("global_table_blacklist") or ()),
+            schema_whitelist=tuple(data.get("table_whitelist") or ()),
+            schema_blacklist=tuple(data.get("table_blacklist") or ()),
+        ),
+        default_settings=_table_settings({}, data, top),
+        table_overrides=FrozenMapping({table["name"]: _table_settings(table, data, top) for table in tables}),
+    )
+
+
+def build_config(data: Mapping[str, Any]) -> Config:
+    """A :class:`Config` from data that passed the JSON Schema and the loader's consistency checks."""
+    source = build_endpoint(data["source"])
+    monitoring = data.get("monitoring") or {}
+    prometheus = monitoring.get("prometheus") or {}
+    return Config(
+        source=source,
+        destination=build_endpoint(data["destination"]),
+        schemas=tuple(_build_schema(schema, data, source) for schema in data["schemas"]),
+        monitoring=MonitoringConfig(
+            log_level=str(monitoring.get("log_level", "INFO")).upper(),
+            log_format=monitoring.get("log_format", "text"),
+            prometheus=PrometheusConfig(
+                enabled=prometheus.get("enabled", False),
+                host=prometheus.get("host", "127.0.0.1"),
+                port=prometheus.get("port", 8080),
+            ),
+        ),
+        state_dir=data.get("state_dir", DEFAULT_STATE_DIR),
+        dry_run=data.get("dry_run", False),
+    )

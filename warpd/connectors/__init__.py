@@ -1,0 +1,1 @@
+"""Source and destination connectors, registered by type name."""
