@@ -21,8 +21,8 @@ BYTES          ``bytes``
 BITS           ``str`` of ``'0'``/``'1'``, exactly ``length`` characters
 DATE           ``datetime.date``, or the strings ``'infinity'``/``'-infinity'``
 TIME           ``datetime.timedelta`` (may be negative or over 24 h)
-TIMESTAMP      naive ``datetime.datetime`` (wall-clock, no zone)
-TIMESTAMPTZ    aware ``datetime.datetime`` in UTC
+TIMESTAMP      naive ``datetime.datetime`` (wall-clock, no zone), or ``'-infinity'``/``'infinity'``
+TIMESTAMPTZ    aware ``datetime.datetime`` in UTC, or ``'-infinity'``/``'infinity'``
 JSON           ``str`` holding JSON text
 UUID           ``str`` in canonical 8-4-4-4-12 form
 TEXT_ARRAY     ``list[str]``
@@ -37,7 +37,7 @@ import enum
 from dataclasses import dataclass, field
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     BOOLEAN = "boolean"
     INT = "int"
     DECIMAL = "decimal"
@@ -79,6 +79,7 @@ class Column:
     nullable: bool = True
     source_type: str = ""  # the source's own spelling, e.g. "bigint(20) unsigned"
     generated: bool = False  # computed by the source (a generated column)
+    charset: str | None = None  # the source's character set for text columns, when it has one
 
 
 @dataclass(frozen=True)
@@ -109,3 +110,36 @@ class TableSchema:
     @property
     def keyless(self) -> bool:
         return not self.key
+
+
+_INT_DIGITS = {16: 5, 32: 10, 64: 19}
+
+
+def is_widening(old: ColumnType, new: ColumnType) -> bool:
+    """True when every value of ``old`` keeps its exact value as ``new``.
+
+    A source that changes a column's type converts existing rows itself,
+    without change events; the destination can follow with a cast only when
+    the cast cannot differ from the source's conversion, i.e. it widens.
+    """
+    if old == new:
+        return True
+    if old.kind is Kind.INT and new.kind is Kind.INT:
+        return (new.bits or 64) >= (old.bits or 64)
+    if old.kind is Kind.INT and new.kind is Kind.DECIMAL:
+        digits = _INT_DIGITS.get(old.bits or 64, 19) + (1 if (old.bits or 64) == 64 else 0)
+        return new.precision is None or (new.precision - (new.scale or 0)) >= digits
+    if old.kind is Kind.DECIMAL and new.kind is Kind.DECIMAL:
+        if new.precision is None:
+            return True
+        if old.precision is None:
+            return False
+        return (new.scale or 0) >= (old.scale or 0) and \
+            (new.precision - (new.scale or 0)) >= (old.precision - (old.scale or 0))
+    if old.kind is Kind.FLOAT and new.kind is Kind.FLOAT:
+        return (new.bits or 64) >= (old.bits or 64)
+    if old.kind is new.kind and old.kind in (Kind.TEXT, Kind.BYTES):
+        return new.length is None or (old.length is not None and new.length >= old.length)
+    if old.kind is new.kind and old.kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.TIME):
+        return (new.precision or 0) >= (old.precision or 0)
+    return False
