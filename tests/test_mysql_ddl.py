@@ -618,3 +618,16 @@ def test_statements_as_the_binlog_records_them(mariadb: pymysql.cursors.Cursor) 
     assert logged[3].ops == (op(K.CREATE_TABLE, "t2", columns=(col("a", "INT(11)"), col("b", "INT(1)", False))),)
     assert logged[4].ops == (op(K.ADD_COLUMN, column=col("z", "INT")),)
     assert logged[5].truncates == ((D, "t"),)
+
+
+@pytest.mark.parametrize(("clause", "expected"), [
+    ("ADD COLUMN c INT", False),
+    ("ADD COLUMN c INT DEFAULT NULL", False),
+    ("ADD COLUMN c INT NOT NULL DEFAULT 0", True),
+    ("ADD COLUMN c VARCHAR(5) DEFAULT 'x' COMMENT 'y'", True),
+    ("ADD COLUMN c TIMESTAMP NULL DEFAULT CURRENT_TIMESTAMP", True),
+])
+def test_added_column_reports_a_default_that_fills_existing_rows(clause: str, expected: bool) -> None:
+    parsed = parse_ddl(f"ALTER TABLE t {clause}", "db")
+    (op,) = parsed.ops
+    assert op.column is not None and op.column.has_default is expected

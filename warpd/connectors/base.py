@@ -13,7 +13,7 @@ import abc
 import enum
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from warpd.types import Column, TableSchema
 
@@ -23,7 +23,7 @@ Position = Mapping[str, Any]
 Row = dict[str, Any]
 
 
-class Op(str, enum.Enum):
+class Op(enum.StrEnum):
     INSERT = "insert"
     UPDATE = "update"
     DELETE = "delete"
@@ -54,7 +54,7 @@ class Truncate:
     source_ts: float | None = None
 
 
-class SchemaOpKind(str, enum.Enum):
+class SchemaOpKind(enum.StrEnum):
     CREATE_TABLE = "create_table"
     DROP_TABLE = "drop_table"
     RENAME_TABLE = "rename_table"
@@ -62,6 +62,7 @@ class SchemaOpKind(str, enum.Enum):
     DROP_COLUMN = "drop_column"
     MODIFY_COLUMN = "modify_column"  # type/nullability change, possibly a rename
     RENAME_COLUMN = "rename_column"
+    RESYNC_TABLE = "resync_table"  # the change could not be followed exactly: re-copy the table
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,11 @@ class SchemaChange:
 class Heartbeat:
     """No data, but the source has progressed to ``position`` (e.g. a quiet binlog)."""
 
-    position: Position
+    position: Position | None
     source_ts: float | None = None
 
 
-Event = Union[RowChange, Truncate, SchemaChange, Heartbeat]
+Event = RowChange | Truncate | SchemaChange | Heartbeat
 
 
 @dataclass

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 
 from sqlglot import exp
@@ -46,6 +46,8 @@ class ColumnDef:
     nullable: bool  # False for NOT NULL, PRIMARY KEY and SERIAL columns
     generated: bool = False  # AS (...) VIRTUAL/STORED/PERSISTENT
     charset: str | None = None  # lower-cased, only when the definition names one
+    # DEFAULT with a value other than NULL: existing rows get it without row events
+    has_default: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -454,6 +456,7 @@ def _column(toks: list[_Tok]) -> tuple[ColumnDef, bool]:
     typ, i = _read_type(toks, 1)
     n = len(toks)
     nullable, primary, generated, serial = True, False, False, typ.serial
+    has_default = False
     charset = _NATIONAL_CHARSET if typ.national else None
     while i < n:
         tok, k, nxt = toks[i], toks[i].kw, _kw_at(toks, i + 1)
@@ -466,6 +469,7 @@ def _column(toks: list[_Tok]) -> tuple[ColumnDef, bool]:
         elif k == "NULL":
             nullable = True  # the last of NULL / NOT NULL wins
         elif k == "DEFAULT":
+            has_default = nxt != "NULL"
             i = _skip_value(toks, i)
         elif k == "ON" and nxt == "UPDATE":
             i = _skip_value(toks, i + 1)
@@ -495,7 +499,8 @@ def _column(toks: list[_Tok]) -> tuple[ColumnDef, bool]:
             break
     base = _BINARY_TYPES.get(typ.base, typ.base) if charset == "binary" else typ.base
     column = ColumnDef(name=name, type_sql=_spell_type(base, typ.args, typ.unsigned),
-                       nullable=nullable and not primary and not serial, generated=generated, charset=charset)
+                       nullable=nullable and not primary and not serial, generated=generated, charset=charset,
+                       has_default=has_default)
     return column, primary
 
 

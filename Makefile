@@ -1,0 +1,52 @@
+# cartridge-warp developer targets.  Everything runs inside .venv, created on
+# first use with the machine's python3 (3.11+).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PY      = $(BIN)/python
+STAMP   = $(VENV)/.installed-$(EXTRAS)
+EXTRAS ?= test
+
+.PHONY: help venv install install-dev install-all setup-db demo test test-fast format lint type-check bench clean
+
+help:
+	@echo "make demo        replicate a generated MariaDB sample database into PostgreSQL, live"
+	@echo "make test        run the test suite against the local MariaDB and PostgreSQL"
+	@echo "make install-dev / install-all / format / lint / type-check / bench / setup-db"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-%: $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e ".[$*]"
+	@touch $@
+
+install: $(VENV)/.installed-test
+install-dev: $(VENV)/.installed-dev,test
+install-all: $(VENV)/.installed-dev,test,bigquery
+
+setup-db:
+	bash scripts/setup-databases.sh
+
+demo: install setup-db
+	$(PY) scripts/demo.py
+
+test: install setup-db
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+format: install-dev
+	$(BIN)/ruff format warpd tests scripts
+	$(BIN)/ruff check --fix warpd tests scripts
+
+lint: install-dev
+	$(BIN)/ruff check warpd tests scripts
+
+type-check: install-dev
+	$(BIN)/mypy warpd
+
+bench: install setup-db
+	$(PY) scripts/bench/mysql_to_postgres.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,189 @@
+"""Fixtures for tests against the real local MariaDB and PostgreSQL.
+
+Each test gets its own MariaDB database and PostgreSQL schema (``warp_t_<id>``),
+dropped afterwards.  ``scripts/setup-databases.sh`` must have run (``make test``
+and ``.ci/run`` do that).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg2
+import pymysql
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MYSQL_HOST = os.environ.get("WARP_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("WARP_TEST_MYSQL_PORT", "3306"))
+PG_DSN = os.environ.get("WARP_TEST_PG_DSN", "postgresql://warp:warp@127.0.0.1:5432/warp_test")
+
+
+def mysql_root(database: str | None = None) -> pymysql.connections.Connection:
+    return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", database=database,
+                           charset="utf8mb4", autocommit=True)
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
+               interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Databases:
+    """A test's MariaDB database and PostgreSQL schema of the same name."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.source_uri = f"mysql://warp:warp@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
+        self.dest_uri = PG_DSN
+        self._my = mysql_root()
+        with self._my.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        self._my.select_db(name)
+        self.pg = psycopg2.connect(PG_DSN)
+        self.pg.autocommit = True
+
+    def sql(self, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
+        """Run one statement at the MariaDB source (as root) and return its rows."""
+        with self._my.cursor() as cur:
+            cur.execute(statement, args)
+            return list(cur.fetchall())
+
+    def many(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._my.cursor() as cur:
+            cur.executemany(statement, rows)
+
+    def pg_rows(self, query: str, args: Any = None) -> list[tuple[Any, ...]]:
+        with self.pg.cursor() as cur:
+            cur.execute(query, args)
+            return list(cur.fetchall()) if cur.description else []
+
+    def pg_count(self, table: str) -> int | None:
+        try:
+            return self.pg_rows(f'SELECT count(*) FROM "{self.name}"."{table}"')[0][0]
+        except psycopg2.errors.UndefinedTable:
+            return None
+
+    def source_count(self, table: str) -> int:
+        return self.sql(f"SELECT COUNT(*) FROM `{table}`")[0][0]
+
+    def drop(self) -> None:
+        with self._my.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
+        self._my.close()
+        with self.pg.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE')
+        self.pg.close()
+
+
+@pytest.fixture
+def dbs() -> Iterator[Databases]:
+    d = Databases(f"warp_t_{uuid.uuid4().hex[:10]}")
+    try:
+        yield d
+    finally:
+        d.drop()
+
+
+class Warp:
+    """A ``cartridge-warp --mode single`` process under test."""
+
+    def __init__(self, dbs: Databases, state_dir: str, config: str | None, extra: list[str], env: dict[str, str]):
+        self.cmd = [sys.executable, "-m", "warpd", "--mode", "single", "--source", dbs.source_uri,
+                    "--destination", dbs.dest_uri, "--schema", dbs.name, "--state-dir", state_dir, *extra]
+        if config:
+            self.cmd += ["--config", config]
+        self.env = {**os.environ, "PYTHONPATH": ROOT, **env}
+        self.log_path = os.path.join(state_dir, f"warp-{uuid.uuid4().hex[:6]}.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Warp:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        return self
+
+    @property
+    def output(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+        return rc
+
+
+@pytest.fixture
+def warp(dbs: Databases, tmp_path: Any) -> Iterator[Callable[..., Warp]]:
+    started: list[Warp] = []
+    state_dir = str(tmp_path / "state")
+    os.makedirs(state_dir, exist_ok=True)
+
+    def make(config: str | None = None, extra: list[str] | None = None, env: dict[str, str] | None = None,
+             start: bool = True) -> Warp:
+        w = Warp(dbs, state_dir, config, extra or [], env or {})
+        started.append(w)
+        return w.start() if start else w
+
+    yield make
+    for w in started:
+        if w.alive():
+            w.kill()
+
+
+def write_config(tmp_path: Any, text: str) -> str:
+    path = os.path.join(str(tmp_path), "config.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def converged(dbs: Databases, tables: list[str] | None = None, soft_delete: bool = False) -> list[str]:
+    """Differences between every (or the given) source table and its destination copy; [] when equal."""
+    from warpd.connectors.mysql.source import MySQLSource
+    from warpd.connectors.postgresql.destination import make_plan
+    from warpd.verify import verify_table
+
+    source = MySQLSource(dbs.source_uri, dbs.name, server_id=999)
+    problems = []
+    try:
+        for table in tables or source.list_tables():
+            plan = make_plan(source.describe(table), dbs.name, soft_delete=soft_delete, metadata=False)
+            if dbs.pg_count(plan.pg_table) is None:
+                problems.append(f"{table}: missing at destination")
+                continue
+            diff = verify_table(source, dbs.pg, plan)
+            if not diff.equal:
+                problems.append(diff.summary())
+    finally:
+        source.close()
+    return problems

@@ -1,0 +1,5 @@
+import sys
+
+from warpd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,311 @@
+"""Binlog streaming: row events, commits and DDL, turned into engine events.
+
+Positions: a row event is only a safe place to resume if its transaction's
+table-map events come after it, so the reader reports a position only at
+transaction boundaries (XID / COMMIT) and after each DDL statement (DDL
+commits implicitly).  Row events inside a transaction carry the position of
+the transaction's start; the engine checkpoints only boundary positions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import pymysql
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.event import HeartbeatLogEvent, QueryEvent, RotateEvent, XidEvent
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+from warpd.connectors.base import (
+    Event,
+    Heartbeat,
+    Op,
+    Position,
+    RowChange,
+    SchemaChange,
+    SchemaOpKind,
+    Truncate,
+)
+from warpd.connectors.mysql import ddl as mddl
+from warpd.connectors.mysql import types as mtypes
+from warpd.connectors.mysql.connection import classify
+from warpd.errors import TransientError
+from warpd.types import Column, TableSchema
+
+if TYPE_CHECKING:
+    from warpd.connectors.mysql.source import MySQLSource
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 1.0
+
+
+class BinlogReader:
+    """Reads the binlog from ``start`` and yields :mod:`warpd.connectors.base` events.
+
+    ``tables`` is the engine's map of replicated table shapes; the reader
+    updates it as DDL arrives, so decoding always uses the shape in force at
+    that point of the stream.  ``included(name)`` says whether a table (even
+    one created later) is replicated; ``key_override(name)`` returns the
+    configured key_columns.
+    """
+
+    def __init__(self, source: MySQLSource, start: Position, tables: MutableMapping[str, TableSchema],
+                 included: Callable[[str], bool],
+                 key_override: Callable[[str], tuple[str, ...] | None] = lambda _t: None):
+        self.source = source
+        self.database = source.database
+        self.tables = tables
+        self.included = included
+        self.key_override = key_override
+        self.file = start["file"]
+        self.pos = int(start["pos"])
+        # table -> (the shape the converters were built for, converters by column)
+        self._converters: dict[str, tuple[TableSchema, dict[str, Callable[[Any], Any]]]] = {}
+        self._stream: BinLogStreamReader | None = None
+        self._txn_start: Position = {"file": self.file, "pos": self.pos}
+        self._in_txn = False
+
+    # -- setup ---------------------------------------------------------------
+    def _open(self) -> BinLogStreamReader:
+        p = self.source.params
+        settings = {"host": p.host, "port": p.port, "user": p.user, "passwd": p.password,
+                    "connect_timeout": 10}
+        return BinLogStreamReader(
+            connection_settings=settings, server_id=self.source.server_id, resume_stream=True,
+            log_file=self.file, log_pos=self.pos, blocking=True, slave_heartbeat=HEARTBEAT_SECONDS,
+            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, QueryEvent, XidEvent,
+                         RotateEvent, HeartbeatLogEvent],
+            enable_logging=False,  # is_mariadb=True would ignore log_file/log_pos (GTID mode)
+        )
+
+    def close(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except Exception:  # noqa: BLE001 - closing a broken stream
+                pass
+            self._stream = None
+
+    def converters(self, table: str) -> dict[str, Callable[[Any], Any]]:
+        shape = self.tables[table]
+        cached = self._converters.get(table)
+        if cached is None or cached[0] is not shape:  # the engine may have re-described the table
+            cached = (shape, {c.name: mtypes.binlog_converter(c, mtypes.MySQLColumnInfo(c.name, charset=c.charset))
+                              for c in shape.columns})
+            self._converters[table] = cached
+        return cached[1]
+
+    def _set_table(self, name: str, schema: TableSchema | None) -> None:
+        self._converters.pop(name, None)
+        if schema is None:
+            self.tables.pop(name, None)
+        else:
+            self.tables[name] = schema
+
+    # -- the loop ------------------------------------------------------------
+    def events(self) -> Iterator[Event]:
+        self._stream = self._open()
+        try:
+            while True:
+                try:
+                    ev = self._stream.fetchone()
+                except (pymysql.err.MySQLError, OSError, ConnectionError) as exc:
+                    raise TransientError(str(classify(exc, self.source.params, "reading the binlog"))) from exc
+                except AttributeError as exc:  # pymysqlreplication after a dropped socket
+                    raise TransientError(f"binlog connection lost: {exc}") from exc
+                if ev is None:
+                    continue
+                self.file = self._stream.log_file
+                self.pos = self._stream.log_pos
+                here = {"file": self.file, "pos": self.pos}
+                if isinstance(ev, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
+                    self._in_txn = True
+                    yield from self._rows(ev)
+                elif isinstance(ev, XidEvent):
+                    self._commit(here)
+                    yield Heartbeat(position=here, source_ts=float(ev.timestamp))
+                elif isinstance(ev, QueryEvent):
+                    yield from self._query(ev, here)
+                elif isinstance(ev, HeartbeatLogEvent):
+                    yield Heartbeat(position=None if self._in_txn else here,
+                                    source_ts=None if self._in_txn else time.time())
+        finally:
+            self.close()
+
+    def _commit(self, here: Position) -> None:
+        self._in_txn = False
+        self._txn_start = dict(here)
+
+    def _rows(self, ev: Any) -> Iterator[Event]:
+        if ev.schema != self.database or ev.table not in self.tables:
+            return
+        table = ev.table
+        convs = self.converters(table)
+        ts = float(ev.timestamp)
+        pos = self._txn_start
+        for row in ev.rows:
+            try:
+                if isinstance(ev, WriteRowsEvent):
+                    after = self._convert(convs, row["values"], row.get("none_sources"))
+                    yield RowChange(table, Op.INSERT, None, after, pos, ts)
+                elif isinstance(ev, DeleteRowsEvent):
+                    before = self._convert(convs, row["values"], row.get("none_sources"))
+                    yield RowChange(table, Op.DELETE, before, None, pos, ts)
+                else:
+                    before = self._convert(convs, row["before_values"], row.get("before_none_sources"))
+                    after = self._convert(convs, row["after_values"], row.get("after_none_sources"))
+                    yield RowChange(table, Op.UPDATE, before, after, pos, ts)
+            except _UnknownColumn as unknown:
+                log.warning("table %r: row event carries column %r unknown to the replicated shape; "
+                            "re-copying the table", table, unknown.args[0])
+                yield SchemaChange(table, SchemaOpKind.RESYNC_TABLE, position=pos,
+                                   statement=f"(row event with unknown column {unknown.args[0]!r})", source_ts=ts)
+                return
+
+    @staticmethod
+    def _convert(convs: dict[str, Callable[[Any], Any]], values: dict[str, Any],
+                 none_sources: dict[str, str] | None) -> dict[str, Any]:
+        for name in values:
+            if name not in convs:
+                raise _UnknownColumn(name)
+        return mtypes.binlog_image(values, none_sources, convs)
+
+
+    # -- statements ----------------------------------------------------------
+    def _query(self, ev: Any, here: Position) -> Iterator[Event]:
+        statement = ev.query if isinstance(ev.query, str) else ev.query.decode("utf-8", "replace")
+        kind = mddl.classify(statement)
+        if kind == "transaction":
+            if statement.strip().upper().startswith(("COMMIT", "XA COMMIT")):
+                self._commit(here)
+                yield Heartbeat(position=here, source_ts=float(ev.timestamp))
+            return
+        if kind not in ("ddl", "truncate"):
+            return
+        default_db = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else ev.schema
+        parsed = mddl.parse_ddl(statement, default_db or None)
+        ts = float(ev.timestamp)
+        self._commit(here)  # DDL commits implicitly; positions after it are safe
+        ours = [(db, t) for db, t in parsed.tables if db == self.database]
+        if parsed.statement == "DROP DATABASE" and self.database in parsed.databases:
+            for table in list(self.tables):
+                self._set_table(table, None)
+                yield SchemaChange(table, SchemaOpKind.DROP_TABLE, here, statement, old_name=table, source_ts=ts)
+            yield Heartbeat(position=here, source_ts=ts)
+            return
+        for db, table in parsed.truncates:
+            if db == self.database and table in self.tables:
+                yield Truncate(table, position=here, source_ts=ts)
+        if not parsed.understood or parsed.primary_key_changed:
+            for _db, table in ours:
+                if table in self.tables or (not parsed.primary_key_changed and self.included(table)):
+                    log.warning("re-copying %r: its DDL cannot be followed in place (%s): %s", table,
+                                parsed.reason or "primary key changed", statement[:200])
+                    yield SchemaChange(table, SchemaOpKind.RESYNC_TABLE, position=here, statement=statement,
+                                       source_ts=ts)
+            yield Heartbeat(position=here, source_ts=ts)
+            return
+        for op in parsed.ops:
+            yield from self._ddl_op(op, statement, here, ts)
+        yield Heartbeat(position=here, source_ts=ts)
+
+    def _ddl_op(self, op: Any, statement: str, here: Position, ts: float) -> Iterator[Event]:
+        K = SchemaOpKind
+        if op.kind == K.RENAME_TABLE:
+            yield from self._rename_table(op, statement, here, ts)
+            return
+        if op.database != self.database:
+            return
+        table = op.table
+        current = self.tables.get(table)
+        if op.kind == K.CREATE_TABLE:
+            if not self.included(table):
+                return
+            if op.columns and not op.like:
+                key = self.key_override(table) or tuple(op.primary_key)
+                schema = TableSchema(table, tuple(_column(c) for c in op.columns), key)
+                self._set_table(table, schema)
+                yield SchemaChange(table, K.CREATE_TABLE, here, statement, schema=schema, source_ts=ts)
+            else:
+                yield SchemaChange(table, K.RESYNC_TABLE, here, statement, source_ts=ts)
+            return
+        if current is None:
+            return  # not replicated: never disturbs the stream
+        if op.kind == K.DROP_TABLE:
+            self._set_table(table, None)
+            yield SchemaChange(table, K.DROP_TABLE, here, statement, old_name=table, source_ts=ts)
+            return
+        cols = list(current.columns)
+        names = [c.name for c in cols]
+        if op.kind == K.ADD_COLUMN:
+            if op.column.name in names:
+                return
+            if op.column.has_default or not op.column.nullable or op.column.generated:
+                # MySQL fills existing rows without writing row events: copy them again
+                yield SchemaChange(table, K.RESYNC_TABLE, here, statement, source_ts=ts)
+                return
+            new_col = _column(op.column)
+            if op.first:
+                cols.insert(0, new_col)
+            elif op.after and op.after in names:
+                cols.insert(names.index(op.after) + 1, new_col)
+            else:
+                cols.append(new_col)
+            schema = TableSchema(table, tuple(cols), current.key)
+            self._set_table(table, schema)
+            yield SchemaChange(table, K.ADD_COLUMN, here, statement, schema=schema, column=new_col, source_ts=ts)
+        elif op.kind == K.DROP_COLUMN:
+            name = op.old_name
+            if name not in names:
+                return
+            if name in current.key:
+                yield SchemaChange(table, K.RESYNC_TABLE, here, statement, source_ts=ts)
+                return
+            schema = TableSchema(table, tuple(c for c in cols if c.name != name), current.key)
+            self._set_table(table, schema)
+            yield SchemaChange(table, K.DROP_COLUMN, here, statement, schema=schema, old_name=name, source_ts=ts)
+        elif op.kind in (K.MODIFY_COLUMN, K.RENAME_COLUMN):
+            old = op.old_name or (op.column.name if op.column else None)
+            if old not in names:
+                return
+            prior = cols[names.index(old)]
+            new_name = op.new_name or (op.column.name if op.column else old)
+            new_col = _column(op.column) if op.column else Column(new_name, prior.type, prior.nullable,
+                                                                  prior.source_type, prior.generated,
+                                                                  prior.charset)
+            cols[names.index(old)] = new_col
+            key = tuple(new_name if k == old else k for k in current.key)
+            schema = TableSchema(table, tuple(cols), key)
+            self._set_table(table, schema)
+            yield SchemaChange(table, op.kind, here, statement, schema=schema, column=new_col, old_name=old,
+                               new_name=new_name, source_ts=ts)
+
+    def _rename_table(self, op: Any, statement: str, here: Position, ts: float) -> Iterator[Event]:
+        K = SchemaOpKind
+        old_ours = op.database == self.database and op.table in self.tables
+        new_db = op.new_database or op.database
+        new_ours = new_db == self.database and self.included(op.new_name)
+        if old_ours and new_ours:
+            schema = TableSchema(op.new_name, self.tables[op.table].columns, self.tables[op.table].key)
+            self._set_table(op.table, None)
+            self._set_table(op.new_name, schema)
+            yield SchemaChange(op.table, K.RENAME_TABLE, here, statement, schema=schema, old_name=op.table,
+                               new_name=op.new_name, source_ts=ts)
+        elif old_ours:
+            self._set_table(op.table, None)
+            yield SchemaChange(op.table, K.DROP_TABLE, here, statement, old_name=op.table, source_ts=ts)
+        elif new_ours:
+            yield SchemaChange(op.new_name, K.RESYNC_TABLE, here, statement, source_ts=ts)
+
+
+class _UnknownColumn(Exception):
+    pass
+
+
+def _column(c: Any) -> Column:
+    return Column(name=c.name, type=mtypes.column_type(c.type_sql, is_json=c.type_sql.upper().startswith("JSON")),
+                  nullable=c.nullable, source_type=c.type_sql.lower(), generated=c.generated, charset=c.charset)

@@ -1,0 +1,104 @@
+"""Connecting to MySQL/MariaDB: URI parsing, identifier quoting, error mapping."""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+
+from warpd.errors import ConfigError, FatalError, TransientError
+from warpd.redact import redact
+
+# Client error codes that mean the connection or the server went away.
+_CONNECTION_LOST = {2003, 2006, 2013, 2055, 1053, 1927}
+# Server error codes worth retrying: lock wait timeout, deadlock, too many
+# connections, server shutting down, query interrupted by a restart.
+_RETRYABLE = {1205, 1213, 1040, 1053, 1927, 2002}
+_ACCESS_DENIED = {1044, 1045, 1142, 1227, 1698, 1370}
+
+
+@dataclass(frozen=True)
+class MySQLParams:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str | None
+    uri: str
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password,
+                "charset": "utf8mb4", "connect_timeout": 10, "autocommit": True}
+
+    @property
+    def redacted(self) -> str:
+        return redact(self.uri)
+
+
+def parse_uri(uri: str) -> MySQLParams:
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise ConfigError(f"source.connection_string: {redact(uri)} is not a mysql:// or mariadb:// URI")
+    try:
+        port = parts.port or 3306
+    except ValueError as exc:
+        raise ConfigError(f"source.connection_string: bad port in {redact(uri)}") from exc
+    database = urllib.parse.unquote(parts.path.lstrip("/")) or None
+    return MySQLParams(host=parts.hostname or "127.0.0.1", port=port,
+                       user=urllib.parse.unquote(parts.username or "root"),
+                       password=urllib.parse.unquote(parts.password or ""), database=database, uri=uri)
+
+
+def quote_ident(name: str) -> str:
+    """Quote one MySQL identifier (the only place identifiers are quoted for MySQL).
+
+    PyMySQL has no identifier helper; MySQL's rule is a backtick-delimited
+    name with embedded backticks doubled.  NUL cannot appear in a MySQL name.
+    """
+    if "\x00" in name:
+        raise ValueError("MySQL identifiers cannot contain NUL")
+    return "`" + name.replace("`", "``") + "`"
+
+
+def qualified(database: str, table: str) -> str:
+    return f"{quote_ident(database)}.{quote_ident(table)}"
+
+
+def error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    code = error_code(exc)
+    if isinstance(exc, (pymysql.err.InterfaceError, ConnectionError, OSError)):
+        return True
+    if isinstance(exc, pymysql.err.OperationalError):
+        return code in _CONNECTION_LOST or code in _RETRYABLE
+    return code in _RETRYABLE
+
+
+def classify(exc: BaseException, params: MySQLParams, doing: str) -> Exception:
+    """Turn a driver exception into a FatalError or TransientError with an actionable message."""
+    code = error_code(exc)
+    detail = redact(exc.args[1] if len(getattr(exc, "args", ())) > 1 else exc)
+    where = params.redacted
+    if code in _ACCESS_DENIED:
+        return FatalError(f"MySQL source {where}: access denied while {doing} ({detail}). Check the user and "
+                          "password, and grant SELECT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT "
+                          "(BINLOG MONITOR on MariaDB) to it; scripts/setup-databases.sh shows the grants.")
+    if code == 1049:
+        return FatalError(f"MySQL source {where}: {detail}; check the database name in the URI or "
+                          "the schema's source_database")
+    if is_transient(exc):
+        return TransientError(f"MySQL source {where}: {detail} while {doing}")
+    return FatalError(f"MySQL source {where}: {detail} while {doing}")
+
+
+def connect(params: MySQLParams, doing: str = "connecting", **extra: Any) -> pymysql.connections.Connection:
+    try:
+        return pymysql.connect(**params.connect_kwargs(), **extra)
+    except pymysql.err.MySQLError as exc:
+        raise classify(exc, params, doing) from exc

@@ -1,0 +1,278 @@
+"""MySQL/MariaDB source: prerequisite checks, table shapes and the chunked snapshot.
+
+Change streaming from the binlog lives in :mod:`warpd.connectors.mysql.binlog`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from typing import Any
+
+import pymysql
+
+from warpd.connectors.base import Event, Position, SnapshotChunk
+from warpd.connectors.mysql import types as mtypes
+from warpd.connectors.mysql.connection import (
+    MySQLParams,
+    classify,
+    connect,
+    is_transient,
+    parse_uri,
+    qualified,
+    quote_ident,
+)
+from warpd.connectors.mysql.keycodec import decode_key, encode_key
+from warpd.errors import FatalError, PositionLostError
+from warpd.types import TableSchema
+
+log = logging.getLogger(__name__)
+
+SETUP_HINT = "scripts/setup-databases.sh in the cartridge-warp repository configures a local server this way"
+
+
+def default_server_id(schema_name: str) -> int:
+    """A replica server id derived from the schema name, unlikely to clash with real servers."""
+    return 100_000 + zlib.crc32(schema_name.encode("utf-8")) % 4_000_000
+
+
+class MySQLSource:
+    """Reads one MySQL/MariaDB database: snapshot and binlog changes."""
+
+    is_transient = staticmethod(is_transient)
+
+    def __init__(self, uri: str, database: str, *, server_id: int, options: Mapping[str, Any] | None = None):
+        self.params: MySQLParams = parse_uri(uri)
+        self.database = database
+        self.server_id = server_id
+        self.options = dict(options or {})
+        self._conn: pymysql.connections.Connection | None = None
+        self._json_cache: dict[str, set[str]] = {}
+        self.is_mariadb = False
+        self._stream: Any = None
+
+    # -- plumbing ------------------------------------------------------------
+    @property
+    def conn(self) -> pymysql.connections.Connection:
+        if self._conn is None or not self._conn.open:
+            self._conn = connect(self.params, "connecting to read table definitions")
+            with self._conn.cursor() as cur:
+                for stmt in mtypes.SNAPSHOT_SESSION_SQL:
+                    cur.execute(stmt)
+        return self._conn
+
+    def _query(self, sql: str, args: Any = None, doing: str = "querying") -> list[tuple[Any, ...]]:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(sql, args)
+                return list(cur.fetchall())
+        except pymysql.err.MySQLError as exc:
+            self.reset()
+            raise classify(exc, self.params, doing) from exc
+
+    def reset(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+        self._conn = None
+
+    def close(self) -> None:
+        self.reset()
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    # -- checks --------------------------------------------------------------
+    def check_prerequisites(self) -> None:
+        """Fail with the fix when binlog capture cannot work on this server."""
+        where = self.params.redacted
+        (version,) = self._query("SELECT VERSION()")[0]
+        self.is_mariadb = "mariadb" in str(version).lower()
+        variables = dict(self._query(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+            "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata')"))
+        if str(variables.get("log_bin", "OFF")).upper() not in ("ON", "1"):
+            raise FatalError(f"MySQL source {where}: the binary log is off. Add `log_bin = mysql-bin`, "
+                             "`binlog_format = ROW`, `binlog_row_image = FULL` and `binlog_row_metadata = FULL` "
+                             f"to the server's [mysqld] section and restart it ({SETUP_HINT}).")
+        wanted = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
+        for name, value in wanted.items():
+            actual = str(variables.get(name, "(unsupported)")).upper()
+            if actual != value:
+                raise FatalError(f"MySQL source {where}: {name} is {actual}, cartridge-warp needs {value}. "
+                                 f"Run `SET GLOBAL {name} = '{value}'` and add `{name} = {value}` to [mysqld] "
+                                 f"so it survives a restart ({SETUP_HINT}).")
+        try:
+            self.current_position()
+        except FatalError:
+            raise
+        grants = " ".join(r[0] for r in self._query("SHOW GRANTS FOR CURRENT_USER()")).upper()
+        if not any(g in grants for g in ("REPLICATION SLAVE", "REPLICATION REPLICA", "ALL PRIVILEGES ON *.*")):
+            raise FatalError(f"MySQL source {where}: user {self.params.user!r} lacks the REPLICATION SLAVE "
+                             f"privilege needed to read the binlog; run `GRANT REPLICATION SLAVE, REPLICATION "
+                             f"CLIENT ON *.* TO '{self.params.user}'@'%'` (BINLOG MONITOR instead of "
+                             "REPLICATION CLIENT on MariaDB 10.5+).")
+        rows = self._query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                           (self.database,))
+        if not rows:
+            raise FatalError(f"MySQL source {where}: database {self.database!r} does not exist (or this user "
+                             "cannot see it); check the schema name or source_database.")
+
+    # -- positions -----------------------------------------------------------
+    def current_position(self) -> Position:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("SHOW MASTER STATUS")
+                row = cur.fetchone()
+        except pymysql.err.MySQLError as exc:
+            self.reset()
+            err = classify(exc, self.params, "reading the binlog position (SHOW MASTER STATUS)")
+            raise err from exc
+        if not row:
+            raise FatalError(f"MySQL source {self.params.redacted}: SHOW MASTER STATUS returned nothing; the "
+                             f"binary log is off or this user lacks REPLICATION CLIENT / BINLOG MONITOR "
+                             f"({SETUP_HINT}).")
+        return {"file": row[0], "pos": int(row[1])}
+
+    def check_position(self, position: Position) -> None:
+        """Raise PositionLostError if the binlog file holding ``position`` was purged."""
+        files = [r[0] for r in self._query("SHOW BINARY LOGS", doing="listing binary logs")]
+        if position["file"] not in files:
+            first = files[0] if files else "(none)"
+            raise PositionLostError(
+                f"MySQL source {self.params.redacted}: the checkpointed binlog position {position['file']}:"
+                f"{position['pos']} is gone (the oldest binlog is {first}; it was purged, e.g. by "
+                "expire_logs_days or binlog_expire_logs_seconds). Changes since then cannot be replayed. "
+                "Set on_position_lost: resnapshot to re-copy every table automatically, or run once with it, "
+                "and keep binlogs longer than the longest outage you want to survive.")
+
+    # -- tables --------------------------------------------------------------
+    def list_tables(self) -> list[str]:
+        rows = self._query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                           "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", (self.database,),
+                           doing="listing tables")
+        return [r[0] for r in rows]
+
+    def table_exists(self, table: str) -> bool:
+        return bool(self._query("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
+                                "TABLE_NAME = %s", (self.database, table)))
+
+    def describe(self, table: str, key_columns: tuple[str, ...] | None = None) -> TableSchema:
+        try:
+            with self.conn.cursor() as cur:
+                described = mtypes.describe_columns(cur, self.database, table)
+        except pymysql.err.MySQLError as exc:
+            self.reset()
+            raise classify(exc, self.params, f"describing table {table!r}") from exc
+        if not described:
+            raise FatalError(f"MySQL source: table {table!r} not found in database {self.database!r}")
+        columns = tuple(dataclasses.replace(col, charset=info.charset) for col, info in described)
+        if key_columns:
+            names = {c.name for c in columns}
+            missing = [k for k in key_columns if k not in names]
+            if missing:
+                raise FatalError(f"table {table!r}: key_columns {missing} are not columns of the table "
+                                 f"(it has {sorted(names)})")
+            key = tuple(key_columns)
+        else:
+            pk = self._query(
+                "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND "
+                "TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (self.database, table))
+            key = tuple(r[0] for r in pk)
+        return TableSchema(name=table, columns=columns, key=key)
+
+    def estimate_rows(self, table: str) -> int:
+        rows = self._query("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
+                           "TABLE_NAME = %s", (self.database, table))
+        return int(rows[0][0] or 0) if rows else 0
+
+    # -- snapshot ------------------------------------------------------------
+    def snapshot(self, schema: TableSchema, resume_after: Mapping[str, Any] | None,
+                 chunk_size: int) -> Iterator[SnapshotChunk]:
+        """Read ``schema``'s table in primary-key order, ``chunk_size`` rows at a time.
+
+        Each chunk is its own query (no long transaction holding undo logs);
+        changes made meanwhile are replayed from the binlog afterwards.  A
+        keyless table is read in one streaming pass and cannot resume.
+        """
+        cols = schema.columns
+        select = [mtypes.snapshot_select_expr(c, quote_ident(c.name)) for c in cols]
+        key_idx: list[int] = []
+        for k in schema.key:
+            i = next(n for n, c in enumerate(cols) if c.name == k)
+            if select[i] == quote_ident(k):
+                key_idx.append(i)
+            else:  # the converted expression is no good for comparisons: fetch the raw key too
+                select.append(quote_ident(k))
+                key_idx.append(len(select) - 1)
+        converters = [mtypes.snapshot_converter(c) for c in cols]
+        names = [c.name for c in cols]
+        source = qualified(self.database, schema.name)
+        conn = connect(self.params, f"snapshotting {schema.name!r}", cursorclass=pymysql.cursors.SSCursor)
+        try:
+            with conn.cursor() as cur:
+                for stmt in mtypes.SNAPSHOT_SESSION_SQL:
+                    cur.execute(stmt)
+            if not schema.key:
+                yield from self._snapshot_keyless(conn, select, source, names, converters, schema.name, chunk_size)
+                return
+            order = ", ".join(quote_ident(k) for k in schema.key)
+            tuple_sql = "(" + order + ")"
+            last = decode_key(dict(resume_after)) if resume_after else None
+            while True:
+                where, args = "", ()
+                if last is not None:
+                    where = f" WHERE {tuple_sql} > ({', '.join(['%s'] * len(last))})"
+                    args = tuple(last)
+                # identifiers quoted by quote_ident, values bound: nothing from the source is spliced raw
+                query = f"SELECT {', '.join(select)} FROM {source}{where} ORDER BY {order} LIMIT {int(chunk_size)}"  # noqa: S608
+                try:
+                    with conn.cursor(pymysql.cursors.Cursor) as cur:
+                        cur.execute(query, args)
+                        raw = cur.fetchall()
+                except pymysql.err.MySQLError as exc:
+                    raise classify(exc, self.params, f"snapshotting {schema.name!r}") from exc
+                if not raw:
+                    yield SnapshotChunk(schema.name, [], resume_after=encode_key(last) if last else None, done=True)
+                    return
+                rows = [{n: conv(v) for n, conv, v in zip(names, converters, r, strict=False)} for r in raw]
+                last = [raw[-1][i] for i in key_idx]
+                done = len(raw) < chunk_size
+                yield SnapshotChunk(schema.name, rows, resume_after=encode_key(last), done=done)
+                if done:
+                    return
+        finally:
+            conn.close()
+
+    def _snapshot_keyless(self, conn: Any, select: list[str], source: str, names: list[str],
+                          converters: list[Any], table: str, chunk_size: int) -> Iterator[SnapshotChunk]:
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT {', '.join(select)} FROM {source}")  # noqa: S608 - quoted by quote_ident
+                while True:
+                    raw = cur.fetchmany(chunk_size)
+                    rows = [{n: conv(v) for n, conv, v in zip(names, converters, r, strict=False)} for r in raw]
+                    done = len(raw) < chunk_size
+                    yield SnapshotChunk(table, rows, resume_after=None, done=done)
+                    if done:
+                        return
+        except pymysql.err.MySQLError as exc:
+            raise classify(exc, self.params, f"snapshotting {table!r}") from exc
+
+    # -- streaming -----------------------------------------------------------
+    def stream(self, start: Position, tables: MutableMapping[str, TableSchema],
+               included: Callable[[str], bool],
+               key_override: Callable[[str], tuple[str, ...] | None]) -> Iterator[Event]:
+        """Binlog events from ``start``; see :class:`~warpd.connectors.mysql.binlog.BinlogReader`."""
+        from warpd.connectors.mysql.binlog import BinlogReader
+
+        reader = BinlogReader(self, start, tables, included, key_override)
+        self._stream = reader
+        yield from reader.events()
+
+    def tables_in(self, names: Iterable[str]) -> list[str]:
+        return [n for n in names if self.table_exists(n)]

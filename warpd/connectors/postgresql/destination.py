@@ -1,0 +1,378 @@
+"""PostgreSQL destination: COPY into a staging table, then one set-based merge.
+
+Every identifier goes through :class:`psycopg2.sql.Identifier`; every value
+travels as COPY data.  One :class:`PostgresDestination` owns one connection
+and is used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+from psycopg2 import sql
+
+from warpd.connectors.base import Capabilities, SchemaOpKind
+from warpd.connectors.postgresql.naming import MAX_IDENTIFIER_BYTES, map_columns, pg_identifier
+from warpd.connectors.postgresql.types import copy_encoder, pg_type_sql
+from warpd.errors import FatalError, TransientError
+from warpd.redact import redact
+from warpd.types import TableSchema
+
+log = logging.getLogger(__name__)
+
+ROW_KEY = "_warp_row_key"          # key of tables without a primary key (hash of the row)
+OP_COLUMN = "_warp_op"
+SOURCE_TS_COLUMN = "_warp_source_ts"
+SYNCED_AT_COLUMN = "_warp_synced_at"
+DELETED_AT_COLUMN = "_warp_deleted_at"
+STAGE_DELETE_FLAG = "_warp_delete"
+RESERVED_COLUMNS = (ROW_KEY, OP_COLUMN, SOURCE_TS_COLUMN, SYNCED_AT_COLUMN, DELETED_AT_COLUMN)
+
+CAPABILITIES = Capabilities(max_identifier_bytes=MAX_IDENTIFIER_BYTES, transactional_ddl=True)
+
+# SQLSTATE classes/codes worth retrying: connection exceptions, serialization
+# failure, deadlock, lock timeout, shutdown in progress, cannot connect now.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        code = getattr(exc, "pgcode", None)
+        # 28xxx (auth) and 3D000 (no such database) are operational errors no retry fixes
+        return not (code and (code.startswith("28") or code == "3D000"))
+    code = getattr(exc, "pgcode", None)
+    return bool(code) and (code in _TRANSIENT_SQLSTATES or code.startswith("08"))
+
+
+def _epoch_to_text(ts: float | None) -> str:
+    if ts is None:
+        return r"\N"
+    import datetime as _dt
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """Everything needed to write one source table version, computed once."""
+
+    source: TableSchema
+    pg_schema: str
+    pg_table: str
+    columns: Mapping[str, str]            # source column name -> PostgreSQL column name
+    key: tuple[str, ...]                  # PostgreSQL key column names
+    soft_delete: bool
+    metadata: bool
+    encoders: tuple[Callable[[Any], str], ...]  # one per source column, in order
+
+    @property
+    def keyless(self) -> bool:
+        return not self.source.key
+
+    def data_columns(self) -> list[str]:
+        return [self.columns[c.name] for c in self.source.columns]
+
+    def encode(self, row: Mapping[str, Any]) -> list[str]:
+        """COPY text fields for ``row``'s source columns (raises on a value PostgreSQL cannot hold)."""
+        return [enc(row.get(col.name)) for col, enc in zip(self.source.columns, self.encoders, strict=True)]
+
+    def row_key(self, fields: list[str]) -> str:
+        return hashlib.md5("\t".join(fields).encode("utf-8")).hexdigest()
+
+
+def make_plan(schema: TableSchema, pg_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
+    columns = map_columns((c.name for c in schema.columns), reserved=RESERVED_COLUMNS)
+    key = tuple(columns[k] for k in schema.key) if schema.key else (ROW_KEY,)
+    return TablePlan(source=schema, pg_schema=pg_identifier(pg_schema), pg_table=pg_identifier(schema.name),
+                     columns=columns, key=key, soft_delete=soft_delete, metadata=metadata,
+                     encoders=tuple(copy_encoder(c.type) for c in schema.columns))
+
+
+def _ident(*names: str) -> sql.Composable:
+    return sql.Identifier(*names)
+
+
+def create_table_sql(plan: TablePlan) -> list[sql.Composable]:
+    target = _ident(plan.pg_schema, plan.pg_table)
+    defs: list[sql.Composable] = []
+    if plan.keyless:
+        defs.append(sql.SQL("{} text NOT NULL").format(_ident(ROW_KEY)))
+    key_sources = set(plan.source.key)
+    for col in plan.source.columns:
+        null = sql.SQL(" NOT NULL") if col.name in key_sources else sql.SQL("")
+        defs.append(sql.SQL("{} {}{}").format(_ident(plan.columns[col.name]), sql.SQL(pg_type_sql(col.type)), null))
+    defs.extend(sql.SQL(d) for d in _extra_column_defs(plan))
+    defs.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(_ident, plan.key))))
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(plan.pg_schema)),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(target, sql.SQL(", ").join(defs)),
+    ]
+
+
+def _extra_column_defs(plan: TablePlan) -> list[str]:
+    # names are constants of this module, safe to inline (still quoted)
+    out = []
+    if plan.metadata:
+        out += [f'"{OP_COLUMN}" text', f'"{SOURCE_TS_COLUMN}" timestamptz',
+                f'"{SYNCED_AT_COLUMN}" timestamptz NOT NULL DEFAULT now()']
+    if plan.soft_delete:
+        out.append(f'"{DELETED_AT_COLUMN}" timestamptz')
+    return out
+
+
+class PostgresDestination:
+    """One connection to the destination database."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, uri: str, *, application_name: str = "cartridge-warp"):
+        self.uri = uri
+        self.application_name = application_name
+        self._conn: psycopg2.extensions.connection | None = None
+        self._staged: set[tuple[str, str, int]] = set()
+
+    # -- connection ----------------------------------------------------------
+    @property
+    def conn(self) -> psycopg2.extensions.connection:
+        if self._conn is None or self._conn.closed:
+            self._staged.clear()
+            try:
+                self._conn = psycopg2.connect(self.uri, application_name=self.application_name,
+                                              connect_timeout=10)
+            except psycopg2.OperationalError as exc:
+                message = redact(str(exc).strip())
+                if "authentication" in message or "password" in message or "role" in message:
+                    raise FatalError(f"cannot log in to the PostgreSQL destination: {message}") from exc
+                if "does not exist" in message:
+                    raise FatalError(f"PostgreSQL destination: {message}; create it first") from exc
+                raise TransientError(f"cannot reach the PostgreSQL destination: {message}") from exc
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    def reset(self) -> None:
+        """Drop the connection after an error; the next use reconnects."""
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the connection is already broken
+            self._conn = None
+
+    def _run(self, statements: Iterable[sql.Composable]) -> list[str]:
+        done = []
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            for stmt in statements:
+                cur.execute(stmt)
+                done.append(stmt.as_string(conn))
+        return done
+
+    def render(self, statements: Iterable[sql.Composable]) -> list[str]:
+        return [s.as_string(self.conn) for s in statements]
+
+    # -- tables --------------------------------------------------------------
+    def existing_columns(self, plan: TablePlan) -> list[str] | None:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                        "AND NOT attisdropped ORDER BY attnum",
+                        (_ident(plan.pg_schema, plan.pg_table).as_string(self.conn),))
+            rows = cur.fetchall()
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL",
+                        (_ident(plan.pg_schema, plan.pg_table).as_string(self.conn),))
+            exists = cur.fetchone()[0]
+        return [r[0] for r in rows] if exists else None
+
+    def prepare_sql(self, plan: TablePlan) -> list[sql.Composable]:
+        """DDL that makes the destination table match ``plan`` (create, or add missing columns)."""
+        existing = self.existing_columns(plan)
+        if existing is None:
+            return create_table_sql(plan)
+        have = set(existing)
+        target = _ident(plan.pg_schema, plan.pg_table)
+        out: list[sql.Composable] = []
+        for col in plan.source.columns:
+            name = plan.columns[col.name]
+            if name not in have:
+                out.append(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                    target, _ident(name), sql.SQL(pg_type_sql(col.type))))
+        for extra in _extra_column_defs(plan):
+            name = extra.split('"')[1]
+            if name not in have:
+                out.append(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(target, sql.SQL(extra)))
+        return out
+
+    def prepare(self, plan: TablePlan) -> list[str]:
+        return self._run(self.prepare_sql(plan))
+
+    def run_ddl(self, statements: list[sql.Composable]) -> list[str]:
+        self._staged.clear()
+        return self._run(statements)
+
+    def truncate(self, plan: TablePlan) -> None:
+        self._run([sql.SQL("TRUNCATE {}").format(_ident(plan.pg_schema, plan.pg_table))])
+
+    def soft_delete_all(self, plan: TablePlan) -> None:
+        self._run([sql.SQL("UPDATE {} SET {} = now() WHERE {} IS NULL").format(
+            _ident(plan.pg_schema, plan.pg_table), _ident(DELETED_AT_COLUMN), _ident(DELETED_AT_COLUMN))])
+
+    def count(self, plan: TablePlan) -> int:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(plan.pg_schema, plan.pg_table)))
+            return cur.fetchone()[0]
+
+    def drop(self, plan: TablePlan) -> list[str]:
+        return self.run_ddl([sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(plan.pg_schema, plan.pg_table))])
+
+    def schema_change_sql(self, kind: SchemaOpKind, old: TablePlan, new: TablePlan,
+                          old_column: str | None = None,
+                          new_column: str | None = None) -> list[sql.Composable]:
+        """DDL turning ``old`` into ``new`` for one source change; empty if already done.
+
+        Checks the live table first, so a change replayed after a crash (applied
+        but not yet checkpointed) is a no-op rather than an error.
+        """
+        existing = self.existing_columns(old)
+        if kind is SchemaOpKind.RENAME_TABLE:
+            if existing is None or self.existing_columns(new) is not None:
+                return []
+            return [sql.SQL("ALTER TABLE {} RENAME TO {}").format(_ident(old.pg_schema, old.pg_table),
+                                                                  _ident(new.pg_table))]
+        if existing is None:
+            return create_table_sql(new)
+        have = set(existing)
+        target = _ident(new.pg_schema, new.pg_table)
+        out: list[sql.Composable] = []
+        if kind is SchemaOpKind.DROP_COLUMN and old_column is not None:
+            name = old.columns.get(old_column)
+            if name in have:
+                out.append(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(target, _ident(name)))
+            return out
+        if kind in (SchemaOpKind.RENAME_COLUMN, SchemaOpKind.MODIFY_COLUMN) and old_column is not None:
+            new_column = new_column or old_column
+            before, after = old.columns[old_column], new.columns[new_column]
+            if before != after and before in have and after not in have:
+                out.append(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
+                    target, _ident(before), _ident(after)))
+            old_col, new_col = old.source.column(old_column), new.source.column(new_column)
+            if kind is SchemaOpKind.MODIFY_COLUMN and old_col and new_col and new_col.type != old_col.type:
+                pg_type = sql.SQL(pg_type_sql(new_col.type))
+                out.append(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
+                    target, _ident(after), pg_type, _ident(after), pg_type))
+            return out
+        # ADD_COLUMN, CREATE_TABLE on an existing table: add what is missing
+        for col in new.source.columns:
+            name = new.columns[col.name]
+            if name not in have:
+                out.append(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                    target, _ident(name), sql.SQL(pg_type_sql(col.type))))
+        return out
+
+    # -- writing -------------------------------------------------------------
+    def _stage_name(self, plan: TablePlan) -> str:
+        digest = hashlib.sha1(f"{plan.pg_schema}.{plan.pg_table}".encode()).hexdigest()[:16]
+        return f"_warp_stage_{digest}"
+
+    def _ensure_stage(self, cur: Any, plan: TablePlan, stage: str) -> None:
+        token = (plan.pg_schema, plan.pg_table, id(plan))
+        if token in self._staged:
+            return
+        cols = [_ident(ROW_KEY)] if plan.keyless else []
+        cols += [_ident(c) for c in plan.data_columns()]
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(stage)))
+        # AS SELECT ... WITH NO DATA copies the column types but no constraints,
+        # so delete markers may leave non-key columns NULL.
+        cur.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA")
+                    .format(_ident(stage), sql.SQL(", ").join(cols), _ident(plan.pg_schema, plan.pg_table)))
+        extra = [f'"{STAGE_DELETE_FLAG}" boolean NOT NULL DEFAULT false']
+        if plan.metadata:
+            extra += [f'"{OP_COLUMN}" text', f'"{SOURCE_TS_COLUMN}" timestamptz']
+        for e in extra:
+            cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(_ident(stage), sql.SQL(e)))
+        self._staged = {t for t in self._staged if t[:2] != token[:2]}
+        self._staged.add(token)
+
+    def copy_fields(self, plan: TablePlan) -> list[str]:
+        cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns() + [STAGE_DELETE_FLAG]
+        if plan.metadata:
+            cols += [OP_COLUMN, SOURCE_TS_COLUMN]
+        return cols
+
+    def encode_line(self, plan: TablePlan, row: Mapping[str, Any], delete: bool, op: str,
+                    source_ts: float | None) -> str:
+        fields = plan.encode(row)
+        if plan.keyless:
+            fields.insert(0, plan.row_key(fields))
+        fields.append("t" if delete else "f")
+        if plan.metadata:
+            fields.append(op)
+            fields.append(_epoch_to_text(source_ts))
+        return "\t".join(fields) + "\n"
+
+    def write(self, plan: TablePlan, lines: str, *, has_deletes: bool, has_upserts: bool = True,
+              direct: bool = False) -> None:
+        """Apply COPY ``lines`` (made by :meth:`encode_line`) in one transaction.
+
+        ``direct`` copies straight into the target (initial snapshot into rows
+        that cannot exist yet); otherwise rows go through the staging table and
+        are merged: deletes first, then upserts, which is safe because a batch
+        holds at most one final state per key.
+        """
+        conn = self.conn
+        target = _ident(plan.pg_schema, plan.pg_table)
+        with conn, conn.cursor() as cur:
+            if direct:
+                cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns()
+                if plan.metadata:
+                    cols += [OP_COLUMN, SOURCE_TS_COLUMN]
+                copy = sql.SQL("COPY {} ({}) FROM STDIN").format(target, sql.SQL(", ").join(map(_ident, cols)))
+                cur.copy_expert(copy, io.StringIO(lines))
+                return
+            stage = self._stage_name(plan)
+            self._ensure_stage(cur, plan, stage)
+            fields = self.copy_fields(plan)
+            cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                _ident(stage), sql.SQL(", ").join(map(_ident, fields))), io.StringIO(lines))
+            match = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=_ident(k)) for k in plan.key)
+            if has_deletes:
+                if plan.soft_delete:
+                    sets = [sql.SQL("{} = COALESCE(t.{}, now())").format(_ident(DELETED_AT_COLUMN),
+                                                                       _ident(DELETED_AT_COLUMN))]
+                    if plan.metadata:
+                        sets += [sql.SQL("{c} = s.{c}").format(c=_ident(OP_COLUMN)),
+                                 sql.SQL("{c} = s.{c}").format(c=_ident(SOURCE_TS_COLUMN)),
+                                 sql.SQL("{} = now()").format(_ident(SYNCED_AT_COLUMN))]
+                    cur.execute(sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE s.{} AND {}").format(
+                        target, sql.SQL(", ").join(sets), _ident(stage), _ident(STAGE_DELETE_FLAG), match))
+                else:
+                    cur.execute(sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE s.{} AND {}").format(
+                        target, _ident(stage), _ident(STAGE_DELETE_FLAG), match))
+            if has_upserts:
+                cur.execute(self._merge_sql(plan, stage))
+
+    def _merge_sql(self, plan: TablePlan, stage: str) -> sql.Composable:
+        insert_cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns()
+        if plan.metadata:
+            insert_cols += [OP_COLUMN, SOURCE_TS_COLUMN]
+        values = [_ident(c) for c in insert_cols]
+        updates = [c for c in insert_cols if c not in plan.key]
+        sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=_ident(c)) for c in updates]
+        if plan.metadata:
+            sets.append(sql.SQL("{} = now()").format(_ident(SYNCED_AT_COLUMN)))
+        if plan.soft_delete:
+            sets.append(sql.SQL("{} = NULL").format(_ident(DELETED_AT_COLUMN)))
+        conflict = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(sets)) if sets
+                    else sql.SQL("DO NOTHING"))
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE NOT {} ON CONFLICT ({}) {}").format(
+            _ident(plan.pg_schema, plan.pg_table), sql.SQL(", ").join(values), sql.SQL(", ").join(values),
+            _ident(stage), _ident(STAGE_DELETE_FLAG), sql.SQL(", ").join(map(_ident, plan.key)), conflict)
+
+

@@ -1,0 +1,164 @@
+"""Applying final row states to one destination table with N parallel workers.
+
+Rows are partitioned by key, so every change to one row goes to the same
+worker in source order; each worker owns its own destination connection.
+A batch is applied when every worker has committed its part.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+
+from warpd.config import TableSettings
+from warpd.connectors.postgresql.destination import PostgresDestination, TablePlan, is_transient
+from warpd.engine.batch import FinalState
+from warpd.engine.retry import call_with_retry
+from warpd.redact import redact
+from warpd.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+# Errors that concern the data of some row(s), not the connection or the schema.
+_ROW_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError)
+
+
+class DestinationPool:
+    """Destination connections, one per thread that asks."""
+
+    def __init__(self, factory: Callable[[], PostgresDestination]):
+        self._factory = factory
+        self._local = threading.local()
+        self._all: list[PostgresDestination] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> PostgresDestination:
+        dest = getattr(self._local, "dest", None)
+        if dest is None:
+            dest = self._factory()
+            self._local.dest = dest
+            with self._lock:
+                self._all.append(dest)
+        return dest
+
+    def close(self) -> None:
+        with self._lock:
+            for dest in self._all:
+                dest.close()
+            self._all.clear()
+
+
+class TableApplier:
+    """Writes batches of :class:`FinalState` into one table."""
+
+    def __init__(self, schema_name: str, plan: TablePlan, settings: TableSettings, pool: DestinationPool,
+                 store: StateStore, should_stop: Callable[[], bool]):
+        self.schema_name = schema_name
+        self.plan = plan
+        self.settings = settings
+        self.pool = pool
+        self.store = store
+        self.should_stop = should_stop
+        self.workers = max(1, settings.max_parallel_streams)
+        self._executor = ThreadPoolExecutor(max_workers=self.workers,
+                                            thread_name_prefix=f"apply-{plan.source.name[:20]}")
+        self.dead_letters = 0
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def key_of(self, row: dict[str, Any]) -> Hashable:
+        if self.plan.keyless:
+            return self.plan.row_key(self.plan.encode(row))
+        return tuple(row.get(k) for k in self.plan.source.key)
+
+    # -- streaming batches ---------------------------------------------------
+    def apply(self, states: Iterable[FinalState]) -> int:
+        """Apply final states (in parallel by key); return how many were written."""
+        parts: list[list[FinalState]] = [[] for _ in range(self.workers)]
+        for st in states:
+            parts[hash(self.key_of(st.row)) % self.workers].append(st)
+        jobs = [self._executor.submit(self._apply_part, p) for p in parts if p]
+        written = 0
+        errors = []
+        for job in jobs:
+            try:
+                written += job.result()
+            except BaseException as exc:  # noqa: BLE001 - collected, re-raised below
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return written
+
+    def _encode(self, states: list[FinalState]) -> list[tuple[FinalState, str]]:
+        dest = self.pool.get()
+        out = []
+        for st in states:
+            try:
+                out.append((st, dest.encode_line(self.plan, st.row, st.deleted, st.op, st.source_ts)))
+            except (ValueError, TypeError, OverflowError) as exc:
+                self._dead_letter(st, f"value cannot be encoded for PostgreSQL: {exc}")
+        return out
+
+    def _apply_part(self, states: list[FinalState]) -> int:
+        encoded = self._encode(states)
+        if not encoded:
+            return 0
+        self._write(encoded)
+        return len(encoded)
+
+    def _write(self, encoded: list[tuple[FinalState, str]], direct: bool = False) -> None:
+        dest = self.pool.get()
+        lines = "".join(line for _st, line in encoded)
+        has_deletes = any(st.deleted for st, _ in encoded)
+        has_upserts = any(not st.deleted for st, _ in encoded)
+        try:
+            call_with_retry(
+                lambda: dest.write(self.plan, lines, has_deletes=has_deletes, has_upserts=has_upserts,
+                                   direct=direct),
+                self.settings.retry, is_transient=is_transient,
+                what=f"writing {len(encoded)} rows to {self.plan.pg_schema}.{self.plan.pg_table}",
+                should_stop=self.should_stop, on_retry=lambda _e: dest.reset())
+        except psycopg2.errors.UniqueViolation:
+            if not direct:
+                raise
+            # A snapshot chunk committed before a crash but not recorded: merge it instead.
+            self._write(encoded, direct=False)
+        except _ROW_ERRORS as exc:
+            if direct:
+                self._write(encoded, direct=False)
+            elif len(encoded) == 1:
+                self._dead_letter(encoded[0][0], f"rejected by PostgreSQL: {redact(str(exc).strip())}")
+            else:
+                mid = len(encoded) // 2
+                self._write(encoded[:mid])
+                self._write(encoded[mid:])
+
+    def _dead_letter(self, st: FinalState, reason: str) -> None:
+        self.dead_letters += 1
+        log.error("table %r: row sent to the dead-letter table: %s", self.plan.source.name, reason)
+        self.store.add_dead_letter(self.schema_name, self.plan.source.name, st.op,
+                                   {k: _printable(v) for k, v in st.row.items()}, reason, st.position)
+
+    # -- snapshot chunks -----------------------------------------------------
+    def copy_snapshot(self, rows: list[dict[str, Any]]) -> int:
+        """COPY snapshot rows straight into the table (merging if some are there already)."""
+        states = [FinalState(r, False, "snapshot", None, None) for r in rows]
+        encoded = self._encode(states)
+        if encoded:
+            self._write(encoded, direct=True)
+        return len(encoded)
+
+
+def _printable(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray)):
+        return "\\x" + bytes(v).hex()
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)

@@ -1,0 +1,461 @@
+"""One schema, end to end: prerequisites, initial snapshot, then change streaming.
+
+The order of writes is what makes crashes harmless:
+
+1. the stream start position is stored *before* the snapshot reads anything,
+   so every change made during the snapshot is replayed afterwards;
+2. each snapshot chunk is committed to the destination before its resume
+   point is stored;
+3. each streaming batch is committed to the destination (every worker)
+   before the checkpoint that covers it is stored.
+
+Replaying from an older position is harmless because applying a change is
+idempotent (final row images are upserted, deletes delete by key).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from warpd.config import Config, SchemaConfig
+from warpd.connectors.base import Heartbeat, RowChange, SchemaChange, SchemaOpKind, Truncate
+from warpd.connectors.postgresql.destination import PostgresDestination, TablePlan, is_transient, make_plan
+from warpd.connectors.registry import destination_factory, source_factory
+from warpd.engine.applier import DestinationPool, TableApplier
+from warpd.engine.batch import compact
+from warpd.engine.progress import SnapshotProgress
+from warpd.engine.retry import Stopped, call_with_retry
+from warpd.errors import PositionLostError, TransientError
+from warpd.redact import redact
+from warpd.state.store import StateStore
+from warpd.types import TableSchema, is_widening
+
+log = logging.getLogger(__name__)
+
+IDLE_CHECKPOINT_SECONDS = 1.0
+STATS_EVERY_SECONDS = 30.0
+
+
+class SchemaRunner:
+    """Replicates one configured schema until ``should_stop()`` turns true."""
+
+    def __init__(self, config: Config, schema: SchemaConfig, store: StateStore,
+                 should_stop: Callable[[], bool] = lambda: False):
+        self.config = config
+        self.schema = schema
+        self.name = schema.name
+        self.store = store
+        self.should_stop = should_stop
+        src = config.source
+        self.source = source_factory(src.type)(src.connection_string, schema.source_database, schema.name,
+                                               dict(src.options))
+        make_dest = destination_factory(config.destination.type)
+        app = f"cartridge-warp {schema.name}"[:63]
+        self.dest: PostgresDestination = make_dest(config.destination.connection_string, app)
+        self.pool = DestinationPool(lambda: make_dest(config.destination.connection_string, app))
+        self.tables: dict[str, TableSchema] = {}
+        self.plans: dict[str, TablePlan] = {}
+        self.appliers: dict[str, TableApplier] = {}
+        self.applied_events = 0
+        self.last_source_ts: float | None = None
+        self.global_retry = schema.table_settings("").retry
+
+    # -- helpers -------------------------------------------------------------
+    def _retry(self, fn: Callable[[], Any], what: str, reset: Callable[[], None] | None = None) -> Any:
+        def on_retry(_exc: BaseException) -> None:
+            self.dest.reset()
+            self.source.reset()
+            if reset:
+                reset()
+        return call_with_retry(fn, self.global_retry, is_transient=self._is_transient, what=what,
+                               should_stop=self.should_stop, on_retry=on_retry)
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, TransientError) or is_transient(exc) or self.source.is_transient(exc)
+
+    def _key_override(self, table: str) -> tuple[str, ...] | None:
+        return self.schema.table_settings(table).key_columns
+
+    def _plan(self, table: TableSchema) -> TablePlan:
+        settings = self.schema.table_settings(table.name)
+        return make_plan(table, self.schema.destination_schema, soft_delete=settings.deletes == "soft",
+                         metadata=settings.metadata_columns)
+
+    def _track(self, table: TableSchema) -> TablePlan:
+        """Start (or continue) replicating ``table`` with this shape; prepare the destination."""
+        old = self.appliers.pop(table.name, None)
+        if old:
+            old.close()
+        plan = self._plan(table)
+        ddl = self._retry(lambda: self.dest.prepare(plan), f"preparing {plan.pg_schema}.{plan.pg_table}")
+        for stmt in ddl:
+            log.info("destination DDL: %s", stmt)
+        self.tables[table.name] = table
+        self.plans[table.name] = plan
+        self.appliers[table.name] = TableApplier(self.name, plan, self.schema.table_settings(table.name),
+                                                 self.pool, self.store, self.should_stop)
+        return plan
+
+    def _untrack(self, name: str) -> None:
+        applier = self.appliers.pop(name, None)
+        if applier:
+            applier.close()
+        self.tables.pop(name, None)
+        self.plans.pop(name, None)
+
+    def close(self) -> None:
+        for applier in self.appliers.values():
+            applier.close()
+        self.pool.close()
+        self.dest.close()
+        self.source.close()
+
+    # -- planning (also used by --dry-run) -----------------------------------
+    def discover(self) -> dict[str, TableSchema]:
+        """Included tables and their current shapes at the source."""
+        names = [t for t in self._retry(self.source.list_tables, "listing source tables")
+                 if self.schema.includes(t)]
+        return {t: self._retry(lambda t=t: self.source.describe(t, self._key_override(t)), f"describing {t!r}")
+                for t in names}
+
+    def plan_report(self) -> list[dict[str, Any]]:
+        out = []
+        for name, table in self.discover().items():
+            settings = self.schema.table_settings(name)
+            plan = self._plan(table)
+            out.append({"table": name, "destination": f"{plan.pg_schema}.{plan.pg_table}",
+                        "key": list(table.key) or ["(none: whole-row hash)"],
+                        "max_parallel_streams": settings.max_parallel_streams,
+                        "batch_size": settings.batch_size, "snapshot_chunk_size": settings.snapshot_chunk_size,
+                        "deletes": settings.deletes, "metadata_columns": settings.metadata_columns,
+                        "estimated_rows": self.source.estimate_rows(name),
+                        "ddl": self.dest.render(self.dest.prepare_sql(plan))})
+        return out
+
+    # -- the run -------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._start()
+            self._snapshot_pending()
+            if not self.should_stop():
+                self._stream()
+        except Stopped:
+            log.info("schema %s: stopped while waiting to retry", self.name)
+        finally:
+            self.close()
+
+    def _start(self) -> None:
+        self._retry(self.source.check_prerequisites, "checking the source")
+        checkpoint = self.store.checkpoint(self.name)
+        if checkpoint is not None:
+            try:
+                self._retry(lambda: self.source.check_position(checkpoint), "checking the checkpoint")
+            except PositionLostError:
+                if self.schema.on_position_lost != "resnapshot":
+                    raise
+                log.warning("schema %s: checkpoint %s is no longer in the binlog; on_position_lost=resnapshot, "
+                            "so every table is copied again", self.name, checkpoint)
+                self.store.reset_schema(self.name)
+                checkpoint = None
+        current = self.discover()
+        if checkpoint is None:
+            position = self._retry(self.source.current_position, "reading the source position")
+            self.store.save_checkpoint(self.name, position)
+            for name in current:
+                self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
+            log.info("schema %s: %d tables to copy; changes will stream from %s", self.name, len(current),
+                     position)
+        known = self.store.latest_schemas(self.name)
+        progress = self.store.snapshot_progress(self.name)
+        for name in sorted(set(current) | {t for t in known if self.schema.includes(t)}):
+            if name in known and name in progress and progress[name].status == "done":
+                table = known[name]  # the shape as of the checkpoint; the binlog replays later DDL
+            elif name in current:
+                table = current[name]
+                if name not in progress:
+                    self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
+            else:
+                continue
+            self.store.record_schema_version(self.name, table, "snapshot", position=checkpoint)
+            self._track(table)
+        if not self.tables:
+            log.warning("schema %s: no source table in %r matches the whitelist/blacklist; waiting for "
+                        "tables to be created", self.name, self.schema.source_database)
+
+    # -- snapshot ------------------------------------------------------------
+    def _snapshot_pending(self) -> None:
+        for name, prog in sorted(self.store.snapshot_progress(self.name).items()):
+            if prog.status != "done" and name in self.tables:
+                if self.should_stop():
+                    return
+                self._snapshot_table(name)
+
+    def _snapshot_table(self, name: str) -> None:
+        attempt = 0
+        while True:
+            try:
+                self._copy_table(name)
+                return
+            except Exception as exc:  # noqa: BLE001 - transient ones resume from the last committed chunk
+                if not self._is_transient(exc):
+                    raise
+                attempt += 1
+                if attempt >= self.global_retry.max_attempts:
+                    raise TransientError(f"snapshot of {name!r} failed {attempt} times: {redact(exc)}") from exc
+                delay = self.global_retry.delay(attempt)
+                log.warning("snapshot of %s.%s interrupted (%s); resuming from the last committed chunk in "
+                            "%.1fs", self.name, name, redact(exc), delay)
+                self.source.reset()
+                self.dest.reset()
+                self._sleep(delay)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait, but give up with :class:`Stopped` as soon as a stop is requested."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.should_stop():
+                raise Stopped()
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def _copy_table(self, name: str) -> None:
+        table, plan, applier = self.tables[name], self.plans[name], self.appliers[name]
+        settings = self.schema.table_settings(name)
+        prog = self.store.snapshot_progress(self.name).get(name)
+        resume = prog.resume_after if prog else None
+        done_rows = prog.rows_copied if prog and resume else 0
+        if resume is None:
+            self._retry(lambda: self.dest.truncate(plan), f"emptying {plan.pg_table!r} before its snapshot")
+        estimate = self.source.estimate_rows(name)
+        self.store.set_snapshot_progress(self.name, name, "running", resume, done_rows, estimate)
+        display = SnapshotProgress(self.name, name, estimate, done_rows)
+        chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
+        failure: list[BaseException] = []
+
+        def writer() -> None:
+            copied = done_rows
+            while True:
+                chunk = chunks.get()
+                if chunk is None or failure:
+                    return
+                try:
+                    applier.copy_snapshot(chunk.rows)
+                    copied += len(chunk.rows)
+                    self.store.set_snapshot_progress(self.name, name, "done" if chunk.done else "running",
+                                                     chunk.resume_after, copied)
+                    display.advance(len(chunk.rows))
+                except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                    failure.append(exc)
+                    return
+
+        thread = threading.Thread(target=writer, name=f"snapshot-{name[:20]}", daemon=True)
+        thread.start()
+        finished = False
+        try:
+            for chunk in self.source.snapshot(table, resume, settings.snapshot_chunk_size):
+                while not failure:
+                    try:
+                        chunks.put(chunk, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if failure:
+                    break
+                if chunk.done:
+                    finished = True
+                    break
+                if self.should_stop():
+                    log.info("snapshot of %s.%s paused at %s rows; it resumes there on restart",
+                             self.name, name, f"{display.rows:,}")
+                    break
+        finally:
+            chunks.put(None)
+            thread.join()
+        if failure:
+            raise failure[0]
+        if finished:
+            display.finish()
+
+    # -- streaming -----------------------------------------------------------
+    def _stream(self) -> None:
+        checkpoint = self.store.checkpoint(self.name)
+        assert checkpoint is not None
+        self.safe_pos: dict[str, Any] = dict(checkpoint)
+        self.saved_pos = dict(checkpoint)
+        self.pending: list[RowChange] = []
+        self.pending_counts: dict[str, int] = {}
+        self.batch_started = 0.0
+        self.last_saved_at = time.monotonic()
+        self._stats_at, self._stats_events = time.monotonic(), 0
+        attempt = 0
+        log.info("schema %s: streaming changes from %s", self.name, checkpoint)
+        while True:
+            try:
+                for event in self.source.stream(self.safe_pos, self.tables, self.schema.includes,
+                                                 self._key_override):
+                    attempt = 0
+                    self._handle(event)
+                    if self.should_stop():
+                        self._flush()
+                        log.info("schema %s: stopped at %s", self.name, self.saved_pos)
+                        return
+                return
+            except Exception as exc:  # noqa: BLE001 - the stream is reopened from the last safe position
+                if not self._is_transient(exc):
+                    raise
+                attempt += 1
+                self.source.close()
+                if attempt >= self.global_retry.max_attempts:
+                    raise TransientError(f"the change stream failed {attempt} times in a row, giving up: "
+                                         f"{redact(exc)}") from exc
+                delay = self.global_retry.delay(attempt)
+                log.warning("schema %s: change stream interrupted (%s); reconnecting in %.1fs from %s",
+                            self.name, redact(exc), delay, self.safe_pos)
+                try:
+                    self._sleep(delay)
+                except Stopped:
+                    self._flush()
+                    return
+
+    def _handle(self, event: Any) -> None:
+        now = time.monotonic()
+        if isinstance(event, RowChange):
+            if not self.pending:
+                self.batch_started = now
+            self.pending.append(event)
+            count = self.pending_counts.get(event.table, 0) + 1
+            self.pending_counts[event.table] = count
+            if count >= self.schema.table_settings(event.table).batch_size:
+                self._flush()
+        elif isinstance(event, Heartbeat):
+            if event.position is not None:
+                self.safe_pos = dict(event.position)
+            if event.source_ts is not None:
+                self.last_source_ts = event.source_ts
+        elif isinstance(event, (SchemaChange, Truncate)):
+            self._flush()
+            if isinstance(event, Truncate):
+                self._truncate(event)
+            else:
+                self._schema_change(event)
+            self.safe_pos = dict(event.position)
+            self._save(event.source_ts)
+        if self.pending and now - self.batch_started >= self.schema.max_batch_latency:
+            self._flush()
+        elif not self.pending and self.safe_pos != self.saved_pos and now - self.last_saved_at >= IDLE_CHECKPOINT_SECONDS:
+            self._save(self.last_source_ts)
+        if now - self._stats_at >= STATS_EVERY_SECONDS:
+            rate = (self.applied_events - self._stats_events) / (now - self._stats_at)
+            lag = time.time() - self.last_source_ts if self.last_source_ts else 0.0
+            log.info("schema %s: %.0f events/s, lag %.1fs, position %s", self.name, rate, lag, self.saved_pos)
+            self._stats_at, self._stats_events = now, self.applied_events
+
+    def _save(self, source_ts: float | None) -> None:
+        self.store.save_checkpoint(self.name, self.safe_pos, source_ts)
+        self.saved_pos = dict(self.safe_pos)
+        self.last_saved_at = time.monotonic()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            if self.safe_pos != self.saved_pos:
+                self._save(self.last_source_ts)
+            return
+        by_table: dict[str, list[RowChange]] = {}
+        for ch in self.pending:
+            by_table.setdefault(ch.table, []).append(ch)
+        last_ts = self.pending[-1].source_ts
+        for name, changes in by_table.items():
+            applier = self.appliers.get(name)
+            if applier is None:
+                continue
+            states = compact(changes, applier.key_of)
+            applier.apply(states.values())
+        self.applied_events += len(self.pending)
+        self.pending = []
+        self.pending_counts = {}
+        if last_ts is not None:
+            self.last_source_ts = max(self.last_source_ts or 0.0, last_ts)
+        self._save(self.last_source_ts)
+
+    def _truncate(self, event: Truncate) -> None:
+        plan = self.plans.get(event.table)
+        if plan is None:
+            return
+        if plan.soft_delete:
+            log.info("TRUNCATE of %s with soft deletes: marking every row deleted", event.table)
+            self._retry(lambda: self.dest.soft_delete_all(plan), f"truncating {plan.pg_table!r}")
+        else:
+            self._retry(lambda: self.dest.truncate(plan), f"truncating {plan.pg_table!r}")
+
+    def _schema_change(self, ch: SchemaChange) -> None:
+        K = SchemaOpKind
+        log.info("schema %s: %s on %r at %s", self.name, ch.kind.value, ch.table, ch.position)
+        if ch.kind is K.RESYNC_TABLE:
+            self._resync(ch.table, ch)
+            return
+        if ch.kind is K.DROP_TABLE:
+            plan = self.plans.get(ch.table)
+            if plan is not None:
+                self._retry(lambda: self.dest.drop(plan), f"dropping {plan.pg_table!r}")
+                # the reader already forgot the table; the plan still has its last shape
+                self.store.record_schema_version(self.name, plan.source, "drop_table", ch.statement,
+                                                 ch.position)
+            self.store.forget_snapshot(self.name, ch.table)
+            self._untrack(ch.table)
+            return
+        assert ch.schema is not None
+        current = self.plans.get(ch.table)
+        if ch.kind is K.MODIFY_COLUMN and current is not None and ch.old_name:
+            before = current.source.column(ch.old_name)
+            after = ch.schema.column(ch.new_name or ch.old_name)
+            if before is not None and after is not None and not is_widening(before.type, after.type):
+                log.info("%r: %s -> %s is not a widening; the source rewrote the values itself, so the "
+                         "table is copied again", ch.table, before.source_type, after.source_type)
+                self._resync(ch.table, ch)
+                return
+        if ch.kind is K.CREATE_TABLE:
+            self._track(ch.schema)
+            self.store.set_snapshot_progress(self.name, ch.table, "done", None, 0)
+        else:
+            old_name = ch.old_name if ch.kind is K.RENAME_TABLE else ch.table
+            old_plan = self.plans[old_name]
+            new_plan = self._plan(ch.schema)
+            try:
+                ddl = self._retry(lambda: self.dest.run_ddl(self.dest.schema_change_sql(
+                    ch.kind, old_plan, new_plan, ch.old_name if ch.kind is not K.RENAME_TABLE else None,
+                    ch.new_name if ch.kind is not K.RENAME_TABLE else None)), f"changing {old_plan.pg_table!r}")
+            except Exception as exc:  # noqa: BLE001 - e.g. a type change PostgreSQL cannot cast
+                if self._is_transient(exc) or isinstance(exc, Stopped):
+                    raise
+                log.warning("could not apply %s to %r in place (%s); re-copying the table", ch.kind.value,
+                            ch.table, redact(exc))
+                self._resync(ch.schema.name, ch)
+                return
+            for stmt in ddl:
+                log.info("destination DDL: %s", stmt)
+            if ch.kind is K.RENAME_TABLE:
+                self._untrack(old_name)
+                self.store.forget_snapshot(self.name, old_name)
+                self.store.set_snapshot_progress(self.name, ch.schema.name, "done", None, 0)
+            self._track(ch.schema)
+        self.store.record_schema_version(self.name, ch.schema, ch.kind.value, ch.statement, ch.position)
+
+    def _resync(self, name: str, ch: SchemaChange) -> None:
+        """Re-copy one table from its current contents; the stream then carries on."""
+        exists = self._retry(lambda: self.source.table_exists(name), f"looking up {name!r}")
+        plan = self.plans.get(name)
+        if plan is not None:
+            self._retry(lambda: self.dest.drop(plan), f"dropping {plan.pg_table!r}")
+            self._untrack(name)
+        if not exists or not self.schema.includes(name):
+            self.store.forget_snapshot(self.name, name)
+            return
+        table = self._retry(lambda: self.source.describe(name, self._key_override(name)), f"describing {name!r}")
+        self.store.record_schema_version(self.name, table, "resync", ch.statement, ch.position)
+        self._track(table)
+        self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
+        self._snapshot_table(name)

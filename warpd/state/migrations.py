@@ -1,0 +1,52 @@
+"""Numbered migrations of the state file's schema.
+
+Append new migrations; never edit a released one.  Each runs in its own
+transaction and bumps ``PRAGMA user_version``.
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: checkpoints, snapshot progress, schema versions, dead letters
+    """
+    CREATE TABLE checkpoints (
+        schema_name TEXT PRIMARY KEY,
+        position    TEXT NOT NULL,          -- JSON, opaque to everything but the source
+        source_ts   REAL,                   -- source time of the last applied change
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE snapshot_progress (
+        schema_name    TEXT NOT NULL,
+        table_name     TEXT NOT NULL,
+        status         TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done')),
+        resume_after   TEXT,                -- JSON key of the last committed row
+        rows_copied    INTEGER NOT NULL DEFAULT 0,
+        rows_estimated INTEGER NOT NULL DEFAULT 0,
+        started_at     REAL,
+        updated_at     REAL NOT NULL,
+        PRIMARY KEY (schema_name, table_name)
+    );
+    CREATE TABLE schema_versions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        schema_name TEXT NOT NULL,
+        table_name  TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        columns     TEXT NOT NULL,          -- JSON list of {name, type, nullable, source_type}
+        key_columns TEXT NOT NULL,          -- JSON list
+        change      TEXT NOT NULL,          -- what happened: snapshot, add_column, ...
+        statement   TEXT,                   -- the source DDL, when there was one
+        position    TEXT,                   -- JSON source position of the change
+        recorded_at REAL NOT NULL,
+        UNIQUE (schema_name, table_name, version)
+    );
+    CREATE TABLE dead_letters (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        schema_name TEXT NOT NULL,
+        table_name  TEXT NOT NULL,
+        operation   TEXT NOT NULL,
+        row_data    TEXT NOT NULL,          -- JSON of the row image, values as text
+        reason      TEXT NOT NULL,
+        position    TEXT,
+        recorded_at REAL NOT NULL
+    );
+    CREATE INDEX dead_letters_by_table ON dead_letters (schema_name, table_name);
+    """,
+)
