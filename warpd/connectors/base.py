@@ -9,11 +9,10 @@ checkpoint.
 
 from __future__ import annotations
 
-import abc
 import enum
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from warpd.types import Column, TableSchema
 
@@ -117,74 +116,51 @@ class Capabilities:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-class Source(abc.ABC):
-    """A database whose changes are captured."""
+class Source(Protocol):
+    """What the engine needs from a source connector (see connectors/mysql/source.py).
 
-    @abc.abstractmethod
+    Register a factory with :func:`warpd.connectors.registry.register_source`.
+    """
+
     def check_prerequisites(self) -> None:
         """Raise :class:`~warpd.errors.FatalError` naming the fix if capture cannot work."""
 
-    @abc.abstractmethod
+    def check_position(self, position: Position) -> None:
+        """Raise :class:`~warpd.errors.PositionLostError` if ``position`` can no longer be replayed."""
+
+    def current_position(self) -> Position:
+        """The change log's current end, captured before a snapshot starts."""
+
     def list_tables(self) -> list[str]:
         """Names of every table in the source namespace."""
 
-    @abc.abstractmethod
+    def table_exists(self, table: str) -> bool: ...
+
     def describe(self, table: str, key_columns: tuple[str, ...] | None = None) -> TableSchema:
-        """The table's current shape; ``key_columns`` overrides the primary key."""
+        """The table's current shape; ``key_columns`` overrides (or supplies) the key."""
 
-    @abc.abstractmethod
-    def current_position(self) -> Position:
-        """The position of the change log's end, captured before a snapshot."""
-
-    @abc.abstractmethod
     def estimate_rows(self, table: str) -> int:
         """A cheap row-count estimate for progress display."""
 
-    @abc.abstractmethod
     def snapshot(self, schema: TableSchema, resume_after: Mapping[str, Any] | None,
                  chunk_size: int) -> Iterator[SnapshotChunk]:
         """Read the table in key order, starting after ``resume_after``."""
 
-    @abc.abstractmethod
-    def stream(self, start: Position, tables: Iterable[str]) -> Iterator[Event]:
-        """Yield events from ``start`` onwards until :meth:`close` is called.
+    def stream(self, start: Position, tables: MutableMapping[str, TableSchema],
+               included: Callable[[str], bool],
+               key_override: Callable[[str], tuple[str, ...] | None]) -> Iterator[Event]:
+        """Yield events from ``start`` on, with a :class:`Heartbeat` at least every second or so.
 
-        Must yield :class:`Heartbeat` at least every second or so when quiet,
-        so the engine can flush, checkpoint and notice a stop request.
+        ``tables`` is the engine's map of replicated shapes; the source keeps it
+        current as schema changes stream by.  Raises
+        :class:`~warpd.errors.TransientError` when the stream breaks; the engine
+        then reopens it from the last safe position.
         """
 
-    @abc.abstractmethod
-    def close(self) -> None:
-        ...
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether a driver exception is worth retrying."""
 
+    def reset(self) -> None:
+        """Drop connections after an error; the next call reconnects."""
 
-class Destination(abc.ABC):
-    """A database that receives the changes."""
-
-    capabilities: Capabilities
-
-    @abc.abstractmethod
-    def prepare(self, schema: TableSchema) -> list[str]:
-        """Create the target schema and table if missing (or reconcile it); return the DDL run."""
-
-    @abc.abstractmethod
-    def plan_ddl(self, schema: TableSchema) -> list[str]:
-        """The DDL :meth:`prepare` would run, without running it (for ``--dry-run``)."""
-
-    @abc.abstractmethod
-    def apply(self, schema: TableSchema, upserts: list[tuple[Row, RowChange | None]],
-              deletes: list[Row], source_ts: float | None) -> None:
-        """Apply final row states in one transaction: upsert full rows, delete by key."""
-
-    @abc.abstractmethod
-    def truncate(self, schema: TableSchema) -> None:
-        ...
-
-    @abc.abstractmethod
-    def apply_schema_change(self, change: SchemaChange, old: TableSchema | None,
-                            new: TableSchema | None) -> list[str]:
-        """Apply one structural change; return the DDL run."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from warpd.config import Config, SchemaConfig
-from warpd.connectors.base import Heartbeat, RowChange, SchemaChange, SchemaOpKind, Truncate
+from warpd.connectors.base import Heartbeat, RowChange, SchemaChange, SchemaOpKind, Source, Truncate
 from warpd.connectors.postgresql.destination import PostgresDestination, TablePlan, is_transient, make_plan
 from warpd.connectors.registry import destination_factory, source_factory
 from warpd.engine.applier import DestinationPool, TableApplier
@@ -44,15 +44,16 @@ STATS_EVERY_SECONDS = 30.0
 class SchemaRunner:
     """Replicates one configured schema until ``should_stop()`` turns true."""
 
-    def __init__(self, config: Config, schema: SchemaConfig, store: StateStore,
+    def __init__(self, config: Config, schema: SchemaConfig, store: StateStore | None,
                  should_stop: Callable[[], bool] = lambda: False):
+        """``store`` may be None only for planning (``--dry-run``), which writes nothing."""
         self.config = config
         self.schema = schema
         self.name = schema.name
-        self.store = store
+        self._store = store
         self.should_stop = should_stop
         src = config.source
-        self.source = source_factory(src.type)(src.connection_string, schema.source_database, schema.name,
+        self.source: Source = source_factory(src.type)(src.connection_string, schema.source_database, schema.name,
                                                dict(src.options))
         make_dest = destination_factory(config.destination.type)
         app = f"cartridge-warp {schema.name}"[:63]
@@ -64,6 +65,12 @@ class SchemaRunner:
         self.applied_events = 0
         self.last_source_ts: float | None = None
         self.global_retry = schema.table_settings("").retry
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            raise RuntimeError("no state store: this runner was built for planning only")
+        return self._store
 
     # -- helpers -------------------------------------------------------------
     def _retry(self, fn: Callable[[], Any], what: str, reset: Callable[[], None] | None = None) -> Any:
@@ -120,8 +127,10 @@ class SchemaRunner:
         """Included tables and their current shapes at the source."""
         names = [t for t in self._retry(self.source.list_tables, "listing source tables")
                  if self.schema.includes(t)]
-        return {t: self._retry(lambda t=t: self.source.describe(t, self._key_override(t)), f"describing {t!r}")
-                for t in names}
+        return {t: self._describe(t) for t in names}
+
+    def _describe(self, table: str) -> TableSchema:
+        return self._retry(lambda: self.source.describe(table, self._key_override(table)), f"describing {table!r}")
 
     def plan_report(self) -> list[dict[str, Any]]:
         out = []
@@ -153,8 +162,9 @@ class SchemaRunner:
         self._retry(self.source.check_prerequisites, "checking the source")
         checkpoint = self.store.checkpoint(self.name)
         if checkpoint is not None:
+            stored = checkpoint
             try:
-                self._retry(lambda: self.source.check_position(checkpoint), "checking the checkpoint")
+                self._retry(lambda: self.source.check_position(stored), "checking the checkpoint")
             except PositionLostError:
                 if self.schema.on_position_lost != "resnapshot":
                     raise
@@ -421,7 +431,7 @@ class SchemaRunner:
             self._track(ch.schema)
             self.store.set_snapshot_progress(self.name, ch.table, "done", None, 0)
         else:
-            old_name = ch.old_name if ch.kind is K.RENAME_TABLE else ch.table
+            old_name = (ch.old_name or ch.table) if ch.kind is K.RENAME_TABLE else ch.table
             old_plan = self.plans[old_name]
             new_plan = self._plan(ch.schema)
             try:
@@ -454,7 +464,7 @@ class SchemaRunner:
         if not exists or not self.schema.includes(name):
             self.store.forget_snapshot(self.name, name)
             return
-        table = self._retry(lambda: self.source.describe(name, self._key_override(name)), f"describing {name!r}")
+        table = self._describe(name)
         self.store.record_schema_version(self.name, table, "resync", ch.statement, ch.position)
         self._track(table)
         self.store.set_snapshot_progress(self.name, name, "pending", None, 0)

@@ -480,7 +480,7 @@ def _library_mangles_negative_fractional_time() -> bool:
 
         probe = object.__new__(RowsEvent)
         probe.packet = _Packet((0x800000000000 - 250000).to_bytes(6, "big"))
-        value = probe._RowsEvent__read_time2(_Col())  # type: ignore[attr-defined]
+        value = probe._RowsEvent__read_time2(_Col())
         return value == _dt.timedelta(microseconds=-750000)
     except Exception:  # noqa: BLE001 - a changed library layout must not stop replication
         log.warning("could not probe pymysqlreplication's TIME decoding; assuming 1.0.17 behaviour")

@@ -45,10 +45,10 @@ _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "5
 
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-        code = getattr(exc, "pgcode", None)
+        code = getattr(exc, "pgcode", None) or ""
         # 28xxx (auth) and 3D000 (no such database) are operational errors no retry fixes
         return not (code and (code.startswith("28") or code == "3D000"))
-    code = getattr(exc, "pgcode", None)
+    code = getattr(exc, "pgcode", None) or ""
     return bool(code) and (code in _TRANSIENT_SQLSTATES or code.startswith("08"))
 
 
