@@ -76,6 +76,12 @@ def _run(args: argparse.Namespace) -> int:
         source=args.source, destination=args.destination, schema=args.schema, dry_run=args.dry_run,
         state_dir=args.state_dir, log_level=args.log_level))
     logs.configure(config.monitoring.log_level, config.monitoring.log_format)
+    if args.validate_config and not args.schema and len(config.schemas) > 1:
+        # validating a multi-schema file (the shipped examples, a warpd config) needs no --schema
+        print(f"configuration is valid: {len(config.schemas)} schema(s) "
+              f"({', '.join(config.schema_names)}); source {config.source.redacted()}, "
+              f"destination {config.destination.redacted()}")
+        return EXIT_OK
     schema = _pick_schema(config, args.schema)
     if args.validate_config:
         print(f"configuration is valid: {len(config.schemas)} schema(s), running {schema.name!r}; "

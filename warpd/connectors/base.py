@@ -98,12 +98,19 @@ Event = RowChange | Truncate | SchemaChange | Heartbeat
 
 @dataclass
 class SnapshotChunk:
-    """Rows of one table read by the initial snapshot, in key order."""
+    """Rows of one table read by the initial snapshot, in key order.
+
+    When the source was asked for server-encoded rows, ``encoded[i]`` holds
+    row ``i``'s ``encoded_columns`` already as PostgreSQL COPY text fields
+    (tab-separated) and ``rows[i]`` only the remaining columns, canonical.
+    """
 
     table: str
     rows: list[Row]
     resume_after: Mapping[str, Any] | None  # key of the last row, None when keyless
     done: bool = False
+    encoded: list[str] | None = None
+    encoded_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,8 +150,12 @@ class Source(Protocol):
         """A cheap row-count estimate for progress display."""
 
     def snapshot(self, schema: TableSchema, resume_after: Mapping[str, Any] | None,
-                 chunk_size: int) -> Iterator[SnapshotChunk]:
-        """Read the table in key order, starting after ``resume_after``."""
+                 chunk_size: int, copy_text: bool = False) -> Iterator[SnapshotChunk]:
+        """Read the table in key order, starting after ``resume_after``.
+
+        ``copy_text`` asks for server-encoded PostgreSQL COPY fields where the
+        source can produce them exactly (see :class:`SnapshotChunk`).
+        """
 
     def stream(self, start: Position, tables: MutableMapping[str, TableSchema],
                included: Callable[[str], bool],

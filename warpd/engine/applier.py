@@ -17,7 +17,14 @@ import psycopg2
 import psycopg2.errors
 
 from warpd.config import TableSettings
-from warpd.connectors.postgresql.destination import PostgresDestination, TablePlan, is_transient
+from warpd.connectors.base import SnapshotChunk
+from warpd.connectors.postgresql.destination import (
+    OP_COLUMN,
+    SOURCE_TS_COLUMN,
+    PostgresDestination,
+    TablePlan,
+    is_transient,
+)
 from warpd.engine.batch import FinalState
 from warpd.engine.retry import call_with_retry
 from warpd.redact import redact
@@ -101,7 +108,7 @@ class TableApplier:
         out = []
         for st in states:
             try:
-                out.append((st, dest.encode_line(self.plan, st.row, st.deleted, st.op, st.source_ts)))
+                out.append((st, dest.encode_line(self.plan, st.row, st.op, st.source_ts)))
             except (ValueError, TypeError, OverflowError) as exc:
                 self._dead_letter(st, f"value cannot be encoded for PostgreSQL: {exc}")
         return out
@@ -113,15 +120,14 @@ class TableApplier:
         self._write(encoded)
         return len(encoded)
 
-    def _write(self, encoded: list[tuple[FinalState, str]], direct: bool = False) -> None:
+    def _write(self, encoded: list[tuple[FinalState, str]], direct: bool = False,
+               fields: list[str] | None = None) -> None:
         dest = self.pool.get()
-        lines = "".join(line for _st, line in encoded)
-        has_deletes = any(st.deleted for st, _ in encoded)
-        has_upserts = any(not st.deleted for st, _ in encoded)
+        upserts = "".join(line for st, line in encoded if not st.deleted)
+        deletes = "".join(line for st, line in encoded if st.deleted)
         try:
             call_with_retry(
-                lambda: dest.write(self.plan, lines, has_deletes=has_deletes, has_upserts=has_upserts,
-                                   direct=direct),
+                lambda: dest.write(self.plan, upserts, deletes, direct=direct, fields=fields),
                 self.settings.retry, is_transient=is_transient,
                 what=f"writing {len(encoded)} rows to {self.plan.pg_schema}.{self.plan.pg_table}",
                 should_stop=self.should_stop, on_retry=lambda _e: dest.reset())
@@ -129,31 +135,55 @@ class TableApplier:
             if not direct:
                 raise
             # A snapshot chunk committed before a crash but not recorded: merge it instead.
-            self._write(encoded, direct=False)
+            self._write(encoded, direct=False, fields=fields)
         except _ROW_ERRORS as exc:
             if direct:
-                self._write(encoded, direct=False)
+                self._write(encoded, direct=False, fields=fields)
             elif len(encoded) == 1:
-                self._dead_letter(encoded[0][0], f"rejected by PostgreSQL: {redact(str(exc).strip())}")
+                self._dead_letter(encoded[0][0], f"rejected by PostgreSQL: {redact(str(exc).strip())}",
+                                  encoded[0][1])
             else:
                 mid = len(encoded) // 2
-                self._write(encoded[:mid])
-                self._write(encoded[mid:])
+                self._write(encoded[:mid], fields=fields)
+                self._write(encoded[mid:], fields=fields)
 
-    def _dead_letter(self, st: FinalState, reason: str) -> None:
+    def _dead_letter(self, st: FinalState, reason: str, line: str | None = None) -> None:
         self.dead_letters += 1
         log.error("table %r: row sent to the dead-letter table: %s", self.plan.source.name, reason)
-        self.store.add_dead_letter(self.schema_name, self.plan.source.name, st.op,
-                                   {k: _printable(v) for k, v in st.row.items()}, reason, st.position)
+        row = {k: _printable(v) for k, v in st.row.items()}
+        if line is not None:  # the COPY line holds columns the source encoded itself
+            row["_copy_line"] = line.rstrip("\n")
+        self.store.add_dead_letter(self.schema_name, self.plan.source.name, st.op, row, reason, st.position)
 
     # -- snapshot chunks -----------------------------------------------------
-    def copy_snapshot(self, rows: list[dict[str, Any]]) -> int:
-        """COPY snapshot rows straight into the table (merging if some are there already)."""
-        states = [FinalState(r, False, "snapshot", None, None) for r in rows]
-        encoded = self._encode(states)
-        if encoded:
-            self._write(encoded, direct=True)
-        return len(encoded)
+    def copy_snapshot(self, chunk: SnapshotChunk) -> int:
+        """COPY one snapshot chunk straight into the table (merging if some rows are there already)."""
+        if chunk.encoded is None:
+            encoded = self._encode([FinalState(r, False, "snapshot", None, None) for r in chunk.rows])
+            if encoded:
+                self._write(encoded, direct=True)
+            return len(encoded)
+        # The source encoded chunk.encoded_columns itself; the rest are canonical values.
+        plan = self.plan
+        done = set(chunk.encoded_columns)
+        rest = [(c.name, enc) for c, enc in zip(plan.source.columns, plan.encoders, strict=True) if c.name not in done]
+        fields = [plan.columns[n] for n in chunk.encoded_columns] + [plan.columns[n] for n, _e in rest]
+        tail = ""
+        if plan.metadata:
+            fields += [OP_COLUMN, SOURCE_TS_COLUMN]
+            tail = "\tsnapshot\t\\N"
+        items = []
+        for prefix, row in zip(chunk.encoded, chunk.rows, strict=True):
+            state = FinalState(row, False, "snapshot", None, None)
+            try:
+                rest_text = "".join("\t" + enc(row[n]) for n, enc in rest)
+            except (ValueError, TypeError, OverflowError) as exc:
+                self._dead_letter(state, f"value cannot be encoded for PostgreSQL: {exc}", prefix)
+                continue
+            items.append((state, prefix + rest_text + tail + "\n"))
+        if items:
+            self._write(items, direct=True, fields=fields)
+        return len(items)
 
 
 def _printable(v: Any) -> Any:

@@ -253,7 +253,7 @@ class SchemaRunner:
                 if chunk is None or failure:
                     return
                 try:
-                    applier.copy_snapshot(chunk.rows)
+                    applier.copy_snapshot(chunk)
                     copied += len(chunk.rows)
                     self.store.set_snapshot_progress(self.name, name, "done" if chunk.done else "running",
                                                      chunk.resume_after, copied)
@@ -266,7 +266,7 @@ class SchemaRunner:
         thread.start()
         finished = False
         try:
-            for chunk in self.source.snapshot(table, resume, settings.snapshot_chunk_size):
+            for chunk in self.source.snapshot(table, resume, settings.snapshot_chunk_size, copy_text=True):
                 while not failure:
                     try:
                         chunks.put(chunk, timeout=0.5)

@@ -14,6 +14,7 @@ from typing import Any
 import pymysql
 
 from warpd.connectors.base import Event, Position, SnapshotChunk
+from warpd.connectors.mysql import copytext
 from warpd.connectors.mysql import types as mtypes
 from warpd.connectors.mysql.connection import (
     MySQLParams,
@@ -26,7 +27,7 @@ from warpd.connectors.mysql.connection import (
 )
 from warpd.connectors.mysql.keycodec import decode_key, encode_key
 from warpd.errors import FatalError, PositionLostError
-from warpd.types import TableSchema
+from warpd.types import Column, TableSchema
 
 log = logging.getLogger(__name__)
 
@@ -192,25 +193,30 @@ class MySQLSource:
 
     # -- snapshot ------------------------------------------------------------
     def snapshot(self, schema: TableSchema, resume_after: Mapping[str, Any] | None,
-                 chunk_size: int) -> Iterator[SnapshotChunk]:
+                 chunk_size: int, copy_text: bool = False) -> Iterator[SnapshotChunk]:
         """Read ``schema``'s table in primary-key order, ``chunk_size`` rows at a time.
 
         Each chunk is its own query (no long transaction holding undo logs);
         changes made meanwhile are replayed from the binlog afterwards.  A
-        keyless table is read in one streaming pass and cannot resume.
+        keyless table is read in one streaming pass and cannot resume.  With
+        ``copy_text`` the server encodes every column it can as PostgreSQL COPY
+        text (:mod:`warpd.connectors.mysql.copytext`); keyless tables never
+        do, as their row key hashes the canonical encoding.
         """
         cols = schema.columns
-        select = [mtypes.snapshot_select_expr(c, quote_ident(c.name)) for c in cols]
-        key_idx: list[int] = []
-        for k in schema.key:
-            i = next(n for n, c in enumerate(cols) if c.name == k)
-            if select[i] == quote_ident(k):
-                key_idx.append(i)
-            else:  # the converted expression is no good for comparisons: fetch the raw key too
-                select.append(quote_ident(k))
-                key_idx.append(len(select) - 1)
-        converters = [mtypes.snapshot_converter(c) for c in cols]
-        names = [c.name for c in cols]
+        fast: list[tuple[Column, str]] = []
+        if copy_text and schema.key:
+            # key columns stay canonical so every row (and any dead letter) carries its key
+            fast = [(c, e) for c in cols if c.name not in schema.key
+                    and (e := copytext.copy_text_expr(c, quote_ident(c.name))) is not None]
+        fast_names = {c.name for c, _e in fast}
+        slow = [c for c in cols if c.name not in fast_names]
+        select = [copytext.line_expr([e for _c, e in fast])] if fast else []
+        select += [mtypes.snapshot_select_expr(c, quote_ident(c.name)) for c in slow]
+        converters = [mtypes.snapshot_converter(c) for c in slow]
+        names = [c.name for c in slow]
+        first_slow = 1 if fast else 0
+        select += [quote_ident(k) for k in schema.key]  # raw key values for the next chunk's WHERE
         source = qualified(self.database, schema.name)
         conn = connect(self.params, f"snapshotting {schema.name!r}", cursorclass=pymysql.cursors.SSCursor)
         try:
@@ -221,12 +227,12 @@ class MySQLSource:
                 yield from self._snapshot_keyless(conn, select, source, names, converters, schema.name, chunk_size)
                 return
             order = ", ".join(quote_ident(k) for k in schema.key)
-            tuple_sql = "(" + order + ")"
+            nkey = len(schema.key)
             last = decode_key(dict(resume_after)) if resume_after else None
             while True:
                 where, args = "", ()
                 if last is not None:
-                    where = f" WHERE {tuple_sql} > ({', '.join(['%s'] * len(last))})"
+                    where = f" WHERE ({order}) > ({', '.join(['%s'] * nkey)})"
                     args = tuple(last)
                 # identifiers quoted by quote_ident, values bound: nothing from the source is spliced raw
                 query = f"SELECT {', '.join(select)} FROM {source}{where} ORDER BY {order} LIMIT {int(chunk_size)}"  # noqa: S608
@@ -239,10 +245,13 @@ class MySQLSource:
                 if not raw:
                     yield SnapshotChunk(schema.name, [], resume_after=encode_key(last) if last else None, done=True)
                     return
-                rows = [{n: conv(v) for n, conv, v in zip(names, converters, r, strict=False)} for r in raw]
-                last = [raw[-1][i] for i in key_idx]
+                rows = [{n: conv(v) for n, conv, v in zip(names, converters, r[first_slow:], strict=False)}
+                        for r in raw] if slow else [{} for _ in raw]
+                last = list(raw[-1][-nkey:])
                 done = len(raw) < chunk_size
-                yield SnapshotChunk(schema.name, rows, resume_after=encode_key(last), done=done)
+                yield SnapshotChunk(schema.name, rows, resume_after=encode_key(last), done=done,
+                                    encoded=[r[0] for r in raw] if fast else None,
+                                    encoded_columns=tuple(c.name for c, _e in fast))
                 if done:
                     return
         finally:

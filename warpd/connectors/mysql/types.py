@@ -321,6 +321,22 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
+def json_text(value: Any) -> str:
+    """The canonical JSON value: the source's own text when it has one.
+
+    MariaDB stores JSON as text and both read paths return that text
+    unchanged, so it is kept verbatim (lossless, and PostgreSQL's jsonb
+    normalises whitespace, key order and repeated keys the same way for both).
+    MySQL's binary JSON arrives from the binlog as a parsed structure, which
+    is serialised by :func:`normalise_json`.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8")
+    return normalise_json(value)
+
+
 def normalise_json(value: Any) -> str:
     """JSON text in the one form both paths produce.
 
@@ -419,7 +435,7 @@ def snapshot_converter(col: Column) -> Converter:
     if kind is Kind.TIME:
         return _nullable(lambda v: v)
     if kind is Kind.JSON:
-        return _nullable(normalise_json)
+        return _nullable(json_text)
     if kind is Kind.TEXT_ARRAY:
         return _nullable(_set_members)
     if kind is Kind.UUID:
@@ -638,7 +654,7 @@ def binlog_converter(col: Column, info: MySQLColumnInfo | None = None) -> Conver
     if kind is Kind.TIME:
         return _nullable(_binlog_time)
     if kind is Kind.JSON:
-        return _nullable(normalise_json)
+        return _nullable(json_text)
     if kind is Kind.TEXT_ARRAY:
         return _nullable(_binlog_set(sp, col, info), None if col.nullable else [])
     if kind is Kind.UUID:

@@ -33,7 +33,6 @@ OP_COLUMN = "_warp_op"
 SOURCE_TS_COLUMN = "_warp_source_ts"
 SYNCED_AT_COLUMN = "_warp_synced_at"
 DELETED_AT_COLUMN = "_warp_deleted_at"
-STAGE_DELETE_FLAG = "_warp_delete"
 RESERVED_COLUMNS = (ROW_KEY, OP_COLUMN, SOURCE_TS_COLUMN, SYNCED_AT_COLUMN, DELETED_AT_COLUMN)
 
 CAPABILITIES = Capabilities(max_identifier_bytes=MAX_IDENTIFIER_BYTES, transactional_ddl=True)
@@ -277,72 +276,70 @@ class PostgresDestination:
         return out
 
     # -- writing -------------------------------------------------------------
-    def _stage_name(self, plan: TablePlan) -> str:
-        digest = hashlib.sha1(f"{plan.pg_schema}.{plan.pg_table}".encode()).hexdigest()[:16]
-        return f"_warp_stage_{digest}"
-
-    def _ensure_stage(self, cur: Any, plan: TablePlan, stage: str) -> None:
-        token = (plan.pg_schema, plan.pg_table, id(plan))
-        if token in self._staged:
-            return
-        cols = [_ident(ROW_KEY)] if plan.keyless else []
-        cols += [_ident(c) for c in plan.data_columns()]
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(stage)))
-        # AS SELECT ... WITH NO DATA copies the column types but no constraints,
-        # so delete markers may leave non-key columns NULL.
-        cur.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA")
-                    .format(_ident(stage), sql.SQL(", ").join(cols), _ident(plan.pg_schema, plan.pg_table)))
-        extra = [f'"{STAGE_DELETE_FLAG}" boolean NOT NULL DEFAULT false']
-        if plan.metadata:
-            extra += [f'"{OP_COLUMN}" text', f'"{SOURCE_TS_COLUMN}" timestamptz']
-        for e in extra:
-            cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(_ident(stage), sql.SQL(e)))
-        self._staged = {t for t in self._staged if t[:2] != token[:2]}
-        self._staged.add(token)
-
     def copy_fields(self, plan: TablePlan) -> list[str]:
-        cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns() + [STAGE_DELETE_FLAG]
+        """Columns of one COPY line made by :meth:`encode_line`, in order."""
+        cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns()
         if plan.metadata:
             cols += [OP_COLUMN, SOURCE_TS_COLUMN]
         return cols
 
-    def encode_line(self, plan: TablePlan, row: Mapping[str, Any], delete: bool, op: str,
-                    source_ts: float | None) -> str:
+    def _stage_names(self, plan: TablePlan) -> tuple[str, str]:
+        digest = hashlib.sha1(f"{plan.pg_schema}.{plan.pg_table}".encode()).hexdigest()[:16]
+        return f"_warp_up_{digest}", f"_warp_del_{digest}"
+
+    def _ensure_stages(self, cur: Any, plan: TablePlan) -> tuple[str, str]:
+        """Temp tables (per connection) for rows to upsert and rows to delete."""
+        stages = self._stage_names(plan)
+        token = (plan.pg_schema, plan.pg_table, id(plan))
+        if token in self._staged:
+            return stages
+        data = [_ident(ROW_KEY)] if plan.keyless else []
+        data += [_ident(c) for c in plan.data_columns()]
+        for stage in stages:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(stage)))
+            # AS SELECT ... WITH NO DATA copies the column types but no constraints
+            cur.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA")
+                        .format(_ident(stage), sql.SQL(", ").join(data), _ident(plan.pg_schema, plan.pg_table)))
+            if plan.metadata:
+                cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} text, ADD COLUMN {} timestamptz").format(
+                    _ident(stage), _ident(OP_COLUMN), _ident(SOURCE_TS_COLUMN)))
+        self._staged = {t for t in self._staged if t[:2] != token[:2]}
+        self._staged.add(token)
+        return stages
+
+    def encode_line(self, plan: TablePlan, row: Mapping[str, Any], op: str, source_ts: float | None) -> str:
+        """One COPY text line for ``row`` (raises ValueError on a value PostgreSQL cannot hold)."""
         fields = plan.encode(row)
         if plan.keyless:
             fields.insert(0, plan.row_key(fields))
-        fields.append("t" if delete else "f")
         if plan.metadata:
             fields.append(op)
             fields.append(_epoch_to_text(source_ts))
         return "\t".join(fields) + "\n"
 
-    def write(self, plan: TablePlan, lines: str, *, has_deletes: bool, has_upserts: bool = True,
-              direct: bool = False) -> None:
-        """Apply COPY ``lines`` (made by :meth:`encode_line`) in one transaction.
+    def write(self, plan: TablePlan, upserts: str, deletes: str = "", *, direct: bool = False,
+              fields: list[str] | None = None) -> None:
+        """Apply COPY lines (made by :meth:`encode_line`) in one transaction.
 
-        ``direct`` copies straight into the target (initial snapshot into rows
-        that cannot exist yet); otherwise rows go through the staging table and
-        are merged: deletes first, then upserts, which is safe because a batch
-        holds at most one final state per key.
+        ``direct`` copies ``upserts`` straight into the target (snapshot rows
+        that cannot be there yet; a unique violation means they partly are, and
+        the caller retries without ``direct``).  Otherwise rows go through the
+        stage tables and are merged: deletes first, then upserts, which is safe
+        because a batch holds at most one final state per key.  ``fields`` names
+        the lines' columns when they are not in :meth:`copy_fields` order.
         """
         conn = self.conn
         target = _ident(plan.pg_schema, plan.pg_table)
+        columns = sql.SQL(", ").join(map(_ident, fields or self.copy_fields(plan)))
         with conn, conn.cursor() as cur:
             if direct:
-                cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns()
-                if plan.metadata:
-                    cols += [OP_COLUMN, SOURCE_TS_COLUMN]
-                copy = sql.SQL("COPY {} ({}) FROM STDIN").format(target, sql.SQL(", ").join(map(_ident, cols)))
-                cur.copy_expert(copy, io.StringIO(lines))
+                cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns), io.StringIO(upserts))
                 return
-            stage = self._stage_name(plan)
-            self._ensure_stage(cur, plan, stage)
-            fields = self.copy_fields(plan)
-            cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(
-                _ident(stage), sql.SQL(", ").join(map(_ident, fields))), io.StringIO(lines))
-            match = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=_ident(k)) for k in plan.key)
-            if has_deletes:
+            up_stage, del_stage = self._ensure_stages(cur, plan)
+            if deletes:
+                cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(del_stage), columns),
+                                io.StringIO(deletes))
+                match = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=_ident(k)) for k in plan.key)
                 if plan.soft_delete:
                     sets = [sql.SQL("{} = COALESCE(t.{}, now())").format(_ident(DELETED_AT_COLUMN),
                                                                        _ident(DELETED_AT_COLUMN))]
@@ -350,13 +347,15 @@ class PostgresDestination:
                         sets += [sql.SQL("{c} = s.{c}").format(c=_ident(OP_COLUMN)),
                                  sql.SQL("{c} = s.{c}").format(c=_ident(SOURCE_TS_COLUMN)),
                                  sql.SQL("{} = now()").format(_ident(SYNCED_AT_COLUMN))]
-                    cur.execute(sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE s.{} AND {}").format(
-                        target, sql.SQL(", ").join(sets), _ident(stage), _ident(STAGE_DELETE_FLAG), match))
+                    cur.execute(sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {}").format(
+                        target, sql.SQL(", ").join(sets), _ident(del_stage), match))
                 else:
-                    cur.execute(sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE s.{} AND {}").format(
-                        target, _ident(stage), _ident(STAGE_DELETE_FLAG), match))
-            if has_upserts:
-                cur.execute(self._merge_sql(plan, stage))
+                    cur.execute(sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
+                        target, _ident(del_stage), match))
+            if upserts:
+                cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(up_stage), columns),
+                                io.StringIO(upserts))
+                cur.execute(self._merge_sql(plan, up_stage))
 
     def _merge_sql(self, plan: TablePlan, stage: str) -> sql.Composable:
         insert_cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns()
@@ -371,8 +370,8 @@ class PostgresDestination:
             sets.append(sql.SQL("{} = NULL").format(_ident(DELETED_AT_COLUMN)))
         conflict = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(sets)) if sets
                     else sql.SQL("DO NOTHING"))
-        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE NOT {} ON CONFLICT ({}) {}").format(
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
             _ident(plan.pg_schema, plan.pg_table), sql.SQL(", ").join(values), sql.SQL(", ").join(values),
-            _ident(stage), _ident(STAGE_DELETE_FLAG), sql.SQL(", ").join(map(_ident, plan.key)), conflict)
+            _ident(stage), sql.SQL(", ").join(map(_ident, plan.key)), conflict)
 
 
