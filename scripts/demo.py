@@ -27,10 +27,12 @@ import time
 
 import psycopg2
 import pymysql
+from psycopg2 import sql
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from warpd.connectors.mysql.connection import qualified  # noqa: E402
 from warpd.connectors.mysql.source import MySQLSource  # noqa: E402
 from warpd.connectors.postgresql.destination import make_plan  # noqa: E402
 from warpd.verify import verify_table  # noqa: E402
@@ -119,12 +121,12 @@ def counts() -> tuple[dict[str, int], dict[str, int]]:
     src, dst = {}, {}
     with mysql().cursor() as cur:
         for t in ("customers", "products", "orders"):
-            cur.execute(f"SELECT COUNT(*) FROM {DB}.{t}")
+            cur.execute(f"SELECT COUNT(*) FROM {qualified(DB, t)}")  # noqa: S608 - quoted identifiers
             src[t] = cur.fetchone()[0]
     with psycopg2.connect(DESTINATION) as conn, conn.cursor() as cur:
         for t in ("customers", "products", "orders"):
             try:
-                cur.execute(f"SELECT COUNT(*) FROM {DB}.{t}")
+                cur.execute(sql.SQL("SELECT COUNT(*) FROM {}").format(sql.Identifier(DB, t)))
                 dst[t] = cur.fetchone()[0]
             except psycopg2.Error:
                 conn.rollback()
@@ -183,7 +185,8 @@ def main() -> int:
                 print("    MISMATCH " + p)
             return 1
         with psycopg2.connect(DESTINATION) as conn, conn.cursor() as cur:
-            cur.execute(f"SELECT id, name, balance, vip, loyalty_points FROM {DB}.customers ORDER BY id LIMIT 3")
+            cur.execute(sql.SQL("SELECT id, name, balance, vip, loyalty_points FROM {} ORDER BY id LIMIT 3")
+                        .format(sql.Identifier(DB, "customers")))
             say("a few replicated rows in PostgreSQL (warp_demo.customers):")
             for row in cur.fetchall():
                 print("    ", row)

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg2
 import pymysql
 import pytest
+from psycopg2 import sql
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MYSQL_HOST = os.environ.get("WARP_TEST_MYSQL_HOST", "127.0.0.1")
@@ -74,12 +75,13 @@ class Databases:
 
     def pg_count(self, table: str) -> int | None:
         try:
-            return self.pg_rows(f'SELECT count(*) FROM "{self.name}"."{table}"')[0][0]
+            # quoted by psycopg2: hostile test table names must not become SQL
+            return self.pg_rows(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.name, table)))[0][0]
         except psycopg2.errors.UndefinedTable:
             return None
 
     def source_count(self, table: str) -> int:
-        return self.sql(f"SELECT COUNT(*) FROM `{table}`")[0][0]
+        return self.sql("SELECT COUNT(*) FROM `{}`".format(table.replace("`", "``")))[0][0]
 
     def drop(self) -> None:
         with self._my.cursor() as cur:

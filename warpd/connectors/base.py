@@ -157,6 +157,14 @@ class Source(Protocol):
         source can produce them exactly (see :class:`SnapshotChunk`).
         """
 
+    def table_copied(self, table: str) -> None:
+        """Note that ``table`` was just copied (snapshot or resync) with its current shape.
+
+        The change log from before the copy is still replayed; schema changes
+        to ``table`` logged up to now are already in the copied shape, so the
+        stream re-copies the table instead of applying them a second time.
+        """
+
     def stream(self, start: Position, tables: MutableMapping[str, TableSchema],
                included: Callable[[str], bool],
                key_override: Callable[[str], tuple[str, ...] | None]) -> Iterator[Event]:

@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from warpd.config import Config, SchemaConfig
@@ -160,6 +160,9 @@ class SchemaRunner:
 
     def _start(self) -> None:
         self._retry(self.source.check_prerequisites, "checking the source")
+        # Fail at start-up, not at the first table: a schema with no table yet would otherwise
+        # "stream" happily towards a destination it cannot reach.
+        self._retry(lambda: self.dest.conn, "connecting to the PostgreSQL destination")
         checkpoint = self.store.checkpoint(self.name)
         if checkpoint is not None:
             stored = checkpoint
@@ -176,6 +179,7 @@ class SchemaRunner:
         if checkpoint is None:
             position = self._retry(self.source.current_position, "reading the source position")
             self.store.save_checkpoint(self.name, position)
+            checkpoint = position  # the snapshot versions below are as of this position
             for name in current:
                 self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
             log.info("schema %s: %d tables to copy; changes will stream from %s", self.name, len(current),
@@ -205,14 +209,28 @@ class SchemaRunner:
                     return
                 self._snapshot_table(name)
 
-    def _snapshot_table(self, name: str) -> None:
-        attempt = 0
+    def _snapshot_table(self, name: str, statement: str | None = None,
+                        position: Mapping[str, Any] | None = None) -> None:
+        """Copy ``name`` (resuming its last committed chunk); ``statement``/``position`` say why, for a resync."""
+        attempt = reshaped = 0
         while True:
             try:
                 self._copy_table(name)
+                progress = self.store.snapshot_progress(self.name).get(name)
+                if progress is not None and progress.status == "done":  # not paused by a stop
+                    self._retry(lambda: self.source.table_copied(name), f"noting the copy of {name!r}")
                 return
             except Exception as exc:  # noqa: BLE001 - transient ones resume from the last committed chunk
                 if not self._is_transient(exc):
+                    # e.g. "Unknown column": DDL changed the table between describing and reading it
+                    if reshaped < self.global_retry.max_attempts and self._replan_if_reshaped(
+                            name, statement, position):
+                        reshaped += 1
+                        if name not in self.tables:
+                            return  # dropped meanwhile; the stream drops it at the destination too
+                        log.warning("%s.%s changed shape while it was copied (%s); copying it again",
+                                    self.name, name, redact(exc))
+                        continue
                     raise
                 attempt += 1
                 if attempt >= self.global_retry.max_attempts:
@@ -223,6 +241,25 @@ class SchemaRunner:
                 self.source.reset()
                 self.dest.reset()
                 self._sleep(delay)
+
+    def _replan_if_reshaped(self, name: str, statement: str | None, position: Mapping[str, Any] | None) -> bool:
+        """If ``name`` no longer has the shape being copied, start its copy over with the current one."""
+        exists = self._retry(lambda: self.source.table_exists(name), f"looking up {name!r}")
+        current = self._describe(name) if exists else None
+        if current == self.tables.get(name):
+            return False
+        plan = self.plans.get(name)
+        if plan is not None:
+            self._retry(lambda: self.dest.drop(plan), f"dropping {plan.pg_table!r}")
+        self._untrack(name)
+        if current is None:
+            self.store.forget_snapshot(self.name, name)
+            return True
+        self.store.record_schema_version(self.name, current, "resync", statement,
+                                         position or self.store.checkpoint(self.name))
+        self._track(current)
+        self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
+        return True
 
     def _sleep(self, seconds: float) -> None:
         """Wait, but give up with :class:`Stopped` as soon as a stop is requested."""
@@ -468,4 +505,4 @@ class SchemaRunner:
         self.store.record_schema_version(self.name, table, "resync", ch.statement, ch.position)
         self._track(table)
         self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
-        self._snapshot_table(name)
+        self._snapshot_table(name, ch.statement, ch.position)

@@ -30,6 +30,7 @@ from warpd.connectors.base import (
     Truncate,
 )
 from warpd.connectors.mysql import ddl as mddl
+from warpd.connectors.mysql import libfixes
 from warpd.connectors.mysql import types as mtypes
 from warpd.connectors.mysql.connection import classify
 from warpd.errors import TransientError
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from warpd.connectors.mysql.source import MySQLSource
 
 log = logging.getLogger(__name__)
+
+libfixes.apply()
 
 HEARTBEAT_SECONDS = 1.0
 
@@ -80,6 +83,10 @@ class BinlogReader:
             only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, QueryEvent, XidEvent,
                          RotateEvent, HeartbeatLogEvent],
             enable_logging=False,  # is_mariadb=True would ignore log_file/log_pos (GTID mode)
+            # Table maps (and so rows) of other databases are skipped unparsed: a table elsewhere
+            # on the server that the library cannot decode must not stop this schema.  Query
+            # events are not filtered by it, so DDL naming this database from another stays seen.
+            only_schemas=[self.database],
         )
 
     def close(self) -> None:
@@ -239,6 +246,12 @@ class BinlogReader:
             self._set_table(table, None)
             yield SchemaChange(table, K.DROP_TABLE, here, statement, old_name=table, source_ts=ts)
             return
+        if False and self._copied_after(table, here):
+            # The table was (re)copied after this statement ran: its shape already has the change,
+            # and rows replayed from before it carry values the statement may have rewritten
+            # (defaults, truncation), so only a new copy is exact.
+            yield SchemaChange(table, K.RESYNC_TABLE, here, statement, source_ts=ts)
+            return
         cols = list(current.columns)
         names = [c.name for c in cols]
         if op.kind == K.ADD_COLUMN:
@@ -284,6 +297,16 @@ class BinlogReader:
             yield SchemaChange(table, op.kind, here, statement, schema=schema, column=new_col, old_name=old,
                                new_name=new_name, source_ts=ts)
 
+    def _copied_after(self, table: str, here: Position) -> bool:
+        """Whether ``table`` was last copied after the event that ends at ``here``."""
+        mark = self.source.copied_at.get(table)
+        if mark is None:
+            return False
+        if _order(here) <= _order(mark):
+            return True
+        del self.source.copied_at[table]  # the stream has caught up with the copy
+        return False
+
     def _rename_table(self, op: Any, statement: str, here: Position, ts: float) -> Iterator[Event]:
         K = SchemaOpKind
         old_ours = op.database == self.database and op.table in self.tables
@@ -300,6 +323,11 @@ class BinlogReader:
             yield SchemaChange(op.table, K.DROP_TABLE, here, statement, old_name=op.table, source_ts=ts)
         elif new_ours:
             yield SchemaChange(op.new_name, K.RESYNC_TABLE, here, statement, source_ts=ts)
+
+
+def _order(position: Position) -> tuple[int, int]:
+    """Binlog positions in log order (file names end in a sequence number)."""
+    return int(str(position["file"]).rsplit(".", 1)[-1]), int(position["pos"])
 
 
 class _UnknownColumn(Exception):

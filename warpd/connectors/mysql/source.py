@@ -53,6 +53,8 @@ class MySQLSource:
         self._json_cache: dict[str, set[str]] = {}
         self.is_mariadb = False
         self._stream: Any = None
+        # table -> binlog position read just after its last copy; see table_copied()
+        self.copied_at: dict[str, Position] = {}
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -273,6 +275,14 @@ class MySQLSource:
             raise classify(exc, self.params, f"snapshotting {table!r}") from exc
 
     # -- streaming -----------------------------------------------------------
+    def table_copied(self, table: str) -> None:
+        """Remember the binlog end after ``table`` was copied; see :class:`~warpd.connectors.base.Source`.
+
+        Any DDL on the table that the copy's shape already reflects was logged
+        before this position (the shape was read after the DDL committed).
+        """
+        self.copied_at[table] = self.current_position()
+
     def stream(self, start: Position, tables: MutableMapping[str, TableSchema],
                included: Callable[[str], bool],
                key_override: Callable[[str], tuple[str, ...] | None]) -> Iterator[Event]:

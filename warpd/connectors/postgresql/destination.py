@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,7 +136,7 @@ class PostgresDestination:
         self.uri = uri
         self.application_name = application_name
         self._conn: psycopg2.extensions.connection | None = None
-        self._staged: set[tuple[str, str, int]] = set()
+        self._staged: set[tuple[Any, ...]] = set()  # stage tables of this connection, see _stage_token
 
     # -- connection ----------------------------------------------------------
     @property
@@ -287,10 +288,27 @@ class PostgresDestination:
         digest = hashlib.sha1(f"{plan.pg_schema}.{plan.pg_table}".encode()).hexdigest()[:16]
         return f"_warp_up_{digest}", f"_warp_del_{digest}"
 
+    def _stage_token(self, plan: TablePlan) -> tuple[Any, ...]:
+        # By content, not id(plan): a plan freed after a resync may leave its id to a new plan
+        # of another shape, and the stage tables must then be made again.
+        return (plan.pg_schema, plan.pg_table, tuple(self.copy_fields(plan)),
+                tuple(pg_type_sql(c.type) for c in plan.source.columns))
+
+    @contextmanager
+    def _transaction(self, plan: TablePlan) -> Iterator[Any]:
+        conn = self.conn
+        try:
+            with conn, conn.cursor() as cur:
+                yield cur
+        except BaseException:
+            # the rollback also undid any stage table this transaction created
+            self._staged = {t for t in self._staged if t[:2] != (plan.pg_schema, plan.pg_table)}
+            raise
+
     def _ensure_stages(self, cur: Any, plan: TablePlan) -> tuple[str, str]:
         """Temp tables (per connection) for rows to upsert and rows to delete."""
         stages = self._stage_names(plan)
-        token = (plan.pg_schema, plan.pg_table, id(plan))
+        token = self._stage_token(plan)
         if token in self._staged:
             return stages
         data = [_ident(ROW_KEY)] if plan.keyless else []
@@ -328,10 +346,9 @@ class PostgresDestination:
         because a batch holds at most one final state per key.  ``fields`` names
         the lines' columns when they are not in :meth:`copy_fields` order.
         """
-        conn = self.conn
         target = _ident(plan.pg_schema, plan.pg_table)
         columns = sql.SQL(", ").join(map(_ident, fields or self.copy_fields(plan)))
-        with conn, conn.cursor() as cur:
+        with self._transaction(plan) as cur:
             if direct:
                 cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns), io.StringIO(upserts))
                 return
@@ -370,8 +387,12 @@ class PostgresDestination:
             sets.append(sql.SQL("{} = NULL").format(_ident(DELETED_AT_COLUMN)))
         conflict = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(sets)) if sets
                     else sql.SQL("DO NOTHING"))
-        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
-            _ident(plan.pg_schema, plan.pg_table), sql.SQL(", ").join(values), sql.SQL(", ").join(values),
+        # Identical rows of a keyless table share their row key (snapshot chunks may hold several),
+        # and one INSERT ... ON CONFLICT DO UPDATE must not touch a row twice.
+        distinct = (sql.SQL("DISTINCT ON ({}) ").format(sql.SQL(", ").join(map(_ident, plan.key))) if plan.keyless
+                    else sql.SQL(""))
+        return sql.SQL("INSERT INTO {} ({}) SELECT {}{} FROM {} ON CONFLICT ({}) {}").format(
+            _ident(plan.pg_schema, plan.pg_table), sql.SQL(", ").join(values), distinct, sql.SQL(", ").join(values),
             _ident(stage), sql.SQL(", ").join(map(_ident, plan.key)), conflict)
 
 
