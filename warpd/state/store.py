@@ -108,6 +108,10 @@ class StateStore:
 
     def _migrate(self) -> None:
         try:
+            # Readers (tests, a status command) must not queue for the write lock a
+            # running (or stopped) writer may hold: only migrate when there is work.
+            if self._conn().execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+                return
             with self._tx() as conn:
                 current = conn.execute("PRAGMA user_version").fetchone()[0]
                 if current > len(MIGRATIONS):
