@@ -246,7 +246,7 @@ class BinlogReader:
             self._set_table(table, None)
             yield SchemaChange(table, K.DROP_TABLE, here, statement, old_name=table, source_ts=ts)
             return
-        if False and self._copied_after(table, here):
+        if self._copied_after(table, here):
             # The table was (re)copied after this statement ran: its shape already has the change,
             # and rows replayed from before it carry values the statement may have rewritten
             # (defaults, truncation), so only a new copy is exact.
