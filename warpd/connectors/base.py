@@ -157,11 +157,13 @@ class Source(Protocol):
         source can produce them exactly (see :class:`SnapshotChunk`).
         """
 
-    def table_copied(self, table: str) -> None:
-        """Note that ``table`` was just copied (snapshot or resync) with its current shape.
+    def table_copied(self, table: str, position: Position | None = None) -> Position:
+        """Note that ``table`` was copied (snapshot or resync) with its shape as of ``position``.
 
-        The change log from before the copy is still replayed; schema changes
-        to ``table`` logged up to now are already in the copied shape, so the
+        ``position`` defaults to the change log's current end; it is returned so
+        the engine can store it and hand it back after a restart.  The change
+        log from before the copy is still replayed; schema changes to ``table``
+        logged before ``position`` are already in the copied shape, so the
         stream re-copies the table instead of applying them a second time.
         """
 

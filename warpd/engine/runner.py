@@ -184,6 +184,8 @@ class SchemaRunner:
                 self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
             log.info("schema %s: %d tables to copy; changes will stream from %s", self.name, len(current),
                      position)
+        for name, mark in self.store.copied_at(self.name).items():
+            self.source.table_copied(name, mark)  # copies the stream may not have caught up with yet
         known = self.store.latest_schemas(self.name)
         progress = self.store.snapshot_progress(self.name)
         for name in sorted(set(current) | {t for t in known if self.schema.includes(t)}):
@@ -218,7 +220,8 @@ class SchemaRunner:
                 self._copy_table(name)
                 progress = self.store.snapshot_progress(self.name).get(name)
                 if progress is not None and progress.status == "done":  # not paused by a stop
-                    self._retry(lambda: self.source.table_copied(name), f"noting the copy of {name!r}")
+                    mark = self._retry(lambda: self.source.table_copied(name), f"noting the copy of {name!r}")
+                    self.store.set_copied_at(self.name, name, mark)
                 return
             except Exception as exc:  # noqa: BLE001 - transient ones resume from the last committed chunk
                 if not self._is_transient(exc):

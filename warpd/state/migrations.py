@@ -49,4 +49,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX dead_letters_by_table ON dead_letters (schema_name, table_name);
     """,
+    # 2: where the change log stood right after a table's last copy (see Source.table_copied)
+    """
+    ALTER TABLE snapshot_progress ADD COLUMN copied_at TEXT;
+    """,
 )

@@ -186,6 +186,17 @@ class StateStore:
                 (schema, table, status, _dumps(dict(resume_after)) if resume_after is not None else None,
                  rows_copied, rows_estimated or 0, now, now, rows_estimated))
 
+    def set_copied_at(self, schema: str, table: str, position: Mapping[str, Any]) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE snapshot_progress SET copied_at = ? WHERE schema_name = ? AND table_name = ?",
+                         (_dumps(dict(position)), schema, table))
+
+    def copied_at(self, schema: str) -> dict[str, dict[str, Any]]:
+        """Per table, the source position read right after its last copy."""
+        rows = self._conn().execute("SELECT table_name, copied_at FROM snapshot_progress WHERE schema_name = ? "
+                                    "AND copied_at IS NOT NULL", (schema,)).fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
+
     def forget_snapshot(self, schema: str, table: str) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM snapshot_progress WHERE schema_name = ? AND table_name = ?",

@@ -275,13 +275,15 @@ class MySQLSource:
             raise classify(exc, self.params, f"snapshotting {table!r}") from exc
 
     # -- streaming -----------------------------------------------------------
-    def table_copied(self, table: str) -> None:
-        """Remember the binlog end after ``table`` was copied; see :class:`~warpd.connectors.base.Source`.
+    def table_copied(self, table: str, position: Position | None = None) -> Position:
+        """Remember where the binlog stood after ``table`` was copied; see :class:`~warpd.connectors.base.Source`.
 
         Any DDL on the table that the copy's shape already reflects was logged
         before this position (the shape was read after the DDL committed).
         """
-        self.copied_at[table] = self.current_position()
+        mark = dict(position) if position is not None else dict(self.current_position())
+        self.copied_at[table] = mark
+        return mark
 
     def stream(self, start: Position, tables: MutableMapping[str, TableSchema],
                included: Callable[[str], bool],
