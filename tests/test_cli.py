@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -271,6 +272,41 @@ def test_snapshot_progress_is_logged_when_output_is_a_file(dbs, warp, tmp_path):
     assert re.search(rf"snapshot {dbs.name}\.tags: done, 1,?500 rows", out), out
     assert "\r" not in out and "\x1b[" not in out, "terminal control codes in a log file"
     assert converged(dbs) == []
+
+
+def test_snapshot_progress_is_a_live_line_on_a_terminal(dbs, tmp_path):
+    """On a TTY the snapshot redraws one line per table with rows, percentage, rate and ETA."""
+    import pty
+    import select
+
+    dbs.sql("CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(100))")
+    dbs.sql("INSERT INTO big SELECT seq, REPEAT('x', 80) FROM seq_1_to_60000")
+    cfg = write_config(tmp_path, "snapshot_chunk_size: 2000\n")
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "warpd", "--mode", "single", "--source", dbs.source_uri, "--destination",
+         dbs.dest_uri, "--schema", dbs.name, "--state-dir", str(tmp_path / "state"), "--config", cfg],
+        stdin=secondary, stdout=secondary, stderr=secondary, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    os.close(secondary)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 120
+        while b"streaming changes from" not in screen and time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], 1.0)
+            if ready:
+                try:
+                    screen += os.read(primary, 65536)
+                except OSError:
+                    break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        os.close(primary)
+    text = screen.decode("utf-8", "replace")
+    live = re.findall(rf"\r\x1b\[Ksnapshot {dbs.name}\.big: ([\d,]+)/~[\d,]+ rows +[\d.]+% [\d,]+ rows/s ETA "
+                      rf"(\d+:\d\d:\d\d|\?)", text)
+    assert live, text[-3000:]
+    assert re.search(rf"snapshot {dbs.name}\.big: done, 60,000 rows", text), text[-3000:]
 
 
 # ---------------------------------------------------------------------------

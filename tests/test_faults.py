@@ -447,6 +447,26 @@ def test_binlog_settings_are_checked_at_startup(dbs: Databases, warp: Callable[.
     assert "[mysqld]" in out  # how to make it permanent
 
 
+def test_binlog_off_is_reported_with_the_settings_to_add(dbs: Databases, warp: Callable[..., Warp]) -> None:
+    make_items(dbs, 10)
+    subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-e", "shutdown"], check=True)
+    wait_until(lambda: not mariadbd_running(), 60, "MariaDB to stop")
+    try:
+        subprocess.run(["start-stop-daemon", "--start", "--background", "--exec", "/usr/sbin/mariadbd", "--",
+                        "--skip-log-bin"], check=True)
+        wait_until(mariadb_answers, 120, "MariaDB (binlog off) to answer", interval=0.5)
+        reconnect(dbs)
+        assert dbs.sql("SELECT @@log_bin")[0][0] == 0
+        w = warp()
+        out = assert_startup_failure(w, "binary log is off", "log_bin", "binlog_format = ROW",
+                                     "binlog_row_metadata = FULL", "restart")
+        assert ":warp@" not in out
+    finally:
+        restart_mariadb()  # back with the configured binlog
+        reconnect(dbs)
+    assert dbs.sql("SELECT @@log_bin")[0][0] == 1
+
+
 def test_user_without_replication_privilege_is_told_the_grant(dbs: Databases, warp: Callable[..., Warp]) -> None:
     make_items(dbs, 10)
     user = f"warp_norepl_{uuid.uuid4().hex[:6]}"
