@@ -141,18 +141,21 @@ class TableApplier:
                 self._write(encoded, direct=False, fields=fields)
             elif len(encoded) == 1:
                 self._dead_letter(encoded[0][0], f"rejected by PostgreSQL: {redact(str(exc).strip())}",
-                                  encoded[0][1])
+                                  encoded[0][1], fields or dest.copy_fields(self.plan))
             else:
                 mid = len(encoded) // 2
                 self._write(encoded[:mid], fields=fields)
                 self._write(encoded[mid:], fields=fields)
 
-    def _dead_letter(self, st: FinalState, reason: str, line: str | None = None) -> None:
+    def _dead_letter(self, st: FinalState, reason: str, line: str | None = None,
+                     fields: list[str] | None = None) -> None:
         self.dead_letters += 1
         log.error("table %r: row sent to the dead-letter table: %s", self.plan.source.name, reason)
         row = {k: _printable(v) for k, v in st.row.items()}
-        if line is not None:  # the COPY line holds columns the source encoded itself
-            row["_copy_line"] = line.rstrip("\n")
+        if line is not None and fields is not None:
+            # columns the source encoded itself are only in the COPY line: keep them as text
+            for name, text in zip(fields, line.rstrip("\n").split("\t"), strict=False):
+                row.setdefault(name, None if text == "\\N" else text)
         self.store.add_dead_letter(self.schema_name, self.plan.source.name, st.op, row, reason, st.position)
 
     # -- snapshot chunks -----------------------------------------------------
@@ -172,18 +175,32 @@ class TableApplier:
         if plan.metadata:
             fields += [OP_COLUMN, SOURCE_TS_COLUMN]
             tail = "\tsnapshot\t\\N"
+        if not rest:
+            # the common case: one join per chunk, no per-row Python work unless PostgreSQL objects
+            text = (tail + "\n").join(chunk.encoded) + tail + "\n"
+            try:
+                self._copy_direct(text, fields)
+                return len(chunk.encoded)
+            except _ROW_ERRORS:
+                pass  # find the offending rows below, one COPY line at a time
         items = []
         for prefix, row in zip(chunk.encoded, chunk.rows, strict=True):
             state = FinalState(row, False, "snapshot", None, None)
             try:
                 rest_text = "".join("\t" + enc(row[n]) for n, enc in rest)
             except (ValueError, TypeError, OverflowError) as exc:
-                self._dead_letter(state, f"value cannot be encoded for PostgreSQL: {exc}", prefix)
+                self._dead_letter(state, f"value cannot be encoded for PostgreSQL: {exc}", prefix, fields)
                 continue
             items.append((state, prefix + rest_text + tail + "\n"))
         if items:
             self._write(items, direct=True, fields=fields)
         return len(items)
+
+    def _copy_direct(self, text: str, fields: list[str]) -> None:
+        dest = self.pool.get()
+        call_with_retry(lambda: dest.write(self.plan, text, direct=True, fields=fields), self.settings.retry,
+                        is_transient=is_transient, what=f"copying rows into {self.plan.pg_table}",
+                        should_stop=self.should_stop, on_retry=lambda _e: dest.reset())
 
 
 def _printable(v: Any) -> Any:

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 SETUP_HINT = "scripts/setup-databases.sh in the cartridge-warp repository configures a local server this way"
 
 
+_NO_COLUMNS: dict[str, Any] = {}
+
+
 def default_server_id(schema_name: str) -> int:
     """A replica server id derived from the schema name, unlikely to clash with real servers."""
     return 100_000 + zlib.crc32(schema_name.encode("utf-8")) % 4_000_000
@@ -208,9 +211,7 @@ class MySQLSource:
         cols = schema.columns
         fast: list[tuple[Column, str]] = []
         if copy_text and schema.key:
-            # key columns stay canonical so every row (and any dead letter) carries its key
-            fast = [(c, e) for c in cols if c.name not in schema.key
-                    and (e := copytext.copy_text_expr(c, quote_ident(c.name))) is not None]
+            fast = [(c, e) for c in cols if (e := copytext.copy_text_expr(c, quote_ident(c.name))) is not None]
         fast_names = {c.name for c, _e in fast}
         slow = [c for c in cols if c.name not in fast_names]
         select = [copytext.line_expr([e for _c, e in fast])] if fast else []
@@ -247,8 +248,11 @@ class MySQLSource:
                 if not raw:
                     yield SnapshotChunk(schema.name, [], resume_after=encode_key(last) if last else None, done=True)
                     return
-                rows = [{n: conv(v) for n, conv, v in zip(names, converters, r[first_slow:], strict=False)}
-                        for r in raw] if slow else [{} for _ in raw]
+                if slow:
+                    rows = [{n: conv(v) for n, conv, v in zip(names, converters, r[first_slow:], strict=False)}
+                            for r in raw]
+                else:
+                    rows = [_NO_COLUMNS] * len(raw)  # every column is in the encoded line
                 last = list(raw[-1][-nkey:])
                 done = len(raw) < chunk_size
                 yield SnapshotChunk(schema.name, rows, resume_after=encode_key(last), done=done,
