@@ -1,0 +1,1057 @@
+#!/usr/bin/env python3
+"""Benchmark: cartridge-warp MariaDB/MySQL -> PostgreSQL, snapshot and streaming, against the raw limits.
+
+What it does (``make bench`` runs it with the defaults; this is not a test):
+
+1. waits (``--quiet-wait``) for an idle machine and records what keeps it busy, then creates the
+   MariaDB database ``warp_bench`` with one table ``bench`` of ``--rows`` rows and ten mixed columns,
+   generated server-side from the SEQUENCE engine (not binlogged), and an empty PostgreSQL schema
+   ``warp_bench`` in database ``warp_test``;
+2. measures the raw limits on this machine, in this run (skip with ``--skip-raw``):
+   (a) PostgreSQL ``COPY ... FROM STDIN`` of the same rows into an identical table (same DDL as
+       cartridge-warp's; the COPY text is produced beforehand in memory; only COPY + commit are timed),
+   (b) reading the whole table with PyMySQL (cartridge-warp's driver), unbuffered SSCursor, typed values,
+   (b2) the same read of one COPY line a row encoded by the server (``CONCAT_WS``): the read side of
+       cartridge-warp's server-encoded snapshot;
+3. starts ``python -m warpd --mode single`` with a fresh ``--state-dir`` and times the snapshot from
+   process start until the state file marks the table done (polled every 0.2 s);
+4. with the process streaming, commits ``--updates`` row updates in transactions of ``--txn-rows``
+   rows; the last transaction also writes a unique marker into one row.  Streaming rate = row
+   events / (time from the burst's first commit until the marker is visible in PostgreSQL); lag =
+   last source commit -> marker visible; also when the stored checkpoint reaches the source's
+   binlog position.  Then the latency of single changes on an idle stream;
+5. catch-up (skip with ``--no-catch-up``): stops the process (SIGTERM), commits another burst, restarts
+   it on the same state directory and times the backlog from process start until the marker arrives;
+6. (c) parses the first burst's binlog range with pymysqlreplication alone (the library cartridge-warp
+   uses, same settings), as the parse-rate ceiling of the streaming path;
+7. verifies row count and a checksum over eight columns on both sides, prints the figures (and JSON
+   with ``--json``), stops the process with SIGTERM and drops ``warp_bench`` on both sides
+   (``--keep`` keeps them, and the state directory).
+
+Every timed phase also records the share of the machine that was busy and, where it applies, the CPU
+seconds of the measuring client or of the cartridge-warp process; the header names the commit
+measured.  On a small shared VM absolute rates vary by +-15 % between runs; the ratios within one run
+are steadier.
+
+``--profile DIR`` additionally samples the cartridge-warp process with py-spy (``pip install py-spy``)
+during the snapshot and during the live burst, writes the raw (collapsed) stacks to DIR and prints
+the shares per pipeline stage and per file:function.  By default only the thread holding the GIL is
+sampled (on-CPU Python time); ``--profile-all-threads`` samples every thread not detected idle.
+Figures of a profiled run are a little lower: the sampler competes for the same cores.
+
+Needs the local databases configured by scripts/setup-databases.sh: MariaDB on 127.0.0.1:3306 (root
+without password, binlog ROW/FULL/FULL), PostgreSQL on 127.0.0.1:5432 (user warp/warp, database
+warp_test), and nothing else restarting them meanwhile (the test suite does).  Environment:
+WARP_BENCH_PG_SUPERUSER (default postgres) for a best-effort CHECKPOINT between phases.  Warp's own
+settings can be varied with CARTRIDGE_WARP_* variables (docs/configuration.md), which the child
+process inherits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import psycopg2
+import pymysql
+import pymysql.cursors
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from warpd.connectors.mysql.source import MySQLSource  # noqa: E402
+from warpd.connectors.postgresql.destination import TablePlan, create_table_sql, make_plan  # noqa: E402
+from warpd.state.store import StateStore  # noqa: E402
+
+DB = "warp_bench"                 # MariaDB database, PostgreSQL schema and cartridge-warp schema name
+TABLE = "bench"                   # (LOAD_SQL and the CHECKSUM_* statements spell both out)
+RAW_SCHEMA = "warp_bench_raw"     # PostgreSQL schema of the raw COPY measurement
+MYSQL_ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "charset": "utf8mb4"}
+SOURCE_URI = f"mysql://warp:warp@127.0.0.1:3306/{DB}"
+PG_DSN = "postgresql://warp:warp@127.0.0.1:5432/warp_test"
+PG_SUPERUSER = os.environ.get("WARP_BENCH_PG_SUPERUSER", "postgres")
+
+LOAD_CHUNK = 100_000
+STATE_POLL = 0.2                  # seconds between state-file polls (snapshot)
+MARKER_POLL = 0.02                # seconds between destination polls (streaming)
+
+# Aims and reference points of the project brief (2-core machine, MariaDB -> PostgreSQL, 1.1M rows).
+AIM_SNAPSHOT_VS_COPY = 0.5
+AIM_STREAM_EVENTS = 5_000
+REFERENCE = {"raw COPY": 226_000, "sling snapshot": 75_000, "pg_chameleon snapshot": 79_000,
+             "pg_chameleon streaming catch-up": 2_000, "python-mysql-replication parse": 7_000,
+             "execute_values upserts": 21_000}
+
+_T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- CPU accounting
+def _system_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])
+    return total - idle, total
+
+
+class CpuWindow:
+    """Share of the whole machine that was busy between start() and stop(), and one process's CPU time."""
+
+    def __init__(self, pid: int | None = None):
+        self.pid = pid
+        self.busy0, self.total0 = _system_ticks()
+        self.proc0 = process_cpu(pid) if pid else 0.0
+
+    def stop(self) -> dict[str, Any]:
+        busy, total = _system_ticks()
+        out = {"machine_busy_pct": round(100.0 * (busy - self.busy0) / max(1, total - self.total0), 1)}
+        if self.pid:
+            out["warp_cpu_s"] = round(process_cpu(self.pid) - self.proc0, 2)
+        return out
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads, live and exited)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_processes(seconds: float = 1.0) -> list[tuple[str, float]]:
+    """Processes other than this one and the database servers that used CPU during ``seconds``."""
+    def snapshot() -> dict[int, tuple[str, float]]:
+        out = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+                except OSError:
+                    continue
+                out[int(entry)] = (cmd, process_cpu(int(entry)))
+        return out
+    before = snapshot()
+    time.sleep(seconds)
+    after = snapshot()
+    busy = [(cmd[:100], (cpu - before[pid][1]) / seconds) for pid, (cmd, cpu) in after.items()
+            if pid in before and cmd and (cpu - before[pid][1]) / seconds >= 0.05]
+    return sorted(busy, key=lambda x: -x[1])
+
+
+def wait_for_quiet(max_wait: float) -> dict[str, Any]:
+    """Wait (up to ``max_wait`` s) for the machine to be idle; warn about what keeps it busy."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        w = CpuWindow()
+        time.sleep(1.0)
+        busy = w.stop()["machine_busy_pct"]
+        if busy < 10.0 or time.monotonic() >= deadline:
+            break
+        say(f"the machine is {busy:.0f}% busy before the benchmark; waiting for it to settle")
+        time.sleep(4.0)
+    others = busy_processes() if busy >= 10.0 else []
+    if busy >= 10.0:
+        say(f"WARNING: the machine is {busy:.0f}% busy: the figures will be low. Busy: "
+            + "; ".join(f"{cmd} ({100 * cpu:.0f}%)" for cmd, cpu in others[:3]))
+    return {"machine_busy_pct_at_start": busy, "other_busy_processes": [c for c, _ in others[:5]]}
+
+
+# --------------------------------------------------------------------------- connections
+def mysql(db: str | None = None, **extra: Any) -> pymysql.connections.Connection:
+    conn = pymysql.connect(database=db, autocommit=True, **MYSQL_ROOT, **extra)
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION time_zone = '+00:00'")
+    return conn
+
+
+def pg(dsn: str = PG_DSN) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(dsn, application_name="warp-bench")
+    with conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+    return conn
+
+
+def pg_superuser_checkpoint() -> None:
+    """Flush PostgreSQL's dirty buffers between phases so one phase's WAL does not slow the next."""
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user=PG_SUPERUSER, dbname="warp_test",
+                                connect_timeout=5)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
+        conn.close()
+    except psycopg2.Error as exc:
+        say(f"(no CHECKPOINT between phases: {str(exc).strip()})")
+
+
+def master_position(conn: pymysql.connections.Connection) -> tuple[str, int]:
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+    if not row:
+        raise BenchError("SHOW MASTER STATUS returned nothing: is the binlog on? (scripts/setup-databases.sh)")
+    return str(row[0]), int(row[1])
+
+
+# --------------------------------------------------------------------------- 1. the data
+CREATE_TABLE = f"""CREATE TABLE {TABLE} (
+    id         BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    qty        INT NOT NULL,
+    name       VARCHAR(64) NOT NULL,
+    price      DECIMAL(12,2),
+    created_at DATETIME(6) NOT NULL,
+    updated_at TIMESTAMP NULL DEFAULT NULL,
+    score      DOUBLE,
+    flag       TINYINT NOT NULL,
+    note       TEXT,
+    attrs      JSON
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+
+# ~250 bytes a row: every value derived from the sequence number, one NULL in ten updated_at.
+LOAD_SQL = (  # the names are DB and TABLE, spelled out
+    "INSERT INTO bench (id, qty, name, price, created_at, updated_at, score, flag, note, attrs) "
+    "SELECT seq, seq % 100000, CONCAT('name-', seq, '-', LEFT(MD5(seq), 12)), (seq % 10000000) / 100, "
+    "TIMESTAMP'2020-01-01 00:00:00' + INTERVAL seq SECOND + INTERVAL ((seq * 7919) % 1000000) MICROSECOND, "
+    "IF(seq % 10 = 0, NULL, FROM_UNIXTIME(1600000000 + seq)), seq * 1.0e0 / 7, seq % 128, "
+    "CONCAT('note ', MD5(seq), ' ', LPAD(seq, 12, '0')), "
+    "JSON_OBJECT('k', seq % 97, 'tag', CONCAT('t', seq % 13), 'ok', seq % 2 = 0) "
+    "FROM seq_{a}_to_{b}"
+)
+
+
+def create_source(rows: int) -> dict[str, Any]:
+    say(f"creating MariaDB database {DB} with {rows:,} rows (INSERT ... SELECT from the SEQUENCE engine, "
+        "sql_log_bin=0)")
+    t0 = time.monotonic()
+    conn = mysql()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_log_bin = 0")  # the load is no part of the stream to measure
+            cur.execute(f"DROP DATABASE IF EXISTS {DB}")
+            cur.execute(f"CREATE DATABASE {DB} CHARACTER SET utf8mb4")
+            cur.execute(f"USE {DB}")
+            cur.execute(CREATE_TABLE)
+            for a in range(1, rows + 1, LOAD_CHUNK):
+                b = min(rows, a + LOAD_CHUNK - 1)
+                cur.execute(LOAD_SQL.format(a=a, b=b))
+            cur.execute(f"ANALYZE TABLE {TABLE}")
+            cur.fetchall()
+            cur.execute("SELECT DATA_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                        "AND TABLE_NAME = %s", (DB, TABLE))
+            data_length = int(cur.fetchone()[0] or 0)
+    finally:
+        conn.close()
+    seconds = time.monotonic() - t0
+    say(f"  loaded in {seconds:.1f}s ({data_length / 2**20:,.0f} MiB of InnoDB data)")
+    return {"load_seconds": round(seconds, 2), "innodb_data_mib": round(data_length / 2**20, 1)}
+
+
+def reset_destination() -> None:
+    conn = pg()
+    with conn, conn.cursor() as cur:
+        cur.execute(f"DROP SCHEMA IF EXISTS {DB} CASCADE")
+        cur.execute(f"DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE")
+        cur.execute(f"CREATE SCHEMA {DB}")
+    conn.close()
+
+
+def drop_everything() -> None:
+    conn = mysql()
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION sql_log_bin = 0")
+        cur.execute(f"DROP DATABASE IF EXISTS {DB}")
+    conn.close()
+    conn = pg()
+    with conn, conn.cursor() as cur:
+        cur.execute(f"DROP SCHEMA IF EXISTS {DB} CASCADE")
+        cur.execute(f"DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE")
+    conn.close()
+
+
+def source_plan(pg_schema: str) -> TablePlan:
+    """The table as cartridge-warp describes it, planned into ``pg_schema``."""
+    src = MySQLSource(SOURCE_URI, DB, server_id=4_242_001)
+    try:
+        return make_plan(src.describe(TABLE), pg_schema, soft_delete=False, metadata=False)
+    finally:
+        src.close()
+
+
+# --------------------------------------------------------------------------- 2. raw limits
+def _copy_text_expr(col: Any) -> str:
+    """A MariaDB expression rendering ``col`` as a COPY text-format field (\\N for NULL, escaped)."""
+    name = f"`{col.name}`"
+    value = f"CAST({name} AS CHAR)"
+    if col.type.kind.value in ("text", "json"):
+        for raw, esc in (("CHAR(92)", "CONCAT(CHAR(92), CHAR(92))"), ("CHAR(9)", "CONCAT(CHAR(92), 't')"),
+                         ("CHAR(10)", "CONCAT(CHAR(92), 'n')"), ("CHAR(13)", "CONCAT(CHAR(92), 'r')")):
+            value = f"REPLACE({value}, {raw}, {esc})"
+    return f"COALESCE({value}, CONCAT(CHAR(92), 'N'))"
+
+
+def raw_copy(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(a) COPY FROM STDIN of the whole table into an identical PostgreSQL table, one transaction.
+
+    Also returns (b2): the PyMySQL SSCursor read of the same rows encoded as COPY lines by the server
+    (one string a row), the read side of cartridge-warp's server-encoded snapshot.
+    """
+    plan = source_plan(RAW_SCHEMA)
+    say("raw (a): producing the COPY text in memory (not timed for (a)); this is also raw (b2): PyMySQL "
+        "reading COPY lines the server encoded")
+    select = ", ".join(_copy_text_expr(c) for c in plan.source.columns)
+    buf = io.BytesIO()
+    conn = mysql(DB, cursorclass=pymysql.cursors.SSCursor)
+    try:
+        cpu = CpuWindow(os.getpid())
+        t0 = time.monotonic()
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT CONCAT_WS(CHAR(9), {select}) FROM {TABLE} ORDER BY id")  # noqa: S608 - constants
+            while batch := cur.fetchmany(20_000):
+                buf.write(("\n".join(r[0] for r in batch) + "\n").encode("utf-8"))
+        read_seconds = time.monotonic() - t0
+        read_cpu = cpu.stop()
+    finally:
+        conn.close()
+    size = buf.tell()
+    encoded_read = {"rows": rows, "seconds": round(read_seconds, 3), "rows_per_s": round(rows / read_seconds),
+                    "machine_busy_pct": read_cpu["machine_busy_pct"], "client_cpu_s": read_cpu["warp_cpu_s"]}
+    say(f"  (b2) {rows / read_seconds:,.0f} rows/s ({read_seconds:.2f}s)")
+    conn = pg()
+    with conn, conn.cursor() as cur:
+        for stmt in create_table_sql(plan):
+            cur.execute(stmt)
+    columns = ", ".join(f'"{c}"' for c in plan.data_columns())
+    say(f"raw (a): COPY of {rows:,} rows ({size / 2**20:,.0f} MiB of text) into {RAW_SCHEMA}.{TABLE}")
+    buf.seek(0)
+    cpu = CpuWindow()
+    t0 = time.monotonic()
+    with conn.cursor() as cur:
+        cur.copy_expert(f"COPY {RAW_SCHEMA}.{TABLE} ({columns}) FROM STDIN", buf, size=1 << 20)
+    conn.commit()
+    seconds = time.monotonic() - t0
+    busy = cpu.stop()
+    with conn, conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {RAW_SCHEMA}.{TABLE}")  # noqa: S608 - constants
+        copied = cur.fetchone()[0]
+        cur.execute(f"DROP SCHEMA {RAW_SCHEMA} CASCADE")
+    conn.close()
+    if copied != rows:
+        raise BenchError(f"raw COPY loaded {copied} rows, expected {rows}")
+    say(f"  {rows / seconds:,.0f} rows/s ({seconds:.2f}s)")
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds),
+            "mib": round(size / 2**20, 1)} | busy, encoded_read
+
+
+def raw_read(rows: int) -> dict[str, Any]:
+    """(b) SELECT of the whole table through PyMySQL's unbuffered SSCursor, rows converted to Python."""
+    say("raw (b): reading the whole table with PyMySQL SSCursor")
+    conn = mysql(DB, cursorclass=pymysql.cursors.SSCursor)
+    count = 0
+    try:
+        cpu = CpuWindow(os.getpid())
+        t0 = time.monotonic()
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT * FROM {TABLE}")  # noqa: S608 - constants
+            while batch := cur.fetchmany(10_000):
+                count += len(batch)
+        seconds = time.monotonic() - t0
+        used = cpu.stop()
+    finally:
+        conn.close()
+    if count != rows:
+        raise BenchError(f"PyMySQL read {count} rows, expected {rows}")
+    say(f"  {rows / seconds:,.0f} rows/s ({seconds:.2f}s)")
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds),
+            "machine_busy_pct": used["machine_busy_pct"], "client_cpu_s": used["warp_cpu_s"]}
+
+
+def raw_parse(start: tuple[str, int], end: tuple[str, int], expected: int) -> dict[str, Any]:
+    """(c) pymysqlreplication alone over a binlog range: row events parsed per second.
+
+    Same reader settings and event filter as cartridge-warp's BinlogReader; ``ev.rows`` is what
+    makes the library decode the row images.
+    """
+    from pymysqlreplication import BinLogStreamReader
+    from pymysqlreplication.event import HeartbeatLogEvent, QueryEvent, RotateEvent, XidEvent
+    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+    say(f"raw (c): parsing the burst's binlog range {start[0]}:{start[1]} .. {end[0]}:{end[1]} "
+        "with pymysqlreplication alone")
+    settings = {k: MYSQL_ROOT[k] for k in ("host", "port", "user")} | {"passwd": "", "connect_timeout": 10}
+    events = 0
+    cpu = CpuWindow(os.getpid())
+    t0 = time.monotonic()
+    stream = BinLogStreamReader(
+        connection_settings=settings, server_id=4_242_002, resume_stream=True, log_file=start[0],
+        log_pos=start[1], blocking=False,
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, QueryEvent, XidEvent, RotateEvent,
+                     HeartbeatLogEvent],
+        enable_logging=False)
+    try:
+        for ev in stream:
+            if isinstance(ev, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)) and ev.schema == DB:
+                events += len(ev.rows)
+            if (stream.log_file, stream.log_pos) >= end:
+                break
+    finally:
+        stream.close()
+    seconds = time.monotonic() - t0
+    used = cpu.stop()
+    if events != expected:
+        say(f"  (parsed {events} row events, expected {expected})")
+    say(f"  {events / seconds:,.0f} row events/s ({seconds:.2f}s)")
+    return {"events": events, "seconds": round(seconds, 3), "events_per_s": round(events / seconds),
+            "machine_busy_pct": used["machine_busy_pct"], "client_cpu_s": used["warp_cpu_s"]}
+
+
+# --------------------------------------------------------------------------- the process
+class Warp:
+    """One ``python -m warpd --mode single`` child process, its log file and its state file."""
+
+    def __init__(self, state_dir: str, log_path: str):
+        self.state_dir = state_dir
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self._store: StateStore | None = None
+
+    def start(self) -> float:
+        cmd = [sys.executable, "-m", "warpd", "--mode", "single", "--source", SOURCE_URI,
+               "--destination", PG_DSN, "--schema", DB, "--state-dir", self.state_dir]
+        log = open(self.log_path, "ab")  # handed to the child; our copy is closed below
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return self.started
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(f"cartridge-warp exited with status {self.proc.returncode}; its log:\n"
+                             + self.log_tail())
+
+    def store(self) -> StateStore:
+        """The state file, opened once the process has created it."""
+        if self._store is None:
+            path = os.path.join(self.state_dir, "state.db")
+            while not os.path.exists(path):
+                self.check_alive()
+                time.sleep(0.02)
+            self._store = StateStore(self.state_dir)
+        return self._store
+
+    def log_text(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def wait_log(self, needle: str, occurrence: int = 1, timeout: float = 120.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log_text().count(needle) >= occurrence:
+                return time.monotonic()
+            self.check_alive()
+            time.sleep(0.02)
+        raise BenchError(f"timed out waiting for {needle!r} in the cartridge-warp log:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            say(f"cartridge-warp did not stop within {timeout:.0f}s of SIGTERM; killing it")
+            self.proc.kill()
+            return self.proc.wait()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+# --------------------------------------------------------------------------- profiling
+class Profiler:
+    """py-spy record attached to a running process, stopped with SIGINT."""
+
+    def __init__(self, out_dir: str | None, gil: bool = True):
+        self.out_dir = out_dir
+        self.gil = gil
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.path = ""
+        if out_dir:
+            if not shutil.which("py-spy"):
+                raise BenchError("--profile needs py-spy: pip install py-spy")
+            os.makedirs(out_dir, exist_ok=True)
+
+    def start(self, pid: int, name: str) -> None:
+        if not self.out_dir:
+            return
+        self.path = os.path.join(self.out_dir, f"{name}.txt")
+        self.proc = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--threads", "--full-filenames",
+             "--rate", "100", "-o", self.path, *(["--gil"] if self.gil else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # attached
+
+    def stop(self) -> str | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        return self.path if os.path.exists(self.path) else None
+
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def _short(path: str) -> str:
+    for marker in ("/site-packages/", "/lib/python3.11/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    if path.startswith(ROOT + "/"):
+        return path[len(ROOT) + 1:]
+    return os.path.basename(path)
+
+
+# Pipeline stages, first match wins: a sample belongs to the first stage one of whose markers appears in
+# its stack (markers are substrings of "file:function").
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("binlog decoding (pymysqlreplication)", ("pymysqlreplication/",)),
+    ("source read (PyMySQL)", ("pymysql/",)),
+    ("state file (SQLite)", ("warpd/state/",)),
+    ("COPY / merge round trips (psycopg2)", ("destination.py:PostgresDestination.write",
+                                            "destination.py:PostgresDestination._transaction")),
+    ("COPY text encoding / line assembly", ("destination.py:PostgresDestination.encode_line",
+                                           "destination.py:TablePlan.encode", "types.py:copy_encoder",
+                                           "applier.py:TableApplier.copy_snapshot", "applier.py:TableApplier._encode")),
+    ("binlog value conversion (warpd)", ("binlog.py:BinlogReader._rows", "binlog.py:BinlogReader._convert",
+                                         "mysql/types.py:binlog_image")),
+    ("snapshot chunk rows (warpd)", ("source.py:MySQLSource.snapshot",)),
+    ("batching, compaction, dispatch", ("runner.py:SchemaRunner._handle", "batch.py:compact",
+                                        "runner.py:SchemaRunner._flush", "applier.py:TableApplier.apply",
+                                        "applier.py:TableApplier._write")),
+    ("binlog reader loop", ("binlog.py:BinlogReader.events",)),
+    ("threads, queues, logging", ("concurrent/futures/", "queue.py:", "threading.py:", "logging/")),
+)
+
+
+def _stage(names: list[str]) -> str:
+    for label, markers in STAGES:
+        if any(m in n for n in names for m in markers):
+            return label
+    return "other (imports, start-up, ...)"
+
+
+def analyse_profile(path: str, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive shares per file:function, and per thread, from py-spy raw (collapsed) stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    stages: collections.Counter[str] = collections.Counter()
+    total = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            stack, _, count_s = line.rstrip("\n").rpartition(" ")
+            if not stack or not count_s.isdigit():
+                continue
+            count = int(count_s)
+            frames = stack.split(";")
+            thread = frames[0].split(": ", 1)[-1]
+            thread = re.sub(r"_\d+$", "", thread)  # ThreadPoolExecutor-style numbered names
+            names = []
+            for fr in frames[1:]:
+                m = _FRAME.match(fr)
+                names.append(f"{_short(m['file'])}:{m['func']}" if m else fr)
+            if not names:
+                continue
+            total += count
+            threads[thread] += count
+            stages[_stage(names)] += count
+            own[names[-1]] += count
+            for n in set(names):
+                incl[n] += count
+
+    def share(c: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(top)]
+    return {"samples": total, "threads": share(threads), "stages": share(stages), "self": share(own),
+            "inclusive_warpd": [(k, v) for k, v in share(collections.Counter(
+                {k: v for k, v in incl.items() if k.startswith("warpd/")}))]}
+
+
+# --------------------------------------------------------------------------- measurements
+def wait_snapshot(warp: Warp, rows: int) -> dict[str, Any]:
+    cpu = CpuWindow(warp.pid)
+    store = warp.store()
+    running_seen = None
+    deadline = warp.started + max(900.0, rows / 500)
+    while time.monotonic() < deadline:
+        prog = store.snapshot_progress(DB).get(TABLE)
+        now = time.monotonic()
+        if prog is not None and prog.status == "running" and running_seen is None:
+            running_seen = now
+        if prog is not None and prog.status == "done":
+            total = now - warp.started
+            copy = now - running_seen if running_seen else None
+            out = {"rows": prog.rows_copied, "seconds_from_start": round(total, 2),
+                   "rows_per_s": round(prog.rows_copied / total),
+                   "copy_seconds": round(copy, 2) if copy else None,
+                   "copy_rows_per_s": round(prog.rows_copied / copy) if copy else None}
+            m = re.search(r"snapshot \S+: done, ([\d,]+) rows \(([\d,]+) in \S+, ([\d,]+) rows/s\)",
+                          warp.log_text())
+            out["warp_reported_rows_per_s"] = int(m.group(3).replace(",", "")) if m else None
+            out |= cpu.stop()
+            out["cpu_s_per_million_rows"] = round(out["warp_cpu_s"] * 1e6 / prog.rows_copied, 2)
+            if prog.rows_copied != rows:
+                raise BenchError(f"the snapshot copied {prog.rows_copied} rows, expected {rows}")
+            return out
+        warp.check_alive()
+        time.sleep(STATE_POLL)
+    raise BenchError("timed out waiting for the snapshot:\n" + warp.log_tail())
+
+
+def burst(updates: int, txn_rows: int, rows: int, marker_id: int, marker: str) -> dict[str, Any]:
+    """``updates`` row updates in transactions of ``txn_rows``; the last one also writes ``marker``."""
+    conn = mysql(DB)
+    conn.autocommit(False)
+    commits = []
+    try:
+        start = master_position(conn)
+        done = 0
+        with conn.cursor() as cur:
+            while done < updates:
+                n = min(txn_rows, updates - done)
+                a = done % rows + 1
+                b = min(rows, a + n - 1)
+                cur.execute(f"UPDATE {TABLE} SET qty = qty + 1, score = score + 0.5, "  # noqa: S608 - constants
+                            "updated_at = NOW() WHERE id BETWEEN %s AND %s", (a, b))
+                done += cur.rowcount
+                if done >= updates:
+                    cur.execute(f"UPDATE {TABLE} SET name = %s WHERE id = %s", (marker, marker_id))  # noqa: S608
+                conn.commit()
+                commits.append(time.monotonic())
+        end = master_position(conn)
+    finally:
+        conn.close()
+    events = updates + 1
+    seconds = commits[-1] - commits[0]
+    after_first = events - min(txn_rows, updates)  # rows committed after the first commit
+    return {"events": events, "transactions": len(commits), "first_commit": commits[0],
+            "last_commit": commits[-1], "source_seconds": round(seconds, 3),
+            "source_rows_per_s": round(after_first / seconds) if seconds > 0 else None,
+            "start": start, "end": end}
+
+
+def wait_applied(warp: Warp, marker_id: int, marker: str, end: tuple[str, int],
+                 timeout: float = 900.0) -> tuple[float, float]:
+    """Poll PostgreSQL for the marker and the state file for the checkpoint; return both times."""
+    conn = pg()
+    conn.autocommit = True
+    store = warp.store()
+    visible = ckpt = None
+    deadline = time.monotonic() + timeout
+    try:
+        with conn.cursor() as cur:
+            while time.monotonic() < deadline:
+                now = time.monotonic()
+                if visible is None:
+                    cur.execute(f"SELECT name FROM {DB}.{TABLE} WHERE id = %s", (marker_id,))  # noqa: S608
+                    row = cur.fetchone()
+                    if row and row[0] == marker:
+                        visible = now
+                if ckpt is None:
+                    pos = store.checkpoint(DB)
+                    if pos and (str(pos["file"]), int(pos["pos"])) >= end:
+                        ckpt = now
+                if visible is not None and ckpt is not None:
+                    return visible, ckpt
+                warp.check_alive()
+                time.sleep(MARKER_POLL)
+    finally:
+        conn.close()
+    raise BenchError(f"timed out waiting for the burst to arrive (marker seen: {visible is not None}, "
+                     f"checkpoint caught up: {ckpt is not None}):\n{warp.log_tail()}")
+
+
+def idle_latency(warp: Warp, row_id: int, samples: int = 5) -> dict[str, Any]:
+    """Commit one single-row change at a time on an idle stream; time until it is in PostgreSQL."""
+    src = mysql(DB)
+    dst = pg()
+    dst.autocommit = True
+    out = []
+    try:
+        for i in range(samples):
+            value = f"ping-{i}-{uuid.uuid4().hex[:8]}"
+            time.sleep(0.5 + 0.37 * i)  # land at different phases of the 1 s binlog heartbeat
+            with src.cursor() as cur:
+                cur.execute(f"UPDATE {TABLE} SET name = %s WHERE id = %s", (value, row_id))  # noqa: S608
+            committed = time.monotonic()
+            with dst.cursor() as cur:
+                while True:
+                    cur.execute(f"SELECT name FROM {DB}.{TABLE} WHERE id = %s", (row_id,))  # noqa: S608
+                    if cur.fetchone()[0] == value:
+                        out.append(time.monotonic() - committed)
+                        break
+                    if time.monotonic() - committed > 60:
+                        raise BenchError("a single change did not arrive within 60 s")
+                    warp.check_alive()
+                    time.sleep(0.01)
+    finally:
+        src.close()
+        dst.close()
+    return {"samples_s": [round(x, 3) for x in out], "median_s": round(statistics.median(out), 3),
+            "max_s": round(max(out), 3)}
+
+
+CHECKSUM_MYSQL = (  # the names are DB and TABLE, spelled out
+    "SELECT COUNT(*), SUM(CAST(CONV(LEFT(MD5(CONCAT_WS('|', id, qty, name, price, "
+    "DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s.%f'), COALESCE(UNIX_TIMESTAMP(updated_at), -1), flag, note)), "
+    "8), 16, 10) AS UNSIGNED)) FROM warp_bench.bench"
+)
+CHECKSUM_PG = (  # the names are DB and TABLE, spelled out
+    "SELECT count(*), sum(('x' || left(md5(concat_ws('|', id, qty, name, price, "
+    "to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.US'), coalesce(extract(epoch FROM updated_at)::bigint, -1), "
+    "flag, note)), 8))::bit(32)::bigint) FROM warp_bench.bench"
+)
+
+
+def verify() -> dict[str, Any]:
+    conn = mysql()
+    with conn.cursor() as cur:
+        cur.execute(CHECKSUM_MYSQL)
+        src = cur.fetchone()
+    conn.close()
+    conn = pg()
+    with conn, conn.cursor() as cur:
+        cur.execute(CHECKSUM_PG)
+        dst = cur.fetchone()
+    conn.close()
+    source = {"rows": int(src[0]), "checksum": int(src[1] or 0)}
+    dest = {"rows": int(dst[0]), "checksum": int(dst[1] or 0)}
+    return {"equal": source == dest, "source": source, "destination": dest,
+            "columns": "id, qty, name, price, created_at, updated_at, flag, note"}
+
+
+# --------------------------------------------------------------------------- the machine
+def warpd_revision() -> str:
+    """The commit measured, and whether warpd/ differs from it (read-only git; never touches the index)."""
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "warpd"], cwd=ROOT, env=env,
+                               capture_output=True, timeout=10).returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    from warpd import __version__
+    return f"{__version__}, commit {head or '?'}" + (" + uncommitted changes in warpd/" if dirty else "")
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with open("/proc/meminfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    conn = mysql()
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit, "
+                    "@@sync_binlog, @@binlog_format, @@binlog_row_image")
+        mv, pool, flush, sync_binlog, fmt, image = cur.fetchone()
+    conn.close()
+    conn = pg()
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('server_version'), current_setting('shared_buffers'), "
+                    "current_setting('synchronous_commit'), current_setting('max_wal_size'), "
+                    "current_setting('wal_level')")
+        pv, shared, sync_commit, max_wal, wal_level = cur.fetchone()
+    conn.close()
+
+    def version(mod: str) -> str:
+        try:
+            from importlib.metadata import version as v
+            return v(mod)
+        except Exception:  # noqa: BLE001 - informational only
+            return "?"
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kib / 2**20, 1),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "mariadb": str(mv), "postgresql": str(pv),
+            "mariadb_settings": f"innodb_buffer_pool_size={int(pool) // 2**20}M, "
+                                f"innodb_flush_log_at_trx_commit={flush}, sync_binlog={sync_binlog}, "
+                                f"binlog_format={fmt}, binlog_row_image={image}",
+            "postgresql_settings": f"shared_buffers={shared}, synchronous_commit={sync_commit}, "
+                                   f"max_wal_size={max_wal}, wal_level={wal_level}",
+            "drivers": f"PyMySQL {version('PyMySQL')}, psycopg2 {version('psycopg2-binary')}, "
+                       f"mysql-replication {version('mysql-replication')}"}
+
+
+# --------------------------------------------------------------------------- report
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def report(fig: dict[str, Any]) -> str:
+    m, raw, snap, live = fig["machine"], fig.get("raw", {}), fig["snapshot"], fig["streaming"]
+    copy = raw.get("copy", {}).get("rows_per_s")
+    read = raw.get("pymysql_read", {}).get("rows_per_s")
+    parse = raw.get("binlog_parse", {}).get("events_per_s")
+    rows: list[tuple[str, str, str]] = []
+
+    def add(label: str, value: str, note: str = "") -> None:
+        rows.append((label, value, note))
+    add("rows / updates", f"{fig['rows']:,} / {fig['updates']:,}", f"transactions of {fig['txn_rows']:,} rows")
+    add("raw (a) PostgreSQL COPY FROM STDIN", f"{copy:,} rows/s" if copy else "skipped",
+        f"{raw['copy']['seconds']}s, {raw['copy']['mib']} MiB, one transaction; machine "
+        f"{raw['copy']['machine_busy_pct']}% busy" if copy else "")
+    add("raw (b) PyMySQL SSCursor read, typed values", f"{read:,} rows/s" if read else "skipped",
+        f"{raw['pymysql_read']['seconds']}s, client CPU {raw['pymysql_read']['client_cpu_s']}s; machine "
+        f"{raw['pymysql_read']['machine_busy_pct']}% busy" if read else "")
+    enc = raw.get("pymysql_read_encoded", {}).get("rows_per_s")
+    add("raw (b2) PyMySQL read, server-encoded lines", f"{enc:,} rows/s" if enc else "skipped",
+        f"{raw['pymysql_read_encoded']['seconds']}s, client CPU {raw['pymysql_read_encoded']['client_cpu_s']}s"
+        if enc else "")
+    add("raw (c) pymysqlreplication parse", f"{parse:,} events/s" if parse else "skipped",
+        f"{raw['binlog_parse']['seconds']}s for {raw['binlog_parse']['events']:,} row events, client CPU "
+        f"{raw['binlog_parse']['client_cpu_s']}s" if parse else "")
+    add("snapshot (process start -> done)", f"{snap['rows_per_s']:,} rows/s",
+        f"{snap['seconds_from_start']}s; warp CPU {snap['warp_cpu_s']}s ({snap['cpu_s_per_million_rows']}s per "
+        f"million rows); machine {snap['machine_busy_pct']}% busy")
+    if snap.get("copy_rows_per_s"):
+        add("snapshot, copy phase only", f"{snap['copy_rows_per_s']:,} rows/s",
+            f"{snap['copy_seconds']}s (first 'running' -> done); warp logs "
+            f"{snap.get('warp_reported_rows_per_s') or 0:,} rows/s")
+    add("  snapshot / raw COPY", ratio(snap["rows_per_s"], copy), f"aim >= {AIM_SNAPSHOT_VS_COPY:.2f}x")
+    add("  snapshot / PyMySQL read (typed values)", ratio(snap["rows_per_s"], read))
+    add("  snapshot / PyMySQL read (encoded lines)", ratio(snap["rows_per_s"], enc))
+    add("streaming, live burst", f"{live['events_per_s']:,} events/s",
+        f"{live['events']:,} events in {live['seconds']}s (first commit -> last visible); "
+        f"the source committed them in {live['source_seconds']}s; warp CPU {live['warp_cpu_s']}s "
+        f"({live['cpu_s_per_100k_events']}s per 100k events); machine {live['machine_busy_pct']}% busy")
+    if fig.get("catch_up"):
+        cu = fig["catch_up"]
+        add("streaming, catch-up after restart", f"{cu['events_per_s']:,} events/s",
+            f"{cu['seconds']}s from process start; {cu['events_per_s_after_startup']:,} events/s "
+            f"after the 'streaming' log line ({cu['startup_seconds']}s start-up)")
+    add("  streaming / pymysqlreplication parse", ratio(live["events_per_s"], parse),
+        f"aim >= {AIM_STREAM_EVENTS:,} events/s")
+    add("lag: last commit -> visible in PostgreSQL", f"{live['lag_s']:.2f}s", "live burst")
+    add("lag: last commit -> checkpoint caught up", f"{live['checkpoint_lag_s']:.2f}s",
+        f"stored position >= {live['end'][0]}:{live['end'][1]}")
+    if fig.get("idle_latency"):
+        il = fig["idle_latency"]
+        add("single change on an idle stream", f"{il['median_s']:.2f}s median", f"max {il['max_s']:.2f}s, "
+            f"samples {il['samples_s']}")
+    v = fig["verify"]
+    add("verification", "OK" if v["equal"] else "MISMATCH",
+        f"{v['source']['rows']:,} rows, checksum {v['source']['checksum']} vs "
+        f"{v['destination']['rows']:,} / {v['destination']['checksum']} ({v['columns']})")
+    w1 = max(len(r[0]) for r in rows)
+    w2 = max(len(r[1]) for r in rows)
+    lines = [f"cartridge-warp benchmark: MariaDB -> PostgreSQL ({time.strftime('%Y-%m-%d %H:%M')})",
+             f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
+             f"         MariaDB {m['mariadb']}; PostgreSQL {m['postgresql']}; Python {m['python']}",
+             f"         {m['drivers']}",
+             f"         MariaDB: {m['mariadb_settings']}",
+             f"         PostgreSQL: {m['postgresql_settings']}",
+             f"cartridge-warp: {fig.get('warpd', '?')}"]
+    load = fig.get("load", {})
+    if load.get("machine_busy_pct_at_start", 0) >= 10.0:
+        lines.append(f"WARNING: the machine was {load['machine_busy_pct_at_start']}% busy before the start "
+                     f"({'; '.join(load['other_busy_processes'][:2])}): figures are low")
+    lines.append("")
+    lines += [f"{a:<{w1}}  {b:>{w2}}  {c}".rstrip() for a, b, c in rows]
+    lines += ["", "reference points of the project brief (a 2-core machine, MariaDB -> PostgreSQL, 1.1M rows): "
+              + ", ".join(f"{k} ~{v:,}/s" for k, v in REFERENCE.items())]
+    for phase, prof in fig.get("profile", {}).items():
+        lines += ["", f"profile of the {phase} ({prof['samples']:,} py-spy samples, {fig.get('profile_mode')})",
+                  "  threads: " + ", ".join(f"{t} {s}%" for t, s in prof["threads"]),
+                  "  stages:"]
+        lines += [f"    {s:5.1f}%  {k}" for k, s in prof["stages"]]
+        lines += ["  self time (file:function):"]
+        lines += [f"    {s:5.1f}%  {k}" for k, s in prof["self"]]
+        lines += ["  inclusive, warpd functions:"]
+        lines += [f"    {s:5.1f}%  {k}" for k, s in prof["inclusive_warpd"]]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows in the table (default 1,000,000)")
+    p.add_argument("--updates", type=int, default=200_000, help="row updates in the burst (default 200,000)")
+    p.add_argument("--txn-rows", type=int, default=1_000, help="rows per source transaction (default 1,000)")
+    p.add_argument("--keep", action="store_true", help="keep warp_bench on both sides and the state directory")
+    p.add_argument("--skip-raw", action="store_true", help="do not measure the raw limits")
+    p.add_argument("--no-catch-up", action="store_true", help="skip the stop / burst / restart catch-up phase")
+    p.add_argument("--profile", metavar="DIR", help="sample cartridge-warp with py-spy; raw stacks go to DIR")
+    p.add_argument("--profile-all-threads", action="store_true",
+                   help="sample every active thread, not only the one holding the GIL (py-spy without --gil)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    p.add_argument("--quiet-wait", type=float, default=120.0, metavar="S",
+                   help="wait up to S seconds for an idle machine before starting (default 120)")
+    args = p.parse_args(argv)
+    if args.rows < 2 or args.updates < 1 or args.txn_rows < 1:
+        p.error("--rows must be >= 2, --updates and --txn-rows >= 1")
+
+    fig: dict[str, Any] = {"rows": args.rows, "updates": args.updates, "txn_rows": args.txn_rows,
+                           "aims": {"snapshot_vs_raw_copy": AIM_SNAPSHOT_VS_COPY,
+                                    "streaming_events_per_s": AIM_STREAM_EVENTS},
+                           "reference": REFERENCE}
+    fig["machine"] = machine()
+    fig["load"] = wait_for_quiet(args.quiet_wait)
+    fig["warpd"] = warpd_revision()
+    if args.profile:
+        fig["profile_mode"] = ("all active threads" if args.profile_all_threads
+                               else "the thread holding the GIL: on-CPU Python time")
+    state_dir = tempfile.mkdtemp(prefix="warp-bench-state-")
+    warp = Warp(state_dir, os.path.join(state_dir, "warpd.log"))
+    profiler = Profiler(args.profile, gil=not args.profile_all_threads)
+    marker_id, ping_id = args.rows, args.rows - 1
+    ok = False
+    try:
+        fig["source"] = create_source(args.rows)
+        reset_destination()
+        if not args.skip_raw:
+            copy, encoded_read = raw_copy(args.rows)
+            fig["raw"] = {"copy": copy, "pymysql_read_encoded": encoded_read}
+            pg_superuser_checkpoint()
+            fig["raw"]["pymysql_read"] = raw_read(args.rows)
+
+        say(f"snapshot: starting cartridge-warp (state {state_dir}, log {warp.log_path})")
+        warp.start()
+        if args.profile:
+            warp.store()  # the interpreter is up once it has created the state file
+            profiler.start(warp.pid, "snapshot")
+        fig["snapshot"] = wait_snapshot(warp, args.rows)
+        if (path := profiler.stop()):
+            fig.setdefault("profile", {})["snapshot"] = analyse_profile(path)
+        say(f"  {fig['snapshot']['rows_per_s']:,} rows/s from process start "
+            f"({fig['snapshot']['seconds_from_start']}s)")
+
+        warp.wait_log("streaming changes from")
+        pg_superuser_checkpoint()
+        time.sleep(2.0)  # let the snapshot's writes settle before the burst
+        say(f"streaming: burst of {args.updates:,} updates in transactions of {args.txn_rows:,} rows")
+        marker = f"marker-{uuid.uuid4().hex}"
+        profiler.start(warp.pid, "streaming")
+        cpu = CpuWindow(warp.pid)
+        b = burst(args.updates, args.txn_rows, args.rows, marker_id, marker)
+        visible, ckpt = wait_applied(warp, marker_id, marker, b["end"])
+        used = cpu.stop()
+        if (path := profiler.stop()):
+            fig.setdefault("profile", {})["streaming"] = analyse_profile(path)
+        seconds = visible - b["first_commit"]
+        fig["streaming"] = {"events": b["events"], "transactions": b["transactions"],
+                            "seconds": round(seconds, 2), "events_per_s": round(b["events"] / seconds),
+                            "source_seconds": b["source_seconds"], "source_rows_per_s": b["source_rows_per_s"],
+                            "lag_s": round(visible - b["last_commit"], 3),
+                            "checkpoint_lag_s": round(ckpt - b["last_commit"], 3),
+                            "start": list(b["start"]), "end": list(b["end"])} | used
+        fig["streaming"]["cpu_s_per_100k_events"] = round(used["warp_cpu_s"] * 1e5 / b["events"], 2)
+        say(f"  {fig['streaming']['events_per_s']:,} row events/s; lag {fig['streaming']['lag_s']:.2f}s "
+            f"(source committed the burst in {b['source_seconds']:.1f}s)")
+        say("streaming: latency of single changes on an idle stream")
+        fig["idle_latency"] = idle_latency(warp, ping_id)
+        say(f"  median {fig['idle_latency']['median_s']:.2f}s")
+
+        if not args.no_catch_up:
+            say("catch-up: stopping cartridge-warp (SIGTERM), committing a second burst, restarting it")
+            rc = warp.stop()
+            if rc != 0:
+                raise BenchError(f"cartridge-warp exited with {rc} on SIGTERM:\n{warp.log_tail()}")
+            marker2 = f"marker-{uuid.uuid4().hex}"
+            b2 = burst(args.updates, args.txn_rows, args.rows, marker_id, marker2)
+            pg_superuser_checkpoint()
+            started = warp.start()
+            cpu = CpuWindow(warp.pid)
+            streaming_at = warp.wait_log("streaming changes from", occurrence=2)
+            visible2, ckpt2 = wait_applied(warp, marker_id, marker2, b2["end"])
+            total = visible2 - started
+            fig["catch_up"] = {"events": b2["events"], "seconds": round(total, 2),
+                               "events_per_s": round(b2["events"] / total),
+                               "startup_seconds": round(streaming_at - started, 2),
+                               "events_per_s_after_startup": round(b2["events"] / (visible2 - streaming_at)),
+                               "checkpoint_seconds": round(ckpt2 - started, 2)} | cpu.stop()
+            say(f"  {fig['catch_up']['events_per_s']:,} row events/s from process start")
+
+        if not args.skip_raw:
+            fig["raw"]["binlog_parse"] = raw_parse(b["start"], b["end"], b["events"])
+
+        say("verifying: row count and checksum on both sides")
+        fig["verify"] = verify()
+        ok = fig["verify"]["equal"]
+    except BenchError as exc:
+        say(f"benchmark failed: {exc}")
+        return 1
+    except (pymysql.err.MySQLError, psycopg2.Error, OSError) as exc:
+        say(f"benchmark failed: {type(exc).__name__}: {exc} (was a database restarted meanwhile, e.g. by "
+            "the test suite? the benchmark needs the databases to itself)")
+        return 1
+    finally:
+        profiler.stop()
+        rc = warp.stop()
+        warp.close()
+        if rc not in (None, 0):
+            say(f"cartridge-warp exited with status {rc}:\n{warp.log_tail()}")
+        if args.keep:
+            say(f"kept: MariaDB database {DB}, PostgreSQL schema warp_test.{DB}, state {state_dir}")
+        else:
+            try:
+                drop_everything()
+            except (pymysql.err.MySQLError, psycopg2.Error) as exc:
+                say(f"could not drop {DB}: {exc}")
+            shutil.rmtree(state_dir, ignore_errors=True)
+    print(report(fig))
+    if args.json:
+        print(json.dumps(fig, indent=2, default=str))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
