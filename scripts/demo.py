@@ -48,8 +48,9 @@ def say(msg: str) -> None:
 
 
 def mysql() -> pymysql.connections.Connection:
-    return pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", charset="utf8mb4",
-                           autocommit=True)
+    return pymysql.connect(
+        host="127.0.0.1", port=3306, user="root", password="", charset="utf8mb4", autocommit=True
+    )
 
 
 def create_source() -> None:
@@ -74,29 +75,63 @@ def create_source() -> None:
         cur.executemany(
             "INSERT INTO customers (name, email, country, vip, balance, signed_up, last_seen) "
             "VALUES (%s,%s,%s,%s,%s,%s,%s)",
-            [(f"{rnd.choice(names)} {i}", f"user{i}@example.com", rnd.choice(["DE", "FR", "JP", "GH", "BR"]),
-              rnd.random() < 0.1, decimal.Decimal(rnd.randint(-10000, 1000000)) / 100,
-              dt.datetime(2020, 1, 1) + dt.timedelta(seconds=rnd.randint(0, 10**8), microseconds=rnd.randint(0, 999999)),
-              None if i % 7 == 0 else dt.datetime(2024, 1, 1) + dt.timedelta(seconds=rnd.randint(0, 10**7)))
-             for i in range(1, 5001)])
+            [
+                (
+                    f"{rnd.choice(names)} {i}",
+                    f"user{i}@example.com",
+                    rnd.choice(["DE", "FR", "JP", "GH", "BR"]),
+                    rnd.random() < 0.1,
+                    decimal.Decimal(rnd.randint(-10000, 1000000)) / 100,
+                    dt.datetime(2020, 1, 1)
+                    + dt.timedelta(seconds=rnd.randint(0, 10**8), microseconds=rnd.randint(0, 999999)),
+                    None
+                    if i % 7 == 0
+                    else dt.datetime(2024, 1, 1) + dt.timedelta(seconds=rnd.randint(0, 10**7)),
+                )
+                for i in range(1, 5001)
+            ],
+        )
         cur.executemany(
             "INSERT INTO products VALUES (%s,%s,%s,%s,%s,%s)",
-            [(f"SKU-{i:05d}", f"Product {i} 🚀" if i % 10 == 0 else f"Product {i}",
-              decimal.Decimal(rnd.randint(100, 99999)) / 100, ",".join(rnd.sample(["new", "sale", "eco", "gift"], 2)),
-              round(rnd.random() * 20, 3), bytes(rnd.getrandbits(8) for _ in range(16))) for i in range(1, 501)])
+            [
+                (
+                    f"SKU-{i:05d}",
+                    f"Product {i} 🚀" if i % 10 == 0 else f"Product {i}",
+                    decimal.Decimal(rnd.randint(100, 99999)) / 100,
+                    ",".join(rnd.sample(["new", "sale", "eco", "gift"], 2)),
+                    round(rnd.random() * 20, 3),
+                    bytes(rnd.getrandbits(8) for _ in range(16)),
+                )
+                for i in range(1, 501)
+            ],
+        )
         batch = []
         for i in range(1, ORDERS + 1):
-            batch.append((rnd.randint(1, 5000), f"SKU-{rnd.randint(1, 500):05d}", rnd.randint(1, 9),
-                          decimal.Decimal(rnd.randint(100, 500000)) / 100,
-                          rnd.choice(["new", "paid", "shipped"]),
-                          json.dumps({"channel": rnd.choice(["web", "app"]), "coupon": None if i % 3 else "WELCOME"})))
+            batch.append(
+                (
+                    rnd.randint(1, 5000),
+                    f"SKU-{rnd.randint(1, 500):05d}",
+                    rnd.randint(1, 9),
+                    decimal.Decimal(rnd.randint(100, 500000)) / 100,
+                    rnd.choice(["new", "paid", "shipped"]),
+                    json.dumps(
+                        {"channel": rnd.choice(["web", "app"]), "coupon": None if i % 3 else "WELCOME"}
+                    ),
+                )
+            )
             if len(batch) == 5000:
-                cur.executemany("INSERT INTO orders (customer_id, sku, quantity, total, status, details) "
-                                "VALUES (%s,%s,%s,%s,%s,%s)", batch)
+                cur.executemany(
+                    "INSERT INTO orders (customer_id, sku, quantity, total, status, details) "
+                    "VALUES (%s,%s,%s,%s,%s,%s)",
+                    batch,
+                )
                 batch = []
         if batch:
-            cur.executemany("INSERT INTO orders (customer_id, sku, quantity, total, status, details) "
-                            "VALUES (%s,%s,%s,%s,%s,%s)", batch)
+            cur.executemany(
+                "INSERT INTO orders (customer_id, sku, quantity, total, status, details) "
+                "VALUES (%s,%s,%s,%s,%s,%s)",
+                batch,
+            )
 
 
 def reset_destination() -> None:
@@ -107,8 +142,10 @@ def reset_destination() -> None:
 def live_changes() -> None:
     with mysql().cursor() as cur:
         cur.execute(f"USE {DB}")
-        cur.execute("INSERT INTO orders (customer_id, sku, quantity, total, status) "
-                    "SELECT customer_id, sku, quantity, total, 'new' FROM orders ORDER BY id LIMIT 1000")
+        cur.execute(
+            "INSERT INTO orders (customer_id, sku, quantity, total, status) "
+            "SELECT customer_id, sku, quantity, total, 'new' FROM orders ORDER BY id LIMIT 1000"
+        )
         cur.execute("UPDATE orders SET status = 'shipped' WHERE status = 'paid' AND id % 10 = 0")
         cur.execute("DELETE FROM orders WHERE id % 97 = 0")
         cur.execute("UPDATE customers SET balance = balance + 5, vip = 1 WHERE id <= 200")
@@ -164,16 +201,31 @@ def main() -> int:
     create_source()
     reset_destination()
     state_dir = tempfile.mkdtemp(prefix="warp-demo-state-")
-    cmd = [sys.executable, "-m", "warpd", "--mode", "single", "--source", SOURCE, "--destination", DESTINATION,
-           "--schema", DB, "--state-dir", state_dir]
+    cmd = [
+        sys.executable,
+        "-m",
+        "warpd",
+        "--mode",
+        "single",
+        "--source",
+        SOURCE,
+        "--destination",
+        DESTINATION,
+        "--schema",
+        DB,
+        "--state-dir",
+        state_dir,
+    ]
     say("starting: cartridge-warp " + " ".join(cmd[3:]).replace(":warp@", ":***@"))
     proc = subprocess.Popen(cmd, cwd=ROOT)
     try:
         wait_for("the snapshot", lambda: (lambda s, d: s == d)(*counts()))
         src, _ = counts()
         say(f"snapshot complete: {src}")
-        say("making live changes at the source: 1,000 inserts, updates, deletes, a primary-key change, "
-            "ALTER TABLE customers ADD COLUMN loyalty_points")
+        say(
+            "making live changes at the source: 1,000 inserts, updates, deletes, a primary-key change, "
+            "ALTER TABLE customers ADD COLUMN loyalty_points"
+        )
         live_changes()
         wait_for("the live changes", lambda: (lambda s, d: s == d)(*counts()) and _has_column())
         say("comparing every row of every table, source vs destination")
@@ -185,8 +237,11 @@ def main() -> int:
                 print("    MISMATCH " + p)
             return 1
         with psycopg2.connect(DESTINATION) as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT id, name, balance, vip, loyalty_points FROM {} ORDER BY id LIMIT 3")
-                        .format(sql.Identifier(DB, "customers")))
+            cur.execute(
+                sql.SQL("SELECT id, name, balance, vip, loyalty_points FROM {} ORDER BY id LIMIT 3").format(
+                    sql.Identifier(DB, "customers")
+                )
+            )
             say("a few replicated rows in PostgreSQL (warp_demo.customers):")
             for row in cur.fetchall():
                 print("    ", row)
@@ -205,8 +260,11 @@ def main() -> int:
 
 def _has_column() -> bool:
     with psycopg2.connect(DESTINATION) as conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'customers' "
-                    "AND column_name = 'loyalty_points'", (DB,))
+        cur.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'customers' "
+            "AND column_name = 'loyalty_points'",
+            (DB,),
+        )
         return cur.fetchone() is not None
 
 

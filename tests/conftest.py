@@ -28,12 +28,20 @@ PG_DSN = os.environ.get("WARP_TEST_PG_DSN", "postgresql://warp:warp@127.0.0.1:54
 
 
 def mysql_root(database: str | None = None) -> pymysql.connections.Connection:
-    return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", database=database,
-                           charset="utf8mb4", autocommit=True)
+    return pymysql.connect(
+        host=MYSQL_HOST,
+        port=MYSQL_PORT,
+        user="root",
+        password="",
+        database=database,
+        charset="utf8mb4",
+        autocommit=True,
+    )
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
-               interval: float = 0.2) -> Any:
+def wait_until(
+    check: Callable[[], Any], timeout: float = 60.0, what: str = "condition", interval: float = 0.2
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -76,7 +84,9 @@ class Databases:
     def pg_count(self, table: str) -> int | None:
         try:
             # quoted by psycopg2: hostile test table names must not become SQL
-            return self.pg_rows(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.name, table)))[0][0]
+            return self.pg_rows(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.name, table)))[
+                0
+            ][0]
         except psycopg2.errors.UndefinedTable:
             return None
 
@@ -104,9 +114,25 @@ def dbs() -> Iterator[Databases]:
 class Warp:
     """A ``cartridge-warp --mode single`` process under test."""
 
-    def __init__(self, dbs: Databases, state_dir: str, config: str | None, extra: list[str], env: dict[str, str]):
-        self.cmd = [sys.executable, "-m", "warpd", "--mode", "single", "--source", dbs.source_uri,
-                    "--destination", dbs.dest_uri, "--schema", dbs.name, "--state-dir", state_dir, *extra]
+    def __init__(
+        self, dbs: Databases, state_dir: str, config: str | None, extra: list[str], env: dict[str, str]
+    ):
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "warpd",
+            "--mode",
+            "single",
+            "--source",
+            dbs.source_uri,
+            "--destination",
+            dbs.dest_uri,
+            "--schema",
+            dbs.name,
+            "--state-dir",
+            state_dir,
+            *extra,
+        ]
         if config:
             self.cmd += ["--config", config]
         self.env = {**os.environ, "PYTHONPATH": ROOT, **env}
@@ -115,7 +141,9 @@ class Warp:
 
     def start(self) -> Warp:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
+        )
         return self
 
     @property
@@ -150,8 +178,12 @@ def warp(dbs: Databases, tmp_path: Any) -> Iterator[Callable[..., Warp]]:
     state_dir = str(tmp_path / "state")
     os.makedirs(state_dir, exist_ok=True)
 
-    def make(config: str | None = None, extra: list[str] | None = None, env: dict[str, str] | None = None,
-             start: bool = True) -> Warp:
+    def make(
+        config: str | None = None,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        start: bool = True,
+    ) -> Warp:
         w = Warp(dbs, state_dir, config, extra or [], env or {})
         started.append(w)
         return w.start() if start else w

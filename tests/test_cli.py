@@ -22,12 +22,20 @@ from conftest import MYSQL_HOST, MYSQL_PORT, ROOT, converged, mysql_root, wait_u
 EXAMPLES = Path(ROOT) / "etc" / "cartridge-warp"
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run ``cartridge-warp`` to completion and capture its output."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CARTRIDGE_WARP_")}
     full_env.update({"PYTHONPATH": ROOT, **(env or {})})
-    return subprocess.run([sys.executable, "-m", "warpd", *args], capture_output=True, text=True,
-                          env=full_env, cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "warpd", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
 
 
 def assert_no_traceback(text: str) -> None:
@@ -105,10 +113,17 @@ def test_bad_yaml_names_file_and_line(tmp_path):
 
 
 def test_bad_environment_override_names_the_variable(tmp_path):
-    result = run_cli("--source", "mysql://warp:warp@127.0.0.1:3306/shop",
-                     "--destination", "postgresql://warp:warp@127.0.0.1:5432/warp_test",
-                     "--schema", "shop", "--state-dir", str(tmp_path / "state"),
-                     env={"CARTRIDGE_WARP_GLOBAL_MAX_PARALLEL_STREAMS": "abc"})
+    result = run_cli(
+        "--source",
+        "mysql://warp:warp@127.0.0.1:3306/shop",
+        "--destination",
+        "postgresql://warp:warp@127.0.0.1:5432/warp_test",
+        "--schema",
+        "shop",
+        "--state-dir",
+        str(tmp_path / "state"),
+        env={"CARTRIDGE_WARP_GLOBAL_MAX_PARALLEL_STREAMS": "abc"},
+    )
     err = config_error(result)
     assert "CARTRIDGE_WARP_GLOBAL_MAX_PARALLEL_STREAMS" in err
     assert "abc" in err
@@ -131,8 +146,10 @@ def password_user(dbs):
     try:
         with conn.cursor() as cur:
             cur.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (SRC_PASSWORD,))
-            cur.execute(f"GRANT SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, BINLOG MONITOR ON *.* "
-                        f"TO '{user}'@'%'")
+            cur.execute(
+                f"GRANT SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, BINLOG MONITOR ON *.* "
+                f"TO '{user}'@'%'"
+            )
             cur.execute(f"GRANT ALL ON `{dbs.name}`.* TO '{user}'@'%'")
         yield user
     finally:
@@ -166,12 +183,24 @@ def test_passwords_never_appear_in_any_output(dbs, warp, password_user, tmp_path
     check(run_cli(*uris, *base, "--validate-config"), 0)
     check(run_cli(*uris, *base, "--dry-run", "--log-level", "DEBUG"), 0)
     # the same through the environment
-    check(run_cli(*base, "--dry-run", env={"CARTRIDGE_WARP_SOURCE__CONNECTION_STRING": src,
-                                           "CARTRIDGE_WARP_DESTINATION__CONNECTION_STRING": dst}), 0)
+    check(
+        run_cli(
+            *base,
+            "--dry-run",
+            env={
+                "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING": src,
+                "CARTRIDGE_WARP_DESTINATION__CONNECTION_STRING": dst,
+            },
+        ),
+        0,
+    )
     # failing: bad configuration holding the URIs
-    bad = write_config(tmp_path, f'source: {{connection_string: "{src}"}}\n'
-                                 f'destination: {{connection_string: "{dst}"}}\n'
-                                 f"schemas: [{{name: {dbs.name}, batch_size: 0}}]\nnonsense: 1\n")
+    bad = write_config(
+        tmp_path,
+        f'source: {{connection_string: "{src}"}}\n'
+        f'destination: {{connection_string: "{dst}"}}\n'
+        f"schemas: [{{name: {dbs.name}, batch_size: 0}}]\nnonsense: 1\n",
+    )
     check(run_cli("--config", bad, "--state-dir", state), 2)
     # failing: a source URI that is not a MySQL one, a bad port
     check(run_cli("--source", src.replace("mysql://", "mysqlx://"), "--destination", dst, *base), 2)
@@ -181,8 +210,20 @@ def test_passwords_never_appear_in_any_output(dbs, warp, password_user, tmp_path
     check(run_cli("--source", wrong, "--destination", dst, *base, "--log-level", "DEBUG"), 1)
     fast_fail = write_config(tmp_path, "retry: {max_attempts: 2, initial_delay_seconds: 0.1}\n")
     unreachable = dst.replace(":5432/", ":1/")
-    check(run_cli("--source", src, "--destination", unreachable, *base, "--config", fast_fail,
-                  "--log-level", "DEBUG"), 1)
+    check(
+        run_cli(
+            "--source",
+            src,
+            "--destination",
+            unreachable,
+            *base,
+            "--config",
+            fast_fail,
+            "--log-level",
+            "DEBUG",
+        ),
+        1,
+    )
     # succeeding: a real run (snapshot, streaming, clean stop) with DEBUG logging
     w = warp(extra=[*uris, "--log-level", "DEBUG"])
     wait_until(lambda: "streaming changes from" in w.output or not w.alive(), 90, "streaming to start")
@@ -205,11 +246,16 @@ def _pg_schema_exists(dbs) -> bool:
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_dry_run_prints_the_plan_and_writes_nothing(dbs, warp, tmp_path, how):
     dbs.sql("CREATE TABLE orders (id BIGINT PRIMARY KEY, customer VARCHAR(40) NOT NULL, total DECIMAL(10,2))")
-    dbs.sql("CREATE TABLE order_items (order_id BIGINT, line_no INT, sku VARCHAR(20), "
-            "PRIMARY KEY (order_id, line_no))")
+    dbs.sql(
+        "CREATE TABLE order_items (order_id BIGINT, line_no INT, sku VARCHAR(20), "
+        "PRIMARY KEY (order_id, line_no))"
+    )
     dbs.many("INSERT INTO orders VALUES (%s, %s, %s)", [(i, f"c{i}", i * 1.5) for i in range(1, 51)])
-    config = write_config(tmp_path, f"global_max_parallel_streams: 3\nschemas:\n  - name: {dbs.name}\n"
-                                    "    tables:\n      - name: orders\n        batch_size: 777\n")
+    config = write_config(
+        tmp_path,
+        f"global_max_parallel_streams: 3\nschemas:\n  - name: {dbs.name}\n"
+        "    tables:\n      - name: orders\n        batch_size: 777\n",
+    )
     extra = ["--dry-run"] if how == "flag" else []
     env = {"CARTRIDGE_WARP_DRY_RUN": "true"} if how == "env" else {}
     w = warp(config=config, extra=extra, env=env)
@@ -235,8 +281,11 @@ def test_dry_run_prints_the_plan_and_writes_nothing(dbs, warp, tmp_path, how):
 
 
 def _mysql_examples() -> list[Path]:
-    found = [p for p in sorted(EXAMPLES.iterdir()) if p.suffix in (".yaml", ".yml", ".json")
-             and "mysql" in p.read_text(encoding="utf-8")]
+    found = [
+        p
+        for p in sorted(EXAMPLES.iterdir())
+        if p.suffix in (".yaml", ".yml", ".json") and "mysql" in p.read_text(encoding="utf-8")
+    ]
     assert found, f"no MySQL example in {EXAMPLES}"
     return found
 
@@ -284,9 +333,29 @@ def test_snapshot_progress_is_a_live_line_on_a_terminal(dbs, tmp_path):
     cfg = write_config(tmp_path, "snapshot_chunk_size: 2000\n")
     primary, secondary = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "warpd", "--mode", "single", "--source", dbs.source_uri, "--destination",
-         dbs.dest_uri, "--schema", dbs.name, "--state-dir", str(tmp_path / "state"), "--config", cfg],
-        stdin=secondary, stdout=secondary, stderr=secondary, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+        [
+            sys.executable,
+            "-m",
+            "warpd",
+            "--mode",
+            "single",
+            "--source",
+            dbs.source_uri,
+            "--destination",
+            dbs.dest_uri,
+            "--schema",
+            dbs.name,
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--config",
+            cfg,
+        ],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     os.close(secondary)
     screen = b""
     try:
@@ -303,8 +372,11 @@ def test_snapshot_progress_is_a_live_line_on_a_terminal(dbs, tmp_path):
         assert proc.wait(timeout=60) == 0
         os.close(primary)
     text = screen.decode("utf-8", "replace")
-    live = re.findall(rf"\r\x1b\[Ksnapshot {dbs.name}\.big: ([\d,]+)/~[\d,]+ rows +[\d.]+% [\d,]+ rows/s ETA "
-                      rf"(\d+:\d\d:\d\d|\?)", text)
+    live = re.findall(
+        rf"\r\x1b\[Ksnapshot {dbs.name}\.big: ([\d,]+)/~[\d,]+ rows +[\d.]+% [\d,]+ rows/s ETA "
+        rf"(\d+:\d\d:\d\d|\?)",
+        text,
+    )
     assert live, text[-3000:]
     assert re.search(rf"snapshot {dbs.name}\.big: done, 60,000 rows", text), text[-3000:]
 
@@ -322,8 +394,11 @@ def test_mode_multi_is_refused_clearly(tmp_path):
     assert "--mode single" in result.stderr  # what to do instead
 
 
-@pytest.mark.parametrize("args", [["--mode", "bogus"], ["--no-such-option"], ["--mode"]],
-                         ids=["bad-mode", "unknown-option", "missing-value"])
+@pytest.mark.parametrize(
+    "args",
+    [["--mode", "bogus"], ["--no-such-option"], ["--mode"]],
+    ids=["bad-mode", "unknown-option", "missing-value"],
+)
 def test_usage_errors_exit_2(args):
     result = run_cli(*args)
     assert result.returncode == 2, (result.stdout, result.stderr)

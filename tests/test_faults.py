@@ -65,7 +65,9 @@ def assert_converged(dbs: Databases, w: Warp | None, timeout: float = CONVERGE_T
         if "timed out" not in str(exc):
             raise
         tail = w.output[-4000:] if w is not None else ""
-        raise AssertionError(f"not converged after {timeout}s: {problems}\n--- log tail ---\n{tail}") from None
+        raise AssertionError(
+            f"not converged after {timeout}s: {problems}\n--- log tail ---\n{tail}"
+        ) from None
 
 
 def stop_cleanly(w: Warp) -> str:
@@ -122,8 +124,10 @@ def ensure_mariadb() -> None:
     if not mariadb_answers():
         wait_until(lambda: not mariadbd_running() or mariadb_answers(), 60, "MariaDB to finish stopping")
         if not mariadb_answers():
-            subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
-                            "/usr/sbin/mariadbd"], check=True)
+            subprocess.run(
+                ["start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"],
+                check=True,
+            )
     wait_until(mariadb_answers, 120, "MariaDB to answer", interval=0.5)
 
 
@@ -144,15 +148,19 @@ def postmaster_started() -> Any:
 
 
 def restart_postgres() -> None:
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"],
+        check=True,
+        capture_output=True,
+    )
     ensure_postgres()
 
 
 def ensure_postgres() -> None:
     if not postgres_answers():
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "start"],
-                       capture_output=True)
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "start"], capture_output=True
+        )
     wait_until(postgres_answers, 120, "PostgreSQL to answer", interval=0.5)
 
 
@@ -194,10 +202,14 @@ class Writer(threading.Thread):
         some = self.rnd.randrange(1, self.next_id)
         if r < 0.35:
             self.next_id += 1
-            cur.execute("INSERT INTO items (id, qty, note) VALUES (%s, %s, %s)",
-                        (self.next_id, self.rnd.randrange(1000), f"new {self.next_id}"))
+            cur.execute(
+                "INSERT INTO items (id, qty, note) VALUES (%s, %s, %s)",
+                (self.next_id, self.rnd.randrange(1000), f"new {self.next_id}"),
+            )
         elif r < 0.65:
-            cur.execute("UPDATE items SET qty = qty + 1, note = %s WHERE id = %s", (f"upd {time.time()}", some))
+            cur.execute(
+                "UPDATE items SET qty = qty + 1, note = %s WHERE id = %s", (f"upd {time.time()}", some)
+            )
         elif r < 0.8:
             cur.execute("DELETE FROM items WHERE id = %s", (some,))
         elif r < 0.92:
@@ -246,8 +258,9 @@ def make_items(dbs: Databases, rows: int = 2000) -> None:
 
 
 # -- 1. kill -9 during the snapshot ------------------------------------------------------
-def test_kill_during_snapshot_resumes_at_last_committed_chunk(dbs: Databases, warp: Callable[..., Warp],
-                                                              tmp_path: Any) -> None:
+def test_kill_during_snapshot_resumes_at_last_committed_chunk(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
     total = 100_000
     dbs.sql("CREATE TABLE narrow (id INT PRIMARY KEY, v INT)")
     dbs.sql(f"INSERT INTO narrow SELECT seq, seq % 997 FROM seq_1_to_{total}")
@@ -313,8 +326,9 @@ def test_kill_during_snapshot_resumes_at_last_committed_chunk(dbs: Databases, wa
 
 
 # -- 2. kill -9 while streaming ----------------------------------------------------------
-def test_kill_during_streaming_loses_and_duplicates_nothing(dbs: Databases, warp: Callable[..., Warp],
-                                                            tmp_path: Any) -> None:
+def test_kill_during_streaming_loses_and_duplicates_nothing(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
     make_items(dbs)
     config = write_config(tmp_path, "batch_size: 50\nmax_batch_latency_ms: 50\n")
     w = start_streaming(warp, config)
@@ -391,8 +405,9 @@ def test_mariadb_restart_is_ridden_out(dbs: Databases, warp: Callable[..., Warp]
 
 
 # -- 5. position lost --------------------------------------------------------------------
-def test_lost_position_stops_with_advice_then_resnapshots_when_asked(dbs: Databases, warp: Callable[..., Warp],
-                                                                     tmp_path: Any) -> None:
+def test_lost_position_stops_with_advice_then_resnapshots_when_asked(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
     make_items(dbs, 500)
     w = start_streaming(warp)
     dbs.sql("UPDATE items SET qty = 0 WHERE id <= 10")
@@ -430,10 +445,12 @@ def test_lost_position_stops_with_advice_then_resnapshots_when_asked(dbs: Databa
 
 
 # -- 6. start-up prerequisites -----------------------------------------------------------
-@pytest.mark.parametrize("variable, bad, good", [("binlog_format", "MIXED", "ROW"),
-                                                 ("binlog_row_metadata", "MINIMAL", "FULL")])
-def test_binlog_settings_are_checked_at_startup(dbs: Databases, warp: Callable[..., Warp], variable: str,
-                                                bad: str, good: str) -> None:
+@pytest.mark.parametrize(
+    "variable, bad, good", [("binlog_format", "MIXED", "ROW"), ("binlog_row_metadata", "MINIMAL", "FULL")]
+)
+def test_binlog_settings_are_checked_at_startup(
+    dbs: Databases, warp: Callable[..., Warp], variable: str, bad: str, good: str
+) -> None:
     make_items(dbs, 10)
     (old,) = dbs.sql(f"SELECT @@GLOBAL.{variable}")[0]
     assert old.upper() == good
@@ -452,14 +469,25 @@ def test_binlog_off_is_reported_with_the_settings_to_add(dbs: Databases, warp: C
     subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-e", "shutdown"], check=True)
     wait_until(lambda: not mariadbd_running(), 60, "MariaDB to stop")
     try:
-        subprocess.run(["start-stop-daemon", "--start", "--background", "--exec", "/usr/sbin/mariadbd", "--",
-                        "--skip-log-bin"], check=True)
+        subprocess.run(
+            [
+                "start-stop-daemon",
+                "--start",
+                "--background",
+                "--exec",
+                "/usr/sbin/mariadbd",
+                "--",
+                "--skip-log-bin",
+            ],
+            check=True,
+        )
         wait_until(mariadb_answers, 120, "MariaDB (binlog off) to answer", interval=0.5)
         reconnect(dbs)
         assert dbs.sql("SELECT @@log_bin")[0][0] == 0
         w = warp()
-        out = assert_startup_failure(w, "binary log is off", "log_bin", "binlog_format = ROW",
-                                     "binlog_row_metadata = FULL", "restart")
+        out = assert_startup_failure(
+            w, "binary log is off", "log_bin", "binlog_format = ROW", "binlog_row_metadata = FULL", "restart"
+        )
         assert ":warp@" not in out
     finally:
         restart_mariadb()  # back with the configured binlog
@@ -467,7 +495,9 @@ def test_binlog_off_is_reported_with_the_settings_to_add(dbs: Databases, warp: C
     assert dbs.sql("SELECT @@log_bin")[0][0] == 1
 
 
-def test_user_without_replication_privilege_is_told_the_grant(dbs: Databases, warp: Callable[..., Warp]) -> None:
+def test_user_without_replication_privilege_is_told_the_grant(
+    dbs: Databases, warp: Callable[..., Warp]
+) -> None:
     make_items(dbs, 10)
     user = f"warp_norepl_{uuid.uuid4().hex[:6]}"
     dbs.sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'norepl-pw'")
@@ -490,21 +520,27 @@ def test_wrong_password_is_reported_without_the_password(dbs: Databases, warp: C
 
 
 @pytest.mark.parametrize("with_tables", [True, False], ids=["tables", "empty-database"])
-def test_unreachable_destination_fails_at_startup(dbs: Databases, warp: Callable[..., Warp], tmp_path: Any,
-                                                  with_tables: bool) -> None:
+def test_unreachable_destination_fails_at_startup(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any, with_tables: bool
+) -> None:
     if with_tables:
         make_items(dbs, 10)
-    config = write_config(tmp_path, "retry: {max_attempts: 3, initial_delay_seconds: 0.1, max_delay_seconds: 0.5}\n")
+    config = write_config(
+        tmp_path, "retry: {max_attempts: 3, initial_delay_seconds: 0.1, max_delay_seconds: 0.5}\n"
+    )
     w = warp(config, extra=["--destination", "postgresql://warp:SecretDst-55@127.0.0.1:1/warp_test"])
     out = assert_startup_failure(w, "PostgreSQL destination", "127.0.0.1", secret="SecretDst-55")
     assert "port 1" in out or ":1/" in out, out
 
 
 # -- 7. transient destination errors -----------------------------------------------------------
-def test_terminated_destination_connections_are_retried_without_loss(dbs: Databases, warp: Callable[..., Warp],
-                                                                     tmp_path: Any) -> None:
+def test_terminated_destination_connections_are_retried_without_loss(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
     make_items(dbs)
-    w = start_streaming(warp, write_config(tmp_path, FAST_RETRY + "batch_size: 20\nmax_batch_latency_ms: 20\n"))
+    w = start_streaming(
+        warp, write_config(tmp_path, FAST_RETRY + "batch_size: 20\nmax_batch_latency_ms: 20\n")
+    )
     pid = w.proc.pid
     writer = Writer(dbs, first_id=2000, seed=17)
     writer.start()
@@ -512,8 +548,10 @@ def test_terminated_destination_connections_are_retried_without_loss(dbs: Databa
     try:
         wait_until(lambda: writer.committed >= 100, 60, "the writer to make changes")
         for _ in range(6):
-            rows = dbs.pg_rows("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name "
-                               "LIKE 'cartridge-warp%' AND pid <> pg_backend_pid()")
+            rows = dbs.pg_rows(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name "
+                "LIKE 'cartridge-warp%' AND pid <> pg_backend_pid()"
+            )
             terminated += sum(1 for (ok,) in rows if ok)
             time.sleep(0.7)
         mark = writer.committed

@@ -43,8 +43,13 @@ def start_streaming(warp: Callable[..., Warp], config: str | None = None) -> War
     return w
 
 
-def assert_converged(dbs: Databases, w: Warp, tables: list[str] | None = None, soft_delete: bool = False,
-                     timeout: float = CONVERGE_TIMEOUT) -> None:
+def assert_converged(
+    dbs: Databases,
+    w: Warp,
+    tables: list[str] | None = None,
+    soft_delete: bool = False,
+    timeout: float = CONVERGE_TIMEOUT,
+) -> None:
     """Wait until cartridge-warp has applied every change made so far, then compare every (or the given)
     source table with its destination copy; they must be equal."""
     end = binlog_position(dbs)
@@ -74,8 +79,9 @@ def assert_converged(dbs: Databases, w: Warp, tables: list[str] | None = None, s
     except AssertionError as exc:
         if "timed out" not in str(exc):
             raise
-        raise AssertionError(f"not converged after {timeout}s: {problems}\n--- log tail ---\n"
-                             f"{w.output[-4000:]}") from None
+        raise AssertionError(
+            f"not converged after {timeout}s: {problems}\n--- log tail ---\n{w.output[-4000:]}"
+        ) from None
 
 
 def stop_cleanly(w: Warp) -> str:
@@ -88,28 +94,44 @@ def stop_cleanly(w: Warp) -> str:
 
 
 def pg_tables(dbs: Databases) -> set[str]:
-    return {r[0] for r in dbs.pg_rows("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                                      (dbs.name,))}
+    return {
+        r[0]
+        for r in dbs.pg_rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (dbs.name,)
+        )
+    }
 
 
 def pg_columns(dbs: Databases, table: str) -> list[str]:
-    return [r[0] for r in dbs.pg_rows(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-        "ORDER BY ordinal_position", (dbs.name, table))]
+    return [
+        r[0]
+        for r in dbs.pg_rows(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position",
+            (dbs.name, table),
+        )
+    ]
 
 
 def pg_column_type(dbs: Databases, table: str, column: str) -> str:
-    return dbs.pg_rows("SELECT data_type FROM information_schema.columns WHERE table_schema = %s AND "
-                       "table_name = %s AND column_name = %s", (dbs.name, table, column))[0][0]
+    return dbs.pg_rows(
+        "SELECT data_type FROM information_schema.columns WHERE table_schema = %s AND "
+        "table_name = %s AND column_name = %s",
+        (dbs.name, table, column),
+    )[0][0]
 
 
 def pg_primary_key(dbs: Databases, table: str) -> list[str]:
-    return [r[0] for r in dbs.pg_rows(
-        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-        "AND a.attnum = ANY(i.indkey) WHERE i.indisprimary AND i.indrelid = "
-        "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        " WHERE n.nspname = %s AND c.relname = %s) ORDER BY array_position(i.indkey, a.attnum)",
-        (dbs.name, table))]
+    return [
+        r[0]
+        for r in dbs.pg_rows(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indisprimary AND i.indrelid = "
+            "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            " WHERE n.nspname = %s AND c.relname = %s) ORDER BY array_position(i.indkey, a.attnum)",
+            (dbs.name, table),
+        )
+    ]
 
 
 def pg_select(dbs: Databases, table: str, columns: str, order: str = "1") -> list[tuple[Any, ...]]:
@@ -133,12 +155,16 @@ def state(tmp_path: Any) -> StateStore:
 
 # -- 1. snapshot, then streaming ---------------------------------------------------
 def test_snapshot_then_every_kind_of_change_streams(dbs: Databases, warp: Callable[..., Warp]) -> None:
-    dbs.sql("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, qty INT, price DECIMAL(10,2), "
-            "note TEXT, updated DATETIME(6))")
+    dbs.sql(
+        "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, qty INT, price DECIMAL(10,2), "
+        "note TEXT, updated DATETIME(6))"
+    )
     dbs.sql("CREATE TABLE big (id INT PRIMARY KEY, a INT NOT NULL, b VARCHAR(30))")
-    dbs.sql("INSERT INTO items SELECT seq, CONCAT('item ', seq), seq % 7, seq * 1.25, "
-            "IF(seq % 5 = 0, NULL, REPEAT('x', seq % 40)), '2024-01-01 00:00:00.123456' + INTERVAL seq MINUTE "
-            "FROM seq_1_to_800")
+    dbs.sql(
+        "INSERT INTO items SELECT seq, CONCAT('item ', seq), seq % 7, seq * 1.25, "
+        "IF(seq % 5 = 0, NULL, REPEAT('x', seq % 40)), '2024-01-01 00:00:00.123456' + INTERVAL seq MINUTE "
+        "FROM seq_1_to_800"
+    )
     w = start_streaming(warp)
 
     # phase 1: the snapshot copied every row
@@ -146,8 +172,10 @@ def test_snapshot_then_every_kind_of_change_streams(dbs: Databases, warp: Callab
     assert dbs.pg_count("items") == 800
 
     # phase 2: single-statement inserts, updates, deletes, and primary-key changes
-    dbs.many("INSERT INTO items (id, name, qty, price, note) VALUES (%s, %s, %s, %s, %s)",
-             [(i, f"new {i}", i, i / 4, "tab\there\nnewline \\ backslash") for i in range(1001, 1051)])
+    dbs.many(
+        "INSERT INTO items (id, name, qty, price, note) VALUES (%s, %s, %s, %s, %s)",
+        [(i, f"new {i}", i, i / 4, "tab\there\nnewline \\ backslash") for i in range(1001, 1051)],
+    )
     dbs.sql("UPDATE items SET qty = qty + 100, note = 'updated' WHERE id <= 100")
     dbs.sql("DELETE FROM items WHERE id % 10 = 3 AND id < 200")
     dbs.sql("UPDATE items SET id = id + 100000 WHERE id BETWEEN 300 AND 309")
@@ -161,7 +189,9 @@ def test_snapshot_then_every_kind_of_change_streams(dbs: Databases, warp: Callab
     # phase 3: a multi-statement transaction (one row changed several times, insert+delete of
     # one row, a key change) and a rolled-back one, which must leave no trace
     dbs.sql("START TRANSACTION")
-    dbs.many("INSERT INTO items (id, name, qty) VALUES (%s, %s, %s)", [(i, f"txn {i}", 1) for i in range(900, 950)])
+    dbs.many(
+        "INSERT INTO items (id, name, qty) VALUES (%s, %s, %s)", [(i, f"txn {i}", 1) for i in range(900, 950)]
+    )
     dbs.sql("UPDATE items SET name = CONCAT(name, ' (renamed)') WHERE id BETWEEN 900 AND 909")
     dbs.sql("DELETE FROM items WHERE id BETWEEN 940 AND 949")
     dbs.sql("UPDATE items SET id = 2920 WHERE id = 920")
@@ -194,8 +224,9 @@ def test_snapshot_then_every_kind_of_change_streams(dbs: Databases, warp: Callab
 
 
 # -- 2. changes during the snapshot ------------------------------------------------
-def test_changes_made_during_the_snapshot_are_not_lost(dbs: Databases, warp: Callable[..., Warp],
-                                                       tmp_path: Any) -> None:
+def test_changes_made_during_the_snapshot_are_not_lost(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
     dbs.sql("CREATE TABLE hot (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(40))")
     dbs.sql("INSERT INTO hot SELECT seq, seq, CONCAT('row ', seq) FROM seq_1_to_50000")
     config = write_config(tmp_path, f"schemas:\n  - name: {dbs.name}\n    snapshot_chunk_size: 2000\n")
@@ -259,12 +290,15 @@ def test_changes_made_during_the_snapshot_are_not_lost(dbs: Databases, warp: Cal
 
 
 # -- 3. schema changes in the middle of a stream of changes ---------------------------
-def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(dbs: Databases, warp: Callable[..., Warp],
-                                                                       tmp_path: Any) -> None:
+def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
     dbs.sql("SET SESSION sql_mode = ''")  # MariaDB truncates values on a narrowing MODIFY instead of failing
     dbs.sql("CREATE TABLE evolve (id INT PRIMARY KEY, name VARCHAR(20), n INT)")
-    dbs.many("INSERT INTO evolve (id, name, n) VALUES (%s, %s, %s)",
-             [(i, f"name-{i:04d}", i) for i in range(1, 201)])
+    dbs.many(
+        "INSERT INTO evolve (id, name, n) VALUES (%s, %s, %s)",
+        [(i, f"name-{i:04d}", i) for i in range(1, 201)],
+    )
     dbs.sql("CREATE TABLE burst (id INT PRIMARY KEY, a VARCHAR(20), b INT)")
     dbs.many("INSERT INTO burst VALUES (%s, %s, %s)", [(i, f"burst-{i}", i) for i in range(1, 101)])
     dbs.sql("CREATE TABLE lagging (id INT PRIMARY KEY, a VARCHAR(20))")
@@ -279,10 +313,14 @@ def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(dbs: Datab
         """Inserts, updates and a delete with the table's current columns."""
         rows = [{"id": next(new_ids), **values(i)} for i in range(5)]
         cols = list(rows[0])
-        dbs.many(f"INSERT INTO {table} ({', '.join(map(q, cols))}) VALUES ({', '.join(['%s'] * len(cols))})",
-                 [tuple(r[c] for c in cols) for r in rows])
+        dbs.many(
+            f"INSERT INTO {table} ({', '.join(map(q, cols))}) VALUES ({', '.join(['%s'] * len(cols))})",
+            [tuple(r[c] for c in cols) for r in rows],
+        )
         for c, v in values(7).items():
-            dbs.sql(f"UPDATE {table} SET {q(c)} = %s WHERE id IN (%s, %s)", (v, rng.randint(1, 90), rows[0]["id"]))
+            dbs.sql(
+                f"UPDATE {table} SET {q(c)} = %s WHERE id IN (%s, %s)", (v, rng.randint(1, 90), rows[0]["id"])
+            )
         dbs.sql(f"DELETE FROM {table} WHERE id = %s", (rng.randint(1, 90),))
 
     ddl_at: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
@@ -295,23 +333,46 @@ def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(dbs: Datab
     def caught_up(statement: str) -> None:
         """Wait until the checkpoint is past ``statement``: PostgreSQL has applied it."""
         after = ddl_at[statement][1]
-        wait_until(lambda: position_order(store.checkpoint(dbs.name)) >= after or not w.alive(), 60,
-                   f"the checkpoint to pass {statement!r}")
+        wait_until(
+            lambda: position_order(store.checkpoint(dbs.name)) >= after or not w.alive(),
+            60,
+            f"the checkpoint to pass {statement!r}",
+        )
         assert w.alive(), w.output[-4000:]
 
     # Phase 1: every kind of change, DML right before and after each, the stream applying each in turn.
     steps: list[tuple[str, Callable[[int], dict[str, Any]], str]] = [
-        ("ALTER TABLE evolve ADD COLUMN note VARCHAR(50) NULL",
-         lambda i: {"name": f"b{i}", "n": i, "note": f"note {i}"}, "add_column"),
-        ("ALTER TABLE evolve ADD COLUMN five INT NOT NULL DEFAULT 5",
-         lambda i: {"name": f"c{i}", "note": None, "five": 50 + i}, "resync"),  # rows filled without row events
+        (
+            "ALTER TABLE evolve ADD COLUMN note VARCHAR(50) NULL",
+            lambda i: {"name": f"b{i}", "n": i, "note": f"note {i}"},
+            "add_column",
+        ),
+        (
+            "ALTER TABLE evolve ADD COLUMN five INT NOT NULL DEFAULT 5",
+            lambda i: {"name": f"c{i}", "note": None, "five": 50 + i},
+            "resync",
+        ),  # rows filled without row events
         ("ALTER TABLE evolve DROP COLUMN note", lambda i: {"name": f"d{i}", "n": -i}, "drop_column"),
-        ("ALTER TABLE evolve MODIFY COLUMN n BIGINT", lambda i: {"name": f"e{i}", "n": 2**40 + i}, "modify_column"),
-        ("ALTER TABLE evolve MODIFY COLUMN name VARCHAR(3)",  # lossy: 'name-0001' becomes 'nam' at the source
-         lambda i: {"name": f"fgh{i}", "n": 2**41 + i}, "resync"),
-        ("ALTER TABLE evolve CHANGE COLUMN n amount BIGINT", lambda i: {"amount": 2**42 + i}, "modify_column"),
-        ("ALTER TABLE evolve RENAME COLUMN amount TO total", lambda i: {"total": 2**43 + i, "five": i},
-         "rename_column"),
+        (
+            "ALTER TABLE evolve MODIFY COLUMN n BIGINT",
+            lambda i: {"name": f"e{i}", "n": 2**40 + i},
+            "modify_column",
+        ),
+        (
+            "ALTER TABLE evolve MODIFY COLUMN name VARCHAR(3)",  # lossy: 'name-0001' becomes 'nam' at the source
+            lambda i: {"name": f"fgh{i}", "n": 2**41 + i},
+            "resync",
+        ),
+        (
+            "ALTER TABLE evolve CHANGE COLUMN n amount BIGINT",
+            lambda i: {"amount": 2**42 + i},
+            "modify_column",
+        ),
+        (
+            "ALTER TABLE evolve RENAME COLUMN amount TO total",
+            lambda i: {"total": 2**43 + i, "five": i},
+            "rename_column",
+        ),
     ]
     churn("evolve", lambda i: {"name": f"a{i}", "n": i})
     for statement, values, _kind in steps:
@@ -338,8 +399,9 @@ def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(dbs: Datab
     # rows that existed before ADD COLUMN ... DEFAULT 5 got 5 without any row event
     untouched = dbs.sql("SELECT id FROM evolve WHERE id < 1000 AND five = 5")
     assert len(untouched) >= 50
-    assert dbs.pg_rows(f'SELECT count(*) FROM "{dbs.name}".evolve WHERE id < 1000 AND five = 5') == \
-        [(len(untouched),)]
+    assert dbs.pg_rows(f'SELECT count(*) FROM "{dbs.name}".evolve WHERE id < 1000 AND five = 5') == [
+        (len(untouched),)
+    ]
     assert dbs.pg_rows(f'SELECT max(length(name)) FROM "{dbs.name}".evolve') == [(3,)]
     assert dbs.pg_rows(f'SELECT name FROM "{dbs.name}".evolve WHERE id = 180') == [("nam",)]
     assert dbs.pg_count("renamed") == 40
@@ -349,10 +411,11 @@ def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(dbs: Datab
     by_statement = {h["statement"]: (h["table"], h["change"]) for h in history if h["statement"]}
     for statement, _values, kind in steps:
         assert by_statement.get(statement) == ("evolve", kind), (statement, by_statement.get(statement))
-    for statement, expected in [("CREATE TABLE fresh (id INT PRIMARY KEY, label VARCHAR(10))",
-                                 ("fresh", "create_table")),
-                                ("RENAME TABLE fresh TO renamed", ("renamed", "rename_table")),
-                                ("CREATE TABLE doomed (id INT PRIMARY KEY, v TEXT)", ("doomed", "create_table"))]:
+    for statement, expected in [
+        ("CREATE TABLE fresh (id INT PRIMARY KEY, label VARCHAR(10))", ("fresh", "create_table")),
+        ("RENAME TABLE fresh TO renamed", ("renamed", "rename_table")),
+        ("CREATE TABLE doomed (id INT PRIMARY KEY, v TEXT)", ("doomed", "create_table")),
+    ]:
         assert by_statement.get(statement) == expected, (statement, by_statement.get(statement))
     # MariaDB logs DROP TABLE in its own words
     dropped = [h for h in history if h["change"] == "drop_table"]
@@ -381,13 +444,16 @@ def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(dbs: Datab
     churn("burst", lambda i: {"e": f"e{i}", "bb": i})
     assert_converged(dbs, w)
     assert pg_columns(dbs, "burst") == ["id", "a", "bb", "d", "e"]
-    assert dbs.pg_rows(f'SELECT count(*) FROM "{dbs.name}".burst WHERE id <= 100 AND d = 4') == \
-        dbs.sql("SELECT COUNT(*) FROM burst WHERE id <= 100 AND d = 4")
+    assert dbs.pg_rows(f'SELECT count(*) FROM "{dbs.name}".burst WHERE id <= 100 AND d = 4') == dbs.sql(
+        "SELECT COUNT(*) FROM burst WHERE id <= 100 AND d = 4"
+    )
 
     # Phase 3: while the stream lags behind (20,000 rows to apply first), a table is re-copied after
     # later DDL already changed it; replayed rows from before that DDL must not undo its effects.
     dbs.sql("INSERT INTO ballast SELECT seq, REPEAT('x', 100) FROM seq_1_to_20000")
-    ddl("ALTER TABLE lagging ADD COLUMN x INT NOT NULL DEFAULT 1")  # re-copied: the copy will hold y and a's new type
+    ddl(
+        "ALTER TABLE lagging ADD COLUMN x INT NOT NULL DEFAULT 1"
+    )  # re-copied: the copy will hold y and a's new type
     dbs.sql("UPDATE lagging SET a = 'abcdefgh' WHERE id = 2")  # row image without y, a still long
     ddl("ALTER TABLE lagging ADD COLUMN y INT NOT NULL DEFAULT 4")  # fills y = 4, no row events
     ddl("ALTER TABLE lagging MODIFY COLUMN a VARCHAR(3)")  # rewrites a = 'abc', no row events
@@ -399,15 +465,21 @@ def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(dbs: Datab
     assert streamed == sorted(streamed), streamed
     for table in ("evolve", "burst", "lagging"):
         latest = [h for h in history if h["table"] == table][-1]
-        assert [c["name"] for c in latest["columns"]] == [r[0] for r in dbs.sql(
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
-            "ORDER BY ORDINAL_POSITION", (dbs.name, table))], table
+        assert [c["name"] for c in latest["columns"]] == [
+            r[0]
+            for r in dbs.sql(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+                "ORDER BY ORDINAL_POSITION",
+                (dbs.name, table),
+            )
+        ], table
     stop_cleanly(w)
 
 
 # -- 4. DDL on tables that are not replicated ------------------------------------------
 def test_ddl_on_tables_that_are_not_replicated_never_disturbs_the_stream(
-        dbs: Databases, warp: Callable[..., Warp], tmp_path: Any) -> None:
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
     other = dbs.name + "_other"
     dbs.sql(f"CREATE DATABASE {q(other)}")
     try:
@@ -425,6 +497,7 @@ def test_ddl_on_tables_that_are_not_replicated_never_disturbs_the_stream(
         ids = itertools.count(1000)
         elsewhere = mysql_root(other)  # a session whose default database is the other one
         try:
+
             def step(statement: str, on_other: bool = False) -> None:
                 dbs.sql("INSERT INTO main VALUES (%s, 'before')", (next(ids),))
                 if on_other:
@@ -459,9 +532,14 @@ def test_ddl_on_tables_that_are_not_replicated_never_disturbs_the_stream(
                 f"ALTER TABLE {q(other)}.main DROP COLUMN v",
             ]:
                 step(statement)
-            for statement in ["INSERT INTO main (id) VALUES (7777)", "ALTER TABLE main DROP PRIMARY KEY",
-                              "TRUNCATE TABLE main", "RENAME TABLE main TO main_old",
-                              "CREATE TABLE main (x TEXT)", "DROP TABLE main, main_old"]:
+            for statement in [
+                "INSERT INTO main (id) VALUES (7777)",
+                "ALTER TABLE main DROP PRIMARY KEY",
+                "TRUNCATE TABLE main",
+                "RENAME TABLE main TO main_old",
+                "CREATE TABLE main (x TEXT)",
+                "DROP TABLE main, main_old",
+            ]:
                 step(statement, on_other=True)  # unqualified names in the other database
         finally:
             elsewhere.close()
@@ -484,13 +562,16 @@ def test_tables_without_a_primary_key(dbs: Databases, warp: Callable[..., Warp],
     dbs.sql("CREATE TABLE loose (a INT, b VARCHAR(10))")
     dbs.many("INSERT INTO audit VALUES (%s, %s, %s)", [(i, f"event {i}", i * 10) for i in range(1, 51)])
     dbs.many("INSERT INTO loose VALUES (%s, %s)", [(1, "x"), (1, "x"), (2, "y"), (3, "z"), (None, "n")])
-    config = write_config(tmp_path, f"""
+    config = write_config(
+        tmp_path,
+        f"""
 schemas:
   - name: {dbs.name}
     tables:
       - name: audit
         key_columns: [event_id]
-""")
+""",
+    )
     w = start_streaming(warp, config)
     assert_converged(dbs, w)
     # key_columns: exact, keyed like a primary key
@@ -500,8 +581,9 @@ schemas:
     # no key at all: a hash of the whole row is the key; identical rows collapse into one
     assert pg_primary_key(dbs, "loose") == ["_warp_row_key"]
     assert set(pg_columns(dbs, "loose")) == {"_warp_row_key", "a", "b"}
-    assert sorted(pg_select(dbs, "loose", "a, b"), key=str) == sorted([(1, "x"), (2, "y"), (3, "z"), (None, "n")],
-                                                                      key=str)
+    assert sorted(pg_select(dbs, "loose", "a, b"), key=str) == sorted(
+        [(1, "x"), (2, "y"), (3, "z"), (None, "n")], key=str
+    )
     keys = [r[0] for r in pg_select(dbs, "loose", "_warp_row_key")]
     assert len(set(keys)) == 4 and all(len(k) == 32 for k in keys)
 
@@ -519,7 +601,8 @@ schemas:
     assert dbs.pg_rows(f'SELECT count(*) FROM "{dbs.name}".audit WHERE what = %s', ("changed",)) == [(10,)]
     assert dbs.source_count("loose") == 7
     assert sorted(pg_select(dbs, "loose", "a, b"), key=str) == sorted(
-        [(1, "xx"), (2, "yy"), (4, "w"), (None, "n"), (None, None)], key=str)
+        [(1, "xx"), (2, "yy"), (4, "w"), (None, "n"), (None, None)], key=str
+    )
 
     # documented: deleting one of several identical rows deletes the single destination row
     dbs.sql("DELETE FROM loose WHERE a = 4 LIMIT 1")
@@ -533,17 +616,23 @@ schemas:
 def test_soft_deletes_and_metadata_columns(dbs: Databases, warp: Callable[..., Warp], tmp_path: Any) -> None:
     dbs.sql("CREATE TABLE acct (id INT PRIMARY KEY, v VARCHAR(20))")
     dbs.many("INSERT INTO acct VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, 21)])
-    config = write_config(tmp_path, f"schemas:\n  - name: {dbs.name}\n    deletes: soft\n"
-                                    "    metadata_columns: true\n")
+    config = write_config(
+        tmp_path, f"schemas:\n  - name: {dbs.name}\n    deletes: soft\n    metadata_columns: true\n"
+    )
     started = time.time()
     w = start_streaming(warp, config)
     assert_converged(dbs, w, soft_delete=True)
-    assert {"_warp_op", "_warp_source_ts", "_warp_synced_at", "_warp_deleted_at"} <= set(pg_columns(dbs, "acct"))
+    assert {"_warp_op", "_warp_source_ts", "_warp_synced_at", "_warp_deleted_at"} <= set(
+        pg_columns(dbs, "acct")
+    )
 
     def meta(i: int) -> tuple[Any, ...]:
-        rows = dbs.pg_rows(f'SELECT v, _warp_op, extract(epoch FROM _warp_source_ts), '
-                           f'extract(epoch FROM _warp_synced_at), _warp_deleted_at IS NOT NULL '
-                           f'FROM "{dbs.name}".acct WHERE id = %s', (i,))
+        rows = dbs.pg_rows(
+            f"SELECT v, _warp_op, extract(epoch FROM _warp_source_ts), "
+            f"extract(epoch FROM _warp_synced_at), _warp_deleted_at IS NOT NULL "
+            f'FROM "{dbs.name}".acct WHERE id = %s',
+            (i,),
+        )
         assert len(rows) == 1, (i, rows)
         v, op, src, synced, deleted = rows[0]
         return v, op, None if src is None else float(src), float(synced), deleted
@@ -557,7 +646,11 @@ def test_soft_deletes_and_metadata_columns(dbs: Databases, warp: Callable[..., W
     dbs.sql("DELETE FROM acct WHERE id = 2")
     assert_converged(dbs, w, soft_delete=True)
     wait_until(lambda: meta(2)[4], 30, "row 2 to be marked deleted")
-    for i, expected in [(21, ("new", "insert", False)), (1, ("changed", "update", False)), (2, ("v2", "delete", True))]:
+    for i, expected in [
+        (21, ("new", "insert", False)),
+        (1, ("changed", "update", False)),
+        (2, ("v2", "delete", True)),
+    ]:
         v, op, src, synced, deleted = meta(i)
         assert (v, op, deleted) == expected, i
         assert src is not None and started - 2 <= src <= synced + 2, (i, src, synced)
@@ -583,19 +676,33 @@ def test_soft_deletes_and_metadata_columns(dbs: Databases, warp: Callable[..., W
 
 # -- 7. whitelists and blacklists ---------------------------------------------------------
 def test_whitelist_and_blacklist_globs_decide_which_tables_replicate(
-        dbs: Databases, warp: Callable[..., Warp], tmp_path: Any) -> None:
-    all_tables = ["users", "Users", "orders", "orders_2024", "orders_tmp", "orders_archive", "orders_secret",
-                  "cust_a", "cust_ab", "products"]
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    all_tables = [
+        "users",
+        "Users",
+        "orders",
+        "orders_2024",
+        "orders_tmp",
+        "orders_archive",
+        "orders_secret",
+        "cust_a",
+        "cust_ab",
+        "products",
+    ]
     for t in all_tables:
         dbs.sql(f"CREATE TABLE {q(t)} (id INT PRIMARY KEY, v TEXT)")
         dbs.many(f"INSERT INTO {q(t)} VALUES (%s, %s)", [(i, f"{t} {i}") for i in range(10)])
-    config = write_config(tmp_path, f"""
+    config = write_config(
+        tmp_path,
+        f"""
 global_table_blacklist: ["*secret*"]
 schemas:
   - name: {dbs.name}
     table_whitelist: ["orders*", "users", "cust_?"]
     table_blacklist: ["*_tmp", "orders_archive"]
-""")
+""",
+    )
     w = start_streaming(warp, config)
     included = ["users", "orders", "orders_2024", "cust_a"]
     assert_converged(dbs, w, included)
@@ -639,17 +746,25 @@ def test_hostile_identifiers_replicate_exactly(dbs: Databases, warp: Callable[..
     wide = "表" * 64  # 64 characters, 192 bytes
     dbs.sql("CREATE TABLE y (id INT PRIMARY KEY, v TEXT)")
     dbs.many("INSERT INTO y VALUES (%s, %s)", [(1, "must survive"), (2, "still here")])
-    dbs.sql(f"CREATE TABLE {q(evil)} (id INT PRIMARY KEY, {q('col with space')} TEXT, {q('quo' + chr(34) + 'te')} "
-            f"TEXT, {q('back`tick')} TEXT, `select` INT, `order` VARCHAR(10), {q('Mixed Case')} INT)")
+    dbs.sql(
+        f"CREATE TABLE {q(evil)} (id INT PRIMARY KEY, {q('col with space')} TEXT, {q('quo' + chr(34) + 'te')} "
+        f"TEXT, {q('back`tick')} TEXT, `select` INT, `order` VARCHAR(10), {q('Mixed Case')} INT)"
+    )
     dbs.sql(f"CREATE TABLE {q(unicode_table)} (id INT PRIMARY KEY, naïve TEXT, значение INT, {q(wide)} TEXT)")
     dbs.sql(f"CREATE TABLE {q(long_table)} (id INT PRIMARY KEY, {q(long_a)} INT, {q(long_b)} INT)")
 
     def fill(start: int, n: int) -> None:
-        dbs.many(f"INSERT INTO {q(evil)} VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                 [(i, f"sp {i}", f'q"{i}', f"b`{i}", i, "desc", -i) for i in range(start, start + n)])
-        dbs.many(f"INSERT INTO {q(unicode_table)} VALUES (%s, %s, %s, %s)",
-                 [(i, f"naïve {i} 🎉", i * 3, "表" * (i % 5)) for i in range(start, start + n)])
-        dbs.many(f"INSERT INTO {q(long_table)} VALUES (%s, %s, %s)", [(i, i, -i) for i in range(start, start + n)])
+        dbs.many(
+            f"INSERT INTO {q(evil)} VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [(i, f"sp {i}", f'q"{i}', f"b`{i}", i, "desc", -i) for i in range(start, start + n)],
+        )
+        dbs.many(
+            f"INSERT INTO {q(unicode_table)} VALUES (%s, %s, %s, %s)",
+            [(i, f"naïve {i} 🎉", i * 3, "表" * (i % 5)) for i in range(start, start + n)],
+        )
+        dbs.many(
+            f"INSERT INTO {q(long_table)} VALUES (%s, %s, %s)", [(i, i, -i) for i in range(start, start + n)]
+        )
 
     fill(1, 30)
     w = start_streaming(warp)
@@ -668,8 +783,16 @@ def test_hostile_identifiers_replicate_exactly(dbs: Databases, warp: Callable[..
     pg_long = expected_pg_name(long_table)
     assert len(pg_long.encode()) <= 63 and pg_long != long_table
     assert pg_tables(dbs) == {"y", evil, unicode_table, pg_long}
-    assert pg_columns(dbs, evil) == ["id", "col with space", 'quo"te', "back`tick", "select", "order", "Mixed Case",
-                                     'new "col"']
+    assert pg_columns(dbs, evil) == [
+        "id",
+        "col with space",
+        'quo"te',
+        "back`tick",
+        "select",
+        "order",
+        "Mixed Case",
+        'new "col"',
+    ]
     pg_a, pg_b = expected_pg_name(long_a), expected_pg_name(long_b)
     assert pg_a != pg_b
     assert pg_columns(dbs, pg_long) == ["id", pg_a, pg_b]
@@ -681,18 +804,23 @@ def test_hostile_identifiers_replicate_exactly(dbs: Databases, warp: Callable[..
 
 
 # -- 9. a row PostgreSQL cannot hold -------------------------------------------------------
-def test_a_bad_row_goes_to_the_dead_letters_and_the_stream_goes_on(dbs: Databases, warp: Callable[..., Warp],
-                                                                    tmp_path: Any) -> None:
+def test_a_bad_row_goes_to_the_dead_letters_and_the_stream_goes_on(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
     dbs.sql("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT, n INT)")
-    dbs.many("INSERT INTO notes VALUES (%s, %s, %s)",
-             [(i, "bad\x00snapshot" if i == 7 else f"note {i}", i) for i in range(1, 21)])
+    dbs.many(
+        "INSERT INTO notes VALUES (%s, %s, %s)",
+        [(i, "bad\x00snapshot" if i == 7 else f"note {i}", i) for i in range(1, 21)],
+    )
     w = start_streaming(warp)
     wait_until(lambda: dbs.pg_count("notes") == 19, 60, "the good snapshot rows")
 
     # one transaction: good rows around a bad one
     dbs.sql("START TRANSACTION")
-    dbs.many("INSERT INTO notes VALUES (%s, %s, %s)",
-             [(i, "nul \x00 inside" if i == 105 else f"streamed {i}", i) for i in range(100, 111)])
+    dbs.many(
+        "INSERT INTO notes VALUES (%s, %s, %s)",
+        [(i, "nul \x00 inside" if i == 105 else f"streamed {i}", i) for i in range(100, 111)],
+    )
     dbs.sql("UPDATE notes SET body = 'fine again', n = -1 WHERE id = 3")
     dbs.sql("COMMIT")
     dbs.sql("INSERT INTO notes VALUES (200, 'later', 200)")
@@ -706,8 +834,10 @@ def test_a_bad_row_goes_to_the_dead_letters_and_the_stream_goes_on(dbs: Database
     wait_until(good_rows_arrived, 60, "every good row at the destination")
     letters = state(tmp_path).dead_letters(dbs.name)
     # a snapshot row's server-encoded columns are kept as their COPY text ("7"); streamed ones are typed
-    assert sorted((d.table, int(d.row["id"]), d.operation) for d in letters) == [("notes", 7, "snapshot"),
-                                                                          ("notes", 105, "insert")]
+    assert sorted((d.table, int(d.row["id"]), d.operation) for d in letters) == [
+        ("notes", 7, "snapshot"),
+        ("notes", 105, "insert"),
+    ]
     for d in letters:  # the reason names the problem; the row is kept, NUL and all
         assert "NUL" in d.reason or "0x00" in d.reason, d.reason
         assert any("\x00" in str(v) for v in d.row.values()), d.row
@@ -721,8 +851,9 @@ def test_a_bad_row_goes_to_the_dead_letters_and_the_stream_goes_on(dbs: Database
 
 
 # -- 10. SIGTERM and restart ---------------------------------------------------------------
-def test_sigterm_stops_cleanly_and_a_restart_catches_up(dbs: Databases, warp: Callable[..., Warp],
-                                                        tmp_path: Any) -> None:
+def test_sigterm_stops_cleanly_and_a_restart_catches_up(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
     dbs.sql("CREATE TABLE ledger (id INT PRIMARY KEY, amount INT NOT NULL, memo VARCHAR(30))")
     dbs.sql("CREATE TABLE bag (a INT, b VARCHAR(10))")  # keyless: a replay must not duplicate rows
     dbs.sql("INSERT INTO ledger SELECT seq, seq, 'initial' FROM seq_1_to_2000")
@@ -739,7 +870,9 @@ def test_sigterm_stops_cleanly_and_a_restart_catches_up(dbs: Databases, warp: Ca
                 with conn.cursor() as cur:
                     cur.execute("START TRANSACTION")
                     cur.execute("INSERT INTO ledger VALUES (%s, 1, 'live')", (next(ids),))
-                    cur.execute("UPDATE ledger SET amount = amount + 1 WHERE id = %s", (rng.randint(1, 2000),))
+                    cur.execute(
+                        "UPDATE ledger SET amount = amount + 1 WHERE id = %s", (rng.randint(1, 2000),)
+                    )
                     cur.execute("DELETE FROM ledger WHERE id = %s", (rng.randint(1, 2000),))
                     cur.execute("INSERT INTO bag VALUES (%s, 'live')", (rng.randint(1, 10**6),))
                     cur.execute("COMMIT")

@@ -87,141 +87,384 @@ CASES = [
     Case("int", "INT", INT32, (i(-2147483648), i(2147483647))),
     Case("int_unsigned_zerofill", "INT(10) UNSIGNED ZEROFILL", INT64, (i(4294967295), i(7))),
     Case("bigint", "BIGINT", INT64, (i(-9223372036854775808), i(9223372036854775807))),
-    Case("bigint_unsigned", "BIGINT UNSIGNED", ColumnType(Kind.DECIMAL, precision=20, scale=0), (
-        ("18446744073709551615", Decimal("18446744073709551615"), "18446744073709551615"),
-        ("9223372036854775808", Decimal("9223372036854775808"), "9223372036854775808"),
-        ("0", Decimal(0), "0"))),
-    Case("decimal_65_30", "DECIMAL(65,30)", ColumnType(Kind.DECIMAL, precision=65, scale=30), (
-        ("-12345678901234567890123456789012345.123456789012345678901234567891",
-         Decimal("-12345678901234567890123456789012345.123456789012345678901234567891"),
-         "-12345678901234567890123456789012345.123456789012345678901234567891"),
-        ("0", Decimal("0E-30"), "0.000000000000000000000000000000"))),
-    Case("decimal_10_2", "DECIMAL(10,2)", ColumnType(Kind.DECIMAL, precision=10, scale=2), (
-        ("-0.5", Decimal("-0.50"), "-0.50"), ("99999999.99", Decimal("99999999.99"), "99999999.99"))),
+    Case(
+        "bigint_unsigned",
+        "BIGINT UNSIGNED",
+        ColumnType(Kind.DECIMAL, precision=20, scale=0),
+        (
+            ("18446744073709551615", Decimal("18446744073709551615"), "18446744073709551615"),
+            ("9223372036854775808", Decimal("9223372036854775808"), "9223372036854775808"),
+            ("0", Decimal(0), "0"),
+        ),
+    ),
+    Case(
+        "decimal_65_30",
+        "DECIMAL(65,30)",
+        ColumnType(Kind.DECIMAL, precision=65, scale=30),
+        (
+            (
+                "-12345678901234567890123456789012345.123456789012345678901234567891",
+                Decimal("-12345678901234567890123456789012345.123456789012345678901234567891"),
+                "-12345678901234567890123456789012345.123456789012345678901234567891",
+            ),
+            ("0", Decimal("0E-30"), "0.000000000000000000000000000000"),
+        ),
+    ),
+    Case(
+        "decimal_10_2",
+        "DECIMAL(10,2)",
+        ColumnType(Kind.DECIMAL, precision=10, scale=2),
+        (("-0.5", Decimal("-0.50"), "-0.50"), ("99999999.99", Decimal("99999999.99"), "99999999.99")),
+    ),
     # MariaDB stores -0 as 0, so no path ever sees a negative zero.
-    Case("float", "FLOAT", ColumnType(Kind.FLOAT, bits=32), (
-        ("1.2345678", 1.2345678, "1.2345678"), ("-3.4e38", -3.4e38, "-3.4e+38"), ("0.1", 0.1, "0.1"),
-        ("16777217", 16777216.0, "1.6777216e+07"), ("1.17549435e-38", 1.1754944e-38, "1.1754944e-38"),
-        ("-0e0", 0.0, "0"))),
+    Case(
+        "float",
+        "FLOAT",
+        ColumnType(Kind.FLOAT, bits=32),
+        (
+            ("1.2345678", 1.2345678, "1.2345678"),
+            ("-3.4e38", -3.4e38, "-3.4e+38"),
+            ("0.1", 0.1, "0.1"),
+            ("16777217", 16777216.0, "1.6777216e+07"),
+            ("1.17549435e-38", 1.1754944e-38, "1.1754944e-38"),
+            ("-0e0", 0.0, "0"),
+        ),
+    ),
     Case("float_m_d", "FLOAT(7,3)", ColumnType(Kind.FLOAT, bits=32), (("1234.5678", 1234.568, "1234.568"),)),
-    Case("double", "DOUBLE", ColumnType(Kind.FLOAT, bits=64), (
-        ("0.30000000000000004", 0.30000000000000004, "0.30000000000000004"), ("0.1", 0.1, "0.1"),
-        ("1.7976931348623157e308", 1.7976931348623157e308, "1.7976931348623157e+308"),
-        ("-2.2250738585072014e-308", -2.2250738585072014e-308, "-2.2250738585072014e-308"),
-        ("-0e0", 0.0, "0"))),
-    Case("varchar_utf8mb4", "VARCHAR(50)", ColumnType(Kind.TEXT, length=50), (
-        (P("emoji 😀 ü 𝄞"), "emoji 😀 ü 𝄞", "emoji 😀 ü 𝄞"),
-        (P("tab\there\nnew\rline \\ back"), "tab\there\nnew\rline \\ back", "tab\there\nnew\rline \\ back"),
-        (P("trailing  "), "trailing  ", "trailing  "), (P(""), "", ""), (P("\\N"), "\\N", "\\N"))),
-    Case("char", "CHAR(10)", ColumnType(Kind.TEXT, length=10), (
-        (P("ab  "), "ab", "ab"), (P(" x"), " x", " x"))),
+    Case(
+        "double",
+        "DOUBLE",
+        ColumnType(Kind.FLOAT, bits=64),
+        (
+            ("0.30000000000000004", 0.30000000000000004, "0.30000000000000004"),
+            ("0.1", 0.1, "0.1"),
+            ("1.7976931348623157e308", 1.7976931348623157e308, "1.7976931348623157e+308"),
+            ("-2.2250738585072014e-308", -2.2250738585072014e-308, "-2.2250738585072014e-308"),
+            ("-0e0", 0.0, "0"),
+        ),
+    ),
+    Case(
+        "varchar_utf8mb4",
+        "VARCHAR(50)",
+        ColumnType(Kind.TEXT, length=50),
+        (
+            (P("emoji 😀 ü 𝄞"), "emoji 😀 ü 𝄞", "emoji 😀 ü 𝄞"),
+            (
+                P("tab\there\nnew\rline \\ back"),
+                "tab\there\nnew\rline \\ back",
+                "tab\there\nnew\rline \\ back",
+            ),
+            (P("trailing  "), "trailing  ", "trailing  "),
+            (P(""), "", ""),
+            (P("\\N"), "\\N", "\\N"),
+        ),
+    ),
+    Case(
+        "char", "CHAR(10)", ColumnType(Kind.TEXT, length=10), ((P("ab  "), "ab", "ab"), (P(" x"), " x", " x"))
+    ),
     Case("tinytext", "TINYTEXT", ColumnType(Kind.TEXT), ((P("t"), "t", "t"),)),
     Case("text", "TEXT", ColumnType(Kind.TEXT), ((P("x" * 1000), "x" * 1000, "x" * 1000),)),
     Case("mediumtext", "MEDIUMTEXT", ColumnType(Kind.TEXT), ((P("m😀"), "m😀", "m😀"),)),
     Case("longtext", "LONGTEXT", ColumnType(Kind.TEXT), ((P("l"), "l", "l"),)),
-    Case("text_with_nul", "VARCHAR(10)", ColumnType(Kind.TEXT, length=10), ((P("a\x00b"), "a\x00b", NUL_REJECTED),)),
-    Case("varchar_latin1", "VARCHAR(20) CHARACTER SET latin1", ColumnType(Kind.TEXT, length=20), (
-        (P("café € Ÿœ"), "café € Ÿœ", "café € Ÿœ"), (P("ÿ"), "ÿ", "ÿ"))),
-    Case("varchar_ucs2", "VARCHAR(10) CHARACTER SET ucs2", ColumnType(Kind.TEXT, length=10), (
-        (P("é€"), "é€", "é€"),)),
-    Case("varchar_utf16", "VARCHAR(10) CHARACTER SET utf16", ColumnType(Kind.TEXT, length=10), (
-        (P("é😀"), "é😀", "é😀"),)),
-    Case("enum", "ENUM('a','b','é')", ColumnType(Kind.TEXT), (
-        ("'é'", "é", "é"), ("'b'", "b", "b"), ("'not-a-label'", "", ""), ("NULL", None, None))),
-    Case("enum_latin1_ascii", "ENUM('x','y') CHARACTER SET latin1", ColumnType(Kind.TEXT), (("'y'", "y", "y"),)),
-    Case("set", "SET('x','y','z')", ColumnType(Kind.TEXT_ARRAY), (
-        ("'z,x'", ["x", "z"], "{x,z}"), ("''", [], "{}"), ("NULL", None, None))),
-    Case("set_not_null", "SET('a','b') NOT NULL", ColumnType(Kind.TEXT_ARRAY), (
-        ("''", [], "{}"), ("'b,a'", ["a", "b"], "{a,b}"))),
-    Case("set_quoting", "SET('x y','q\"r','NULL')", ColumnType(Kind.TEXT_ARRAY), (
-        (P('q"r,x y,NULL'), ["x y", 'q"r', "NULL"], '{"x y","q\\"r","NULL"}'),)),
-    Case("blob", "BLOB", ColumnType(Kind.BYTES), (
-        ("X'" + ALL_BYTES.hex() + "'", ALL_BYTES, "\\x" + ALL_BYTES.hex()), ("''", b"", "\\x"))),
+    Case(
+        "text_with_nul",
+        "VARCHAR(10)",
+        ColumnType(Kind.TEXT, length=10),
+        ((P("a\x00b"), "a\x00b", NUL_REJECTED),),
+    ),
+    Case(
+        "varchar_latin1",
+        "VARCHAR(20) CHARACTER SET latin1",
+        ColumnType(Kind.TEXT, length=20),
+        ((P("café € Ÿœ"), "café € Ÿœ", "café € Ÿœ"), (P("ÿ"), "ÿ", "ÿ")),
+    ),
+    Case(
+        "varchar_ucs2",
+        "VARCHAR(10) CHARACTER SET ucs2",
+        ColumnType(Kind.TEXT, length=10),
+        ((P("é€"), "é€", "é€"),),
+    ),
+    Case(
+        "varchar_utf16",
+        "VARCHAR(10) CHARACTER SET utf16",
+        ColumnType(Kind.TEXT, length=10),
+        ((P("é😀"), "é😀", "é😀"),),
+    ),
+    Case(
+        "enum",
+        "ENUM('a','b','é')",
+        ColumnType(Kind.TEXT),
+        (("'é'", "é", "é"), ("'b'", "b", "b"), ("'not-a-label'", "", ""), ("NULL", None, None)),
+    ),
+    Case(
+        "enum_latin1_ascii", "ENUM('x','y') CHARACTER SET latin1", ColumnType(Kind.TEXT), (("'y'", "y", "y"),)
+    ),
+    Case(
+        "set",
+        "SET('x','y','z')",
+        ColumnType(Kind.TEXT_ARRAY),
+        (("'z,x'", ["x", "z"], "{x,z}"), ("''", [], "{}"), ("NULL", None, None)),
+    ),
+    Case(
+        "set_not_null",
+        "SET('a','b') NOT NULL",
+        ColumnType(Kind.TEXT_ARRAY),
+        (("''", [], "{}"), ("'b,a'", ["a", "b"], "{a,b}")),
+    ),
+    Case(
+        "set_quoting",
+        "SET('x y','q\"r','NULL')",
+        ColumnType(Kind.TEXT_ARRAY),
+        ((P('q"r,x y,NULL'), ["x y", 'q"r', "NULL"], '{"x y","q\\"r","NULL"}'),),
+    ),
+    Case(
+        "blob",
+        "BLOB",
+        ColumnType(Kind.BYTES),
+        (("X'" + ALL_BYTES.hex() + "'", ALL_BYTES, "\\x" + ALL_BYTES.hex()), ("''", b"", "\\x")),
+    ),
     Case("tinyblob", "TINYBLOB", ColumnType(Kind.BYTES), (("X'00'", b"\0", "\\x00"),)),
     Case("mediumblob", "MEDIUMBLOB", ColumnType(Kind.BYTES), (("X'ff00'", b"\xff\0", "\\xff00"),)),
     Case("longblob", "LONGBLOB", ColumnType(Kind.BYTES), (("X'0a09'", b"\n\t", "\\x0a09"),)),
-    Case("binary", "BINARY(4)", ColumnType(Kind.BYTES, length=4), (
-        ("'ab'", b"ab\0\0", "\\x61620000"), ("X'00'", b"\0\0\0\0", "\\x00000000"),
-        ("X'01000000'", b"\x01\0\0\0", "\\x01000000"), ("''", b"\0\0\0\0", "\\x00000000"))),
-    Case("varbinary", "VARBINARY(16)", ColumnType(Kind.BYTES, length=16), (
-        ("X'0100'", b"\x01\0", "\\x0100"), ("''", b"", "\\x"))),
+    Case(
+        "binary",
+        "BINARY(4)",
+        ColumnType(Kind.BYTES, length=4),
+        (
+            ("'ab'", b"ab\0\0", "\\x61620000"),
+            ("X'00'", b"\0\0\0\0", "\\x00000000"),
+            ("X'01000000'", b"\x01\0\0\0", "\\x01000000"),
+            ("''", b"\0\0\0\0", "\\x00000000"),
+        ),
+    ),
+    Case(
+        "varbinary",
+        "VARBINARY(16)",
+        ColumnType(Kind.BYTES, length=16),
+        (("X'0100'", b"\x01\0", "\\x0100"), ("''", b"", "\\x")),
+    ),
     Case("bit1", "BIT(1)", ColumnType(Kind.BITS, length=1), (("b'1'", "1", "1"), ("b'0'", "0", "0"))),
-    Case("bit10", "BIT(10)", ColumnType(Kind.BITS, length=10), (
-        ("b'1000000001'", "1000000001", "1000000001"), ("b'11'", "0000000011", "0000000011"))),
-    Case("bit64", "BIT(64)", ColumnType(Kind.BITS, length=64), (
-        ("b'" + "1" * 64 + "'", "1" * 64, "1" * 64), ("1", "0" * 63 + "1", "0" * 63 + "1"))),
+    Case(
+        "bit10",
+        "BIT(10)",
+        ColumnType(Kind.BITS, length=10),
+        (("b'1000000001'", "1000000001", "1000000001"), ("b'11'", "0000000011", "0000000011")),
+    ),
+    Case(
+        "bit64",
+        "BIT(64)",
+        ColumnType(Kind.BITS, length=64),
+        (("b'" + "1" * 64 + "'", "1" * 64, "1" * 64), ("1", "0" * 63 + "1", "0" * 63 + "1")),
+    ),
     Case("year", "YEAR", INT16, (i(2155), i(1901), ("0", 0, "0"), ("'0'", 2000, "2000"))),
-    Case("date", "DATE", ColumnType(Kind.DATE), (
-        ("'2020-02-29'", dt.date(2020, 2, 29), "2020-02-29"), ("'1000-01-01'", dt.date(1000, 1, 1), "1000-01-01"),
-        ("'9999-12-31'", dt.date(9999, 12, 31), "9999-12-31"),
-        ("'0000-00-00'", None, None), ("'2020-00-15'", None, None), ("NULL", None, None))),
-    Case("date_not_null", "DATE NOT NULL", ColumnType(Kind.DATE), (
-        ("'0000-00-00'", "-infinity", "-infinity"), ("'2020-00-15'", "-infinity", "-infinity"),
-        ("'2021-01-01'", dt.date(2021, 1, 1), "2021-01-01"))),
-    Case("datetime6", "DATETIME(6)", ColumnType(Kind.TIMESTAMP, precision=6), (
-        ("'2020-01-02 03:04:05.000006'", dt.datetime(2020, 1, 2, 3, 4, 5, 6), "2020-01-02 03:04:05.000006"),
-        ("'9999-12-31 23:59:59.999999'", dt.datetime(9999, 12, 31, 23, 59, 59, 999999), "9999-12-31 23:59:59.999999"),
-        ("'0000-00-00 00:00:00'", None, None), ("'2020-01-00 10:00:00'", None, None))),
-    Case("datetime_not_null", "DATETIME NOT NULL", ColumnType(Kind.TIMESTAMP, precision=0), (
-        ("'0000-00-00 00:00:00'", "-infinity", "-infinity"), ("'2020-01-00 10:00:00'", "-infinity", "-infinity"),
-        ("'2021-03-28 02:30:00'", dt.datetime(2021, 3, 28, 2, 30), "2021-03-28 02:30:00"))),
-    Case("timestamp3", "TIMESTAMP(3) NULL", ColumnType(Kind.TIMESTAMPTZ, precision=3), (
-        ("'2021-03-28 07:30:00.123'", utc(2021, 3, 28, 2, 0, 0, 123000), "2021-03-28 02:00:00.123+00"),
-        ("'0000-00-00 00:00:00'", None, None), ("NULL", None, None))),
+    Case(
+        "date",
+        "DATE",
+        ColumnType(Kind.DATE),
+        (
+            ("'2020-02-29'", dt.date(2020, 2, 29), "2020-02-29"),
+            ("'1000-01-01'", dt.date(1000, 1, 1), "1000-01-01"),
+            ("'9999-12-31'", dt.date(9999, 12, 31), "9999-12-31"),
+            ("'0000-00-00'", None, None),
+            ("'2020-00-15'", None, None),
+            ("NULL", None, None),
+        ),
+    ),
+    Case(
+        "date_not_null",
+        "DATE NOT NULL",
+        ColumnType(Kind.DATE),
+        (
+            ("'0000-00-00'", "-infinity", "-infinity"),
+            ("'2020-00-15'", "-infinity", "-infinity"),
+            ("'2021-01-01'", dt.date(2021, 1, 1), "2021-01-01"),
+        ),
+    ),
+    Case(
+        "datetime6",
+        "DATETIME(6)",
+        ColumnType(Kind.TIMESTAMP, precision=6),
+        (
+            (
+                "'2020-01-02 03:04:05.000006'",
+                dt.datetime(2020, 1, 2, 3, 4, 5, 6),
+                "2020-01-02 03:04:05.000006",
+            ),
+            (
+                "'9999-12-31 23:59:59.999999'",
+                dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+                "9999-12-31 23:59:59.999999",
+            ),
+            ("'0000-00-00 00:00:00'", None, None),
+            ("'2020-01-00 10:00:00'", None, None),
+        ),
+    ),
+    Case(
+        "datetime_not_null",
+        "DATETIME NOT NULL",
+        ColumnType(Kind.TIMESTAMP, precision=0),
+        (
+            ("'0000-00-00 00:00:00'", "-infinity", "-infinity"),
+            ("'2020-01-00 10:00:00'", "-infinity", "-infinity"),
+            ("'2021-03-28 02:30:00'", dt.datetime(2021, 3, 28, 2, 30), "2021-03-28 02:30:00"),
+        ),
+    ),
+    Case(
+        "timestamp3",
+        "TIMESTAMP(3) NULL",
+        ColumnType(Kind.TIMESTAMPTZ, precision=3),
+        (
+            ("'2021-03-28 07:30:00.123'", utc(2021, 3, 28, 2, 0, 0, 123000), "2021-03-28 02:00:00.123+00"),
+            ("'0000-00-00 00:00:00'", None, None),
+            ("NULL", None, None),
+        ),
+    ),
     # Instants either side of Europe's 2021 DST changes, written from a +05:30 session;
     # 00:00 and 01:00 UTC on 2021-10-31 are both 02:00 on a Berlin wall clock.
-    Case("timestamp_dst", "TIMESTAMP(6) NULL", ColumnType(Kind.TIMESTAMPTZ, precision=6), (
-        ("FROM_UNIXTIME(1635638400)", utc(2021, 10, 31, 0, 0), "2021-10-31 00:00:00+00"),
-        ("FROM_UNIXTIME(1635642000.5)", utc(2021, 10, 31, 1, 0, 0, 500000), "2021-10-31 01:00:00.5+00"),
-        ("'2021-03-28 06:29:59.999999'", utc(2021, 3, 28, 0, 59, 59, 999999), "2021-03-28 00:59:59.999999+00"),
-        ("'2021-03-28 06:30:00'", utc(2021, 3, 28, 1, 0), "2021-03-28 01:00:00+00"),
-        ("'1970-01-01 05:30:00.5'", utc(1970, 1, 1, 0, 0, 0, 500000), "1970-01-01 00:00:00.5+00"),
-        ("'2038-01-19 08:44:07.999999'", utc(2038, 1, 19, 3, 14, 7, 999999), "2038-01-19 03:14:07.999999+00"))),
-    Case("timestamp_not_null", "TIMESTAMP NOT NULL DEFAULT '2000-01-01 00:00:00'",
-         ColumnType(Kind.TIMESTAMPTZ, precision=0), (
-             ("'0000-00-00 00:00:00'", "-infinity", "-infinity"),
-             ("'2000-01-01 05:30:00'", utc(2000, 1, 1), "2000-01-01 00:00:00+00"))),
-    Case("time", "TIME", ColumnType(Kind.TIME, precision=0), (
-        t("-838:59:59"), t("838:59:59"), t("-00:00:01"), t("100:00:00"))),
+    Case(
+        "timestamp_dst",
+        "TIMESTAMP(6) NULL",
+        ColumnType(Kind.TIMESTAMPTZ, precision=6),
+        (
+            ("FROM_UNIXTIME(1635638400)", utc(2021, 10, 31, 0, 0), "2021-10-31 00:00:00+00"),
+            ("FROM_UNIXTIME(1635642000.5)", utc(2021, 10, 31, 1, 0, 0, 500000), "2021-10-31 01:00:00.5+00"),
+            (
+                "'2021-03-28 06:29:59.999999'",
+                utc(2021, 3, 28, 0, 59, 59, 999999),
+                "2021-03-28 00:59:59.999999+00",
+            ),
+            ("'2021-03-28 06:30:00'", utc(2021, 3, 28, 1, 0), "2021-03-28 01:00:00+00"),
+            ("'1970-01-01 05:30:00.5'", utc(1970, 1, 1, 0, 0, 0, 500000), "1970-01-01 00:00:00.5+00"),
+            (
+                "'2038-01-19 08:44:07.999999'",
+                utc(2038, 1, 19, 3, 14, 7, 999999),
+                "2038-01-19 03:14:07.999999+00",
+            ),
+        ),
+    ),
+    Case(
+        "timestamp_not_null",
+        "TIMESTAMP NOT NULL DEFAULT '2000-01-01 00:00:00'",
+        ColumnType(Kind.TIMESTAMPTZ, precision=0),
+        (
+            ("'0000-00-00 00:00:00'", "-infinity", "-infinity"),
+            ("'2000-01-01 05:30:00'", utc(2000, 1, 1), "2000-01-01 00:00:00+00"),
+        ),
+    ),
+    Case(
+        "time",
+        "TIME",
+        ColumnType(Kind.TIME, precision=0),
+        (t("-838:59:59"), t("838:59:59"), t("-00:00:01"), t("100:00:00")),
+    ),
     Case("time1", "TIME(1)", ColumnType(Kind.TIME, precision=1), (t("-00:00:00.1"), t("-00:00:01.5"))),
     Case("time2", "TIME(2)", ColumnType(Kind.TIME, precision=2), (t("-838:59:58.9"), t("-00:00:00.01"))),
     Case("time3", "TIME(3)", ColumnType(Kind.TIME, precision=3), (t("-00:00:00.001"), t("-12:00:00.999"))),
     Case("time4", "TIME(4)", ColumnType(Kind.TIME, precision=4), (t("-12:00:00.0001"),)),
     Case("time5", "TIME(5)", ColumnType(Kind.TIME, precision=5), (t("-00:00:00.00001"), t("00:00:00.00001"))),
-    Case("time6", "TIME(6)", ColumnType(Kind.TIME, precision=6), (
-        t("-838:59:59.999999"), t("-00:00:00.000001"), t("-00:00:01.25"), t("12:00:00.5"), t("00:00:00"))),
+    Case(
+        "time6",
+        "TIME(6)",
+        ColumnType(Kind.TIME, precision=6),
+        (t("-838:59:59.999999"), t("-00:00:00.000001"), t("-00:00:01.25"), t("12:00:00.5"), t("00:00:00")),
+    ),
     # MariaDB's JSON is text: kept verbatim on both paths; jsonb then normalises it
-    Case("json", "JSON", ColumnType(Kind.JSON), (
-        (P('{"b": [1, 2.50, "ü😀"], "a": {"x": null}, "n": 3.141592653589793238462, "e": 1E2}'),
-         '{"b": [1, 2.50, "ü😀"], "a": {"x": null}, "n": 3.141592653589793238462, "e": 1E2}',
-         '{"a": {"x": null}, "b": [1, 2.50, "ü😀"], "e": 100, "n": 3.141592653589793238462}'),
-        (P("[]"), "[]", "[]"),
-        (P('{"k": "line\\nnext \\u00e9 \\"q\\" \\\\"}'), '{"k": "line\\nnext \\u00e9 \\"q\\" \\\\"}',
-         '{"k": "line\\nnext é \\"q\\" \\\\"}'),
-        (P('{"a":1, "a":2}'), '{"a":1, "a":2}', '{"a": 2}'),
-        (P("123456789012345678901234567890"), "123456789012345678901234567890", "123456789012345678901234567890"))),
-    Case("longtext_json_check", "LONGTEXT CHECK (json_valid(c))", ColumnType(Kind.JSON), (
-        (P('{ "z" : true }'), '{ "z" : true }', '{"z": true}'),)),
-    Case("uuid", "UUID", ColumnType(Kind.UUID), tuple((f"'{u}'", u, u) for u in (
-        "123e4567-e89b-12d3-a456-426655440000", "6ccd780c-baba-1026-9564-5b8c656024db",
-        "2c1d43b8-e6d7-4f85-a3a6-7d8c5d1d0a47", "018f1d0e-8b4b-7a3b-9c3d-0123456789ab",
-        "00000000-0000-0000-0000-000000000000", "12345678-1234-5678-1234-567812340000"))),
-    Case("inet6", "INET6", ColumnType(Kind.TEXT), tuple((f"'{a}'", b, b) for a, b in (
-        ("::", "::"), ("::1", "::1"), ("::1.2.3.4", "::1.2.3.4"), ("::ffff:1.2.3.4", "::ffff:1.2.3.4"),
-        ("2001:db8::1", "2001:db8::1"), ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),
-        ("fe80:0:0:0:1:0:0:0", "fe80::1:0:0:0"), ("1:2:3:4:5:6:7:0", "1:2:3:4:5:6:7::"),
-        ("1:0:2:3:4:5:6:7", "1::2:3:4:5:6:7"), ("1:0:2:0:0:3:0:0", "1:0:2::3:0:0"), ("::0.0.0.2", "::2"),
-        ("0:0:0:0:0:0:1:0", "::0.1.0.0"), ("::ffff:0:0", "::ffff:0.0.0.0"),
-        ("::fffe:1.2.3.4", "::fffe:102:304")))),
-    Case("geometry", "GEOMETRY", ColumnType(Kind.BYTES), (
-        ("ST_GeomFromText('POINT(1 2)')", bytes(4) + POINT_WKB, "\\x00000000" + POINT_WKB.hex()),
-        ("ST_GeomFromText('POINT(1 2)', 4326)", bytes.fromhex("e6100000") + POINT_WKB, "\\xe6100000" + POINT_WKB.hex()))),
-    Case("point", "POINT", ColumnType(Kind.BYTES), (
-        ("POINT(1, 2)", bytes(4) + POINT_WKB, "\\x00000000" + POINT_WKB.hex()),)),
-    Case("generated_virtual", "INT AS (id * 2) VIRTUAL", INT32, (
-        ("DEFAULT", 2, "2"), ("DEFAULT", 4, "4"))),
-    Case("generated_stored", "VARCHAR(20) AS (CONCAT('row-', id)) STORED", ColumnType(Kind.TEXT, length=20), (
-        ("DEFAULT", "row-1", "row-1"),)),
+    Case(
+        "json",
+        "JSON",
+        ColumnType(Kind.JSON),
+        (
+            (
+                P('{"b": [1, 2.50, "ü😀"], "a": {"x": null}, "n": 3.141592653589793238462, "e": 1E2}'),
+                '{"b": [1, 2.50, "ü😀"], "a": {"x": null}, "n": 3.141592653589793238462, "e": 1E2}',
+                '{"a": {"x": null}, "b": [1, 2.50, "ü😀"], "e": 100, "n": 3.141592653589793238462}',
+            ),
+            (P("[]"), "[]", "[]"),
+            (
+                P('{"k": "line\\nnext \\u00e9 \\"q\\" \\\\"}'),
+                '{"k": "line\\nnext \\u00e9 \\"q\\" \\\\"}',
+                '{"k": "line\\nnext é \\"q\\" \\\\"}',
+            ),
+            (P('{"a":1, "a":2}'), '{"a":1, "a":2}', '{"a": 2}'),
+            (
+                P("123456789012345678901234567890"),
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
+        ),
+    ),
+    Case(
+        "longtext_json_check",
+        "LONGTEXT CHECK (json_valid(c))",
+        ColumnType(Kind.JSON),
+        ((P('{ "z" : true }'), '{ "z" : true }', '{"z": true}'),),
+    ),
+    Case(
+        "uuid",
+        "UUID",
+        ColumnType(Kind.UUID),
+        tuple(
+            (f"'{u}'", u, u)
+            for u in (
+                "123e4567-e89b-12d3-a456-426655440000",
+                "6ccd780c-baba-1026-9564-5b8c656024db",
+                "2c1d43b8-e6d7-4f85-a3a6-7d8c5d1d0a47",
+                "018f1d0e-8b4b-7a3b-9c3d-0123456789ab",
+                "00000000-0000-0000-0000-000000000000",
+                "12345678-1234-5678-1234-567812340000",
+            )
+        ),
+    ),
+    Case(
+        "inet6",
+        "INET6",
+        ColumnType(Kind.TEXT),
+        tuple(
+            (f"'{a}'", b, b)
+            for a, b in (
+                ("::", "::"),
+                ("::1", "::1"),
+                ("::1.2.3.4", "::1.2.3.4"),
+                ("::ffff:1.2.3.4", "::ffff:1.2.3.4"),
+                ("2001:db8::1", "2001:db8::1"),
+                ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),
+                ("fe80:0:0:0:1:0:0:0", "fe80::1:0:0:0"),
+                ("1:2:3:4:5:6:7:0", "1:2:3:4:5:6:7::"),
+                ("1:0:2:3:4:5:6:7", "1::2:3:4:5:6:7"),
+                ("1:0:2:0:0:3:0:0", "1:0:2::3:0:0"),
+                ("::0.0.0.2", "::2"),
+                ("0:0:0:0:0:0:1:0", "::0.1.0.0"),
+                ("::ffff:0:0", "::ffff:0.0.0.0"),
+                ("::fffe:1.2.3.4", "::fffe:102:304"),
+            )
+        ),
+    ),
+    Case(
+        "geometry",
+        "GEOMETRY",
+        ColumnType(Kind.BYTES),
+        (
+            ("ST_GeomFromText('POINT(1 2)')", bytes(4) + POINT_WKB, "\\x00000000" + POINT_WKB.hex()),
+            (
+                "ST_GeomFromText('POINT(1 2)', 4326)",
+                bytes.fromhex("e6100000") + POINT_WKB,
+                "\\xe6100000" + POINT_WKB.hex(),
+            ),
+        ),
+    ),
+    Case(
+        "point",
+        "POINT",
+        ColumnType(Kind.BYTES),
+        (("POINT(1, 2)", bytes(4) + POINT_WKB, "\\x00000000" + POINT_WKB.hex()),),
+    ),
+    Case("generated_virtual", "INT AS (id * 2) VIRTUAL", INT32, (("DEFAULT", 2, "2"), ("DEFAULT", 4, "4"))),
+    Case(
+        "generated_stored",
+        "VARCHAR(20) AS (CONCAT('row-', id)) STORED",
+        ColumnType(Kind.TEXT, length=20),
+        (("DEFAULT", "row-1", "row-1"),),
+    ),
 ]
 CASE_IDS = [c.id for c in CASES]
 BY_ID = {c.id: c for c in CASES}
@@ -239,19 +482,32 @@ def _insert(cur: Any, table: str, rows: tuple[tuple[Any, Any, Any], ...]) -> Non
             cur.execute(f"INSERT INTO `{table}` (id, c) VALUES ({row_id}, {literal})")
 
 
-def _read_binlog(position: tuple[str, int], tables: list[str],
-                 converters: dict[str, dict[str, my.Converter]]) -> dict[str, list[dict[str, Any]]]:
+def _read_binlog(
+    position: tuple[str, int], tables: list[str], converters: dict[str, dict[str, my.Converter]]
+) -> dict[str, list[dict[str, Any]]]:
     stream = BinLogStreamReader(
-        connection_settings={"host": MYSQL["host"], "port": MYSQL["port"], "user": MYSQL["user"],
-                             "passwd": MYSQL["password"]},
-        server_id=SERVER_ID, only_events=[WriteRowsEvent], resume_stream=True,
-        log_file=position[0], log_pos=position[1], blocking=False, only_schemas=[DB], only_tables=tables)
+        connection_settings={
+            "host": MYSQL["host"],
+            "port": MYSQL["port"],
+            "user": MYSQL["user"],
+            "passwd": MYSQL["password"],
+        },
+        server_id=SERVER_ID,
+        only_events=[WriteRowsEvent],
+        resume_stream=True,
+        log_file=position[0],
+        log_pos=position[1],
+        blocking=False,
+        only_schemas=[DB],
+        only_tables=tables,
+    )
     images: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
     try:
         for event in stream:
             for row in event.rows:
                 images[event.table].append(
-                    my.binlog_image(row["values"], row["none_sources"], converters[event.table]))
+                    my.binlog_image(row["values"], row["none_sources"], converters[event.table])
+                )
     finally:
         stream.close()
     return images
@@ -295,14 +551,18 @@ def source() -> Any:
                 described = dict((c.name, (c, info)) for c, info in my.describe_columns(rcur, DB, table))
                 col, info = described["c"]
                 columns[case.id], infos[case.id] = col, info
-                converters[table] = {name: my.binlog_converter(c, inf) for name, (c, inf) in described.items()}
+                converters[table] = {
+                    name: my.binlog_converter(c, inf) for name, (c, inf) in described.items()
+                }
                 convert = my.snapshot_converter(col)
                 rcur.execute(f"SELECT {my.snapshot_select_expr(col, '`c`')} FROM `{table}` ORDER BY id")
                 snapshot[case.id] = [convert(v) for (v,) in rcur.fetchall()]
         reader.close()
 
         images = _read_binlog((file, pos), [f"t_{c.id}" for c in CASES], converters)
-        binlog = {c.id: [img["c"] for img in sorted(images[f"t_{c.id}"], key=lambda r: r["id"])] for c in CASES}
+        binlog = {
+            c.id: [img["c"] for img in sorted(images[f"t_{c.id}"], key=lambda r: r["id"])] for c in CASES
+        }
         yield Source(columns, infos, snapshot, binlog)
     finally:
         cur.execute(f"DROP DATABASE IF EXISTS `{DB}`")
@@ -318,8 +578,10 @@ def pg() -> Any:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
     conn = psycopg2.connect(dbname=DB, **PG)
     with conn.cursor() as cur:
-        cur.execute("SET TimeZone = 'UTC'; SET extra_float_digits = 1; SET IntervalStyle = 'postgres';"
-                    " SET DateStyle = 'ISO, MDY'; SET bytea_output = 'hex'")
+        cur.execute(
+            "SET TimeZone = 'UTC'; SET extra_float_digits = 1; SET IntervalStyle = 'postgres';"
+            " SET DateStyle = 'ISO, MDY'; SET bytea_output = 'hex'"
+        )
     conn.commit()
     try:
         yield conn
@@ -364,7 +626,9 @@ def test_copy_into_postgresql_is_exact(source: Source, pg: Any, case_id: str) ->
         return
     data = "".join(f"{n}\t{encode(v)}\n" for n, v in enumerate(source.snapshot[case_id], start=1))
     with pg.cursor() as cur:
-        cur.execute(sql.SQL("CREATE TABLE {} (id integer PRIMARY KEY, c {})").format(table, sql.SQL(pg_type_sql(ct))))
+        cur.execute(
+            sql.SQL("CREATE TABLE {} (id integer PRIMARY KEY, c {})").format(table, sql.SQL(pg_type_sql(ct)))
+        )
         cur.copy_expert(sql.SQL("COPY {} (id, c) FROM STDIN").format(table).as_string(pg), io.StringIO(data))
         cur.execute(sql.SQL("SELECT c::text FROM {} ORDER BY id").format(table))
         got = [v for (v,) in cur.fetchall()]
@@ -373,6 +637,7 @@ def test_copy_into_postgresql_is_exact(source: Source, pg: Any, case_id: str) ->
 
 
 # --- behaviour of pymysqlreplication we cannot fix, pinned so a library change is noticed ------------
+
 
 def _binlog_of_one_table(ddl: str, value: Any) -> tuple[Column, my.MySQLColumnInfo, Any]:
     conn = _mysql()
@@ -385,12 +650,22 @@ def _binlog_of_one_table(ddl: str, value: Any) -> tuple[Column, my.MySQLColumnIn
         cur.execute("SHOW MASTER STATUS")
         file, pos = cur.fetchone()[:2]
         cur.execute(f"INSERT INTO `{db}`.t VALUES (1, %s)", (value,))
-        (col, info), = [ci for ci in my.describe_columns(cur, db, "t") if ci[0].name == "c"]
+        ((col, info),) = [ci for ci in my.describe_columns(cur, db, "t") if ci[0].name == "c"]
         stream = BinLogStreamReader(
-            connection_settings={"host": MYSQL["host"], "port": MYSQL["port"], "user": MYSQL["user"],
-                                 "passwd": MYSQL["password"]},
-            server_id=SERVER_ID + 1, only_events=[WriteRowsEvent], resume_stream=True,
-            log_file=file, log_pos=pos, blocking=False, only_schemas=[db])
+            connection_settings={
+                "host": MYSQL["host"],
+                "port": MYSQL["port"],
+                "user": MYSQL["user"],
+                "passwd": MYSQL["password"],
+            },
+            server_id=SERVER_ID + 1,
+            only_events=[WriteRowsEvent],
+            resume_stream=True,
+            log_file=file,
+            log_pos=pos,
+            blocking=False,
+            only_schemas=[db],
+        )
         try:
             rows = [row for event in stream for row in event.rows]
         finally:
@@ -419,32 +694,60 @@ def test_latin1_enum_with_non_ascii_label_is_refused_not_guessed() -> None:
 D = ColumnType(Kind.DECIMAL, precision=20, scale=0)
 
 
-@pytest.mark.parametrize(("spelling", "expected"), [
-    ("bigint(20) unsigned", D), ("BIGINT UNSIGNED", D), ("serial", D),
-    ("int(10) unsigned zerofill", INT64), ("INT", INT32), ("int(11)", INT32), ("INTEGER", INT32),
-    ("mediumint unsigned", INT32), ("smallint(5) unsigned", INT32), ("tinyint(1)", INT16), ("BOOLEAN", INT16),
-    ("decimal(65,30)", ColumnType(Kind.DECIMAL, precision=65, scale=30)),
-    ("DECIMAL", ColumnType(Kind.DECIMAL, precision=10, scale=0)),
-    ("NUMERIC(7)", ColumnType(Kind.DECIMAL, precision=7, scale=0)),
-    ("float", ColumnType(Kind.FLOAT, bits=32)), ("float(7,3)", ColumnType(Kind.FLOAT, bits=32)),
-    ("FLOAT(25)", ColumnType(Kind.FLOAT, bits=64)), ("double", ColumnType(Kind.FLOAT, bits=64)),
-    ("DOUBLE PRECISION", ColumnType(Kind.FLOAT, bits=64)), ("REAL", ColumnType(Kind.FLOAT, bits=64)),
-    ("enum('a','b')", ColumnType(Kind.TEXT)), ("enum('it''s','x)y')", ColumnType(Kind.TEXT)),
-    ("set('x','y')", ColumnType(Kind.TEXT_ARRAY)),
-    ("bit(5)", ColumnType(Kind.BITS, length=5)), ("BIT", ColumnType(Kind.BITS, length=1)),
-    ("year(4)", INT16), ("date", ColumnType(Kind.DATE)),
-    ("datetime(6)", ColumnType(Kind.TIMESTAMP, precision=6)), ("DATETIME", ColumnType(Kind.TIMESTAMP, precision=0)),
-    ("timestamp(3)", ColumnType(Kind.TIMESTAMPTZ, precision=3)), ("time(6)", ColumnType(Kind.TIME, precision=6)),
-    ("char(10)", ColumnType(Kind.TEXT, length=10)), ("VARCHAR(20)", ColumnType(Kind.TEXT, length=20)),
-    ("NATIONAL CHARACTER VARYING(5)", ColumnType(Kind.TEXT, length=5)), ("NCHAR(2)", ColumnType(Kind.TEXT, length=2)),
-    ("VARCHAR(8) CHARACTER SET binary", ColumnType(Kind.BYTES, length=8)),
-    ("VARCHAR(8) BINARY", ColumnType(Kind.TEXT, length=8)),
-    ("longtext", ColumnType(Kind.TEXT)), ("LONG VARCHAR", ColumnType(Kind.TEXT)),
-    ("varbinary(16)", ColumnType(Kind.BYTES, length=16)), ("binary(16)", ColumnType(Kind.BYTES, length=16)),
-    ("LONG VARBINARY", ColumnType(Kind.BYTES)), ("blob", ColumnType(Kind.BYTES)),
-    ("json", ColumnType(Kind.JSON)), ("geometry", ColumnType(Kind.BYTES)), ("multipolygon", ColumnType(Kind.BYTES)),
-    ("uuid", ColumnType(Kind.UUID)), ("inet6", ColumnType(Kind.TEXT)), ("inet4", ColumnType(Kind.TEXT)),
-])
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [
+        ("bigint(20) unsigned", D),
+        ("BIGINT UNSIGNED", D),
+        ("serial", D),
+        ("int(10) unsigned zerofill", INT64),
+        ("INT", INT32),
+        ("int(11)", INT32),
+        ("INTEGER", INT32),
+        ("mediumint unsigned", INT32),
+        ("smallint(5) unsigned", INT32),
+        ("tinyint(1)", INT16),
+        ("BOOLEAN", INT16),
+        ("decimal(65,30)", ColumnType(Kind.DECIMAL, precision=65, scale=30)),
+        ("DECIMAL", ColumnType(Kind.DECIMAL, precision=10, scale=0)),
+        ("NUMERIC(7)", ColumnType(Kind.DECIMAL, precision=7, scale=0)),
+        ("float", ColumnType(Kind.FLOAT, bits=32)),
+        ("float(7,3)", ColumnType(Kind.FLOAT, bits=32)),
+        ("FLOAT(25)", ColumnType(Kind.FLOAT, bits=64)),
+        ("double", ColumnType(Kind.FLOAT, bits=64)),
+        ("DOUBLE PRECISION", ColumnType(Kind.FLOAT, bits=64)),
+        ("REAL", ColumnType(Kind.FLOAT, bits=64)),
+        ("enum('a','b')", ColumnType(Kind.TEXT)),
+        ("enum('it''s','x)y')", ColumnType(Kind.TEXT)),
+        ("set('x','y')", ColumnType(Kind.TEXT_ARRAY)),
+        ("bit(5)", ColumnType(Kind.BITS, length=5)),
+        ("BIT", ColumnType(Kind.BITS, length=1)),
+        ("year(4)", INT16),
+        ("date", ColumnType(Kind.DATE)),
+        ("datetime(6)", ColumnType(Kind.TIMESTAMP, precision=6)),
+        ("DATETIME", ColumnType(Kind.TIMESTAMP, precision=0)),
+        ("timestamp(3)", ColumnType(Kind.TIMESTAMPTZ, precision=3)),
+        ("time(6)", ColumnType(Kind.TIME, precision=6)),
+        ("char(10)", ColumnType(Kind.TEXT, length=10)),
+        ("VARCHAR(20)", ColumnType(Kind.TEXT, length=20)),
+        ("NATIONAL CHARACTER VARYING(5)", ColumnType(Kind.TEXT, length=5)),
+        ("NCHAR(2)", ColumnType(Kind.TEXT, length=2)),
+        ("VARCHAR(8) CHARACTER SET binary", ColumnType(Kind.BYTES, length=8)),
+        ("VARCHAR(8) BINARY", ColumnType(Kind.TEXT, length=8)),
+        ("longtext", ColumnType(Kind.TEXT)),
+        ("LONG VARCHAR", ColumnType(Kind.TEXT)),
+        ("varbinary(16)", ColumnType(Kind.BYTES, length=16)),
+        ("binary(16)", ColumnType(Kind.BYTES, length=16)),
+        ("LONG VARBINARY", ColumnType(Kind.BYTES)),
+        ("blob", ColumnType(Kind.BYTES)),
+        ("json", ColumnType(Kind.JSON)),
+        ("geometry", ColumnType(Kind.BYTES)),
+        ("multipolygon", ColumnType(Kind.BYTES)),
+        ("uuid", ColumnType(Kind.UUID)),
+        ("inet6", ColumnType(Kind.TEXT)),
+        ("inet4", ColumnType(Kind.TEXT)),
+    ],
+)
 def test_column_type_spellings(spelling: str, expected: ColumnType) -> None:
     assert my.column_type(spelling) == expected
 
@@ -478,8 +781,14 @@ def test_copy_encoder_rejects_nul_in_json_and_arrays() -> None:
 def test_copy_encoder_other_kinds() -> None:
     assert copy_encoder(ColumnType(Kind.BYTES))(b"\x00\xff") == "\\\\x00ff"
     f = copy_encoder(ColumnType(Kind.FLOAT, bits=64))
-    assert [f(v) for v in (0.1, 1e300, float("nan"), float("inf"), float("-inf"), -0.0)] == \
-        ["0.1", "1e+300", "NaN", "Infinity", "-Infinity", "-0.0"]
+    assert [f(v) for v in (0.1, 1e300, float("nan"), float("inf"), float("-inf"), -0.0)] == [
+        "0.1",
+        "1e+300",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "-0.0",
+    ]
     assert copy_encoder(ColumnType(Kind.DECIMAL))(Decimal("0E-30")) == "0." + "0" * 30
     assert copy_encoder(ColumnType(Kind.DECIMAL))(Decimal("1E+3")) == "1000"
     interval = copy_encoder(ColumnType(Kind.TIME))
@@ -491,28 +800,60 @@ def test_copy_encoder_other_kinds() -> None:
     assert tz(dt.datetime(2021, 1, 1, 5, 30, tzinfo=ist)) == "2021-01-01 00:00:00+00:00"
     assert tz("-infinity") == "-infinity"
     assert copy_encoder(ColumnType(Kind.DATE))("-infinity") == "-infinity"
-    assert copy_encoder(ColumnType(Kind.TEXT_ARRAY))(['a"b', "c\\d", None, "", "x\ty"]) == \
-        '{"a\\\\"b","c\\\\\\\\d",NULL,"","x\\ty"}'
+    assert (
+        copy_encoder(ColumnType(Kind.TEXT_ARRAY))(['a"b', "c\\d", None, "", "x\ty"])
+        == '{"a\\\\"b","c\\\\\\\\d",NULL,"","x\\ty"}'
+    )
     assert copy_encoder(ColumnType(Kind.BOOLEAN))(True) == "t"
 
 
 def test_pg_type_sql() -> None:
-    assert [pg_type_sql(ct) for ct in (INT16, INT32, INT64, D, ColumnType(Kind.DECIMAL),
-                                       ColumnType(Kind.FLOAT, bits=32), ColumnType(Kind.BITS, length=10),
-                                       ColumnType(Kind.TIME, precision=6),
-                                       ColumnType(Kind.TIMESTAMP, precision=6), ColumnType(Kind.TIMESTAMPTZ, precision=0),
-                                       ColumnType(Kind.JSON), ColumnType(Kind.UUID), ColumnType(Kind.TEXT_ARRAY),
-                                       ColumnType(Kind.BOOLEAN), ColumnType(Kind.BYTES))] == [
-        "smallint", "integer", "bigint", "numeric(20,0)", "numeric", "real", "bit(10)", "interval",
-        "timestamp(6) without time zone", "timestamp(0) with time zone", "jsonb", "uuid", "text[]",
-        "boolean", "bytea"]
+    assert [
+        pg_type_sql(ct)
+        for ct in (
+            INT16,
+            INT32,
+            INT64,
+            D,
+            ColumnType(Kind.DECIMAL),
+            ColumnType(Kind.FLOAT, bits=32),
+            ColumnType(Kind.BITS, length=10),
+            ColumnType(Kind.TIME, precision=6),
+            ColumnType(Kind.TIMESTAMP, precision=6),
+            ColumnType(Kind.TIMESTAMPTZ, precision=0),
+            ColumnType(Kind.JSON),
+            ColumnType(Kind.UUID),
+            ColumnType(Kind.TEXT_ARRAY),
+            ColumnType(Kind.BOOLEAN),
+            ColumnType(Kind.BYTES),
+        )
+    ] == [
+        "smallint",
+        "integer",
+        "bigint",
+        "numeric(20,0)",
+        "numeric",
+        "real",
+        "bit(10)",
+        "interval",
+        "timestamp(6) without time zone",
+        "timestamp(0) with time zone",
+        "jsonb",
+        "uuid",
+        "text[]",
+        "boolean",
+        "bytea",
+    ]
 
 
 def test_mysql_binary_json_structure_normalises_like_its_text() -> None:
     parsed = {b"b": [1, 2.5, b"\xc3\xbc"], b"a": {b"x": None}, b"big": 18446744073709551615, b"d": 1e300}
     text = '{"b": [1, 2.50, "ü"], "a": {"x": null}, "big": 18446744073709551615, "d": 1e300}'
-    assert my.normalise_json(parsed) == my.normalise_json(text) == \
-        '{"b":[1,2.5,"ü"],"a":{"x":null},"big":18446744073709551615,"d":1e+300}'
+    assert (
+        my.normalise_json(parsed)
+        == my.normalise_json(text)
+        == '{"b":[1,2.5,"ü"],"a":{"x":null},"big":18446744073709551615,"d":1e+300}'
+    )
 
 
 def test_float32_canonical_form() -> None:
@@ -525,9 +866,11 @@ def test_float32_canonical_form() -> None:
 
 # --- the snapshot's server-encoded path (warpd/connectors/mysql/copytext.py) must land the same values ---
 
+
 @pytest.mark.parametrize("case_id", CASE_IDS)
-def test_server_encoded_snapshot_lands_the_same_values(source: Source, pg: Any, case_id: str,
-                                                       tmp_path: Any) -> None:
+def test_server_encoded_snapshot_lands_the_same_values(
+    source: Source, pg: Any, case_id: str, tmp_path: Any
+) -> None:
     from warpd.connectors.mysql.copytext import copy_text_expr
     from warpd.connectors.mysql.source import MySQLSource
     from warpd.connectors.postgresql.destination import PostgresDestination, make_plan
@@ -536,14 +879,17 @@ def test_server_encoded_snapshot_lands_the_same_values(source: Source, pg: Any, 
 
     case = BY_ID[case_id]
     table = f"t_{case_id}"
-    mysql_source = MySQLSource(f"mysql://root@{MYSQL['host']}:{MYSQL['port']}/{DB}", DB, server_id=SERVER_ID + 7)
+    mysql_source = MySQLSource(
+        f"mysql://root@{MYSQL['host']}:{MYSQL['port']}/{DB}", DB, server_id=SERVER_ID + 7
+    )
     pg_uri = f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{DB}"
     schema = mysql_source.describe(table)
     plan = make_plan(schema, "encoded", soft_delete=False, metadata=False)
     pool = DestinationPool(lambda: PostgresDestination(pg_uri))
     store = StateStore(str(tmp_path))
-    applier = TableApplier("encoded", plan, SchemaConfig(name="encoded").table_settings(table), pool, store,
-                           lambda: False)
+    applier = TableApplier(
+        "encoded", plan, SchemaConfig(name="encoded").table_settings(table), pool, store, lambda: False
+    )
     try:
         pool.get().prepare(plan)
         chunks = list(mysql_source.snapshot(schema, None, 1000, copy_text=True))
@@ -552,7 +898,9 @@ def test_server_encoded_snapshot_lands_the_same_values(source: Source, pg: Any, 
         for chunk in chunks:
             applier.copy_snapshot(chunk)
         with pg.cursor() as cur:
-            cur.execute(sql.SQL("SELECT id, c::text FROM {} ORDER BY id").format(sql.Identifier("encoded", table)))
+            cur.execute(
+                sql.SQL("SELECT id, c::text FROM {} ORDER BY id").format(sql.Identifier("encoded", table))
+            )
             got = dict(cur.fetchall())
         pg.commit()
     finally:

@@ -23,19 +23,31 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cartridge-warp",
-        description="Keep a destination database in sync with a source database (snapshot, then every change).")
-    p.add_argument("--mode", choices=("single", "multi"), default="single",
-                   help="single: run one schema in the foreground; multi: supervise every schema (warpd)")
+        description="Keep a destination database in sync with a source database (snapshot, then every change).",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("single", "multi"),
+        default="single",
+        help="single: run one schema in the foreground; multi: supervise every schema (warpd)",
+    )
     p.add_argument("--source", metavar="URI", help="source URI, e.g. mysql://user:pass@host:3306/db")
     p.add_argument("--destination", metavar="URI", help="destination URI, e.g. postgresql://user@host/db")
     p.add_argument("--schema", metavar="NAME", help="the schema to run (single mode)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON configuration file")
-    p.add_argument("--state-dir", metavar="DIR", help="directory of the state file (default /var/lib/cartridge-warp)")
+    p.add_argument(
+        "--state-dir", metavar="DIR", help="directory of the state file (default /var/lib/cartridge-warp)"
+    )
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
-    p.add_argument("--dry-run", action="store_true", default=None,
-                   help="print the resolved plan (tables, parallelism, batch sizes, DDL) and write nothing")
-    p.add_argument("--validate-config", action="store_true",
-                   help="validate the configuration, print the result and exit")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="print the resolved plan (tables, parallelism, batch sizes, DDL) and write nothing",
+    )
+    p.add_argument(
+        "--validate-config", action="store_true", help="validate the configuration, print the result and exit"
+    )
     p.add_argument("--version", action="version", version=f"cartridge-warp {__version__}")
     return p
 
@@ -54,8 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - never a bare traceback for the operator
-        log.error("internal error (%s: %s); run with --log-level DEBUG for details and please report it",
-                  type(exc).__name__, exc)
+        log.error(
+            "internal error (%s: %s); run with --log-level DEBUG for details and please report it",
+            type(exc).__name__,
+            exc,
+        )
         log.debug("traceback", exc_info=True)
         return EXIT_FAILURE
 
@@ -68,24 +83,39 @@ def _run(args: argparse.Namespace) -> int:
     from warpd.config import CliOverrides, load_config
 
     if args.mode == "multi":
-        print("cartridge-warp: --mode multi (the warpd supervisor) is not available in this version yet; "
-              "run one `cartridge-warp --mode single --schema NAME` per schema (e.g. one "
-              "warpd@NAME.service or one pod each).", file=sys.stderr)
+        print(
+            "cartridge-warp: --mode multi (the warpd supervisor) is not available in this version yet; "
+            "run one `cartridge-warp --mode single --schema NAME` per schema (e.g. one "
+            "warpd@NAME.service or one pod each).",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
-    config = load_config(args.config, cli=CliOverrides(
-        source=args.source, destination=args.destination, schema=args.schema, dry_run=args.dry_run,
-        state_dir=args.state_dir, log_level=args.log_level))
+    config = load_config(
+        args.config,
+        cli=CliOverrides(
+            source=args.source,
+            destination=args.destination,
+            schema=args.schema,
+            dry_run=args.dry_run,
+            state_dir=args.state_dir,
+            log_level=args.log_level,
+        ),
+    )
     logs.configure(config.monitoring.log_level, config.monitoring.log_format)
     if args.validate_config and not args.schema and len(config.schemas) > 1:
         # validating a multi-schema file (the shipped examples, a warpd config) needs no --schema
-        print(f"configuration is valid: {len(config.schemas)} schema(s) "
-              f"({', '.join(config.schema_names)}); source {config.source.redacted()}, "
-              f"destination {config.destination.redacted()}")
+        print(
+            f"configuration is valid: {len(config.schemas)} schema(s) "
+            f"({', '.join(config.schema_names)}); source {config.source.redacted()}, "
+            f"destination {config.destination.redacted()}"
+        )
         return EXIT_OK
     schema = _pick_schema(config, args.schema)
     if args.validate_config:
-        print(f"configuration is valid: {len(config.schemas)} schema(s), running {schema.name!r}; "
-              f"source {config.source.redacted()}, destination {config.destination.redacted()}")
+        print(
+            f"configuration is valid: {len(config.schemas)} schema(s), running {schema.name!r}; "
+            f"source {config.source.redacted()}, destination {config.destination.redacted()}"
+        )
         return EXIT_OK
     logs.set_context(schema=schema.name)
     from warpd.engine.runner import SchemaRunner
@@ -109,8 +139,14 @@ def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     _set_title(f"cartridge-warp: schema {schema.name}")
-    log.info("cartridge-warp %s: schema %s from %s to %s (state %s)", __version__, schema.name,
-             config.source.redacted(), config.destination.redacted(), store.path)
+    log.info(
+        "cartridge-warp %s: schema %s from %s to %s (state %s)",
+        __version__,
+        schema.name,
+        config.source.redacted(),
+        config.destination.redacted(),
+        store.path,
+    )
     runner = SchemaRunner(config, schema, store, should_stop=lambda: not signals.empty())
     runner.run()
     log.info("stopped cleanly")
@@ -123,22 +159,28 @@ def _pick_schema(config: Any, name: str | None) -> Any:
     if len(config.schemas) == 1:
         return config.schemas[0]
     names = ", ".join(s.name for s in config.schemas) or "(none)"
-    raise ConfigError(f"--schema: required in single mode when the configuration has {len(config.schemas)} "
-                      f"schemas (configured: {names})")
+    raise ConfigError(
+        f"--schema: required in single mode when the configuration has {len(config.schemas)} "
+        f"schemas (configured: {names})"
+    )
 
 
 def _print_plan(config: Any, schema: Any, tables: list[dict[str, Any]]) -> None:
-    print(f"Dry run: nothing will be written.\n"
-          f"schema {schema.name} ({schema.mode}): {config.source.redacted()} database "
-          f"{schema.source_database!r} -> {config.destination.redacted()} schema {schema.destination_schema!r}")
+    print(
+        f"Dry run: nothing will be written.\n"
+        f"schema {schema.name} ({schema.mode}): {config.source.redacted()} database "
+        f"{schema.source_database!r} -> {config.destination.redacted()} schema {schema.destination_schema!r}"
+    )
     print(f"on_position_lost: {schema.on_position_lost}; state file: {config.state_dir}")
     if not tables:
         print("no source table matches the whitelist/blacklist")
     for t in tables:
         print(f"\ntable {t['table']} -> {t['destination']} (~{t['estimated_rows']:,} rows)")
-        print(f"  key: {', '.join(t['key'])}; max_parallel_streams={t['max_parallel_streams']} "
-              f"batch_size={t['batch_size']} snapshot_chunk_size={t['snapshot_chunk_size']} "
-              f"deletes={t['deletes']} metadata_columns={str(t['metadata_columns']).lower()}")
+        print(
+            f"  key: {', '.join(t['key'])}; max_parallel_streams={t['max_parallel_streams']} "
+            f"batch_size={t['batch_size']} snapshot_chunk_size={t['snapshot_chunk_size']} "
+            f"deletes={t['deletes']} metadata_columns={str(t['metadata_columns']).lower()}"
+        )
         for stmt in t["ddl"] or ["(destination table already matches)"]:
             print(f"  {stmt};" if not stmt.startswith("(") else f"  {stmt}")
 

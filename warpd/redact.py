@@ -5,7 +5,9 @@ import re
 # scheme://user:password@host  ->  scheme://user:***@host
 _URI_PASSWORD = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)(?P<secret>[^@\s]*)@")
 # key=value pairs some drivers print (psycopg2 DSNs, "password=...")
-_KV_PASSWORD = re.compile(r"(?P<prefix>\b(?:password|passwd|pwd)\s*=\s*)(?P<secret>'[^']*'|\"[^\"]*\"|\S+)", re.I)
+_KV_PASSWORD = re.compile(
+    r"(?P<prefix>\b(?:password|passwd|pwd)\s*=\s*)(?P<secret>'[^']*'|\"[^\"]*\"|\S+)", re.I
+)
 
 
 def redact(text: object) -> str:

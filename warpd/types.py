@@ -65,8 +65,16 @@ class ColumnType:
     length: int | None = None  # BITS length; TEXT/BYTES max length when bounded
 
     def describe(self) -> str:
-        extras = [f"{k}={v}" for k, v in (("bits", self.bits), ("precision", self.precision),
-                                          ("scale", self.scale), ("length", self.length)) if v is not None]
+        extras = [
+            f"{k}={v}"
+            for k, v in (
+                ("bits", self.bits),
+                ("precision", self.precision),
+                ("scale", self.scale),
+                ("length", self.length),
+            )
+            if v is not None
+        ]
         return self.kind.value + (f"({', '.join(extras)})" if extras else "")
 
 
@@ -134,8 +142,9 @@ def is_widening(old: ColumnType, new: ColumnType) -> bool:
             return True
         if old.precision is None:
             return False
-        return (new.scale or 0) >= (old.scale or 0) and \
-            (new.precision - (new.scale or 0)) >= (old.precision - (old.scale or 0))
+        return (new.scale or 0) >= (old.scale or 0) and (new.precision - (new.scale or 0)) >= (
+            old.precision - (old.scale or 0)
+        )
     if old.kind is Kind.FLOAT and new.kind is Kind.FLOAT:
         return (new.bits or 64) >= (old.bits or 64)
     if old.kind is new.kind and old.kind in (Kind.TEXT, Kind.BYTES):

@@ -26,14 +26,17 @@ def _infinite_aware(name: str, oid_type: Any) -> Any:
         if value in ("infinity", "-infinity"):
             return value
         return oid_type(value, cur)
+
     return psycopg2.extensions.new_type(oid_type.values, name, cast)
 
 
 def register_infinity(conn: Any) -> None:
     """Read PostgreSQL's ±infinity dates and timestamps as the strings cartridge-warp writes."""
-    for name, caster in (("WARP_DATE", psycopg2.extensions.DATE),
-                         ("WARP_TS", psycopg2.extensions.PYDATETIME),
-                         ("WARP_TSTZ", psycopg2.extensions.PYDATETIMETZ)):
+    for name, caster in (
+        ("WARP_DATE", psycopg2.extensions.DATE),
+        ("WARP_TS", psycopg2.extensions.PYDATETIME),
+        ("WARP_TSTZ", psycopg2.extensions.PYDATETIMETZ),
+    ):
         psycopg2.extensions.register_type(_infinite_aware(name, caster), conn)
 
 
@@ -70,8 +73,8 @@ class TableDiff:
     table: str
     source_rows: int = 0
     destination_rows: int = 0
-    missing: list[Any] = field(default_factory=list)     # keys at the source only
-    extra: list[Any] = field(default_factory=list)       # keys at the destination only
+    missing: list[Any] = field(default_factory=list)  # keys at the source only
+    extra: list[Any] = field(default_factory=list)  # keys at the destination only
     different: list[tuple[Any, str, Any, Any]] = field(default_factory=list)  # key, column, source, dest
 
     @property
@@ -96,8 +99,9 @@ def destination_rows(conn: Any, plan: TablePlan) -> dict[Any, dict[str, Any]]:
     register_infinity(conn)
     cols = plan.source.columns
     names = [plan.columns[c.name] for c in cols]
-    query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, names)),
-                                              sql.Identifier(plan.pg_schema, plan.pg_table))
+    query = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(plan.pg_schema, plan.pg_table)
+    )
     if plan.soft_delete:
         query = sql.SQL("{} WHERE {} IS NULL").format(query, sql.Identifier(DELETED_AT_COLUMN))
     out: dict[Any, dict[str, Any]] = {}
@@ -116,8 +120,12 @@ def _key(plan: TablePlan, row: Mapping[str, Any]) -> Any:
     return json.dumps([str(row[c.name]) for c in plan.source.columns])
 
 
-def compare(plan: TablePlan, source_rows: Iterable[Mapping[str, Any]], dest: Mapping[Any, Mapping[str, Any]],
-            skip_columns: Iterable[str] = ()) -> TableDiff:
+def compare(
+    plan: TablePlan,
+    source_rows: Iterable[Mapping[str, Any]],
+    dest: Mapping[Any, Mapping[str, Any]],
+    skip_columns: Iterable[str] = (),
+) -> TableDiff:
     skip = set(skip_columns)
     diff = TableDiff(plan.source.name, destination_rows=len(dest))
     seen = set()

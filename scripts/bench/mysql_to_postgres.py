@@ -77,24 +77,29 @@ from warpd.connectors.mysql.source import MySQLSource  # noqa: E402
 from warpd.connectors.postgresql.destination import TablePlan, create_table_sql, make_plan  # noqa: E402
 from warpd.state.store import StateStore  # noqa: E402
 
-DB = "warp_bench"                 # MariaDB database, PostgreSQL schema and cartridge-warp schema name
-TABLE = "bench"                   # (LOAD_SQL and the CHECKSUM_* statements spell both out)
-RAW_SCHEMA = "warp_bench_raw"     # PostgreSQL schema of the raw COPY measurement
+DB = "warp_bench"  # MariaDB database, PostgreSQL schema and cartridge-warp schema name
+TABLE = "bench"  # (LOAD_SQL and the CHECKSUM_* statements spell both out)
+RAW_SCHEMA = "warp_bench_raw"  # PostgreSQL schema of the raw COPY measurement
 MYSQL_ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "charset": "utf8mb4"}
 SOURCE_URI = f"mysql://warp:warp@127.0.0.1:3306/{DB}"
 PG_DSN = "postgresql://warp:warp@127.0.0.1:5432/warp_test"
 PG_SUPERUSER = os.environ.get("WARP_BENCH_PG_SUPERUSER", "postgres")
 
 LOAD_CHUNK = 100_000
-STATE_POLL = 0.2                  # seconds between state-file polls (snapshot)
-MARKER_POLL = 0.02                # seconds between destination polls (streaming)
+STATE_POLL = 0.2  # seconds between state-file polls (snapshot)
+MARKER_POLL = 0.02  # seconds between destination polls (streaming)
 
 # Aims and reference points of the project brief (2-core machine, MariaDB -> PostgreSQL, 1.1M rows).
 AIM_SNAPSHOT_VS_COPY = 0.5
 AIM_STREAM_EVENTS = 5_000
-REFERENCE = {"raw COPY": 226_000, "sling snapshot": 75_000, "pg_chameleon snapshot": 79_000,
-             "pg_chameleon streaming catch-up": 2_000, "python-mysql-replication parse": 7_000,
-             "execute_values upserts": 21_000}
+REFERENCE = {
+    "raw COPY": 226_000,
+    "sling snapshot": 75_000,
+    "pg_chameleon snapshot": 79_000,
+    "pg_chameleon streaming catch-up": 2_000,
+    "python-mysql-replication parse": 7_000,
+    "execute_values upserts": 21_000,
+}
 
 _T0 = time.monotonic()
 
@@ -145,6 +150,7 @@ def process_cpu(pid: int) -> float:
 
 def busy_processes(seconds: float = 1.0) -> list[tuple[str, float]]:
     """Processes other than this one and the database servers that used CPU during ``seconds``."""
+
     def snapshot() -> dict[int, tuple[str, float]]:
         out = {}
         for entry in os.listdir("/proc"):
@@ -156,11 +162,15 @@ def busy_processes(seconds: float = 1.0) -> list[tuple[str, float]]:
                     continue
                 out[int(entry)] = (cmd, process_cpu(int(entry)))
         return out
+
     before = snapshot()
     time.sleep(seconds)
     after = snapshot()
-    busy = [(cmd[:100], (cpu - before[pid][1]) / seconds) for pid, (cmd, cpu) in after.items()
-            if pid in before and cmd and (cpu - before[pid][1]) / seconds >= 0.05]
+    busy = [
+        (cmd[:100], (cpu - before[pid][1]) / seconds)
+        for pid, (cmd, cpu) in after.items()
+        if pid in before and cmd and (cpu - before[pid][1]) / seconds >= 0.05
+    ]
     return sorted(busy, key=lambda x: -x[1])
 
 
@@ -177,8 +187,10 @@ def wait_for_quiet(max_wait: float) -> dict[str, Any]:
         time.sleep(4.0)
     others = busy_processes() if busy >= 10.0 else []
     if busy >= 10.0:
-        say(f"WARNING: the machine is {busy:.0f}% busy: the figures will be low. Busy: "
-            + "; ".join(f"{cmd} ({100 * cpu:.0f}%)" for cmd, cpu in others[:3]))
+        say(
+            f"WARNING: the machine is {busy:.0f}% busy: the figures will be low. Busy: "
+            + "; ".join(f"{cmd} ({100 * cpu:.0f}%)" for cmd, cpu in others[:3])
+        )
     return {"machine_busy_pct_at_start": busy, "other_busy_processes": [c for c, _ in others[:5]]}
 
 
@@ -201,8 +213,9 @@ def pg(dsn: str = PG_DSN) -> psycopg2.extensions.connection:
 def pg_superuser_checkpoint() -> None:
     """Flush PostgreSQL's dirty buffers between phases so one phase's WAL does not slow the next."""
     try:
-        conn = psycopg2.connect(host="127.0.0.1", port=5432, user=PG_SUPERUSER, dbname="warp_test",
-                                connect_timeout=5)
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=5432, user=PG_SUPERUSER, dbname="warp_test", connect_timeout=5
+        )
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("CHECKPOINT")
@@ -216,7 +229,9 @@ def master_position(conn: pymysql.connections.Connection) -> tuple[str, int]:
         cur.execute("SHOW MASTER STATUS")
         row = cur.fetchone()
     if not row:
-        raise BenchError("SHOW MASTER STATUS returned nothing: is the binlog on? (scripts/setup-databases.sh)")
+        raise BenchError(
+            "SHOW MASTER STATUS returned nothing: is the binlog on? (scripts/setup-databases.sh)"
+        )
     return str(row[0]), int(row[1])
 
 
@@ -247,8 +262,10 @@ LOAD_SQL = (  # the names are DB and TABLE, spelled out
 
 
 def create_source(rows: int) -> dict[str, Any]:
-    say(f"creating MariaDB database {DB} with {rows:,} rows (INSERT ... SELECT from the SEQUENCE engine, "
-        "sql_log_bin=0)")
+    say(
+        f"creating MariaDB database {DB} with {rows:,} rows (INSERT ... SELECT from the SEQUENCE engine, "
+        "sql_log_bin=0)"
+    )
     t0 = time.monotonic()
     conn = mysql()
     try:
@@ -263,8 +280,11 @@ def create_source(rows: int) -> dict[str, Any]:
                 cur.execute(LOAD_SQL.format(a=a, b=b))
             cur.execute(f"ANALYZE TABLE {TABLE}")
             cur.fetchall()
-            cur.execute("SELECT DATA_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                        "AND TABLE_NAME = %s", (DB, TABLE))
+            cur.execute(
+                "SELECT DATA_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                "AND TABLE_NAME = %s",
+                (DB, TABLE),
+            )
             data_length = int(cur.fetchone()[0] or 0)
     finally:
         conn.close()
@@ -310,8 +330,12 @@ def _copy_text_expr(col: Any) -> str:
     name = f"`{col.name}`"
     value = f"CAST({name} AS CHAR)"
     if col.type.kind.value in ("text", "json"):
-        for raw, esc in (("CHAR(92)", "CONCAT(CHAR(92), CHAR(92))"), ("CHAR(9)", "CONCAT(CHAR(92), 't')"),
-                         ("CHAR(10)", "CONCAT(CHAR(92), 'n')"), ("CHAR(13)", "CONCAT(CHAR(92), 'r')")):
+        for raw, esc in (
+            ("CHAR(92)", "CONCAT(CHAR(92), CHAR(92))"),
+            ("CHAR(9)", "CONCAT(CHAR(92), 't')"),
+            ("CHAR(10)", "CONCAT(CHAR(92), 'n')"),
+            ("CHAR(13)", "CONCAT(CHAR(92), 'r')"),
+        ):
             value = f"REPLACE({value}, {raw}, {esc})"
     return f"COALESCE({value}, CONCAT(CHAR(92), 'N'))"
 
@@ -323,8 +347,10 @@ def raw_copy(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
     (one string a row), the read side of cartridge-warp's server-encoded snapshot.
     """
     plan = source_plan(RAW_SCHEMA)
-    say("raw (a): producing the COPY text in memory (not timed for (a)); this is also raw (b2): PyMySQL "
-        "reading COPY lines the server encoded")
+    say(
+        "raw (a): producing the COPY text in memory (not timed for (a)); this is also raw (b2): PyMySQL "
+        "reading COPY lines the server encoded"
+    )
     select = ", ".join(_copy_text_expr(c) for c in plan.source.columns)
     buf = io.BytesIO()
     conn = mysql(DB, cursorclass=pymysql.cursors.SSCursor)
@@ -340,8 +366,13 @@ def raw_copy(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
     finally:
         conn.close()
     size = buf.tell()
-    encoded_read = {"rows": rows, "seconds": round(read_seconds, 3), "rows_per_s": round(rows / read_seconds),
-                    "machine_busy_pct": read_cpu["machine_busy_pct"], "client_cpu_s": read_cpu["warp_cpu_s"]}
+    encoded_read = {
+        "rows": rows,
+        "seconds": round(read_seconds, 3),
+        "rows_per_s": round(rows / read_seconds),
+        "machine_busy_pct": read_cpu["machine_busy_pct"],
+        "client_cpu_s": read_cpu["warp_cpu_s"],
+    }
     say(f"  (b2) {rows / read_seconds:,.0f} rows/s ({read_seconds:.2f}s)")
     conn = pg()
     with conn, conn.cursor() as cur:
@@ -365,8 +396,12 @@ def raw_copy(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
     if copied != rows:
         raise BenchError(f"raw COPY loaded {copied} rows, expected {rows}")
     say(f"  {rows / seconds:,.0f} rows/s ({seconds:.2f}s)")
-    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds),
-            "mib": round(size / 2**20, 1)} | busy, encoded_read
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds),
+        "mib": round(size / 2**20, 1),
+    } | busy, encoded_read
 
 
 def raw_read(rows: int) -> dict[str, Any]:
@@ -388,8 +423,13 @@ def raw_read(rows: int) -> dict[str, Any]:
     if count != rows:
         raise BenchError(f"PyMySQL read {count} rows, expected {rows}")
     say(f"  {rows / seconds:,.0f} rows/s ({seconds:.2f}s)")
-    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds),
-            "machine_busy_pct": used["machine_busy_pct"], "client_cpu_s": used["warp_cpu_s"]}
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds),
+        "machine_busy_pct": used["machine_busy_pct"],
+        "client_cpu_s": used["warp_cpu_s"],
+    }
 
 
 def raw_parse(start: tuple[str, int], end: tuple[str, int], expected: int) -> dict[str, Any]:
@@ -402,18 +442,32 @@ def raw_parse(start: tuple[str, int], end: tuple[str, int], expected: int) -> di
     from pymysqlreplication.event import HeartbeatLogEvent, QueryEvent, RotateEvent, XidEvent
     from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-    say(f"raw (c): parsing the burst's binlog range {start[0]}:{start[1]} .. {end[0]}:{end[1]} "
-        "with pymysqlreplication alone")
+    say(
+        f"raw (c): parsing the burst's binlog range {start[0]}:{start[1]} .. {end[0]}:{end[1]} "
+        "with pymysqlreplication alone"
+    )
     settings = {k: MYSQL_ROOT[k] for k in ("host", "port", "user")} | {"passwd": "", "connect_timeout": 10}
     events = 0
     cpu = CpuWindow(os.getpid())
     t0 = time.monotonic()
     stream = BinLogStreamReader(
-        connection_settings=settings, server_id=4_242_002, resume_stream=True, log_file=start[0],
-        log_pos=start[1], blocking=False,
-        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, QueryEvent, XidEvent, RotateEvent,
-                     HeartbeatLogEvent],
-        enable_logging=False)
+        connection_settings=settings,
+        server_id=4_242_002,
+        resume_stream=True,
+        log_file=start[0],
+        log_pos=start[1],
+        blocking=False,
+        only_events=[
+            WriteRowsEvent,
+            UpdateRowsEvent,
+            DeleteRowsEvent,
+            QueryEvent,
+            XidEvent,
+            RotateEvent,
+            HeartbeatLogEvent,
+        ],
+        enable_logging=False,
+    )
     try:
         for ev in stream:
             if isinstance(ev, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)) and ev.schema == DB:
@@ -427,8 +481,13 @@ def raw_parse(start: tuple[str, int], end: tuple[str, int], expected: int) -> di
     if events != expected:
         say(f"  (parsed {events} row events, expected {expected})")
     say(f"  {events / seconds:,.0f} row events/s ({seconds:.2f}s)")
-    return {"events": events, "seconds": round(seconds, 3), "events_per_s": round(events / seconds),
-            "machine_busy_pct": used["machine_busy_pct"], "client_cpu_s": used["warp_cpu_s"]}
+    return {
+        "events": events,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(events / seconds),
+        "machine_busy_pct": used["machine_busy_pct"],
+        "client_cpu_s": used["warp_cpu_s"],
+    }
 
 
 # --------------------------------------------------------------------------- the process
@@ -443,8 +502,21 @@ class Warp:
         self._store: StateStore | None = None
 
     def start(self) -> float:
-        cmd = [sys.executable, "-m", "warpd", "--mode", "single", "--source", SOURCE_URI,
-               "--destination", PG_DSN, "--schema", DB, "--state-dir", self.state_dir]
+        cmd = [
+            sys.executable,
+            "-m",
+            "warpd",
+            "--mode",
+            "single",
+            "--source",
+            SOURCE_URI,
+            "--destination",
+            PG_DSN,
+            "--schema",
+            DB,
+            "--state-dir",
+            self.state_dir,
+        ]
         log = open(self.log_path, "ab")  # handed to the child; our copy is closed below
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -458,8 +530,9 @@ class Warp:
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise BenchError(f"cartridge-warp exited with status {self.proc.returncode}; its log:\n"
-                             + self.log_tail())
+            raise BenchError(
+                f"cartridge-warp exited with status {self.proc.returncode}; its log:\n" + self.log_tail()
+            )
 
     def store(self) -> StateStore:
         """The state file, opened once the process has created it."""
@@ -523,9 +596,24 @@ class Profiler:
             return
         self.path = os.path.join(self.out_dir, f"{name}.txt")
         self.proc = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--threads", "--full-filenames",
-             "--rate", "100", "-o", self.path, *(["--gil"] if self.gil else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--threads",
+                "--full-filenames",
+                "--rate",
+                "100",
+                "-o",
+                self.path,
+                *(["--gil"] if self.gil else []),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.3)  # attached
 
     def stop(self) -> str | None:
@@ -549,7 +637,7 @@ def _short(path: str) -> str:
         if marker in path:
             return path.split(marker, 1)[1]
     if path.startswith(ROOT + "/"):
-        return path[len(ROOT) + 1:]
+        return path[len(ROOT) + 1 :]
     return os.path.basename(path)
 
 
@@ -559,17 +647,35 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("binlog decoding (pymysqlreplication)", ("pymysqlreplication/",)),
     ("source read (PyMySQL)", ("pymysql/",)),
     ("state file (SQLite)", ("warpd/state/",)),
-    ("COPY / merge round trips (psycopg2)", ("destination.py:PostgresDestination.write",
-                                            "destination.py:PostgresDestination._transaction")),
-    ("COPY text encoding / line assembly", ("destination.py:PostgresDestination.encode_line",
-                                           "destination.py:TablePlan.encode", "types.py:copy_encoder",
-                                           "applier.py:TableApplier.copy_snapshot", "applier.py:TableApplier._encode")),
-    ("binlog value conversion (warpd)", ("binlog.py:BinlogReader._rows", "binlog.py:BinlogReader._convert",
-                                         "mysql/types.py:binlog_image")),
+    (
+        "COPY / merge round trips (psycopg2)",
+        ("destination.py:PostgresDestination.write", "destination.py:PostgresDestination._transaction"),
+    ),
+    (
+        "COPY text encoding / line assembly",
+        (
+            "destination.py:PostgresDestination.encode_line",
+            "destination.py:TablePlan.encode",
+            "types.py:copy_encoder",
+            "applier.py:TableApplier.copy_snapshot",
+            "applier.py:TableApplier._encode",
+        ),
+    ),
+    (
+        "binlog value conversion (warpd)",
+        ("binlog.py:BinlogReader._rows", "binlog.py:BinlogReader._convert", "mysql/types.py:binlog_image"),
+    ),
     ("snapshot chunk rows (warpd)", ("source.py:MySQLSource.snapshot",)),
-    ("batching, compaction, dispatch", ("runner.py:SchemaRunner._handle", "batch.py:compact",
-                                        "runner.py:SchemaRunner._flush", "applier.py:TableApplier.apply",
-                                        "applier.py:TableApplier._write")),
+    (
+        "batching, compaction, dispatch",
+        (
+            "runner.py:SchemaRunner._handle",
+            "batch.py:compact",
+            "runner.py:SchemaRunner._flush",
+            "applier.py:TableApplier.apply",
+            "applier.py:TableApplier._write",
+        ),
+    ),
     ("binlog reader loop", ("binlog.py:BinlogReader.events",)),
     ("threads, queues, logging", ("concurrent/futures/", "queue.py:", "threading.py:", "logging/")),
 )
@@ -613,9 +719,17 @@ def analyse_profile(path: str, top: int = 15) -> dict[str, Any]:
 
     def share(c: collections.Counter[str]) -> list[tuple[str, float]]:
         return [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(top)]
-    return {"samples": total, "threads": share(threads), "stages": share(stages), "self": share(own),
-            "inclusive_warpd": [(k, v) for k, v in share(collections.Counter(
-                {k: v for k, v in incl.items() if k.startswith("warpd/")}))]}
+
+    return {
+        "samples": total,
+        "threads": share(threads),
+        "stages": share(stages),
+        "self": share(own),
+        "inclusive_warpd": [
+            (k, v)
+            for k, v in share(collections.Counter({k: v for k, v in incl.items() if k.startswith("warpd/")}))
+        ],
+    }
 
 
 # --------------------------------------------------------------------------- measurements
@@ -632,12 +746,16 @@ def wait_snapshot(warp: Warp, rows: int) -> dict[str, Any]:
         if prog is not None and prog.status == "done":
             total = now - warp.started
             copy = now - running_seen if running_seen else None
-            out = {"rows": prog.rows_copied, "seconds_from_start": round(total, 2),
-                   "rows_per_s": round(prog.rows_copied / total),
-                   "copy_seconds": round(copy, 2) if copy else None,
-                   "copy_rows_per_s": round(prog.rows_copied / copy) if copy else None}
-            m = re.search(r"snapshot \S+: done, ([\d,]+) rows \(([\d,]+) in \S+, ([\d,]+) rows/s\)",
-                          warp.log_text())
+            out = {
+                "rows": prog.rows_copied,
+                "seconds_from_start": round(total, 2),
+                "rows_per_s": round(prog.rows_copied / total),
+                "copy_seconds": round(copy, 2) if copy else None,
+                "copy_rows_per_s": round(prog.rows_copied / copy) if copy else None,
+            }
+            m = re.search(
+                r"snapshot \S+: done, ([\d,]+) rows \(([\d,]+) in \S+, ([\d,]+) rows/s\)", warp.log_text()
+            )
             out["warp_reported_rows_per_s"] = int(m.group(3).replace(",", "")) if m else None
             out |= cpu.stop()
             out["cpu_s_per_million_rows"] = round(out["warp_cpu_s"] * 1e6 / prog.rows_copied, 2)
@@ -662,8 +780,11 @@ def burst(updates: int, txn_rows: int, rows: int, marker_id: int, marker: str) -
                 n = min(txn_rows, updates - done)
                 a = done % rows + 1
                 b = min(rows, a + n - 1)
-                cur.execute(f"UPDATE {TABLE} SET qty = qty + 1, score = score + 0.5, "  # noqa: S608 - constants
-                            "updated_at = NOW() WHERE id BETWEEN %s AND %s", (a, b))
+                cur.execute(
+                    f"UPDATE {TABLE} SET qty = qty + 1, score = score + 0.5, "  # noqa: S608 - constants
+                    "updated_at = NOW() WHERE id BETWEEN %s AND %s",
+                    (a, b),
+                )
                 done += cur.rowcount
                 if done >= updates:
                     cur.execute(f"UPDATE {TABLE} SET name = %s WHERE id = %s", (marker, marker_id))  # noqa: S608
@@ -675,14 +796,21 @@ def burst(updates: int, txn_rows: int, rows: int, marker_id: int, marker: str) -
     events = updates + 1
     seconds = commits[-1] - commits[0]
     after_first = events - min(txn_rows, updates)  # rows committed after the first commit
-    return {"events": events, "transactions": len(commits), "first_commit": commits[0],
-            "last_commit": commits[-1], "source_seconds": round(seconds, 3),
-            "source_rows_per_s": round(after_first / seconds) if seconds > 0 else None,
-            "start": start, "end": end}
+    return {
+        "events": events,
+        "transactions": len(commits),
+        "first_commit": commits[0],
+        "last_commit": commits[-1],
+        "source_seconds": round(seconds, 3),
+        "source_rows_per_s": round(after_first / seconds) if seconds > 0 else None,
+        "start": start,
+        "end": end,
+    }
 
 
-def wait_applied(warp: Warp, marker_id: int, marker: str, end: tuple[str, int],
-                 timeout: float = 900.0) -> tuple[float, float]:
+def wait_applied(
+    warp: Warp, marker_id: int, marker: str, end: tuple[str, int], timeout: float = 900.0
+) -> tuple[float, float]:
     """Poll PostgreSQL for the marker and the state file for the checkpoint; return both times."""
     conn = pg()
     conn.autocommit = True
@@ -708,8 +836,10 @@ def wait_applied(warp: Warp, marker_id: int, marker: str, end: tuple[str, int],
                 time.sleep(MARKER_POLL)
     finally:
         conn.close()
-    raise BenchError(f"timed out waiting for the burst to arrive (marker seen: {visible is not None}, "
-                     f"checkpoint caught up: {ckpt is not None}):\n{warp.log_tail()}")
+    raise BenchError(
+        f"timed out waiting for the burst to arrive (marker seen: {visible is not None}, "
+        f"checkpoint caught up: {ckpt is not None}):\n{warp.log_tail()}"
+    )
 
 
 def idle_latency(warp: Warp, row_id: int, samples: int = 5) -> dict[str, Any]:
@@ -738,8 +868,11 @@ def idle_latency(warp: Warp, row_id: int, samples: int = 5) -> dict[str, Any]:
     finally:
         src.close()
         dst.close()
-    return {"samples_s": [round(x, 3) for x in out], "median_s": round(statistics.median(out), 3),
-            "max_s": round(max(out), 3)}
+    return {
+        "samples_s": [round(x, 3) for x in out],
+        "median_s": round(statistics.median(out), 3),
+        "max_s": round(max(out), 3),
+    }
 
 
 CHECKSUM_MYSQL = (  # the names are DB and TABLE, spelled out
@@ -767,8 +900,12 @@ def verify() -> dict[str, Any]:
     conn.close()
     source = {"rows": int(src[0]), "checksum": int(src[1] or 0)}
     dest = {"rows": int(dst[0]), "checksum": int(dst[1] or 0)}
-    return {"equal": source == dest, "source": source, "destination": dest,
-            "columns": "id, qty, name, price, created_at, updated_at, flag, note"}
+    return {
+        "equal": source == dest,
+        "source": source,
+        "destination": dest,
+        "columns": "id, qty, name, price, created_at, updated_at, flag, note",
+    }
 
 
 # --------------------------------------------------------------------------- the machine
@@ -776,13 +913,28 @@ def warpd_revision() -> str:
     """The commit measured, and whether warpd/ differs from it (read-only git; never touches the index)."""
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "warpd"], cwd=ROOT, env=env,
-                               capture_output=True, timeout=10).returncode != 0
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "diff", "--quiet", "HEAD", "--", "warpd"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                timeout=10,
+            ).returncode
+            != 0
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown (no git)"
     from warpd import __version__
+
     return f"{__version__}, commit {head or '?'}" + (" + uncommitted changes in warpd/" if dirty else "")
 
 
@@ -800,34 +952,46 @@ def machine() -> dict[str, Any]:
                 mem_kib = int(line.split()[1])
     conn = mysql()
     with conn.cursor() as cur:
-        cur.execute("SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit, "
-                    "@@sync_binlog, @@binlog_format, @@binlog_row_image")
+        cur.execute(
+            "SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit, "
+            "@@sync_binlog, @@binlog_format, @@binlog_row_image"
+        )
         mv, pool, flush, sync_binlog, fmt, image = cur.fetchone()
     conn.close()
     conn = pg()
     with conn.cursor() as cur:
-        cur.execute("SELECT current_setting('server_version'), current_setting('shared_buffers'), "
-                    "current_setting('synchronous_commit'), current_setting('max_wal_size'), "
-                    "current_setting('wal_level')")
+        cur.execute(
+            "SELECT current_setting('server_version'), current_setting('shared_buffers'), "
+            "current_setting('synchronous_commit'), current_setting('max_wal_size'), "
+            "current_setting('wal_level')"
+        )
         pv, shared, sync_commit, max_wal, wal_level = cur.fetchone()
     conn.close()
 
     def version(mod: str) -> str:
         try:
             from importlib.metadata import version as v
+
             return v(mod)
         except Exception:  # noqa: BLE001 - informational only
             return "?"
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kib / 2**20, 1),
-            "kernel": platform.release(), "python": platform.python_version(),
-            "mariadb": str(mv), "postgresql": str(pv),
-            "mariadb_settings": f"innodb_buffer_pool_size={int(pool) // 2**20}M, "
-                                f"innodb_flush_log_at_trx_commit={flush}, sync_binlog={sync_binlog}, "
-                                f"binlog_format={fmt}, binlog_row_image={image}",
-            "postgresql_settings": f"shared_buffers={shared}, synchronous_commit={sync_commit}, "
-                                   f"max_wal_size={max_wal}, wal_level={wal_level}",
-            "drivers": f"PyMySQL {version('PyMySQL')}, psycopg2 {version('psycopg2-binary')}, "
-                       f"mysql-replication {version('mysql-replication')}"}
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mariadb": str(mv),
+        "postgresql": str(pv),
+        "mariadb_settings": f"innodb_buffer_pool_size={int(pool) // 2**20}M, "
+        f"innodb_flush_log_at_trx_commit={flush}, sync_binlog={sync_binlog}, "
+        f"binlog_format={fmt}, binlog_row_image={image}",
+        "postgresql_settings": f"shared_buffers={shared}, synchronous_commit={sync_commit}, "
+        f"max_wal_size={max_wal}, wal_level={wal_level}",
+        "drivers": f"PyMySQL {version('PyMySQL')}, psycopg2 {version('psycopg2-binary')}, "
+        f"mysql-replication {version('mysql-replication')}",
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -844,73 +1008,129 @@ def report(fig: dict[str, Any]) -> str:
 
     def add(label: str, value: str, note: str = "") -> None:
         rows.append((label, value, note))
-    add("rows / updates", f"{fig['rows']:,} / {fig['updates']:,}", f"transactions of {fig['txn_rows']:,} rows")
-    add("raw (a) PostgreSQL COPY FROM STDIN", f"{copy:,} rows/s" if copy else "skipped",
+
+    add(
+        "rows / updates", f"{fig['rows']:,} / {fig['updates']:,}", f"transactions of {fig['txn_rows']:,} rows"
+    )
+    add(
+        "raw (a) PostgreSQL COPY FROM STDIN",
+        f"{copy:,} rows/s" if copy else "skipped",
         f"{raw['copy']['seconds']}s, {raw['copy']['mib']} MiB, one transaction; machine "
-        f"{raw['copy']['machine_busy_pct']}% busy" if copy else "")
-    add("raw (b) PyMySQL SSCursor read, typed values", f"{read:,} rows/s" if read else "skipped",
+        f"{raw['copy']['machine_busy_pct']}% busy"
+        if copy
+        else "",
+    )
+    add(
+        "raw (b) PyMySQL SSCursor read, typed values",
+        f"{read:,} rows/s" if read else "skipped",
         f"{raw['pymysql_read']['seconds']}s, client CPU {raw['pymysql_read']['client_cpu_s']}s; machine "
-        f"{raw['pymysql_read']['machine_busy_pct']}% busy" if read else "")
+        f"{raw['pymysql_read']['machine_busy_pct']}% busy"
+        if read
+        else "",
+    )
     enc = raw.get("pymysql_read_encoded", {}).get("rows_per_s")
-    add("raw (b2) PyMySQL read, server-encoded lines", f"{enc:,} rows/s" if enc else "skipped",
+    add(
+        "raw (b2) PyMySQL read, server-encoded lines",
+        f"{enc:,} rows/s" if enc else "skipped",
         f"{raw['pymysql_read_encoded']['seconds']}s, client CPU {raw['pymysql_read_encoded']['client_cpu_s']}s"
-        if enc else "")
-    add("raw (c) pymysqlreplication parse", f"{parse:,} events/s" if parse else "skipped",
+        if enc
+        else "",
+    )
+    add(
+        "raw (c) pymysqlreplication parse",
+        f"{parse:,} events/s" if parse else "skipped",
         f"{raw['binlog_parse']['seconds']}s for {raw['binlog_parse']['events']:,} row events, client CPU "
-        f"{raw['binlog_parse']['client_cpu_s']}s" if parse else "")
-    add("snapshot (process start -> done)", f"{snap['rows_per_s']:,} rows/s",
+        f"{raw['binlog_parse']['client_cpu_s']}s"
+        if parse
+        else "",
+    )
+    add(
+        "snapshot (process start -> done)",
+        f"{snap['rows_per_s']:,} rows/s",
         f"{snap['seconds_from_start']}s; warp CPU {snap['warp_cpu_s']}s ({snap['cpu_s_per_million_rows']}s per "
-        f"million rows); machine {snap['machine_busy_pct']}% busy")
+        f"million rows); machine {snap['machine_busy_pct']}% busy",
+    )
     if snap.get("copy_rows_per_s"):
-        add("snapshot, copy phase only", f"{snap['copy_rows_per_s']:,} rows/s",
+        add(
+            "snapshot, copy phase only",
+            f"{snap['copy_rows_per_s']:,} rows/s",
             f"{snap['copy_seconds']}s (first 'running' -> done); warp logs "
-            f"{snap.get('warp_reported_rows_per_s') or 0:,} rows/s")
+            f"{snap.get('warp_reported_rows_per_s') or 0:,} rows/s",
+        )
     add("  snapshot / raw COPY", ratio(snap["rows_per_s"], copy), f"aim >= {AIM_SNAPSHOT_VS_COPY:.2f}x")
     add("  snapshot / PyMySQL read (typed values)", ratio(snap["rows_per_s"], read))
     add("  snapshot / PyMySQL read (encoded lines)", ratio(snap["rows_per_s"], enc))
-    add("streaming, live burst", f"{live['events_per_s']:,} events/s",
+    add(
+        "streaming, live burst",
+        f"{live['events_per_s']:,} events/s",
         f"{live['events']:,} events in {live['seconds']}s (first commit -> last visible); "
         f"the source committed them in {live['source_seconds']}s; warp CPU {live['warp_cpu_s']}s "
-        f"({live['cpu_s_per_100k_events']}s per 100k events); machine {live['machine_busy_pct']}% busy")
+        f"({live['cpu_s_per_100k_events']}s per 100k events); machine {live['machine_busy_pct']}% busy",
+    )
     if fig.get("catch_up"):
         cu = fig["catch_up"]
-        add("streaming, catch-up after restart", f"{cu['events_per_s']:,} events/s",
+        add(
+            "streaming, catch-up after restart",
+            f"{cu['events_per_s']:,} events/s",
             f"{cu['seconds']}s from process start; {cu['events_per_s_after_startup']:,} events/s "
-            f"after the 'streaming' log line ({cu['startup_seconds']}s start-up)")
-    add("  streaming / pymysqlreplication parse", ratio(live["events_per_s"], parse),
-        f"aim >= {AIM_STREAM_EVENTS:,} events/s")
+            f"after the 'streaming' log line ({cu['startup_seconds']}s start-up)",
+        )
+    add(
+        "  streaming / pymysqlreplication parse",
+        ratio(live["events_per_s"], parse),
+        f"aim >= {AIM_STREAM_EVENTS:,} events/s",
+    )
     add("lag: last commit -> visible in PostgreSQL", f"{live['lag_s']:.2f}s", "live burst")
-    add("lag: last commit -> checkpoint caught up", f"{live['checkpoint_lag_s']:.2f}s",
-        f"stored position >= {live['end'][0]}:{live['end'][1]}")
+    add(
+        "lag: last commit -> checkpoint caught up",
+        f"{live['checkpoint_lag_s']:.2f}s",
+        f"stored position >= {live['end'][0]}:{live['end'][1]}",
+    )
     if fig.get("idle_latency"):
         il = fig["idle_latency"]
-        add("single change on an idle stream", f"{il['median_s']:.2f}s median", f"max {il['max_s']:.2f}s, "
-            f"samples {il['samples_s']}")
+        add(
+            "single change on an idle stream",
+            f"{il['median_s']:.2f}s median",
+            f"max {il['max_s']:.2f}s, samples {il['samples_s']}",
+        )
     v = fig["verify"]
-    add("verification", "OK" if v["equal"] else "MISMATCH",
+    add(
+        "verification",
+        "OK" if v["equal"] else "MISMATCH",
         f"{v['source']['rows']:,} rows, checksum {v['source']['checksum']} vs "
-        f"{v['destination']['rows']:,} / {v['destination']['checksum']} ({v['columns']})")
+        f"{v['destination']['rows']:,} / {v['destination']['checksum']} ({v['columns']})",
+    )
     w1 = max(len(r[0]) for r in rows)
     w2 = max(len(r[1]) for r in rows)
-    lines = [f"cartridge-warp benchmark: MariaDB -> PostgreSQL ({time.strftime('%Y-%m-%d %H:%M')})",
-             f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
-             f"         MariaDB {m['mariadb']}; PostgreSQL {m['postgresql']}; Python {m['python']}",
-             f"         {m['drivers']}",
-             f"         MariaDB: {m['mariadb_settings']}",
-             f"         PostgreSQL: {m['postgresql_settings']}",
-             f"cartridge-warp: {fig.get('warpd', '?')}"]
+    lines = [
+        f"cartridge-warp benchmark: MariaDB -> PostgreSQL ({time.strftime('%Y-%m-%d %H:%M')})",
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
+        f"         MariaDB {m['mariadb']}; PostgreSQL {m['postgresql']}; Python {m['python']}",
+        f"         {m['drivers']}",
+        f"         MariaDB: {m['mariadb_settings']}",
+        f"         PostgreSQL: {m['postgresql_settings']}",
+        f"cartridge-warp: {fig.get('warpd', '?')}",
+    ]
     load = fig.get("load", {})
     if load.get("machine_busy_pct_at_start", 0) >= 10.0:
-        lines.append(f"WARNING: the machine was {load['machine_busy_pct_at_start']}% busy before the start "
-                     f"({'; '.join(load['other_busy_processes'][:2])}): figures are low")
+        lines.append(
+            f"WARNING: the machine was {load['machine_busy_pct_at_start']}% busy before the start "
+            f"({'; '.join(load['other_busy_processes'][:2])}): figures are low"
+        )
     lines.append("")
     lines += [f"{a:<{w1}}  {b:>{w2}}  {c}".rstrip() for a, b, c in rows]
-    lines += ["", "reference points of the project brief (a 2-core machine, MariaDB -> PostgreSQL, 1.1M rows): "
-              + ", ".join(f"{k} ~{v:,}/s" for k, v in REFERENCE.items())]
+    lines += [
+        "",
+        "reference points of the project brief (a 2-core machine, MariaDB -> PostgreSQL, 1.1M rows): "
+        + ", ".join(f"{k} ~{v:,}/s" for k, v in REFERENCE.items()),
+    ]
     for phase, prof in fig.get("profile", {}).items():
-        lines += ["", f"profile of the {phase} ({prof['samples']:,} py-spy samples, {fig.get('profile_mode')})",
-                  "  threads: " + ", ".join(f"{t} {s}%" for t, s in prof["threads"]),
-                  "  stages:"]
+        lines += [
+            "",
+            f"profile of the {phase} ({prof['samples']:,} py-spy samples, {fig.get('profile_mode')})",
+            "  threads: " + ", ".join(f"{t} {s}%" for t, s in prof["threads"]),
+            "  stages:",
+        ]
         lines += [f"    {s:5.1f}%  {k}" for k, s in prof["stages"]]
         lines += ["  self time (file:function):"]
         lines += [f"    {s:5.1f}%  {k}" for k, s in prof["self"]]
@@ -921,34 +1141,53 @@ def report(fig: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rows", type=int, default=1_000_000, help="rows in the table (default 1,000,000)")
     p.add_argument("--updates", type=int, default=200_000, help="row updates in the burst (default 200,000)")
     p.add_argument("--txn-rows", type=int, default=1_000, help="rows per source transaction (default 1,000)")
-    p.add_argument("--keep", action="store_true", help="keep warp_bench on both sides and the state directory")
+    p.add_argument(
+        "--keep", action="store_true", help="keep warp_bench on both sides and the state directory"
+    )
     p.add_argument("--skip-raw", action="store_true", help="do not measure the raw limits")
-    p.add_argument("--no-catch-up", action="store_true", help="skip the stop / burst / restart catch-up phase")
+    p.add_argument(
+        "--no-catch-up", action="store_true", help="skip the stop / burst / restart catch-up phase"
+    )
     p.add_argument("--profile", metavar="DIR", help="sample cartridge-warp with py-spy; raw stacks go to DIR")
-    p.add_argument("--profile-all-threads", action="store_true",
-                   help="sample every active thread, not only the one holding the GIL (py-spy without --gil)")
+    p.add_argument(
+        "--profile-all-threads",
+        action="store_true",
+        help="sample every active thread, not only the one holding the GIL (py-spy without --gil)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    p.add_argument("--quiet-wait", type=float, default=120.0, metavar="S",
-                   help="wait up to S seconds for an idle machine before starting (default 120)")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="wait up to S seconds for an idle machine before starting (default 120)",
+    )
     args = p.parse_args(argv)
     if args.rows < 2 or args.updates < 1 or args.txn_rows < 1:
         p.error("--rows must be >= 2, --updates and --txn-rows >= 1")
 
-    fig: dict[str, Any] = {"rows": args.rows, "updates": args.updates, "txn_rows": args.txn_rows,
-                           "aims": {"snapshot_vs_raw_copy": AIM_SNAPSHOT_VS_COPY,
-                                    "streaming_events_per_s": AIM_STREAM_EVENTS},
-                           "reference": REFERENCE}
+    fig: dict[str, Any] = {
+        "rows": args.rows,
+        "updates": args.updates,
+        "txn_rows": args.txn_rows,
+        "aims": {"snapshot_vs_raw_copy": AIM_SNAPSHOT_VS_COPY, "streaming_events_per_s": AIM_STREAM_EVENTS},
+        "reference": REFERENCE,
+    }
     fig["machine"] = machine()
     fig["load"] = wait_for_quiet(args.quiet_wait)
     fig["warpd"] = warpd_revision()
     if args.profile:
-        fig["profile_mode"] = ("all active threads" if args.profile_all_threads
-                               else "the thread holding the GIL: on-CPU Python time")
+        fig["profile_mode"] = (
+            "all active threads"
+            if args.profile_all_threads
+            else "the thread holding the GIL: on-CPU Python time"
+        )
     state_dir = tempfile.mkdtemp(prefix="warp-bench-state-")
     warp = Warp(state_dir, os.path.join(state_dir, "warpd.log"))
     profiler = Profiler(args.profile, gil=not args.profile_all_threads)
@@ -969,10 +1208,12 @@ def main(argv: list[str] | None = None) -> int:
             warp.store()  # the interpreter is up once it has created the state file
             profiler.start(warp.pid, "snapshot")
         fig["snapshot"] = wait_snapshot(warp, args.rows)
-        if (path := profiler.stop()):
+        if path := profiler.stop():
             fig.setdefault("profile", {})["snapshot"] = analyse_profile(path)
-        say(f"  {fig['snapshot']['rows_per_s']:,} rows/s from process start "
-            f"({fig['snapshot']['seconds_from_start']}s)")
+        say(
+            f"  {fig['snapshot']['rows_per_s']:,} rows/s from process start "
+            f"({fig['snapshot']['seconds_from_start']}s)"
+        )
 
         warp.wait_log("streaming changes from")
         pg_superuser_checkpoint()
@@ -984,18 +1225,26 @@ def main(argv: list[str] | None = None) -> int:
         b = burst(args.updates, args.txn_rows, args.rows, marker_id, marker)
         visible, ckpt = wait_applied(warp, marker_id, marker, b["end"])
         used = cpu.stop()
-        if (path := profiler.stop()):
+        if path := profiler.stop():
             fig.setdefault("profile", {})["streaming"] = analyse_profile(path)
         seconds = visible - b["first_commit"]
-        fig["streaming"] = {"events": b["events"], "transactions": b["transactions"],
-                            "seconds": round(seconds, 2), "events_per_s": round(b["events"] / seconds),
-                            "source_seconds": b["source_seconds"], "source_rows_per_s": b["source_rows_per_s"],
-                            "lag_s": round(visible - b["last_commit"], 3),
-                            "checkpoint_lag_s": round(ckpt - b["last_commit"], 3),
-                            "start": list(b["start"]), "end": list(b["end"])} | used
+        fig["streaming"] = {
+            "events": b["events"],
+            "transactions": b["transactions"],
+            "seconds": round(seconds, 2),
+            "events_per_s": round(b["events"] / seconds),
+            "source_seconds": b["source_seconds"],
+            "source_rows_per_s": b["source_rows_per_s"],
+            "lag_s": round(visible - b["last_commit"], 3),
+            "checkpoint_lag_s": round(ckpt - b["last_commit"], 3),
+            "start": list(b["start"]),
+            "end": list(b["end"]),
+        } | used
         fig["streaming"]["cpu_s_per_100k_events"] = round(used["warp_cpu_s"] * 1e5 / b["events"], 2)
-        say(f"  {fig['streaming']['events_per_s']:,} row events/s; lag {fig['streaming']['lag_s']:.2f}s "
-            f"(source committed the burst in {b['source_seconds']:.1f}s)")
+        say(
+            f"  {fig['streaming']['events_per_s']:,} row events/s; lag {fig['streaming']['lag_s']:.2f}s "
+            f"(source committed the burst in {b['source_seconds']:.1f}s)"
+        )
         say("streaming: latency of single changes on an idle stream")
         fig["idle_latency"] = idle_latency(warp, ping_id)
         say(f"  median {fig['idle_latency']['median_s']:.2f}s")
@@ -1013,11 +1262,14 @@ def main(argv: list[str] | None = None) -> int:
             streaming_at = warp.wait_log("streaming changes from", occurrence=2)
             visible2, ckpt2 = wait_applied(warp, marker_id, marker2, b2["end"])
             total = visible2 - started
-            fig["catch_up"] = {"events": b2["events"], "seconds": round(total, 2),
-                               "events_per_s": round(b2["events"] / total),
-                               "startup_seconds": round(streaming_at - started, 2),
-                               "events_per_s_after_startup": round(b2["events"] / (visible2 - streaming_at)),
-                               "checkpoint_seconds": round(ckpt2 - started, 2)} | cpu.stop()
+            fig["catch_up"] = {
+                "events": b2["events"],
+                "seconds": round(total, 2),
+                "events_per_s": round(b2["events"] / total),
+                "startup_seconds": round(streaming_at - started, 2),
+                "events_per_s_after_startup": round(b2["events"] / (visible2 - streaming_at)),
+                "checkpoint_seconds": round(ckpt2 - started, 2),
+            } | cpu.stop()
             say(f"  {fig['catch_up']['events_per_s']:,} row events/s from process start")
 
         if not args.skip_raw:
@@ -1030,8 +1282,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"benchmark failed: {exc}")
         return 1
     except (pymysql.err.MySQLError, psycopg2.Error, OSError) as exc:
-        say(f"benchmark failed: {type(exc).__name__}: {exc} (was a database restarted meanwhile, e.g. by "
-            "the test suite? the benchmark needs the databases to itself)")
+        say(
+            f"benchmark failed: {type(exc).__name__}: {exc} (was a database restarted meanwhile, e.g. by "
+            "the test suite? the benchmark needs the databases to itself)"
+        )
         return 1
     finally:
         profiler.stop()

@@ -149,8 +149,13 @@ class Source(Protocol):
     def estimate_rows(self, table: str) -> int:
         """A cheap row-count estimate for progress display."""
 
-    def snapshot(self, schema: TableSchema, resume_after: Mapping[str, Any] | None,
-                 chunk_size: int, copy_text: bool = False) -> Iterator[SnapshotChunk]:
+    def snapshot(
+        self,
+        schema: TableSchema,
+        resume_after: Mapping[str, Any] | None,
+        chunk_size: int,
+        copy_text: bool = False,
+    ) -> Iterator[SnapshotChunk]:
         """Read the table in key order, starting after ``resume_after``.
 
         ``copy_text`` asks for server-encoded PostgreSQL COPY fields where the
@@ -167,9 +172,13 @@ class Source(Protocol):
         stream re-copies the table instead of applying them a second time.
         """
 
-    def stream(self, start: Position, tables: MutableMapping[str, TableSchema],
-               included: Callable[[str], bool],
-               key_override: Callable[[str], tuple[str, ...] | None]) -> Iterator[Event]:
+    def stream(
+        self,
+        start: Position,
+        tables: MutableMapping[str, TableSchema],
+        included: Callable[[str], bool],
+        key_override: Callable[[str], tuple[str, ...] | None],
+    ) -> Iterator[Event]:
         """Yield events from ``start`` on, with a :class:`Heartbeat` at least every second or so.
 
         ``tables`` is the engine's map of replicated shapes; the source keeps it

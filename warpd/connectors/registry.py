@@ -26,6 +26,7 @@ def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
     def deco(factory: SourceFactory) -> SourceFactory:
         _SOURCES[name] = factory
         return factory
+
     return deco
 
 
@@ -33,6 +34,7 @@ def register_destination(name: str) -> Callable[[DestinationFactory], Destinatio
     def deco(factory: DestinationFactory) -> DestinationFactory:
         _DESTINATIONS[name] = factory
         return factory
+
     return deco
 
 
@@ -52,15 +54,19 @@ def _load() -> None:
 def source_factory(name: str) -> SourceFactory:
     _load()
     if name not in _SOURCES:
-        raise ConfigError(f"source.type: no source connector {name!r} (available: {', '.join(sorted(_SOURCES))})")
+        raise ConfigError(
+            f"source.type: no source connector {name!r} (available: {', '.join(sorted(_SOURCES))})"
+        )
     return _SOURCES[name]
 
 
 def destination_factory(name: str) -> DestinationFactory:
     _load()
     if name not in _DESTINATIONS:
-        raise ConfigError(f"destination.type: no destination connector {name!r} "
-                          f"(available: {', '.join(sorted(_DESTINATIONS))})")
+        raise ConfigError(
+            f"destination.type: no destination connector {name!r} "
+            f"(available: {', '.join(sorted(_DESTINATIONS))})"
+        )
     return _DESTINATIONS[name]
 
 

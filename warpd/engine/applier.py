@@ -64,8 +64,15 @@ class DestinationPool:
 class TableApplier:
     """Writes batches of :class:`FinalState` into one table."""
 
-    def __init__(self, schema_name: str, plan: TablePlan, settings: TableSettings, pool: DestinationPool,
-                 store: StateStore, should_stop: Callable[[], bool]):
+    def __init__(
+        self,
+        schema_name: str,
+        plan: TablePlan,
+        settings: TableSettings,
+        pool: DestinationPool,
+        store: StateStore,
+        should_stop: Callable[[], bool],
+    ):
         self.schema_name = schema_name
         self.plan = plan
         self.settings = settings
@@ -73,8 +80,9 @@ class TableApplier:
         self.store = store
         self.should_stop = should_stop
         self.workers = max(1, settings.max_parallel_streams)
-        self._executor = ThreadPoolExecutor(max_workers=self.workers,
-                                            thread_name_prefix=f"apply-{plan.source.name[:20]}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix=f"apply-{plan.source.name[:20]}"
+        )
         self.dead_letters = 0
 
     def close(self) -> None:
@@ -120,17 +128,21 @@ class TableApplier:
         self._write(encoded)
         return len(encoded)
 
-    def _write(self, encoded: list[tuple[FinalState, str]], direct: bool = False,
-               fields: list[str] | None = None) -> None:
+    def _write(
+        self, encoded: list[tuple[FinalState, str]], direct: bool = False, fields: list[str] | None = None
+    ) -> None:
         dest = self.pool.get()
         upserts = "".join(line for st, line in encoded if not st.deleted)
         deletes = "".join(line for st, line in encoded if st.deleted)
         try:
             call_with_retry(
                 lambda: dest.write(self.plan, upserts, deletes, direct=direct, fields=fields),
-                self.settings.retry, is_transient=is_transient,
+                self.settings.retry,
+                is_transient=is_transient,
                 what=f"writing {len(encoded)} rows to {self.plan.pg_schema}.{self.plan.pg_table}",
-                should_stop=self.should_stop, on_retry=lambda _e: dest.reset())
+                should_stop=self.should_stop,
+                on_retry=lambda _e: dest.reset(),
+            )
         except psycopg2.errors.UniqueViolation:
             if not direct:
                 raise
@@ -140,15 +152,20 @@ class TableApplier:
             if direct:
                 self._write(encoded, direct=False, fields=fields)
             elif len(encoded) == 1:
-                self._dead_letter(encoded[0][0], f"rejected by PostgreSQL: {redact(str(exc).strip())}",
-                                  encoded[0][1], fields or dest.copy_fields(self.plan))
+                self._dead_letter(
+                    encoded[0][0],
+                    f"rejected by PostgreSQL: {redact(str(exc).strip())}",
+                    encoded[0][1],
+                    fields or dest.copy_fields(self.plan),
+                )
             else:
                 mid = len(encoded) // 2
                 self._write(encoded[:mid], fields=fields)
                 self._write(encoded[mid:], fields=fields)
 
-    def _dead_letter(self, st: FinalState, reason: str, line: str | None = None,
-                     fields: list[str] | None = None) -> None:
+    def _dead_letter(
+        self, st: FinalState, reason: str, line: str | None = None, fields: list[str] | None = None
+    ) -> None:
         self.dead_letters += 1
         log.error("table %r: row sent to the dead-letter table: %s", self.plan.source.name, reason)
         row = {k: _printable(v) for k, v in st.row.items()}
@@ -169,7 +186,11 @@ class TableApplier:
         # The source encoded chunk.encoded_columns itself; the rest are canonical values.
         plan = self.plan
         done = set(chunk.encoded_columns)
-        rest = [(c.name, enc) for c, enc in zip(plan.source.columns, plan.encoders, strict=True) if c.name not in done]
+        rest = [
+            (c.name, enc)
+            for c, enc in zip(plan.source.columns, plan.encoders, strict=True)
+            if c.name not in done
+        ]
         fields = [plan.columns[n] for n in chunk.encoded_columns] + [plan.columns[n] for n, _e in rest]
         tail = ""
         if plan.metadata:
@@ -198,9 +219,14 @@ class TableApplier:
 
     def _copy_direct(self, text: str, fields: list[str]) -> None:
         dest = self.pool.get()
-        call_with_retry(lambda: dest.write(self.plan, text, direct=True, fields=fields), self.settings.retry,
-                        is_transient=is_transient, what=f"copying rows into {self.plan.pg_table}",
-                        should_stop=self.should_stop, on_retry=lambda _e: dest.reset())
+        call_with_retry(
+            lambda: dest.write(self.plan, text, direct=True, fields=fields),
+            self.settings.retry,
+            is_transient=is_transient,
+            what=f"copying rows into {self.plan.pg_table}",
+            should_stop=self.should_stop,
+            on_retry=lambda _e: dest.reset(),
+        )
 
 
 def _printable(v: Any) -> Any:

@@ -22,8 +22,9 @@ class SnapshotProgress:
 
     LOG_EVERY = 10.0  # seconds between log lines when not on a terminal
 
-    def __init__(self, schema: str, table: str, estimated: int, already: int = 0,
-                 stream: TextIO | None = None):
+    def __init__(
+        self, schema: str, table: str, estimated: int, already: int = 0, stream: TextIO | None = None
+    ):
         self.schema, self.table = schema, table
         self.estimated = max(estimated, 0)
         self.rows = already
@@ -43,8 +44,10 @@ class SnapshotProgress:
         pct = f"{100.0 * self.rows / total:5.1f}%" if total else "  ?  %"
         rate = self.rate
         eta = _duration((total - self.rows) / rate) if rate > 0 and total else "?"
-        return (f"snapshot {self.schema}.{self.table}: {self.rows:,}/~{total:,} rows {pct} "
-                f"{rate:,.0f} rows/s ETA {eta}")
+        return (
+            f"snapshot {self.schema}.{self.table}: {self.rows:,}/~{total:,} rows {pct} "
+            f"{rate:,.0f} rows/s ETA {eta}"
+        )
 
     def advance(self, rows: int) -> None:
         self.rows += rows
@@ -61,8 +64,10 @@ class SnapshotProgress:
     def finish(self) -> None:
         elapsed = time.monotonic() - self._started
         copied = self.rows - self._start_rows
-        summary = (f"snapshot {self.schema}.{self.table}: done, {self.rows:,} rows "
-                   f"({copied:,} in {_duration(elapsed)}, {copied / elapsed if elapsed > 0 else 0:,.0f} rows/s)")
+        summary = (
+            f"snapshot {self.schema}.{self.table}: done, {self.rows:,} rows "
+            f"({copied:,} in {_duration(elapsed)}, {copied / elapsed if elapsed > 0 else 0:,.0f} rows/s)"
+        )
         if self._tty:
             self._stream.write("\r\x1b[K")
             self._stream.flush()

@@ -19,10 +19,16 @@ class Stopped(Exception):
     """A stop was requested while waiting to retry."""
 
 
-def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, is_transient: Callable[[BaseException], bool],
-                    what: str, should_stop: Callable[[], bool] = lambda: False,
-                    on_retry: Callable[[BaseException], None] = lambda _e: None,
-                    sleep: Callable[[float], None] = time.sleep) -> T:
+def call_with_retry(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    is_transient: Callable[[BaseException], bool],
+    what: str,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_retry: Callable[[BaseException], None] = lambda _e: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Run ``fn``; on a transient error call ``on_retry`` (e.g. reconnect), wait, and try again.
 
     Gives up after ``policy.max_attempts`` attempts with a :class:`TransientError`
@@ -39,8 +45,14 @@ def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, is_transient: C
             if attempt >= policy.max_attempts:
                 raise TransientError(f"{what} failed {attempt} times, giving up: {redact(exc)}") from exc
             delay = policy.delay(attempt)
-            log.warning("%s failed (%s); retry %d/%d in %.1fs", what, redact(str(exc).strip()), attempt,
-                        policy.max_attempts - 1, delay)
+            log.warning(
+                "%s failed (%s); retry %d/%d in %.1fs",
+                what,
+                redact(str(exc).strip()),
+                attempt,
+                policy.max_attempts - 1,
+                delay,
+            )
             on_retry(exc)
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline:

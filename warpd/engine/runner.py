@@ -44,8 +44,13 @@ STATS_EVERY_SECONDS = 30.0
 class SchemaRunner:
     """Replicates one configured schema until ``should_stop()`` turns true."""
 
-    def __init__(self, config: Config, schema: SchemaConfig, store: StateStore | None,
-                 should_stop: Callable[[], bool] = lambda: False):
+    def __init__(
+        self,
+        config: Config,
+        schema: SchemaConfig,
+        store: StateStore | None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ):
         """``store`` may be None only for planning (``--dry-run``), which writes nothing."""
         self.config = config
         self.schema = schema
@@ -53,8 +58,9 @@ class SchemaRunner:
         self._store = store
         self.should_stop = should_stop
         src = config.source
-        self.source: Source = source_factory(src.type)(src.connection_string, schema.source_database, schema.name,
-                                               dict(src.options))
+        self.source: Source = source_factory(src.type)(
+            src.connection_string, schema.source_database, schema.name, dict(src.options)
+        )
         make_dest = destination_factory(config.destination.type)
         app = f"cartridge-warp {schema.name}"[:63]
         self.dest: PostgresDestination = make_dest(config.destination.connection_string, app)
@@ -79,8 +85,15 @@ class SchemaRunner:
             self.source.reset()
             if reset:
                 reset()
-        return call_with_retry(fn, self.global_retry, is_transient=self._is_transient, what=what,
-                               should_stop=self.should_stop, on_retry=on_retry)
+
+        return call_with_retry(
+            fn,
+            self.global_retry,
+            is_transient=self._is_transient,
+            what=what,
+            should_stop=self.should_stop,
+            on_retry=on_retry,
+        )
 
     def _is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, TransientError) or is_transient(exc) or self.source.is_transient(exc)
@@ -90,8 +103,12 @@ class SchemaRunner:
 
     def _plan(self, table: TableSchema) -> TablePlan:
         settings = self.schema.table_settings(table.name)
-        return make_plan(table, self.schema.destination_schema, soft_delete=settings.deletes == "soft",
-                         metadata=settings.metadata_columns)
+        return make_plan(
+            table,
+            self.schema.destination_schema,
+            soft_delete=settings.deletes == "soft",
+            metadata=settings.metadata_columns,
+        )
 
     def _track(self, table: TableSchema) -> TablePlan:
         """Start (or continue) replicating ``table`` with this shape; prepare the destination."""
@@ -104,8 +121,9 @@ class SchemaRunner:
             log.info("destination DDL: %s", stmt)
         self.tables[table.name] = table
         self.plans[table.name] = plan
-        self.appliers[table.name] = TableApplier(self.name, plan, self.schema.table_settings(table.name),
-                                                 self.pool, self.store, self.should_stop)
+        self.appliers[table.name] = TableApplier(
+            self.name, plan, self.schema.table_settings(table.name), self.pool, self.store, self.should_stop
+        )
         return plan
 
     def _untrack(self, name: str) -> None:
@@ -125,25 +143,37 @@ class SchemaRunner:
     # -- planning (also used by --dry-run) -----------------------------------
     def discover(self) -> dict[str, TableSchema]:
         """Included tables and their current shapes at the source."""
-        names = [t for t in self._retry(self.source.list_tables, "listing source tables")
-                 if self.schema.includes(t)]
+        names = [
+            t
+            for t in self._retry(self.source.list_tables, "listing source tables")
+            if self.schema.includes(t)
+        ]
         return {t: self._describe(t) for t in names}
 
     def _describe(self, table: str) -> TableSchema:
-        return self._retry(lambda: self.source.describe(table, self._key_override(table)), f"describing {table!r}")
+        return self._retry(
+            lambda: self.source.describe(table, self._key_override(table)), f"describing {table!r}"
+        )
 
     def plan_report(self) -> list[dict[str, Any]]:
         out = []
         for name, table in self.discover().items():
             settings = self.schema.table_settings(name)
             plan = self._plan(table)
-            out.append({"table": name, "destination": f"{plan.pg_schema}.{plan.pg_table}",
-                        "key": list(table.key) or ["(none: whole-row hash)"],
-                        "max_parallel_streams": settings.max_parallel_streams,
-                        "batch_size": settings.batch_size, "snapshot_chunk_size": settings.snapshot_chunk_size,
-                        "deletes": settings.deletes, "metadata_columns": settings.metadata_columns,
-                        "estimated_rows": self.source.estimate_rows(name),
-                        "ddl": self.dest.render(self.dest.prepare_sql(plan))})
+            out.append(
+                {
+                    "table": name,
+                    "destination": f"{plan.pg_schema}.{plan.pg_table}",
+                    "key": list(table.key) or ["(none: whole-row hash)"],
+                    "max_parallel_streams": settings.max_parallel_streams,
+                    "batch_size": settings.batch_size,
+                    "snapshot_chunk_size": settings.snapshot_chunk_size,
+                    "deletes": settings.deletes,
+                    "metadata_columns": settings.metadata_columns,
+                    "estimated_rows": self.source.estimate_rows(name),
+                    "ddl": self.dest.render(self.dest.prepare_sql(plan)),
+                }
+            )
         return out
 
     # -- the run -------------------------------------------------------------
@@ -171,8 +201,12 @@ class SchemaRunner:
             except PositionLostError:
                 if self.schema.on_position_lost != "resnapshot":
                     raise
-                log.warning("schema %s: checkpoint %s is no longer in the binlog; on_position_lost=resnapshot, "
-                            "so every table is copied again", self.name, checkpoint)
+                log.warning(
+                    "schema %s: checkpoint %s is no longer in the binlog; on_position_lost=resnapshot, "
+                    "so every table is copied again",
+                    self.name,
+                    checkpoint,
+                )
                 self.store.reset_schema(self.name)
                 checkpoint = None
         current = self.discover()
@@ -182,8 +216,9 @@ class SchemaRunner:
             checkpoint = position  # the snapshot versions below are as of this position
             for name in current:
                 self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
-            log.info("schema %s: %d tables to copy; changes will stream from %s", self.name, len(current),
-                     position)
+            log.info(
+                "schema %s: %d tables to copy; changes will stream from %s", self.name, len(current), position
+            )
         for name, mark in self.store.copied_at(self.name).items():
             self.source.table_copied(name, mark)  # copies the stream may not have caught up with yet
         known = self.store.latest_schemas(self.name)
@@ -200,8 +235,12 @@ class SchemaRunner:
             self.store.record_schema_version(self.name, table, "snapshot", position=checkpoint)
             self._track(table)
         if not self.tables:
-            log.warning("schema %s: no source table in %r matches the whitelist/blacklist; waiting for "
-                        "tables to be created", self.name, self.schema.source_database)
+            log.warning(
+                "schema %s: no source table in %r matches the whitelist/blacklist; waiting for "
+                "tables to be created",
+                self.name,
+                self.schema.source_database,
+            )
 
     # -- snapshot ------------------------------------------------------------
     def _snapshot_pending(self) -> None:
@@ -211,8 +250,9 @@ class SchemaRunner:
                     return
                 self._snapshot_table(name)
 
-    def _snapshot_table(self, name: str, statement: str | None = None,
-                        position: Mapping[str, Any] | None = None) -> None:
+    def _snapshot_table(
+        self, name: str, statement: str | None = None, position: Mapping[str, Any] | None = None
+    ) -> None:
         """Copy ``name`` (resuming its last committed chunk); ``statement``/``position`` say why, for a resync."""
         attempt = reshaped = 0
         while True:
@@ -227,25 +267,39 @@ class SchemaRunner:
                 if not self._is_transient(exc):
                     # e.g. "Unknown column": DDL changed the table between describing and reading it
                     if reshaped < self.global_retry.max_attempts and self._replan_if_reshaped(
-                            name, statement, position):
+                        name, statement, position
+                    ):
                         reshaped += 1
                         if name not in self.tables:
                             return  # dropped meanwhile; the stream drops it at the destination too
-                        log.warning("%s.%s changed shape while it was copied (%s); copying it again",
-                                    self.name, name, redact(exc))
+                        log.warning(
+                            "%s.%s changed shape while it was copied (%s); copying it again",
+                            self.name,
+                            name,
+                            redact(exc),
+                        )
                         continue
                     raise
                 attempt += 1
                 if attempt >= self.global_retry.max_attempts:
-                    raise TransientError(f"snapshot of {name!r} failed {attempt} times: {redact(exc)}") from exc
+                    raise TransientError(
+                        f"snapshot of {name!r} failed {attempt} times: {redact(exc)}"
+                    ) from exc
                 delay = self.global_retry.delay(attempt)
-                log.warning("snapshot of %s.%s interrupted (%s); resuming from the last committed chunk in "
-                            "%.1fs", self.name, name, redact(exc), delay)
+                log.warning(
+                    "snapshot of %s.%s interrupted (%s); resuming from the last committed chunk in %.1fs",
+                    self.name,
+                    name,
+                    redact(exc),
+                    delay,
+                )
                 self.source.reset()
                 self.dest.reset()
                 self._sleep(delay)
 
-    def _replan_if_reshaped(self, name: str, statement: str | None, position: Mapping[str, Any] | None) -> bool:
+    def _replan_if_reshaped(
+        self, name: str, statement: str | None, position: Mapping[str, Any] | None
+    ) -> bool:
         """If ``name`` no longer has the shape being copied, start its copy over with the current one."""
         exists = self._retry(lambda: self.source.table_exists(name), f"looking up {name!r}")
         current = self._describe(name) if exists else None
@@ -258,8 +312,9 @@ class SchemaRunner:
         if current is None:
             self.store.forget_snapshot(self.name, name)
             return True
-        self.store.record_schema_version(self.name, current, "resync", statement,
-                                         position or self.store.checkpoint(self.name))
+        self.store.record_schema_version(
+            self.name, current, "resync", statement, position or self.store.checkpoint(self.name)
+        )
         self._track(current)
         self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
         return True
@@ -295,8 +350,9 @@ class SchemaRunner:
                 try:
                     applier.copy_snapshot(chunk)
                     copied += len(chunk.rows)
-                    self.store.set_snapshot_progress(self.name, name, "done" if chunk.done else "running",
-                                                     chunk.resume_after, copied)
+                    self.store.set_snapshot_progress(
+                        self.name, name, "done" if chunk.done else "running", chunk.resume_after, copied
+                    )
                     display.advance(len(chunk.rows))
                 except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
                     failure.append(exc)
@@ -319,8 +375,12 @@ class SchemaRunner:
                     finished = True
                     break
                 if self.should_stop():
-                    log.info("snapshot of %s.%s paused at %s rows; it resumes there on restart",
-                             self.name, name, f"{display.rows:,}")
+                    log.info(
+                        "snapshot of %s.%s paused at %s rows; it resumes there on restart",
+                        self.name,
+                        name,
+                        f"{display.rows:,}",
+                    )
                     break
         finally:
             chunks.put(None)
@@ -345,8 +405,9 @@ class SchemaRunner:
         log.info("schema %s: streaming changes from %s", self.name, checkpoint)
         while True:
             try:
-                for event in self.source.stream(self.safe_pos, self.tables, self.schema.includes,
-                                                 self._key_override):
+                for event in self.source.stream(
+                    self.safe_pos, self.tables, self.schema.includes, self._key_override
+                ):
                     attempt = 0
                     self._handle(event)
                     if self.should_stop():
@@ -360,11 +421,17 @@ class SchemaRunner:
                 attempt += 1
                 self.source.close()
                 if attempt >= self.global_retry.max_attempts:
-                    raise TransientError(f"the change stream failed {attempt} times in a row, giving up: "
-                                         f"{redact(exc)}") from exc
+                    raise TransientError(
+                        f"the change stream failed {attempt} times in a row, giving up: {redact(exc)}"
+                    ) from exc
                 delay = self.global_retry.delay(attempt)
-                log.warning("schema %s: change stream interrupted (%s); reconnecting in %.1fs from %s",
-                            self.name, redact(exc), delay, self.safe_pos)
+                log.warning(
+                    "schema %s: change stream interrupted (%s); reconnecting in %.1fs from %s",
+                    self.name,
+                    redact(exc),
+                    delay,
+                    self.safe_pos,
+                )
                 try:
                     self._sleep(delay)
                 except Stopped:
@@ -396,7 +463,11 @@ class SchemaRunner:
             self._save(event.source_ts)
         if self.pending and now - self.batch_started >= self.schema.max_batch_latency:
             self._flush()
-        elif not self.pending and self.safe_pos != self.saved_pos and now - self.last_saved_at >= IDLE_CHECKPOINT_SECONDS:
+        elif (
+            not self.pending
+            and self.safe_pos != self.saved_pos
+            and now - self.last_saved_at >= IDLE_CHECKPOINT_SECONDS
+        ):
             self._save(self.last_source_ts)
         if now - self._stats_at >= STATS_EVERY_SECONDS:
             rate = (self.applied_events - self._stats_events) / (now - self._stats_at)
@@ -452,8 +523,9 @@ class SchemaRunner:
             if plan is not None:
                 self._retry(lambda: self.dest.drop(plan), f"dropping {plan.pg_table!r}")
                 # the reader already forgot the table; the plan still has its last shape
-                self.store.record_schema_version(self.name, plan.source, "drop_table", ch.statement,
-                                                 ch.position)
+                self.store.record_schema_version(
+                    self.name, plan.source, "drop_table", ch.statement, ch.position
+                )
             self.store.forget_snapshot(self.name, ch.table)
             self._untrack(ch.table)
             return
@@ -463,8 +535,13 @@ class SchemaRunner:
             before = current.source.column(ch.old_name)
             after = ch.schema.column(ch.new_name or ch.old_name)
             if before is not None and after is not None and not is_widening(before.type, after.type):
-                log.info("%r: %s -> %s is not a widening; the source rewrote the values itself, so the "
-                         "table is copied again", ch.table, before.source_type, after.source_type)
+                log.info(
+                    "%r: %s -> %s is not a widening; the source rewrote the values itself, so the "
+                    "table is copied again",
+                    ch.table,
+                    before.source_type,
+                    after.source_type,
+                )
                 self._resync(ch.table, ch)
                 return
         if ch.kind is K.CREATE_TABLE:
@@ -475,14 +552,27 @@ class SchemaRunner:
             old_plan = self.plans[old_name]
             new_plan = self._plan(ch.schema)
             try:
-                ddl = self._retry(lambda: self.dest.run_ddl(self.dest.schema_change_sql(
-                    ch.kind, old_plan, new_plan, ch.old_name if ch.kind is not K.RENAME_TABLE else None,
-                    ch.new_name if ch.kind is not K.RENAME_TABLE else None)), f"changing {old_plan.pg_table!r}")
+                ddl = self._retry(
+                    lambda: self.dest.run_ddl(
+                        self.dest.schema_change_sql(
+                            ch.kind,
+                            old_plan,
+                            new_plan,
+                            ch.old_name if ch.kind is not K.RENAME_TABLE else None,
+                            ch.new_name if ch.kind is not K.RENAME_TABLE else None,
+                        )
+                    ),
+                    f"changing {old_plan.pg_table!r}",
+                )
             except Exception as exc:  # noqa: BLE001 - e.g. a type change PostgreSQL cannot cast
                 if self._is_transient(exc) or isinstance(exc, Stopped):
                     raise
-                log.warning("could not apply %s to %r in place (%s); re-copying the table", ch.kind.value,
-                            ch.table, redact(exc))
+                log.warning(
+                    "could not apply %s to %r in place (%s); re-copying the table",
+                    ch.kind.value,
+                    ch.table,
+                    redact(exc),
+                )
                 self._resync(ch.schema.name, ch)
                 return
             for stmt in ddl:

@@ -58,9 +58,14 @@ class BinlogReader:
     configured key_columns.
     """
 
-    def __init__(self, source: MySQLSource, start: Position, tables: MutableMapping[str, TableSchema],
-                 included: Callable[[str], bool],
-                 key_override: Callable[[str], tuple[str, ...] | None] = lambda _t: None):
+    def __init__(
+        self,
+        source: MySQLSource,
+        start: Position,
+        tables: MutableMapping[str, TableSchema],
+        included: Callable[[str], bool],
+        key_override: Callable[[str], tuple[str, ...] | None] = lambda _t: None,
+    ):
         self.source = source
         self.database = source.database
         self.tables = tables
@@ -77,13 +82,30 @@ class BinlogReader:
     # -- setup ---------------------------------------------------------------
     def _open(self) -> BinLogStreamReader:
         p = self.source.params
-        settings = {"host": p.host, "port": p.port, "user": p.user, "passwd": p.password,
-                    "connect_timeout": 10}
+        settings = {
+            "host": p.host,
+            "port": p.port,
+            "user": p.user,
+            "passwd": p.password,
+            "connect_timeout": 10,
+        }
         return BinLogStreamReader(
-            connection_settings=settings, server_id=self.source.server_id, resume_stream=True,
-            log_file=self.file, log_pos=self.pos, blocking=True, slave_heartbeat=HEARTBEAT_SECONDS,
-            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, QueryEvent, XidEvent,
-                         RotateEvent, HeartbeatLogEvent],
+            connection_settings=settings,
+            server_id=self.source.server_id,
+            resume_stream=True,
+            log_file=self.file,
+            log_pos=self.pos,
+            blocking=True,
+            slave_heartbeat=HEARTBEAT_SECONDS,
+            only_events=[
+                WriteRowsEvent,
+                UpdateRowsEvent,
+                DeleteRowsEvent,
+                QueryEvent,
+                XidEvent,
+                RotateEvent,
+                HeartbeatLogEvent,
+            ],
             enable_logging=False,  # is_mariadb=True would ignore log_file/log_pos (GTID mode)
             # Table maps (and so rows) of other databases are skipped unparsed: a table elsewhere
             # on the server that the library cannot decode must not stop this schema.  Query
@@ -103,8 +125,13 @@ class BinlogReader:
         shape = self.tables[table]
         cached = self._converters.get(table)
         if cached is None or cached[0] is not shape:  # the engine may have re-described the table
-            cached = (shape, {c.name: mtypes.binlog_converter(c, mtypes.MySQLColumnInfo(c.name, charset=c.charset))
-                              for c in shape.columns})
+            cached = (
+                shape,
+                {
+                    c.name: mtypes.binlog_converter(c, mtypes.MySQLColumnInfo(c.name, charset=c.charset))
+                    for c in shape.columns
+                },
+            )
             self._converters[table] = cached
         return cached[1]
 
@@ -123,7 +150,9 @@ class BinlogReader:
                 try:
                     ev = self._stream.fetchone()
                 except (pymysql.err.MySQLError, OSError, ConnectionError) as exc:
-                    raise TransientError(str(classify(exc, self.source.params, "reading the binlog"))) from exc
+                    raise TransientError(
+                        str(classify(exc, self.source.params, "reading the binlog"))
+                    ) from exc
                 except AttributeError as exc:  # pymysqlreplication after a dropped socket
                     raise TransientError(f"binlog connection lost: {exc}") from exc
                 if ev is None:
@@ -140,8 +169,10 @@ class BinlogReader:
                 elif isinstance(ev, QueryEvent):
                     yield from self._query(ev, here)
                 elif isinstance(ev, HeartbeatLogEvent):
-                    yield Heartbeat(position=None if self._in_txn else here,
-                                    source_ts=None if self._in_txn else time.time())
+                    yield Heartbeat(
+                        position=None if self._in_txn else here,
+                        source_ts=None if self._in_txn else time.time(),
+                    )
         finally:
             self.close()
 
@@ -169,20 +200,29 @@ class BinlogReader:
                     after = self._convert(convs, row["after_values"], row.get("after_none_sources"))
                     yield RowChange(table, Op.UPDATE, before, after, pos, ts)
             except _UnknownColumn as unknown:
-                log.warning("table %r: row event carries column %r unknown to the replicated shape; "
-                            "re-copying the table", table, unknown.args[0])
-                yield SchemaChange(table, SchemaOpKind.RESYNC_TABLE, position=pos,
-                                   statement=f"(row event with unknown column {unknown.args[0]!r})", source_ts=ts)
+                log.warning(
+                    "table %r: row event carries column %r unknown to the replicated shape; "
+                    "re-copying the table",
+                    table,
+                    unknown.args[0],
+                )
+                yield SchemaChange(
+                    table,
+                    SchemaOpKind.RESYNC_TABLE,
+                    position=pos,
+                    statement=f"(row event with unknown column {unknown.args[0]!r})",
+                    source_ts=ts,
+                )
                 return
 
     @staticmethod
-    def _convert(convs: dict[str, Callable[[Any], Any]], values: dict[str, Any],
-                 none_sources: dict[str, str] | None) -> dict[str, Any]:
+    def _convert(
+        convs: dict[str, Callable[[Any], Any]], values: dict[str, Any], none_sources: dict[str, str] | None
+    ) -> dict[str, Any]:
         for name in values:
             if name not in convs:
                 raise _UnknownColumn(name)
         return mtypes.binlog_image(values, none_sources, convs)
-
 
     # -- statements ----------------------------------------------------------
     def _query(self, ev: Any, here: Position) -> Iterator[Event]:
@@ -203,7 +243,9 @@ class BinlogReader:
         if parsed.statement == "DROP DATABASE" and self.database in parsed.databases:
             for table in list(self.tables):
                 self._set_table(table, None)
-                yield SchemaChange(table, SchemaOpKind.DROP_TABLE, here, statement, old_name=table, source_ts=ts)
+                yield SchemaChange(
+                    table, SchemaOpKind.DROP_TABLE, here, statement, old_name=table, source_ts=ts
+                )
             yield Heartbeat(position=here, source_ts=ts)
             return
         for db, table in parsed.truncates:
@@ -212,10 +254,15 @@ class BinlogReader:
         if not parsed.understood or parsed.primary_key_changed:
             for _db, table in ours:
                 if table in self.tables or (not parsed.primary_key_changed and self.included(table)):
-                    log.warning("re-copying %r: its DDL cannot be followed in place (%s): %s", table,
-                                parsed.reason or "primary key changed", statement[:200])
-                    yield SchemaChange(table, SchemaOpKind.RESYNC_TABLE, position=here, statement=statement,
-                                       source_ts=ts)
+                    log.warning(
+                        "re-copying %r: its DDL cannot be followed in place (%s): %s",
+                        table,
+                        parsed.reason or "primary key changed",
+                        statement[:200],
+                    )
+                    yield SchemaChange(
+                        table, SchemaOpKind.RESYNC_TABLE, position=here, statement=statement, source_ts=ts
+                    )
             yield Heartbeat(position=here, source_ts=ts)
             return
         for op in parsed.ops:
@@ -272,7 +319,9 @@ class BinlogReader:
                 cols.append(new_col)
             schema = TableSchema(table, tuple(cols), current.key)
             self._set_table(table, schema)
-            yield SchemaChange(table, K.ADD_COLUMN, here, statement, schema=schema, column=new_col, source_ts=ts)
+            yield SchemaChange(
+                table, K.ADD_COLUMN, here, statement, schema=schema, column=new_col, source_ts=ts
+            )
         elif op.kind == K.DROP_COLUMN:
             name = op.old_name
             if name not in names:
@@ -282,22 +331,37 @@ class BinlogReader:
                 return
             schema = TableSchema(table, tuple(c for c in cols if c.name != name), current.key)
             self._set_table(table, schema)
-            yield SchemaChange(table, K.DROP_COLUMN, here, statement, schema=schema, old_name=name, source_ts=ts)
+            yield SchemaChange(
+                table, K.DROP_COLUMN, here, statement, schema=schema, old_name=name, source_ts=ts
+            )
         elif op.kind in (K.MODIFY_COLUMN, K.RENAME_COLUMN):
             old = op.old_name or (op.column.name if op.column else None)
             if old not in names:
                 return
             prior = cols[names.index(old)]
             new_name = op.new_name or (op.column.name if op.column else old)
-            new_col = _column(op.column) if op.column else Column(new_name, prior.type, prior.nullable,
-                                                                  prior.source_type, prior.generated,
-                                                                  prior.charset)
+            new_col = (
+                _column(op.column)
+                if op.column
+                else Column(
+                    new_name, prior.type, prior.nullable, prior.source_type, prior.generated, prior.charset
+                )
+            )
             cols[names.index(old)] = new_col
             key = tuple(new_name if k == old else k for k in current.key)
             schema = TableSchema(table, tuple(cols), key)
             self._set_table(table, schema)
-            yield SchemaChange(table, op.kind, here, statement, schema=schema, column=new_col, old_name=old,
-                               new_name=new_name, source_ts=ts)
+            yield SchemaChange(
+                table,
+                op.kind,
+                here,
+                statement,
+                schema=schema,
+                column=new_col,
+                old_name=old,
+                new_name=new_name,
+                source_ts=ts,
+            )
 
     def _copied_after(self, table: str, here: Position) -> bool:
         """Whether ``table`` was last copied after the event that ends at ``here``."""
@@ -318,8 +382,16 @@ class BinlogReader:
             schema = TableSchema(op.new_name, self.tables[op.table].columns, self.tables[op.table].key)
             self._set_table(op.table, None)
             self._set_table(op.new_name, schema)
-            yield SchemaChange(op.table, K.RENAME_TABLE, here, statement, schema=schema, old_name=op.table,
-                               new_name=op.new_name, source_ts=ts)
+            yield SchemaChange(
+                op.table,
+                K.RENAME_TABLE,
+                here,
+                statement,
+                schema=schema,
+                old_name=op.table,
+                new_name=op.new_name,
+                source_ts=ts,
+            )
         elif old_ours:
             self._set_table(op.table, None)
             yield SchemaChange(op.table, K.DROP_TABLE, here, statement, old_name=op.table, source_ts=ts)
@@ -337,5 +409,11 @@ class _UnknownColumn(Exception):
 
 
 def _column(c: Any) -> Column:
-    return Column(name=c.name, type=mtypes.column_type(c.type_sql, is_json=c.type_sql.upper().startswith("JSON")),
-                  nullable=c.nullable, source_type=c.type_sql.lower(), generated=c.generated, charset=c.charset)
+    return Column(
+        name=c.name,
+        type=mtypes.column_type(c.type_sql, is_json=c.type_sql.upper().startswith("JSON")),
+        nullable=c.nullable,
+        source_type=c.type_sql.lower(),
+        generated=c.generated,
+        charset=c.charset,
+    )

@@ -29,8 +29,15 @@ class MySQLParams:
     uri: str
 
     def connect_kwargs(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password,
-                "charset": "utf8mb4", "connect_timeout": 10, "autocommit": True}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "charset": "utf8mb4",
+            "connect_timeout": 10,
+            "autocommit": True,
+        }
 
     @property
     def redacted(self) -> str:
@@ -46,9 +53,14 @@ def parse_uri(uri: str) -> MySQLParams:
     except ValueError as exc:
         raise ConfigError(f"source.connection_string: bad port in {redact(uri)}") from exc
     database = urllib.parse.unquote(parts.path.lstrip("/")) or None
-    return MySQLParams(host=parts.hostname or "127.0.0.1", port=port,
-                       user=urllib.parse.unquote(parts.username or "root"),
-                       password=urllib.parse.unquote(parts.password or ""), database=database, uri=uri)
+    return MySQLParams(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        user=urllib.parse.unquote(parts.username or "root"),
+        password=urllib.parse.unquote(parts.password or ""),
+        database=database,
+        uri=uri,
+    )
 
 
 def quote_ident(name: str) -> str:
@@ -86,12 +98,16 @@ def classify(exc: BaseException, params: MySQLParams, doing: str) -> Exception:
     detail = redact(exc.args[1] if len(getattr(exc, "args", ())) > 1 else exc)
     where = params.redacted
     if code in _ACCESS_DENIED:
-        return FatalError(f"MySQL source {where}: access denied while {doing} ({detail}). Check the user and "
-                          "password, and grant SELECT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT "
-                          "(BINLOG MONITOR on MariaDB) to it; scripts/setup-databases.sh shows the grants.")
+        return FatalError(
+            f"MySQL source {where}: access denied while {doing} ({detail}). Check the user and "
+            "password, and grant SELECT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT "
+            "(BINLOG MONITOR on MariaDB) to it; scripts/setup-databases.sh shows the grants."
+        )
     if code == 1049:
-        return FatalError(f"MySQL source {where}: {detail}; check the database name in the URI or "
-                          "the schema's source_database")
+        return FatalError(
+            f"MySQL source {where}: {detail}; check the database name in the URI or "
+            "the schema's source_database"
+        )
     if is_transient(exc):
         return TransientError(f"MySQL source {where}: {detail} while {doing}")
     return FatalError(f"MySQL source {where}: {detail} while {doing}")

@@ -21,8 +21,12 @@ from warpd.types import Column, Kind
 _BS = "CHAR(92 USING utf8mb4)"
 _NULL = f"CONCAT({_BS}, 'N')"
 # COPY text escapes: backslash first, then the three control characters.
-_ESCAPES = ((_BS, f"CONCAT({_BS}, {_BS})"), ("CHAR(9 USING utf8mb4)", f"CONCAT({_BS}, 't')"),
-            ("CHAR(10 USING utf8mb4)", f"CONCAT({_BS}, 'n')"), ("CHAR(13 USING utf8mb4)", f"CONCAT({_BS}, 'r')"))
+_ESCAPES = (
+    (_BS, f"CONCAT({_BS}, {_BS})"),
+    ("CHAR(9 USING utf8mb4)", f"CONCAT({_BS}, 't')"),
+    ("CHAR(10 USING utf8mb4)", f"CONCAT({_BS}, 'n')"),
+    ("CHAR(13 USING utf8mb4)", f"CONCAT({_BS}, 'r')"),
+)
 _PYTHON_ONLY_SOURCE_TYPES = ("inet6", "inet4")
 
 
@@ -54,8 +58,10 @@ def copy_text_expr(col: Column, quoted: str) -> str | None:
         text = f"CAST({quoted} AS CHAR)"
         if kind is Kind.TIMESTAMPTZ:
             text = f"CONCAT({text}, '+00')"  # the session's time_zone is UTC
-        value = (f"CASE WHEN YEAR({quoted}) = 0 OR MONTH({quoted}) = 0 OR DAY({quoted}) = 0 "
-                 f"THEN {zero} ELSE {text} END")
+        value = (
+            f"CASE WHEN YEAR({quoted}) = 0 OR MONTH({quoted}) = 0 OR DAY({quoted}) = 0 "
+            f"THEN {zero} ELSE {text} END"
+        )
     else:
         return None
     return f"IFNULL({value}, {_NULL})"

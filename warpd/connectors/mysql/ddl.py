@@ -106,7 +106,9 @@ class ParsedDdl:
 
     ops: tuple[DdlOp, ...]
     truncates: tuple[tuple[str, str], ...]  # (database, table) for TRUNCATE [TABLE]
-    tables: tuple[tuple[str, str], ...]  # every (database, table) created, dropped, renamed, altered or truncated
+    tables: tuple[
+        tuple[str, str], ...
+    ]  # every (database, table) created, dropped, renamed, altered or truncated
     understood: bool
     primary_key_changed: bool = False  # ALTER TABLE added or dropped a primary key
     statement: str = ""  # "ALTER TABLE", "DROP DATABASE", "CREATE VIEW", ...; "" when unrecognised
@@ -186,7 +188,9 @@ def _lex(sql: str) -> Iterator[_Tok]:
         elif ch == "*" and in_executable and sql.startswith("*/", i):
             in_executable = False
             i += 2
-        elif ch == "#" or (sql.startswith("--", i) and (i + 2 == n or sql[i + 2] in _SPACE or sql[i + 2] < " ")):
+        elif ch == "#" or (
+            sql.startswith("--", i) and (i + 2 == n or sql[i + 2] in _SPACE or sql[i + 2] < " ")
+        ):
             end = sql.find("\n", i)
             i = n if end < 0 else end + 1
         elif ch in "'\"`":
@@ -268,12 +272,40 @@ def _ident(tok: _Tok | None) -> str | None:
 
 # --------------------------------------------------------------------------- classify
 
-_DDL_OBJECTS = frozenset({"TABLE", "TABLES", "DATABASE", "SCHEMA", "VIEW", "INDEX", "TRIGGER", "PROCEDURE",
-                          "FUNCTION", "EVENT", "SEQUENCE", "PACKAGE", "TABLESPACE", "LOGFILE"})
+_DDL_OBJECTS = frozenset(
+    {
+        "TABLE",
+        "TABLES",
+        "DATABASE",
+        "SCHEMA",
+        "VIEW",
+        "INDEX",
+        "TRIGGER",
+        "PROCEDURE",
+        "FUNCTION",
+        "EVENT",
+        "SEQUENCE",
+        "PACKAGE",
+        "TABLESPACE",
+        "LOGFILE",
+    }
+)
 _OTHER_OBJECTS = frozenset({"USER", "ROLE", "SERVER", "PREPARE", "INSTANCE", "REFERENCE", "RESOURCE"})
 # Words that may stand between CREATE/ALTER/DROP/RENAME and the object's kind.
-_OBJECT_PREFIXES = frozenset({"OR", "REPLACE", "TEMPORARY", "ONLINE", "OFFLINE", "IGNORE", "UNIQUE",
-                              "FULLTEXT", "SPATIAL", "AGGREGATE"})
+_OBJECT_PREFIXES = frozenset(
+    {
+        "OR",
+        "REPLACE",
+        "TEMPORARY",
+        "ONLINE",
+        "OFFLINE",
+        "IGNORE",
+        "UNIQUE",
+        "FULLTEXT",
+        "SPATIAL",
+        "AGGREGATE",
+    }
+)
 _DML = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD", "CALL", "DO", "WITH", "SELECT"})
 _TRANSACTION = frozenset({"COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "XA"})
 
@@ -342,6 +374,7 @@ def classify(sql: str) -> str:
 
 # --------------------------------------------------------------------------- column definitions
 
+
 class _NotUnderstood(Exception):
     """The statement cannot be turned into operations; the message says why."""
 
@@ -364,19 +397,41 @@ _TYPE_PHRASES: tuple[tuple[tuple[str, ...], str, bool], ...] = (
 )
 # One-word aliases, resolved to the type the server creates (sqlglot misreads several).
 _TYPE_ALIASES = {
-    "INTEGER": "INT", "INT1": "TINYINT", "INT2": "SMALLINT", "INT3": "MEDIUMINT", "MIDDLEINT": "MEDIUMINT",
-    "INT4": "INT", "INT8": "BIGINT", "BOOL": "TINYINT", "BOOLEAN": "TINYINT", "SERIAL": "BIGINT",
+    "INTEGER": "INT",
+    "INT1": "TINYINT",
+    "INT2": "SMALLINT",
+    "INT3": "MEDIUMINT",
+    "MIDDLEINT": "MEDIUMINT",
+    "INT4": "INT",
+    "INT8": "BIGINT",
+    "BOOL": "TINYINT",
+    "BOOLEAN": "TINYINT",
+    "SERIAL": "BIGINT",
     "REAL": "DOUBLE",  # unless sql_mode has REAL_AS_FLOAT
-    "FLOAT4": "FLOAT", "FLOAT8": "DOUBLE", "DEC": "DECIMAL", "NUMERIC": "DECIMAL", "FIXED": "DECIMAL",
-    "CHARACTER": "CHAR", "NCHAR": "CHAR", "NVARCHAR": "VARCHAR", "LONG": "MEDIUMTEXT",
+    "FLOAT4": "FLOAT",
+    "FLOAT8": "DOUBLE",
+    "DEC": "DECIMAL",
+    "NUMERIC": "DECIMAL",
+    "FIXED": "DECIMAL",
+    "CHARACTER": "CHAR",
+    "NCHAR": "CHAR",
+    "NVARCHAR": "VARCHAR",
+    "LONG": "MEDIUMTEXT",
 }
 _NATIONAL_CHARSET = "utf8mb3"
 # CHARACTER SET binary (or BYTE) turns character types into byte types.
-_BINARY_TYPES = {"CHAR": "BINARY", "VARCHAR": "VARBINARY", "TINYTEXT": "TINYBLOB", "TEXT": "BLOB",
-                 "MEDIUMTEXT": "MEDIUMBLOB", "LONGTEXT": "LONGBLOB"}
+_BINARY_TYPES = {
+    "CHAR": "BINARY",
+    "VARCHAR": "VARBINARY",
+    "TINYTEXT": "TINYBLOB",
+    "TEXT": "BLOB",
+    "MEDIUMTEXT": "MEDIUMBLOB",
+    "LONGTEXT": "LONGBLOB",
+}
 # Words that start an index, key, constraint or period definition instead of a column.
-_INDEX_WORDS = frozenset({"CONSTRAINT", "PRIMARY", "UNIQUE", "KEY", "INDEX", "FULLTEXT", "SPATIAL", "FOREIGN",
-                          "CHECK"})
+_INDEX_WORDS = frozenset(
+    {"CONSTRAINT", "PRIMARY", "UNIQUE", "KEY", "INDEX", "FULLTEXT", "SPATIAL", "FOREIGN", "CHECK"}
+)
 
 
 def _spell_type(base: str, args: tuple[str, ...], unsigned: bool) -> str:
@@ -431,14 +486,18 @@ def _read_type(toks: list[_Tok], i: int) -> tuple[_Type, int]:
         if i >= len(toks) or toks[i].kind != _WORD:
             raise _NotUnderstood("column without a type")
         word = toks[i].kw
-        typ = _Type(_TYPE_ALIASES.get(word, word), national=word in ("NCHAR", "NVARCHAR"),
-                    serial=word == "SERIAL", unsigned=word == "SERIAL")
+        typ = _Type(
+            _TYPE_ALIASES.get(word, word),
+            national=word in ("NCHAR", "NVARCHAR"),
+            serial=word == "SERIAL",
+            unsigned=word == "SERIAL",
+        )
         if word in ("BOOL", "BOOLEAN"):
             typ.args = ("1",)
         i += 1
     if _is_op(toks[i] if i < len(toks) else None, "("):
         end = _group_end(toks, i)
-        typ.args = tuple(" ".join(t.text for t in part) for part in _split(toks[i + 1:end - 1]))
+        typ.args = tuple(" ".join(t.text for t in part) for part in _split(toks[i + 1 : end - 1]))
         i = end
     while _kw_at(toks, i) in ("UNSIGNED", "SIGNED", "ZEROFILL"):
         typ.unsigned = typ.unsigned or toks[i].kw != "SIGNED"  # ZEROFILL implies UNSIGNED
@@ -498,9 +557,14 @@ def _column(toks: list[_Tok]) -> tuple[ColumnDef, bool]:
         elif k == "REFERENCES":  # the reference comes last; its ON DELETE SET NULL is no attribute
             break
     base = _BINARY_TYPES.get(typ.base, typ.base) if charset == "binary" else typ.base
-    column = ColumnDef(name=name, type_sql=_spell_type(base, typ.args, typ.unsigned),
-                       nullable=nullable and not primary and not serial, generated=generated, charset=charset,
-                       has_default=has_default)
+    column = ColumnDef(
+        name=name,
+        type_sql=_spell_type(base, typ.args, typ.unsigned),
+        nullable=nullable and not primary and not serial,
+        generated=generated,
+        charset=charset,
+        has_default=has_default,
+    )
     return column, primary
 
 
@@ -526,7 +590,7 @@ def _primary_key_columns(toks: list[_Tok]) -> tuple[str, ...] | None:
     if i == len(toks):
         raise _NotUnderstood("PRIMARY KEY without columns")
     names = []
-    for part in _split(toks[i + 1:_group_end(toks, i) - 1]):
+    for part in _split(toks[i + 1 : _group_end(toks, i) - 1]):
         name = _ident(part[0]) if part else None
         if name is None:
             raise _NotUnderstood("PRIMARY KEY on an expression")
@@ -543,17 +607,74 @@ def _is_index_definition(toks: list[_Tok]) -> bool:
 
 # Leading words of ALTER TABLE clauses that change nothing a replica mirrors
 # (indexes, storage, table options, data-preserving partition maintenance).
-_NO_OP_CLAUSES = frozenset({
-    "ALGORITHM", "LOCK", "FORCE", "ENABLE", "DISABLE", "ORDER", "WITH", "WITHOUT", "DISCARD", "NOWAIT", "WAIT",
-    "ENGINE", "TYPE", "AUTO_INCREMENT", "AVG_ROW_LENGTH", "DEFAULT", "CHARACTER", "CHARSET", "COLLATE",
-    "CHECKSUM", "PAGE_CHECKSUM", "COMMENT", "CONNECTION", "DATA", "INDEX", "DELAY_KEY_WRITE", "ENCRYPTED",
-    "ENCRYPTION", "ENCRYPTION_KEY_ID", "IETF_QUOTES", "INSERT_METHOD", "KEY_BLOCK_SIZE", "MAX_ROWS", "MIN_ROWS",
-    "PACK_KEYS", "PAGE_COMPRESSED", "PAGE_COMPRESSION_LEVEL", "PASSWORD", "ROW_FORMAT", "SEQUENCE",
-    "STATS_AUTO_RECALC", "STATS_PERSISTENT", "STATS_SAMPLE_PAGES", "TABLESPACE", "TRANSACTIONAL", "UNION",
-    "COMPRESSION", "SECONDARY_ENGINE", "SECONDARY_ENGINE_ATTRIBUTE", "ENGINE_ATTRIBUTE", "AUTOEXTEND_SIZE",
-    "STORAGE", "COALESCE", "REORGANIZE", "ANALYZE", "CHECK", "OPTIMIZE", "REBUILD", "REPAIR", "REMOVE",
-    "PARTITION", "PARTITIONS", "UPGRADE", "VALIDATION",
-})
+_NO_OP_CLAUSES = frozenset(
+    {
+        "ALGORITHM",
+        "LOCK",
+        "FORCE",
+        "ENABLE",
+        "DISABLE",
+        "ORDER",
+        "WITH",
+        "WITHOUT",
+        "DISCARD",
+        "NOWAIT",
+        "WAIT",
+        "ENGINE",
+        "TYPE",
+        "AUTO_INCREMENT",
+        "AVG_ROW_LENGTH",
+        "DEFAULT",
+        "CHARACTER",
+        "CHARSET",
+        "COLLATE",
+        "CHECKSUM",
+        "PAGE_CHECKSUM",
+        "COMMENT",
+        "CONNECTION",
+        "DATA",
+        "INDEX",
+        "DELAY_KEY_WRITE",
+        "ENCRYPTED",
+        "ENCRYPTION",
+        "ENCRYPTION_KEY_ID",
+        "IETF_QUOTES",
+        "INSERT_METHOD",
+        "KEY_BLOCK_SIZE",
+        "MAX_ROWS",
+        "MIN_ROWS",
+        "PACK_KEYS",
+        "PAGE_COMPRESSED",
+        "PAGE_COMPRESSION_LEVEL",
+        "PASSWORD",
+        "ROW_FORMAT",
+        "SEQUENCE",
+        "STATS_AUTO_RECALC",
+        "STATS_PERSISTENT",
+        "STATS_SAMPLE_PAGES",
+        "TABLESPACE",
+        "TRANSACTIONAL",
+        "UNION",
+        "COMPRESSION",
+        "SECONDARY_ENGINE",
+        "SECONDARY_ENGINE_ATTRIBUTE",
+        "ENGINE_ATTRIBUTE",
+        "AUTOEXTEND_SIZE",
+        "STORAGE",
+        "COALESCE",
+        "REORGANIZE",
+        "ANALYZE",
+        "CHECK",
+        "OPTIMIZE",
+        "REBUILD",
+        "REPAIR",
+        "REMOVE",
+        "PARTITION",
+        "PARTITIONS",
+        "UPGRADE",
+        "VALIDATION",
+    }
+)
 # Clauses that change rows without row events: a replica cannot follow them.
 _DATA_CLAUSES = {
     "TRUNCATE": "TRUNCATE PARTITION deletes rows without row events",
@@ -608,12 +729,12 @@ class _Cursor:
     def group(self) -> list[_Tok]:
         """The tokens inside the parenthesis that comes next."""
         end = _group_end(self.toks, self.i)
-        inner = self.toks[self.i + 1:end - 1]
+        inner = self.toks[self.i + 1 : end - 1]
         self.i = end
         return inner
 
     def rest(self) -> list[_Tok]:
-        rest = self.toks[self.i:]
+        rest = self.toks[self.i :]
         self.i = len(self.toks)
         return rest
 
@@ -681,7 +802,7 @@ class _Parser:
             self.statement = f"{verb} {'TEMPORARY ' if 'TEMPORARY' in prefixes else ''}{obj}"
         several = obj not in _COMPOUND_OBJECTS and any(_is_op(t, ";") for t in toks)
         if several:  # one statement per QueryEvent; read the first one's tables, but follow none
-            toks = toks[:next(i for i, t in enumerate(toks) if _is_op(t, ";"))]
+            toks = toks[: next(i for i, t in enumerate(toks) if _is_op(t, ";"))]
         cur = _Cursor(toks, at + 1)
         handler = {
             ("TRUNCATE", "TABLE"): self.truncate,
@@ -757,10 +878,17 @@ class _Parser:
         by_name = {c.name.casefold(): c.name for c in columns}
         primary_key = tuple(by_name.get(k.casefold(), k) for k in primary_key)
         key_set = {k.casefold() for k in primary_key}
-        columns = [dataclasses.replace(c, nullable=False) if c.name.casefold() in key_set else c for c in columns]
+        columns = [
+            dataclasses.replace(c, nullable=False) if c.name.casefold() in key_set else c for c in columns
+        ]
         self.ops += ops_before
-        self.op(SchemaOpKind.CREATE_TABLE, table, columns=tuple(columns), primary_key=primary_key,
-                if_exists=if_not_exists)
+        self.op(
+            SchemaOpKind.CREATE_TABLE,
+            table,
+            columns=tuple(columns),
+            primary_key=primary_key,
+            if_exists=if_not_exists,
+        )
 
     def drop_table(self, cur: _Cursor, prefixes: frozenset[str]) -> None:
         if "TEMPORARY" in prefixes:
@@ -794,8 +922,14 @@ class _Parser:
                     raise _NotUnderstood("RENAME TABLE without TO")
                 new = self.table(c)
                 c.expect_end()
-                self.op(SchemaOpKind.RENAME_TABLE, old, old_name=old[1], new_name=new[1], new_database=new[0],
-                        if_exists=if_exists)
+                self.op(
+                    SchemaOpKind.RENAME_TABLE,
+                    old,
+                    old_name=old[1],
+                    new_name=new[1],
+                    new_database=new[0],
+                    if_exists=if_exists,
+                )
             except _NotUnderstood as exc:
                 problem = problem or exc
         if problem:
@@ -847,8 +981,9 @@ class _Parser:
             self.alter_clause(table, _Cursor(clause, 1), clause[0].kw, if_exists, renames)
         self.ops += renames
 
-    def alter_clause(self, table: tuple[str, str], c: _Cursor, verb: str, if_exists: bool,
-                     renames: list[DdlOp]) -> None:
+    def alter_clause(
+        self, table: tuple[str, str], c: _Cursor, verb: str, if_exists: bool, renames: list[DdlOp]
+    ) -> None:
         if verb == "ADD":
             self.alter_add(table, c, if_exists)
         elif verb == "DROP":
@@ -860,8 +995,16 @@ class _Parser:
             rest, after, first = _strip_position(c.rest())
             column, primary = _column(rest)
             self.primary_key_changed |= primary
-            self.op(SchemaOpKind.MODIFY_COLUMN, table, column=column, old_name=old or column.name,
-                    new_name=column.name, after=after, first=first, if_exists=if_exists)
+            self.op(
+                SchemaOpKind.MODIFY_COLUMN,
+                table,
+                column=column,
+                old_name=old or column.name,
+                new_name=column.name,
+                after=after,
+                first=first,
+                if_exists=if_exists,
+            )
         elif verb == "RENAME":
             if c.accept("COLUMN"):
                 if_exists = c.accept("IF", "EXISTS") or if_exists
@@ -876,8 +1019,17 @@ class _Parser:
                 # An unqualified new name is in the session's database, not the table's.
                 target = self.resolve(c.qualified())
                 c.expect_end()
-                renames.append(DdlOp(SchemaOpKind.RENAME_TABLE, table[0], table[1], old_name=table[1],
-                                     new_name=target[1], new_database=target[0], if_exists=if_exists))
+                renames.append(
+                    DdlOp(
+                        SchemaOpKind.RENAME_TABLE,
+                        table[0],
+                        table[1],
+                        old_name=table[1],
+                        new_name=target[1],
+                        new_database=target[0],
+                        if_exists=if_exists,
+                    )
+                )
         elif verb == "CONVERT":
             if c.kw() != "TO":  # CONVERT PARTITION p TO TABLE t / CONVERT TABLE t TO PARTITION p
                 raise _NotUnderstood("CONVERT PARTITION/TABLE moves rows between tables without row events")
@@ -889,7 +1041,7 @@ class _Parser:
 
     def alter_add(self, table: tuple[str, str], c: _Cursor, if_exists: bool) -> None:
         explicit_column = c.accept("COLUMN")
-        rest = c.toks[c.i:]
+        rest = c.toks[c.i :]
         if not explicit_column:
             if _is_index_definition(rest) or c.kw() == "PARTITION":
                 if _primary_key_columns(rest) is not None:

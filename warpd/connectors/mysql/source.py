@@ -98,35 +98,49 @@ class MySQLSource:
         where = self.params.redacted
         (version,) = self._query("SELECT VERSION()")[0]
         self.is_mariadb = "mariadb" in str(version).lower()
-        variables = dict(self._query(
-            "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
-            "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata')"))
+        variables = dict(
+            self._query(
+                "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+                "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata')"
+            )
+        )
         if str(variables.get("log_bin", "OFF")).upper() not in ("ON", "1"):
-            raise FatalError(f"MySQL source {where}: the binary log is off. Add `log_bin = mysql-bin`, "
-                             "`binlog_format = ROW`, `binlog_row_image = FULL` and `binlog_row_metadata = FULL` "
-                             f"to the server's [mysqld] section and restart it ({SETUP_HINT}).")
+            raise FatalError(
+                f"MySQL source {where}: the binary log is off. Add `log_bin = mysql-bin`, "
+                "`binlog_format = ROW`, `binlog_row_image = FULL` and `binlog_row_metadata = FULL` "
+                f"to the server's [mysqld] section and restart it ({SETUP_HINT})."
+            )
         wanted = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
         for name, value in wanted.items():
             actual = str(variables.get(name, "(unsupported)")).upper()
             if actual != value:
-                raise FatalError(f"MySQL source {where}: {name} is {actual}, cartridge-warp needs {value}. "
-                                 f"Run `SET GLOBAL {name} = '{value}'` and add `{name} = {value}` to [mysqld] "
-                                 f"so it survives a restart ({SETUP_HINT}).")
+                raise FatalError(
+                    f"MySQL source {where}: {name} is {actual}, cartridge-warp needs {value}. "
+                    f"Run `SET GLOBAL {name} = '{value}'` and add `{name} = {value}` to [mysqld] "
+                    f"so it survives a restart ({SETUP_HINT})."
+                )
         try:
             self.current_position()
         except FatalError:
             raise
         grants = " ".join(r[0] for r in self._query("SHOW GRANTS FOR CURRENT_USER()")).upper()
-        if not any(g in grants for g in ("REPLICATION SLAVE", "REPLICATION REPLICA", "ALL PRIVILEGES ON *.*")):
-            raise FatalError(f"MySQL source {where}: user {self.params.user!r} lacks the REPLICATION SLAVE "
-                             f"privilege needed to read the binlog; run `GRANT REPLICATION SLAVE, REPLICATION "
-                             f"CLIENT ON *.* TO '{self.params.user}'@'%'` (BINLOG MONITOR instead of "
-                             "REPLICATION CLIENT on MariaDB 10.5+).")
-        rows = self._query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
-                           (self.database,))
+        if not any(
+            g in grants for g in ("REPLICATION SLAVE", "REPLICATION REPLICA", "ALL PRIVILEGES ON *.*")
+        ):
+            raise FatalError(
+                f"MySQL source {where}: user {self.params.user!r} lacks the REPLICATION SLAVE "
+                f"privilege needed to read the binlog; run `GRANT REPLICATION SLAVE, REPLICATION "
+                f"CLIENT ON *.* TO '{self.params.user}'@'%'` (BINLOG MONITOR instead of "
+                "REPLICATION CLIENT on MariaDB 10.5+)."
+            )
+        rows = self._query(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (self.database,)
+        )
         if not rows:
-            raise FatalError(f"MySQL source {where}: database {self.database!r} does not exist (or this user "
-                             "cannot see it); check the schema name or source_database.")
+            raise FatalError(
+                f"MySQL source {where}: database {self.database!r} does not exist (or this user "
+                "cannot see it); check the schema name or source_database."
+            )
 
     # -- positions -----------------------------------------------------------
     def current_position(self) -> Position:
@@ -139,9 +153,11 @@ class MySQLSource:
             err = classify(exc, self.params, "reading the binlog position (SHOW MASTER STATUS)")
             raise err from exc
         if not row:
-            raise FatalError(f"MySQL source {self.params.redacted}: SHOW MASTER STATUS returned nothing; the "
-                             f"binary log is off or this user lacks REPLICATION CLIENT / BINLOG MONITOR "
-                             f"({SETUP_HINT}).")
+            raise FatalError(
+                f"MySQL source {self.params.redacted}: SHOW MASTER STATUS returned nothing; the "
+                f"binary log is off or this user lacks REPLICATION CLIENT / BINLOG MONITOR "
+                f"({SETUP_HINT})."
+            )
         return {"file": row[0], "pos": int(row[1])}
 
     def check_position(self, position: Position) -> None:
@@ -154,18 +170,26 @@ class MySQLSource:
                 f"{position['pos']} is gone (the oldest binlog is {first}; it was purged, e.g. by "
                 "expire_logs_days or binlog_expire_logs_seconds). Changes since then cannot be replayed. "
                 "Set on_position_lost: resnapshot to re-copy every table automatically, or run once with it, "
-                "and keep binlogs longer than the longest outage you want to survive.")
+                "and keep binlogs longer than the longest outage you want to survive."
+            )
 
     # -- tables --------------------------------------------------------------
     def list_tables(self) -> list[str]:
-        rows = self._query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                           "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", (self.database,),
-                           doing="listing tables")
+        rows = self._query(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+            (self.database,),
+            doing="listing tables",
+        )
         return [r[0] for r in rows]
 
     def table_exists(self, table: str) -> bool:
-        return bool(self._query("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
-                                "TABLE_NAME = %s", (self.database, table)))
+        return bool(
+            self._query(
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (self.database, table),
+            )
+        )
 
     def describe(self, table: str, key_columns: tuple[str, ...] | None = None) -> TableSchema:
         try:
@@ -181,24 +205,35 @@ class MySQLSource:
             names = {c.name for c in columns}
             missing = [k for k in key_columns if k not in names]
             if missing:
-                raise FatalError(f"table {table!r}: key_columns {missing} are not columns of the table "
-                                 f"(it has {sorted(names)})")
+                raise FatalError(
+                    f"table {table!r}: key_columns {missing} are not columns of the table "
+                    f"(it has {sorted(names)})"
+                )
             key = tuple(key_columns)
         else:
             pk = self._query(
                 "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND "
-                "TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (self.database, table))
+                "TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+                (self.database, table),
+            )
             key = tuple(r[0] for r in pk)
         return TableSchema(name=table, columns=columns, key=key)
 
     def estimate_rows(self, table: str) -> int:
-        rows = self._query("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
-                           "TABLE_NAME = %s", (self.database, table))
+        rows = self._query(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            (self.database, table),
+        )
         return int(rows[0][0] or 0) if rows else 0
 
     # -- snapshot ------------------------------------------------------------
-    def snapshot(self, schema: TableSchema, resume_after: Mapping[str, Any] | None,
-                 chunk_size: int, copy_text: bool = False) -> Iterator[SnapshotChunk]:
+    def snapshot(
+        self,
+        schema: TableSchema,
+        resume_after: Mapping[str, Any] | None,
+        chunk_size: int,
+        copy_text: bool = False,
+    ) -> Iterator[SnapshotChunk]:
         """Read ``schema``'s table in primary-key order, ``chunk_size`` rows at a time.
 
         Each chunk is its own query (no long transaction holding undo logs);
@@ -211,7 +246,9 @@ class MySQLSource:
         cols = schema.columns
         fast: list[tuple[Column, str]] = []
         if copy_text and schema.key:
-            fast = [(c, e) for c in cols if (e := copytext.copy_text_expr(c, quote_ident(c.name))) is not None]
+            fast = [
+                (c, e) for c in cols if (e := copytext.copy_text_expr(c, quote_ident(c.name))) is not None
+            ]
         fast_names = {c.name for c, _e in fast}
         slow = [c for c in cols if c.name not in fast_names]
         select = [copytext.line_expr([e for _c, e in fast])] if fast else []
@@ -227,7 +264,9 @@ class MySQLSource:
                 for stmt in mtypes.SNAPSHOT_SESSION_SQL:
                     cur.execute(stmt)
             if not schema.key:
-                yield from self._snapshot_keyless(conn, select, source, names, converters, schema.name, chunk_size)
+                yield from self._snapshot_keyless(
+                    conn, select, source, names, converters, schema.name, chunk_size
+                )
                 return
             order = ", ".join(quote_ident(k) for k in schema.key)
             nkey = len(schema.key)
@@ -246,31 +285,50 @@ class MySQLSource:
                 except pymysql.err.MySQLError as exc:
                     raise classify(exc, self.params, f"snapshotting {schema.name!r}") from exc
                 if not raw:
-                    yield SnapshotChunk(schema.name, [], resume_after=encode_key(last) if last else None, done=True)
+                    yield SnapshotChunk(
+                        schema.name, [], resume_after=encode_key(last) if last else None, done=True
+                    )
                     return
                 if slow:
-                    rows = [{n: conv(v) for n, conv, v in zip(names, converters, r[first_slow:], strict=False)}
-                            for r in raw]
+                    rows = [
+                        {n: conv(v) for n, conv, v in zip(names, converters, r[first_slow:], strict=False)}
+                        for r in raw
+                    ]
                 else:
                     rows = [_NO_COLUMNS] * len(raw)  # every column is in the encoded line
                 last = list(raw[-1][-nkey:])
                 done = len(raw) < chunk_size
-                yield SnapshotChunk(schema.name, rows, resume_after=encode_key(last), done=done,
-                                    encoded=[r[0] for r in raw] if fast else None,
-                                    encoded_columns=tuple(c.name for c, _e in fast))
+                yield SnapshotChunk(
+                    schema.name,
+                    rows,
+                    resume_after=encode_key(last),
+                    done=done,
+                    encoded=[r[0] for r in raw] if fast else None,
+                    encoded_columns=tuple(c.name for c, _e in fast),
+                )
                 if done:
                     return
         finally:
             conn.close()
 
-    def _snapshot_keyless(self, conn: Any, select: list[str], source: str, names: list[str],
-                          converters: list[Any], table: str, chunk_size: int) -> Iterator[SnapshotChunk]:
+    def _snapshot_keyless(
+        self,
+        conn: Any,
+        select: list[str],
+        source: str,
+        names: list[str],
+        converters: list[Any],
+        table: str,
+        chunk_size: int,
+    ) -> Iterator[SnapshotChunk]:
         try:
             with conn.cursor() as cur:
                 cur.execute(f"SELECT {', '.join(select)} FROM {source}")  # noqa: S608 - quoted by quote_ident
                 while True:
                     raw = cur.fetchmany(chunk_size)
-                    rows = [{n: conv(v) for n, conv, v in zip(names, converters, r, strict=False)} for r in raw]
+                    rows = [
+                        {n: conv(v) for n, conv, v in zip(names, converters, r, strict=False)} for r in raw
+                    ]
                     done = len(raw) < chunk_size
                     yield SnapshotChunk(table, rows, resume_after=None, done=done)
                     if done:
@@ -289,9 +347,13 @@ class MySQLSource:
         self.copied_at[table] = mark
         return mark
 
-    def stream(self, start: Position, tables: MutableMapping[str, TableSchema],
-               included: Callable[[str], bool],
-               key_override: Callable[[str], tuple[str, ...] | None]) -> Iterator[Event]:
+    def stream(
+        self,
+        start: Position,
+        tables: MutableMapping[str, TableSchema],
+        included: Callable[[str], bool],
+        key_override: Callable[[str], tuple[str, ...] | None],
+    ) -> Iterator[Event]:
         """Binlog events from ``start``; see :class:`~warpd.connectors.mysql.binlog.BinlogReader`."""
         from warpd.connectors.mysql.binlog import BinlogReader
 

@@ -86,22 +86,46 @@ class MySQLColumnInfo:
 # Type spellings
 # --------------------------------------------------------------------------
 
-_SYNONYMS = [(re.compile(p), r) for p, r in (
-    (r"^double\s+precision\b", "double"),
-    (r"^(?:national\s+)?(?:char|character)\s+varying\b", "varchar"),
-    (r"^(?:national\s+varchar|nchar\s+varchar|nchar\s+varying|nvarchar)\b", "varchar"),
-    (r"^(?:national\s+(?:char|character)|nchar|character)\b", "char"),
-    (r"^char\s+byte\b", "binary"),
-    (r"^long\s+varbinary\b", "mediumblob"),
-    (r"^long(?:\s+varchar)?\b", "mediumtext"),
-)]
+_SYNONYMS = [
+    (re.compile(p), r)
+    for p, r in (
+        (r"^double\s+precision\b", "double"),
+        (r"^(?:national\s+)?(?:char|character)\s+varying\b", "varchar"),
+        (r"^(?:national\s+varchar|nchar\s+varchar|nchar\s+varying|nvarchar)\b", "varchar"),
+        (r"^(?:national\s+(?:char|character)|nchar|character)\b", "char"),
+        (r"^char\s+byte\b", "binary"),
+        (r"^long\s+varbinary\b", "mediumblob"),
+        (r"^long(?:\s+varchar)?\b", "mediumtext"),
+    )
+]
 
-_INT_BYTES = {"tinyint": 1, "int1": 1, "smallint": 2, "int2": 2, "mediumint": 3, "int3": 3,
-              "middleint": 3, "int": 4, "integer": 4, "int4": 4, "bigint": 8, "int8": 8}
+_INT_BYTES = {
+    "tinyint": 1,
+    "int1": 1,
+    "smallint": 2,
+    "int2": 2,
+    "mediumint": 3,
+    "int3": 3,
+    "middleint": 3,
+    "int": 4,
+    "integer": 4,
+    "int4": 4,
+    "bigint": 8,
+    "int8": 8,
+}
 _TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
 _BYTES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "vector"}
-_SPATIAL = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
-            "multipolygon", "geometrycollection", "geomcollection"}
+_SPATIAL = {
+    "geometry",
+    "point",
+    "linestring",
+    "polygon",
+    "multipoint",
+    "multilinestring",
+    "multipolygon",
+    "geometrycollection",
+    "geomcollection",
+}
 _LABEL = re.compile(r"'((?:[^'\\]|''|\\.)*)'|\"((?:[^\"\\]|\"\"|\\.)*)\"", re.S)
 
 
@@ -121,12 +145,12 @@ def _parse(spelling: str) -> _Spelling:
     for pattern, replacement in _SYNONYMS:
         m = pattern.match(lower)
         if m:
-            text = replacement + text[m.end():]
-            lower = replacement + lower[m.end():]
+            text = replacement + text[m.end() :]
+            lower = replacement + lower[m.end() :]
             break
     m = re.match(r"[a-z_][a-z0-9_]*", lower)
     base = m.group(0) if m else lower
-    rest, rest_lower = text[len(base):].lstrip(), lower[len(base):].lstrip()
+    rest, rest_lower = text[len(base) :].lstrip(), lower[len(base) :].lstrip()
     inner = ""
     if rest.startswith("("):
         depth, quote, escaped, end = 0, "", False, len(rest)
@@ -145,7 +169,7 @@ def _parse(spelling: str) -> _Spelling:
                 if depth == 0:
                     end = index
                     break
-        inner, rest_lower = rest[1:end], rest_lower[end + 1:]
+        inner, rest_lower = rest[1:end], rest_lower[end + 1 :]
     labels: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     if base in ("enum", "set"):
@@ -253,8 +277,11 @@ def json_columns(cursor: Any, database: str, table: str) -> set[str]:
     """
     if "mariadb" not in cursor.connection.get_server_info().lower():
         return set()
-    cursor.execute("SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                   "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s", (database, table))
+    cursor.execute(
+        "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+        "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+        (database, table),
+    )
     found = set()
     for (clause,) in cursor.fetchall():
         m = _JSON_CHECK.match(clause or "")
@@ -273,13 +300,22 @@ def describe_columns(cursor: Any, database: str, table: str) -> list[tuple[Colum
     cursor.execute(
         "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, IS_NULLABLE, CHARACTER_SET_NAME, EXTRA "
         "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
-        "ORDER BY ORDINAL_POSITION", (database, table))
+        "ORDER BY ORDINAL_POSITION",
+        (database, table),
+    )
     result = []
     for name, ctype, dtype, nullable, charset, extra in cursor.fetchall():
         extra = (extra or "").upper()
-        generated = "VIRTUAL" if "VIRTUAL GENERATED" in extra else "STORED" if "STORED GENERATED" in extra else None
-        col = Column(name=name, type=column_type(ctype, data_type=dtype, is_json=name in json_cols),
-                     nullable=nullable == "YES", source_type=ctype, generated=generated is not None)
+        generated = (
+            "VIRTUAL" if "VIRTUAL GENERATED" in extra else "STORED" if "STORED GENERATED" in extra else None
+        )
+        col = Column(
+            name=name,
+            type=column_type(ctype, data_type=dtype, is_json=name in json_cols),
+            nullable=nullable == "YES",
+            source_type=ctype,
+            generated=generated is not None,
+        )
         result.append((col, MySQLColumnInfo(name=name, charset=charset, generated=generated)))
     return result
 
@@ -288,9 +324,11 @@ def describe_columns(cursor: Any, database: str, table: str) -> list[tuple[Colum
 # Value helpers shared by both paths
 # --------------------------------------------------------------------------
 
+
 def _nullable(convert: Converter, null_value: Any = None) -> Converter:
     def wrapped(value: Any) -> Any:
         return null_value if value is None else convert(value)
+
     return wrapped
 
 
@@ -375,7 +413,9 @@ def _dump(value: Any) -> str:
     if isinstance(value, _Verbatim):
         return str.__str__(value)
     if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + _dump(v) for k, v in value.items()) + "}"
+        return (
+            "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + _dump(v) for k, v in value.items()) + "}"
+        )
     if isinstance(value, list):
         return "[" + ",".join(_dump(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
@@ -391,6 +431,7 @@ def _bits(length: int) -> Converter:
             return value
         number = int(value, 2) if isinstance(value, str) else int.from_bytes(value, "big")
         return format(number, f"0{length}b")
+
     return convert
 
 
@@ -401,6 +442,7 @@ def _set_members(value: str) -> list[str]:
 # --------------------------------------------------------------------------
 # Snapshot path (pymysql)
 # --------------------------------------------------------------------------
+
 
 def snapshot_select_expr(col: Column, quoted_name: str) -> str:
     """The select-list expression the snapshot reads ``col`` through.
@@ -447,7 +489,9 @@ def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "replace")  # only unknown types arrive as bytes; warned at mapping
+        return bytes(value).decode(
+            "utf-8", "replace"
+        )  # only unknown types arrive as bytes; warned at mapping
     return str(value)
 
 
@@ -457,9 +501,18 @@ def _as_text(value: Any) -> str:
 
 # Python codecs for MySQL charsets pymysqlreplication cannot decode (it then
 # returns bytes) or decodes in the wrong byte order (utf16: native order).
-_CODECS = {"ucs2": "utf-16-be", "utf16": "utf-16-be", "utf16le": "utf-16-le", "utf32": "utf-32-be",
-           "eucjpms": "euc_jis_2004", "ujis": "euc_jp", "latin1": "cp1252", "utf8mb3": "utf-8",
-           "utf8mb4": "utf-8", "utf8": "utf-8"}
+_CODECS = {
+    "ucs2": "utf-16-be",
+    "utf16": "utf-16-be",
+    "utf16le": "utf-16-le",
+    "utf32": "utf-32-be",
+    "eucjpms": "euc_jis_2004",
+    "ujis": "euc_jp",
+    "latin1": "cp1252",
+    "utf8mb3": "utf-8",
+    "utf8mb4": "utf-8",
+    "utf8": "utf-8",
+}
 
 
 def _codec(charset: str | None) -> str | None:
@@ -534,16 +587,23 @@ def _binlog_text(sp: _Spelling | None, info: MySQLColumnInfo | None, col: Column
     charset = (info.charset or "").lower() if info else ""
     codec = _codec(charset) or "utf-8"
     if base == "enum" and sp is not None and _undecodable(sp.labels, codec):
+
         def enum_value(v: Any) -> str:
             if v == "":
-                raise ValueError(f"column {col.name!r}: ENUM label not decodable from the binlog "
-                                 f"(non-UTF-8 labels in charset {charset}); resnapshot the table")
+                raise ValueError(
+                    f"column {col.name!r}: ENUM label not decodable from the binlog "
+                    f"(non-UTF-8 labels in charset {charset}); resnapshot the table"
+                )
             return v
+
         return enum_value
     if charset == "utf16":
         # Decoded in native (little-endian) order by the library; MySQL's utf16 is big-endian.
-        return lambda v: v.encode("utf-16-le", "surrogatepass").decode(codec) if isinstance(v, str) \
+        return lambda v: (
+            v.encode("utf-16-le", "surrogatepass").decode(codec)
+            if isinstance(v, str)
             else bytes(v).decode(codec)
+        )
     return lambda v: v if isinstance(v, str) else bytes(v).decode(codec)
 
 
@@ -601,14 +661,19 @@ def _binlog_bytes(sp: _Spelling | None, ct: ColumnType) -> Converter:
 
 def _binlog_set(sp: _Spelling | None, col: Column, info: MySQLColumnInfo | None) -> Converter:
     order = {label: i for i, label in enumerate(sp.labels)} if sp else {}
-    ambiguous = sp is not None and info is not None and _undecodable(sp.labels, _codec(info.charset) or "utf-8")
+    ambiguous = (
+        sp is not None and info is not None and _undecodable(sp.labels, _codec(info.charset) or "utf-8")
+    )
 
     def convert(value: Any) -> list[str]:
         if isinstance(value, str):
             return _set_members(value)
         if ambiguous and "" in value:
-            raise ValueError(f"column {col.name!r}: SET label not decodable from the binlog; resnapshot the table")
+            raise ValueError(
+                f"column {col.name!r}: SET label not decodable from the binlog; resnapshot the table"
+            )
         return sorted(value, key=lambda m: order.get(m, len(order)))
+
     return convert
 
 
@@ -619,6 +684,7 @@ def _binlog_timestamptz(zero: Any) -> Converter:
         if value < _EPOCH:
             value += _TIMESTAMP_WRAP  # unsigned 32-bit seconds (MariaDB 11.5+) read as signed
         return value.replace(tzinfo=_UTC)
+
     return convert
 
 
@@ -662,8 +728,9 @@ def binlog_converter(col: Column, info: MySQLColumnInfo | None = None) -> Conver
     return _nullable(_as_text)
 
 
-def binlog_image(values: Mapping[str, Any], none_sources: Mapping[str, str] | None,
-                 converters: Mapping[str, Converter]) -> dict[str, Any]:
+def binlog_image(
+    values: Mapping[str, Any], none_sources: Mapping[str, str] | None, converters: Mapping[str, Converter]
+) -> dict[str, Any]:
     """One canonical row image from a pymysqlreplication image and its ``none_sources``.
 
     Columns the event did not carry (non-FULL row images) are left out, an

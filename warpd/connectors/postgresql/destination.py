@@ -29,7 +29,7 @@ from warpd.types import TableSchema
 
 log = logging.getLogger(__name__)
 
-ROW_KEY = "_warp_row_key"          # key of tables without a primary key (hash of the row)
+ROW_KEY = "_warp_row_key"  # key of tables without a primary key (hash of the row)
 OP_COLUMN = "_warp_op"
 SOURCE_TS_COLUMN = "_warp_source_ts"
 SYNCED_AT_COLUMN = "_warp_synced_at"
@@ -56,6 +56,7 @@ def _epoch_to_text(ts: float | None) -> str:
     if ts is None:
         return r"\N"
     import datetime as _dt
+
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
 
 
@@ -66,8 +67,8 @@ class TablePlan:
     source: TableSchema
     pg_schema: str
     pg_table: str
-    columns: Mapping[str, str]            # source column name -> PostgreSQL column name
-    key: tuple[str, ...]                  # PostgreSQL key column names
+    columns: Mapping[str, str]  # source column name -> PostgreSQL column name
+    key: tuple[str, ...]  # PostgreSQL key column names
     soft_delete: bool
     metadata: bool
     encoders: tuple[Callable[[Any], str], ...]  # one per source column, in order
@@ -90,9 +91,16 @@ class TablePlan:
 def make_plan(schema: TableSchema, pg_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
     columns = map_columns((c.name for c in schema.columns), reserved=RESERVED_COLUMNS)
     key = tuple(columns[k] for k in schema.key) if schema.key else (ROW_KEY,)
-    return TablePlan(source=schema, pg_schema=pg_identifier(pg_schema), pg_table=pg_identifier(schema.name),
-                     columns=columns, key=key, soft_delete=soft_delete, metadata=metadata,
-                     encoders=tuple(copy_encoder(c.type) for c in schema.columns))
+    return TablePlan(
+        source=schema,
+        pg_schema=pg_identifier(pg_schema),
+        pg_table=pg_identifier(schema.name),
+        columns=columns,
+        key=key,
+        soft_delete=soft_delete,
+        metadata=metadata,
+        encoders=tuple(copy_encoder(c.type) for c in schema.columns),
+    )
 
 
 def _ident(*names: str) -> sql.Composable:
@@ -107,7 +115,9 @@ def create_table_sql(plan: TablePlan) -> list[sql.Composable]:
     key_sources = set(plan.source.key)
     for col in plan.source.columns:
         null = sql.SQL(" NOT NULL") if col.name in key_sources else sql.SQL("")
-        defs.append(sql.SQL("{} {}{}").format(_ident(plan.columns[col.name]), sql.SQL(pg_type_sql(col.type)), null))
+        defs.append(
+            sql.SQL("{} {}{}").format(_ident(plan.columns[col.name]), sql.SQL(pg_type_sql(col.type)), null)
+        )
     defs.extend(sql.SQL(d) for d in _extra_column_defs(plan))
     defs.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(_ident, plan.key))))
     return [
@@ -120,8 +130,11 @@ def _extra_column_defs(plan: TablePlan) -> list[str]:
     # names are constants of this module, safe to inline (still quoted)
     out = []
     if plan.metadata:
-        out += [f'"{OP_COLUMN}" text', f'"{SOURCE_TS_COLUMN}" timestamptz',
-                f'"{SYNCED_AT_COLUMN}" timestamptz NOT NULL DEFAULT now()']
+        out += [
+            f'"{OP_COLUMN}" text',
+            f'"{SOURCE_TS_COLUMN}" timestamptz',
+            f'"{SYNCED_AT_COLUMN}" timestamptz NOT NULL DEFAULT now()',
+        ]
     if plan.soft_delete:
         out.append(f'"{DELETED_AT_COLUMN}" timestamptz')
     return out
@@ -144,8 +157,9 @@ class PostgresDestination:
         if self._conn is None or self._conn.closed:
             self._staged.clear()
             try:
-                self._conn = psycopg2.connect(self.uri, application_name=self.application_name,
-                                              connect_timeout=10)
+                self._conn = psycopg2.connect(
+                    self.uri, application_name=self.application_name, connect_timeout=10
+                )
             except psycopg2.OperationalError as exc:
                 message = redact(str(exc).strip())
                 if "authentication" in message or "password" in message or "role" in message:
@@ -182,12 +196,16 @@ class PostgresDestination:
     # -- tables --------------------------------------------------------------
     def existing_columns(self, plan: TablePlan) -> list[str] | None:
         with self.conn, self.conn.cursor() as cur:
-            cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
-                        "AND NOT attisdropped ORDER BY attnum",
-                        (_ident(plan.pg_schema, plan.pg_table).as_string(self.conn),))
+            cur.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                "AND NOT attisdropped ORDER BY attnum",
+                (_ident(plan.pg_schema, plan.pg_table).as_string(self.conn),),
+            )
             rows = cur.fetchall()
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL",
-                        (_ident(plan.pg_schema, plan.pg_table).as_string(self.conn),))
+            cur.execute(
+                "SELECT to_regclass(%s) IS NOT NULL",
+                (_ident(plan.pg_schema, plan.pg_table).as_string(self.conn),),
+            )
             exists = cur.fetchone()[0]
         return [r[0] for r in rows] if exists else None
 
@@ -202,8 +220,11 @@ class PostgresDestination:
         for col in plan.source.columns:
             name = plan.columns[col.name]
             if name not in have:
-                out.append(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                    target, _ident(name), sql.SQL(pg_type_sql(col.type))))
+                out.append(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                        target, _ident(name), sql.SQL(pg_type_sql(col.type))
+                    )
+                )
         for extra in _extra_column_defs(plan):
             name = extra.split('"')[1]
             if name not in have:
@@ -221,8 +242,15 @@ class PostgresDestination:
         self._run([sql.SQL("TRUNCATE {}").format(_ident(plan.pg_schema, plan.pg_table))])
 
     def soft_delete_all(self, plan: TablePlan) -> None:
-        self._run([sql.SQL("UPDATE {} SET {} = now() WHERE {} IS NULL").format(
-            _ident(plan.pg_schema, plan.pg_table), _ident(DELETED_AT_COLUMN), _ident(DELETED_AT_COLUMN))])
+        self._run(
+            [
+                sql.SQL("UPDATE {} SET {} = now() WHERE {} IS NULL").format(
+                    _ident(plan.pg_schema, plan.pg_table),
+                    _ident(DELETED_AT_COLUMN),
+                    _ident(DELETED_AT_COLUMN),
+                )
+            ]
+        )
 
     def count(self, plan: TablePlan) -> int:
         with self.conn, self.conn.cursor() as cur:
@@ -230,11 +258,18 @@ class PostgresDestination:
             return cur.fetchone()[0]
 
     def drop(self, plan: TablePlan) -> list[str]:
-        return self.run_ddl([sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(plan.pg_schema, plan.pg_table))])
+        return self.run_ddl(
+            [sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(plan.pg_schema, plan.pg_table))]
+        )
 
-    def schema_change_sql(self, kind: SchemaOpKind, old: TablePlan, new: TablePlan,
-                          old_column: str | None = None,
-                          new_column: str | None = None) -> list[sql.Composable]:
+    def schema_change_sql(
+        self,
+        kind: SchemaOpKind,
+        old: TablePlan,
+        new: TablePlan,
+        old_column: str | None = None,
+        new_column: str | None = None,
+    ) -> list[sql.Composable]:
         """DDL turning ``old`` into ``new`` for one source change; empty if already done.
 
         Checks the live table first, so a change replayed after a crash (applied
@@ -244,8 +279,11 @@ class PostgresDestination:
         if kind is SchemaOpKind.RENAME_TABLE:
             if existing is None or self.existing_columns(new) is not None:
                 return []
-            return [sql.SQL("ALTER TABLE {} RENAME TO {}").format(_ident(old.pg_schema, old.pg_table),
-                                                                  _ident(new.pg_table))]
+            return [
+                sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                    _ident(old.pg_schema, old.pg_table), _ident(new.pg_table)
+                )
+            ]
         if existing is None:
             return create_table_sql(new)
         have = set(existing)
@@ -260,20 +298,29 @@ class PostgresDestination:
             new_column = new_column or old_column
             before, after = old.columns[old_column], new.columns[new_column]
             if before != after and before in have and after not in have:
-                out.append(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
-                    target, _ident(before), _ident(after)))
+                out.append(
+                    sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
+                        target, _ident(before), _ident(after)
+                    )
+                )
             old_col, new_col = old.source.column(old_column), new.source.column(new_column)
             if kind is SchemaOpKind.MODIFY_COLUMN and old_col and new_col and new_col.type != old_col.type:
                 pg_type = sql.SQL(pg_type_sql(new_col.type))
-                out.append(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
-                    target, _ident(after), pg_type, _ident(after), pg_type))
+                out.append(
+                    sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
+                        target, _ident(after), pg_type, _ident(after), pg_type
+                    )
+                )
             return out
         # ADD_COLUMN, CREATE_TABLE on an existing table: add what is missing
         for col in new.source.columns:
             name = new.columns[col.name]
             if name not in have:
-                out.append(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                    target, _ident(name), sql.SQL(pg_type_sql(col.type))))
+                out.append(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                        target, _ident(name), sql.SQL(pg_type_sql(col.type))
+                    )
+                )
         return out
 
     # -- writing -------------------------------------------------------------
@@ -291,8 +338,12 @@ class PostgresDestination:
     def _stage_token(self, plan: TablePlan) -> tuple[Any, ...]:
         # By content, not id(plan): a plan freed after a resync may leave its id to a new plan
         # of another shape, and the stage tables must then be made again.
-        return (plan.pg_schema, plan.pg_table, tuple(self.copy_fields(plan)),
-                tuple(pg_type_sql(c.type) for c in plan.source.columns))
+        return (
+            plan.pg_schema,
+            plan.pg_table,
+            tuple(self.copy_fields(plan)),
+            tuple(pg_type_sql(c.type) for c in plan.source.columns),
+        )
 
     @contextmanager
     def _transaction(self, plan: TablePlan) -> Iterator[Any]:
@@ -316,11 +367,17 @@ class PostgresDestination:
         for stage in stages:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(stage)))
             # AS SELECT ... WITH NO DATA copies the column types but no constraints
-            cur.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA")
-                        .format(_ident(stage), sql.SQL(", ").join(data), _ident(plan.pg_schema, plan.pg_table)))
+            cur.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA"
+                ).format(_ident(stage), sql.SQL(", ").join(data), _ident(plan.pg_schema, plan.pg_table))
+            )
             if plan.metadata:
-                cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} text, ADD COLUMN {} timestamptz").format(
-                    _ident(stage), _ident(OP_COLUMN), _ident(SOURCE_TS_COLUMN)))
+                cur.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN {} text, ADD COLUMN {} timestamptz").format(
+                        _ident(stage), _ident(OP_COLUMN), _ident(SOURCE_TS_COLUMN)
+                    )
+                )
         self._staged = {t for t in self._staged if t[:2] != token[:2]}
         self._staged.add(token)
         return stages
@@ -335,8 +392,15 @@ class PostgresDestination:
             fields.append(_epoch_to_text(source_ts))
         return "\t".join(fields) + "\n"
 
-    def write(self, plan: TablePlan, upserts: str, deletes: str = "", *, direct: bool = False,
-              fields: list[str] | None = None) -> None:
+    def write(
+        self,
+        plan: TablePlan,
+        upserts: str,
+        deletes: str = "",
+        *,
+        direct: bool = False,
+        fields: list[str] | None = None,
+    ) -> None:
         """Apply COPY lines (made by :meth:`encode_line`) in one transaction.
 
         ``direct`` copies ``upserts`` straight into the target (snapshot rows
@@ -350,28 +414,44 @@ class PostgresDestination:
         columns = sql.SQL(", ").join(map(_ident, fields or self.copy_fields(plan)))
         with self._transaction(plan) as cur:
             if direct:
-                cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns), io.StringIO(upserts))
+                cur.copy_expert(
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns), io.StringIO(upserts)
+                )
                 return
             up_stage, del_stage = self._ensure_stages(cur, plan)
             if deletes:
-                cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(del_stage), columns),
-                                io.StringIO(deletes))
+                cur.copy_expert(
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(del_stage), columns),
+                    io.StringIO(deletes),
+                )
                 match = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=_ident(k)) for k in plan.key)
                 if plan.soft_delete:
-                    sets = [sql.SQL("{} = COALESCE(t.{}, now())").format(_ident(DELETED_AT_COLUMN),
-                                                                       _ident(DELETED_AT_COLUMN))]
+                    sets = [
+                        sql.SQL("{} = COALESCE(t.{}, now())").format(
+                            _ident(DELETED_AT_COLUMN), _ident(DELETED_AT_COLUMN)
+                        )
+                    ]
                     if plan.metadata:
-                        sets += [sql.SQL("{c} = s.{c}").format(c=_ident(OP_COLUMN)),
-                                 sql.SQL("{c} = s.{c}").format(c=_ident(SOURCE_TS_COLUMN)),
-                                 sql.SQL("{} = now()").format(_ident(SYNCED_AT_COLUMN))]
-                    cur.execute(sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {}").format(
-                        target, sql.SQL(", ").join(sets), _ident(del_stage), match))
+                        sets += [
+                            sql.SQL("{c} = s.{c}").format(c=_ident(OP_COLUMN)),
+                            sql.SQL("{c} = s.{c}").format(c=_ident(SOURCE_TS_COLUMN)),
+                            sql.SQL("{} = now()").format(_ident(SYNCED_AT_COLUMN)),
+                        ]
+                    cur.execute(
+                        sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {}").format(
+                            target, sql.SQL(", ").join(sets), _ident(del_stage), match
+                        )
+                    )
                 else:
-                    cur.execute(sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
-                        target, _ident(del_stage), match))
+                    cur.execute(
+                        sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
+                            target, _ident(del_stage), match
+                        )
+                    )
             if upserts:
-                cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(up_stage), columns),
-                                io.StringIO(upserts))
+                cur.copy_expert(
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(up_stage), columns), io.StringIO(upserts)
+                )
                 cur.execute(self._merge_sql(plan, up_stage))
 
     def _merge_sql(self, plan: TablePlan, stage: str) -> sql.Composable:
@@ -385,14 +465,22 @@ class PostgresDestination:
             sets.append(sql.SQL("{} = now()").format(_ident(SYNCED_AT_COLUMN)))
         if plan.soft_delete:
             sets.append(sql.SQL("{} = NULL").format(_ident(DELETED_AT_COLUMN)))
-        conflict = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(sets)) if sets
-                    else sql.SQL("DO NOTHING"))
+        conflict = (
+            sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(sets)) if sets else sql.SQL("DO NOTHING")
+        )
         # Identical rows of a keyless table share their row key (snapshot chunks may hold several),
         # and one INSERT ... ON CONFLICT DO UPDATE must not touch a row twice.
-        distinct = (sql.SQL("DISTINCT ON ({}) ").format(sql.SQL(", ").join(map(_ident, plan.key))) if plan.keyless
-                    else sql.SQL(""))
+        distinct = (
+            sql.SQL("DISTINCT ON ({}) ").format(sql.SQL(", ").join(map(_ident, plan.key)))
+            if plan.keyless
+            else sql.SQL("")
+        )
         return sql.SQL("INSERT INTO {} ({}) SELECT {}{} FROM {} ON CONFLICT ({}) {}").format(
-            _ident(plan.pg_schema, plan.pg_table), sql.SQL(", ").join(values), distinct, sql.SQL(", ").join(values),
-            _ident(stage), sql.SQL(", ").join(map(_ident, plan.key)), conflict)
-
-
+            _ident(plan.pg_schema, plan.pg_table),
+            sql.SQL(", ").join(values),
+            distinct,
+            sql.SQL(", ").join(values),
+            _ident(stage),
+            sql.SQL(", ").join(map(_ident, plan.key)),
+            conflict,
+        )

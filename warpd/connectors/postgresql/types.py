@@ -52,9 +52,17 @@ def pg_type_sql(ct: ColumnType) -> str:
     if kind is Kind.TIME:
         return "interval"  # MySQL TIME runs from -838:59:59 to 838:59:59
     if kind is Kind.TIMESTAMP:
-        return "timestamp without time zone" if ct.precision is None else f"timestamp({ct.precision}) without time zone"
+        return (
+            "timestamp without time zone"
+            if ct.precision is None
+            else f"timestamp({ct.precision}) without time zone"
+        )
     if kind is Kind.TIMESTAMPTZ:
-        return "timestamp with time zone" if ct.precision is None else f"timestamp({ct.precision}) with time zone"
+        return (
+            "timestamp with time zone"
+            if ct.precision is None
+            else f"timestamp({ct.precision}) with time zone"
+        )
     return _SIMPLE_TYPES[kind]
 
 
@@ -169,4 +177,5 @@ def copy_encoder(ct: ColumnType) -> Encoder:
 
     def encode_field(value: Any) -> str:
         return COPY_NULL if value is None else encode(value)
+
     return encode_field
