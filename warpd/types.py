@@ -34,7 +34,7 @@ TEXT_ARRAY     ``list[str]``
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Kind(enum.StrEnum):
@@ -103,17 +103,12 @@ class TableSchema:
     name: str
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
-    comment: str = field(default="", compare=False)
 
     def column(self, name: str) -> Column | None:
         for c in self.columns:
             if c.name == name:
                 return c
         return None
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
 
     @property
     def keyless(self) -> bool:

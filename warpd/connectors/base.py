@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from warpd.types import Column, TableSchema
@@ -26,7 +26,6 @@ class Op(enum.StrEnum):
     INSERT = "insert"
     UPDATE = "update"
     DELETE = "delete"
-    SNAPSHOT = "snapshot"  # a row read by the initial snapshot
 
 
 @dataclass(frozen=True)
@@ -111,16 +110,6 @@ class SnapshotChunk:
     done: bool = False
     encoded: list[str] | None = None
     encoded_columns: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What the core needs to know about a destination without checking its class."""
-
-    max_identifier_bytes: int
-    transactional_ddl: bool
-    supports_soft_delete: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Source(Protocol):

@@ -68,8 +68,3 @@ def destination_factory(name: str) -> DestinationFactory:
             f"(available: {', '.join(sorted(_DESTINATIONS))})"
         )
     return _DESTINATIONS[name]
-
-
-def available() -> tuple[list[str], list[str]]:
-    _load()
-    return sorted(_SOURCES), sorted(_DESTINATIONS)

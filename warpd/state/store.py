@@ -164,16 +164,6 @@ class StateStore:
         )
         return json.loads(row[0]) if row else None
 
-    def checkpoint_info(self, schema: str) -> tuple[dict[str, Any], float | None, float] | None:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT position, source_ts, updated_at FROM checkpoints WHERE schema_name = ?", (schema,)
-            )
-            .fetchone()
-        )
-        return (json.loads(row[0]), row[1], row[2]) if row else None
-
     def save_checkpoint(
         self, schema: str, position: Mapping[str, Any], source_ts: float | None = None
     ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import pymysql
@@ -53,8 +53,6 @@ class MySQLSource:
         self.server_id = server_id
         self.options = dict(options or {})
         self._conn: pymysql.connections.Connection | None = None
-        self._json_cache: dict[str, set[str]] = {}
-        self.is_mariadb = False
         self._stream: Any = None
         # table -> binlog position read just after its last copy; see table_copied()
         self.copied_at: dict[str, Position] = {}
@@ -96,8 +94,6 @@ class MySQLSource:
     def check_prerequisites(self) -> None:
         """Fail with the fix when binlog capture cannot work on this server."""
         where = self.params.redacted
-        (version,) = self._query("SELECT VERSION()")[0]
-        self.is_mariadb = "mariadb" in str(version).lower()
         variables = dict(
             self._query(
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
@@ -360,6 +356,3 @@ class MySQLSource:
         reader = BinlogReader(self, start, tables, included, key_override)
         self._stream = reader
         yield from reader.events()
-
-    def tables_in(self, names: Iterable[str]) -> list[str]:
-        return [n for n in names if self.table_exists(n)]

@@ -20,8 +20,8 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from warpd.connectors.base import Capabilities, SchemaOpKind
-from warpd.connectors.postgresql.naming import MAX_IDENTIFIER_BYTES, map_columns, pg_identifier
+from warpd.connectors.base import SchemaOpKind
+from warpd.connectors.postgresql.naming import map_columns, pg_identifier
 from warpd.connectors.postgresql.types import copy_encoder, pg_type_sql
 from warpd.errors import FatalError, TransientError
 from warpd.redact import redact
@@ -36,7 +36,6 @@ SYNCED_AT_COLUMN = "_warp_synced_at"
 DELETED_AT_COLUMN = "_warp_deleted_at"
 RESERVED_COLUMNS = (ROW_KEY, OP_COLUMN, SOURCE_TS_COLUMN, SYNCED_AT_COLUMN, DELETED_AT_COLUMN)
 
-CAPABILITIES = Capabilities(max_identifier_bytes=MAX_IDENTIFIER_BYTES, transactional_ddl=True)
 
 # SQLSTATE classes/codes worth retrying: connection exceptions, serialization
 # failure, deadlock, lock timeout, shutdown in progress, cannot connect now.
@@ -142,8 +141,6 @@ def _extra_column_defs(plan: TablePlan) -> list[str]:
 
 class PostgresDestination:
     """One connection to the destination database."""
-
-    capabilities = CAPABILITIES
 
     def __init__(self, uri: str, *, application_name: str = "cartridge-warp"):
         self.uri = uri
@@ -251,11 +248,6 @@ class PostgresDestination:
                 )
             ]
         )
-
-    def count(self, plan: TablePlan) -> int:
-        with self.conn, self.conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(plan.pg_schema, plan.pg_table)))
-            return cur.fetchone()[0]
 
     def drop(self, plan: TablePlan) -> list[str]:
         return self.run_ddl(
