@@ -221,3 +221,29 @@ def converged(dbs: Databases, tables: list[str] | None = None, soft_delete: bool
     finally:
         source.close()
     return problems
+
+
+def wait_converged(
+    dbs: Databases, w: Warp | None, timeout: float, tables: list[str] | None = None, soft_delete: bool = False
+) -> None:
+    """Wait until every (or the given) source table equals its destination copy, while ``w`` stays up."""
+    problems: list[str] = []
+
+    def check() -> bool:
+        if w is not None:
+            assert w.alive(), f"cartridge-warp exited with {w.proc.poll()}:\n{w.output[-6000:]}"
+        try:
+            problems[:] = converged(dbs, tables, soft_delete)
+        except (psycopg2.Error, pymysql.err.MySQLError) as exc:  # e.g. a rename not applied yet
+            problems[:] = [f"{type(exc).__name__}: {exc}".strip()]
+        return not problems
+
+    try:
+        wait_until(check, timeout, "the destination to match the source", interval=0.5)
+    except AssertionError as exc:
+        if "timed out" not in str(exc):
+            raise
+        tail = w.output[-4000:] if w is not None else ""
+        raise AssertionError(
+            f"not converged after {timeout}s: {problems}\n--- log tail ---\n{tail}"
+        ) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import MYSQL_HOST, MYSQL_PORT, ROOT, converged, mysql_root, wait_until, write_config
+from conftest import MYSQL_HOST, MYSQL_PORT, ROOT, Warp, converged, mysql_root, wait_until, write_config
 
 EXAMPLES = Path(ROOT) / "etc" / "cartridge-warp"
 
@@ -332,30 +332,9 @@ def test_snapshot_progress_is_a_live_line_on_a_terminal(dbs, tmp_path):
     dbs.sql("INSERT INTO big SELECT seq, REPEAT('x', 80) FROM seq_1_to_60000")
     cfg = write_config(tmp_path, "snapshot_chunk_size: 2000\n")
     primary, secondary = pty.openpty()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "warpd",
-            "--mode",
-            "single",
-            "--source",
-            dbs.source_uri,
-            "--destination",
-            dbs.dest_uri,
-            "--schema",
-            dbs.name,
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--config",
-            cfg,
-        ],
-        stdin=secondary,
-        stdout=secondary,
-        stderr=secondary,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
-    )
+    os.makedirs(tmp_path / "state", exist_ok=True)
+    w = Warp(dbs, str(tmp_path / "state"), cfg, [], {})  # only its command line: the output goes to the pty
+    proc = subprocess.Popen(w.cmd, stdin=secondary, stdout=secondary, stderr=secondary, cwd=ROOT, env=w.env)
     os.close(secondary)
     screen = b""
     try:

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg2
 import pymysql
 import pytest
-from conftest import PG_DSN, Databases, Warp, converged, mysql_root, wait_until, write_config
+from conftest import PG_DSN, Databases, Warp, mysql_root, wait_converged, wait_until, write_config
 
 from warpd.connectors.mysql.keycodec import decode_key
 from warpd.state.store import StateStore
@@ -48,26 +48,7 @@ def start_streaming(warp: Callable[..., Warp], config: str | None = None) -> War
 
 def assert_converged(dbs: Databases, w: Warp | None, timeout: float = CONVERGE_TIMEOUT) -> None:
     """Wait until every source table equals its destination copy (and the process stays up)."""
-    problems: list[str] = []
-
-    def check() -> bool:
-        if w is not None:
-            assert w.alive(), f"cartridge-warp exited with {w.proc.poll()}:\n{w.output[-6000:]}"
-        try:
-            problems[:] = converged(dbs)
-        except (psycopg2.Error, pymysql.err.MySQLError) as exc:
-            problems[:] = [f"{type(exc).__name__}: {exc}".strip()]
-        return not problems
-
-    try:
-        wait_until(check, timeout, "the destination to match the source", interval=0.5)
-    except AssertionError as exc:
-        if "timed out" not in str(exc):
-            raise
-        tail = w.output[-4000:] if w is not None else ""
-        raise AssertionError(
-            f"not converged after {timeout}s: {problems}\n--- log tail ---\n{tail}"
-        ) from None
+    wait_converged(dbs, w, timeout)
 
 
 def stop_cleanly(w: Warp) -> str:

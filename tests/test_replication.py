@@ -19,8 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psycopg2
-from conftest import Databases, Warp, converged, mysql_root, wait_until, write_config
+from conftest import Databases, Warp, mysql_root, wait_converged, wait_until, write_config
 
 from warpd.state.store import StateStore
 
@@ -64,24 +63,7 @@ def assert_converged(
         wait_until(applied, timeout, f"the checkpoint to reach {end}", interval=0.3)
     finally:
         store.close()
-    problems: list[str] = []
-
-    def check() -> bool:
-        assert w.alive(), f"cartridge-warp exited with {w.proc.poll()}:\n{w.output[-6000:]}"
-        try:
-            problems[:] = converged(dbs, tables, soft_delete)
-        except psycopg2.Error as exc:  # e.g. a column not renamed yet at the destination
-            problems[:] = [f"{type(exc).__name__}: {exc}".strip()]
-        return not problems
-
-    try:
-        wait_until(check, timeout, "the destination to match the source", interval=0.5)
-    except AssertionError as exc:
-        if "timed out" not in str(exc):
-            raise
-        raise AssertionError(
-            f"not converged after {timeout}s: {problems}\n--- log tail ---\n{w.output[-4000:]}"
-        ) from None
+    wait_converged(dbs, w, timeout, tables, soft_delete)
 
 
 def stop_cleanly(w: Warp) -> str:
