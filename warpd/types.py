@@ -88,6 +88,7 @@ class Column:
     source_type: str = ""  # the source's own spelling, e.g. "bigint(20) unsigned"
     generated: bool = False  # computed by the source (a generated column)
     charset: str | None = None  # the source's character set for text columns, when it has one
+    path: tuple[str, ...] | None = None  # the document path the column holds (MongoDB); None: (name,)
 
 
 @dataclass(frozen=True)

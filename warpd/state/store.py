@@ -48,24 +48,27 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
 
 
+def _column_to_json(c: Column) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": c.name,
+        "kind": c.type.kind.value,
+        "bits": c.type.bits,
+        "precision": c.type.precision,
+        "scale": c.type.scale,
+        "length": c.type.length,
+        "nullable": c.nullable,
+        "source_type": c.source_type,
+        "generated": c.generated,
+        "charset": c.charset,
+    }
+    if c.path is not None:
+        # only when set: a shape without paths keeps its JSON, so no spurious new schema version
+        out["path"] = list(c.path)
+    return out
+
+
 def _schema_to_json(schema: TableSchema) -> str:
-    return _dumps(
-        [
-            {
-                "name": c.name,
-                "kind": c.type.kind.value,
-                "bits": c.type.bits,
-                "precision": c.type.precision,
-                "scale": c.type.scale,
-                "length": c.type.length,
-                "nullable": c.nullable,
-                "source_type": c.source_type,
-                "generated": c.generated,
-                "charset": c.charset,
-            }
-            for c in schema.columns
-        ]
-    )
+    return _dumps([_column_to_json(c) for c in schema.columns])
 
 
 def _schema_from_json(name: str, columns: str, key: str) -> TableSchema:
@@ -77,6 +80,7 @@ def _schema_from_json(name: str, columns: str, key: str) -> TableSchema:
             source_type=c["source_type"],
             generated=c["generated"],
             charset=c.get("charset"),
+            path=tuple(c["path"]) if c.get("path") is not None else None,
         )
         for c in json.loads(columns)
     )
