@@ -7,8 +7,10 @@ A batch is applied when every worker has committed its part.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
+from warpd import metrics
 from warpd.config import TableSettings
 from warpd.connectors.base import SnapshotChunk
 from warpd.connectors.postgresql.destination import (
@@ -96,10 +99,14 @@ class TableApplier:
     # -- streaming batches ---------------------------------------------------
     def apply(self, states: Iterable[FinalState]) -> int:
         """Apply final states (in parallel by key); return how many were written."""
+        started = time.perf_counter()
         parts: list[list[FinalState]] = [[] for _ in range(self.workers)]
         for st in states:
             parts[hash(self.key_of(st.row)) % self.workers].append(st)
-        jobs = [self._executor.submit(self._apply_part, p) for p in parts if p]
+        # each worker logs with the caller's correlation ids (schema, table, batch)
+        jobs = [
+            self._executor.submit(contextvars.copy_context().run, self._apply_part, p) for p in parts if p
+        ]
         written = 0
         errors = []
         for job in jobs:
@@ -109,6 +116,9 @@ class TableApplier:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        elapsed = time.perf_counter() - started
+        metrics.observe_batch(self.schema_name, self.plan.source.name, elapsed)
+        log.debug("applied %d row states to %s in %.1f ms", written, self.plan.pg_table, elapsed * 1000)
         return written
 
     def _encode(self, states: list[FinalState]) -> list[tuple[FinalState, str]]:
@@ -141,7 +151,7 @@ class TableApplier:
                 is_transient=is_transient,
                 what=f"writing {len(encoded)} rows to {self.plan.pg_schema}.{self.plan.pg_table}",
                 should_stop=self.should_stop,
-                on_retry=lambda _e: dest.reset(),
+                on_retry=lambda exc: self._on_retry(dest, exc),
             )
         except psycopg2.errors.UniqueViolation:
             if not direct:
@@ -163,10 +173,15 @@ class TableApplier:
                 self._write(encoded[:mid], fields=fields)
                 self._write(encoded[mid:], fields=fields)
 
+    def _on_retry(self, dest: PostgresDestination, exc: BaseException) -> None:
+        metrics.error(self.schema_name, type(exc).__name__)
+        dest.reset()
+
     def _dead_letter(
         self, st: FinalState, reason: str, line: str | None = None, fields: list[str] | None = None
     ) -> None:
         self.dead_letters += 1
+        metrics.dead_letter(self.schema_name, self.plan.source.name)
         log.error("table %r: row sent to the dead-letter table: %s", self.plan.source.name, reason)
         row = {k: _printable(v) for k, v in st.row.items()}
         if line is not None and fields is not None:
@@ -225,7 +240,7 @@ class TableApplier:
             is_transient=is_transient,
             what=f"copying rows into {self.plan.pg_table}",
             should_stop=self.should_stop,
-            on_retry=lambda _e: dest.reset(),
+            on_retry=lambda exc: self._on_retry(dest, exc),
         )
 
 
