@@ -7,12 +7,12 @@ PY      = $(BIN)/python
 STAMP   = $(VENV)/.installed-$(EXTRAS)
 EXTRAS ?= test
 
-.PHONY: help venv install install-dev install-all setup-db demo test test-fast format lint type-check bench clean
+.PHONY: help venv install install-dev install-all setup-db demo test test-fast format lint type-check bench bench-mongo clean
 
 help:
-	@echo "make demo        replicate a generated MariaDB sample database into PostgreSQL, live"
+	@echo "make demo        replicate generated MariaDB and MongoDB sample databases into PostgreSQL, live"
 	@echo "make test        run the test suite against the local MariaDB and PostgreSQL"
-	@echo "make install-dev / install-all / format / lint / type-check / bench / setup-db"
+	@echo "make install-dev / install-all / format / lint / type-check / bench / bench-mongo / setup-db"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ type-check: install-dev
 
 bench: install setup-db
 	$(PY) scripts/bench/mysql_to_postgres.py
+
+bench-mongo: install setup-db
+	$(PY) scripts/bench/mongodb_to_postgres.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

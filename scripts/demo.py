@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""End-to-end demo: a generated MariaDB shop database replicated live into PostgreSQL.
+"""End-to-end demo: generated MariaDB and MongoDB databases replicated live into PostgreSQL.
+
+MariaDB part (this file):
 
 1. creates the MariaDB database ``warp_demo`` with three tables of sample data,
 2. starts ``cartridge-warp --mode single`` in the background (snapshot, then binlog),
@@ -7,8 +9,12 @@
 4. waits until PostgreSQL holds exactly the same rows, and shows them side by side,
 5. stops cartridge-warp with SIGTERM.
 
+MongoDB part (scripts/demo_mongodb.py, run afterwards): the same for a generated ``ecommerce``
+database served by the project's MongoDB wire-protocol test server, since this machine has no MongoDB.
+
 Needs the local databases configured by scripts/setup-databases.sh (``make demo`` runs it).
-Environment: WARP_DEMO_ROWS (orders to generate, default 50000).
+Environment: WARP_DEMO_ROWS (orders to generate, default 50000), WARP_DEMO_PRODUCTS (MongoDB
+products, default 3000).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import sys
 import tempfile
 import time
 
+import demo_mongodb  # scripts/demo_mongodb.py, next to this file
 import psycopg2
 import pymysql
 from psycopg2 import sql
@@ -197,7 +204,24 @@ def wait_for(what: str, check, timeout: float = 300) -> None:
 
 
 def main() -> int:
-    say(f"creating MariaDB database {DB} with 5,000 customers, 500 products and {ORDERS:,} orders")
+    started = time.monotonic()
+    if mariadb_demo() != 0:
+        print("\ndemo: the MariaDB part failed (see above); the MongoDB part was not run", file=sys.stderr)
+        return 1
+    if demo_mongodb.main() != 0:
+        print("\ndemo: the MongoDB part failed (see above)", file=sys.stderr)
+        return 1
+    say(
+        f"demo finished in {time.monotonic() - started:.0f} s: MariaDB -> PostgreSQL and MongoDB -> PostgreSQL "
+        "both replicated live and verified row for row"
+    )
+    return 0
+
+
+def mariadb_demo() -> int:
+    say(
+        f"MariaDB -> PostgreSQL: creating MariaDB database {DB} with 5,000 customers, 500 products and {ORDERS:,} orders"
+    )
     create_source()
     reset_destination()
     state_dir = tempfile.mkdtemp(prefix="warp-demo-state-")
@@ -245,7 +269,9 @@ def main() -> int:
             say("a few replicated rows in PostgreSQL (warp_demo.customers):")
             for row in cur.fetchall():
                 print("    ", row)
-        say("demo succeeded: PostgreSQL matches MariaDB row for row; stopping cartridge-warp (SIGTERM)")
+        say(
+            "MariaDB demo succeeded: PostgreSQL matches MariaDB row for row; stopping cartridge-warp (SIGTERM)"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -227,14 +227,24 @@ def wait_converged(
     dbs: Databases, w: Warp | None, timeout: float, tables: list[str] | None = None, soft_delete: bool = False
 ) -> None:
     """Wait until every (or the given) source table equals its destination copy, while ``w`` stays up."""
+    wait_matching(lambda: converged(dbs, tables, soft_delete), w, timeout)
+
+
+def wait_matching(
+    differences: Callable[[], list[str]],
+    w: Warp | None,
+    timeout: float,
+    passing: tuple[type[BaseException], ...] = (psycopg2.Error, pymysql.err.MySQLError),
+) -> None:
+    """Wait until ``differences()`` is empty while ``w`` stays up; ``passing`` errors count as differences."""
     problems: list[str] = []
 
     def check() -> bool:
         if w is not None:
             assert w.alive(), f"cartridge-warp exited with {w.proc.poll()}:\n{w.output[-6000:]}"
         try:
-            problems[:] = converged(dbs, tables, soft_delete)
-        except (psycopg2.Error, pymysql.err.MySQLError) as exc:  # e.g. a rename not applied yet
+            problems[:] = differences()
+        except passing as exc:  # e.g. a rename not applied yet
             problems[:] = [f"{type(exc).__name__}: {exc}".strip()]
         return not problems
 

@@ -907,3 +907,23 @@ def test_paths_survive_the_state_file_and_older_shapes_load_without_them(tmp_pat
         [{k: v for k, v in c.items() if k != "path"} for c in json.loads(_schema_to_json(shape))]
     )
     assert all(c.path is None for c in _schema_from_json("t", older, '["_id"]').columns)
+
+
+def test_decimal128_fields_read_exactly_as_bson_reads_them() -> None:
+    """The fast BID decoding in mapping.py against bson's own Decimal128.to_decimal()."""
+    import random
+
+    from warpd.connectors.mongodb.mapping import _decimal128
+
+    rnd = random.Random(20261126)
+    checked = 0
+    for _ in range(5000):
+        digits = str(rnd.randrange(10 ** rnd.randint(1, 34)))
+        text = f"{rnd.choice(['', '-'])}{digits}E{rnd.randint(-6176, 6111)}"
+        try:
+            value = Decimal128(text)
+        except Exception:  # noqa: BLE001 - outside Decimal128's range: not a case
+            continue
+        assert str(_decimal128(value)) == str(value.to_decimal()), text
+        checked += 1
+    assert checked > 4000

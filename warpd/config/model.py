@@ -26,6 +26,8 @@ DEFAULT_BATCH_SIZE = 5000
 DEFAULT_SNAPSHOT_CHUNK_SIZE = 20000
 DEFAULT_DELETES = "hard"
 DEFAULT_METADATA_COLUMNS = False
+DEFAULT_FLATTEN_DEPTH = 0
+DEFAULT_MAX_COLUMNS = 200
 DEFAULT_MODE = "stream"
 DEFAULT_ON_POSITION_LOST = "fail"
 DEFAULT_MAX_BATCH_LATENCY_MS = 200
@@ -176,6 +178,8 @@ class TableSettings:
     deletes: str = DEFAULT_DELETES
     metadata_columns: bool = DEFAULT_METADATA_COLUMNS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    flatten_depth: int = DEFAULT_FLATTEN_DEPTH  # MongoDB sources only
+    max_columns: int = DEFAULT_MAX_COLUMNS  # MongoDB sources only
 
 
 @dataclass(frozen=True)
@@ -324,6 +328,8 @@ def _table_settings(
         deletes=_first(DEFAULT_DELETES, *((level, "deletes") for level in levels)),
         metadata_columns=_first(DEFAULT_METADATA_COLUMNS, *((level, "metadata_columns") for level in levels)),
         retry=_retry(top, schema, table),
+        flatten_depth=_first(DEFAULT_FLATTEN_DEPTH, *((level, "flatten_depth") for level in levels)),
+        max_columns=_first(DEFAULT_MAX_COLUMNS, *((level, "max_columns") for level in levels)),
     )
 
 

@@ -61,6 +61,7 @@ class SchemaOpKind(enum.StrEnum):
     MODIFY_COLUMN = "modify_column"  # type/nullability change, possibly a rename
     RENAME_COLUMN = "rename_column"
     RESYNC_TABLE = "resync_table"  # the change could not be followed exactly: re-copy the table
+    EVOLVE = "evolve"  # columns added and/or widened; existing values convert by the shared rule
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,11 @@ class SnapshotChunk:
     When the source was asked for server-encoded rows, ``encoded[i]`` holds
     row ``i``'s ``encoded_columns`` already as PostgreSQL COPY text fields
     (tab-separated) and ``rows[i]`` only the remaining columns, canonical.
+
+    A source that infers shapes from the data (MongoDB) sets ``schema`` when
+    the chunk's rows need columns added or widened first; the engine evolves
+    the destination table (as for a :attr:`SchemaOpKind.EVOLVE` change) before
+    copying the chunk.
     """
 
     table: str
@@ -110,6 +116,7 @@ class SnapshotChunk:
     done: bool = False
     encoded: list[str] | None = None
     encoded_columns: tuple[str, ...] = ()
+    schema: TableSchema | None = None  # set when the rows need a wider shape than the table has
 
 
 class Source(Protocol):

@@ -15,6 +15,13 @@ def mysql_source(uri: str, database: str, schema_name: str, options: dict[str, A
     return MySQLSource(uri, database, server_id=server_id, options=options)
 
 
+@register_source("mongodb")
+def mongodb_source(uri: str, database: str, schema_name: str, options: dict[str, Any]) -> Any:
+    from warpd.connectors.mongodb.source import MongoSource
+
+    return MongoSource(uri, database, schema_name, options)
+
+
 @register_destination("postgresql")
 def postgresql_destination(uri: str, application_name: str) -> Any:
     from warpd.connectors.postgresql.destination import PostgresDestination

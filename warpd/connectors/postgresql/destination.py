@@ -25,7 +25,7 @@ from warpd.connectors.postgresql.naming import map_columns, pg_identifier
 from warpd.connectors.postgresql.types import copy_encoder, pg_type_sql
 from warpd.errors import FatalError, TransientError
 from warpd.redact import redact
-from warpd.types import TableSchema
+from warpd.types import Kind, TableSchema
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,18 @@ def create_table_sql(plan: TablePlan) -> list[sql.Composable]:
     ]
 
 
+def _missing_columns_sql(plan: TablePlan, have: set[str]) -> list[sql.Composable]:
+    """ADD COLUMN for each of ``plan``'s source columns the live table (columns ``have``) lacks."""
+    target = _ident(plan.pg_schema, plan.pg_table)
+    return [
+        sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+            target, _ident(plan.columns[col.name]), sql.SQL(pg_type_sql(col.type))
+        )
+        for col in plan.source.columns
+        if plan.columns[col.name] not in have
+    ]
+
+
 def _extra_column_defs(plan: TablePlan) -> list[str]:
     # names are constants of this module, safe to inline (still quoted)
     out = []
@@ -154,8 +166,12 @@ class PostgresDestination:
         if self._conn is None or self._conn.closed:
             self._staged.clear()
             try:
+                # UTC: to_jsonb(timestamptz) in a widening must render as a fresh value does
                 self._conn = psycopg2.connect(
-                    self.uri, application_name=self.application_name, connect_timeout=10
+                    self.uri,
+                    application_name=self.application_name,
+                    connect_timeout=10,
+                    options="-c TimeZone=UTC -c extra_float_digits=1",
                 )
             except psycopg2.OperationalError as exc:
                 message = redact(str(exc).strip())
@@ -213,15 +229,7 @@ class PostgresDestination:
             return create_table_sql(plan)
         have = set(existing)
         target = _ident(plan.pg_schema, plan.pg_table)
-        out: list[sql.Composable] = []
-        for col in plan.source.columns:
-            name = plan.columns[col.name]
-            if name not in have:
-                out.append(
-                    sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                        target, _ident(name), sql.SQL(pg_type_sql(col.type))
-                    )
-                )
+        out = _missing_columns_sql(plan, have)
         for extra in _extra_column_defs(plan):
             name = extra.split('"')[1]
             if name not in have:
@@ -305,14 +313,43 @@ class PostgresDestination:
                 )
             return out
         # ADD_COLUMN, CREATE_TABLE on an existing table: add what is missing
+        return out + _missing_columns_sql(new, have)
+
+    def evolve_sql(self, old: TablePlan, new: TablePlan) -> list[sql.Composable]:
+        """DDL for an EVOLVE change: add ``new``'s missing columns, widen those whose type changed.
+
+        Existing values convert by the shared rule: ``to_jsonb(col)`` into a
+        JSON column (the connection's TimeZone is UTC, so timestamps render
+        the same as a fresh value does), a plain cast otherwise (only exact
+        widenings reach here: int -> bigint -> numeric, integer -> double,
+        double -> numeric through its shortest exact text).
+        Replaying the change after a crash is harmless: each step is a no-op
+        on a column that already has the new type.
+        """
+        existing = self.existing_columns(old)
+        if existing is None:
+            return create_table_sql(new)
+        have = set(existing)
+        target = _ident(new.pg_schema, new.pg_table)
+        out = _missing_columns_sql(new, have)
         for col in new.source.columns:
             name = new.columns[col.name]
-            if name not in have:
-                out.append(
-                    sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                        target, _ident(name), sql.SQL(pg_type_sql(col.type))
-                    )
+            pg_type = sql.SQL(pg_type_sql(col.type))
+            before = old.source.column(col.name)
+            if name not in have or before is None or before.type == col.type:
+                continue
+            if col.type.kind is Kind.JSON:
+                using = sql.SQL("to_jsonb({})").format(_ident(name))
+            elif before.type.kind is Kind.FLOAT:
+                # float8::numeric rounds to 15 digits; float8::text is the shortest exact form
+                using = sql.SQL("{}::text::{}").format(_ident(name), pg_type)
+            else:
+                using = sql.SQL("{}::{}").format(_ident(name), pg_type)
+            out.append(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}").format(
+                    target, _ident(name), pg_type, using
                 )
+            )
         return out
 
     # -- writing -------------------------------------------------------------

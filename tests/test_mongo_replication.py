@@ -1,0 +1,737 @@
+"""MongoDB -> PostgreSQL end to end: snapshot, change streams, evolution, faults.
+
+Each test runs ``cartridge-warp --mode single`` as a subprocess against the
+MongoDB back ends of :mod:`tests.mongo_support` (the wire-protocol test server
+always; a real replica set when one is available) and the local PostgreSQL,
+and checks the rows a user would query.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from bson import Decimal128, Int64, ObjectId
+from conftest import Warp, wait_matching, wait_until, write_config
+from psycopg2 import sql
+
+from tests.mongo_support import Backend, MongoDatabases, backend, mongo_converged
+from warpd.state.store import StateStore
+
+pytestmark = pytest.mark.mongodb
+
+
+@pytest.fixture(scope="module", params=["wire", "replica-set"])
+def mongo_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    yield from backend(request.param, request)
+
+
+@pytest.fixture
+def mdb(mongo_backend: Backend) -> Iterator[MongoDatabases]:
+    m = MongoDatabases(mongo_backend)
+    try:
+        yield m
+    finally:
+        m.drop()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Any) -> str:
+    path = str(tmp_path / "state")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def mwarp(mdb: MongoDatabases, state_dir: str) -> Iterator[Callable[..., Warp]]:
+    started: list[Warp] = []
+
+    def make(config: str | None = None, extra: list[str] | None = None, start: bool = True) -> Warp:
+        w = Warp(mdb, state_dir, config, extra or [], {})  # type: ignore[arg-type]  # same attributes
+        started.append(w)
+        return w.start() if start else w
+
+    yield make
+    for w in started:
+        if w.alive():
+            w.kill()
+
+
+def config(tmp_path: Any, body: str = "", latency_ms: int = 50) -> str:
+    return write_config(
+        tmp_path,
+        "source: {connection_string: 'mongodb://placeholder/x'}\n"
+        "destination: {connection_string: 'postgresql://placeholder/x'}\n"
+        f"max_batch_latency_ms: {latency_ms}\n"
+        "retry: {max_attempts: 5, initial_delay_seconds: 0.2, max_delay_seconds: 1}\n" + body,
+    )
+
+
+def wait_mongo(m: MongoDatabases, w: Warp | None, state_dir: str, timeout: float = 60, **kwargs: Any) -> None:
+    """Wait until every collection equals its PostgreSQL table (tests/mongo_support.py), while ``w`` runs."""
+    # any error counts as "not yet": e.g. the table is being created or evolved right now
+    wait_matching(lambda: mongo_converged(m, state_dir, **kwargs), w, timeout, passing=(Exception,))
+
+
+def rows(m: MongoDatabases, table: str, columns: str = "*", order: str = '"_id"') -> list[tuple[Any, ...]]:
+    query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+        sql.SQL(columns), sql.Identifier(m.name, table), sql.SQL(order)
+    )
+    return m.pg_rows(query)
+
+
+def checkpoint(state_dir: str, name: str) -> dict[str, Any] | None:
+    store = StateStore(state_dir)
+    try:
+        return store.checkpoint(name)
+    finally:
+        store.close()
+
+
+# -- snapshot and stream -----------------------------------------------------
+
+
+def test_snapshot_then_stream_while_another_thread_writes(mdb, mwarp, state_dir, tmp_path):
+    coll = mdb.db["orders"]
+    coll.insert_many(
+        [{"_id": i, "sku": f"sku-{i}", "qty": i % 7, "price": Decimal128("9.99")} for i in range(3000)]
+    )
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        rnd = random.Random(7)
+        n = 3000
+        try:
+            while not stop.is_set():
+                op = rnd.random()
+                if op < 0.5:
+                    coll.insert_one({"_id": n, "sku": f"new-{n}", "qty": rnd.randint(0, 9)})
+                    n += 1
+                elif op < 0.8:
+                    coll.update_one(
+                        {"_id": rnd.randrange(n)}, {"$inc": {"qty": 1}, "$set": {"note": "touched"}}
+                    )
+                else:
+                    coll.delete_one({"_id": rnd.randrange(n)})
+                time.sleep(0.002)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    w = mwarp(config(tmp_path, "snapshot_chunk_size: 200\n"))
+    try:
+        wait_until(lambda: (mdb.pg_count("orders") or 0) > 0, 60, "the snapshot to start")
+        time.sleep(2)  # writes during and after the snapshot
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+    wait_mongo(mdb, w, state_dir)
+    # the columns a user queries: the new field became a column, the decimal stayed exact
+    assert rows(mdb, "orders", '"_id", "price"', '"_id"')[0] == (0, Decimal("9.99"))
+    names = [
+        r[0]
+        for r in mdb.pg_rows(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'orders'",
+            (mdb.name,),
+        )
+    ]
+    assert "note" in names
+    assert w.stop() == 0
+
+
+def test_restart_resumes_from_the_resume_token(mdb, mwarp, state_dir, tmp_path):
+    mdb.db["users"].insert_many([{"_id": ObjectId(), "name": f"u{i}"} for i in range(50)])
+    cfg = config(tmp_path)
+    w = mwarp(cfg)
+    wait_mongo(mdb, w, state_dir)
+    mdb.db["users"].insert_one({"_id": ObjectId(), "name": "while running"})
+    wait_mongo(mdb, w, state_dir)
+    assert w.stop() == 0
+    stored = checkpoint(state_dir, mdb.name)
+    assert stored is not None and "token" in stored, stored  # a resume token, not the start time
+    # changes while stopped
+    mdb.db["users"].insert_one({"_id": ObjectId(), "name": "while stopped"})
+    mdb.db["users"].update_many({}, {"$set": {"active": True}})
+    mdb.db["users"].delete_one({"name": "u0"})
+    w2 = mwarp(cfg)
+    wait_mongo(mdb, w2, state_dir)
+    assert w2.stop() == 0
+    assert "streaming changes from {'token'" in w2.output
+    assert "tables to copy" not in w2.output  # resumed, not copied again
+    assert mdb.pg_count("users") == 51  # 50 + one while running + one while stopped - u0
+
+
+def test_kill_9_in_the_middle_of_a_batch_loses_nothing(mdb, mwarp, state_dir, tmp_path):
+    coll = mdb.db["events"]
+    coll.insert_many([{"_id": i, "v": 0} for i in range(500)])
+    cfg = config(tmp_path, "batch_size: 300\n", latency_ms=400)
+    w = mwarp(cfg)
+    wait_mongo(mdb, w, state_dir)
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 500
+        while not stop.is_set():
+            coll.insert_many([{"_id": n + k, "v": k} for k in range(50)])
+            coll.update_many({"_id": {"$lt": 200}}, {"$inc": {"v": 1}})
+            coll.delete_many({"_id": {"$gte": n, "$lt": n + 5}})
+            n += 50
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        for _ in range(3):
+            time.sleep(random.uniform(0.5, 1.2))
+            w.kill()
+            w = mwarp(cfg)
+    finally:
+        stop.set()
+        thread.join()
+    wait_mongo(mdb, w, state_dir, timeout=90)
+    assert w.stop() == 0
+
+
+# -- documents ------------------------------------------------------------------
+
+
+def test_document_with_5000_fields(mdb, mwarp, state_dir, tmp_path):
+    wide = {"_id": 1, **{f"field_{i:04d}": i for i in range(5000)}}
+    mdb.db["wide"].insert_one(wide)
+    w = mwarp(config(tmp_path, "max_columns: 300\n"))
+    wait_mongo(mdb, w, state_dir)
+    mdb.db["wide"].insert_one({"_id": 2, **{f"field_{i:04d}": -i for i in range(5000)}})
+    wait_mongo(mdb, w, state_dir)
+    # max_columns counts _id: field_0000..field_0298 are columns, the rest is in _warp_extra
+    got = rows(mdb, "wide", '"_id", "field_0000", "field_0298", "_warp_extra"')
+    assert got[0][:3] == (1, 0, 298)
+    assert got[0][3]["field_4999"] == 4999 and got[1][3]["field_0299"] == -299
+    assert len(got[1][3]) == 5000 - 299
+    assert w.stop() == 0
+
+
+def test_fifteen_megabyte_document(mdb, mwarp, state_dir, tmp_path):
+    big = "x" * (15 * 1024 * 1024)
+    mdb.db["blobs"].insert_one({"_id": "snap", "body": big})
+    w = mwarp(config(tmp_path))
+    wait_mongo(mdb, w, state_dir)
+    mdb.db["blobs"].insert_one({"_id": "streamed", "body": big + "y"})
+    mdb.db["blobs"].update_one({"_id": "snap"}, {"$set": {"body": "small now"}})
+    wait_mongo(mdb, w, state_dir, timeout=90)
+    got = dict(
+        mdb.pg_rows(sql.SQL("SELECT _id, length(body) FROM {}").format(sql.Identifier(mdb.name, "blobs")))
+    )
+    assert got == {"snap": 9, "streamed": len(big) + 1}
+    assert w.stop() == 0
+
+
+def test_update_whose_document_was_deleted_before_the_lookup(mdb, mwarp, state_dir, tmp_path):
+    coll = mdb.db["items"]
+    coll.insert_many([{"_id": i, "v": "old"} for i in range(5)])
+    cfg = config(tmp_path)
+    w = mwarp(cfg)
+    wait_mongo(mdb, w, state_dir)
+    assert w.stop() == 0
+    # while stopped: by the time the stream looks these updates up, the documents are gone
+    coll.update_one({"_id": 1}, {"$set": {"v": "new"}})
+    coll.update_one({"_id": 2}, {"$set": {"v": "new"}})
+    coll.delete_one({"_id": 1})
+    coll.delete_one({"_id": 2})
+    coll.insert_one({"_id": 2, "v": "reborn"})
+    coll.update_one({"_id": 3}, {"$set": {"v": "new"}})
+    w2 = mwarp(cfg)
+    wait_mongo(mdb, w2, state_dir)
+    assert rows(mdb, "items", '"_id", "v"') == [(0, "old"), (2, "reborn"), (3, "new"), (4, "old")]
+    assert w2.alive()
+    assert w2.stop() == 0
+
+
+def test_one_field_with_different_types_widens_the_column(mdb, mwarp, state_dir, tmp_path):
+    coll = mdb.db["mixed"]
+    coll.insert_one({"_id": 1, "v": 7})  # int32 -> integer
+    w = mwarp(config(tmp_path))
+    wait_mongo(mdb, w, state_dir)
+    coll.insert_one({"_id": 2, "v": Int64(2**40)})  # -> bigint
+    wait_mongo(mdb, w, state_dir)
+    coll.insert_one({"_id": 3, "v": 2.5})  # int64 and double -> numeric
+    wait_mongo(mdb, w, state_dir)
+    coll.insert_one({"_id": 4, "v": "text"})  # -> jsonb
+    coll.insert_one({"_id": 5, "v": {"nested": [1, 2]}})
+    wait_mongo(mdb, w, state_dir)
+    pg_type = mdb.pg_rows(
+        "SELECT data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = 'mixed' "
+        "AND column_name = 'v'",
+        (mdb.name,),
+    )
+    assert pg_type == [("jsonb",)]
+    assert [r[0] for r in rows(mdb, "mixed", '"v"')] == [7, 2**40, 2.5, "text", {"nested": [1, 2]}]
+    # every widening is a schema version in the state file, with the source position
+    store = StateStore(state_dir)
+    try:
+        history = [h for h in store.schema_history(mdb.name, "mixed") if h["change"] == "evolve"]
+    finally:
+        store.close()
+    widened = []
+    for h in history:
+        v = next(c for c in h["columns"] if c["name"] == "v")
+        step = (v["kind"], v["bits"])
+        if not widened or widened[-1] != step:
+            widened.append(step)
+    assert widened == [("int", 64), ("decimal", None), ("json", None)], history
+    assert all(h["position"] for h in history)
+    assert w.stop() == 0
+
+
+@pytest.mark.parametrize("deletes", ["hard", "soft"])
+def test_deletes(mdb, mwarp, state_dir, tmp_path, deletes):
+    coll = mdb.db["carts"]
+    coll.insert_many([{"_id": i, "n": i} for i in range(10)])
+    w = mwarp(config(tmp_path, f"deletes: {deletes}\n"))
+    wait_mongo(mdb, w, state_dir, soft_delete=deletes == "soft")
+    coll.delete_many({"_id": {"$lt": 4}})
+    wait_mongo(mdb, w, state_dir, soft_delete=deletes == "soft")
+    total = mdb.pg_count("carts")
+    if deletes == "hard":
+        assert total == 6
+    else:
+        assert total == 10
+        marked = mdb.pg_rows(
+            sql.SQL('SELECT "_id" FROM {} WHERE _warp_deleted_at IS NOT NULL ORDER BY 1').format(
+                sql.Identifier(mdb.name, "carts")
+            )
+        )
+        assert [r[0] for r in marked] == [0, 1, 2, 3]
+    assert w.stop() == 0
+
+
+def test_hostile_field_and_collection_names(mdb, mwarp, state_dir, tmp_path):
+    long_a = "é" * 40 + "a"
+    long_b = "é" * 40 + "b"
+    doc = {
+        "_id": 1,
+        "a.b": 1,
+        "meta": {"$price": 2, "x.y": 3},  # $ is allowed below the top level (MongoDB 5.0+)
+        "with space": 3,
+        "select": 4,
+        "Ünïcødé": 5,
+        long_a: 6,
+        long_b: 7,
+        'quote"d': 8,
+        "a__b": 9,
+        "a": {"b": 10},
+    }
+    coll_name = 'order "lines"; drop table x'
+    mdb.db[coll_name].insert_one(doc)
+    w = mwarp(config(tmp_path, "flatten_depth: 1\n"))
+    wait_mongo(mdb, w, state_dir, flatten_depth=1)
+    mdb.db[coll_name].insert_one({**doc, "_id": 2, "select": 40})
+    wait_mongo(mdb, w, state_dir, flatten_depth=1)
+    cols = [
+        r[0]
+        for r in mdb.pg_rows(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position",
+            (mdb.name, coll_name),
+        )
+    ]
+    for name in ("a.b", "meta__$price", "meta__x.y", "with space", "select", "Ünïcødé", 'quote"d', "a__b"):
+        assert name in cols
+    assert len(set(cols)) == len(cols) and all(len(c.encode()) <= 63 for c in cols)
+    assert w.stop() == 0
+
+
+# -- checkpoints and lost positions --------------------------------------------------
+
+
+def test_quiet_collection_checkpoint_advances(mdb, mwarp, state_dir, tmp_path):
+    mdb.db["quiet"].insert_one({"_id": 1})
+    cfg = config(tmp_path)
+    w = mwarp(cfg)
+    wait_mongo(mdb, w, state_dir)
+    first = checkpoint(state_dir, mdb.name)
+    # writes elsewhere in the cluster move its clock; this database stays quiet
+    other = mdb.client[mdb.name + "_other"]
+    try:
+        for i in range(20):
+            other["noise"].insert_one({"i": i})
+            time.sleep(0.1)
+        wait_until(lambda: checkpoint(state_dir, mdb.name) != first, 30, "the checkpoint to advance")
+        time.sleep(1.5)
+        assert w.stop() == 0
+        if mdb.backend.is_wire:
+            # the old position is gone from the oplog; the advanced one still resumes
+            mdb.backend.server.trim_oplog(keep=1)
+    finally:
+        mdb.client.drop_database(mdb.name + "_other")
+    mdb.db["quiet"].insert_one({"_id": 2})
+    w2 = mwarp(cfg)
+    wait_mongo(mdb, w2, state_dir)
+    assert "ChangeStreamHistoryLost" not in w2.output
+    assert w2.stop() == 0
+
+
+def _lose_position(m: MongoDatabases, state_dir: str) -> None:
+    if m.backend.is_wire:
+        m.db["filler"].insert_many([{"i": i} for i in range(5)])
+        m.backend.server.trim_oplog(keep=1)
+        m.db["filler"].drop()
+    else:  # a real oplog never reaches back to 1970
+        store = StateStore(state_dir)
+        try:
+            store.save_checkpoint(m.name, {"cluster_time": [1, 1]})
+        finally:
+            store.close()
+
+
+def test_position_lost_fails_with_the_remedy(mdb, mwarp, state_dir, tmp_path):
+    mdb.db["t"].insert_one({"_id": 1})
+    cfg = config(tmp_path)
+    w = mwarp(cfg)
+    wait_mongo(mdb, w, state_dir)
+    assert w.stop() == 0
+    mdb.db["t"].insert_one({"_id": 2})
+    _lose_position(mdb, state_dir)
+    w2 = mwarp(cfg)
+    assert w2.wait(60) == 1
+    out = w2.output
+    assert "oplog" in out and "on_position_lost: resnapshot" in out, out[-3000:]
+    assert "Traceback" not in out
+
+
+def test_position_lost_resnapshot_copies_again(mdb, mwarp, state_dir, tmp_path):
+    mdb.db["t"].insert_one({"_id": 1})
+    cfg = config(tmp_path, "on_position_lost: resnapshot\n")
+    w = mwarp(cfg)
+    wait_mongo(mdb, w, state_dir)
+    assert w.stop() == 0
+    mdb.db["t"].insert_many([{"_id": 2}, {"_id": 3, "late": True}])
+    mdb.db["t"].delete_one({"_id": 1})
+    _lose_position(mdb, state_dir)
+    w2 = mwarp(cfg)
+    wait_mongo(mdb, w2, state_dir)
+    assert [r[0] for r in rows(mdb, "t", '"_id"')] == [2, 3]
+    assert "copied again" in w2.output
+    assert w2.stop() == 0
+
+
+# -- the wire test server's fault hooks ---------------------------------------------
+
+
+def test_dropped_connections_and_elections_resume_without_loss(mdb, mwarp, state_dir, tmp_path):
+    if not mdb.backend.is_wire:
+        pytest.skip("needs the wire test server's fault hooks (drop_connections, step_down)")
+    coll = mdb.db["ledger"]
+    coll.insert_many([{"_id": i, "amount": i} for i in range(100)])
+    w = mwarp(config(tmp_path))
+    wait_mongo(mdb, w, state_dir)
+    from pymongo.errors import AutoReconnect
+
+    def retried(fn: Callable[[], Any]) -> None:
+        # this test's own client sees the dropped connections too (multi-document writes are not
+        # retryable writes); whether or not the attempt landed, the destination must follow the source
+        for _ in range(5):
+            try:
+                fn()
+                return
+            except AutoReconnect:
+                time.sleep(0.2)
+        raise AssertionError("the test client could not write")
+
+    for round_ in range(3):
+        retried(
+            lambda r=round_: coll.insert_many([{"_id": 1000 * (r + 1) + k, "amount": k} for k in range(20)])
+        )
+        mdb.backend.server.drop_connections()
+        retried(lambda: coll.update_many({}, {"$inc": {"amount": 1}}))
+        mdb.backend.server.step_down(times=2)
+        retried(lambda r=round_: coll.delete_many({"_id": {"$lt": 5 * (r + 1)}}))
+    wait_mongo(mdb, w, state_dir, timeout=90)
+    assert w.stop() == 0
+
+
+def test_the_seed_quick_start_command(mongo_backend, tmp_path):
+    """The README's quick start, verbatim: MongoDB on localhost:27017, PostgreSQL database warehouse."""
+    import subprocess
+    import sys
+
+    import psycopg2
+    import pymongo
+
+    if not mongo_backend.is_wire:
+        pytest.skip("the quick start names localhost:27017, which the wire test server takes here")
+    from tests.mongo_wire import MongoTestServer
+
+    try:
+        server = MongoTestServer(port=27017).start()
+    except OSError:
+        pytest.skip("port 27017 is taken on this machine")
+    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = 'warehouse'")
+        if not cur.fetchone():
+            cur.execute("CREATE DATABASE warehouse")
+    admin.close()
+    ecommerce = pymongo.MongoClient(server.uri)["ecommerce"]
+    ecommerce["products"].insert_many(
+        [{"_id": i, "name": f"p{i}", "price": Decimal128("1.25")} for i in range(10)]
+    )
+    ecommerce["orders"].insert_one({"_id": ObjectId(), "lines": [{"sku": "p1", "qty": 2}]})
+    ecommerce["temp_tables"].insert_one({"_id": 1})  # not in the whitelist
+    quickstart_yaml = os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "etc", "cartridge-warp", "mongodb-quickstart.yaml"
+    )
+    work = str(tmp_path)
+    with open(os.path.join(work, "config.yaml"), "w") as f, open(quickstart_yaml) as src:
+        f.write(src.read().replace("port: 8080", f"port: {_free_port()}"))
+    env = {**os.environ, "CARTRIDGE_WARP_STATE_DIR": os.path.join(work, "state")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "warpd",
+            "--mode",
+            "single",
+            "--source",
+            "mongodb://localhost:27017/ecommerce",
+            "--destination",
+            "postgresql://localhost:5432/warehouse",
+            "--schema",
+            "products",
+            "--config",
+            "config.yaml",
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    wh = psycopg2.connect("postgresql://localhost:5432/warehouse")
+    wh.autocommit = True
+    try:
+
+        def copied() -> bool:
+            with wh.cursor() as cur:
+                cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'products'")
+                if cur.fetchone()[0] < 2:
+                    return False
+                cur.execute("SELECT count(*) FROM products.products")
+                return cur.fetchone()[0] == 10
+
+        wait_until(copied, 60, "the quick start to copy the products")
+        ecommerce["products"].insert_one({"_id": 10, "name": "p10", "price": Decimal128("2.50")})
+
+        def streamed() -> bool:
+            with wh.cursor() as cur:
+                cur.execute('SELECT price FROM products.products WHERE "_id" = 10')
+                return cur.fetchone() == (Decimal("2.50"),)
+
+        wait_until(streamed, 60, "the new product to arrive")
+        with wh.cursor() as cur:
+            cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'products' ORDER BY 1"
+            )
+            assert [r[0] for r in cur.fetchall()] == ["orders", "products"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode()
+        with wh.cursor() as cur:
+            cur.execute("DROP SCHEMA IF EXISTS products CASCADE")
+        wh.close()
+        server.stop()
+    assert proc.returncode == 0, out[-3000:]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("split", ["auto", "false"])
+def test_change_event_over_16_mb(mdb, mwarp, state_dir, tmp_path, split):
+    """A 15 MB document plus a 6 MB update description: split into fragments, or the documented fallback."""
+    coll = mdb.db["large"]
+    coll.insert_one({"_id": 1, "a": "a" * (9 * 1024 * 1024)})
+    w = mwarp(config_with_source(tmp_path, f"split_large_events: {split}"))
+    wait_mongo(mdb, w, state_dir)
+    coll.update_one({"_id": 1}, {"$set": {"b": "b" * (6 * 1024 * 1024)}})
+    coll.insert_one({"_id": 2, "after": "the large event"})
+    wait_mongo(mdb, w, state_dir, timeout=90)
+    got = mdb.pg_rows(
+        sql.SQL('SELECT "_id", length(a), length(b) FROM {} ORDER BY 1').format(
+            sql.Identifier(mdb.name, "large")
+        )
+    )
+    assert got == [(1, 9 * 1024 * 1024, 6 * 1024 * 1024), (2, None, None)]
+    if split == "false":
+        assert "could not be streamed whole" in w.output
+    assert w.stop() == 0
+
+
+def config_with_source(tmp_path: Any, source_options: str, body: str = "") -> str:
+    return write_config(
+        tmp_path,
+        f"source: {{connection_string: 'mongodb://placeholder/x', {source_options}}}\n"
+        "destination: {connection_string: 'postgresql://placeholder/x'}\n"
+        "max_batch_latency_ms: 50\n"
+        "retry: {max_attempts: 5, initial_delay_seconds: 0.2, max_delay_seconds: 1}\n" + body,
+    )
+
+
+def test_post_images_when_the_collection_has_them(mdb, mwarp, state_dir, tmp_path):
+    mdb.db.create_collection("audited")
+    mdb.db.command("collMod", "audited", changeStreamPreAndPostImages={"enabled": True})
+    coll = mdb.db["audited"]
+    coll.insert_many([{"_id": i, "state": "new"} for i in range(5)])
+    w = mwarp(
+        config_with_source(
+            tmp_path, "full_document: whenAvailable, full_document_before_change: whenAvailable"
+        )
+    )
+    wait_mongo(mdb, w, state_dir)
+    coll.update_many({"_id": {"$lt": 3}}, {"$set": {"state": "paid"}})
+    coll.delete_one({"_id": 4})
+    wait_mongo(mdb, w, state_dir)
+    assert [r[0] for r in rows(mdb, "audited", '"state"')] == ["paid", "paid", "paid", "new"]
+    assert w.stop() == 0
+
+
+def test_value_postgresql_cannot_store_goes_to_dead_letters(mdb, mwarp, state_dir, tmp_path):
+    coll = mdb.db["notes"]
+    coll.insert_one({"_id": 1, "text": "fine"})
+    w = mwarp(config(tmp_path))
+    wait_mongo(mdb, w, state_dir)
+    coll.insert_one({"_id": 2, "text": "nul \x00 inside"})  # PostgreSQL text cannot hold NUL
+    coll.insert_one({"_id": 3, "text": "after"})
+    wait_until(
+        lambda: mdb.pg_count("notes") == 2 and _dead_letters(state_dir, mdb.name), 30, "the dead letter"
+    )
+    letters = _dead_letters(state_dir, mdb.name)
+    assert [(d.table, d.row.get("_id")) for d in letters] == [("notes", 2)]
+    assert "NUL" in letters[0].reason or "0x00" in letters[0].reason, letters[0].reason
+    assert [r[0] for r in rows(mdb, "notes", '"_id"')] == [1, 3]
+    assert w.alive()
+    assert w.stop() == 0
+
+
+def _dead_letters(state_dir: str, name: str) -> list[Any]:
+    store = StateStore(state_dir)
+    try:
+        return store.dead_letters(name)
+    finally:
+        store.close()
+
+
+def test_srv_uri_with_credentials_and_tls_is_accepted_and_never_printed(tmp_path):
+    """The seed's production form: mongodb+srv:// with a password and TLS options."""
+    import subprocess
+    import sys
+
+    uri = "mongodb+srv://warp:s3cr3t-pw@cluster0.example.invalid/prod?tls=true&authSource=admin&connectTimeoutMS=2000"
+    cfg = write_config(
+        tmp_path,
+        "source: {connection_string: 'mongodb://placeholder/x'}\n"
+        "destination: {connection_string: 'postgresql://localhost/warehouse'}\n"
+        "retry: {max_attempts: 2, initial_delay_seconds: 0.1, max_delay_seconds: 0.2}\n"
+        "schemas: [{name: prod}]\n",
+    )
+    env = {**os.environ, "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING": uri}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    check = subprocess.run(
+        [sys.executable, "-m", "warpd", "--config", cfg, "--validate-config"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "mongodb+srv://warp:***@cluster0.example.invalid/prod" in check.stdout
+    run = subprocess.run(
+        [sys.executable, "-m", "warpd", "--config", cfg, "--state-dir", str(tmp_path / "state")],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "s3cr3t-pw" not in out
+    assert "cluster0.example.invalid" in out and "Traceback" not in out
+
+
+def test_new_renamed_dropped_collections_and_drop_database(mdb, mwarp, state_dir, tmp_path):
+    mdb.db["a"].insert_many([{"_id": i, "v": i} for i in range(5)])
+    mdb.db["b"].insert_many([{"_id": i} for i in range(3)])
+    w = mwarp(config(tmp_path))
+    wait_mongo(mdb, w, state_dir)
+    mdb.db["c"].insert_many([{"_id": i, "new": True} for i in range(4)])  # created while streaming
+    mdb.db["a"].rename("a2")  # rename within the database
+    mdb.db["a2"].insert_one({"_id": 99, "v": 99})
+    mdb.db["b"].drop()
+    wait_mongo(mdb, w, state_dir)
+
+    def tables() -> list[str]:
+        return [
+            r[0]
+            for r in mdb.pg_rows(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1",
+                (mdb.name,),
+            )
+        ]
+
+    wait_until(lambda: tables() == ["a2", "c"], 30, "a renamed, b dropped, c created")
+    assert [r[0] for r in rows(mdb, "a2", '"_id"')] == [0, 1, 2, 3, 4, 99]
+    mdb.client.drop_database(mdb.name)
+    wait_until(lambda: tables() == [], 30, "dropDatabase to drop every table")
+    mdb.db["d"].insert_one({"_id": 1, "after": "dropDatabase"})  # the stream goes on after the invalidate
+    wait_mongo(mdb, w, state_dir)
+    assert tables() == ["d"]
+    assert w.stop() == 0
+
+
+def test_whitelist_and_metadata_columns_per_collection(mdb, mwarp, state_dir, tmp_path):
+    for name in ("kept", "audited", "skipped"):
+        mdb.db[name].insert_many([{"_id": i} for i in range(3)])
+    body = (
+        "schemas:\n"
+        f"  - name: {mdb.name}\n"
+        "    table_blacklist: [skipped]\n"
+        "    tables:\n"
+        "      - {name: audited, metadata_columns: true, batch_size: 2, max_parallel_streams: 3}\n"
+    )
+    w = mwarp(config(tmp_path, body))
+    wait_until(lambda: mdb.pg_count("audited") == 3 and mdb.pg_count("kept") == 3, 60, "the copies")
+    mdb.db["audited"].update_one({"_id": 1}, {"$set": {"x": 1}})
+    mdb.db["audited"].insert_one({"_id": 7})
+    mdb.db["skipped"].insert_one({"_id": 9})
+
+    def ops() -> list[tuple[Any, ...]]:
+        return rows(mdb, "audited", '"_id", "_warp_op", "_warp_source_ts" IS NOT NULL')
+
+    wait_until(lambda: len(ops()) == 4 and ops()[1][1] == "update", 30, "the streamed changes")
+    assert ops() == [(0, "snapshot", False), (1, "update", True), (2, "snapshot", False), (7, "insert", True)]
+    assert mdb.pg_count("skipped") is None
+    names = [
+        r[0]
+        for r in mdb.pg_rows(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'kept'",
+            (mdb.name,),
+        )
+    ]
+    assert "_warp_op" not in names
+    assert w.stop() == 0
