@@ -257,3 +257,7 @@ def wait_matching(
         raise AssertionError(
             f"not converged after {timeout}s: {problems}\n--- log tail ---\n{tail}"
         ) from None
+
+
+# the warpd daemon's fixtures (daemon, daemon_home, databases) for test_daemon.py and test_warpctl.py
+pytest_plugins = ["daemon_support"]

@@ -364,13 +364,15 @@ def test_snapshot_progress_is_a_live_line_on_a_terminal(dbs, tmp_path):
 # 6. and 7. modes and usage
 
 
-def test_mode_multi_is_refused_clearly(tmp_path):
-    result = run_cli("--mode", "multi", "--config", str(EXAMPLES / "config.yaml"))
+def test_mode_multi_is_the_supervisor(tmp_path):
+    # the daemon itself runs in test_daemon.py; here: it validates like warpd and refuses --schema
+    result = run_cli("--mode", "multi", "--config", str(EXAMPLES / "config.yaml"), "--validate-config")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "2 schema(s) (shop, billing)" in result.stdout
+    result = run_cli("--mode", "multi", "--config", str(EXAMPLES / "config.yaml"), "--schema", "shop")
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert_no_traceback(result.stdout + result.stderr)
-    assert "--mode multi" in result.stderr
-    assert "not available" in result.stderr
-    assert "--mode single" in result.stderr  # what to do instead
+    assert "--schema: single mode only" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import queue
+import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +21,8 @@ from warpd.redact import redact
 log = logging.getLogger("warpd")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# /healthz fails when the engine has not checked for a stop request for this long (a hung loop)
+HEALTH_STALL_SECONDS = 300.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,13 +88,20 @@ def _run(args: argparse.Namespace) -> int:
     from warpd.config import CliOverrides, load_config
 
     if args.mode == "multi":
-        print(
-            "cartridge-warp: --mode multi (the warpd supervisor) is not available in this version yet; "
-            "run one `cartridge-warp --mode single --schema NAME` per schema (e.g. one "
-            "warpd@NAME.service or one pod each).",
-            file=sys.stderr,
+        if args.schema:
+            raise ConfigError(
+                "--schema: single mode only; --mode multi runs every schema of the configuration"
+            )
+        from warpd.supervisor.main import run_supervisor
+
+        overrides = CliOverrides(
+            source=args.source,
+            destination=args.destination,
+            dry_run=args.dry_run,
+            state_dir=args.state_dir,
+            log_level=args.log_level,
         )
-        return EXIT_USAGE
+        return run_supervisor(args.config, overrides, validate_only=args.validate_config)
     config = load_config(
         args.config,
         cli=CliOverrides(
@@ -147,9 +159,70 @@ def _run(args: argparse.Namespace) -> int:
         config.destination.redacted(),
         store.path,
     )
-    runner = SchemaRunner(config, schema, store, should_stop=lambda: not signals.empty())
-    runner.run()
+    last_check = [time.monotonic()]
+
+    def should_stop() -> bool:
+        last_check[0] = time.monotonic()  # the engine asks between events and chunks: proof of life
+        return not signals.empty()
+
+    runner = SchemaRunner(config, schema, store, should_stop=should_stop)
+    endpoint = _serve_single(config, schema.name, runner, last_check)
+    try:
+        runner.run()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     log.info("stopped cleanly")
+    return EXIT_OK
+
+
+def _serve_single(config: Any, name: str, runner: Any, last_check: list[float]) -> Any:
+    """Serve /metrics, /healthz and /readyz for this one schema when monitoring.prometheus is enabled.
+
+    Healthy while the engine's loop runs and keeps asking whether to stop; ready once the
+    schema streams changes (its snapshot is done).
+    """
+    prom = config.monitoring.prometheus
+    if not prom.enabled:
+        return None
+    from warpd import metrics
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    if safe != name:  # keep two odd names from sharing a directory
+        safe += "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    metrics.setup(os.path.join(config.state_dir, "run", f"metrics-{safe}"))
+    metrics.process_up(name, True)
+
+    def health() -> dict[str, Any]:
+        quiet = time.monotonic() - last_check[0]
+        ok = runner.phase != "stopped" and quiet < HEALTH_STALL_SECONDS
+        return {"ok": ok, "schema": name, "phase": runner.phase, "seconds_since_progress": round(quiet, 1)}
+
+    def ready() -> dict[str, Any]:
+        doc = health()
+        doc["ok"] = doc["ok"] and runner.phase == "streaming"
+        return doc
+
+    try:
+        return metrics.serve(prom.host, prom.port, health, ready)
+    except OSError as exc:
+        raise WarpError(
+            f"cannot serve metrics on {prom.host}:{prom.port}: {exc.strerror or exc}; "
+            "choose another monitoring.prometheus.port (or host), or disable monitoring.prometheus"
+        ) from exc
+
+
+def print_plans(config: Any) -> int:
+    """--dry-run of every schema (multi mode); writes nothing."""
+    from warpd.engine.runner import SchemaRunner
+
+    for schema in config.schemas:
+        runner = SchemaRunner(config, schema, store=None)
+        try:
+            _print_plan(config, schema, runner.plan_report())
+        finally:
+            runner.close()
+        print()
     return EXIT_OK
 
 

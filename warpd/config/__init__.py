@@ -18,6 +18,7 @@ from warpd.config.model import (
     PrometheusConfig,
     RetryPolicy,
     SchemaConfig,
+    SupervisorConfig,
     TableSettings,
     scheme_to_type,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "PrometheusConfig",
     "RetryPolicy",
     "SchemaConfig",
+    "SupervisorConfig",
     "TableFilter",
     "TableSettings",
     "config_schema",

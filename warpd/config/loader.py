@@ -494,6 +494,7 @@ def _consistency(data: Mapping[str, Any]) -> list[Problem]:
                     f"{inferred!r}; correct one of them (type may be left out)",
                 )
             )
+    problems += _supervisor_problems(data)
     schemas = data.get("schemas")
     if isinstance(schemas, list):
         named: list[tuple[Path, Any]] = [
@@ -510,3 +511,14 @@ def _consistency(data: Mapping[str, Any]) -> list[Problem]:
                 ]
                 problems += _duplicates(table_names, "table name")
     return problems
+
+
+def _supervisor_problems(data: Mapping[str, Any]) -> list[Problem]:
+    section = data.get("supervisor")
+    if not isinstance(section, dict):
+        return []
+    base, cap = section.get("restart_backoff_base", 1.0), section.get("restart_backoff_cap", 60.0)
+    if isinstance(base, int | float) and isinstance(cap, int | float) and cap < base:
+        path: Path = ("supervisor", "restart_backoff_cap")
+        return [(path, f"{format_path(path)}: {cap} is less than restart_backoff_base ({base})")]
+    return []

@@ -9,6 +9,7 @@ Every object is frozen and safe to hand to a forked child or a thread.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +22,7 @@ from warpd.errors import ConfigError
 from warpd.redact import redact
 
 DEFAULT_STATE_DIR = "/var/lib/cartridge-warp"
+CONTROL_SOCKET_NAME = "warpd.sock"  # in the state directory unless supervisor.control_socket says otherwise
 DEFAULT_MAX_PARALLEL_STREAMS = 2
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_SNAPSHOT_CHUNK_SIZE = 20000
@@ -240,6 +242,20 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
+class SupervisorConfig:
+    """How warpd supervises its schema processes (restarts, heartbeats, stopping, control socket)."""
+
+    restart_backoff_base: float = 1.0
+    restart_backoff_cap: float = 60.0
+    crash_loop_threshold: int = 5
+    crash_loop_window: float = 300.0
+    healthy_after: float = 60.0
+    heartbeat_timeout: float = 60.0
+    stop_timeout: float = 30.0
+    control_socket: str = os.path.join(DEFAULT_STATE_DIR, CONTROL_SOCKET_NAME)
+
+
+@dataclass(frozen=True)
 class CliOverrides:
     """Settings given on the command line; None means "not given". They win over file and environment."""
 
@@ -261,6 +277,7 @@ class Config:
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     state_dir: str = DEFAULT_STATE_DIR
     dry_run: bool = False
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
 
     @property
     def schema_names(self) -> tuple[str, ...]:
@@ -392,4 +409,26 @@ def build_config(data: Mapping[str, Any]) -> Config:
         ),
         state_dir=data.get("state_dir", DEFAULT_STATE_DIR),
         dry_run=data.get("dry_run", False),
+        supervisor=_build_supervisor(data.get("supervisor") or {}, data.get("state_dir", DEFAULT_STATE_DIR)),
+    )
+
+
+def _build_supervisor(section: Mapping[str, Any], state_dir: str) -> SupervisorConfig:
+    numbers: dict[str, Any] = {
+        key: float(section[key])
+        for key in (
+            "restart_backoff_base",
+            "restart_backoff_cap",
+            "crash_loop_window",
+            "healthy_after",
+            "heartbeat_timeout",
+            "stop_timeout",
+        )
+        if key in section
+    }
+    if "crash_loop_threshold" in section:
+        numbers["crash_loop_threshold"] = section["crash_loop_threshold"]
+    return SupervisorConfig(
+        **numbers,
+        control_socket=section.get("control_socket") or os.path.join(state_dir, CONTROL_SOCKET_NAME),
     )

@@ -53,4 +53,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE snapshot_progress ADD COLUMN copied_at TEXT;
     """,
+    # 3: warpctl: paused schemas and tables (they stay paused across restarts), and requests
+    #    (resync a table, replay dead letters) that a schema process carries out when it runs
+    """
+    CREATE TABLE paused (
+        schema_name TEXT NOT NULL,
+        table_name  TEXT NOT NULL,          -- '' pauses the whole schema
+        paused_at   REAL NOT NULL,
+        PRIMARY KEY (schema_name, table_name)
+    );
+    CREATE TABLE control_requests (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        schema_name TEXT NOT NULL,
+        kind        TEXT NOT NULL,          -- resync | dlq_replay
+        args        TEXT NOT NULL,          -- JSON
+        status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
+        result      TEXT,                   -- JSON, once carried out
+        created_at  REAL NOT NULL,
+        done_at     REAL
+    );
+    CREATE INDEX control_requests_pending ON control_requests (schema_name, status);
+    """,
 )

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,20 @@ class SnapshotProgress:
     resume_after: dict[str, Any] | None
     rows_copied: int
     rows_estimated: int
+
+
+@dataclass(frozen=True)
+class ControlRequest:
+    """Something warpctl asked a schema process to do (see warpd/engine/control.py)."""
+
+    id: int
+    schema: str
+    kind: str
+    args: dict[str, Any]
+    status: str
+    result: dict[str, Any] | None
+    created_at: float
+    done_at: float | None
 
 
 @dataclass(frozen=True)
@@ -90,10 +105,15 @@ def _schema_from_json(name: str, columns: str, key: str) -> TableSchema:
 class StateStore:
     """Checkpoints, snapshot progress, schema versions and dead letters of every schema."""
 
-    def __init__(self, state_dir: str):
+    def __init__(self, state_dir: str, *, read_only: bool = False):
+        """``read_only`` reads the file of a stopped daemon (warpctl): no directory, no migration, no writes."""
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, STATE_FILE_NAME)
         self._local = threading.local()
+        self.read_only = read_only
+        if read_only:
+            self._check_readable()
+            return
         try:
             os.makedirs(state_dir, exist_ok=True)
         except OSError as exc:
@@ -113,6 +133,10 @@ class StateStore:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            if self.read_only:
+                conn = self._connect_read_only()
+                self._local.conn, self._local.pid = conn, os.getpid()
+                return conn
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # a checkpoint must survive power loss
@@ -131,6 +155,31 @@ class StateStore:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            conn.execute("PRAGMA user_version").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # a reader who may not create the WAL index (no write access to the directory): the
+            # daemon is down and checkpointed its WAL when it stopped, so read the file as it is
+            conn.close()
+            return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+
+    def _check_readable(self) -> None:
+        if not os.path.exists(self.path):
+            raise FatalError(f"there is no state file at {self.path}")
+        try:
+            version = self._conn().execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise FatalError(f"cannot read the state file {self.path}: {exc}") from exc
+        if version != len(MIGRATIONS):
+            raise FatalError(
+                f"the state file {self.path} has schema version {version}, this cartridge-warp reads "
+                f"{len(MIGRATIONS)}; start warpd (or cartridge-warp) once to bring it up to date"
+            )
 
     def _migrate(self) -> None:
         try:
@@ -368,18 +417,143 @@ class StateStore:
                 ),
             )
 
-    def dead_letters(self, schema: str | None = None) -> list[DeadLetter]:
+    def dead_letters(
+        self, schema: str | None = None, table: str | None = None, ids: list[int] | None = None
+    ) -> list[DeadLetter]:
         sql = (
             "SELECT id, schema_name, table_name, operation, row_data, reason, position, recorded_at "
-            "FROM dead_letters"
+            "FROM dead_letters WHERE 1 = 1"
         )
         args: tuple[Any, ...] = ()
         if schema is not None:
-            sql += " WHERE schema_name = ?"
-            args = (schema,)
+            sql += " AND schema_name = ?"
+            args += (schema,)
+        if table is not None:
+            sql += " AND table_name = ?"
+            args += (table,)
+        if ids is not None:
+            sql += f" AND id IN ({', '.join('?' * len(ids))})"  # placeholders only; values bound
+            args += tuple(ids)
         return [
             DeadLetter(
                 r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], json.loads(r[6]) if r[6] else None, r[7]
             )
             for r in self._conn().execute(sql + " ORDER BY id", args).fetchall()
         ]
+
+    def dead_letter_counts(self, schema: str) -> dict[str, int]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT table_name, COUNT(*) FROM dead_letters WHERE schema_name = ? GROUP BY table_name",
+                (schema,),
+            )
+            .fetchall()
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def remove_dead_letter(self, letter_id: int) -> None:
+        """Forget a dead letter that was replayed successfully."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+
+    def update_dead_letter(self, letter_id: int, reason: str) -> None:
+        """Keep a dead letter whose replay failed, with the new reason."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE dead_letters SET reason = ?, recorded_at = ? WHERE id = ?",
+                (reason, time.time(), letter_id),
+            )
+
+    # -- checkpoints of every schema (warpctl checkpoints) -----------------------
+    def checkpoints(self) -> list[dict[str, Any]]:
+        rows = (
+            self._conn()
+            .execute("SELECT schema_name, position, source_ts, updated_at FROM checkpoints ORDER BY 1")
+            .fetchall()
+        )
+        return [
+            {"schema": r[0], "position": json.loads(r[1]), "source_ts": r[2], "updated_at": r[3]}
+            for r in rows
+        ]
+
+    # -- paused schemas and tables (warpctl pause/resume) ----------------------
+    def paused(self, schema: str | None = None) -> dict[str, set[str]]:
+        """Paused tables by schema; the table name ``""`` means the whole schema is paused."""
+        sql = "SELECT schema_name, table_name FROM paused"
+        args: tuple[str, ...] = ()
+        if schema is not None:
+            sql, args = sql + " WHERE schema_name = ?", (schema,)
+        out: dict[str, set[str]] = {}
+        for name, table in self._conn().execute(sql, args).fetchall():
+            out.setdefault(name, set()).add(table)
+        return out
+
+    def set_paused(self, schema: str, table: str = "") -> bool:
+        """Pause a schema (``table=""``) or one of its tables; False if it already was."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO paused (schema_name, table_name, paused_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (schema_name, table_name) DO NOTHING",
+                (schema, table, time.time()),
+            )
+            return cur.rowcount > 0
+
+    def clear_paused(self, schema: str, table: str = "", resync: bool = False) -> int | None:
+        """Resume a schema or table; with ``resync``, queue a re-copy of the table in the same transaction.
+
+        Returns the id of the queued resync request, or None when nothing was paused.
+        """
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM paused WHERE schema_name = ? AND table_name = ?", (schema, table))
+            if cur.rowcount == 0 or not resync:
+                return None
+            return self._add_request(conn, schema, "resync", {"table": table, "why": "resumed"})
+
+    # -- requests a schema process carries out (warpctl resync, dlq replay) ----
+    def add_request(self, schema: str, kind: str, args: Mapping[str, Any]) -> int:
+        with self._tx() as conn:
+            return self._add_request(conn, schema, kind, args)
+
+    def _add_request(self, conn: sqlite3.Connection, schema: str, kind: str, args: Mapping[str, Any]) -> int:
+        cur = conn.execute(
+            "INSERT INTO control_requests (schema_name, kind, args, created_at) VALUES (?, ?, ?, ?)",
+            (schema, kind, _dumps(dict(args)), time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def pending_requests(self, schema: str) -> list[ControlRequest]:
+        return self._requests("schema_name = ? AND status = 'pending'", (schema,))
+
+    def request(self, request_id: int) -> ControlRequest | None:
+        found = self._requests("id = ?", (request_id,))
+        return found[0] if found else None
+
+    def _requests(self, where: str, args: tuple[Any, ...]) -> list[ControlRequest]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, schema_name, kind, args, status, result, created_at, done_at "  # noqa: S608
+                f"FROM control_requests WHERE {where} ORDER BY id",
+                args,
+            )
+            .fetchall()
+        )
+        return [
+            ControlRequest(
+                r[0], r[1], r[2], json.loads(r[3]), r[4], json.loads(r[5]) if r[5] else None, r[6], r[7]
+            )
+            for r in rows
+        ]
+
+    def finish_request(self, request_id: int, ok: bool, result: Mapping[str, Any]) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE control_requests SET status = ?, result = ?, done_at = ? WHERE id = ?",
+                ("done" if ok else "failed", _dumps(dict(result)), time.time(), request_id),
+            )
+            # keep the last few hundred for the record; they are small
+            conn.execute(
+                "DELETE FROM control_requests WHERE status != 'pending' AND id <= "
+                "(SELECT MAX(id) FROM control_requests) - 500"
+            )

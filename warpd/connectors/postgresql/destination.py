@@ -429,8 +429,13 @@ class PostgresDestination:
         *,
         direct: bool = False,
         fields: list[str] | None = None,
+        keep_existing: bool = False,
     ) -> None:
         """Apply COPY lines (made by :meth:`encode_line`) in one transaction.
+
+        ``keep_existing`` inserts only the rows whose key is not there yet
+        (``ON CONFLICT DO NOTHING``): a copy running beside the stream must
+        never overwrite a newer streamed change.
 
         ``direct`` copies ``upserts`` straight into the target (snapshot rows
         that cannot be there yet; a unique violation means they partly are, and
@@ -481,9 +486,9 @@ class PostgresDestination:
                 cur.copy_expert(
                     sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(up_stage), columns), io.StringIO(upserts)
                 )
-                cur.execute(self._merge_sql(plan, up_stage))
+                cur.execute(self._merge_sql(plan, up_stage, keep_existing))
 
-    def _merge_sql(self, plan: TablePlan, stage: str) -> sql.Composable:
+    def _merge_sql(self, plan: TablePlan, stage: str, keep_existing: bool = False) -> sql.Composable:
         insert_cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns()
         if plan.metadata:
             insert_cols += [OP_COLUMN, SOURCE_TS_COLUMN]
@@ -495,7 +500,9 @@ class PostgresDestination:
         if plan.soft_delete:
             sets.append(sql.SQL("{} = NULL").format(_ident(DELETED_AT_COLUMN)))
         conflict = (
-            sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(sets)) if sets else sql.SQL("DO NOTHING")
+            sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(sets))
+            if sets and not keep_existing
+            else sql.SQL("DO NOTHING")
         )
         # Identical rows of a keyless table share their row key (snapshot chunks may hold several),
         # and one INSERT ... ON CONFLICT DO UPDATE must not touch a row twice.

@@ -1,0 +1,376 @@
+"""warpctl against the real warpd, MariaDB and PostgreSQL: every command, and its exit codes.
+
+Exit codes: 0 done, 1 refused or failed, 2 usage, 3 warpd not running, 4 not allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import wait_converged
+from daemon_support import Daemon, Writer, make_items, pid_alive, run_warpctl
+
+from warpd.state.store import StateStore
+
+
+def warpctl_as_nobody(*args: str) -> tuple[int, str]:
+    """warpctl's main() in a forked process that dropped to user and group nobody (65534)."""
+    from warpd.supervisor import warpctl
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 99
+        try:
+            os.close(read)
+            sys.stderr = os.fdopen(write, "w", encoding="utf-8")
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            code = warpctl.main(list(args))
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, encoding="utf-8") as handle:
+        err = handle.read()
+    _pid, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), err
+
+
+def wait_until(check, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def pg_value(dbs, table: str, key: int):
+    rows = dbs.pg_rows(f'SELECT v FROM "{dbs.name}"."{table}" WHERE id = %s', (key,))
+    return rows[0][0] if rows else None
+
+
+# ---------------------------------------------------------------------------
+# no daemon: exit 3 for every command; status, checkpoints and dlq list still tell what they know
+
+
+def test_without_a_daemon_every_command_exits_3_and_reads_the_state_file(daemon_home):
+    state_dir = os.path.join(daemon_home, "state")
+    store = StateStore(state_dir)
+    store.save_checkpoint("shop", {"file": "mysql-bin.000007", "pos": 4711}, 1_700_000_000.0)
+    store.set_snapshot_progress("shop", "orders", "done", None, 10)
+    store.set_snapshot_progress("shop", "users", "running", {"id": 5}, 5, 10)
+    store.set_paused("shop", "users")
+    store.add_dead_letter(
+        "shop", "orders", "insert", {"id": 3, "note": "x"}, "rejected by PostgreSQL: nope", None
+    )
+    store.close()
+    base = ["--state-dir", state_dir]
+
+    status = run_warpctl(*base, "status")
+    assert status.returncode == 3, status.stderr
+    assert "warpd is not running" in status.stderr
+    shop = next(line for line in status.stdout.splitlines() if line.startswith("shop "))
+    assert "not running" in shop and "mysql-bin.000007:4711" in shop
+    assert any(line.startswith("  users") and "paused" in line for line in status.stdout.splitlines())
+
+    as_json = run_warpctl(*base, "status", "--json")
+    assert as_json.returncode == 3
+    assert json.loads(as_json.stdout)["schemas"][0]["position"] == {"file": "mysql-bin.000007", "pos": 4711}
+
+    checkpoints = run_warpctl(*base, "checkpoints")
+    assert checkpoints.returncode == 3 and "mysql-bin.000007:4711" in checkpoints.stdout
+
+    letters = run_warpctl(*base, "dlq", "list")
+    assert letters.returncode == 3 and "rejected by PostgreSQL: nope" in letters.stdout
+
+    for command in (["reload"], ["stop"], ["pause", "shop"], ["resume", "shop"], ["resync", "shop.orders"],
+                    ["dlq", "replay", "--all"]):  # fmt: skip
+        result = run_warpctl(*base, *command)
+        assert result.returncode == 3, (command, result.stdout, result.stderr)
+        assert "warpd is not running" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    usage = run_warpctl(*base, "dlq", "replay")
+    assert usage.returncode == 2 and "IDs or --all" in usage.stderr
+
+
+# ---------------------------------------------------------------------------
+# status, checkpoints, pause/resume of a table (persisted across restarts), reload and stop
+
+
+def test_status_checkpoints_table_pause_across_restarts_reload_and_stop(daemon: Daemon, dbs):
+    make_items(dbs, 100)
+    make_items(dbs, 100, table="other")
+    daemon.write_config([dbs.name])
+    daemon.start()
+    entry = daemon.streaming(dbs.name)
+    assert daemon.warpctl("status").returncode == 0
+
+    text = daemon.warpctl("status").stdout.splitlines()
+    assert text[0].startswith("warpd ") and f"config {daemon.config_path}" in text[0]
+    assert text[2].startswith("SCHEMA / TABLE") and "LAST ERROR" in text[2]
+    row = next(line for line in text if line.startswith(dbs.name))
+    assert "streaming" in row and str(entry["pid"]) in row
+    assert any(line.startswith("  items") and "streaming" in line for line in text)
+
+    checkpoints = daemon.warpctl("checkpoints", "--json")
+    assert checkpoints.returncode == 0
+    assert [c["schema"] for c in json.loads(checkpoints.stdout)] == [dbs.name]
+
+    paused = daemon.warpctl("pause", f"{dbs.name}.items")
+    assert paused.returncode == 0 and "paused" in paused.stdout
+    daemon.wait_for(dbs.name, lambda s: s["tables"]["items"]["state"] == "paused")
+    dbs.sql("UPDATE items SET v = 'while paused' WHERE id = 1")
+    dbs.sql("UPDATE other SET v = 'applied' WHERE id = 1")
+    # the other table's change comes later in the binlog: once it is applied, items' was skipped
+    wait_until(lambda: pg_value(dbs, "other", 1) == "applied", "the other table's change")
+    assert pg_value(dbs, "items", 1) == "v1", "a paused table's changes are not applied"
+    assert daemon.warpctl("pause", f"{dbs.name}.nosuchtable").returncode == 1
+
+    stopped = daemon.warpctl("stop")
+    assert stopped.returncode == 0 and "stopping" in stopped.stdout
+    assert daemon.wait(40) == 0
+
+    daemon.start()
+    daemon.streaming(dbs.name)
+    daemon.wait_for(dbs.name, lambda s: s["tables"]["items"]["state"] == "paused")
+    dbs.sql("DELETE FROM items WHERE id = 2")
+    dbs.sql("UPDATE other SET v = 'applied again' WHERE id = 1")
+    wait_until(lambda: pg_value(dbs, "other", 1) == "applied again", "the other table's change")
+    assert pg_value(dbs, "items", 2) == "v2", "still paused after a restart of warpd"
+
+    resumed = daemon.warpctl("resume", f"{dbs.name}.items")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resync" in resumed.stdout
+    wait_converged(dbs, None, 60)  # the skipped changes arrive: the table was copied again
+    assert daemon.warpctl("resume", f"{dbs.name}.items").returncode == 1, "no longer paused"
+
+    reloaded = daemon.warpctl("reload")
+    assert reloaded.returncode == 0 and f"unchanged {dbs.name}" in reloaded.stdout
+    with open(daemon.config_path, "a", encoding="utf-8") as handle:
+        handle.write("bogus_key: 1\n")
+    refused = daemon.warpctl("reload")
+    assert refused.returncode == 1 and "bogus_key: unknown key" in refused.stderr
+    assert daemon.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# pausing a whole schema stops its process; resuming loses nothing
+
+
+def test_pause_and_resume_a_schema(daemon: Daemon, dbs):
+    make_items(dbs, 50)
+    daemon.write_config([dbs.name])
+    daemon.start()
+    pid = daemon.streaming(dbs.name)["pid"]
+    result = daemon.warpctl("pause", dbs.name)
+    assert result.returncode == 0, result.stderr
+    daemon.wait_for(dbs.name, lambda s: s["display"] == "paused" and s["pid"] is None)
+    assert not pid_alive(pid)
+    dbs.many("INSERT INTO items (id, v) VALUES (%s, %s)", [(i, "while paused") for i in range(1000, 1020)])
+    time.sleep(1.0)
+    assert dbs.pg_count("items") == 50, "a paused schema applies nothing"
+    resumed = daemon.warpctl("resume", dbs.name)
+    assert resumed.returncode == 0, resumed.stderr
+    daemon.streaming(dbs.name)
+    wait_converged(dbs, None, 60)
+    assert daemon.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# resync one table while the rest keeps streaming: nothing overwritten, nothing resurrected
+
+
+def test_resync_a_table_while_changes_flow(daemon: Daemon, dbs):
+    make_items(dbs, 3000)
+    make_items(dbs, 100, table="other")
+    daemon.write_config([dbs.name], extra="snapshot_chunk_size: 150\n")
+    daemon.start()
+    daemon.streaming(dbs.name)
+    wait_converged(dbs, None, 60)
+    # the destination drifted (say, someone edited it): a resync must repair it
+    dbs.pg_rows(f'UPDATE "{dbs.name}".items SET v = %s WHERE id <= 50', ("drifted",))
+    dbs.pg_rows(f'DELETE FROM "{dbs.name}".items WHERE id BETWEEN 60 AND 70')
+    with Writer(dbs.name) as items_writer, Writer(dbs.name, table="other", start_id=500_000):
+        time.sleep(0.3)
+        result = daemon.warpctl("resync", f"{dbs.name}.items")
+        assert result.returncode == 0, result.stderr
+        assert "resync of" in result.stdout and "started" in result.stdout
+        # deletes and updates of rows the copy has not reached yet, while it runs
+        dbs.sql("DELETE FROM items WHERE id BETWEEN 2900 AND 2950")
+        dbs.sql("UPDATE items SET v = 'changed during the resync' WHERE id BETWEEN 2800 AND 2850")
+        daemon.wait_for(
+            dbs.name, lambda s: s["tables"]["items"]["state"] == "streaming", what="the resync to end"
+        )
+        assert items_writer.count > 0
+    wait_converged(dbs, None, 60)
+    log = daemon.output
+    assert "resync of" in log and "copying" in log and "done" in log
+    bad = daemon.warpctl("resync", f"{dbs.name}.nosuchtable")
+    assert bad.returncode == 1 and "does not replicate a table" in bad.stderr
+    assert daemon.warpctl("resync", dbs.name).returncode == 1, "a table must be named"
+    assert daemon.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# dead letters: list, replay that fails again (kept, new reason), replay that succeeds (removed)
+
+
+def test_dlq_list_and_replay(daemon: Daemon, dbs):
+    make_items(dbs, 10)
+    daemon.write_config([dbs.name])
+    daemon.start()
+    daemon.streaming(dbs.name)
+    wait_converged(dbs, None, 60)
+    # the destination refuses some rows (a constraint someone added there)
+    dbs.pg_rows(f'ALTER TABLE "{dbs.name}".items ADD CONSTRAINT short_v CHECK (length(v) < 20)')
+    dbs.sql("INSERT INTO items (id, v) VALUES (50, 'far too long for the destination')")
+    dbs.sql("INSERT INTO items (id, v) VALUES (51, 'fine')")
+    wait_until(lambda: pg_value(dbs, "items", 51) == "fine", "the good row")
+    listed = daemon.warpctl("dlq", "list", "--json")
+    assert listed.returncode == 0
+    letters = json.loads(listed.stdout)
+    assert [(letter["table"], letter["row"]["id"]) for letter in letters] == [("items", 50)]
+    assert "short_v" in letters[0]["reason"]
+    text = daemon.warpctl("dlq", "list", "--schema", dbs.name, "--table", "items").stdout
+    assert text.splitlines()[0].split() == ["ID", "SCHEMA", "TABLE", "OP", "RECORDED", "REASON"]
+
+    again = daemon.warpctl("dlq", "replay", str(letters[0]["id"]))
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "0 replayed, 1 kept" in again.stderr
+    kept = json.loads(daemon.warpctl("dlq", "list", "--json").stdout)
+    assert (
+        len(kept) == 1 and kept[0]["reason"].startswith("replay failed:") and "short_v" in kept[0]["reason"]
+    )
+    assert daemon.warpctl("dlq", "replay", "999999").returncode == 1
+
+    dbs.pg_rows(f'ALTER TABLE "{dbs.name}".items DROP CONSTRAINT short_v')
+    replayed = daemon.warpctl("dlq", "replay", "--all")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "1 replayed, 0 kept" in replayed.stdout
+    assert pg_value(dbs, "items", 50) == "far too long for the destination"
+    assert json.loads(daemon.warpctl("dlq", "list", "--json").stdout) == []
+    wait_converged(dbs, None, 60)
+    assert daemon.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# who may control the daemon: the socket's owner and group
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_the_socket_is_0660_in_a_0750_directory_and_others_are_refused(daemon: Daemon, dbs):
+    make_items(dbs, 1)
+    socket_path = os.path.join(daemon.home, "run", "warpd.sock")
+    daemon.write_config([dbs.name], extra=f"  control_socket: {socket_path}\n")
+    daemon.start()
+    daemon.streaming(dbs.name)
+    assert stat.S_IMODE(os.stat(socket_path).st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(os.path.dirname(socket_path)).st_mode) == 0o750
+    os.chmod(daemon.home, 0o755)  # the way in is open; the socket's own directory and mode decide
+    code, err = warpctl_as_nobody("--socket", socket_path, "status")
+    assert code == 4, (code, err)
+    assert "permission denied" in err
+    assert daemon.stop() == 0
+    assert not os.path.exists(socket_path), "warpd removes its socket when it stops"
+
+
+def test_warpd_refuses_to_start_beside_a_running_one(daemon: Daemon, dbs):
+    make_items(dbs, 1)
+    daemon.write_config([dbs.name])
+    daemon.start()
+    daemon.streaming(dbs.name)
+    second = subprocess.run(
+        [*daemon.launcher, "--config", daemon.config_path],
+        capture_output=True,
+        text=True,
+        env=daemon.env,
+        timeout=60,
+    )
+    assert second.returncode == 1
+    assert "another warpd already listens on" in second.stderr
+    assert daemon.warpctl("status").returncode == 0, "the first one is unharmed"
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(40) == 0
+
+
+# ---------------------------------------------------------------------------
+# the resync's guarantees, made deterministic: the copy is held between reading a chunk and
+# writing it while the stream deletes one of its rows and updates another
+
+
+class _HeldSource:
+    """A real source whose snapshot waits after reading each chunk until the test lets it go on."""
+
+    def __init__(self, source):
+        self._source = source
+        self.read = threading.Event()
+        self.go = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    def snapshot(self, *args, **kwargs):
+        for chunk in self._source.snapshot(*args, **kwargs):
+            self.read.set()
+            assert self.go.wait(60)
+            yield chunk
+
+
+def test_a_resync_never_resurrects_a_deleted_row_nor_overwrites_a_newer_change(dbs, tmp_path):
+    from warpd.config.model import build_config
+    from warpd.engine.control import ChildControl
+    from warpd.engine.resync import TableResync
+    from warpd.engine.runner import SchemaRunner
+
+    make_items(dbs, 20)
+    config = build_config(
+        {
+            "source": {"connection_string": dbs.source_uri},
+            "destination": {"connection_string": dbs.dest_uri},
+            "state_dir": str(tmp_path),
+            "max_batch_latency_ms": 20,
+            "schemas": [{"name": dbs.name}],
+        }
+    )
+    store = StateStore(str(tmp_path))
+    stop = threading.Event()
+    control = ChildControl(dbs.name, store, stop.is_set)
+    runner = SchemaRunner(config, config.schemas[0], store, should_stop=stop.is_set, hooks=control)
+    control.attach(runner)
+    engine = threading.Thread(target=runner.run, daemon=True)
+    engine.start()
+    try:
+        wait_until(lambda: runner.phase == "streaming", "the engine to stream")
+        wait_converged(dbs, None, 60)
+        resync = TableResync(runner, "items", control.lock("items"))
+        source = resync._connections()[0]
+        held = resync._source = _HeldSource(source)
+        control._resyncs["items"] = resync
+        resync.start()
+        assert held.read.wait(30), "the copy read its chunk"
+        # the copy now holds rows 5 and 6 as they were; the source moves on and the stream applies it
+        dbs.sql("DELETE FROM items WHERE id = 5")
+        dbs.sql("UPDATE items SET v = 'newer than the copy' WHERE id = 6")
+        wait_until(lambda: pg_value(dbs, "items", 6) == "newer than the copy", "the streamed update")
+        wait_until(lambda: (5,) in resync.deleted, "the streamed delete")
+        held.go.set()
+        resync.join(60)
+        assert resync.outcome == "done"
+        assert pg_value(dbs, "items", 5) is None, "a row deleted during the copy came back"
+        assert pg_value(dbs, "items", 6) == "newer than the copy", "the copy overwrote a newer change"
+        wait_converged(dbs, None, 60)
+    finally:
+        stop.set()
+        engine.join(60)
+        control.close()
+        store.close()

@@ -1,0 +1,105 @@
+"""The ``warpd`` command: the supervisor in the foreground (systemd ``Type=notify``).
+
+``warpd --config FILE`` is the same as ``cartridge-warp --mode multi --config FILE``.
+Exit codes: 0 stopped cleanly (SIGTERM, SIGINT, SIGQUIT, ``warpctl stop``),
+2 invalid configuration or usage, 1 anything else (e.g. another warpd
+already owns the control socket).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from warpd import __version__, logs
+from warpd.config import CliOverrides, load_config
+from warpd.errors import ConfigError, WarpError
+from warpd.redact import redact
+
+log = logging.getLogger("warpd")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="warpd",
+        description="Run one cartridge-warp process per configured schema, restart them when they fail, "
+        "and answer warpctl.",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("CARTRIDGE_WARP_CONFIG"),
+        help="YAML or JSON configuration file (default: $CARTRIDGE_WARP_CONFIG)",
+    )
+    p.add_argument("--state-dir", metavar="DIR", help="directory of the state file and the control socket")
+    p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--validate-config", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--version", action="version", version=f"warpd (cartridge-warp) {__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure(args.log_level or os.environ.get("CARTRIDGE_WARP_MONITORING__LOG_LEVEL", "INFO"))
+    if not args.config:
+        print("warpd: --config FILE is required (or set CARTRIDGE_WARP_CONFIG)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run_supervisor(
+            args.config,
+            CliOverrides(state_dir=args.state_dir, log_level=args.log_level),
+            validate_only=args.validate_config,
+        )
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def run_supervisor(config_path: str | None, cli: CliOverrides, *, validate_only: bool = False) -> int:
+    """Load and validate the configuration, then supervise until stopped; returns the exit code."""
+    try:
+        config = load_config(config_path, cli=cli)
+    except ConfigError as exc:
+        print(f"warpd: invalid configuration:\n{_indent(redact(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(config.monitoring.log_level, config.monitoring.log_format)
+    if validate_only:
+        print(
+            f"configuration is valid: {len(config.schemas)} schema(s) ({', '.join(config.schema_names)}); "
+            f"source {config.source.redacted()}, destination {config.destination.redacted()}"
+        )
+        return EXIT_OK
+    if config.dry_run:
+        from warpd.cli import print_plans
+
+        return print_plans(config)
+    from warpd.supervisor.master import Supervisor
+
+    try:
+        return Supervisor(config, config_path, cli).run()
+    except ConfigError as exc:
+        print(f"warpd: invalid configuration:\n{_indent(redact(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except WarpError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - never a bare traceback for the operator
+        log.error(
+            "internal error (%s: %s); run with --log-level DEBUG for details and please report it",
+            type(exc).__name__,
+            redact(exc),
+        )
+        log.debug("traceback", exc_info=True)
+        return EXIT_FAILURE
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in str(text).splitlines())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The supervisor's system calls and clocks, behind one small object.
+
+The state machine (:mod:`warpd.supervisor.states`) and the master only call
+these methods, so tests replace :class:`System` with a fake that records
+kills, hands out made-up pids and moves time by hand: the supervisor's logic
+is tested without forking (as supervisor's ``DummyOptions`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class System:
+    """The real thing: fork, waitpid, kill, CLOCK_MONOTONIC, random."""
+
+    def spawn(self, target: Callable[[], int]) -> int:
+        """Fork; the child runs ``target`` and exits with its return value. Returns the child's pid."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never return into the supervisor's code
+            code = 1
+            try:
+                code = target()
+            except BaseException:  # noqa: BLE001 - the exit code is the child's only report
+                code = 1
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except Exception:  # noqa: BLE001 - a closed pipe; exit anyway
+                        pass
+                os._exit(code)
+        return pid
+
+    def reap(self) -> list[tuple[int, int]]:
+        """(pid, exit code) of every child that has exited; a negative code is the signal that killed it."""
+        out = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            out.append((pid, os.waitstatus_to_exitcode(status)))
+        return out
+
+    def wait(self, pid: int) -> int | None:
+        """Block until ``pid`` exits; its exit code, or None if it was not our child."""
+        try:
+            _pid, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return None
+        return os.waitstatus_to_exitcode(status)
+
+    def kill(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass  # already gone; the reaper will see it
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def random(self) -> float:
+        return random.random()
+
+
+def describe_exit(code: int) -> str:
+    """``exited with status 1`` or ``killed by SIGKILL``."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exited with status {code}"
