@@ -683,31 +683,33 @@ class MongoSource:
             return
         shape = tables.get(table)
         if shape is None:
-            # a collection created after the stream's start: every document of it comes by the stream
-            shape = mapper.fit(mapper.initial_shape(doc.get("_id")), doc)
-            tables[table] = shape
+            # A collection not replicated yet (created after the stream's start, or just before it,
+            # between listing collections and reading the cluster time): copy what it holds now,
+            # then this event and the later ones apply on top. Positioned before this event.
             yield SchemaChange(
                 table,
-                SchemaOpKind.CREATE_TABLE,
+                SchemaOpKind.RESYNC_TABLE,
                 before,
-                "create (first document)",
-                schema=shape,
+                "first change of a collection not replicated yet",
                 source_ts=source_ts,
             )
-        else:
-            wider = mapper.fit(shape, doc)
-            if wider is not shape:
-                # positioned *before* this event, so a crash after the DDL replays the event itself;
-                # the engine records the wider shape in ``tables`` when it has evolved the table
-                yield SchemaChange(
-                    table,
-                    SchemaOpKind.EVOLVE,
-                    before,
-                    _describe_change(shape, wider),
-                    schema=wider,
-                    source_ts=source_ts,
-                )
-                shape = wider
+            shape = tables.get(table)
+            if shape is None:  # gone again (dropped), or excluded: its later events say so
+                yield Heartbeat(position, source_ts)
+                return
+        wider = mapper.fit(shape, doc)
+        if wider is not shape:
+            # positioned *before* this event, so a crash after the DDL replays the event itself;
+            # the engine records the wider shape in ``tables`` when it has evolved the table
+            yield SchemaChange(
+                table,
+                SchemaOpKind.EVOLVE,
+                before,
+                _describe_change(shape, wider),
+                schema=wider,
+                source_ts=source_ts,
+            )
+            shape = wider
         row = mapper.row(shape, doc)
         kind = Op.INSERT if op == "insert" else Op.UPDATE
         yield RowChange(table, kind, None, row, position, source_ts)
