@@ -87,5 +87,17 @@ def test_mongodb_schemas_under_warpd_survive_kill_9(daemon: Daemon, two_mongo_db
     for m in two_mongo_dbs:
         wait_mongo(m, None, daemon.state_dir, timeout=90)
     assert daemon.schema(second.name)["pid"] == other_pid, "the other schema's process must not be touched"
+
+    # warpctl resync of a MongoDB collection, while it changes: the drifted copy is repaired
+    first.pg_rows(f'UPDATE "{first.name}".orders SET total = -1 WHERE "_id" < 50')
+    result = daemon.warpctl("resync", f"{first.name}.orders")
+    assert result.returncode == 0, result.stderr
+    first.db["orders"].delete_many({"_id": {"$gte": 250, "$lt": 300}})
+    first.db["orders"].update_many({"_id": {"$lt": 10}}, {"$set": {"note": "changed during the resync"}})
+    daemon.wait_for(
+        first.name, lambda s: s["tables"]["orders"]["state"] == "streaming", what="the resync to end"
+    )
+    wait_mongo(first, None, daemon.state_dir, timeout=90)
+    assert "resync of" in daemon.output
     assert daemon.stop() == 0
     assert mongo_converged(first, daemon.state_dir) == []
