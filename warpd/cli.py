@@ -16,11 +16,10 @@ from typing import Any
 
 from warpd import __version__, logs
 from warpd.errors import ConfigError, WarpError
-from warpd.redact import redact
+from warpd.exits import EXIT_OK, run_reporting
 
 log = logging.getLogger("warpd")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # /healthz fails when the engine has not checked for a stop request for this long (a hung loop)
 HEALTH_STALL_SECONDS = 300.0
 
@@ -60,28 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure(args.log_level or os.environ.get("CARTRIDGE_WARP_MONITORING__LOG_LEVEL", "INFO"))
-    try:
-        return _run(args)
-    except ConfigError as exc:
-        print(f"cartridge-warp: invalid configuration:\n{_indent(redact(exc))}", file=sys.stderr)
-        return EXIT_USAGE
-    except WarpError as exc:
-        log.error("%s", exc)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - never a bare traceback for the operator
-        log.error(
-            "internal error (%s: %s); run with --log-level DEBUG for details and please report it",
-            type(exc).__name__,
-            exc,
-        )
-        log.debug("traceback", exc_info=True)
-        return EXIT_FAILURE
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in str(text).splitlines())
+    return run_reporting(lambda: _run(args), "cartridge-warp")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -16,12 +16,9 @@ from collections.abc import Sequence
 
 from warpd import __version__, logs
 from warpd.config import CliOverrides, load_config
-from warpd.errors import ConfigError, WarpError
-from warpd.redact import redact
+from warpd.exits import EXIT_OK, EXIT_USAGE, run_reporting
 
 log = logging.getLogger("warpd")
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,23 +46,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.config:
         print("warpd: --config FILE is required (or set CARTRIDGE_WARP_CONFIG)", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        return run_supervisor(
+    return run_reporting(
+        lambda: run_supervisor(
             args.config,
             CliOverrides(state_dir=args.state_dir, log_level=args.log_level),
             validate_only=args.validate_config,
-        )
-    except KeyboardInterrupt:
-        return EXIT_OK
+        ),
+        "warpd",
+    )
 
 
 def run_supervisor(config_path: str | None, cli: CliOverrides, *, validate_only: bool = False) -> int:
-    """Load and validate the configuration, then supervise until stopped; returns the exit code."""
-    try:
-        config = load_config(config_path, cli=cli)
-    except ConfigError as exc:
-        print(f"warpd: invalid configuration:\n{_indent(redact(exc))}", file=sys.stderr)
-        return EXIT_USAGE
+    """Load and validate the configuration, then supervise until stopped; returns the exit code.
+
+    Errors propagate: callers wrap this in :func:`warpd.exits.run_reporting`.
+    """
+    config = load_config(config_path, cli=cli)
     logs.configure(config.monitoring.log_level, config.monitoring.log_format)
     if validate_only:
         print(
@@ -79,26 +75,7 @@ def run_supervisor(config_path: str | None, cli: CliOverrides, *, validate_only:
         return print_plans(config)
     from warpd.supervisor.master import Supervisor
 
-    try:
-        return Supervisor(config, config_path, cli).run()
-    except ConfigError as exc:
-        print(f"warpd: invalid configuration:\n{_indent(redact(exc))}", file=sys.stderr)
-        return EXIT_USAGE
-    except WarpError as exc:
-        log.error("%s", exc)
-        return EXIT_FAILURE
-    except Exception as exc:  # noqa: BLE001 - never a bare traceback for the operator
-        log.error(
-            "internal error (%s: %s); run with --log-level DEBUG for details and please report it",
-            type(exc).__name__,
-            redact(exc),
-        )
-        log.debug("traceback", exc_info=True)
-        return EXIT_FAILURE
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in str(text).splitlines())
+    return Supervisor(config, config_path, cli).run()
 
 
 if __name__ == "__main__":

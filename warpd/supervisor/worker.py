@@ -23,12 +23,9 @@ from typing import Any, TextIO
 
 from warpd import __version__, logs, metrics
 from warpd.config import Config
-from warpd.errors import ConfigError, WarpError
-from warpd.redact import redact
+from warpd.exits import EXIT_OK, run_reporting
 
 log = logging.getLogger("warpd")
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 class _NotATerminal:
@@ -59,21 +56,11 @@ def run_schema(config: Config, name: str, close_inherited: Callable[[], None]) -
     supervisor_pid = os.getppid()
     _init_process(config, name, signals, close_inherited)
     try:
-        return _run(config, name, signals, supervisor_pid)
-    except ConfigError as exc:
-        log.error("schema %s: invalid configuration: %s", name, redact(exc))
-        return EXIT_USAGE
-    except WarpError as exc:
-        log.error("%s", exc)
-        return EXIT_FAILURE
-    except Exception as exc:  # noqa: BLE001 - never a bare traceback for the operator
-        log.error(
-            "internal error (%s: %s); run with log_level DEBUG for details and please report it",
-            type(exc).__name__,
-            exc,
+        return run_reporting(
+            lambda: _run(config, name, signals, supervisor_pid),
+            f"schema {name}",
+            config_errors_to_stderr=False,
         )
-        log.debug("traceback", exc_info=True)
-        return EXIT_FAILURE
     finally:
         logging.shutdown()
 
