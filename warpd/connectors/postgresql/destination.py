@@ -125,6 +125,20 @@ def create_table_sql(plan: TablePlan) -> list[sql.Composable]:
     ]
 
 
+# UTC and shortest-exact floats: a value converted by a widening (to_jsonb(timestamptz),
+# float8::text::numeric) must equal the same value written fresh.
+SESSION_OPTIONS = "-c TimeZone=UTC -c extra_float_digits=1"
+
+
+def session_options(uri: str) -> str:
+    """The connection's ``options``: the URI's own (e.g. a search_path) followed by cartridge-warp's."""
+    try:
+        own = psycopg2.extensions.parse_dsn(uri).get("options", "")
+    except psycopg2.ProgrammingError:
+        own = ""  # connect() reports the malformed URI itself
+    return f"{own} {SESSION_OPTIONS}".strip()
+
+
 def _missing_columns_sql(plan: TablePlan, have: set[str]) -> list[sql.Composable]:
     """ADD COLUMN for each of ``plan``'s source columns the live table (columns ``have``) lacks."""
     target = _ident(plan.pg_schema, plan.pg_table)
@@ -166,12 +180,11 @@ class PostgresDestination:
         if self._conn is None or self._conn.closed:
             self._staged.clear()
             try:
-                # UTC: to_jsonb(timestamptz) in a widening must render as a fresh value does
                 self._conn = psycopg2.connect(
                     self.uri,
                     application_name=self.application_name,
                     connect_timeout=10,
-                    options="-c TimeZone=UTC -c extra_float_digits=1",
+                    options=session_options(self.uri),
                 )
             except psycopg2.OperationalError as exc:
                 message = redact(str(exc).strip())
