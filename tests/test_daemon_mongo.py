@@ -41,7 +41,17 @@ def two_mongo_dbs(wire: Backend) -> Iterator[list[MongoDatabases]]:
 def test_mongodb_schemas_under_warpd_survive_kill_9(daemon: Daemon, two_mongo_dbs, wire):
     first, second = two_mongo_dbs
     for m in two_mongo_dbs:
-        m.db["orders"].insert_many([{"_id": i, "total": i * 10, "lines": [{"sku": "a"}]} for i in range(300)])
+        m.db["orders"].insert_many(
+            [
+                {
+                    "_id": i,
+                    "total": i * 10,
+                    "lines": [{"sku": "a"}],
+                    "customer": {"name": f"c{i}", "tier": i % 3},
+                }
+                for i in range(300)
+            ]
+        )
     entries = "".join(f"  - name: {m.name}\n    source_database: {m.name}\n" for m in two_mongo_dbs)
     daemon.write_config(
         [],
@@ -50,6 +60,7 @@ def test_mongodb_schemas_under_warpd_survive_kill_9(daemon: Daemon, two_mongo_db
             f'destination:\n  connection_string: "{PG_DSN}"\n'
             f"state_dir: {daemon.state_dir}\n"
             "max_batch_latency_ms: 50\n"
+            "flatten_depth: 1\n"  # the resync below must map documents as the stream does
             f"{SUPERVISOR}"
             f"schemas:\n{entries}"
         ),
@@ -85,7 +96,7 @@ def test_mongodb_schemas_under_warpd_survive_kill_9(daemon: Daemon, two_mongo_db
         thread.join()
     assert not pid_alive(before["pid"])
     for m in two_mongo_dbs:
-        wait_mongo(m, None, daemon.state_dir, timeout=90)
+        wait_mongo(m, None, daemon.state_dir, timeout=90, flatten_depth=1)
     assert daemon.schema(second.name)["pid"] == other_pid, "the other schema's process must not be touched"
 
     # warpctl resync of a MongoDB collection, while it changes: the drifted copy is repaired
@@ -97,7 +108,8 @@ def test_mongodb_schemas_under_warpd_survive_kill_9(daemon: Daemon, two_mongo_db
     daemon.wait_for(
         first.name, lambda s: s["tables"]["orders"]["state"] == "streaming", what="the resync to end"
     )
-    wait_mongo(first, None, daemon.state_dir, timeout=90)
+    wait_mongo(first, None, daemon.state_dir, timeout=90, flatten_depth=1)
     assert "resync of" in daemon.output
+    assert first.pg_rows(f'SELECT "customer__name" FROM "{first.name}".orders WHERE "_id" = 7') == [("c7",)]
     assert daemon.stop() == 0
-    assert mongo_converged(first, daemon.state_dir) == []
+    assert mongo_converged(first, daemon.state_dir, flatten_depth=1) == []

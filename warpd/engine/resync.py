@@ -35,7 +35,7 @@ import psycopg2
 
 from warpd import metrics
 from warpd.connectors.postgresql.destination import PostgresDestination, TablePlan, is_transient
-from warpd.connectors.registry import destination_factory, source_factory
+from warpd.connectors.registry import destination_factory
 from warpd.engine.batch import FinalState
 from warpd.engine.retry import Stopped, call_with_retry
 from warpd.redact import redact
@@ -166,11 +166,8 @@ class TableResync:
     def _connections(self) -> tuple[Any, PostgresDestination]:
         runner = self.runner
         if self._source is None:
-            src = runner.config.source
             # its own source: the stream's connections belong to the engine's thread
-            self._source = source_factory(src.type)(
-                src.connection_string, runner.schema.source_database, runner.name, dict(src.options)
-            )
+            self._source = runner.new_source()
         if self._dest is None:
             dst = runner.config.destination
             app = f"cartridge-warp {runner.name} resync"[:63]

@@ -64,10 +64,7 @@ class SchemaRunner:
         self._store = store
         self.should_stop = should_stop
         self.hooks = hooks or EngineHooks()  # the daemon's pause/resync controls; none in single mode
-        src = config.source
-        self.source: Source = source_factory(src.type)(
-            src.connection_string, schema.source_database, schema.name, dict(src.options)
-        )
+        self.source: Source = self.new_source()
         make_dest = destination_factory(config.destination.type)
         app = f"cartridge-warp {schema.name}"[:63]
         self.dest: PostgresDestination = make_dest(config.destination.connection_string, app)
@@ -83,9 +80,17 @@ class SchemaRunner:
         self.global_retry = schema.table_settings("").retry
         # a source that infers table shapes from its data (MongoDB) only ever widens them
         self._infers_shapes = bool(getattr(self.source, "infers_shapes", False))
-        configure = getattr(self.source, "configure", None)
+
+    def new_source(self) -> Source:
+        """A source connector for this schema, with its per-table settings (another thread's own)."""
+        src = self.config.source
+        source: Source = source_factory(src.type)(
+            src.connection_string, self.schema.source_database, self.name, dict(src.options)
+        )
+        configure = getattr(source, "configure", None)
         if configure is not None:
-            configure(schema.table_settings)  # per-table source settings (e.g. MongoDB flatten_depth)
+            configure(self.schema.table_settings)  # per-table source settings (e.g. MongoDB flatten_depth)
+        return source
 
     @property
     def store(self) -> StateStore:
