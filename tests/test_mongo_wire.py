@@ -694,3 +694,17 @@ def test_module_runs_in_the_foreground_until_sigterm() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_start_before_the_oplog_begins_is_history_lost(client: pymongo.MongoClient) -> None:
+    """A new replica set's oplog starts at its initiation; an earlier start time is not in it."""
+    db = client[f"db_{uuid.uuid4().hex[:8]}"]
+    with pytest.raises(OperationFailure) as lost:
+        with db.watch(start_at_operation_time=Timestamp(1, 1), max_await_time_ms=100) as stream:
+            stream.try_next()
+    assert lost.value.code == 286
+    now = db.command("ping")["operationTime"]
+    with db.watch(start_at_operation_time=now, max_await_time_ms=100) as stream:
+        db["c"].insert_one({"_id": 1})
+        change = stream.try_next() or stream.try_next()
+    assert change is not None and change["operationType"] == "insert"

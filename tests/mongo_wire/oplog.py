@@ -145,6 +145,9 @@ class Oplog:
         self._last: tuple[int, int] = (0, 0)
         self.latest_wall = datetime.datetime(1970, 1, 1)
         self.tick()  # a new primary writes a no-op entry; this gives the clock a first value
+        # ... and its oplog starts there: an earlier startAtOperationTime is not in it (error 286),
+        # as on a real replica set whose oldest entry is its initiation
+        self._history_start = self._last
 
     def tick(self) -> tuple[Timestamp, datetime.datetime]:
         """Allocate the next cluster time; strictly increasing even if the wall clock is not."""
