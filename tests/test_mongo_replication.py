@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from bson import Decimal128, Int64, ObjectId
+from bson import Binary, Decimal128, Int64, ObjectId
 from conftest import Warp, wait_matching, wait_until, write_config
 from psycopg2 import sql
 
@@ -734,4 +734,17 @@ def test_whitelist_and_metadata_columns_per_collection(mdb, mwarp, state_dir, tm
         )
     ]
     assert "_warp_op" not in names
+    assert w.stop() == 0
+
+
+def test_snapshot_of_mixed_id_types_in_small_chunks(mdb, mwarp, state_dir, tmp_path):
+    """_ids of several BSON types: the keyset copy walks each type bracket and misses none."""
+    import uuid as uuid_
+
+    ids: list[Any] = [*range(7), *(f"s{i}" for i in range(7)), *(ObjectId() for _ in range(7))]
+    ids += [Binary.from_uuid(uuid_.uuid4()) for _ in range(3)] + [{"k": i} for i in range(3)]
+    mdb.db["mixed_ids"].insert_many([{"_id": i, "n": n} for n, i in enumerate(ids)])
+    w = mwarp(config(tmp_path, "snapshot_chunk_size: 4\n"))
+    wait_mongo(mdb, w, state_dir)
+    assert mdb.pg_count("mixed_ids") == len(ids)
     assert w.stop() == 0

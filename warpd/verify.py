@@ -119,8 +119,15 @@ def destination_rows(conn: Any, plan: TablePlan) -> dict[Any, dict[str, Any]]:
 
 def _key(plan: TablePlan, row: Mapping[str, Any]) -> Any:
     if plan.source.key:
-        return tuple(row[k] for k in plan.source.key)
+        return tuple(_hashable(row[k]) for k in plan.source.key)
     return json.dumps([str(row[c.name]) for c in plan.source.columns])
+
+
+def _hashable(value: Any) -> Any:
+    """A key value as a dict key: parsed JSON objects and arrays (a jsonb key) as sorted JSON text."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return value
 
 
 def compare(

@@ -51,6 +51,14 @@ CODEC_OPTIONS: CodecOptions = CodecOptions(
     datetime_conversion=DatetimeConversion.DATETIME_AUTO,
 )
 
+# How a snapshot's resume _id is stored: canonical Extended JSON, exact for every BSON type
+_ID_JSON = json_util.JSONOptions(
+    json_mode=json_util.JSONMode.CANONICAL,
+    uuid_representation=UuidRepresentation.STANDARD,
+    tz_aware=True,
+    tzinfo=_dt.UTC,
+)
+
 HISTORY_LOST = 286  # ChangeStreamHistoryLost
 FATAL_STREAM = 280  # ChangeStreamFatalError (older servers report a lost resume point this way)
 TOO_LARGE = 10334  # BSONObjectTooLarge: an event over 16 MB without $changeStreamSplitLargeEvent
@@ -213,7 +221,8 @@ class MongoSource:
                     serverSelectionTimeoutMS=10_000,
                     connectTimeoutMS=10_000,
                     retryReads=True,
-                    **self._client_options,
+                    # queries carry decoded values back (a resumed snapshot's last _id may be a UUID)
+                    **{"uuidRepresentation": "standard", **self._client_options},
                 )
             except errors.ConfigurationError as exc:
                 message = redact(str(exc))
@@ -414,7 +423,7 @@ class MongoSource:
         last: Any = None
         has_last = False
         if resume_after is not None and "_id" in resume_after:
-            last = json_util.loads(resume_after["_id"], json_options=json_util.CANONICAL_JSON_OPTIONS)
+            last = json_util.loads(resume_after["_id"], json_options=_ID_JSON)
             last = self._decode_id(last)
             has_last = True
         bracket = _id_bracket(last) if has_last else 0
@@ -440,7 +449,7 @@ class MongoSource:
             last = docs[-1]["_id"]
             has_last = True
             bracket = _id_bracket(last)
-            resume_after = {"_id": json_util.dumps(last, json_options=json_util.CANONICAL_JSON_OPTIONS)}
+            resume_after = {"_id": json_util.dumps(last, json_options=_ID_JSON)}
             yield SnapshotChunk(table, rows, resume_after, schema=shape if shape is not before else None)
 
     def _decode_id(self, value: Any) -> Any:
