@@ -627,6 +627,22 @@ def test_value_postgresql_cannot_store_goes_to_dead_letters(mdb, mwarp, state_di
     assert w.stop() == 0
 
 
+def test_null_id_documents_go_to_dead_letters_in_snapshot_and_stream(mdb, mwarp, state_dir, tmp_path):
+    """MongoDB allows one document with _id null per collection; a primary key cannot hold it."""
+    mdb.db["a"].insert_many([{"_id": None, "v": "snapshot"}, {"_id": 1, "v": "x"}])
+    w = mwarp(config(tmp_path))
+    wait_until(lambda: mdb.pg_count("a") == 1, 60, "the copy of the storable document")
+    mdb.db["b"].insert_one({"_id": 1})
+    mdb.db["b"].insert_one({"_id": None, "v": "streamed"})
+    mdb.db["b"].insert_one({"_id": 2})
+    wait_until(lambda: mdb.pg_count("b") == 2 and len(_dead_letters(state_dir, mdb.name)) == 2, 60, "both")
+    letters = sorted(_dead_letters(state_dir, mdb.name), key=lambda d: d.table)
+    assert [(d.table, d.row.get("v")) for d in letters] == [("a", "snapshot"), ("b", "streamed")]
+    assert all("_id" in d.reason for d in letters), [d.reason for d in letters]
+    assert w.alive()
+    assert w.stop() == 0
+
+
 def _dead_letters(state_dir: str, name: str) -> list[Any]:
     store = StateStore(state_dir)
     try:

@@ -615,8 +615,8 @@ class DocumentMapper:
             out[index.names[position]] = convert(value)
         if extra:
             out[OVERFLOW_COLUMN] = to_relaxed_json(extra)
-        if doc.get(ID_FIELD) is None:
-            raise ValueError(f"{self.collection}: document without an _id (or with a null _id)")
+        # A null _id (MongoDB allows one per collection) stays None: the primary key refuses it, and
+        # the engine sends the row to the dead letters with PostgreSQL's reason, losing nothing.
         return out
 
     def key(self, shape: TableSchema, id_value: Any) -> dict[str, Any]:
