@@ -590,7 +590,7 @@ class MongoSource:
             return
         cluster_time = _ts(change.get("clusterTime"))
         if op == "drop":
-            if table is not None and table in tables and not self._copied_after(table, cluster_time):
+            if table is not None and table in tables and not self._recopied(table, cluster_time):
                 yield SchemaChange(table, SchemaOpKind.DROP_TABLE, position, "drop", source_ts=source_ts)
                 tables.pop(table, None)
             else:
@@ -599,7 +599,7 @@ class MongoSource:
             yield from self._rename(change, position, tables, included, cluster_time, source_ts)
         elif op == "dropDatabase":
             for name in sorted(tables):
-                if not self._copied_after(name, cluster_time):
+                if not self._recopied(name, cluster_time):
                     yield SchemaChange(
                         name, SchemaOpKind.DROP_TABLE, position, "dropDatabase", source_ts=source_ts
                     )
@@ -611,6 +611,11 @@ class MongoSource:
     def _copied_after(self, table: str, cluster_time: tuple[int, int] | None) -> bool:
         mark = self.copied_at.get(table)
         return mark is not None and cluster_time is not None and cluster_time < mark
+
+    def _recopied(self, table: str, cluster_time: tuple[int, int] | None) -> bool:
+        """Whether a drop at ``cluster_time`` is already behind us: the collection, created again
+        since, was copied after it.  A copy that found the collection gone does not count."""
+        return self._copied_after(table, cluster_time) and self.table_exists(table)
 
     def _rename(
         self,
@@ -626,6 +631,14 @@ class MongoSource:
         new = to.get("coll") if to.get("db") == self.database else None
         statement = f"renameCollection {old!r} -> {to.get('db')}.{to.get('coll')}"
         if self._copied_after(old, cluster_time) or (new and self._copied_after(new, cluster_time)):
+            # A copy made after this rename already saw (part of) its outcome: settle by what exists
+            # now, so a copy that raced the rename leaves neither a stale old table nor a missing new one.
+            existing = set(self.list_tables())
+            if old in tables and old not in existing:
+                yield SchemaChange(old, SchemaOpKind.DROP_TABLE, position, statement, source_ts=source_ts)
+                tables.pop(old, None)
+            if new and new not in tables and new in existing and included(new):
+                yield SchemaChange(new, SchemaOpKind.RESYNC_TABLE, position, statement, source_ts=source_ts)
             yield Heartbeat(position, source_ts)
             return
         if new and new in tables:  # dropTarget: the old target goes first
