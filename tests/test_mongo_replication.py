@@ -804,3 +804,29 @@ def test_drop_and_rename_that_raced_a_copy_settle_by_what_exists_now(mdb):
         ]
     finally:
         source.close()
+
+
+def test_large_documents_bound_snapshot_chunks_and_stream_batches_by_bytes(mdb, mwarp, state_dir, tmp_path):
+    """snapshot_chunk_size and batch_size count documents; 10 MB documents must not fill memory."""
+    from warpd.connectors.mongodb.source import CHUNK_BYTES, MongoSource
+
+    blob = "x" * (10 * 1024 * 1024)
+    for i in range(10):
+        mdb.db["big"].insert_one({"_id": i, "blob": blob})
+    source = MongoSource(mdb.source_uri, mdb.name, mdb.name, {})
+    try:
+        sizes = [len(c.rows) for c in source.snapshot(source.describe("big"), None, 20_000)]
+    finally:
+        source.close()
+    assert sum(sizes) == 10
+    assert max(sizes) <= CHUNK_BYTES // len(blob) + 1, sizes  # about 64 MB a chunk, not all ten
+
+    # streaming: batch_size 1000 and a minute of batch latency, yet the first ~64 MB apply at once
+    w = mwarp(config(tmp_path, "batch_size: 1000\n", latency_ms=60_000))
+    wait_until(lambda: mdb.pg_count("big") == 10, 60, "the copy")
+    for i in range(10, 20):
+        mdb.db["big"].insert_one({"_id": i, "blob": blob})
+    wait_until(
+        lambda: (mdb.pg_count("big") or 0) >= 16, 40, "a batch cut by its size, long before the latency"
+    )
+    assert w.stop() == 0

@@ -43,6 +43,7 @@ class RowChange:
     after: Row | None
     position: Position
     source_ts: float | None = None  # seconds since the epoch, when the source says
+    size: int = 0  # about how many bytes the images take, when the source knows (bounds a batch)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,9 @@ from warpd.types import TableSchema, is_widening
 log = logging.getLogger(__name__)
 
 IDLE_CHECKPOINT_SECONDS = 1.0
+# A batch is applied once its changes take about this much memory, whatever batch_size says
+# (sources that know their events' sizes: MongoDB documents can reach 16 MB each).
+BATCH_BYTES = 64 * 1024 * 1024
 STATS_EVERY_SECONDS = 30.0
 
 
@@ -461,6 +464,7 @@ class SchemaRunner:
         self.saved_pos = dict(checkpoint)
         self.pending: list[RowChange] = []
         self.pending_counts: dict[str, int] = {}
+        self.pending_bytes = 0
         self.batch_started = 0.0
         self.last_saved_at = time.monotonic()
         self._stats_at, self._stats_events = time.monotonic(), 0
@@ -509,9 +513,13 @@ class SchemaRunner:
             if not self.pending:
                 self.batch_started = now
             self.pending.append(event)
+            self.pending_bytes += event.size
             count = self.pending_counts.get(event.table, 0) + 1
             self.pending_counts[event.table] = count
-            if count >= self.schema.table_settings(event.table).batch_size:
+            if (
+                count >= self.schema.table_settings(event.table).batch_size
+                or self.pending_bytes >= BATCH_BYTES
+            ):
                 self._flush()
         elif isinstance(event, Heartbeat):
             if event.position is not None:
@@ -572,6 +580,7 @@ class SchemaRunner:
         self.applied_events += len(self.pending)
         self.pending = []
         self.pending_counts = {}
+        self.pending_bytes = 0
         if last_ts is not None:
             self.last_source_ts = max(self.last_source_ts or 0.0, last_ts)
         if self.last_source_ts is not None:

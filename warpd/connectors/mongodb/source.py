@@ -25,6 +25,7 @@ from typing import Any
 from bson import json_util
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from warpd.connectors.base import (
@@ -52,11 +53,20 @@ CODEC_OPTIONS: CodecOptions = CodecOptions(
 )
 
 # How a snapshot's resume _id is stored: canonical Extended JSON, exact for every BSON type
+# A snapshot chunk or a streaming batch holds about this much BSON at most, whatever the document
+# sizes (snapshot_chunk_size and batch_size count documents).
+CHUNK_BYTES = 64 * 1024 * 1024
+
 _ID_JSON = json_util.JSONOptions(
     json_mode=json_util.JSONMode.CANONICAL,
     uuid_representation=UuidRepresentation.STANDARD,
     tz_aware=True,
     tzinfo=_dt.UTC,
+)
+
+# The change stream hands over undecoded events (their size bounds a batch); _next() decodes them.
+RAW_CODEC_OPTIONS: CodecOptions = CodecOptions(
+    document_class=RawBSONDocument, uuid_representation=UuidRepresentation.STANDARD
 )
 
 HISTORY_LOST = 286  # ChangeStreamHistoryLost
@@ -349,7 +359,9 @@ class MongoSource:
         if self.before_change != "off":
             kwargs["full_document_before_change"] = self.before_change
         try:
-            return self._call(lambda: self.db.watch(stages, **kwargs), "opening the change stream")
+            # raw events: their size bounds a batch (BATCH_BYTES); _next() decodes them
+            raw_db = self.client.get_database(self.database, codec_options=RAW_CODEC_OPTIONS)
+            return self._call(lambda: raw_db.watch(stages, **kwargs), "opening the change stream")
         except errors.OperationFailure as exc:
             lost = self._lost(exc, position)
             if lost is None:
@@ -432,9 +444,8 @@ class MongoSource:
                 query: dict[str, Any] = {"_id": {"$gt": last}}
             else:
                 query = {}
-            cursor = coll.find(query).sort("_id", 1).limit(chunk_size)
-            docs: list[Any] = self._call(partial(list, cursor), f"copying {table!r}")
-            if len(docs) < chunk_size and has_last:
+            docs, full = self._call(partial(self._read_chunk, coll, query, chunk_size), f"copying {table!r}")
+            if not full and has_last:
                 # the $gt query only sees last's type bracket: look for the first _id of a later one
                 later = self._next_bracket_doc(coll, bracket)
                 if later is not None and all(d["_id"] != later["_id"] for d in docs):
@@ -451,6 +462,28 @@ class MongoSource:
             bracket = _id_bracket(last)
             resume_after = {"_id": json_util.dumps(last, json_options=_ID_JSON)}
             yield SnapshotChunk(table, rows, resume_after, schema=shape if shape is not before else None)
+
+    def _read_chunk(self, coll: Any, query: Mapping[str, Any], limit: int) -> tuple[list[Any], bool]:
+        """Up to ``limit`` documents in ``_id`` order, but stopping at about CHUNK_BYTES of BSON.
+
+        Returns the documents and whether the chunk is full (a limit or the byte budget ended
+        it, so more may follow). Raw batches keep a collection of 15 MB documents from
+        filling memory with ``snapshot_chunk_size`` of them.
+        """
+        import bson
+
+        docs: list[Any] = []
+        size = 0
+        cursor = coll.find_raw_batches(query, sort=[("_id", 1)], limit=limit)
+        try:
+            for batch in cursor:
+                size += len(batch)
+                docs.extend(bson.decode_all(batch, CODEC_OPTIONS))
+                if size >= CHUNK_BYTES and len(docs) < limit:
+                    return docs, True
+        finally:
+            cursor.close()
+        return docs, len(docs) >= limit
 
     def _decode_id(self, value: Any) -> Any:
         """Round-trip a decoded _id through BSON so it has the types the codec options give."""
@@ -499,9 +532,10 @@ class MongoSource:
             stream = self._open(position)
             try:
                 fragments: list[Mapping[str, Any]] = []
+                size = 0
                 while True:
                     try:
-                        change = stream.try_next()
+                        change, raw_size = _next(stream)
                     except errors.OperationFailure as exc:
                         lost = self._lost(exc, position)
                         if lost is not None:
@@ -513,11 +547,12 @@ class MongoSource:
                         position = yield from self._past_large_event(position, tables, included)
                         break
                     if change is None:
-                        token = stream.resume_token
+                        token = _plain(stream.resume_token)
                         if token is not None:
                             position = {"token": token}
                         yield Heartbeat(position if token is not None else None)
                         continue
+                    size += raw_size
                     split = change.get("splitEvent")
                     if split:
                         fragments.append(change)
@@ -530,7 +565,8 @@ class MongoSource:
                     if change.get("operationType") == "invalidate":
                         yield Heartbeat(position)
                         break  # reopen with startAfter the invalidate (database dropped)
-                    yield from self._events(change, before, position, tables, included)
+                    yield from self._events(change, before, position, tables, included, size)
+                    size = 0
             finally:
                 stream.close()
 
@@ -548,7 +584,7 @@ class MongoSource:
         try:
             change = None
             while change is None:
-                change = stream.try_next()
+                change, _size = _next(stream)
         finally:
             stream.close()
         after = {"token": change["_id"]}
@@ -577,7 +613,9 @@ class MongoSource:
         position: Position,
         tables: MutableMapping[str, TableSchema],
         included: Callable[[str], bool],
+        size: int = 0,
     ) -> Iterator[Event]:
+        """The events one change stream event makes; ``size`` is its BSON size (0: unknown)."""
         op = change.get("operationType")
         ns = change.get("ns") or {}
         table = ns.get("coll")
@@ -586,7 +624,7 @@ class MongoSource:
             if table is None or not included(table):
                 yield Heartbeat(position, source_ts)
                 return
-            yield from self._row_event(op, table, change, before, position, tables, source_ts)
+            yield from self._row_event(op, table, change, before, position, tables, source_ts, size)
             return
         cluster_time = _ts(change.get("clusterTime"))
         if op == "drop":
@@ -676,6 +714,7 @@ class MongoSource:
         position: Position,
         tables: MutableMapping[str, TableSchema],
         source_ts: float | None,
+        size: int = 0,
     ) -> Iterator[Event]:
         mapper = self.mapper(table)
         if op == "delete":
@@ -734,7 +773,27 @@ class MongoSource:
             shape = wider
         row = mapper.row(shape, doc)
         kind = Op.INSERT if op == "insert" else Op.UPDATE
-        yield RowChange(table, kind, None, row, position, source_ts)
+        yield RowChange(table, kind, None, row, position, source_ts, size)
+
+
+def _next(stream: Any) -> tuple[Any, int]:
+    """The stream's next event decoded with :data:`CODEC_OPTIONS`, and its BSON size; (None, 0) if idle."""
+    raw = stream.try_next()
+    if raw is None:
+        return None, 0
+    import bson
+
+    return bson.decode(raw.raw, codec_options=CODEC_OPTIONS), len(raw.raw)
+
+
+def _plain(token: Any) -> dict[str, Any] | None:
+    """A resume token as a plain dict (the raw stream hands out RawBSONDocuments), for the state file."""
+    if token is None:
+        return None
+    raw = getattr(token, "raw", None)
+    import bson
+
+    return dict(bson.decode(raw)) if raw is not None else dict(token)
 
 
 def _join_fragments(fragments: list[Mapping[str, Any]]) -> dict[str, Any]:
