@@ -830,3 +830,27 @@ def test_large_documents_bound_snapshot_chunks_and_stream_batches_by_bytes(mdb, 
         lambda: (mdb.pg_count("big") or 0) >= 16, 40, "a batch cut by its size, long before the latency"
     )
     assert w.stop() == 0
+
+
+def test_snapshot_stopped_midway_resumes_at_its_last_chunk(mdb, mwarp, state_dir, tmp_path):
+    mdb.db["many"].insert_many([{"_id": ObjectId(), "i": i, "pad": "p" * 200} for i in range(10_000)])
+    cfg = config(tmp_path, "snapshot_chunk_size: 500\n")
+    w = mwarp(cfg)
+
+    def progress() -> int:
+        store = StateStore(state_dir)
+        try:
+            prog = store.snapshot_progress(mdb.name).get("many")
+            return prog.rows_copied if prog is not None else 0
+        finally:
+            store.close()
+
+    wait_until(lambda: progress() >= 1_000, 60, "part of the copy")
+    assert w.stop() == 0
+    stopped_at = progress()
+    assert 0 < stopped_at < 10_000, stopped_at
+    w2 = mwarp(cfg)
+    wait_mongo(mdb, w2, state_dir, timeout=120)
+    assert w2.stop() == 0
+    # the second run copied only what was left: "done, 10,000 rows (N in ...)" with N = the rest
+    assert f"done, 10,000 rows ({10_000 - stopped_at:,} in" in w2.output, w2.output[-2000:]
