@@ -854,3 +854,25 @@ def test_snapshot_stopped_midway_resumes_at_its_last_chunk(mdb, mwarp, state_dir
     assert w2.stop() == 0
     # the second run copied only what was left: "done, 10,000 rows (N in ...)" with N = the rest
     assert f"done, 10,000 rows ({10_000 - stopped_at:,} in" in w2.output, w2.output[-2000:]
+
+
+def test_position_lost_while_streaming_resnapshots_without_a_restart(mdb, mwarp, state_dir, tmp_path):
+    if not mdb.backend.is_wire:
+        pytest.skip("needs the wire test server's trim_oplog")
+    mdb.db["t"].insert_many([{"_id": i} for i in range(5)])
+    w = mwarp(config(tmp_path, "on_position_lost: resnapshot\n"))
+    wait_mongo(mdb, w, state_dir)
+    assert w.proc is not None
+    w.proc.send_signal(signal.SIGSTOP)  # the process falls behind (a long pause, a slow destination) ...
+    try:
+        mdb.db["t"].insert_one({"_id": 5})
+        mdb.db["t"].delete_one({"_id": 0})
+        mdb.db["t"].insert_one({"_id": 6})
+        mdb.backend.server.trim_oplog(keep=1)  # ... and the oplog rolls over changes it has not read
+    finally:
+        w.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: "copied again" in w.output, 60, "the schema to be copied again")
+    wait_mongo(mdb, w, state_dir)
+    assert [r[0] for r in rows(mdb, "t", '"_id"')] == [1, 2, 3, 4, 5, 6]
+    assert w.alive()
+    assert w.stop() == 0

@@ -166,6 +166,7 @@ class ChangeStreamCursor(Cursor):
         Returns the batch and its postBatchResumeToken: the last event's token, or when nothing
         was returned, the current end of the oplog, so an idle stream's resume point advances.
         """
+        self.engine.oplog.check_not_overtaken(self.position)
         batch: list[RawBSONDocument] = []
         size = 0
         last_returned: ResumePoint | None = None

@@ -148,6 +148,7 @@ class Oplog:
         # ... and its oplog starts there: an earlier startAtOperationTime is not in it (error 286),
         # as on a real replica set whose oldest entry is its initiation
         self._history_start = self._last
+        self._last_dropped: tuple[int, int] = (0, 0)
 
     def tick(self) -> tuple[Timestamp, datetime.datetime]:
         """Allocate the next cluster time; strictly increasing even if the wall clock is not."""
@@ -189,12 +190,26 @@ class Oplog:
                 "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
             )
 
+    def check_not_overtaken(self, point: ResumePoint) -> None:
+        """Fail a live change stream whose next entries were dropped before it read them.
+
+        A real server's tailing oplog cursor loses its place when the capped oplog rolls over it
+        (the getMore fails with ChangeStreamHistoryLost); a cursor that has read everything
+        dropped is unaffected.
+        """
+        if point.ts_key < self._last_dropped:
+            raise CommandError(
+                286,
+                "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
+            )
+
     def trim(self, keep: int) -> None:
         """Drop all but the newest ``keep`` entries, as a capped oplog rolling over would."""
         drop = max(0, len(self._entries) - max(0, keep))
         if drop == 0:
             return
         last_dropped = self._keys[drop - 1]
+        self._last_dropped = max(self._last_dropped, last_dropped)
         del self._entries[:drop]
         del self._keys[:drop]
         if self._keys:

@@ -369,7 +369,7 @@ class MongoSource:
             raise lost from exc
 
     def _lost(self, exc: Any, position: Position) -> PositionLostError | None:
-        text = str(exc)
+        text = _errmsg(exc)
         if exc.code == HISTORY_LOST or (
             exc.code == FATAL_STREAM and ("oplog" in text or "resume" in text.lower())
         ):
@@ -784,6 +784,16 @@ def _next(stream: Any) -> tuple[Any, int]:
     import bson
 
     return bson.decode(raw.raw, codec_options=CODEC_OPTIONS), len(raw.raw)
+
+
+def _errmsg(exc: Any) -> str:
+    """The server's own message of an OperationFailure, without pymongo's raw "full error" dump."""
+    details = getattr(exc, "details", None)
+    try:
+        message = details.get("errmsg") if details is not None else None
+    except Exception:  # noqa: BLE001 - odd details: fall back to the whole text
+        message = None
+    return str(message) if message else str(exc)
 
 
 def _plain(token: Any) -> dict[str, Any] | None:
