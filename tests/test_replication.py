@@ -253,9 +253,10 @@ def test_changes_made_during_the_snapshot_are_not_lost(
     thread.start()
     try:
         wait_until(lambda: len(ops) > 50, 30, "the writer to get going")
-        w = warp(config)
-        wait_until(lambda: "tables to copy" in w.output or not w.alive(), 60, "the snapshot to start")
+        # counted from the start: a 50,000-row snapshot can take well under the 0.2 s this test
+        # polls at, so a count taken once "tables to copy" is seen could miss it entirely
         before = len(ops)
+        w = warp(config)
         wait_until(lambda: STREAMING in w.output or not w.alive(), 150, "the snapshot to finish")
         during = len(ops) - before
         time.sleep(1.0)
