@@ -124,6 +124,13 @@ class Source(Protocol):
     """What the engine needs from a source connector (see connectors/mysql/source.py).
 
     Register a factory with :func:`warpd.connectors.registry.register_source`.
+
+    Two optional members, looked up with ``getattr``: ``configure(table_settings)``
+    hands the source its per-table settings (``SchemaConfig.table_settings``);
+    ``infers_shapes = True`` says that table shapes come from the data
+    (MongoDB): ``describe()`` is then a sample, shapes only ever widen (through
+    :attr:`SchemaOpKind.EVOLVE` and :attr:`SnapshotChunk.schema`), and after a
+    restart the stored shape is kept rather than re-described.
     """
 
     def check_prerequisites(self) -> None:

@@ -275,10 +275,8 @@ class SchemaRunner:
             if name in known and name in progress and progress[name].status == "done":
                 table = known[name]  # the shape as of the checkpoint; the binlog replays later DDL
             elif name in current:
-                table = current[name]
-                if self._infers_shapes and name in known:
-                    # an interrupted copy already widened the destination: keep what it holds
-                    table = self.source.merge_shapes(known[name], table)  # type: ignore[attr-defined]
+                # an interrupted copy of an inferred shape already widened the destination: keep it
+                table = known[name] if self._infers_shapes and name in known else current[name]
                 if name not in progress:
                     self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
             else:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, MutableMappi
 from functools import partial
 from typing import Any
 
+import bson
 from bson import json_util
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, DatetimeConversion
@@ -62,6 +63,7 @@ _ID_JSON = json_util.JSONOptions(
     uuid_representation=UuidRepresentation.STANDARD,
     tz_aware=True,
     tzinfo=_dt.UTC,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,  # loads() gives the types CODEC_OPTIONS gives
 )
 
 # The change stream hands over undecoded events (their size bounds a batch); _next() decodes them.
@@ -406,10 +408,6 @@ class MongoSource:
             shape = mapper.fit(shape, doc)
         return shape
 
-    def merge_shapes(self, known: TableSchema, current: TableSchema) -> TableSchema:
-        """After an interrupted copy: the stored shape already holds the destination's columns."""
-        return known
-
     def estimate_rows(self, table: str) -> int:
         try:
             return int(self.db[table].estimated_document_count())
@@ -436,7 +434,6 @@ class MongoSource:
         has_last = False
         if resume_after is not None and "_id" in resume_after:
             last = json_util.loads(resume_after["_id"], json_options=_ID_JSON)
-            last = self._decode_id(last)
             has_last = True
         bracket = _id_bracket(last) if has_last else 0
         while True:
@@ -470,8 +467,6 @@ class MongoSource:
         it, so more may follow). Raw batches keep a collection of 15 MB documents from
         filling memory with ``snapshot_chunk_size`` of them.
         """
-        import bson
-
         docs: list[Any] = []
         size = 0
         cursor = coll.find_raw_batches(query, sort=[("_id", 1)], limit=limit)
@@ -484,12 +479,6 @@ class MongoSource:
         finally:
             cursor.close()
         return docs, len(docs) >= limit
-
-    def _decode_id(self, value: Any) -> Any:
-        """Round-trip a decoded _id through BSON so it has the types the codec options give."""
-        import bson
-
-        return bson.decode(bson.encode({"_id": value}), codec_options=CODEC_OPTIONS)["_id"]
 
     def _next_bracket_doc(self, coll: Any, bracket: int) -> Mapping[str, Any] | None:
         from pymongo import errors
@@ -781,8 +770,6 @@ def _next(stream: Any) -> tuple[Any, int]:
     raw = stream.try_next()
     if raw is None:
         return None, 0
-    import bson
-
     return bson.decode(raw.raw, codec_options=CODEC_OPTIONS), len(raw.raw)
 
 
@@ -801,8 +788,6 @@ def _plain(token: Any) -> dict[str, Any] | None:
     if token is None:
         return None
     raw = getattr(token, "raw", None)
-    import bson
-
     return dict(bson.decode(raw)) if raw is not None else dict(token)
 
 
