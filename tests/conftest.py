@@ -205,19 +205,16 @@ def converged(dbs: Databases, tables: list[str] | None = None, soft_delete: bool
     """Differences between every (or the given) source table and its destination copy; [] when equal."""
     from warpd.connectors.mysql.source import MySQLSource
     from warpd.connectors.postgresql.destination import make_plan
-    from warpd.verify import verify_table
+    from warpd.verify import table_difference
 
     source = MySQLSource(dbs.source_uri, dbs.name, server_id=999)
     problems = []
     try:
         for table in tables or source.list_tables():
             plan = make_plan(source.describe(table), dbs.name, soft_delete=soft_delete, metadata=False)
-            if dbs.pg_count(plan.pg_table) is None:
-                problems.append(f"{table}: missing at destination")
-                continue
-            diff = verify_table(source, dbs.pg, plan)
-            if not diff.equal:
-                problems.append(diff.summary())
+            problem = table_difference(source, dbs.pg, plan)
+            if problem:
+                problems.append(problem)
     finally:
         source.close()
     return problems

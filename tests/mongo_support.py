@@ -141,7 +141,7 @@ def mongo_converged(
     from warpd.connectors.mongodb.source import MongoSource
     from warpd.connectors.postgresql.destination import make_plan
     from warpd.state.store import StateStore
-    from warpd.verify import verify_table
+    from warpd.verify import table_difference
 
     store = StateStore(state_dir)
     source = MongoSource(m.source_uri, m.name, m.name, {})
@@ -155,12 +155,9 @@ def mongo_converged(
                 problems.append(f"{coll}: no shape recorded yet")
                 continue
             plan = make_plan(shape, m.name, soft_delete=soft_delete, metadata=False)
-            if m.pg_count(plan.pg_table) is None:
-                problems.append(f"{coll}: missing at destination")
-                continue
-            diff = verify_table(source, m.pg, plan)
-            if not diff.equal:
-                problems.append(diff.summary())
+            problem = table_difference(source, m.pg, plan)
+            if problem:
+                problems.append(problem)
     finally:
         source.close()
         store.close()

@@ -161,3 +161,17 @@ def verify_table(source: Any, conn: Any, plan: TablePlan) -> TableDiff:
     """Read the whole source table (via the snapshot path) and compare it with the destination."""
     rows = (r for chunk in source.snapshot(plan.source, None, 50_000) for r in chunk.rows)
     return compare(plan, rows, destination_rows(conn, plan))
+
+
+def table_difference(source: Any, conn: Any, plan: TablePlan) -> str | None:
+    """None when ``plan``'s destination table equals the source table, else one line saying how not."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT to_regclass(%s)", (sql.Identifier(plan.pg_schema, plan.pg_table).as_string(conn),)
+        )
+        exists = cur.fetchone()[0] is not None
+    conn.rollback()
+    if not exists:
+        return f"{plan.source.name}: missing at destination"
+    diff = verify_table(source, conn, plan)
+    return None if diff.equal else diff.summary()
