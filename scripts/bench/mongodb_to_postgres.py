@@ -71,7 +71,6 @@ import io
 import json
 import math
 import os
-import platform
 import pstats
 import signal
 import socket
@@ -96,7 +95,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mysql_to_postgres import CpuWindow, process_cpu, ratio, say, wait_for_quiet, warpd_revision  # noqa: E402
+from mysql_to_postgres import (  # noqa: E402
+    CpuWindow,
+    host_facts,
+    package_version,
+    process_cpu,
+    ratio,
+    report_tail,
+    say,
+    wait_for_quiet,
+    warpd_revision,
+)
 
 from warpd.connectors.base import Event, Heartbeat, Position, SnapshotChunk  # noqa: E402
 from warpd.connectors.mongodb.mapping import DocumentMapper  # noqa: E402
@@ -1208,17 +1217,6 @@ def wire_run(docs: Docs, count: int, changes: int, catch_up: bool, keep: bool) -
 
 # --------------------------------------------------------------------------- the machine
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_kib = 0
-    with open("/proc/meminfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
     conn = pg()
     with conn.cursor() as cur:
         cur.execute(
@@ -1228,20 +1226,9 @@ def machine() -> dict[str, Any]:
         pv, shared, sync_commit, max_wal = cur.fetchone()
     conn.close()
 
-    def version(mod: str) -> str:
-        try:
-            from importlib.metadata import version as v
-
-            return v(mod)
-        except Exception:  # noqa: BLE001 - informational only
-            return "?"
-
+    version = package_version
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gib": round(mem_kib / 2**20, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **host_facts(),
         "postgresql": str(pv),
         "postgresql_settings": f"shared_buffers={shared}, synchronous_commit={sync_commit}, max_wal_size={max_wal}",
         "drivers": f"pymongo {version('pymongo')} (C extensions: {bson.has_c()}), psycopg2 "
@@ -1373,8 +1360,6 @@ def report(fig: dict[str, Any]) -> str:
             f"{v['source']['rows']:,} rows, checksum {v['source']['checksum']} vs {v['destination']['rows']:,} / "
             f"{v['destination']['checksum']}",
         )
-    w1 = max(len(r[0]) for r in rows)
-    w2 = max(len(r[1]) for r in rows)
     lines = [
         f"cartridge-warp benchmark: MongoDB -> PostgreSQL ({time.strftime('%Y-%m-%d %H:%M')})",
         f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
@@ -1382,14 +1367,7 @@ def report(fig: dict[str, Any]) -> str:
         f"         {m['drivers']}",
         f"cartridge-warp: {fig.get('warpd', '?')}",
     ]
-    load = fig.get("load", {})
-    if load.get("machine_busy_pct_at_start", 0) >= 10.0:
-        lines.append(
-            f"WARNING: the machine was {load['machine_busy_pct_at_start']}% busy before the start "
-            f"({'; '.join(load['other_busy_processes'][:2])}): figures are low"
-        )
-    lines.append("")
-    lines += [f"{a:<{w1}}  {b:>{w2}}  {c}".rstrip() for a, b, c in rows]
+    lines += report_tail(fig, rows)
     for phase, stages in (syn or {}).get("stages", {}).items():
         wall = syn[phase if phase == "snapshot" else "streaming"]["seconds"]
         lines += ["", f"synthetic {phase}: wall-clock seconds per stage (of {wall}s; threads overlap)"]

@@ -938,7 +938,17 @@ def warpd_revision() -> str:
     return f"{__version__}, commit {head or '?'}" + (" + uncommitted changes in warpd/" if dirty else "")
 
 
-def machine() -> dict[str, Any]:
+def package_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:  # noqa: BLE001 - informational only
+        return "?"
+
+
+def host_facts() -> dict[str, Any]:
+    """CPU, cores, memory, kernel and Python of this machine (both benchmarks' report headers)."""
     cpu = "unknown"
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         for line in f:
@@ -950,6 +960,31 @@ def machine() -> dict[str, Any]:
         for line in f:
             if line.startswith("MemTotal:"):
                 mem_kib = int(line.split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def report_tail(fig: dict[str, Any], rows: list[tuple[str, str, str]]) -> list[str]:
+    """A warning if the machine was busy at the start, then the aligned figure rows."""
+    lines = []
+    load = fig.get("load", {})
+    if load.get("machine_busy_pct_at_start", 0) >= 10.0:
+        lines.append(
+            f"WARNING: the machine was {load['machine_busy_pct_at_start']}% busy before the start "
+            f"({'; '.join(load['other_busy_processes'][:2])}): figures are low"
+        )
+    lines.append("")
+    w1 = max(len(r[0]) for r in rows)
+    w2 = max(len(r[1]) for r in rows)
+    return lines + [f"{a:<{w1}}  {b:>{w2}}  {c}".rstrip() for a, b, c in rows]
+
+
+def machine() -> dict[str, Any]:
     conn = mysql()
     with conn.cursor() as cur:
         cur.execute(
@@ -968,20 +1003,9 @@ def machine() -> dict[str, Any]:
         pv, shared, sync_commit, max_wal, wal_level = cur.fetchone()
     conn.close()
 
-    def version(mod: str) -> str:
-        try:
-            from importlib.metadata import version as v
-
-            return v(mod)
-        except Exception:  # noqa: BLE001 - informational only
-            return "?"
-
+    version = package_version
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gib": round(mem_kib / 2**20, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **host_facts(),
         "mariadb": str(mv),
         "postgresql": str(pv),
         "mariadb_settings": f"innodb_buffer_pool_size={int(pool) // 2**20}M, "
@@ -1100,8 +1124,6 @@ def report(fig: dict[str, Any]) -> str:
         f"{v['source']['rows']:,} rows, checksum {v['source']['checksum']} vs "
         f"{v['destination']['rows']:,} / {v['destination']['checksum']} ({v['columns']})",
     )
-    w1 = max(len(r[0]) for r in rows)
-    w2 = max(len(r[1]) for r in rows)
     lines = [
         f"cartridge-warp benchmark: MariaDB -> PostgreSQL ({time.strftime('%Y-%m-%d %H:%M')})",
         f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
@@ -1111,14 +1133,7 @@ def report(fig: dict[str, Any]) -> str:
         f"         PostgreSQL: {m['postgresql_settings']}",
         f"cartridge-warp: {fig.get('warpd', '?')}",
     ]
-    load = fig.get("load", {})
-    if load.get("machine_busy_pct_at_start", 0) >= 10.0:
-        lines.append(
-            f"WARNING: the machine was {load['machine_busy_pct_at_start']}% busy before the start "
-            f"({'; '.join(load['other_busy_processes'][:2])}): figures are low"
-        )
-    lines.append("")
-    lines += [f"{a:<{w1}}  {b:>{w2}}  {c}".rstrip() for a, b, c in rows]
+    lines += report_tail(fig, rows)
     lines += [
         "",
         "reference points of the project brief (a 2-core machine, MariaDB -> PostgreSQL, 1.1M rows): "
