@@ -239,6 +239,15 @@ def make_items(dbs: Databases, rows: int = 2000) -> None:
 
 
 # -- 1. kill -9 during the snapshot ------------------------------------------------------
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of PID is in state T (stopped) per /proc/PID/task/*/stat."""
+    states = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii") as f:
+            states.append(f.read().rsplit(")", 1)[1].split()[0])
+    return all(state == "T" for state in states)
+
+
 def test_kill_during_snapshot_resumes_at_last_committed_chunk(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -262,6 +271,9 @@ def test_kill_during_snapshot_resumes_at_last_committed_chunk(
     wait_until(some_chunks_done, 120, "some snapshot chunks to be committed", interval=0.01)
     w.proc.send_signal(signal.SIGSTOP)  # freeze it at this point, then kill -9 it there
     try:
+        # the signal is delivered asynchronously: read the state only once every thread has stopped,
+        # or a chunk committed in between makes the state read here differ from the state on disk
+        wait_until(lambda: _all_threads_stopped(w.proc.pid), 10, "the process to stop", interval=0.01)
         at_kill = state_of(w).snapshot_progress(dbs.name)["narrow"]
     finally:
         w.kill()
