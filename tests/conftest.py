@@ -52,6 +52,19 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def wait_stopped(pid: int, timeout: float = 10.0) -> None:
+    """After SIGSTOP (delivered asynchronously): wait until every thread of ``pid`` is stopped."""
+
+    def stopped() -> bool:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        return all(state == "T" for state in states)
+
+    wait_until(stopped, timeout, f"process {pid} to stop", interval=0.01)
+
+
 class Databases:
     """A test's MariaDB database and PostgreSQL schema of the same name."""
 

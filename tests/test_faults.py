@@ -23,7 +23,16 @@ from typing import Any
 import psycopg2
 import pymysql
 import pytest
-from conftest import PG_DSN, Databases, Warp, mysql_root, wait_converged, wait_until, write_config
+from conftest import (
+    PG_DSN,
+    Databases,
+    Warp,
+    mysql_root,
+    wait_converged,
+    wait_stopped,
+    wait_until,
+    write_config,
+)
 
 from warpd.connectors.mysql.keycodec import decode_key
 from warpd.state.store import StateStore
@@ -239,15 +248,6 @@ def make_items(dbs: Databases, rows: int = 2000) -> None:
 
 
 # -- 1. kill -9 during the snapshot ------------------------------------------------------
-def _all_threads_stopped(pid: int) -> bool:
-    """Whether every thread of PID is in state T (stopped) per /proc/PID/task/*/stat."""
-    states = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii") as f:
-            states.append(f.read().rsplit(")", 1)[1].split()[0])
-    return all(state == "T" for state in states)
-
-
 def test_kill_during_snapshot_resumes_at_last_committed_chunk(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -273,7 +273,7 @@ def test_kill_during_snapshot_resumes_at_last_committed_chunk(
     try:
         # the signal is delivered asynchronously: read the state only once every thread has stopped,
         # or a chunk committed in between makes the state read here differ from the state on disk
-        wait_until(lambda: _all_threads_stopped(w.proc.pid), 10, "the process to stop", interval=0.01)
+        wait_stopped(w.proc.pid)
         at_kill = state_of(w).snapshot_progress(dbs.name)["narrow"]
     finally:
         w.kill()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from bson import Binary, Decimal128, Int64, ObjectId
-from conftest import Warp, wait_matching, wait_until, write_config
+from conftest import Warp, wait_matching, wait_stopped, wait_until, write_config
 from psycopg2 import sql
 
 from tests.mongo_support import Backend, MongoDatabases, backend, mongo_converged
@@ -865,6 +865,8 @@ def test_position_lost_while_streaming_resnapshots_without_a_restart(mdb, mwarp,
     assert w.proc is not None
     w.proc.send_signal(signal.SIGSTOP)  # the process falls behind (a long pause, a slow destination) ...
     try:
+        wait_stopped(w.proc.pid)
+        time.sleep(1.0)  # a getMore already waiting on the server returns (empty) before the writes below
         mdb.db["t"].insert_one({"_id": 5})
         mdb.db["t"].delete_one({"_id": 0})
         mdb.db["t"].insert_one({"_id": 6})
