@@ -33,6 +33,7 @@ DEFAULT_MAX_COLUMNS = 200
 DEFAULT_MODE = "stream"
 DEFAULT_ON_POSITION_LOST = "fail"
 DEFAULT_MAX_BATCH_LATENCY_MS = 200
+DEFAULT_FOREIGN_KEY_CASCADES = "refuse"
 
 ENDPOINT_TYPES = ("mysql", "postgresql", "mongodb", "bigquery")
 _SCHEME_TYPES = {
@@ -182,6 +183,8 @@ class TableSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     flatten_depth: int = DEFAULT_FLATTEN_DEPTH  # MongoDB sources only
     max_columns: int = DEFAULT_MAX_COLUMNS  # MongoDB sources only
+    # refuse | emulate | ignore, for foreign keys whose child is this table (see engine/cascades.py)
+    foreign_key_cascades: str = DEFAULT_FOREIGN_KEY_CASCADES
 
 
 @dataclass(frozen=True)
@@ -347,6 +350,9 @@ def _table_settings(
         retry=_retry(top, schema, table),
         flatten_depth=_first(DEFAULT_FLATTEN_DEPTH, *((level, "flatten_depth") for level in levels)),
         max_columns=_first(DEFAULT_MAX_COLUMNS, *((level, "max_columns") for level in levels)),
+        foreign_key_cascades=_first(
+            DEFAULT_FOREIGN_KEY_CASCADES, *((level, "foreign_key_cascades") for level in levels)
+        ),
     )
 
 

@@ -44,6 +44,9 @@ class RowChange:
     position: Position
     source_ts: float | None = None  # seconds since the epoch, when the source says
     size: int = 0  # about how many bytes the images take, when the source knows (bounds a batch)
+    # False when the source applied the change without checking foreign keys (MySQL
+    # foreign_key_checks=0), so no ON DELETE/ON UPDATE action ran for it
+    foreign_key_checks: bool = True
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class SchemaOpKind(enum.StrEnum):
     RENAME_COLUMN = "rename_column"
     RESYNC_TABLE = "resync_table"  # the change could not be followed exactly: re-copy the table
     EVOLVE = "evolve"  # columns added and/or widened; existing values convert by the shared rule
+    FOREIGN_KEYS = "foreign_keys"  # foreign keys may have changed; the table's shape did not
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,47 @@ class Heartbeat:
 
 Event = RowChange | Truncate | SchemaChange | Heartbeat
 
+CASCADING_RULES = ("CASCADE", "SET NULL")
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key of the source whose ON DELETE / ON UPDATE actions the change log does not carry.
+
+    ``table``/``columns`` are the child (the referencing table), ``parent``/
+    ``parent_columns`` what it references; ``parent_database`` is None when
+    the parent lives in the replicated namespace itself.  ``on_delete`` and
+    ``on_update`` are SQL rules: ``CASCADE``, ``SET NULL``, ``RESTRICT``,
+    ``NO ACTION`` or ``SET DEFAULT``.
+    """
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str, ...]
+    on_delete: str
+    on_update: str
+    parent_database: str | None = None
+
+    @property
+    def cascades(self) -> bool:
+        """Whether a change of a parent row changes child rows (CASCADE or SET NULL)."""
+        return self.on_delete in CASCADING_RULES or self.on_update in CASCADING_RULES
+
+    def describe(self) -> str:
+        """``parent (id) -> child (parent_id) [fk_name] ON DELETE CASCADE``, for messages."""
+        parent = f"{self.parent_database}.{self.parent}" if self.parent_database else self.parent
+        rules = [
+            f"ON {what} {rule}"
+            for what, rule in (("DELETE", self.on_delete), ("UPDATE", self.on_update))
+            if rule in CASCADING_RULES
+        ]
+        return (
+            f"{parent} ({', '.join(self.parent_columns)}) -> {self.table} ({', '.join(self.columns)}) "
+            f"[{self.name}] {' '.join(rules)}"
+        )
+
 
 @dataclass
 class SnapshotChunk:
@@ -125,12 +170,18 @@ class Source(Protocol):
 
     Register a factory with :func:`warpd.connectors.registry.register_source`.
 
-    Two optional members, looked up with ``getattr``: ``configure(table_settings)``
+    Three optional members, looked up with ``getattr``: ``configure(table_settings)``
     hands the source its per-table settings (``SchemaConfig.table_settings``);
     ``infers_shapes = True`` says that table shapes come from the data
     (MongoDB): ``describe()`` is then a sample, shapes only ever widen (through
     :attr:`SchemaOpKind.EVOLVE` and :attr:`SnapshotChunk.schema`), and after a
-    restart the stored shape is kept rather than re-described.
+    restart the stored shape is kept rather than re-described;
+    ``unlogged_cascades() -> list[ForeignKey]`` lists the foreign keys with
+    CASCADE / SET NULL actions whose child-row changes never reach the change
+    log (MySQL InnoDB) and whose child table is in the source namespace; the
+    engine refuses, emulates or ignores them (``foreign_key_cascades``) and
+    lists them again after every :class:`SchemaChange` (a source emits
+    :attr:`SchemaOpKind.FOREIGN_KEYS` for DDL that changes only constraints).
     """
 
     def check_prerequisites(self) -> None:

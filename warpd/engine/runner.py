@@ -32,6 +32,7 @@ from warpd.connectors.postgresql.destination import PostgresDestination, TablePl
 from warpd.connectors.registry import destination_factory, source_factory
 from warpd.engine.applier import DestinationPool, TableApplier
 from warpd.engine.batch import compact
+from warpd.engine.cascades import ForeignKeyCascades
 from warpd.engine.hooks import EngineHooks
 from warpd.engine.progress import SnapshotProgress
 from warpd.engine.retry import Stopped, call_with_retry
@@ -83,6 +84,8 @@ class SchemaRunner:
         self.global_retry = schema.table_settings("").retry
         # a source that infers table shapes from its data (MongoDB) only ever widens them
         self._infers_shapes = bool(getattr(self.source, "infers_shapes", False))
+        # foreign-key actions the source's change log does not carry (refused, emulated or ignored)
+        self.cascades = ForeignKeyCascades(self.name, schema, self.source, self._retry)
 
     def new_source(self) -> Source:
         """A source connector for this schema, with its per-table settings (another thread's own)."""
@@ -258,6 +261,7 @@ class SchemaRunner:
                 self.store.reset_schema(self.name)
                 checkpoint = None
         current = self.discover()
+        self.cascades.refresh(current)  # a refusal comes before anything is written
         if checkpoint is None:
             position = self._retry(self.source.current_position, "reading the source position")
             self.store.save_checkpoint(self.name, position)
@@ -283,6 +287,7 @@ class SchemaRunner:
                 continue
             self.store.record_schema_version(self.name, table, "snapshot", position=checkpoint)
             self._track(table)
+        self.cascades.record(self.store, self.tables, checkpoint)
         if not self.tables:
             log.warning(
                 "schema %s: no source table in %r matches the whitelist/blacklist; waiting for "
@@ -508,6 +513,10 @@ class SchemaRunner:
     def _handle(self, event: Any) -> None:
         now = time.monotonic()
         if isinstance(event, RowChange):
+            if self.cascades.active:
+                if self.cascades.splits(event):
+                    self._flush()
+                self.cascades.note(event)
             if not self.pending:
                 self.batch_started = now
             self.pending.append(event)
@@ -533,6 +542,7 @@ class SchemaRunner:
                     self._truncate(event)
                 else:
                     self._schema_change(event)
+                    self.cascades.schema_changed(self.store, self.tables, event.position)
             self.safe_pos = dict(event.position)
             self._save(event.source_ts)
         if self.pending and now - self.batch_started >= self.schema.max_batch_latency:
@@ -564,6 +574,8 @@ class SchemaRunner:
             by_table.setdefault(ch.table, []).append(ch)
         last_ts = self.pending[-1].source_ts
         self.batch_id += 1
+        if self.cascades.active:  # before the batch: its child upserts all follow the parent changes
+            self.cascades.apply(self.pending, self.dest, self.plans, self.hooks)
         for name, changes in by_table.items():
             applier = self.appliers.get(name)
             if applier is None or self.hooks.skips(name):
@@ -601,6 +613,8 @@ class SchemaRunner:
         if ch.kind is K.RESYNC_TABLE:
             self._resync(ch.table, ch)
             return
+        if ch.kind is K.FOREIGN_KEYS:
+            return  # no shape change; the caller reads the constraints again
         if ch.kind is K.EVOLVE:
             assert ch.schema is not None
             self._evolve(ch.schema, ch.statement, ch.position)

@@ -336,23 +336,61 @@ class StateStore:
             ).fetchone()
             if row and row[1] == columns and row[2] == key and change not in ("drop_table",):
                 return None
-            version = (row[0] + 1) if row else 1
-            conn.execute(
-                "INSERT INTO schema_versions (schema_name, table_name, version, columns, key_columns, change, "
-                "statement, position, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    schema,
-                    table.name,
-                    version,
-                    columns,
-                    key,
-                    change,
-                    statement,
-                    _dumps(dict(position)) if position is not None else None,
-                    time.time(),
-                ),
+            return self._insert_version(
+                conn, schema, table, (row[0] + 1) if row else 1, change, statement, position
             )
-            return version
+
+    def record_foreign_keys(
+        self, schema: str, table: TableSchema, constraints: str, position: Mapping[str, Any] | None
+    ) -> int | None:
+        """Store ``table``'s foreign-key actions (``constraints``, as text) as a new schema version.
+
+        The version (change ``foreign_keys``) repeats the table's shape, so the
+        latest version stays its latest shape; nothing is stored when the
+        description equals the table's last recorded one.
+        """
+        with self._tx() as conn:
+            last = conn.execute(
+                "SELECT statement FROM schema_versions WHERE schema_name = ? AND table_name = ? "
+                "AND change = 'foreign_keys' ORDER BY version DESC LIMIT 1",
+                (schema, table.name),
+            ).fetchone()
+            if (last[0] if last else "") == constraints:
+                return None
+            row = conn.execute(
+                "SELECT MAX(version) FROM schema_versions WHERE schema_name = ? AND table_name = ?",
+                (schema, table.name),
+            ).fetchone()
+            return self._insert_version(
+                conn, schema, table, (row[0] or 0) + 1, "foreign_keys", constraints, position
+            )
+
+    @staticmethod
+    def _insert_version(
+        conn: sqlite3.Connection,
+        schema: str,
+        table: TableSchema,
+        version: int,
+        change: str,
+        statement: str | None,
+        position: Mapping[str, Any] | None,
+    ) -> int:
+        conn.execute(
+            "INSERT INTO schema_versions (schema_name, table_name, version, columns, key_columns, change, "
+            "statement, position, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                schema,
+                table.name,
+                version,
+                _schema_to_json(table),
+                _dumps(list(table.key)),
+                change,
+                statement,
+                _dumps(dict(position)) if position is not None else None,
+                time.time(),
+            ),
+        )
+        return version
 
     def latest_schemas(self, schema: str) -> dict[str, TableSchema]:
         """The newest recorded shape of every table of ``schema`` that was not dropped."""

@@ -10,6 +10,7 @@ the transaction's start; the engine checkpoints only boundary positions.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 libfixes.apply()
+
+# Rows_log_event flag: the statement ran with foreign_key_checks=0, so InnoDB ran no ON DELETE/UPDATE action
+NO_FOREIGN_KEY_CHECKS = 0x0002
+# DDL text that may add, drop or rename a foreign key without changing a table's columns
+_CONSTRAINT_WORDS = re.compile(r"\b(FOREIGN|REFERENCES|CONSTRAINT)\b", re.IGNORECASE)
 
 # How often a quiet server sends a heartbeat: the engine flushes a waiting batch and moves the
 # checkpoint only when an event (or a heartbeat) arrives, so this bounds the latency of a lone change.
@@ -187,18 +193,19 @@ class BinlogReader:
         convs = self.converters(table)
         ts = float(ev.timestamp)
         pos = self._txn_start
+        checks = not (getattr(ev, "flags", 0) & NO_FOREIGN_KEY_CHECKS)
         for row in ev.rows:
             try:
                 if isinstance(ev, WriteRowsEvent):
                     after = self._convert(convs, row["values"], row.get("none_sources"))
-                    yield RowChange(table, Op.INSERT, None, after, pos, ts)
+                    yield RowChange(table, Op.INSERT, None, after, pos, ts, foreign_key_checks=checks)
                 elif isinstance(ev, DeleteRowsEvent):
                     before = self._convert(convs, row["values"], row.get("none_sources"))
-                    yield RowChange(table, Op.DELETE, before, None, pos, ts)
+                    yield RowChange(table, Op.DELETE, before, None, pos, ts, foreign_key_checks=checks)
                 else:
                     before = self._convert(convs, row["before_values"], row.get("before_none_sources"))
                     after = self._convert(convs, row["after_values"], row.get("after_none_sources"))
-                    yield RowChange(table, Op.UPDATE, before, after, pos, ts)
+                    yield RowChange(table, Op.UPDATE, before, after, pos, ts, foreign_key_checks=checks)
             except _UnknownColumn as unknown:
                 log.warning(
                     "table %r: row event carries column %r unknown to the replicated shape; "
@@ -267,6 +274,9 @@ class BinlogReader:
             return
         for op in parsed.ops:
             yield from self._ddl_op(op, statement, here, ts)
+        if ours and not parsed.ops and _CONSTRAINT_WORDS.search(statement):
+            # e.g. ALTER TABLE ... ADD FOREIGN KEY: no shape change, but cascades may have changed
+            yield SchemaChange(ours[0][1], SchemaOpKind.FOREIGN_KEYS, here, statement, source_ts=ts)
         yield Heartbeat(position=here, source_ts=ts)
 
     def _ddl_op(self, op: Any, statement: str, here: Position, ts: float) -> Iterator[Event]:

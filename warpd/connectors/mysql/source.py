@@ -13,7 +13,7 @@ from typing import Any
 
 import pymysql
 
-from warpd.connectors.base import Event, Position, SnapshotChunk
+from warpd.connectors.base import CASCADING_RULES, Event, ForeignKey, Position, SnapshotChunk
 from warpd.connectors.mysql import copytext
 from warpd.connectors.mysql import types as mtypes
 from warpd.connectors.mysql.connection import (
@@ -214,6 +214,50 @@ class MySQLSource:
             )
             key = tuple(r[0] for r in pk)
         return TableSchema(name=table, columns=columns, key=key)
+
+    def unlogged_cascades(self) -> list[ForeignKey]:
+        """Foreign keys of this database's tables with CASCADE / SET NULL actions.
+
+        InnoDB applies those actions inside the storage engine and writes
+        nothing about the child rows to the binlog, so a consumer of the
+        binlog alone never sees them (see the Source protocol).
+        """
+        rows = self._query(
+            # the referenced table from KEY_COLUMN_USAGE: MariaDB 10.11 shows
+            # REFERENTIAL_CONSTRAINTS.REFERENCED_TABLE_NAME as NULL to a user without global privileges
+            "SELECT rc.CONSTRAINT_NAME, rc.TABLE_NAME, k.REFERENCED_TABLE_NAME, rc.DELETE_RULE, "
+            "rc.UPDATE_RULE, k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA "
+            "FROM information_schema.REFERENTIAL_CONSTRAINTS rc "
+            "JOIN information_schema.KEY_COLUMN_USAGE k ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA "
+            "AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME "
+            "WHERE rc.CONSTRAINT_SCHEMA = %s AND (rc.DELETE_RULE IN (%s, %s) OR rc.UPDATE_RULE IN (%s, %s)) "
+            "ORDER BY rc.TABLE_NAME, rc.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+            (self.database, *CASCADING_RULES, *CASCADING_RULES),
+            doing="reading foreign keys",
+        )
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for name, table, parent, on_delete, on_update, column, parent_column, parent_db in rows:
+            fk = found.setdefault(
+                (table, name),
+                {
+                    "name": name,
+                    "table": table,
+                    "parent": parent,
+                    "on_delete": on_delete,
+                    "on_update": on_update,
+                    "parent_database": None if parent_db == self.database else parent_db,
+                    "columns": [],
+                    "parent_columns": [],
+                },
+            )
+            fk["columns"].append(column)
+            fk["parent_columns"].append(parent_column)
+        return [
+            ForeignKey(
+                **{**fk, "columns": tuple(fk["columns"]), "parent_columns": tuple(fk["parent_columns"])}
+            )
+            for fk in found.values()
+        ]
 
     def estimate_rows(self, table: str) -> int:
         rows = self._query(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,8 @@ SOURCE_TS_COLUMN = "_warp_source_ts"
 SYNCED_AT_COLUMN = "_warp_synced_at"
 DELETED_AT_COLUMN = "_warp_deleted_at"
 RESERVED_COLUMNS = (ROW_KEY, OP_COLUMN, SOURCE_TS_COLUMN, SYNCED_AT_COLUMN, DELETED_AT_COLUMN)
+CASCADE_STAGE = "_warp_fk_stage"  # temporary: the parent keys one cascade step matches
+CASCADE_ACTIONS = ("delete", "set_null", "update")
 
 
 # SQLSTATE classes/codes worth retrying: connection exceptions, serialization
@@ -49,6 +51,13 @@ def is_transient(exc: BaseException) -> bool:
         return not (code and (code.startswith("28") or code == "3D000"))
     code = getattr(exc, "pgcode", None) or ""
     return bool(code) and (code in _TRANSIENT_SQLSTATES or code.startswith("08"))
+
+
+def copy_text(value: str | None) -> str:
+    """A PostgreSQL text value (as ``::text`` prints it) as one COPY text field."""
+    if value is None:
+        return r"\N"
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _epoch_to_text(ts: float | None) -> str:
@@ -533,3 +542,106 @@ class PostgresDestination:
             sql.SQL(", ").join(map(_ident, plan.key)),
             conflict,
         )
+
+    # -- foreign-key cascades (see warpd/engine/cascades.py) -----------------
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor whose statements commit together at the end of the block (roll back on error)."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            yield cur
+
+    def cascade(
+        self,
+        cur: Any,
+        plan: TablePlan,
+        action: str,
+        columns: Sequence[str],
+        keys: Sequence[Sequence[str]],
+        returning: Sequence[str] = (),
+        source_ts: float | None = None,
+    ) -> list[tuple[list[str], list[str] | None]]:
+        """Apply one foreign-key action to the child table ``plan`` within ``cur``'s transaction.
+
+        ``columns`` are the child's foreign-key columns (source names); each
+        item of ``keys`` holds, as COPY text fields, the parent's old values of
+        the referenced columns, followed for ``update`` by its new ones.
+        ``delete`` removes the matching rows (marks them deleted with soft
+        deletes), ``set_null`` sets ``columns`` to NULL, ``update`` sets them to
+        the new values.  Rows already soft-deleted are left alone, as the
+        source no longer has them.  Returns, per changed row, the COPY fields of
+        the ``returning`` columns before and after (None after a delete), which
+        the caller needs to follow constraints that have this table as parent.
+        """
+        if action not in CASCADE_ACTIONS:
+            raise ValueError(f"unknown foreign-key action {action!r}")
+        target = _ident(plan.pg_schema, plan.pg_table)
+        fk = [_ident(plan.columns[c]) for c in columns]
+        old = [_ident(f"o{i}") for i in range(len(columns))]
+        new = [_ident(f"n{i}") for i in range(len(columns))] if action == "update" else []
+        stage = _ident(CASCADE_STAGE)
+        stage_cols = [sql.SQL("t.{} AS {}").format(c, o) for c, o in zip(fk, old, strict=True)]
+        stage_cols += [sql.SQL("t.{} AS {}").format(c, n) for c, n in zip(fk, new, strict=False)]
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} AS t WITH NO DATA").format(
+                stage, sql.SQL(", ").join(stage_cols), target
+            )
+        )
+        cur.copy_expert(
+            sql.SQL("COPY {} FROM STDIN").format(stage),
+            io.StringIO("".join("\t".join(k) + "\n" for k in keys)),
+        )
+        where = [sql.SQL("t.{} = s.{}").format(c, o) for c, o in zip(fk, old, strict=True)]
+        if plan.soft_delete:
+            where.append(sql.SQL("t.{} IS NULL").format(_ident(DELETED_AT_COLUMN)))
+        match = sql.SQL(" AND ").join(where)
+        by_column = dict(zip(columns, range(len(columns)), strict=True))
+        after = [sql.SQL("t.{}::text").format(_ident(plan.columns[r])) for r in returning]
+        if action == "delete":
+            before = after
+            after = []
+        else:
+            before = [
+                sql.SQL("s.{}::text").format(old[by_column[r]])
+                if r in by_column
+                else sql.SQL("t.{}::text").format(_ident(plan.columns[r]))
+                for r in returning
+            ]
+        out = before + after
+        listed = sql.SQL(", ").join(out) if out else sql.SQL("1")
+        if action == "delete" and not plan.soft_delete:
+            cur.execute(
+                sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {} RETURNING {}").format(
+                    target, stage, match, listed
+                )
+            )
+        else:
+            if action == "delete":
+                sets = [sql.SQL("{} = now()").format(_ident(DELETED_AT_COLUMN))]
+            elif action == "set_null":
+                sets = [sql.SQL("{} = NULL").format(c) for c in fk]
+            else:
+                sets = [sql.SQL("{} = s.{}").format(c, n) for c, n in zip(fk, new, strict=True)]
+            if plan.metadata:
+                # literals, not parameters: a '%' in a quoted identifier must not read as a placeholder
+                sets += [
+                    sql.SQL("{} = {}").format(
+                        _ident(OP_COLUMN), sql.Literal("delete" if action == "delete" else "update")
+                    ),
+                    sql.SQL("{} = to_timestamp({}::double precision)").format(
+                        _ident(SOURCE_TS_COLUMN), sql.Literal(source_ts)
+                    ),
+                    sql.SQL("{} = now()").format(_ident(SYNCED_AT_COLUMN)),
+                ]
+            cur.execute(
+                sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {} RETURNING {}").format(
+                    target, sql.SQL(", ").join(sets), stage, match, listed
+                )
+            )
+        n = len(before)
+        changed = []
+        for row in cur.fetchall():
+            fields = [copy_text(v) for v in row[: n + len(after)]] if out else []
+            changed.append((fields[:n], fields[n:] if action != "delete" else None))
+        return changed
