@@ -153,11 +153,17 @@ def test_emulate_applies_cascades_set_null_and_key_updates(
         "CREATE TABLE ord_line (id INT PRIMARY KEY, a INT, b VARCHAR(10), CONSTRAINT fk_line "
         "FOREIGN KEY (a, b) REFERENCES ord (a, b) ON DELETE CASCADE ON UPDATE CASCADE) ENGINE=InnoDB"
     )
+    # a grandchild of the composite key: ON UPDATE CASCADE goes on through ord_line's own (a, b)
+    dbs.sql(
+        "CREATE TABLE ord_tag (id INT PRIMARY KEY, a INT, b VARCHAR(10), CONSTRAINT fk_tag "
+        "FOREIGN KEY (a, b) REFERENCES ord_line (a, b) ON DELETE CASCADE ON UPDATE CASCADE) ENGINE=InnoDB"
+    )
     dbs.many("INSERT INTO ord VALUES (%s, %s)", [(1, "x"), (2, "y"), (3, "tab\there")])
     dbs.many(
         "INSERT INTO ord_line VALUES (%s, %s, %s)",
         [(1, 1, "x"), (2, 1, "x"), (3, 2, "y"), (4, 3, "tab\there")],
     )
+    dbs.many("INSERT INTO ord_tag VALUES (%s, %s, %s)", [(1, 1, "x"), (2, 2, "y"), (3, 3, "tab\there")])
     dbs.sql(
         "CREATE TABLE tree (id INT PRIMARY KEY, up INT NULL, CONSTRAINT fk_tree FOREIGN KEY (up) "
         "REFERENCES tree (id) ON DELETE CASCADE) ENGINE=InnoDB"
@@ -208,6 +214,7 @@ def test_emulate_applies_cascades_set_null_and_key_updates(
     assert ids(dbs, "grandchild") == [(3000,), (4000,)]
     assert ids(dbs, "note", "id, parent_id") == [(1, None), (2, None), (3, None), (4, 4), (5, 5), (6, 6)]
     assert ids(dbs, "ord_line", "id, a, b") == [(1, 1, "z"), (2, 1, "z"), (3, 2, "y")]
+    assert ids(dbs, "ord_tag", "id, a, b") == [(1, 1, "z"), (2, 2, "y")]
     assert ids(dbs, "tree") == [(5,), (6,)]
 
     # the constraints were recorded with the child's schema version
@@ -284,4 +291,34 @@ def test_emulate_quotes_hostile_names(dbs: Databases, warp: Callable[..., Warp],
     dbs.sql('DELETE FROM `pa"rent ?` WHERE `i d` = 1')
     assert_converged(dbs, w)
     assert ids(dbs, "chi`ld; DROP", 'id, "fk ""col""", _warp_op') == [(1, None, "update"), (2, 2, "snapshot")]
+    stop_cleanly(w)
+
+
+def test_emulate_converges_when_the_changes_are_replayed(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """A crash before the checkpoint replays batches whose cascades were already applied."""
+    make_family(dbs)
+    path = config(tmp_path, dbs, "    foreign_key_cascades: emulate\n")
+    w = start_streaming(warp, path)
+    file, pos = dbs.sql("SHOW MASTER STATUS")[0][:2]
+    dbs.sql("BEGIN")
+    dbs.sql("INSERT INTO child VALUES (100, 2, 'early')")
+    dbs.sql("DELETE FROM parent WHERE id = 2")
+    dbs.sql("INSERT INTO parent VALUES (2, 'again')")
+    dbs.sql("INSERT INTO child VALUES (101, 2, 'late')")
+    dbs.sql("COMMIT")
+    dbs.sql("DELETE FROM parent WHERE id = 1")
+    dbs.sql("UPDATE parent SET id = 50 WHERE id = 5")
+    assert_converged(dbs, w)
+    stop_cleanly(w)
+    store = StateStore(w.cmd[w.cmd.index("--state-dir") + 1])
+    try:
+        store.save_checkpoint(dbs.name, {"file": file, "pos": int(pos)})
+    finally:
+        store.close()
+    dbs.sql("INSERT INTO child VALUES (102, 2, 'after restart')")
+    w = start_streaming(warp, path)
+    assert_converged(dbs, w)
+    assert ids(dbs, "child", "id, parent_id")[-3:] == [(61, 6), (101, 2), (102, 2)]
     stop_cleanly(w)

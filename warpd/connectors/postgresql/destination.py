@@ -571,7 +571,8 @@ class PostgresDestination:
         the new values.  Rows already soft-deleted are left alone, as the
         source no longer has them.  Returns, per changed row, the COPY fields of
         the ``returning`` columns before and after (None after a delete), which
-        the caller needs to follow constraints that have this table as parent.
+        the caller needs to follow constraints that have this table as parent;
+        nothing when ``returning`` is empty.
         """
         if action not in CASCADE_ACTIONS:
             raise ValueError(f"unknown foreign-key action {action!r}")
@@ -609,12 +610,11 @@ class PostgresDestination:
                 for r in returning
             ]
         out = before + after
-        listed = sql.SQL(", ").join(out) if out else sql.SQL("1")
+        # nothing to follow further down: no rows to send back
+        listed = sql.SQL(" RETURNING {}").format(sql.SQL(", ").join(out)) if out else sql.SQL("")
         if action == "delete" and not plan.soft_delete:
             cur.execute(
-                sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {} RETURNING {}").format(
-                    target, stage, match, listed
-                )
+                sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}{}").format(target, stage, match, listed)
             )
         else:
             if action == "delete":
@@ -635,13 +635,15 @@ class PostgresDestination:
                     sql.SQL("{} = now()").format(_ident(SYNCED_AT_COLUMN)),
                 ]
             cur.execute(
-                sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {} RETURNING {}").format(
+                sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {}{}").format(
                     target, sql.SQL(", ").join(sets), stage, match, listed
                 )
             )
+        if not out:
+            return []
         n = len(before)
         changed = []
         for row in cur.fetchall():
-            fields = [copy_text(v) for v in row[: n + len(after)]] if out else []
+            fields = [copy_text(v) for v in row]
             changed.append((fields[:n], fields[n:] if action != "delete" else None))
         return changed
