@@ -48,6 +48,16 @@ def make_family(dbs: Databases) -> None:
     dbs.many("INSERT INTO note VALUES (%s, %s)", [(p, p) for p in range(1, 7)])
 
 
+def recreate_parent_2(dbs: Databases) -> None:
+    """In one transaction (one batch): child 100 written before parent 2 is deleted, 101 after it is back."""
+    dbs.sql("BEGIN")
+    dbs.sql("INSERT INTO child VALUES (100, 2, 'early')")
+    dbs.sql("DELETE FROM parent WHERE id = 2")
+    dbs.sql("INSERT INTO parent VALUES (2, 'again')")
+    dbs.sql("INSERT INTO child VALUES (101, 2, 'late')")
+    dbs.sql("COMMIT")
+
+
 def ids(dbs: Databases, table: str, columns: str = "id") -> list[tuple[Any, ...]]:
     return pg_select(dbs, table, columns)
 
@@ -179,12 +189,7 @@ def test_emulate_applies_cascades_set_null_and_key_updates(
     dbs.sql("DELETE FROM parent WHERE id = 1")
     # in one transaction (one batch): a child written before the parent's delete goes with it,
     # one written after the parent came back stays
-    dbs.sql("BEGIN")
-    dbs.sql("INSERT INTO child VALUES (100, 2, 'early')")
-    dbs.sql("DELETE FROM parent WHERE id = 2")
-    dbs.sql("INSERT INTO parent VALUES (2, 'again')")
-    dbs.sql("INSERT INTO child VALUES (101, 2, 'late')")
-    dbs.sql("COMMIT")
+    recreate_parent_2(dbs)
     # key update: ON UPDATE CASCADE rewrites the children, ON UPDATE SET NULL clears the note
     dbs.sql("UPDATE parent SET id = 30 WHERE id = 3")
     # composite keys, with a value COPY must escape
@@ -302,12 +307,7 @@ def test_emulate_converges_when_the_changes_are_replayed(
     path = config(tmp_path, dbs, "    foreign_key_cascades: emulate\n")
     w = start_streaming(warp, path)
     file, pos = dbs.sql("SHOW MASTER STATUS")[0][:2]
-    dbs.sql("BEGIN")
-    dbs.sql("INSERT INTO child VALUES (100, 2, 'early')")
-    dbs.sql("DELETE FROM parent WHERE id = 2")
-    dbs.sql("INSERT INTO parent VALUES (2, 'again')")
-    dbs.sql("INSERT INTO child VALUES (101, 2, 'late')")
-    dbs.sql("COMMIT")
+    recreate_parent_2(dbs)
     dbs.sql("DELETE FROM parent WHERE id = 1")
     dbs.sql("UPDATE parent SET id = 50 WHERE id = 5")
     assert_converged(dbs, w)
