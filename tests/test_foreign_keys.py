@@ -184,6 +184,9 @@ def test_emulate_applies_cascades_set_null_and_key_updates(
         warp, config(tmp_path, dbs, "    foreign_key_cascades: emulate\n    max_batch_latency_ms: 1500\n")
     )
     assert_converged(dbs, w)
+    # string keys under a case-insensitive collation: said at start-up, since values match exactly here
+    assert "[fk_line] ON DELETE CASCADE ON UPDATE CASCADE (collation utf8mb4_" in w.output, w.output
+    assert "[fk_child] ON DELETE CASCADE ON UPDATE CASCADE (collation" not in w.output, w.output
 
     # delete: children, their grandchildren, and SET NULL on notes
     dbs.sql("DELETE FROM parent WHERE id = 1")

@@ -122,6 +122,9 @@ class ForeignKey:
     on_delete: str
     on_update: str
     parent_database: str | None = None
+    # set when string values match under a collation (case-, accent- or trailing-space-insensitive),
+    # which a destination comparing values exactly does not reproduce
+    loose_collation: str | None = None
 
     @property
     def cascades(self) -> bool:

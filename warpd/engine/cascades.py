@@ -108,6 +108,7 @@ class ForeignKeyCascades:
         self._described: dict[str, str] = {}  # child table -> its constraints, as recorded
         self._found: dict[str, str] = {}  # child table -> its constraints, as last read
         self._warned: frozenset[str] = frozenset()
+        self._warned_loose: frozenset[str] = frozenset()
         # upserts waiting in the batch: their tables, and per edge their foreign-key values
         self._upserted_tables: set[str] = set()
         self._upserted: dict[int, set[tuple[Any, ...]]] = {}
@@ -162,6 +163,16 @@ class ForeignKeyCascades:
                 self.schema_name,
                 "\n".join("  " + fk.describe() for fk in emulated),
             )
+        loose = [fk for fk in emulated if fk.loose_collation]
+        if loose and frozenset(fk.describe() for fk in loose) != self._warned_loose:
+            log.warning(
+                "schema %s: these foreign keys compare strings under a collation (case, accents or "
+                "trailing spaces do not count); the emulation matches exact values, so a child whose value "
+                "differs from its parent's that way is not reached (docs/limitations.md):\n%s",
+                self.schema_name,
+                "\n".join(f"  {fk.describe()} (collation {fk.loose_collation})" for fk in loose),
+            )
+        self._warned_loose = frozenset(fk.describe() for fk in loose)
 
     def _why_not_emulated(self, fk: ForeignKey, child: TableSchema | None) -> str | None:
         if fk.parent_database is not None:

@@ -37,6 +37,18 @@ SETUP_HINT = "scripts/setup-databases.sh in the cartridge-warp repository config
 _NO_COLUMNS: dict[str, Any] = {}
 
 
+def _loose(collation: str | None) -> bool:
+    """Whether strings compare equal under ``collation`` without being equal byte for byte.
+
+    Only ``binary`` and the NO PAD binary collations compare exactly; ``_bin``
+    ones still ignore trailing spaces (PAD SPACE), ``_ci`` ones case and accents.
+    """
+    if not collation:
+        return False
+    name = collation.lower()
+    return not (name == "binary" or name.endswith("_nopad_bin") or name.endswith("_0900_bin"))
+
+
 def default_server_id(schema_name: str) -> int:
     """A replica server id derived from the schema name, unlikely to clash with real servers."""
     return 100_000 + zlib.crc32(schema_name.encode("utf-8")) % 4_000_000
@@ -226,17 +238,20 @@ class MySQLSource:
             # the referenced table from KEY_COLUMN_USAGE: MariaDB 10.11 shows
             # REFERENTIAL_CONSTRAINTS.REFERENCED_TABLE_NAME as NULL to a user without global privileges
             "SELECT rc.CONSTRAINT_NAME, rc.TABLE_NAME, k.REFERENCED_TABLE_NAME, rc.DELETE_RULE, "
-            "rc.UPDATE_RULE, k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA "
+            "rc.UPDATE_RULE, k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA, "
+            "c.COLLATION_NAME "
             "FROM information_schema.REFERENTIAL_CONSTRAINTS rc "
             "JOIN information_schema.KEY_COLUMN_USAGE k ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA "
             "AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME "
+            "LEFT JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = k.TABLE_SCHEMA "
+            "AND c.TABLE_NAME = k.TABLE_NAME AND c.COLUMN_NAME = k.COLUMN_NAME "
             "WHERE rc.CONSTRAINT_SCHEMA = %s AND (rc.DELETE_RULE IN (%s, %s) OR rc.UPDATE_RULE IN (%s, %s)) "
             "ORDER BY rc.TABLE_NAME, rc.CONSTRAINT_NAME, k.ORDINAL_POSITION",
             (self.database, *CASCADING_RULES, *CASCADING_RULES),
             doing="reading foreign keys",
         )
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        for name, table, parent, on_delete, on_update, column, parent_column, parent_db in rows:
+        for name, table, parent, on_delete, on_update, column, parent_column, parent_db, collation in rows:
             fk = found.setdefault(
                 (table, name),
                 {
@@ -248,8 +263,11 @@ class MySQLSource:
                     "parent_database": None if parent_db == self.database else parent_db,
                     "columns": [],
                     "parent_columns": [],
+                    "loose_collation": None,
                 },
             )
+            if _loose(collation):
+                fk["loose_collation"] = fk["loose_collation"] or collation
             fk["columns"].append(column)
             fk["parent_columns"].append(parent_column)
         return [
