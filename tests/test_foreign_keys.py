@@ -225,6 +225,14 @@ def test_emulate_applies_cascades_set_null_and_key_updates(
     assert ids(dbs, "ord_tag", "id, a, b") == [(1, 1, "z"), (2, 2, "y")]
     assert ids(dbs, "tree") == [(5,), (6,)]
 
+    # each emulated foreign key is indexed, so a cascade does not read the whole child table
+    indexed = dbs.pg_rows(
+        "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = %s AND indexname LIKE '\\_warp\\_fk\\_%%' "
+        "ORDER BY 1",
+        (dbs.name,),
+    )
+    assert [t for t, _d in indexed] == ["child", "grandchild", "note", "ord_line", "ord_tag", "tree"], indexed
+    assert "(a, b)" in dict(indexed)["ord_line"]
     # the constraints were recorded with the child's schema version
     store = StateStore(w.cmd[w.cmd.index("--state-dir") + 1])
     try:

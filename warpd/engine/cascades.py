@@ -29,6 +29,7 @@ same order, so the destination converges as for ordinary changes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -233,8 +234,27 @@ class ForeignKeyCascades:
                     todo.append(edge.fk.table)
         return seen
 
-    def record(self, store: StateStore, tables: Mapping[str, TableSchema], position: Any) -> None:
-        """Store each replicated child's constraints (and their mode) as a schema version when they changed."""
+    def record(
+        self,
+        store: StateStore,
+        tables: Mapping[str, TableSchema],
+        position: Any,
+        dest: PostgresDestination,
+        plans: Mapping[str, TablePlan],
+    ) -> None:
+        """Index the emulated children's foreign-key columns; record the constraints when they changed.
+
+        Each replicated child's constraints (and their mode) are stored as a
+        schema version of the child.
+        """
+        for edges in self._into.values():
+            for edge in edges:
+                plan = plans.get(edge.fk.table)
+                if plan is not None and all(c in plan.columns for c in edge.fk.columns):
+                    self._retry(
+                        functools.partial(dest.ensure_index, plan, edge.fk.columns),
+                        f"indexing the foreign key {edge.fk.name!r} of {plan.pg_table!r}",
+                    )
         for name in sorted(set(self._found) | set(self._described)):
             table = tables.get(name)
             text = self._found.get(name, "")
@@ -242,10 +262,17 @@ class ForeignKeyCascades:
                 store.record_foreign_keys(self.schema_name, table, text, position)
         self._described = dict(self._found)
 
-    def schema_changed(self, store: StateStore, tables: Mapping[str, TableSchema], position: Any) -> None:
+    def schema_changed(
+        self,
+        store: StateStore,
+        tables: Mapping[str, TableSchema],
+        position: Any,
+        dest: PostgresDestination,
+        plans: Mapping[str, TablePlan],
+    ) -> None:
         """After DDL: constraints may have appeared, gone, or moved with a renamed table."""
         self.refresh(tables)
-        self.record(store, tables, position)
+        self.record(store, tables, position, dest, plans)
 
     # -- while changes collect into a batch ----------------------------------
     def splits(self, change: RowChange) -> bool:

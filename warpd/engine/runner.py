@@ -287,7 +287,7 @@ class SchemaRunner:
                 continue
             self.store.record_schema_version(self.name, table, "snapshot", position=checkpoint)
             self._track(table)
-        self.cascades.record(self.store, self.tables, checkpoint)
+        self.cascades.record(self.store, self.tables, checkpoint, self.dest, self.plans)
         if not self.tables:
             log.warning(
                 "schema %s: no source table in %r matches the whitelist/blacklist; waiting for "
@@ -542,7 +542,9 @@ class SchemaRunner:
                     self._truncate(event)
                 else:
                     self._schema_change(event)
-                    self.cascades.schema_changed(self.store, self.tables, event.position)
+                    self.cascades.schema_changed(
+                        self.store, self.tables, event.position, self.dest, self.plans
+                    )
             self.safe_pos = dict(event.position)
             self._save(event.source_ts)
         if self.pending and now - self.batch_started >= self.schema.max_batch_latency:

@@ -544,6 +544,24 @@ class PostgresDestination:
         )
 
     # -- foreign-key cascades (see warpd/engine/cascades.py) -----------------
+    def ensure_index(self, plan: TablePlan, columns: Sequence[str]) -> list[str]:
+        """An index on ``columns`` (source names) of ``plan``'s table, as InnoDB keeps for a foreign key.
+
+        Without it every emulated cascade would read the whole child table.
+        The name is derived from the table and columns, so a restart finds it.
+        """
+        names = [plan.columns[c] for c in columns]
+        digest = hashlib.sha1("\0".join([plan.pg_table, *names]).encode()).hexdigest()[:16]
+        return self._run(
+            [
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                    _ident(f"_warp_fk_{digest}"),
+                    _ident(plan.pg_schema, plan.pg_table),
+                    sql.SQL(", ").join(map(_ident, names)),
+                )
+            ]
+        )
+
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         """A cursor whose statements commit together at the end of the block (roll back on error)."""
