@@ -111,6 +111,13 @@ def test_default_refuses_cascading_foreign_keys_and_names_them(
     assert dbs.pg_count("parent") is None
 
 
+def test_dry_run_refuses_as_start_up_would(dbs: Databases, warp: Callable[..., Warp]) -> None:
+    make_family(dbs)
+    w = warp(extra=["--dry-run"])
+    assert w.wait(120) == EXIT_USAGE, w.output
+    assert "parent (id) -> child (parent_id) [fk_child]" in w.output, w.output
+
+
 def test_emulate_refuses_a_child_whose_parent_is_excluded(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:

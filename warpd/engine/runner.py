@@ -184,7 +184,9 @@ class SchemaRunner:
 
     def plan_report(self) -> list[dict[str, Any]]:
         out = []
-        for name, table in self.discover().items():
+        current = self.discover()
+        self.cascades.refresh(current)  # a schema start-up would refuse is refused here too
+        for name, table in current.items():
             settings = self.schema.table_settings(name)
             plan = self._plan(table)
             out.append(
