@@ -340,3 +340,61 @@ def test_emulate_converges_when_the_changes_are_replayed(
     assert_converged(dbs, w)
     assert ids(dbs, "child", "id, parent_id")[-3:] == [(61, 6), (101, 2), (102, 2)]
     stop_cleanly(w)
+
+
+def test_emulate_restarts_a_copy_of_the_child_beside_the_stream(
+    dbs: Databases, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resync of the child holds rows the cascade then deletes: it must not write them afterwards."""
+    import threading
+
+    from conftest import wait_converged, wait_until
+    from test_warpctl import _HeldSource
+
+    from warpd.config.model import build_config
+    from warpd.engine.control import ChildControl
+    from warpd.engine.resync import TableResync
+    from warpd.engine.runner import SchemaRunner
+
+    make_family(dbs)
+    config = build_config(
+        {
+            "source": {"connection_string": dbs.source_uri},
+            "destination": {"connection_string": dbs.dest_uri},
+            "state_dir": str(tmp_path),
+            "max_batch_latency_ms": 20,
+            "foreign_key_cascades": "emulate",
+            "schemas": [{"name": dbs.name}],
+        }
+    )
+    store = StateStore(str(tmp_path))
+    stop = threading.Event()
+    control = ChildControl(dbs.name, store, stop.is_set)
+    runner = SchemaRunner(config, config.schemas[0], store, should_stop=stop.is_set, hooks=control)
+    control.attach(runner)
+    control.start()  # carries out the resync the cascade asks for below
+    engine = threading.Thread(target=runner.run, daemon=True)
+    engine.start()
+    try:
+        wait_until(lambda: runner.phase == "streaming", 60, "the engine to stream")
+        wait_converged(dbs, None, 60)
+        resync = TableResync(runner, "child", control.lock("child"))
+        held = resync._source = _HeldSource(resync._connections()[0])
+        control._resyncs["child"] = resync
+        resync.start()
+        assert held.read.wait(30), "the copy read its chunk"
+        # the copy holds children 10 and 11; their parent goes, and InnoDB deletes them unlogged
+        dbs.sql("DELETE FROM parent WHERE id = 1")
+        wait_until(lambda: (1,) not in ids(dbs, "parent"), 60, "the streamed delete")
+        held.go.set()
+        resync.join(60)
+        assert resync.outcome == "done"
+        assert (10,) not in ids(dbs, "child"), "a child deleted by the cascade came back with the copy"
+        # the grandchildren of 10 and 11 could not be found from the emptied child: copied again
+        wait_converged(dbs, None, 60)
+        assert "copying 'grandchild' again so it matches the source" in caplog.text
+    finally:
+        stop.set()
+        engine.join(60)
+        control.close()
+        store.close()

@@ -308,8 +308,15 @@ class ForeignKeyCascades:
         dest: PostgresDestination,
         plans: Mapping[str, TablePlan],
         hooks: EngineHooks,
+        store: StateStore,
     ) -> None:
-        """Apply the actions ``changes`` (one batch, source order) cause, before the batch itself."""
+        """Apply the actions ``changes`` (one batch, source order) cause, before the batch itself.
+
+        An action that reaches a child whose destination rows are incomplete
+        (paused, or being copied again) cannot be followed further from them:
+        every table below it is then copied again (a resync request, as
+        ``warpctl resync`` makes), which reads the source after the action.
+        """
         self._upserted_tables.clear()
         for keys in self._upserted.values():
             keys.clear()
@@ -339,10 +346,14 @@ class ForeignKeyCascades:
         if not steps:
             return
 
+        copying = hooks.resyncing()
+        stale: set[str] = set()
+
         def run() -> None:
+            stale.clear()
             with dest.transaction() as cur:
                 for step in steps:
-                    self._step(dest, cur, step, plans, hooks.skips, 1)
+                    self._step(dest, cur, step, plans, hooks.skips, copying, stale, 1)
 
         touched = {s.edge.fk.table for s in steps}.union(*(self._beyond[id(s.edge)] for s in steps))
         with contextlib.ExitStack() as stack:
@@ -351,6 +362,17 @@ class ForeignKeyCascades:
                 # the table running beside the stream starts over, reading the source after the action.
                 stack.enter_context(hooks.changing(Truncate(table, changes[-1].position)))
             self._retry(run, "applying foreign-key actions to child tables")
+        for table in sorted(stale & set(plans)):
+            log.warning(
+                "schema %s: foreign-key actions reached %r through a table that is paused or being copied "
+                "again; copying %r again so it matches the source",
+                self.schema_name,
+                table,
+                table,
+            )
+            store.add_request(
+                self.schema_name, "resync", {"table": table, "why": "foreign-key actions it could not follow"}
+            )
 
     def _step(
         self,
@@ -359,12 +381,20 @@ class ForeignKeyCascades:
         step: _Step,
         plans: Mapping[str, TablePlan],
         skips: Callable[[str], bool],
+        copying: frozenset[str],
+        stale: set[str],
         depth: int,
     ) -> None:
         child = step.edge.fk.table
         plan = plans.get(child)
-        if plan is None or skips(child):
-            return  # not replicated any more, or paused (its copy on resume has the source's rows)
+        if plan is None:
+            return  # not replicated any more
+        if skips(child) or child in copying:
+            # its rows in the destination are not the source's: what hangs below them cannot be found
+            stale.update(self._beyond[id(step.edge)])
+            if skips(child):
+                return  # paused: copied again on resume
+
         if depth > MAX_DEPTH:
             raise FatalError(
                 f"schema {self.schema_name}: foreign-key actions from {step.edge.fk.describe()} go deeper "
@@ -395,7 +425,16 @@ class ForeignKeyCascades:
                 if new != old:
                     keys.append(old + new if action == "update" else old)
             if keys:
-                self._step(dest, cur, _Step(edge, action, keys, step.source_ts), plans, skips, depth + 1)
+                self._step(
+                    dest,
+                    cur,
+                    _Step(edge, action, keys, step.source_ts),
+                    plans,
+                    skips,
+                    copying,
+                    stale,
+                    depth + 1,
+                )
 
 
 def _encode(plan: TablePlan, columns: Sequence[str], values: Sequence[Any]) -> list[str]:

@@ -21,6 +21,10 @@ class EngineHooks:
         """True while ``table`` is paused: its changes are not applied (nor its snapshot started)."""
         return False
 
+    def resyncing(self) -> frozenset[str]:
+        """Tables being copied again beside the stream (their destination rows are incomplete)."""
+        return frozenset()
+
     @contextmanager
     def applying(self, table: str, states: Mapping[Hashable, FinalState]) -> Iterator[None]:
         """Wraps the write of one streaming batch of ``table`` (``states`` by row key)."""

@@ -579,7 +579,7 @@ class SchemaRunner:
         last_ts = self.pending[-1].source_ts
         self.batch_id += 1
         if self.cascades.active:  # before the batch: its child upserts all follow the parent changes
-            self.cascades.apply(self.pending, self.dest, self.plans, self.hooks)
+            self.cascades.apply(self.pending, self.dest, self.plans, self.hooks, self.store)
         for name, changes in by_table.items():
             applier = self.appliers.get(name)
             if applier is None or self.hooks.skips(name):
