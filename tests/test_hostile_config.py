@@ -493,3 +493,12 @@ def test_loader_refuses_a_password_the_parser_would_split(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(None, environ={}, cli=cli)
     assert "its host part holds an '@'" in str(err.value) and "word99" not in str(err.value)
+
+
+def test_redact_the_cases_the_issue_reproduced():
+    from warpd.redact import redact
+
+    # a raw "@" in a password (Python's and MySQL's parsers accept it): everything up to the last "@"
+    assert redact("mysql://warp:p@ssw0rd@h:3306/db") == "mysql://warp:***@h:3306/db"
+    # libpq quotes the token it could not decode
+    assert "s3cr" not in redact('invalid dsn: invalid percent-encoded token: "s3cr%zzet"')

@@ -32,6 +32,8 @@ _LIBPQ_TOKEN = re.compile(r'(?P<prefix>percent-encoded token: )"[^"\n]*"?')
 # A remembered secret shorter than this is replaced only when the patterns above could not hide it
 # (e.g. it holds a space): replacing "warp" everywhere would mangle every "cartridge-warp".
 _MIN_ALWAYS = 8
+# Below this even a secret the patterns miss is not remembered: "a b" would blank every "a b" of every line.
+_MIN_EVER = 4
 
 
 class _Secrets:
@@ -77,7 +79,7 @@ def remember_secret(secret: str) -> None:
     keep = set()
     for form in _forms(secret):
         hidden_by_pattern = _pattern_redact(f"x://u:{form}@h") == "x://u:***@h"
-        if len(form) >= _MIN_ALWAYS or not hidden_by_pattern:
+        if len(form) >= _MIN_ALWAYS or (not hidden_by_pattern and len(form) >= _MIN_EVER):
             keep.add(form)
     _secrets.add(keep)
 
