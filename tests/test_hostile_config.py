@@ -502,3 +502,37 @@ def test_redact_the_cases_the_issue_reproduced():
     assert redact("mysql://warp:p@ssw0rd@h:3306/db") == "mysql://warp:***@h:3306/db"
     # libpq quotes the token it could not decode
     assert "s3cr" not in redact('invalid dsn: invalid percent-encoded token: "s3cr%zzet"')
+
+
+def test_command_line_password_is_gone_before_anything_is_read(tmp_path):
+    """The retitle comes first: a process blocked opening its configuration (a FIFO nobody writes yet)
+    already shows a redacted command line; before the fix it still showed the password there."""
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    secret = "Pw4FirstThing Zx9"
+    source = f"mysql://warp:{quote(secret, safe='')}@{MYSQL_HOST}:{MYSQL_PORT}/db"
+    cmd = [sys.executable, "-m", "warpd", "--source", source, "--destination", PG_DSN, "--schema", "db"]
+    cmd += ["--config", str(fifo), "--validate-config"]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        cwd=ROOT,
+    )
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    try:
+        wait_until(
+            lambda: cmdline.read_bytes().startswith(b"cartridge-warp"), 30, "the process to retitle itself"
+        )
+        shown = cmdline.read_bytes().decode("utf-8", "replace")
+        assert proc.poll() is None  # still waiting for its configuration: nothing was read yet
+    finally:
+        with open(fifo, "w") as writer:  # let it go on: an empty file is a valid (empty) configuration
+            writer.write("")
+        output = proc.communicate(timeout=60)[0].decode()
+    for form in (secret, quote(secret, safe=""), "Pw4FirstThing"):
+        assert form not in shown, shown
+    assert "mysql://warp:***@" in shown
+    assert proc.returncode == 0, output
+    assert "--source carries a password" in output and "Pw4FirstThing" not in output
