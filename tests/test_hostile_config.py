@@ -120,6 +120,10 @@ HOSTILE_ENV = {
     "CARTRIDGE_WARP_RETRY__MAX_ATTEMPTS": ("18446744073709551616", "is greater than the maximum of 1000"),
     "CARTRIDGE_WARP_MAX_BATCH_LATENCY_MS": ("1" * 400, "is not a number"),
     "CARTRIDGE_WARP_SCHEMAS__0__DESTINATION_SCHEMA": ("bad\udcffbytes", "holds an invalid character"),
+    "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING": (
+        "mysql://warp:Bad\udcffPassword@h/db",
+        "source.connection_string: holds an invalid character",
+    ),
     "CARTRIDGE_WARP_SCHEMAS__" + "9" * 5000 + "__NAME": ("x", "list index too large"),
 }
 

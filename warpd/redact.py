@@ -66,7 +66,7 @@ def _forms(secret: str) -> set[str]:
     """*secret* as written and as the places it travels to may show it."""
     out: set[str] = set()
     for base in {secret, unquote(secret), unquote_plus(secret)}:
-        out |= {base, quote(base, safe=""), repr(base)[1:-1], json.dumps(base)[1:-1]}
+        out |= {base, quote(base, safe="", errors="surrogatepass"), repr(base)[1:-1], json.dumps(base)[1:-1]}
         out |= {json.dumps(base, ensure_ascii=False)[1:-1], base.replace("\n", "").replace("\t", "")}
         out |= {part for part in base.splitlines() if len(part) >= _MIN_ALWAYS}
     return out
