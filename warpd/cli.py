@@ -17,6 +17,7 @@ from typing import Any
 from warpd import __version__, logs
 from warpd.errors import ConfigError, WarpError
 from warpd.exits import EXIT_OK, run_reporting
+from warpd.redact import redact, remember_uri_secrets
 
 log = logging.getLogger("warpd")
 
@@ -57,9 +58,46 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        # First of all: a password given with --source/--destination is in the command line, which
+        # every user can read (ps, /proc/PID/cmdline) until the title replaces it.
+        hide_command_line_secrets("cartridge-warp", sys.argv[1:])
     args = _parser().parse_args(argv)
     logs.configure(args.log_level or os.environ.get("CARTRIDGE_WARP_MONITORING__LOG_LEVEL", "INFO"))
+    _warn_command_line_passwords(args)
     return run_reporting(lambda: _run(args), "cartridge-warp")
+
+
+def hide_command_line_secrets(program: str, argv: Sequence[str]) -> None:
+    """Retitle the process with its command line, passwords replaced by ``***``.
+
+    setproctitle overwrites the memory ``/proc/PID/cmdline`` reads, so the
+    password is gone from there too, not only from ``ps``'s title.
+    """
+    for arg in argv:
+        remember_uri_secrets(arg)
+    _set_title(redact(" ".join([program, *argv])))
+
+
+def _has_password(uri: str) -> bool:
+    userinfo = uri.partition("://")[2].rpartition("@")[0]
+    return bool(userinfo.partition(":")[2])
+
+
+def _warn_command_line_passwords(args: argparse.Namespace) -> None:
+    for flag, value, variable in (
+        ("--source", args.source, "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING"),
+        ("--destination", args.destination, "CARTRIDGE_WARP_DESTINATION__CONNECTION_STRING"),
+    ):
+        if value and _has_password(value):
+            log.warning(
+                "%s carries a password: other users of this machine can read a command line while a "
+                "process starts (ps, /proc/PID/cmdline). Set the connection string in %s (e.g. a "
+                "systemd EnvironmentFile readable by root only) or in a configuration file only this "
+                "user can read",
+                flag,
+                variable,
+            )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -168,7 +206,7 @@ def _serve_single(config: Any, name: str, runner: Any, last_check: list[float]) 
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     if safe != name:  # keep two odd names from sharing a directory
         safe += "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
-    metrics.setup(os.path.join(config.state_dir, "run", f"metrics-{safe}"))
+    metrics.setup(os.path.join(config.state_dir, "run", f"metrics-{safe}"), state_dir=config.state_dir)
     metrics.process_up(name, True)
 
     def health() -> dict[str, Any]:

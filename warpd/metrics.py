@@ -23,6 +23,7 @@ import http.server
 import json
 import logging
 import os
+import re
 import socket
 import socketserver
 import tempfile
@@ -134,22 +135,48 @@ _metrics: _Metrics | None = None
 _setup_lock = threading.Lock()
 
 
-def setup(multiproc_dir: str | None) -> str:
+# The files prometheus_client's multiprocess mode writes: <type>_<pid>.db, gauges with their mode
+# (gauge_livemax_123.db).  setup() deletes these and nothing else.
+_OWN_FILE = re.compile(r"(counter|histogram|summary|gauge_(live)?(all|min|max|sum|mostrecent))_[0-9]+\.db")
+
+
+def setup(multiproc_dir: str | None, state_dir: str | None = None) -> str:
     """Prepare this run's metrics directory and metric objects; return the directory used.
 
     ``PROMETHEUS_MULTIPROC_DIR`` wins when set; otherwise ``multiproc_dir`` (created if
-    needed), or a new temporary directory when that is None too.  Files left by an earlier
-    run are deleted.  Call it once, before forking any child that reports metrics.
+    needed), or a new temporary directory when that is None too.  prometheus_client's files
+    left by an earlier run are deleted (only those: a directory shared with anything else
+    keeps its other files).  A directory that is, or contains, ``state_dir`` or any state
+    file is refused with a ConfigError.  Call it once, before forking any child that reports
+    metrics.
     """
     global _metrics
     directory = os.environ.get(ENV_DIR) or multiproc_dir or tempfile.mkdtemp(prefix="cartridge-warp-metrics-")
+    _refuse_state_dir(directory, state_dir)
     with _setup_lock:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        for stale in glob.glob(os.path.join(directory, "*.db")):
-            os.remove(stale)
+        for stale in glob.glob(os.path.join(glob.escape(directory), "*.db")):
+            if _OWN_FILE.fullmatch(os.path.basename(stale)):
+                os.remove(stale)
         os.environ[ENV_DIR] = directory
         _metrics = _Metrics(directory)
     return directory
+
+
+def _refuse_state_dir(directory: str, state_dir: str | None) -> None:
+    from warpd.errors import ConfigError
+    from warpd.state.store import STATE_FILE_NAME
+
+    real = os.path.realpath(directory)
+    state_real = os.path.realpath(state_dir) if state_dir else None
+    holds_state = os.path.exists(os.path.join(real, STATE_FILE_NAME))
+    if holds_state or (
+        state_real is not None and (state_real + os.sep).startswith(real.rstrip(os.sep) + os.sep)
+    ):
+        raise ConfigError(
+            f"{ENV_DIR}: {directory!r} is (or contains) a state directory; the metrics files need a "
+            "directory of their own: point the variable elsewhere or unset it"
+        )
 
 
 def attach() -> str | None:

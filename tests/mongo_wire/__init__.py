@@ -11,8 +11,8 @@
 
 mongomock stores the data and evaluates every query, update and aggregation stage; this package
 adds the wire protocol (``wire``), commands (``admin``, ``crud``), cursors, the oplog and change
-streams.  Not provided: authentication, TLS, compression, transactions, collations, views,
-capped/tailable collections, ``$out``/``$merge``, explain, and TTL deletions as change events.
+streams.  Not provided: authentication (every login fails), TLS, compression, transactions, collations,
+views, capped/tailable collections, ``$out``/``$merge``, explain, and TTL deletions as change events.
 """
 
 from .server import MongoTestServer

@@ -64,6 +64,12 @@ def list_reply(
     return cursor_reply(cursor_id, ns, batch, first=True)
 
 
+@command("saslStart", "authenticate", data=False)
+def authenticate(ctx: Context, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
+    # no users here: every login fails the way a real server refuses a wrong password
+    raise CommandError(18, "Authentication failed.")
+
+
 @command("ping", data=False)
 def ping(ctx: Context, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
     return {"ok": 1.0}

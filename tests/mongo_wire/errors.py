@@ -19,6 +19,7 @@ CODE_NAMES: dict[int, str] = {
     13: "Unauthorized",
     14: "TypeMismatch",
     16: "InvalidLength",
+    18: "AuthenticationFailed",
     20: "IllegalOperation",
     26: "NamespaceNotFound",
     27: "IndexNotFound",

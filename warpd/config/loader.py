@@ -19,12 +19,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
-from warpd.config.model import ENDPOINT_TYPES, CliOverrides, Config, build_config, scheme_to_type
+from warpd.config.crosschecks import cross_problems
+from warpd.config.model import (
+    ENDPOINT_TYPES,
+    SECRET_OPTION,
+    CliOverrides,
+    Config,
+    build_config,
+    scheme_to_type,
+)
+from warpd.config.reading import MAX_INT_DIGITS, data_problems, format_path, read_file
 from warpd.errors import ConfigError
-from warpd.redact import redact
+from warpd.redact import redact, remember_secret, remember_uri_secrets
 
 ENV_PREFIX = "CARTRIDGE_WARP_"
 # Command-line settings, not configuration keys: the entry points may read them, the loader skips them.
@@ -51,16 +59,34 @@ def load_config(
     path: str | None, *, environ: Mapping[str, str] | None = None, cli: CliOverrides | None = None
 ) -> Config:
     """Load, override, validate and resolve the configuration; ConfigError lists every problem."""
+    environ = os.environ if environ is None else environ
     data = read_file(path) if path is not None else {}
     origins: dict[Path, str] = {}
-    problems = apply_environment(data, os.environ if environ is None else environ, origins)
+    problems = apply_environment(data, environ, origins)
     apply_cli(data, cli or CliOverrides(), origins)
+    _remember_secrets(data)
+    unusable = data_problems(data)
+    if unusable:
+        # values no check below could even walk or print (too deep, lone surrogates, ...)
+        raise ConfigError(redact("\n".join(unusable)))
     _normalise(data)
     problems += validation_problems(data, origins)
-    problems += consistency_problems(data, origins)
+    problems += consistency_problems(data, origins, environ)
     if problems:
         raise ConfigError(format_problems(problems))
     return build_config(data)
+
+
+def _remember_secrets(data: Mapping[str, Any]) -> None:
+    """Have :func:`redact` hide this configuration's passwords from here on, whatever their characters."""
+    for section in ("source", "destination"):
+        endpoint = data.get(section)
+        if not isinstance(endpoint, dict):
+            continue
+        remember_uri_secrets(endpoint.get("connection_string"))
+        for key, value in endpoint.items():
+            if isinstance(value, str) and SECRET_OPTION.search(str(key)):
+                remember_secret(value)
 
 
 @functools.cache
@@ -75,104 +101,12 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(config_schema())
 
 
-def format_path(path: Path) -> str:
-    """``("schemas", 0, "tables", 1, "batch_size")`` -> ``"schemas[0].tables[1].batch_size"``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def format_problems(problems: list[Problem]) -> str:
     def order(problem: Problem) -> tuple[Any, ...]:
         return tuple((0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in problem[0]), problem[1]
 
     lines = dict.fromkeys(redact(line) for _, line in sorted(problems, key=order))
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------
-# Reading the file
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate and non-string keys.
-
-    PyYAML keeps the last of two equal keys without a word, which hides a
-    pasted-twice ``batch_size``; merge keys (``<<: *defaults``) stay allowed.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[str, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
-                raise yaml.constructor.ConstructorError(
-                    problem="keys must be strings (quote it)", problem_mark=key_node.start_mark
-                )
-            if key_node.value in seen:
-                raise yaml.constructor.ConstructorError(
-                    problem=f"duplicate key {key_node.value!r} (first at line {seen[key_node.value]})",
-                    problem_mark=key_node.start_mark,
-                )
-            seen[key_node.value] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def read_file(path: str) -> dict[str, Any]:
-    """The file's top-level mapping; ConfigError for a missing, unreadable or malformed file."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigError(
-            redact(f"{path}: cannot read the configuration file: {exc.strerror or exc}")
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(redact(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})")) from None
-    if path.lower().endswith(".json"):
-        try:
-            data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                redact(f"{path}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}")
-            ) from None
-        except ValueError as exc:
-            raise ConfigError(redact(f"{path}: invalid JSON: {exc}")) from None
-    else:
-        try:
-            data = yaml.load(text, Loader=_StrictLoader)  # safe: _StrictLoader is a SafeLoader
-        except yaml.YAMLError as exc:
-            raise ConfigError(redact(f"{path}: {_describe_yaml_error(exc)}")) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            redact(f"{path}: the top level must be a mapping (source:, destination:, ...), not {_show(data)}")
-        )
-    return data
-
-
-def _describe_yaml_error(exc: yaml.YAMLError) -> str:
-    # Built from the parts, not str(exc): that quotes the offending line, which may hold a password.
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    problem = getattr(exc, "problem", None) or type(exc).__name__
-    context = getattr(exc, "context", None)
-    context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None and context_mark is not mark:
-        problem += f" ({context} at line {context_mark.line + 1})"
-    return f"{where}invalid YAML: {problem}"
 
 
 # ---------------------------------------------------------------------------
@@ -195,6 +129,9 @@ def apply_environment(
         segments = variable[len(ENV_PREFIX) :].split("__")
         if not all(segments):
             problems.append(((), f"{variable}: empty key (separate keys with exactly two underscores)"))
+            continue
+        if any(s.isascii() and s.isdigit() and len(s) > 6 for s in segments):
+            problems.append(((), f"{variable}: list index too large"))
             continue
         path = tuple(int(s) if s.isascii() and s.isdigit() else s.lower() for s in segments)
         overrides.append((path, variable, value))
@@ -276,7 +213,7 @@ def _coerce(value: str, node: Mapping[str, Any] | None, variable: str) -> Any:
     text = value.strip()
     if node is None:
         # Connector options have no declared type; read plain integers and booleans as such, like YAML would.
-        if re.fullmatch(r"-?(0|[1-9][0-9]*)", text):
+        if re.fullmatch(r"-?(0|[1-9][0-9]*)", text) and len(text) <= MAX_INT_DIGITS:
             return int(text)
         if text.lower() in ("true", "false"):
             return text.lower() == "true"
@@ -284,20 +221,22 @@ def _coerce(value: str, node: Mapping[str, Any] | None, variable: str) -> Any:
     kind = node.get("type")
     if kind == "integer":
         if re.fullmatch(r"[+-]?[0-9]+", text):
+            if len(text.lstrip("+-")) > MAX_INT_DIGITS:
+                raise _OverrideError(f"an integer with more than {MAX_INT_DIGITS} digits")
             return int(text)
-        raise _OverrideError(f'"{value}" is not an integer')
+        raise _OverrideError(f"{_shown(value)} is not an integer")
     if kind == "number":
         try:
             number = float(text)
         except ValueError:
             number = math.nan
-        if math.isfinite(number):
-            return int(number) if re.fullmatch(r"[+-]?[0-9]+", text) else number
-        raise _OverrideError(f'"{value}" is not a number')
+        if math.isfinite(number) and len(text) <= 64:
+            return int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else number
+        raise _OverrideError(f"{_shown(value)} is not a number")
     if kind == "boolean":
         if text.lower() in _BOOLEANS:
             return _BOOLEANS[text.lower()]
-        raise _OverrideError(f'"{value}" is not a boolean (use true/false, yes/no or 1/0)')
+        raise _OverrideError(f"{_shown(value)} is not a boolean (use true/false, yes/no or 1/0)")
     if kind == "array":
         if _deref(node.get("items", {})).get("type") == "object":
             raise _OverrideError(
@@ -307,6 +246,12 @@ def _coerce(value: str, node: Mapping[str, Any] | None, variable: str) -> Any:
     if kind == "object":
         raise _OverrideError(f"is a section; set its keys with {variable}__<KEY>")
     return value
+
+
+def _shown(value: str) -> str:
+    """An override's text for a one-line message: quoted, escaped, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + '..."'
 
 
 def _assign(data: dict[str, Any], path: Path, value: Any) -> None:
@@ -455,9 +400,14 @@ def _duplicates(entries: Sequence[tuple[Path, Any]], what: str) -> Iterator[Prob
             first[name] = path
 
 
-def consistency_problems(data: Mapping[str, Any], origins: Mapping[Path, str] | None = None) -> list[Problem]:
-    """What a JSON Schema cannot say: unique names, a known URI scheme that agrees with ``type``."""
-    problems = _consistency(data)
+def consistency_problems(
+    data: Mapping[str, Any],
+    origins: Mapping[Path, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Problem]:
+    """What a JSON Schema cannot say: unique names, a known URI scheme that agrees with ``type``, URIs the
+    connectors can use, one writer per destination schema, distinct replica ids, a safe metrics directory."""
+    problems = _consistency(data) + cross_problems(data, os.environ if environ is None else environ)
     return [(path, line + _origin(path, origins or {})) for path, line in problems]
 
 

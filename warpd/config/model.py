@@ -36,6 +36,7 @@ DEFAULT_MAX_BATCH_LATENCY_MS = 200
 DEFAULT_FOREIGN_KEY_CASCADES = "refuse"
 
 ENDPOINT_TYPES = ("mysql", "postgresql", "mongodb", "bigquery")
+MAX_SERVER_ID = 2**32 - 1  # MySQL's server_id is an unsigned 32-bit number
 _SCHEME_TYPES = {
     "mysql": "mysql",
     "mariadb": "mysql",
@@ -47,7 +48,7 @@ _SCHEME_TYPES = {
 }
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 # Option names whose values are hidden by EndpointConfig's repr.
-_SECRET_OPTION = re.compile(r"pass|secret|token|credential|private", re.I)
+SECRET_OPTION = re.compile(r"pass|secret|token|credential|private", re.I)
 
 
 def scheme_to_type(uri: str) -> str:
@@ -133,7 +134,7 @@ class EndpointConfig:
 
     def __repr__(self) -> str:
         # A config object ends up in logs and tracebacks; the generated repr would print the password.
-        options = {k: "***" if _SECRET_OPTION.search(str(k)) else v for k, v in self.options.items()}
+        options = {k: "***" if SECRET_OPTION.search(str(k)) else v for k, v in self.options.items()}
         return (
             f"EndpointConfig(type={self.type!r}, connection_string={self.redacted()!r}, "
             f"database={self.database!r}, options={redact(options)})"
@@ -207,6 +208,9 @@ class SchemaConfig:
     table_overrides: Mapping[str, TableSettings] = field(
         default_factory=FrozenMapping, hash=False, repr=False
     )
+    #: source connector options this schema gets instead of ``source``'s own: a MySQL replica's
+    #: ``server_id`` is ``source.server_id`` + the schema's index, as two replicas with one id evict each other
+    source_overrides: Mapping[str, Any] = field(default_factory=FrozenMapping, hash=False)
 
     def __post_init__(self) -> None:
         # Keeps hand-built instances (tests, tools) consistent with what build_config produces.
@@ -216,6 +220,12 @@ class SchemaConfig:
             object.__setattr__(self, "destination_schema", self.name)
         if not isinstance(self.table_overrides, FrozenMapping):
             object.__setattr__(self, "table_overrides", FrozenMapping(self.table_overrides))
+        if not isinstance(self.source_overrides, FrozenMapping):
+            object.__setattr__(self, "source_overrides", FrozenMapping(self.source_overrides))
+
+    def source_options(self, source: EndpointConfig) -> dict[str, Any]:
+        """The options this schema's source connector is built with: *source*'s, with this schema's overrides."""
+        return {**source.options, **self.source_overrides}
 
     def includes(self, table: str) -> bool:
         """True when *table* passes the whitelists and blacklists (global and this schema's)."""
@@ -368,7 +378,16 @@ def build_endpoint(section: Mapping[str, Any]) -> EndpointConfig:
     )
 
 
-def _build_schema(data: Mapping[str, Any], top: Mapping[str, Any], source: EndpointConfig) -> SchemaConfig:
+def _source_overrides(source: EndpointConfig, index: int) -> FrozenMapping:
+    base = source.options.get("server_id")
+    if source.type == "mysql" and isinstance(base, int) and not isinstance(base, bool):
+        return FrozenMapping({"server_id": base + index})
+    return FrozenMapping()
+
+
+def _build_schema(
+    data: Mapping[str, Any], top: Mapping[str, Any], source: EndpointConfig, index: int
+) -> SchemaConfig:
     name = data["name"]
     tables = data.get("tables") or []
     return SchemaConfig(
@@ -392,6 +411,7 @@ def _build_schema(data: Mapping[str, Any], top: Mapping[str, Any], source: Endpo
         ),
         default_settings=_table_settings({}, data, top),
         table_overrides=FrozenMapping({table["name"]: _table_settings(table, data, top) for table in tables}),
+        source_overrides=_source_overrides(source, index),
     )
 
 
@@ -403,7 +423,7 @@ def build_config(data: Mapping[str, Any]) -> Config:
     return Config(
         source=source,
         destination=build_endpoint(data["destination"]),
-        schemas=tuple(_build_schema(schema, data, source) for schema in data["schemas"]),
+        schemas=tuple(_build_schema(schema, data, source, i) for i, schema in enumerate(data["schemas"])),
         monitoring=MonitoringConfig(
             log_level=str(monitoring.get("log_level", "INFO")).upper(),
             log_format=monitoring.get("log_format", "text"),

@@ -7,7 +7,25 @@ from typing import Any
 from warpd.connectors.registry import register_destination, register_source
 
 
-@register_source("mysql")
+def _check_mysql(uri: str) -> None:
+    from warpd.connectors.mysql.connection import parse_uri
+
+    parse_uri(uri)
+
+
+def _check_mongodb(uri: str) -> None:
+    from warpd.connectors.mongodb.uri import check_uri
+
+    check_uri(uri)
+
+
+def _check_postgresql(uri: str) -> None:
+    from warpd.connectors.postgresql.uri import check_uri
+
+    check_uri(uri)
+
+
+@register_source("mysql", check_uri=_check_mysql)
 def mysql_source(uri: str, database: str, schema_name: str, options: dict[str, Any]) -> Any:
     from warpd.connectors.mysql.source import MySQLSource, default_server_id
 
@@ -15,14 +33,14 @@ def mysql_source(uri: str, database: str, schema_name: str, options: dict[str, A
     return MySQLSource(uri, database, server_id=server_id, options=options)
 
 
-@register_source("mongodb")
+@register_source("mongodb", check_uri=_check_mongodb)
 def mongodb_source(uri: str, database: str, schema_name: str, options: dict[str, Any]) -> Any:
     from warpd.connectors.mongodb.source import MongoSource
 
     return MongoSource(uri, database, schema_name, options)
 
 
-@register_destination("postgresql")
+@register_destination("postgresql", check_uri=_check_postgresql)
 def postgresql_destination(uri: str, application_name: str) -> Any:
     from warpd.connectors.postgresql.destination import PostgresDestination
 

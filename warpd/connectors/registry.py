@@ -17,25 +17,48 @@ from warpd.errors import ConfigError
 SourceFactory = Callable[..., Any]
 DestinationFactory = Callable[..., Any]
 
+UriCheck = Callable[[str], None]
+
 _SOURCES: dict[str, SourceFactory] = {}
 _DESTINATIONS: dict[str, DestinationFactory] = {}
+# (role, type) -> the connector's own URI check, run by configuration validation before any connection
+_URI_CHECKS: dict[tuple[str, str], UriCheck] = {}
 _loaded_entry_points = False
 
 
-def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
+def register_source(name: str, check_uri: UriCheck | None = None) -> Callable[[SourceFactory], SourceFactory]:
+    """Register a source factory; ``check_uri(uri)`` raises ConfigError for a URI the connector cannot use."""
+
     def deco(factory: SourceFactory) -> SourceFactory:
         _SOURCES[name] = factory
+        if check_uri is not None:
+            _URI_CHECKS["source", name] = check_uri
         return factory
 
     return deco
 
 
-def register_destination(name: str) -> Callable[[DestinationFactory], DestinationFactory]:
+def register_destination(
+    name: str, check_uri: UriCheck | None = None
+) -> Callable[[DestinationFactory], DestinationFactory]:
+    """Register a destination factory; ``check_uri`` as for :func:`register_source`."""
+
     def deco(factory: DestinationFactory) -> DestinationFactory:
         _DESTINATIONS[name] = factory
+        if check_uri is not None:
+            _URI_CHECKS["destination", name] = check_uri
         return factory
 
     return deco
+
+
+def check_endpoint(role: str, name: str, uri: str) -> None:
+    """ConfigError when no connector serves ``role`` ("source"/"destination") for type *name*, or when its
+    URI check refuses *uri*; what start-up would refuse, found without connecting."""
+    (source_factory if role == "source" else destination_factory)(name)
+    check = _URI_CHECKS.get((role, name))
+    if check is not None:
+        check(uri)
 
 
 def _load() -> None:

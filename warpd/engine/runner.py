@@ -91,7 +91,7 @@ class SchemaRunner:
         """A source connector for this schema, with its per-table settings (another thread's own)."""
         src = self.config.source
         source: Source = source_factory(src.type)(
-            src.connection_string, self.schema.source_database, self.name, dict(src.options)
+            src.connection_string, self.schema.source_database, self.name, self.schema.source_options(src)
         )
         configure = getattr(source, "configure", None)
         if configure is not None:

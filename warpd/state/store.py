@@ -19,6 +19,7 @@ from typing import Any
 
 from warpd.errors import FatalError
 from warpd.state.migrations import MIGRATIONS
+from warpd.state.permissions import prepare_state_dir
 from warpd.types import Column, ColumnType, Kind, TableSchema
 
 STATE_FILE_NAME = "state.db"
@@ -114,14 +115,7 @@ class StateStore:
         if read_only:
             self._check_readable()
             return
-        try:
-            os.makedirs(state_dir, exist_ok=True)
-        except OSError as exc:
-            raise FatalError(
-                f"cannot create the state directory {state_dir!r}: {exc.strerror}; "
-                "set state_dir (or CARTRIDGE_WARP_STATE_DIR / --state-dir) to a writable "
-                "directory"
-            ) from exc
+        prepare_state_dir(state_dir, self.path)
         if not os.access(state_dir, os.W_OK):
             raise FatalError(
                 f"the state directory {state_dir!r} is not writable by this user; set "

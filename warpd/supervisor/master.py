@@ -362,7 +362,7 @@ class Supervisor:
         prom = self.config.monitoring.prometheus
         if not prom.enabled:
             return
-        metrics.setup(os.path.join(self.config.state_dir, "run", "metrics"))
+        metrics.setup(os.path.join(self.config.state_dir, "run", "metrics"), state_dir=self.config.state_dir)
         try:
             self.metrics_server = metrics.serve(
                 prom.host, prom.port, self._health, self._ready, threaded=False

@@ -92,7 +92,7 @@ class BinlogReader:
             "host": p.host,
             "port": p.port,
             "user": p.user,
-            "passwd": p.password,
+            "passwd": p.password_bytes,
             "connect_timeout": 10,
         }
         return BinLogStreamReader(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pymysql
 
+from warpd.connectors.uri import check_port, escape_hint
 from warpd.errors import ConfigError, FatalError, TransientError
 from warpd.redact import redact
 
@@ -33,11 +34,17 @@ class MySQLParams:
             "host": self.host,
             "port": self.port,
             "user": self.user,
-            "password": self.password,
+            "password": self.password_bytes,
             "charset": "utf8mb4",
             "connect_timeout": 10,
             "autocommit": True,
         }
+
+    @property
+    def password_bytes(self) -> bytes:
+        # PyMySQL encodes a str password as latin-1: "€" raises, "é" becomes a byte the server never
+        # hashed. MariaDB/MySQL hash the password's bytes as a utf8mb4 client sent them: UTF-8.
+        return self.password.encode("utf-8")
 
     @property
     def redacted(self) -> str:
@@ -45,19 +52,37 @@ class MySQLParams:
 
 
 def parse_uri(uri: str) -> MySQLParams:
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("mysql", "mariadb"):
-        raise ConfigError(f"source.connection_string: {redact(uri)} is not a mysql:// or mariadb:// URI")
+    """The connection parameters of a ``mysql://`` or ``mariadb://`` URI; ConfigError naming what is wrong.
+
+    Validation (``--validate-config``) and start-up both call this, so a URI
+    passes one exactly when it passes the other.  Messages never echo a part
+    of the URI: with an unescaped ``@`` or ``/`` in the password, the "host"
+    or "port" a parser sees is a piece of the password.
+    """
+    where = "source.connection_string"
     try:
-        port = parts.port or 3306
-    except ValueError as exc:
-        raise ConfigError(f"source.connection_string: bad port in {redact(uri)}") from exc
+        parts = urllib.parse.urlsplit(uri)
+        port_text = parts.netloc.rpartition("@")[2]
+        hostname = parts.hostname
+        password = parts.password
+    except ValueError:
+        raise ConfigError(f"{where}: {redact(uri)} cannot be parsed as a URI{escape_hint(uri)}") from None
+    if parts.scheme.lower() not in ("mysql", "mariadb"):
+        raise ConfigError(f"{where}: {redact(uri)} is not a mysql:// or mariadb:// URI")
+    if not hostname:
+        raise ConfigError(f"{where}: {redact(uri)} names no host (mysql://USER:PASSWORD@HOST:PORT/DATABASE)")
+    if port_text.startswith("["):
+        port_text = port_text.partition("]")[2]
+    try:
+        check_port(port_text.partition(":")[2] if ":" in port_text else None, uri)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {redact(uri)}: {exc}") from None
     database = urllib.parse.unquote(parts.path.lstrip("/")) or None
     return MySQLParams(
-        host=parts.hostname or "127.0.0.1",
-        port=port,
+        host=hostname,
+        port=parts.port or 3306,
         user=urllib.parse.unquote(parts.username or "root"),
-        password=urllib.parse.unquote(parts.password or ""),
+        password=urllib.parse.unquote(password or ""),
         database=database,
         uri=uri,
     )

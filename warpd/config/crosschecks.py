@@ -1,0 +1,137 @@
+"""Checks across settings that start-up would otherwise be the first to fail (or never fail) on.
+
+Each returns ``(path, "<path>: <problem>")`` pairs like the loader's other
+checks.  They run in :func:`warpd.config.load_config`, so ``--validate-config``,
+start-up and a reload refuse exactly the same files, without connecting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from warpd.config.model import DEFAULT_STATE_DIR, MAX_SERVER_ID, scheme_to_type
+from warpd.config.reading import format_path
+from warpd.errors import ConfigError
+from warpd.redact import redact
+
+Path = tuple[str | int, ...]
+Problem = tuple[Path, str]
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def cross_problems(data: Mapping[str, Any], environ: Mapping[str, str]) -> list[Problem]:
+    schemas = data.get("schemas")
+    return [
+        *_endpoint_problems(data),
+        *_destination_schema_problems(schemas),
+        *_server_id_problems(data, len(schemas) if isinstance(schemas, list) else 0),
+        *_metrics_dir_problems(data, environ),
+    ]
+
+
+def _endpoint_type(endpoint: Mapping[str, Any]) -> str | None:
+    """The type the connection string and ``type`` agree on; None when the loader reports a disagreement."""
+    uri = endpoint.get("connection_string")
+    if not isinstance(uri, str) or not uri:
+        return None
+    try:
+        inferred = scheme_to_type(uri)
+    except ConfigError:
+        return None
+    declared = endpoint.get("type")
+    if declared is not None and declared != inferred:
+        return None
+    return inferred
+
+
+def _endpoint_problems(data: Mapping[str, Any]) -> Iterator[Problem]:
+    """The connector that will serve each endpoint exists and can use its URI (its own parser decides)."""
+    from warpd.connectors.registry import check_endpoint
+
+    for section in ("source", "destination"):
+        endpoint = data.get(section)
+        kind = _endpoint_type(endpoint) if isinstance(endpoint, dict) else None
+        if kind is None or not isinstance(endpoint, dict):
+            continue
+        uri = endpoint["connection_string"]
+        try:
+            check_endpoint(section, kind, uri)
+        except ConfigError as exc:
+            message = redact(exc)
+            if message.startswith(f"{section}.type:"):
+                path: Path = (section, "type")
+                if section == "destination":
+                    message += "; cartridge-warp cannot write to this kind of database"
+            else:
+                path = (section, "connection_string")
+                message = message.removeprefix(f"{section}.connection_string: ")
+                message = f"{format_path(path)}: {message}"
+            yield path, message
+
+
+def _destination_schema_problems(schemas: Any) -> Iterator[Problem]:
+    """Two schemas writing one destination schema would TRUNCATE each other's tables at every snapshot."""
+    if not isinstance(schemas, list):
+        return
+    first: dict[str, tuple[int, str]] = {}
+    names: set[str] = set()
+    for i, schema in enumerate(schemas):
+        if not isinstance(schema, dict):
+            continue
+        name = schema.get("name")
+        explicit = schema.get("destination_schema")
+        target = explicit or name
+        if not isinstance(target, str) or not isinstance(name, str) or name in names:
+            continue  # a repeated name is reported as such
+        names.add(name)
+        if target in first:
+            j, other = first[target]
+            path: Path = ("schemas", i, "destination_schema" if explicit else "name")
+            yield (
+                path,
+                f"{format_path(path)}: schemas {other!r} (schemas[{j}]) and {name!r} (schemas[{i}]) both "
+                f"write destination schema {target!r}; each one's snapshot would empty the other's tables. "
+                f"Give each schema its own destination_schema (the default is the schema's name)",
+            )
+        else:
+            first[target] = (i, name)
+
+
+def _server_id_problems(data: Mapping[str, Any], schema_count: int) -> Iterator[Problem]:
+    """``source.server_id`` is a base: schema i uses base + i, and the last one must stay a valid id."""
+    source = data.get("source")
+    if not isinstance(source, dict) or "server_id" not in source or _endpoint_type(source) != "mysql":
+        return
+    base = source["server_id"]
+    path: Path = ("source", "server_id")
+    top = MAX_SERVER_ID - max(schema_count - 1, 0)
+    if not isinstance(base, int) or isinstance(base, bool) or not 1 <= base <= top:
+        yield (
+            path,
+            f"{format_path(path)}: must be an integer from 1 to {top:,} (MySQL server ids go up to "
+            f"{MAX_SERVER_ID:,} and schema i of {schema_count} uses server_id + i)",
+        )
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _metrics_dir_problems(data: Mapping[str, Any], environ: Mapping[str, str]) -> Iterator[Problem]:
+    """The metrics directory is emptied at start-up: it must not be, or hold, the state directory."""
+    metrics_dir = environ.get(METRICS_DIR_ENV)
+    state_dir = data.get("state_dir", DEFAULT_STATE_DIR)
+    if not metrics_dir or not isinstance(state_dir, str):
+        return
+    metrics_real, state_real = os.path.realpath(metrics_dir), os.path.realpath(state_dir)
+    if _inside(state_real, metrics_real):
+        what = "is the state directory" if metrics_real == state_real else "contains the state directory"
+        yield (
+            (),
+            f"{METRICS_DIR_ENV}: {metrics_dir!r} {what} ({state_dir!r}); cartridge-warp clears its metrics "
+            "files at start-up, so it needs a directory of its own: point the variable elsewhere "
+            f"(e.g. {os.path.join(state_dir, 'run', 'metrics')}) or unset it",
+        )
