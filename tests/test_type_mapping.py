@@ -676,10 +676,17 @@ def _binlog_of_one_table(ddl: str, value: Any) -> tuple[Column, my.MySQLColumnIn
         conn.close()
 
 
-def test_known_limitation_latin1_bytes_undefined_in_cp1252_break_the_library() -> None:
-    """pymysqlreplication decodes latin1 as cp1252 strictly; MySQL's latin1 also has 0x81, 0x8D, ..."""
-    with pytest.raises(UnicodeDecodeError):
-        _binlog_of_one_table("VARCHAR(5) CHARACTER SET latin1", "\x81")
+def test_latin1_bytes_undefined_in_cp1252_decode_as_mysql_does() -> None:
+    """pymysqlreplication decodes latin1 as strict cp1252; MySQL's latin1 also has 0x81, 0x8D, ...
+
+    libfixes decodes them as the server's CONVERT(... USING utf8mb4) does (U+0081, ...).
+    """
+    from warpd.connectors.mysql import libfixes
+
+    libfixes.apply()
+    odd = "\x81\x8d\x8f\x90\x9d\u20ac"
+    col, info, row = _binlog_of_one_table("VARCHAR(8) CHARACTER SET latin1", odd)
+    assert my.binlog_converter(col, info)(row["values"]["c"]) == odd
 
 
 def test_latin1_enum_with_non_ascii_label_is_refused_not_guessed() -> None:

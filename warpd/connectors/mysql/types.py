@@ -515,6 +515,52 @@ _CODECS = {
 }
 
 
+def _mysql_latin1_table() -> str:
+    # MySQL's latin1 is cp1252 with its five undefined bytes mapped to the C1 controls of the same
+    # number (0x81 -> U+0081, 0x8D, 0x8F, 0x90, 0x9D), as CONVERT(... USING utf8mb4) does.
+    chars = []
+    for byte in range(256):
+        try:
+            chars.append(bytes([byte]).decode("cp1252"))
+        except UnicodeDecodeError:
+            chars.append(chr(byte))
+    return "".join(chars)
+
+
+_MYSQL_LATIN1 = _mysql_latin1_table()
+
+
+def decode_mysql_latin1(data: bytes) -> str:
+    """Bytes of a latin1 column, decoded as MySQL decodes them."""
+    return codecs.charmap_decode(data, "strict", _MYSQL_LATIN1)[0]
+
+
+@functools.cache
+def text_decoder(encoding_name: str) -> Callable[[bytes], str] | None:
+    """How pymysqlreplication should decode a text value it has ``encoding_name`` for.
+
+    ``encoding_name`` is what the library keeps as a column's
+    ``character_set_name``: its Python name for the MySQL charset (``cp1252``
+    for latin1, ``utf8`` for utf8mb4...).  ``None`` for charsets Python has no
+    codec for (``binary``, ``swe7``...): the value stays bytes and
+    :func:`binlog_converter` decodes it.  latin1 is decoded as MySQL's own
+    cp1252 variant.  The decoder raises ``UnicodeDecodeError`` on bytes the
+    charset cannot hold.
+    """
+    from pymysql.charset import charset_by_name
+
+    name = encoding_name.lower()
+    if name in ("cp1252", "latin1"):  # MySQL has no cp1252: the library's name for latin1
+        return decode_mysql_latin1
+    known = charset_by_name(name)
+    encoding = known.encoding if known else name
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        return None
+    return lambda data: data.decode(encoding)
+
+
 def _codec(charset: str | None) -> str | None:
     if not charset:
         return None
