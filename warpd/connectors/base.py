@@ -236,11 +236,14 @@ class Source(Protocol):
         tables: MutableMapping[str, TableSchema],
         included: Callable[[str], bool],
         key_override: Callable[[str], tuple[str, ...] | None],
+        skipped: Callable[[str], bool] = ...,
     ) -> Iterator[Event]:
         """Yield events from ``start`` on, with a :class:`Heartbeat` at least every second or so.
 
         ``tables`` is the engine's map of replicated shapes; the source keeps it
-        current as schema changes stream by.  Raises
+        current as schema changes stream by.  ``skipped(table)`` is true while
+        the engine skips a table's changes (paused): a source need not decode
+        them, and must not stop on one it cannot decode.  Raises
         :class:`~warpd.errors.TransientError` when the stream breaks; the engine
         then reopens it from the last safe position.
         """

@@ -479,7 +479,7 @@ class SchemaRunner:
         while True:
             try:
                 for event in self.source.stream(
-                    self.safe_pos, self.tables, self.schema.includes, self._key_override
+                    self.safe_pos, self.tables, self.schema.includes, self._key_override, self.hooks.skips
                 ):
                     attempt = 0
                     self._handle(event)

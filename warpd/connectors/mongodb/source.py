@@ -513,6 +513,7 @@ class MongoSource:
         tables: MutableMapping[str, TableSchema],
         included: Callable[[str], bool],
         key_override: Callable[[str], tuple[str, ...] | None],
+        skipped: Callable[[str], bool] = lambda _t: False,  # documents are decoded by the driver anyway
     ) -> Iterator[Event]:
         from pymongo import errors
 

@@ -5,6 +5,12 @@ table-map events come after it, so the reader reports a position only at
 transaction boundaries (XID / COMMIT) and after each DDL statement (DDL
 commits implicitly).  Row events inside a transaction carry the position of
 the transaction's start; the engine checkpoints only boundary positions.
+
+Nothing that carries rows is filtered away unseen: every event class the
+reader does not turn into changes is looked at, and one it cannot decode
+(or a statement-logged data change, or a partial row image) on a replicated
+table stops the schema (:mod:`warpd.connectors.mysql.binlog_checks`).  XA
+transactions are held until their XA COMMIT or XA ROLLBACK.
 """
 
 from __future__ import annotations
@@ -17,8 +23,22 @@ from typing import TYPE_CHECKING, Any
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import HeartbeatLogEvent, QueryEvent, RotateEvent, XidEvent
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.event import (
+    ExecuteLoadQueryEvent,
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    NotImplementedEvent,
+    QueryEvent,
+    RotateEvent,
+    XAPrepareEvent,
+    XidEvent,
+)
+from pymysqlreplication.row_event import (
+    DeleteRowsEvent,
+    PartialUpdateRowsEvent,
+    UpdateRowsEvent,
+    WriteRowsEvent,
+)
 
 from warpd.connectors.base import (
     Event,
@@ -33,6 +53,16 @@ from warpd.connectors.base import (
 from warpd.connectors.mysql import ddl as mddl
 from warpd.connectors.mysql import libfixes
 from warpd.connectors.mysql import types as mtypes
+from warpd.connectors.mysql.binlog_checks import (
+    FIX_ROW_FORMAT,
+    FIX_ROW_IMAGE,
+    UnreplicableEvent,
+    XaTransactions,
+    missing_columns,
+    undecodable_event,
+    unreplicable,
+    xa_decision,
+)
 from warpd.connectors.mysql.connection import classify
 from warpd.errors import TransientError
 from warpd.types import Column, TableSchema
@@ -53,6 +83,10 @@ _CONSTRAINT_WORDS = re.compile(r"\b(FOREIGN|REFERENCES|CONSTRAINT)\b", re.IGNORE
 # checkpoint only when an event (or a heartbeat) arrives, so this bounds the latency of a lone change.
 HEARTBEAT_SECONDS = 0.2
 
+# MariaDB's GTID event flag for the prepared part of an XA transaction (sql/log_event.h FL_PREPARED_XA).
+_FL_PREPARED_XA = 0x40
+_ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
+
 
 class BinlogReader:
     """Reads the binlog from ``start`` and yields :mod:`warpd.connectors.base` events.
@@ -61,7 +95,8 @@ class BinlogReader:
     updates it as DDL arrives, so decoding always uses the shape in force at
     that point of the stream.  ``included(name)`` says whether a table (even
     one created later) is replicated; ``key_override(name)`` returns the
-    configured key_columns.
+    configured key_columns; ``skipped(name)`` says whether a table's changes
+    are skipped for now (paused): its rows are then not even decoded.
     """
 
     def __init__(
@@ -71,12 +106,14 @@ class BinlogReader:
         tables: MutableMapping[str, TableSchema],
         included: Callable[[str], bool],
         key_override: Callable[[str], tuple[str, ...] | None] = lambda _t: None,
+        skipped: Callable[[str], bool] = lambda _t: False,
     ):
         self.source = source
         self.database = source.database
         self.tables = tables
         self.included = included
         self.key_override = key_override
+        self.skipped = skipped
         self.file = start["file"]
         self.pos = int(start["pos"])
         # table -> (the shape the converters were built for, converters by column)
@@ -84,6 +121,8 @@ class BinlogReader:
         self._stream: BinLogStreamReader | None = None
         self._txn_start: Position = {"file": self.file, "pos": self.pos}
         self._in_txn = False
+        self._xa = XaTransactions()
+        self._xa_rows: list[Event] | None = None  # rows of an XA transaction being prepared
 
     # -- setup ---------------------------------------------------------------
     def _open(self) -> BinLogStreamReader:
@@ -103,15 +142,24 @@ class BinlogReader:
             log_pos=self.pos,
             blocking=True,
             slave_heartbeat=HEARTBEAT_SECONDS,
+            # Every class that can carry rows or end a transaction, NotImplementedEvent included:
+            # what is not listed here is dropped unseen by the library.
             only_events=[
                 WriteRowsEvent,
                 UpdateRowsEvent,
                 DeleteRowsEvent,
+                PartialUpdateRowsEvent,
                 QueryEvent,
+                ExecuteLoadQueryEvent,
                 XidEvent,
+                XAPrepareEvent,
+                MariadbGtidEvent,
                 RotateEvent,
                 HeartbeatLogEvent,
+                NotImplementedEvent,
+                *libfixes.COMPRESSED_EVENTS.values(),
             ],
+            filter_non_implemented_events=False,
             enable_logging=False,  # is_mariadb=True would ignore log_file/log_pos (GTID mode)
             # Table maps (and so rows) of other databases are skipped unparsed: a table elsewhere
             # on the server that the library cannot decode must not stop this schema.  Query
@@ -166,45 +214,91 @@ class BinlogReader:
                 self.file = self._stream.log_file
                 self.pos = self._stream.log_pos
                 here = {"file": self.file, "pos": self.pos}
-                if isinstance(ev, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
+                if isinstance(ev, _ROW_EVENTS):
                     self._in_txn = True
-                    yield from self._rows(ev)
+                    for change in self._rows(ev, here):
+                        if self._xa_rows is not None:
+                            self._xa_rows.append(change)
+                        else:
+                            yield change
                 elif isinstance(ev, XidEvent):
+                    yield from self._end_xa_part(here)  # XA COMMIT ... ONE PHASE ends with an XID
                     self._commit(here)
-                    yield Heartbeat(position=here, source_ts=float(ev.timestamp))
+                    yield self._boundary(here, float(ev.timestamp))
                 elif isinstance(ev, QueryEvent):
                     yield from self._query(ev, here)
+                elif isinstance(ev, MariadbGtidEvent):
+                    self._xa_rows = [] if ev.flags & _FL_PREPARED_XA else None
+                elif isinstance(ev, XAPrepareEvent):
+                    yield from self._xa_prepared(ev, here)
+                elif isinstance(ev, ExecuteLoadQueryEvent):
+                    # LOAD DATA logged as a statement; the library does not read its text or database
+                    self._statement_dml(ev, None, here)
                 elif isinstance(ev, HeartbeatLogEvent):
                     yield Heartbeat(
-                        position=None if self._in_txn else here,
+                        position=None if self._in_txn else self._safe(here),
                         source_ts=None if self._in_txn else time.time(),
                     )
+                elif isinstance(ev, NotImplementedEvent):
+                    self._undecodable(ev, here)
         finally:
             self.close()
 
     def _commit(self, here: Position) -> None:
         self._in_txn = False
         self._txn_start = dict(here)
+        self._xa_rows = None
 
-    def _rows(self, ev: Any) -> Iterator[Event]:
+    def _safe(self, here: Position) -> Position:
+        """``here``, or the start of the oldest XA transaction still undecided (its rows are held)."""
+        return self._xa.hold() or here
+
+    def _boundary(self, here: Position, ts: float) -> Heartbeat:
+        return Heartbeat(position=self._safe(here), source_ts=ts)
+
+    def _rows(self, ev: Any, here: Position) -> Iterator[RowChange | SchemaChange]:
         if ev.schema != self.database or ev.table not in self.tables:
             return
         table = ev.table
+        if self.skipped(table):
+            return  # paused: not even decoded, so a value that cannot be decoded does not stop the others
+        if isinstance(ev, PartialUpdateRowsEvent):
+            raise self._stop(
+                "a partial JSON update (binlog_row_value_options=PARTIAL_JSON)",
+                table,
+                here,
+                "set binlog_row_value_options to '' globally and in every session.",
+            )
         convs = self.converters(table)
         ts = float(ev.timestamp)
         pos = self._txn_start
+        try:
+            rows = ev.rows
+        except (pymysql.err.MySQLError, OSError):
+            raise  # the library's control connection: transient
+        except Exception as exc:  # noqa: BLE001 - whatever the library failed on, name table and position
+            raise self._stop(
+                f"a row event that cannot be decoded ({type(exc).__name__}: {exc})",
+                table,
+                here,
+                "correct or delete the row at the source (later events then carry a decodable value).",
+            ) from exc
         checks = not (getattr(ev, "flags", 0) & NO_FOREIGN_KEY_CHECKS)
-        for row in ev.rows:
+        for row in rows:
             try:
                 if isinstance(ev, WriteRowsEvent):
-                    after = self._convert(convs, row["values"], row.get("none_sources"))
+                    after = self._image(table, convs, row["values"], row.get("none_sources"), here)
                     yield RowChange(table, Op.INSERT, None, after, pos, ts, foreign_key_checks=checks)
                 elif isinstance(ev, DeleteRowsEvent):
-                    before = self._convert(convs, row["values"], row.get("none_sources"))
+                    before = self._image(table, convs, row["values"], row.get("none_sources"), here)
                     yield RowChange(table, Op.DELETE, before, None, pos, ts, foreign_key_checks=checks)
                 else:
-                    before = self._convert(convs, row["before_values"], row.get("before_none_sources"))
-                    after = self._convert(convs, row["after_values"], row.get("after_none_sources"))
+                    before = self._image(
+                        table, convs, row["before_values"], row.get("before_none_sources"), here
+                    )
+                    after = self._image(
+                        table, convs, row["after_values"], row.get("after_none_sources"), here
+                    )
                     yield RowChange(table, Op.UPDATE, before, after, pos, ts, foreign_key_checks=checks)
             except _UnknownColumn as unknown:
                 log.warning(
@@ -222,23 +316,115 @@ class BinlogReader:
                 )
                 return
 
-    @staticmethod
-    def _convert(
-        convs: dict[str, Callable[[Any], Any]], values: dict[str, Any], none_sources: dict[str, str] | None
+    def _image(
+        self,
+        table: str,
+        convs: dict[str, Callable[[Any], Any]],
+        values: dict[str, Any],
+        none_sources: dict[str, str] | None,
+        here: Position,
     ) -> dict[str, Any]:
+        """One full, canonical row image; a partial one (MINIMAL/NOBLOB) stops the schema."""
         for name in values:
             if name not in convs:
                 raise _UnknownColumn(name)
-        return mtypes.binlog_image(values, none_sources, convs)
+        missing = missing_columns(none_sources)
+        if missing:
+            # Upserting it would null the missing columns, and a missing key would read as a key change.
+            raise self._stop(
+                f"a partial row image without columns {missing} (binlog_row_image MINIMAL or NOBLOB)",
+                table,
+                here,
+                FIX_ROW_IMAGE,
+            )
+        try:
+            image = mtypes.binlog_image(values, none_sources, convs)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise self._stop(
+                f"a row value that cannot be converted ({exc})",
+                table,
+                here,
+                "correct or delete the row at the source (later events then carry a convertible value).",
+            ) from exc
+        return image
+
+    def _stop(self, what: str, table: str | None, here: Position, fix: str) -> UnreplicableEvent:
+        return unreplicable(what, self.database, table, here, self._txn_start, fix)
+
+    # -- events that must not pass unseen ----------------------------------------
+    def _undecodable(self, ev: Any, here: Position) -> None:
+        found = undecodable_event(ev.event_type)
+        if found is not None:
+            what, fix = found
+            raise self._stop(what, None, here, fix)
+
+    def _statement_dml(self, ev: Any, statement: str | None, here: Position) -> None:
+        """A data change logged as a statement (binlog_format STATEMENT/MIXED) that touches a replicated table."""
+        schema = getattr(ev, "schema", None)
+        default_db = schema.decode("utf-8", "replace") if isinstance(schema, bytes) else schema
+        targets = mddl.dml_targets(statement, default_db or None) if statement is not None else None
+        if targets is None:  # cannot tell which tables: assume the session's database
+            ours = (
+                statement is None or default_db == self.database or self.database.lower() in statement.lower()
+            )
+            tables: list[str | None] = [None] if ours else []
+        else:
+            tables = [t for db, t in targets if db == self.database and t in self.tables]
+        for table in tables:
+            if table is not None and self.skipped(table):
+                continue
+            shown = repr(statement[:120]) if statement is not None else "LOAD DATA"
+            raise self._stop(f"a data change logged as a statement ({shown})", table, here, FIX_ROW_FORMAT)
+
+    # -- XA ----------------------------------------------------------------------
+    def _end_xa_part(self, here: Position) -> Iterator[Event]:
+        rows, self._xa_rows = self._xa_rows, None
+        yield from rows or ()
+
+    def _xa_prepared(self, ev: Any, here: Position) -> Iterator[Event]:
+        rows, self._xa_rows = self._xa_rows or [], None
+        if ev.one_phase:  # XA COMMIT ... ONE PHASE: an ordinary commit
+            yield from rows
+        else:
+            self._xa.prepared((ev.xid_format_id, ev.xid_gtrid, ev.xid_bqual), self._txn_start, rows)
+        self._commit(here)
+        yield self._boundary(here, float(ev.timestamp))
+
+    def _xa_decided(self, verb: str, xid: Any, statement: str, here: Position, ts: float) -> Iterator[Event]:
+        rows = self._xa.decide(xid)
+        if rows is None and verb == "COMMIT":
+            # Prepared before this stream's start (e.g. before the snapshot, which could not see its rows):
+            # which tables it changed is unknown, so every replicated table is copied again.
+            log.warning(
+                "%s at %s commits an XA transaction prepared before the stream's start; its rows are not "
+                "in the stream from here, so every replicated table is copied again",
+                statement[:100],
+                here,
+            )
+            for table in sorted(self.tables):
+                yield SchemaChange(table, SchemaOpKind.RESYNC_TABLE, here, statement, source_ts=ts)
+        elif verb == "COMMIT":
+            yield from rows or ()
+        self._commit(here)
+        yield self._boundary(here, ts)
 
     # -- statements ----------------------------------------------------------
     def _query(self, ev: Any, here: Position) -> Iterator[Event]:
         statement = ev.query if isinstance(ev.query, str) else ev.query.decode("utf-8", "replace")
         kind = mddl.classify(statement)
         if kind == "transaction":
-            if statement.strip().upper().startswith(("COMMIT", "XA COMMIT")):
+            head = statement.lstrip()[:12].upper()
+            decided = xa_decision(statement)
+            if decided is not None:
+                yield from self._xa_decided(*decided, statement, here, float(ev.timestamp))
+            elif head.startswith("XA START") or head.startswith("XA BEGIN"):
+                self._xa_rows = []  # MySQL logs XA START; MariaDB flags the GTID event instead
+            elif head.startswith("COMMIT"):
                 self._commit(here)
-                yield Heartbeat(position=here, source_ts=float(ev.timestamp))
+                yield self._boundary(here, float(ev.timestamp))
+            return
+        if kind == "dml":
+            self._statement_dml(ev, statement, here)
             return
         if kind not in ("ddl", "truncate"):
             return
@@ -253,7 +439,7 @@ class BinlogReader:
                 yield SchemaChange(
                     table, SchemaOpKind.DROP_TABLE, here, statement, old_name=table, source_ts=ts
                 )
-            yield Heartbeat(position=here, source_ts=ts)
+            yield self._boundary(here, ts)
             return
         for db, table in parsed.truncates:
             if db == self.database and table in self.tables:
@@ -270,14 +456,14 @@ class BinlogReader:
                     yield SchemaChange(
                         table, SchemaOpKind.RESYNC_TABLE, position=here, statement=statement, source_ts=ts
                     )
-            yield Heartbeat(position=here, source_ts=ts)
+            yield self._boundary(here, ts)
             return
         for op in parsed.ops:
             yield from self._ddl_op(op, statement, here, ts)
         if ours and not parsed.ops and _CONSTRAINT_WORDS.search(statement):
             # e.g. ALTER TABLE ... ADD FOREIGN KEY: no shape change, but cascades may have changed
             yield SchemaChange(ours[0][1], SchemaOpKind.FOREIGN_KEYS, here, statement, source_ts=ts)
-        yield Heartbeat(position=here, source_ts=ts)
+        yield self._boundary(here, ts)
 
     def _ddl_op(self, op: Any, statement: str, here: Position, ts: float) -> Iterator[Event]:
         K = SchemaOpKind
@@ -290,6 +476,10 @@ class BinlogReader:
         current = self.tables.get(table)
         if op.kind == K.CREATE_TABLE:
             if not self.included(table):
+                return
+            if op.if_exists and current is not None:
+                # CREATE TABLE IF NOT EXISTS on a table that exists did nothing (MySQL still logs it):
+                # the table keeps the shape it has, whatever the statement's column list says.
                 return
             if op.columns and not op.like:
                 key = self.key_override(table) or tuple(op.primary_key)

@@ -34,7 +34,7 @@ from sqlglot import exp
 
 from warpd.connectors.base import SchemaOpKind
 
-__all__ = ["ColumnDef", "DdlOp", "ParsedDdl", "classify", "parse_ddl"]
+__all__ = ["ColumnDef", "DdlOp", "ParsedDdl", "classify", "dml_targets", "parse_ddl"]
 
 
 @dataclass(frozen=True)
@@ -370,6 +370,93 @@ def classify(sql: str) -> str:
         found = _find_object(head)
         return "other" if found is not None and found[0] in _OTHER_OBJECTS else "ddl"
     return "other"
+
+
+# --------------------------------------------------------------------------- DML targets
+
+# Words that may stand between a DML verb and its first table.
+_DML_MODIFIERS = frozenset({"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "QUICK", "INTO", "FROM"})
+# Words that end a table list.
+_TABLE_LIST_END = frozenset(
+    {
+        "SET",
+        "VALUES",
+        "VALUE",
+        "SELECT",
+        "WHERE",
+        "ORDER",
+        "LIMIT",
+        "RETURNING",
+        "PARTITION",
+        "ON",
+        "USING",
+        "DEFAULT",
+        "WITH",
+        "TABLE",
+    }
+)
+_JOINS = frozenset({"JOIN", "INNER", "CROSS", "LEFT", "RIGHT", "NATURAL", "STRAIGHT_JOIN", "OUTER"})
+
+
+def dml_targets(sql: str, default_database: str | None) -> list[tuple[str, str]] | None:
+    """The (database, table) pairs a statement-logged INSERT/REPLACE/UPDATE/DELETE/LOAD may change.
+
+    ``None`` when the statement's targets cannot be told without a full parse
+    (CALL, DO, subqueries or joins in the table list, multi-table DELETE...):
+    the caller then assumes the statement touches the default database.  A
+    table without a database is resolved against ``default_database``.
+    Tables only read (``INSERT ... SELECT FROM t``) are not targets.  Never raises.
+    """
+    try:
+        toks = list(islice(_statement_tokens(sql), 4096))
+    except Exception:  # noqa: BLE001 - not a string
+        return None
+    while toks and _is_op(toks[-1], ";"):
+        toks.pop()
+    verb = _kw_at(toks, 0)
+    i = 1
+    if verb == "LOAD":  # LOAD DATA|XML ... INTO TABLE t
+        at = next(
+            (j for j in range(len(toks) - 1) if toks[j].kw == "INTO" and toks[j + 1].kw == "TABLE"), None
+        )
+        if at is None:
+            return None
+        i = at + 2
+    elif verb not in ("INSERT", "REPLACE", "UPDATE", "DELETE"):
+        return None
+    names: list[tuple[str, str]] = []
+    while i < len(toks) and toks[i].kw in _DML_MODIFIERS:
+        i += 1
+    while i < len(toks):
+        name = _ident(toks[i])
+        if name is None or toks[i].kw in _TABLE_LIST_END:
+            return None
+        database: str | None = None
+        if i + 2 < len(toks) and _is_op(toks[i + 1], "."):
+            database, name = name, _ident(toks[i + 2])
+            if name is None:
+                return None
+            i += 2
+        resolved = database or default_database
+        if not resolved:
+            return None
+        names.append((resolved, name))
+        i += 1
+        if verb in ("INSERT", "REPLACE", "LOAD") or i >= len(toks):
+            break
+        if toks[i].kw in _JOINS:
+            return None  # a join: which of its tables change depends on the SET/WHERE clauses
+        if toks[i].kw == "AS" or (toks[i].kind in (_WORD, _QID) and toks[i].kw not in _TABLE_LIST_END):
+            i += 2 if toks[i].kw == "AS" else 1  # an alias
+        if i < len(toks) and _is_op(toks[i], ","):
+            if verb == "DELETE":
+                return None  # DELETE t1, t2 FROM ...: the targets are aliases
+            i += 1
+            continue
+        if i >= len(toks) or toks[i].kw in _TABLE_LIST_END:
+            break
+        return None  # JOIN, parentheses, anything unusual: cannot tell
+    return names or None
 
 
 # --------------------------------------------------------------------------- column definitions

@@ -109,7 +109,8 @@ class MySQLSource:
         variables = dict(
             self._query(
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
-                "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata')"
+                "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata', "
+                "'binlog_transaction_compression')"
             )
         )
         if str(variables.get("log_bin", "OFF")).upper() not in ("ON", "1"):
@@ -127,6 +128,14 @@ class MySQLSource:
                     f"Run `SET GLOBAL {name} = '{value}'` and add `{name} = {value}` to [mysqld] "
                     f"so it survives a restart ({SETUP_HINT})."
                 )
+        if str(variables.get("binlog_transaction_compression", "OFF")).upper() in ("ON", "1"):
+            # MySQL 8.0.20+: whole transactions become one compressed payload the binlog library
+            # cannot read; the reader would stop at the first one anyway (binlog_checks).
+            raise FatalError(
+                f"MySQL source {where}: binlog_transaction_compression is ON; cartridge-warp cannot "
+                "read compressed transaction payloads. Run `SET GLOBAL binlog_transaction_compression "
+                "= OFF` and remove it from [mysqld]."
+            )
         try:
             self.current_position()
         except FatalError:
@@ -411,10 +420,11 @@ class MySQLSource:
         tables: MutableMapping[str, TableSchema],
         included: Callable[[str], bool],
         key_override: Callable[[str], tuple[str, ...] | None],
+        skipped: Callable[[str], bool] = lambda _t: False,
     ) -> Iterator[Event]:
         """Binlog events from ``start``; see :class:`~warpd.connectors.mysql.binlog.BinlogReader`."""
         from warpd.connectors.mysql.binlog import BinlogReader
 
-        reader = BinlogReader(self, start, tables, included, key_override)
+        reader = BinlogReader(self, start, tables, included, key_override, skipped)
         self._stream = reader
         yield from reader.events()
