@@ -137,6 +137,18 @@ def test_create_table_if_not_exists_keeps_the_tracked_shape() -> None:
 # -- end to end -------------------------------------------------------------------------------
 
 
+def test_create_table_if_not_exists_on_a_replicated_table_changes_nothing(
+    dbs: Databases, warp: Callable[..., Warp]
+) -> None:
+    dbs.sql("CREATE TABLE big (id INT PRIMARY KEY, n BIGINT)")
+    dbs.sql("INSERT INTO big VALUES (1, 1)")
+    w = start_streaming(warp)
+    dbs.sql("CREATE TABLE IF NOT EXISTS big (id INT PRIMARY KEY, n INT)")  # exists: a no-op with a warning
+    dbs.sql("INSERT INTO big VALUES (2, 3000000000)")
+    assert_converged(dbs, w)
+    assert dbs.pg_rows(f'SELECT n FROM "{dbs.name}".big WHERE id = 2') == [(3000000000,)]
+
+
 class GlobalSettings:
     """SET GLOBAL for one test, restored by :meth:`restore` (and at teardown): other tests share the server."""
 
@@ -298,15 +310,22 @@ def test_latin1_bytes_python_cp1252_rejects_replicate_exactly(
     assert dbs.pg_rows(f'SELECT s FROM "{dbs.name}".l WHERE id = 2') == [("\x81",)]
 
 
-def test_an_undecodable_value_stops_naming_table_and_position(
-    dbs: Databases, warp: Callable[..., Warp]
+def test_an_undecodable_value_stops_naming_table_and_position_and_excluding_the_table_gets_past_it(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
     dbs.sql("CREATE TABLE a (id INT PRIMARY KEY, s VARCHAR(20) CHARACTER SET ascii)")
+    dbs.sql("CREATE TABLE other (id INT PRIMARY KEY, v INT)")
     dbs.sql("INSERT INTO a VALUES (1, 'fine')")
     w = start_streaming(warp)
     # ascii accepts 0xFF through a binary connection; no codec can read it back
     in_session(dbs.name, "SET NAMES binary", "INSERT INTO a VALUES (2, 0x41FF42)")
+    dbs.sql("INSERT INTO other VALUES (1, 1)")
     stopped_with(w, f"table {dbs.name}.a", "cannot be decoded", "column 's'", "warpctl pause")
+    assert dbs.pg_rows(f'SELECT id FROM "{dbs.name}".other') == [], "nothing after the stop is applied"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"schemas:\n  - name: {dbs.name}\n    table_blacklist: [a]\n")
+    w2 = start_streaming(warp, str(config))
+    assert_converged(dbs, w2, tables=["other"])
 
 
 def test_pausing_a_table_with_an_undecodable_row_lets_the_stream_go_on(
