@@ -25,7 +25,13 @@ from test_replication import assert_converged, binlog_position, position_order, 
 from warpd.connectors.base import Heartbeat, SchemaChange
 from warpd.connectors.mysql import ddl as mddl
 from warpd.connectors.mysql.binlog import BinlogReader
-from warpd.connectors.mysql.binlog_checks import XaTransactions, undecodable_event, unreplicable, xa_decision
+from warpd.connectors.mysql.binlog_checks import (
+    UnreplicableEvent,
+    XaTransactions,
+    undecodable_event,
+    unreplicable,
+    xa_decision,
+)
 from warpd.types import Column, ColumnType, Kind, TableSchema
 
 TIMEOUT = 120.0
@@ -73,6 +79,10 @@ def test_a_mysql_compressed_transaction_payload_is_a_stop_naming_the_fix() -> No
     for event_type in (0xA9, 0xAA, 0xAB, 0x14):  # events the library cannot decode: never skipped
         assert undecodable_event(event_type) is not None
     assert undecodable_event(0x21) is None  # e.g. MySQL's anonymous GTID: no rows, ignored
+    reader = _reader({})
+    with pytest.raises(UnreplicableEvent, match=r"binlog_transaction_compression.*b\.000002:77"):
+        reader._undecodable(SimpleNamespace(event_type=0x28), {"file": "b.000002", "pos": 77})
+    reader._undecodable(SimpleNamespace(event_type=0x22), {"file": "b.000002", "pos": 99})  # passes
 
 
 @pytest.mark.parametrize(
