@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import signal
+import zlib
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -83,6 +84,21 @@ def test_a_mysql_compressed_transaction_payload_is_a_stop_naming_the_fix() -> No
     with pytest.raises(UnreplicableEvent, match=r"binlog_transaction_compression.*b\.000002:77"):
         reader._undecodable(SimpleNamespace(event_type=0x28), {"file": "b.000002", "pos": 77})
     reader._undecodable(SimpleNamespace(event_type=0x22), {"file": "b.000002", "pos": 99})  # passes
+
+
+def test_mariadb_compressed_records_inflate_and_a_corrupt_one_is_an_error_not_a_skip() -> None:
+    from pymysql.protocol import MysqlPacket
+
+    from warpd.connectors.mysql import libfixes
+
+    data = b"row data " * 100
+    record = bytes([0x82]) + len(data).to_bytes(2, "big") + zlib.compress(data)
+    assert libfixes._inflate(record) == data
+    factory = libfixes.COMPRESSED_EVENTS[libfixes.WRITE_ROWS_COMPRESSED_EVENT_V1]
+    body = b"\x01\0\0\0\0\0" + b"\0\0" + b"\x02" + b"\x03" + bytes([0x82, 0, 9]) + b"not zlib"
+    wrapper = SimpleNamespace(packet=MysqlPacket(body, "utf-8"), event_type=0xA6)
+    with pytest.raises(libfixes.CompressedEventError, match="0xa6"):
+        factory(wrapper, len(body), {}, None)
 
 
 @pytest.mark.parametrize(

@@ -209,6 +209,15 @@ class BinlogReader:
                     ) from exc
                 except AttributeError as exc:  # pymysqlreplication after a dropped socket
                     raise TransientError(f"binlog connection lost: {exc}") from exc
+                except libfixes.CompressedEventError as exc:
+                    # the library reports no position for an event it failed on: the last one read
+                    raise self._stop(
+                        f"an event after binlog {self.file}:{self.pos} that cannot be inflated ({exc})",
+                        None,
+                        {"file": self.file, "pos": self.pos},
+                        "check the server's binlog (mysqlbinlog from that position); "
+                        "turn log_bin_compress off if it is on.",
+                    ) from exc
                 if ev is None:
                     continue
                 self.file = self._stream.log_file

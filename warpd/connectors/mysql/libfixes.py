@@ -42,6 +42,10 @@ UPDATE_ROWS_COMPRESSED_EVENT_V1 = 0xA7
 DELETE_ROWS_COMPRESSED_EVENT_V1 = 0xA8
 
 
+class CompressedEventError(ValueError):
+    """A compressed event whose record cannot be inflated."""
+
+
 class UndecodableValue(ValueError):
     """A text value in a row event that its column's character set cannot decode."""
 
@@ -124,8 +128,11 @@ def _compressed(plain_type: int, event_class: type, offset: Callable[[bytes], in
     def make(wrapper: Any, size: int, table_map: Any, ctl_connection: Any, **kwargs: Any) -> Any:
         rest = wrapper.packet.read_all()  # the body, then the checksum (if any)
         body, tail = rest[:size], rest[size:]
-        at = offset(body)
-        plain = body[:at] + _inflate(body[at:])
+        try:
+            at = offset(body)
+            plain = body[:at] + _inflate(body[at:])
+        except (ValueError, KeyError, IndexError, struct.error, zlib.error) as exc:
+            raise CompressedEventError(f"compressed event type 0x{wrapper.event_type:02x}: {exc}") from exc
         wrapper.packet = MysqlPacket(plain + tail, "utf-8")
         wrapper.event_type = plain_type
         return event_class(wrapper, len(plain), table_map, ctl_connection, **kwargs)
