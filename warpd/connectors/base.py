@@ -242,8 +242,8 @@ class Source(Protocol):
 
         ``tables`` is the engine's map of replicated shapes; the source keeps it
         current as schema changes stream by.  ``skipped(table)`` is true while
-        the engine skips a table's changes (paused): a source need not decode
-        them, and must not stop on one it cannot decode.  Raises
+        the engine skips a table's changes (paused): a source must not stop on
+        one of them it cannot decode.  Raises
         :class:`~warpd.errors.TransientError` when the stream breaks; the engine
         then reopens it from the last safe position.
         """

@@ -96,7 +96,8 @@ class BinlogReader:
     that point of the stream.  ``included(name)`` says whether a table (even
     one created later) is replicated; ``key_override(name)`` returns the
     configured key_columns; ``skipped(name)`` says whether a table's changes
-    are skipped for now (paused): its rows are then not even decoded.
+    are skipped for now (paused): an event of it that cannot be replicated is
+    then dropped instead of stopping the schema.
     """
 
     def __init__(
@@ -265,12 +266,23 @@ class BinlogReader:
     def _boundary(self, here: Position, ts: float) -> Heartbeat:
         return Heartbeat(position=self._safe(here), source_ts=ts)
 
-    def _rows(self, ev: Any, here: Position) -> Iterator[RowChange | SchemaChange]:
+    def _rows(self, ev: Any, here: Position) -> list[RowChange | SchemaChange]:
         if ev.schema != self.database or ev.table not in self.tables:
-            return
+            return []
+        try:
+            return list(self._decode_rows(ev, here))
+        except UnreplicableEvent as exc:
+            if not self.skipped(ev.table):
+                raise
+            # Paused: its changes are skipped anyway and it is copied again on resume.  The rows are
+            # still decoded first, as a paused parent's changes drive foreign-key actions on its children.
+            log.warning(
+                "%s.%s is paused; skipping an event it cannot replicate: %s", self.database, ev.table, exc
+            )
+            return []
+
+    def _decode_rows(self, ev: Any, here: Position) -> Iterator[RowChange | SchemaChange]:
         table = ev.table
-        if self.skipped(table):
-            return  # paused: not even decoded, so a value that cannot be decoded does not stop the others
         if isinstance(ev, PartialUpdateRowsEvent):
             raise self._stop(
                 "a partial JSON update (binlog_row_value_options=PARTIAL_JSON)",
