@@ -202,6 +202,51 @@ def test_kill_9_in_the_middle_of_a_batch_loses_nothing(mdb, mwarp, state_dir, tm
     assert w.stop() == 0
 
 
+def test_checkpoint_advances_while_the_writer_never_pauses(mdb, mwarp, state_dir, tmp_path):
+    """The checkpoint is the last applied change's resume token, not only an idle stream's token."""
+    coll = mdb.db["busy"]
+    coll.insert_many([{"_id": i, "v": i} for i in range(100)])
+    # metadata columns: _warp_synced_at tells which rows the restart wrote again
+    cfg = config(tmp_path, "batch_size: 100\nmetadata_columns: true\n", latency_ms=200)
+    w = mwarp(cfg)
+    wait_mongo(mdb, w, state_dir)
+    stop = threading.Event()
+    written = [100]
+
+    def writer() -> None:  # inserts only, never pausing: every row is written once at the source
+        while not stop.is_set():
+            n = written[0]
+            coll.insert_many([{"_id": n + k, "v": n + k} for k in range(10)])
+            written[0] = n + 10
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        seen: set[str] = set()
+
+        def advanced() -> bool:
+            seen.add(repr(checkpoint(state_dir, mdb.name)))
+            return len(seen) >= 5 and (mdb.pg_count("busy") or 0) >= 2000
+
+        wait_until(advanced, 120, "the checkpoint to move while the writer runs")
+        assert thread.is_alive()
+        w.kill()
+    finally:
+        stop.set()
+        thread.join()
+    present = {r[0] for r in rows(mdb, "busy", '"_id"')}
+    killed_at = mdb.pg_rows("SELECT now()")[0][0]
+    w2 = mwarp(cfg)
+    wait_mongo(mdb, w2, state_dir, timeout=120)
+    assert w2.stop() == 0
+    assert mdb.pg_count("busy") == written[0]
+    rewritten = [
+        r[0] for r in rows(mdb, "busy", '"_id", "_warp_synced_at"') if r[0] in present and r[1] > killed_at
+    ]
+    # at most the batch whose commit the kill beat to the state file (batch_size 100)
+    assert len(rewritten) <= 100, f"{len(rewritten)} of {len(present)} rows were replayed"
+
+
 # -- documents ------------------------------------------------------------------
 
 

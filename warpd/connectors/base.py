@@ -173,7 +173,7 @@ class Source(Protocol):
 
     Register a factory with :func:`warpd.connectors.registry.register_source`.
 
-    Three optional members, looked up with ``getattr``: ``configure(table_settings)``
+    Four optional members, looked up with ``getattr``: ``configure(table_settings)``
     hands the source its per-table settings (``SchemaConfig.table_settings``);
     ``infers_shapes = True`` says that table shapes come from the data
     (MongoDB): ``describe()`` is then a sample, shapes only ever widen (through
@@ -184,7 +184,12 @@ class Source(Protocol):
     log (MySQL InnoDB) and whose child table is in the source namespace; the
     engine refuses, emulates or ignores them (``foreign_key_cascades``) and
     lists them again after every :class:`SchemaChange` (a source emits
-    :attr:`SchemaOpKind.FOREIGN_KEYS` for DDL that changes only constraints).
+    :attr:`SchemaOpKind.FOREIGN_KEYS` for DDL that changes only constraints);
+    ``positions_per_change = True`` says that every :class:`RowChange`'s
+    position is a safe resume point once that change is applied (MongoDB
+    resume tokens): the engine then checkpoints at the last applied change of
+    each batch; otherwise only :class:`Heartbeat` positions move the checkpoint
+    (a binlog row sits inside its transaction).
     """
 
     def check_prerequisites(self) -> None:

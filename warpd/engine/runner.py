@@ -86,6 +86,8 @@ class SchemaRunner:
         self._infers_shapes = bool(getattr(self.source, "infers_shapes", False))
         # foreign-key actions the source's change log does not carry (refused, emulated or ignored)
         self.cascades = ForeignKeyCascades(self.name, schema, self.source, self._retry)
+        # a source whose every change is a resume point (MongoDB) checkpoints a busy stream too
+        self._positions_per_change = bool(getattr(self.source, "positions_per_change", False))
 
     def new_source(self) -> Source:
         """A source connector for this schema, with its per-table settings (another thread's own)."""
@@ -465,7 +467,7 @@ class SchemaRunner:
     def _stream(self) -> None:
         checkpoint = self.store.checkpoint(self.name)
         assert checkpoint is not None
-        self.safe_pos: dict[str, Any] = dict(checkpoint)
+        self.safe_pos: Mapping[str, Any] = dict(checkpoint)
         self.saved_pos = dict(checkpoint)
         self.pending: list[RowChange] = []
         self.pending_counts: dict[str, int] = {}
@@ -523,6 +525,8 @@ class SchemaRunner:
                 self.batch_started = now
             self.pending.append(event)
             self.pending_bytes += event.size
+            if self._positions_per_change:
+                self.safe_pos = event.position  # saved once this change is applied (_flush)
             count = self.pending_counts.get(event.table, 0) + 1
             self.pending_counts[event.table] = count
             if (

@@ -186,6 +186,11 @@ class MongoSource:
     """Reads one MongoDB database: collection snapshots and its change stream."""
 
     infers_shapes = True  # see SchemaRunner: shapes only widen, describe() is a sample
+    # Every change event's resume token is a safe resume point once the change is applied: the
+    # stream resumes *after* it (startAfter), also inside a transaction, whose events share a
+    # clusterTime and lsid but each have their own token (txnOpIndex). A split event's fragments
+    # are joined before the change is yielded, with the last fragment's token.
+    positions_per_change = True
 
     def __init__(self, uri: str, database: str, schema_name: str, options: Mapping[str, Any] | None = None):
         self.uri = uri
@@ -537,7 +542,9 @@ class MongoSource:
                         position = yield from self._past_large_event(position, tables, included)
                         break
                     if change is None:
-                        token = _plain(stream.resume_token)
+                        # between the fragments of a split event the stream's token points inside
+                        # it: resuming there would lose the fragments already read
+                        token = None if fragments else _plain(stream.resume_token)
                         if token is not None:
                             position = {"token": token}
                         yield Heartbeat(position if token is not None else None)
