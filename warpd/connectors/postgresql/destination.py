@@ -174,6 +174,23 @@ def _extra_column_defs(plan: TablePlan) -> list[str]:
     return out
 
 
+def _durable_commits(conn: psycopg2.extensions.connection) -> None:
+    """Make every COMMIT of this session wait for its WAL flush.
+
+    The checkpoint is stored in the state file once the destination has
+    committed; with ``synchronous_commit = off`` (a role, database or server
+    default, or the URI's options) a crash of the PostgreSQL server can lose
+    such commits while the checkpoint that covers them survives, and the
+    changes would never be applied again.  Every other value (``local``,
+    ``remote_write``, ``on``, ``remote_apply``) flushes locally and is kept, so
+    a stronger setting for synchronous standbys is not weakened.
+    """
+    with conn, conn.cursor() as cur:
+        cur.execute("SHOW synchronous_commit")
+        if cur.fetchone()[0] == "off":
+            cur.execute("SET synchronous_commit = on")
+
+
 class PostgresDestination:
     """One connection to the destination database."""
 
@@ -202,6 +219,7 @@ class PostgresDestination:
                 if "does not exist" in message:
                     raise FatalError(f"PostgreSQL destination: {message}; create it first") from exc
                 raise TransientError(f"cannot reach the PostgreSQL destination: {message}") from exc
+            _durable_commits(self._conn)
         return self._conn
 
     def close(self) -> None:
