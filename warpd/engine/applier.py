@@ -40,26 +40,40 @@ _ROW_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError)
 
 
 class DestinationPool:
-    """Destination connections, one per thread that asks."""
+    """Destination connections, one per thread that asks.
+
+    A table is re-tracked (a new :class:`TableApplier`, new worker threads) at
+    every DDL, widening and resync; a connection whose thread has ended is
+    handed to the next thread that asks, so the number of connections stays
+    at the most threads ever writing at once, however often that happens.
+    """
 
     def __init__(self, factory: Callable[[], PostgresDestination]):
         self._factory = factory
         self._local = threading.local()
-        self._all: list[PostgresDestination] = []
+        self._all: list[tuple[threading.Thread, PostgresDestination]] = []  # (owner, connection)
         self._lock = threading.Lock()
 
     def get(self) -> PostgresDestination:
-        dest = getattr(self._local, "dest", None)
+        dest: PostgresDestination | None = getattr(self._local, "dest", None)
         if dest is None:
-            dest = self._factory()
-            self._local.dest = dest
+            me = threading.current_thread()
             with self._lock:
-                self._all.append(dest)
+                for i, (owner, free) in enumerate(self._all):
+                    if not owner.is_alive():  # its thread ended, and with it every use of it
+                        self._all[i] = (me, free)
+                        dest = free
+                        break
+            if dest is None:
+                dest = self._factory()
+                with self._lock:
+                    self._all.append((me, dest))
+            self._local.dest = dest
         return dest
 
     def close(self) -> None:
         with self._lock:
-            for dest in self._all:
+            for _owner, dest in self._all:
                 dest.close()
             self._all.clear()
 
