@@ -28,7 +28,14 @@ from typing import Any
 from warpd import logs, metrics
 from warpd.config import Config, SchemaConfig
 from warpd.connectors.base import Heartbeat, RowChange, SchemaChange, SchemaOpKind, Source, Truncate
-from warpd.connectors.postgresql.destination import PostgresDestination, TablePlan, is_transient, make_plan
+from warpd.connectors.postgresql.destination import (
+    PostgresDestination,
+    TablePlan,
+    beside_plan,
+    is_beside,
+    is_transient,
+    make_plan,
+)
 from warpd.connectors.registry import destination_factory, source_factory
 from warpd.engine.applier import DestinationPool, TableApplier
 from warpd.engine.batch import compact
@@ -144,7 +151,7 @@ class SchemaRunner:
         old = self.appliers.pop(table.name, None)
         if old:
             old.close()
-        plan = self._plan(table)
+        plan = self._place(self._plan(table))
         ddl = self._retry(lambda: self.dest.prepare(plan), f"preparing {plan.pg_schema}.{plan.pg_table}")
         for stmt in ddl:
             log.info("destination DDL: %s", stmt)
@@ -154,6 +161,44 @@ class SchemaRunner:
             self.name, plan, self.schema.table_settings(table.name), self.pool, self.store, self.should_stop
         )
         return plan
+
+    def _place(self, plan: TablePlan) -> TablePlan:
+        """Where ``plan``'s rows go: its live table, or a table beside it while a fresh copy is made.
+
+        A snapshot that starts over an existing destination table of another
+        shape (another key, other column types: e.g. a new state directory with
+        other ``key_columns``) must not empty it before the new copy is known
+        to fit: it copies into a table beside it, swapped in when complete.
+        """
+        name, where = plan.source.name, f"{plan.pg_schema}.{plan.pg_table}"
+        beside = beside_plan(plan)
+        progress = self.store.snapshot_progress(self.name).get(name)
+        status = progress.status if progress is not None else None
+        if self._retry(lambda: self.dest.table_exists(beside), f"looking up {beside.pg_table!r}"):
+            if status == "done":  # complete, and not swapped in yet (a crash came between the two)
+                for stmt in self._retry(lambda: self.dest.swap_in(beside, plan), f"swapping {where} in"):
+                    log.info("destination DDL: %s", stmt)
+                log.warning("%s: the new copy replaced the old table", where)
+                return plan
+            if status is not None and self._retry(lambda: self.dest.misfit(beside), where) is None:
+                return beside  # resume its copy
+            self._retry(lambda: self.dest.drop(beside), f"dropping {beside.pg_table!r}")  # stale
+            if status is not None:
+                self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
+        copying = status is not None and status != "done"
+        why = self._retry(lambda: self.dest.misfit(plan), f"checking {where}") if copying else None
+        if why is None:
+            return plan
+        log.warning(
+            "%s holds rows of another shape (%s); the new copy is made beside it, in %s.%s, and "
+            "replaces it only when complete; until then the old rows stay as they are",
+            where,
+            why,
+            beside.pg_schema,
+            beside.pg_table,
+        )
+        self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
+        return beside
 
     def _untrack(self, name: str) -> None:
         applier = self.appliers.pop(name, None)
@@ -323,6 +368,8 @@ class SchemaRunner:
                 if progress is not None and progress.status == "done":  # not paused by a stop
                     mark = self._retry(lambda: self.source.table_copied(name), f"noting the copy of {name!r}")
                     self.store.set_copied_at(self.name, name, mark)
+                    if is_beside(self.plans[name]):
+                        self._track(self.tables[name])  # swaps the complete copy in
                 return
             except Exception as exc:  # noqa: BLE001 - transient ones resume from the last committed chunk
                 if not self._is_transient(exc):
@@ -701,6 +748,8 @@ class SchemaRunner:
         if old_plan is None or self.tables.get(new.name) == new:
             return  # not replicated (excluded or dropped meanwhile), or already this shape
         new_plan = self._plan(new)
+        if is_beside(old_plan):  # a snapshot copying beside the live table widens its copy
+            new_plan = beside_plan(new_plan)
         ddl = self._retry(
             lambda: self.dest.run_ddl(self.dest.evolve_sql(old_plan, new_plan)),
             f"evolving {old_plan.pg_table!r}",

@@ -12,7 +12,7 @@ import io
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg2
@@ -109,6 +109,21 @@ def make_plan(schema: TableSchema, pg_schema: str, *, soft_delete: bool, metadat
         metadata=metadata,
         encoders=tuple(copy_encoder(c.type) for c in schema.columns),
     )
+
+
+BESIDE_PREFIX = "_warp_new_"
+
+
+def beside_plan(plan: TablePlan) -> TablePlan:
+    """``plan`` writing into a table beside the live one, swapped in when its copy is complete."""
+    if is_beside(plan):
+        return plan
+    digest = hashlib.sha1(f"{plan.pg_schema}.{plan.pg_table}".encode()).hexdigest()[:16]
+    return replace(plan, pg_table=BESIDE_PREFIX + digest)
+
+
+def is_beside(plan: TablePlan) -> bool:
+    return plan.pg_table.startswith(BESIDE_PREFIX)
 
 
 def _ident(*names: str) -> sql.Composable:
@@ -261,6 +276,71 @@ class PostgresDestination:
             )
             exists = cur.fetchone()[0]
         return [r[0] for r in rows] if exists else None
+
+    def misfit(self, plan: TablePlan) -> str | None:
+        """Why the live table cannot take ``plan``'s rows in place; None if it can (or does not exist).
+
+        Columns the plan has and the table lacks are no misfit (:meth:`prepare`
+        adds them); a different primary key, a column of another type, or a
+        NOT NULL column the plan never writes is.
+        """
+        target = _ident(plan.pg_schema, plan.pg_table).as_string(self.conn)
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT attname, format_type(atttypid, atttypmod), attnotnull AND NOT atthasdef "
+                "FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                (target,),
+            )
+            live = {name: (pg_type, required) for name, pg_type, required in cur.fetchall()}
+            cur.execute(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass(%s) AND i.indisprimary "
+                "ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                (target,),
+            )
+            key = tuple(r[0] for r in cur.fetchall())
+        if not live:
+            return None
+        problems = []
+        if key != plan.key:
+            problems.append(
+                f"its primary key is ({', '.join(key) or 'none'}), the new one ({', '.join(plan.key)})"
+            )
+        wanted = {plan.columns[c.name]: pg_type_sql(c.type) for c in plan.source.columns}
+        if plan.keyless:
+            wanted[ROW_KEY] = "text"
+        for name, pg_type in wanted.items():
+            if name in live and live[name][0] != pg_type:
+                problems.append(f"column {name} is {live[name][0]}, the new one {pg_type}")
+        written = set(wanted) | {d.split('"')[1] for d in _extra_column_defs(plan)}
+        problems += [
+            f"column {name} is NOT NULL and not written any more"
+            for name, (_t, required) in live.items()
+            if required and name not in written
+        ]
+        return "; ".join(problems) or None
+
+    def table_exists(self, plan: TablePlan) -> bool:
+        return self.existing_columns(plan) is not None
+
+    def swap_in(self, beside: TablePlan, plan: TablePlan) -> list[str]:
+        """Replace ``plan``'s live table by the complete copy ``beside``, in one transaction."""
+        try:
+            return self.run_ddl(
+                [
+                    sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(plan.pg_schema, plan.pg_table)),
+                    sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                        _ident(beside.pg_schema, beside.pg_table), _ident(plan.pg_table)
+                    ),
+                ]
+            )
+        except psycopg2.errors.DependentObjectsStillExist as exc:
+            raise FatalError(
+                f"the new copy of {plan.pg_schema}.{plan.pg_table} is complete in "
+                f"{beside.pg_schema}.{beside.pg_table}, but the old table cannot be dropped: "
+                f"{redact(str(exc).strip())}; drop the objects that depend on it (they can be made "
+                "again afterwards) and restart; the old table is unchanged"
+            ) from exc
 
     def prepare_sql(self, plan: TablePlan) -> list[sql.Composable]:
         """DDL that makes the destination table match ``plan`` (create, or add missing columns)."""

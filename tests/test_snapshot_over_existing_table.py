@@ -1,0 +1,123 @@
+"""A fresh snapshot over a destination table of another shape never destroys the rows it holds.
+
+With a new state directory and other ``key_columns``, the table's copy is made
+beside the live table and swapped in when complete; the live table keeps its
+rows until then, whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+from conftest import Databases, Warp, wait_until, write_config
+from test_replication import assert_converged, pg_primary_key, stop_cleanly
+
+
+class Watcher:
+    """Counts the destination table's rows over and over, from its own connection; keeps the smallest."""
+
+    def __init__(self, dbs: Databases, table: str):
+        self.conn = psycopg2.connect(dbs.dest_uri)
+        self.conn.autocommit = True
+        self.query = psycopg2.sql.SQL("SELECT count(*) FROM {}").format(
+            psycopg2.sql.Identifier(dbs.name, table)
+        )
+        self.smallest: int | None = None
+        self.counts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self.conn.cursor() as cur:
+                    cur.execute(self.query)
+                    n = int(cur.fetchone()[0])
+            except psycopg2.errors.UndefinedTable:
+                n = 0  # a table that is gone holds no rows
+            self.counts += 1
+            self.smallest = n if self.smallest is None else min(self.smallest, n)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.conn.close()
+
+
+@pytest.fixture
+def run(dbs: Databases, tmp_path: Any) -> Iterator[Any]:
+    """Start cartridge-warp with a new state directory and the given table settings."""
+    started: list[Warp] = []
+
+    def start(label: str, table_settings: str) -> Warp:
+        state_dir = str(tmp_path / f"state-{label}")
+        os.makedirs(state_dir)
+        cfg = write_config(
+            tmp_path,
+            "source: {connection_string: 'mysql://placeholder/x'}\n"
+            "destination: {connection_string: 'postgresql://placeholder/x'}\n"
+            "max_batch_latency_ms: 50\n"
+            f"schemas:\n  - name: {dbs.name}\n    snapshot_chunk_size: 50\n"
+            f"    tables: [{{name: t{table_settings}}}]\n",
+        )
+        w = Warp(dbs, state_dir, cfg, [], {}).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.alive():
+            w.kill()
+
+
+def test_other_key_columns_with_a_new_state_directory_keep_the_rows(dbs: Databases, run: Any) -> None:
+    dbs.sql("CREATE TABLE t (id INT PRIMARY KEY, code VARCHAR(20) NOT NULL UNIQUE, v INT)")
+    dbs.many("INSERT INTO t VALUES (%s, %s, %s)", [(i, f"c{i:04d}", i) for i in range(1000)])
+    w = run("first", "")
+    assert_converged(dbs, w)
+    stop_cleanly(w)
+    assert pg_primary_key(dbs, "t") == ["id"]
+    with Watcher(dbs, "t") as watcher:
+        w = run("second", ", key_columns: [code]")
+        wait_until(lambda: pg_primary_key(dbs, "t") == ["code"] or not w.alive(), 120, "the new copy")
+        assert w.alive(), w.output[-4000:]
+        assert_converged(dbs, w)
+    assert watcher.counts > 0
+    assert watcher.smallest == 1000  # never emptied, not even for a moment
+    assert dbs.pg_count("t") == 1000
+    out = stop_cleanly(w)
+    assert "holds rows of another shape" in out and "primary key is (id)" in out, out[-4000:]
+    # the copy beside is gone: its name is the live table's now
+    names = {r[0] for r in dbs.pg_rows("SELECT tablename FROM pg_tables WHERE schemaname = %s", (dbs.name,))}
+    assert names == {"t"}
+
+
+def test_keyless_and_keyed_switch_both_ways(dbs: Databases, run: Any) -> None:
+    dbs.sql("CREATE TABLE t (id INT NOT NULL, v VARCHAR(20))")  # no primary key
+    dbs.many("INSERT INTO t VALUES (%s, %s)", [(i, f"v{i}") for i in range(600)])
+    for label, settings, key in (
+        ("keyed", ", key_columns: [id]", ["id"]),
+        ("keyless", "", ["_warp_row_key"]),
+        ("keyed-again", ", key_columns: [id]", ["id"]),
+    ):
+        with Watcher(dbs, "t") as watcher:
+            w = run(label, settings)
+            wait_until(lambda k=key, w=w: pg_primary_key(dbs, "t") == k or not w.alive(), 120, label)
+            assert w.alive(), w.output[-4000:]
+            assert_converged(dbs, w)
+        # the stream goes on into the new table
+        dbs.sql("UPDATE t SET v = %s WHERE id = 7", (label,))
+        assert_converged(dbs, w)
+        stop_cleanly(w)
+        if label != "keyed":  # the first run creates the table
+            assert watcher.smallest == 600, (label, watcher.smallest)
+        assert dbs.pg_count("t") == 600
