@@ -164,6 +164,53 @@ def test_status_checkpoints_table_pause_across_restarts_reload_and_stop(daemon: 
 
 
 # ---------------------------------------------------------------------------
+# a table's pause follows it through RENAME TABLE and goes with it on DROP TABLE
+
+
+def test_a_table_pause_follows_renames_and_goes_with_a_drop(daemon: Daemon, dbs):
+    make_items(dbs, 100, table="r")
+    make_items(dbs, 100, table="other")
+    daemon.write_config([dbs.name])
+    daemon.start()
+    daemon.streaming(dbs.name)
+    assert daemon.warpctl("pause", f"{dbs.name}.r").returncode == 0
+    daemon.wait_for(dbs.name, lambda s: s["tables"]["r"]["state"] == "paused")
+    dbs.sql("UPDATE r SET v = 'while paused' WHERE id = 1")
+    dbs.sql("RENAME TABLE r TO r2")
+    dbs.sql("UPDATE r2 SET v = 'renamed, still paused' WHERE id = 2")
+    dbs.sql("UPDATE other SET v = 'applied' WHERE id = 1")
+    wait_until(lambda: pg_value(dbs, "other", 1) == "applied", "the other table's change")
+    state = daemon.wait_for(dbs.name, lambda s: "r2" in s["tables"] and "r" not in s["tables"])
+    assert state["tables"]["r2"]["state"] == "paused", state["tables"]
+    assert pg_value(dbs, "r2", 1) == "v1" and pg_value(dbs, "r2", 2) == "v2", "paused: nothing applied"
+
+    stale = daemon.warpctl("resume", f"{dbs.name}.r")
+    assert stale.returncode == 1 and "not paused" in stale.stderr
+    resumed = daemon.warpctl("resume", f"{dbs.name}.r2")
+    assert resumed.returncode == 0, resumed.stderr
+    wait_converged(dbs, None, 60)  # both changes made during the pause arrive
+    assert (pg_value(dbs, "r2", 1), pg_value(dbs, "r2", 2)) == ("while paused", "renamed, still paused")
+
+    make_items(dbs, 10, table="r")  # a new table of the old name is not paused
+    wait_converged(dbs, None, 60)
+    daemon.wait_for(dbs.name, lambda s: s["tables"].get("r", {}).get("state") == "streaming")
+
+    assert daemon.warpctl("pause", f"{dbs.name}.r").returncode == 0
+    daemon.wait_for(dbs.name, lambda s: s["tables"]["r"]["state"] == "paused")
+    dbs.sql("DROP TABLE r")
+    daemon.wait_for(dbs.name, lambda s: "r" not in s["tables"])
+    make_items(dbs, 5, table="r")  # created again after the drop: streams
+    wait_converged(dbs, None, 60)
+    assert daemon.wait_for(dbs.name, lambda s: s["tables"].get("r", {}).get("state") == "streaming")
+    store = StateStore(daemon.state_dir)
+    try:
+        assert store.paused(dbs.name) == {}
+    finally:
+        store.close()
+    assert daemon.stop() == 0
+
+
+# ---------------------------------------------------------------------------
 # pausing a whole schema stops its process; resuming loses nothing
 
 

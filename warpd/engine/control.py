@@ -50,6 +50,8 @@ class ChildControl(EngineHooks):
         self.store = store
         self.should_stop = should_stop
         self.paused_tables: frozenset[str] = self._read_paused()
+        # one writer at a time for paused_tables: the polling thread, and renames/drops in the stream
+        self._paused_guard = threading.Lock()
         self.rows_applied: dict[str, int] = {}
         self.runner: SchemaRunner | None = None
         self._resyncs: dict[str, TableResync] = {}
@@ -114,6 +116,8 @@ class ChildControl(EngineHooks):
             for name in sorted(names):  # one order everywhere; a copy only ever holds one of them
                 stack.enter_context(self.lock(name))
             yield
+            if isinstance(event, SchemaChange):
+                self._follow(event)
             for name in names:
                 resync = self._resyncs.get(name)
                 if resync is not None and resync.alive():
@@ -122,6 +126,28 @@ class ChildControl(EngineHooks):
                         self.store.add_request(
                             self.name, "resync", {"table": event.new_name, "why": "renamed"}
                         )
+
+    def _follow(self, change: SchemaChange) -> None:
+        """A paused table keeps its pause under its new name, and loses it when dropped.
+
+        Otherwise a renamed table would stream without the changes skipped
+        while it was paused, ``warpctl resume`` would not find it, and a later
+        table of the old name would start paused.
+        """
+        if change.kind is SchemaOpKind.RENAME_TABLE:
+            old, new = change.old_name, change.new_name
+        elif change.kind is SchemaOpKind.DROP_TABLE:
+            old, new = change.table, None
+        else:
+            return
+        with self._paused_guard:
+            if old not in self.paused_tables or not self.store.move_paused(self.name, old, new):
+                return
+            self.paused_tables = self._read_paused()
+        if new:
+            log.info("%s.%s renamed to %s while paused: %s is paused now", self.name, old, new, new)
+        else:
+            log.info("%s.%s dropped while paused: the pause is gone with it", self.name, old)
 
     # -- polling the state file --------------------------------------------------
     def _read_paused(self) -> frozenset[str]:
@@ -135,16 +161,8 @@ class ChildControl(EngineHooks):
                 log.warning("schema %s: reading warpctl requests failed: %s", self.name, redact(exc))
 
     def poll(self) -> None:
-        paused = self._read_paused()
-        if paused != self.paused_tables:
-            for table in sorted(paused - self.paused_tables):
-                log.info("%s.%s paused: its changes are skipped until warpctl resume", self.name, table)
-                resync = self._resyncs.get(table)
-                if resync is not None:
-                    resync.cancel()
-            for table in sorted(self.paused_tables - paused):
-                log.info("%s.%s resumed", self.name, table)
-            self.paused_tables = paused
+        with self._paused_guard:
+            self._poll_paused()
         runner = self.runner
         if runner is None or runner.phase != "streaming":
             return
@@ -157,6 +175,18 @@ class ChildControl(EngineHooks):
                 self._replay(runner, request)
             else:
                 self.store.finish_request(request.id, False, {"message": f"unknown request {request.kind!r}"})
+
+    def _poll_paused(self) -> None:
+        paused = self._read_paused()
+        if paused != self.paused_tables:
+            for table in sorted(paused - self.paused_tables):
+                log.info("%s.%s paused: its changes are skipped until warpctl resume", self.name, table)
+                resync = self._resyncs.get(table)
+                if resync is not None:
+                    resync.cancel()
+            for table in sorted(self.paused_tables - paused):
+                log.info("%s.%s resumed", self.name, table)
+            self.paused_tables = paused
 
     def _resync(self, runner: SchemaRunner, request: ControlRequest) -> None:
         table = str(request.args.get("table", ""))

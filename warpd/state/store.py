@@ -542,6 +542,23 @@ class StateStore:
                 return None
             return self._add_request(conn, schema, "resync", {"table": table, "why": "resumed"})
 
+    def move_paused(self, schema: str, table: str, to: str | None) -> bool:
+        """A paused table was renamed to ``to`` (the pause follows it) or dropped (``to`` None: it goes).
+
+        False when ``table`` was not paused.
+        """
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM paused WHERE schema_name = ? AND table_name = ?", (schema, table))
+            if cur.rowcount == 0:
+                return False
+            if to:
+                conn.execute(
+                    "INSERT INTO paused (schema_name, table_name, paused_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (schema_name, table_name) DO NOTHING",
+                    (schema, to, time.time()),
+                )
+            return True
+
     # -- requests a schema process carries out (warpctl resync, dlq replay) ----
     def add_request(self, schema: str, kind: str, args: Mapping[str, Any]) -> int:
         with self._tx() as conn:
