@@ -113,7 +113,7 @@ class Supervisor:
             self.notifier.ready(self.status_line())
             while not self._quit:
                 for key, mask in self.selector.select(TICK_SECONDS):
-                    key.data(mask)
+                    self._dispatch(key, mask)
                 self._tick()
                 if self.stopping and not any(c.alive for c in self.children.values()):
                     break
@@ -128,6 +128,13 @@ class Supervisor:
                 self.metrics_server.stop()
             self.notifier.close()
             signal.set_wakeup_fd(-1)
+
+    def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
+        """One ready socket's callback; whatever a client sends, its failure never ends the loop."""
+        try:
+            key.data(mask)
+        except Exception:  # noqa: BLE001 - logged; the children, warpctl and systemd still need the loop
+            log.exception("internal error while serving a connection (please report it); carrying on")
 
     def _tick(self) -> None:
         self._handle_signals()
