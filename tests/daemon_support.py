@@ -291,3 +291,41 @@ def pid_alive(pid: int) -> bool:
 def proc_title(pid: int) -> str:
     with open(f"/proc/{pid}/cmdline", "rb") as handle:
         return handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+
+
+class DestinationLock:
+    """An ACCESS EXCLUSIVE lock on a destination table, held in an open transaction until released.
+
+    The schema process's next write to the table waits for it, as behind a
+    long ``ALTER TABLE`` or a busy destination.
+    """
+
+    def __init__(self, dbs: Databases, table: str = "items"):
+        import psycopg2
+        from psycopg2 import sql
+
+        self.dbs = dbs
+        self.conn = psycopg2.connect(PG_DSN)
+        with self.conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(dbs.name, table))
+            )
+
+    def __enter__(self) -> DestinationLock:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if not self.conn.closed:
+            self.conn.rollback()
+            self.conn.close()
+
+    def waiters(self) -> int:
+        """How many of the schema's destination sessions wait for a lock."""
+        rows = self.dbs.pg_rows(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (f"cartridge-warp {self.dbs.name}"[:63],),
+        )
+        return int(rows[0][0])

@@ -17,7 +17,8 @@ import sys
 import time
 
 from conftest import ROOT, wait_converged
-from daemon_support import Daemon, Writer, make_items, pid_alive, proc_title
+from conftest import wait_until as poll
+from daemon_support import Daemon, DestinationLock, Writer, make_items, pid_alive, proc_title
 
 
 def _converged(d, timeout: float = 60) -> None:
@@ -195,6 +196,44 @@ def test_a_hung_child_is_killed_and_restarted(daemon: Daemon, dbs):
     dbs.sql("INSERT INTO items (id, v) VALUES (4242, 'after the hang')")
     _converged(dbs)
     assert daemon.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# 5b. one writer per schema: children die with their master, even inside a statement; a second
+#     process for the same schema and state directory refuses to start
+
+
+def test_the_children_of_a_killed_master_die_with_it_even_inside_a_long_statement(daemon: Daemon, dbs):
+    make_items(dbs, 10)
+    daemon.write_config([dbs.name])
+    daemon.start()
+    child = daemon.streaming(dbs.name)["pid"]
+    with DestinationLock(dbs) as lock:
+        dbs.sql("INSERT INTO items (id, v) VALUES (5001, 'written after the lock')")
+        poll(lock.waiters, 60, "the schema process to wait for the destination lock")
+        daemon.signal(signal.SIGKILL)
+        daemon.wait(10)
+        # the child cannot see its master go from inside the statement; the kernel kills it
+        poll(lambda: not pid_alive(child), 60, f"schema process {child} to die with its master")
+    daemon.start()  # the replacement takes over and loses nothing
+    assert daemon.streaming(dbs.name)["pid"] != child
+    _converged(dbs)
+    assert daemon.stop() == 0
+
+
+def test_a_second_process_for_the_same_schema_and_state_directory_refuses_to_start(warp, dbs):
+    make_items(dbs, 10)
+    first = warp()
+    poll(lambda: "streaming changes" in first.output or not first.alive(), 60, "the first process to stream")
+    assert first.alive(), first.output
+    second = warp()
+    assert second.wait(60) == 2, second.output
+    assert "already replicated from the state directory" in second.output
+    assert f"by process {first.proc.pid} " in second.output, second.output
+    assert first.alive()
+    dbs.sql("INSERT INTO items (id, v) VALUES (5002, 'still the first writer')")
+    wait_converged(dbs, first, 60)
+    assert first.stop() == 0
 
 
 # ---------------------------------------------------------------------------

@@ -118,8 +118,10 @@ def _run(args: argparse.Namespace) -> int:
             runner.close()
         return EXIT_OK
 
+    from warpd.engine import schema_lock
     from warpd.state.store import StateStore
 
+    schema_lock.acquire(config.state_dir, schema.name)  # one writer per schema; held until the process exits
     store = StateStore(config.state_dir)
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()
 

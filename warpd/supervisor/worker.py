@@ -89,12 +89,14 @@ def _init_process(
 
 
 def _run(config: Config, name: str, signals: queue.SimpleQueue[int], supervisor_pid: int) -> int:
+    from warpd.engine import schema_lock
     from warpd.engine.control import ChildControl
     from warpd.engine.runner import SchemaRunner
     from warpd.engine.status import ErrorLog, StatusReporter
     from warpd.state.store import StateStore
 
     schema = config.schema(name)
+    writer_lock = schema_lock.acquire(config.state_dir, name)  # before anything is written; held to the end
     store = StateStore(config.state_dir)
     errors = ErrorLog()
     logging.getLogger().addHandler(errors)
@@ -144,3 +146,4 @@ def _run(config: Config, name: str, signals: queue.SimpleQueue[int], supervisor_
     finally:
         control.close()
         reporter.stop(error)
+        writer_lock.release()
