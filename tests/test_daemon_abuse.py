@@ -11,10 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
+import threading
 import time
+import urllib.error
+import urllib.request
 
 from conftest import wait_converged
+from conftest import wait_until as poll
 from daemon_support import Daemon, make_items
 
 
@@ -119,3 +124,113 @@ def test_clients_that_connect_and_never_send_are_dropped(daemon: Daemon, dbs):
             sock.close()
     still_replicating(daemon, dbs, pid, 9002)
     assert daemon.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# item 10: the metrics port
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SlowLoris:
+    """Clients that send a request one byte a second and never finish it (reconnecting when cut off)."""
+
+    def __init__(self, port: int, clients: int = 4):
+        self.port = port
+        self._stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> SlowLoris:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self.threads:
+            thread.join(10)
+
+    def _run(self) -> None:
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 100_000
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 5) as sock:
+                for byte in request:
+                    if self._stop.wait(1.0):
+                        return
+                    sock.sendall(bytes([byte]))
+
+
+def idle_tcp(port: int, n: int) -> list[socket.socket]:
+    out = []
+    for _ in range(n):
+        with contextlib.suppress(OSError):
+            out.append(socket.create_connection(("127.0.0.1", port), 5))
+    return out
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_no_metrics_client_can_stall_the_supervisor(daemon: Daemon, dbs):
+    make_items(dbs, 10)
+    port = free_port()
+    daemon.write_config(
+        [dbs.name], extra=f"monitoring:\n  prometheus:\n    enabled: true\n    port: {port}\n"
+    )
+    daemon.start()
+    first = daemon.streaming(dbs.name)["pid"]
+    with SlowLoris(port):
+        idle = idle_tcp(port, 100)
+        try:
+            time.sleep(3)  # the slow clients are in the middle of their requests
+            # warpctl is answered while they trickle on (before: not until they gave up)
+            assert daemon.warpctl("status", timeout=30).returncode == 0, daemon.tail()
+            # a well-behaved scrape still works
+            status, body = http_get(port, "/metrics")
+            assert status == 200 and "cartridge_warp_process_up" in body
+            assert http_get(port, "/healthz")[0] == 200
+            # and a killed child is reaped and restarted
+            os.kill(first, signal.SIGKILL)
+            again = daemon.wait_for(
+                dbs.name,
+                lambda s: s["pid"] not in (None, first) and s["display"] == "streaming",
+                what="a restarted process",
+            )
+        finally:
+            for sock in idle:
+                sock.close()
+    still_replicating(daemon, dbs, again["pid"], 9003)
+    assert daemon.stop() == 0
+
+
+def test_single_mode_serves_metrics_without_a_thread_per_client(warp, dbs, tmp_path):
+    make_items(dbs, 10)
+    port = free_port()
+    config = tmp_path / "metrics.yaml"
+    config.write_text(f"monitoring:\n  prometheus:\n    enabled: true\n    port: {port}\n")
+    w = warp(config=str(config))
+    poll(lambda: "streaming changes" in w.output or not w.alive(), 60, "single mode to stream")
+    assert w.alive(), w.output
+    with SlowLoris(port):
+        idle = idle_tcp(port, 200)
+        try:
+            assert http_get(port, "/healthz")[0] == 200
+            status, body = http_get(port, "/metrics")
+            assert status == 200 and "cartridge_warp_events_applied_total" in body
+            threads = len(os.listdir(f"/proc/{w.proc.pid}/task"))
+            assert threads < 50, f"{threads} threads for 200 idle connections"
+        finally:
+            for sock in idle:
+                sock.close()
+    dbs.sql("INSERT INTO items (id, v) VALUES (9004, 'after the attack')")
+    wait_converged(dbs, w, 60)
+    assert w.stop() == 0
