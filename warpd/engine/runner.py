@@ -30,6 +30,7 @@ from warpd.config import Config, SchemaConfig
 from warpd.connectors.base import Heartbeat, RowChange, SchemaChange, SchemaOpKind, Source, Truncate
 from warpd.connectors.postgresql.destination import PostgresDestination, TablePlan, is_transient, make_plan
 from warpd.connectors.registry import destination_factory, source_factory
+from warpd.engine import activity
 from warpd.engine.applier import DestinationPool, TableApplier
 from warpd.engine.batch import compact
 from warpd.engine.hooks import EngineHooks
@@ -426,7 +427,8 @@ class SchemaRunner:
         thread.start()
         finished = False
         try:
-            for chunk in self.source.snapshot(table, resume, settings.snapshot_chunk_size, copy_text=True):
+            chunks_read = self.source.snapshot(table, resume, settings.snapshot_chunk_size, copy_text=True)
+            for chunk in activity.current().each(chunks_read, f"reading a snapshot chunk of {name!r}"):
                 while not failure:
                     try:
                         chunks.put(chunk, timeout=0.5)
@@ -474,7 +476,9 @@ class SchemaRunner:
                 for event in self.source.stream(
                     self.safe_pos, self.tables, self.schema.includes, self._key_override
                 ):
-                    attempt = 0
+                    if attempt:
+                        attempt = 0
+                        activity.current().done(self.source, recovered=True)
                     self._handle(event)
                     if self.should_stop():
                         self._flush()
@@ -498,6 +502,14 @@ class SchemaRunner:
                     redact(exc),
                     delay,
                     self.safe_pos,
+                )
+                activity.current().retrying(
+                    self.source,
+                    "reading the change stream",
+                    attempt,
+                    self.global_retry.max_attempts,
+                    delay,
+                    redact(exc),
                 )
                 try:
                     self._sleep(delay)
