@@ -168,7 +168,7 @@ def idle_tcp(port: int, n: int) -> list[socket.socket]:
     out = []
     for _ in range(n):
         with contextlib.suppress(OSError):
-            out.append(socket.create_connection(("127.0.0.1", port), 5))
+            out.append(socket.create_connection(("127.0.0.1", port), 1))
     return out
 
 
