@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
+from warpd.nonblocking import close_quietly, send_some
+
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 8 * 1024  # bytes of request line and headers; a scraper sends a few hundred
@@ -196,25 +198,15 @@ class HttpServer:
         self.selector.modify(conn.sock, selectors.EVENT_WRITE, lambda _mask: self._write(conn))
 
     def _write(self, conn: _Connection) -> None:
-        try:
-            sent = conn.sock.send(conn.outbox)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
+        rest = send_some(conn.sock, conn.outbox)
+        if not rest:  # all sent, or the client is gone
             self._drop(conn)
-            return
-        conn.outbox = conn.outbox[sent:]
-        if not conn.outbox:
-            self._drop(conn)
+        else:
+            conn.outbox = rest
 
     def _drop(self, conn: _Connection) -> None:
         self._conns.pop(conn.sock, None)
-        if self.selector is not None:
-            try:
-                self.selector.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
-        conn.sock.close()
+        close_quietly(self.selector, conn.sock)
 
 
 class ServingThread:

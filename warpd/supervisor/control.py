@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from warpd.errors import WarpError
+from warpd.nonblocking import close_quietly, send_some
 from warpd.supervisor.protocol import decode, encode
 
 log = logging.getLogger(__name__)
@@ -254,24 +255,15 @@ class ControlServer:
         self.selector.register(conn.sock, selectors.EVENT_WRITE, lambda mask: self._write(conn))
 
     def _write(self, conn: _Connection) -> None:
-        try:
-            sent = conn.sock.send(conn.outbox)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
+        rest = send_some(conn.sock, conn.outbox)
+        if not rest:  # all sent, or the client is gone
             self._drop(conn.sock)
-            return
-        conn.outbox = conn.outbox[sent:]
-        if not conn.outbox:
-            self._drop(conn.sock)
+        else:
+            conn.outbox = rest
 
     def _drop(self, sock: socket.socket) -> None:
         self._conns.pop(sock, None)
-        try:
-            self.selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
-        sock.close()
+        close_quietly(self.selector, sock)
         if len(self._conns) < self.max_connections and self.clock() >= self._accept_paused_until:
             self._listen(True)
 
