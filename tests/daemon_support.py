@@ -6,10 +6,12 @@ may not exceed 107 bytes, and pytest's tmp_path can.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -291,3 +293,109 @@ def pid_alive(pid: int) -> bool:
 def proc_title(pid: int) -> str:
     with open(f"/proc/{pid}/cmdline", "rb") as handle:
         return handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+
+
+class DestinationLock:
+    """An ACCESS EXCLUSIVE lock on a destination table, held in an open transaction until released.
+
+    The schema process's next write to the table waits for it, as behind a
+    long ``ALTER TABLE`` or a busy destination.
+    """
+
+    def __init__(self, dbs: Databases, table: str = "items"):
+        import psycopg2
+        from psycopg2 import sql
+
+        self.dbs = dbs
+        self.conn = psycopg2.connect(PG_DSN)
+        with self.conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(dbs.name, table))
+            )
+
+    def __enter__(self) -> DestinationLock:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if not self.conn.closed:
+            self.conn.rollback()
+            self.conn.close()
+
+    def waiters(self) -> int:
+        """How many of the schema's destination sessions wait for a lock."""
+        rows = self.dbs.pg_rows(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (f"cartridge-warp {self.dbs.name}"[:63],),
+        )
+        return int(rows[0][0])
+
+
+class TcpProxy:
+    """A TCP forwarder to PostgreSQL that the test can cut and restore: a destination outage that
+    stops no server.  While cut, every connection through it is closed and new ones are refused."""
+
+    def __init__(self, dsn: str = PG_DSN):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(dsn)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        self.dsn = parts._replace(netloc=f"{userinfo}127.0.0.1:{self.port}").geturl()
+        self._cut = threading.Event()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._closed.set()
+        self.listener.close()
+        self.cut()
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _addr = self.listener.accept()
+            except OSError:
+                return
+            if self._cut.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, 10)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

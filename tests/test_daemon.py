@@ -16,8 +16,18 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, wait_converged
-from daemon_support import Daemon, Writer, make_items, pid_alive, proc_title
+from conftest import PG_DSN, ROOT, wait_converged
+from conftest import wait_until as poll
+from daemon_support import (
+    Daemon,
+    DestinationLock,
+    TcpProxy,
+    Writer,
+    config_text,
+    make_items,
+    pid_alive,
+    proc_title,
+)
 
 
 def _converged(d, timeout: float = 60) -> None:
@@ -195,6 +205,109 @@ def test_a_hung_child_is_killed_and_restarted(daemon: Daemon, dbs):
     dbs.sql("INSERT INTO items (id, v) VALUES (4242, 'after the hang')")
     _converged(dbs)
     assert daemon.stop() == 0
+
+
+def test_a_long_statement_is_not_a_hang_and_status_shows_what_the_process_waits_for(daemon: Daemon, dbs):
+    make_items(dbs, 10)
+    daemon.write_config(
+        [dbs.name],
+        text=config_text(daemon.state_dir, [dbs.name]).replace(
+            "heartbeat_timeout: 8", "heartbeat_timeout: 3"
+        ),
+    )
+    daemon.start()
+    pid = daemon.streaming(dbs.name)["pid"]
+    with DestinationLock(dbs) as lock:
+        dbs.sql("INSERT INTO items (id, v) VALUES (6001, 'behind the lock')")
+        poll(lock.waiters, 60, "the schema process to wait for the destination lock")
+        waiting_since = time.monotonic()
+        busy = daemon.wait_for(dbs.name, lambda s: s["busy"] is not None, what="status to show it busy")
+        assert busy["pid"] == pid
+        assert busy["busy"]["what"] == f"writing 1 rows to {dbs.name}.items"
+        text = daemon.warpctl("status").stdout
+        assert "streaming, busy for" in text and f"s: writing 1 rows to {dbs.name}.items" in text, text
+        # hold the lock for three heartbeat timeouts and more
+        time.sleep(max(0.0, 10 - (time.monotonic() - waiting_since)))
+        assert lock.waiters() == 1, "the same statement still waits"
+    wait_converged(dbs, None, 60)
+    entry = daemon.wait_for(dbs.name, lambda s: s["busy"] is None, what="status to show it idle again")
+    assert (entry["pid"], entry["restarts"]) == (pid, 0), daemon.tail()
+    assert "no heartbeat" not in daemon.output
+    assert daemon.stop() == 0
+
+
+def test_status_shows_the_retries_of_a_destination_outage_and_clears_them_once_it_is_over(
+    daemon: Daemon, dbs
+):
+    make_items(dbs, 10)
+    with TcpProxy() as proxy:
+        text = config_text(daemon.state_dir, [dbs.name]).replace(PG_DSN, proxy.dsn)
+        text += "retry:\n  max_attempts: 1000\n  initial_delay_seconds: 0.2\n  max_delay_seconds: 1\n"
+        daemon.write_config([dbs.name], text=text)
+        daemon.start()
+        pid = daemon.streaming(dbs.name)["pid"]
+        proxy.cut()  # the destination is unreachable: open connections drop, new ones are refused
+        dbs.sql("INSERT INTO items (id, v) VALUES (7001, 'during the outage')")
+        during = daemon.wait_for(
+            dbs.name,
+            lambda s: s["retrying"] is not None and s["last_error"],
+            what="status to show the retries",
+        )
+        retry = during["retrying"]
+        assert retry["what"] == f"writing 1 rows to {dbs.name}.items"
+        assert retry["failures"] >= 1 and retry["max_attempts"] == 1000
+        assert "PostgreSQL" in retry["error"] or "server closed the connection" in retry["error"], retry
+        shown = daemon.warpctl("status").stdout
+        assert f"streaming, retrying: writing 1 rows to {dbs.name}.items (failed " in shown, shown
+        assert "warp:warp@" not in shown and "warp:warp@" not in json.dumps(during)
+        proxy.restore()
+        after = daemon.wait_for(
+            dbs.name,
+            lambda s: s["retrying"] is None and s["display"] == "streaming",
+            what="status to show plain streaming again",
+        )
+        assert after["last_error"] is None, after
+        assert (after["pid"], after["restarts"]) == (pid, 0)
+        wait_converged(dbs, None, 60)
+        assert daemon.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# 5b. one writer per schema: children die with their master, even inside a statement; a second
+#     process for the same schema and state directory refuses to start
+
+
+def test_the_children_of_a_killed_master_die_with_it_even_inside_a_long_statement(daemon: Daemon, dbs):
+    make_items(dbs, 10)
+    daemon.write_config([dbs.name])
+    daemon.start()
+    child = daemon.streaming(dbs.name)["pid"]
+    with DestinationLock(dbs) as lock:
+        dbs.sql("INSERT INTO items (id, v) VALUES (5001, 'written after the lock')")
+        poll(lock.waiters, 60, "the schema process to wait for the destination lock")
+        daemon.signal(signal.SIGKILL)
+        daemon.wait(10)
+        # the child cannot see its master go from inside the statement; the kernel kills it
+        poll(lambda: not pid_alive(child), 60, f"schema process {child} to die with its master")
+    daemon.start()  # the replacement takes over and loses nothing
+    assert daemon.streaming(dbs.name)["pid"] != child
+    _converged(dbs)
+    assert daemon.stop() == 0
+
+
+def test_a_second_process_for_the_same_schema_and_state_directory_refuses_to_start(warp, dbs):
+    make_items(dbs, 10)
+    first = warp()
+    poll(lambda: "streaming changes" in first.output or not first.alive(), 60, "the first process to stream")
+    assert first.alive(), first.output
+    second = warp()
+    assert second.wait(60) == 2, second.output
+    assert "already replicated from the state directory" in second.output
+    assert f"by process {first.proc.pid} " in second.output, second.output
+    assert first.alive()
+    dbs.sql("INSERT INTO items (id, v) VALUES (5002, 'still the first writer')")
+    wait_converged(dbs, first, 60)
+    assert first.stop() == 0
 
 
 # ---------------------------------------------------------------------------

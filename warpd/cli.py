@@ -21,7 +21,8 @@ from warpd.redact import redact, remember_uri_secrets
 
 log = logging.getLogger("warpd")
 
-# /healthz fails when the engine has not checked for a stop request for this long (a hung loop)
+# /healthz fails when the engine has not checked for a stop request for this long (a hung loop),
+# unless a statement is in flight (a long ALTER TABLE or lock wait is not a hang)
 HEALTH_STALL_SECONDS = 300.0
 
 
@@ -156,8 +157,10 @@ def _run(args: argparse.Namespace) -> int:
             runner.close()
         return EXIT_OK
 
+    from warpd.engine import schema_lock
     from warpd.state.store import StateStore
 
+    schema_lock.acquire(config.state_dir, schema.name)  # one writer per schema; held until the process exits
     store = StateStore(config.state_dir)
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()
 
@@ -181,8 +184,12 @@ def _run(args: argparse.Namespace) -> int:
         last_check[0] = time.monotonic()  # the engine asks between events and chunks: proof of life
         return not signals.empty()
 
+    from warpd.engine import activity
+
+    tracker = activity.Tracker()
+    activity.use(tracker)  # statements in flight and retries, for /healthz
     runner = SchemaRunner(config, schema, store, should_stop=should_stop)
-    endpoint = _serve_single(config, schema.name, runner, last_check)
+    endpoint = _serve_single(config, schema.name, runner, last_check, tracker)
     try:
         runner.run()
     finally:
@@ -192,11 +199,11 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serve_single(config: Any, name: str, runner: Any, last_check: list[float]) -> Any:
+def _serve_single(config: Any, name: str, runner: Any, last_check: list[float], tracker: Any) -> Any:
     """Serve /metrics, /healthz and /readyz for this one schema when monitoring.prometheus is enabled.
 
-    Healthy while the engine's loop runs and keeps asking whether to stop; ready once the
-    schema streams changes (its snapshot is done).
+    Healthy while the engine's loop runs and keeps asking whether to stop, or waits for a
+    statement in flight; ready once the schema streams changes (its snapshot is done).
     """
     prom = config.monitoring.prometheus
     if not prom.enabled:
@@ -211,8 +218,16 @@ def _serve_single(config: Any, name: str, runner: Any, last_check: list[float]) 
 
     def health() -> dict[str, Any]:
         quiet = time.monotonic() - last_check[0]
-        ok = runner.phase != "stopped" and quiet < HEALTH_STALL_SECONDS
-        return {"ok": ok, "schema": name, "phase": runner.phase, "seconds_since_progress": round(quiet, 1)}
+        busy, retry = tracker.oldest(), tracker.retry()
+        ok = runner.phase != "stopped" and (quiet < HEALTH_STALL_SECONDS or busy is not None)
+        return {
+            "ok": ok,
+            "schema": name,
+            "phase": runner.phase,
+            "seconds_since_progress": round(quiet, 1),
+            "busy": {"what": busy.what, "since": busy.since} if busy is not None else None,
+            "retrying": retry.document() if retry is not None else None,
+        }
 
     def ready() -> dict[str, Any]:
         doc = health()

@@ -19,18 +19,18 @@ values, URIs or messages, so a metric can never carry a credential.
 from __future__ import annotations
 
 import glob
-import http.server
 import json
 import logging
 import os
 import re
-import socket
-import socketserver
+import selectors
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from warpd.httpserve import HttpServer, ServingThread
 
 log = logging.getLogger(__name__)
 
@@ -272,101 +272,42 @@ def process_up(schema: str, up: bool) -> None:
 Probe = Callable[[], dict[str, Any]]
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _HTTPServer
-    timeout = 10  # a stalled client must not hold the server (or the supervisor's loop) for long
-
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            body, ctype = self.server.scrape()
-            self._send(200, body, ctype)
-        elif path in ("/healthz", "/readyz"):
-            status, doc = self.server.probe(path)
-            self._send(status, json.dumps(doc, default=str).encode() + b"\n", "application/json")
-        elif path == "/":
-            self._send(200, b"cartridge-warp: /metrics /healthz /readyz\n", "text/plain; charset=utf-8")
-        else:
-            self._send(404, b"not found; try /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8")
-
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
-        log.debug("http %s: " + format, self.address_string(), *args)
-
-
-class _HTTPServer(http.server.HTTPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], health: Probe, ready: Probe, metrics_dir: str):
-        from prometheus_client import CollectorRegistry
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-        self.probes = {"/healthz": health, "/readyz": ready}
-        self.registry = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(self.registry, path=metrics_dir)
-
-    def scrape(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-    def probe(self, path: str) -> tuple[int, dict[str, Any]]:
-        try:
-            doc = dict(self.probes[path]())
-        except Exception as exc:  # noqa: BLE001 - a failing probe is an unhealthy answer, not a crash
-            doc = {"ok": False, "error": type(exc).__name__}
-        return (200 if doc.get("ok") else 503), doc
-
-
-class _ThreadingHTTPServer(socketserver.ThreadingMixIn, _HTTPServer):
-    pass
-
-
 @dataclass
 class Server:
-    """A running metrics/health endpoint.
+    """A running metrics/health endpoint (:class:`warpd.httpserve.HttpServer`).
 
-    Started with ``threaded=True`` it answers from its own thread.  With ``threaded=False``
-    nothing runs by itself: register :meth:`fileno` with a selector and call :meth:`handle`
-    when it is readable, so a process that forks (the supervisor) stays single-threaded.
+    Started with ``threaded=True`` it answers from a loop in its own thread.  With
+    ``threaded=False`` nothing runs by itself: :meth:`register` it with the caller's
+    selector, call each ready key's ``data(mask)`` and :meth:`tick` every turn, so a
+    process that forks (the supervisor) stays single-threaded.
     """
 
-    httpd: _HTTPServer
-    thread: threading.Thread | None = None
+    http: HttpServer
+    serving: ServingThread | None = None
 
     @property
     def host(self) -> str:
-        return str(self.httpd.server_address[0])
+        return self.http.host
 
     @property
     def port(self) -> int:
-        return int(self.httpd.server_address[1])
+        return self.http.port
 
-    def fileno(self) -> int:
-        return self.httpd.fileno()
+    def register(self, selector: selectors.BaseSelector) -> None:
+        self.http.register(selector)
 
-    def handle(self) -> None:
-        """Answer one waiting request (selector mode); returns at once if none is waiting."""
-        self.httpd.timeout = 0
-        self.httpd.handle_request()
+    def tick(self) -> None:
+        self.http.tick()
+
+    def fds(self) -> list[int]:
+        return self.http.fds()
 
     def stop(self) -> None:
-        if self.thread is not None:
-            self.httpd.shutdown()
-            self.thread.join(timeout=5)
-            self.thread = None
-        self.httpd.server_close()
+        if self.serving is not None:
+            self.serving.stop()
+            self.serving = None
+        else:
+            self.http.close()
 
 
 def serve(host: str, port: int, health: Probe, ready: Probe, *, threaded: bool = True) -> Server:
@@ -378,14 +319,30 @@ def serve(host: str, port: int, health: Probe, ready: Probe, *, threaded: bool =
     """
     if _metrics is None:
         raise RuntimeError("metrics.setup() must run before metrics.serve()")
-    cls = _ThreadingHTTPServer if threaded else _HTTPServer
-    httpd = cls((host, port), health, ready, _metrics.directory)
-    server = Server(httpd)
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(registry, path=_metrics.directory)
+    probes = {"/healthz": health, "/readyz": ready}
+
+    def answer(path: str) -> tuple[int, bytes, str]:
+        if path == "/metrics":
+            return 200, generate_latest(registry), CONTENT_TYPE_LATEST
+        if path in probes:
+            try:
+                doc = dict(probes[path]())
+            except Exception as exc:  # noqa: BLE001 - a failing probe is an unhealthy answer, not a crash
+                doc = {"ok": False, "error": type(exc).__name__}
+            body = json.dumps(doc, default=str).encode() + b"\n"
+            return (200 if doc.get("ok") else 503), body, "application/json"
+        if path == "/":
+            return 200, b"cartridge-warp: /metrics /healthz /readyz\n", "text/plain; charset=utf-8"
+        return 404, b"not found; try /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8"
+
+    server = Server(HttpServer(host, port, answer))
     if threaded:
-        server.thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="metrics-http", daemon=True
-        )
-        server.thread.start()
+        server.serving = ServingThread(server.http)
     log.info(
         "metrics on http://%s:%d/metrics (health: /healthz, readiness: /readyz)", server.host, server.port
     )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from warpd.config import RetryPolicy
+from warpd.engine.activity import current as current_activity
 from warpd.errors import TransientError
 from warpd.redact import redact
 
@@ -33,29 +34,43 @@ def call_with_retry(
 
     Gives up after ``policy.max_attempts`` attempts with a :class:`TransientError`
     that says what failed and how often.  Non-transient errors propagate at once.
+    Each attempt counts as busy ``what`` and each wait as a retry of the current
+    :mod:`~warpd.engine.activity` (the status file shows both).
     """
+    activity = current_activity()
+    key = object()  # this call's retries, apart from those of other threads
     attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - classified below
-            if not (isinstance(exc, TransientError) or is_transient(exc)):
-                raise
-            if attempt >= policy.max_attempts:
-                raise TransientError(f"{what} failed {attempt} times, giving up: {redact(exc)}") from exc
-            delay = policy.delay(attempt)
-            log.warning(
-                "%s failed (%s); retry %d/%d in %.1fs",
-                what,
-                redact(str(exc).strip()),
-                attempt,
-                policy.max_attempts - 1,
-                delay,
-            )
-            on_retry(exc)
-            deadline = time.monotonic() + delay
-            while time.monotonic() < deadline:
-                if should_stop():
-                    raise Stopped() from exc
-                sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    recovered = False
+    try:
+        while True:
+            attempt += 1
+            try:
+                with activity.busy(what):
+                    result = fn()
+                recovered = attempt > 1
+                return result
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if not (isinstance(exc, TransientError) or is_transient(exc)):
+                    raise
+                if attempt >= policy.max_attempts:
+                    raise TransientError(f"{what} failed {attempt} times, giving up: {redact(exc)}") from exc
+                delay = policy.delay(attempt)
+                reason = redact(str(exc).strip())
+                log.warning(
+                    "%s failed (%s); retry %d/%d in %.1fs",
+                    what,
+                    reason,
+                    attempt,
+                    policy.max_attempts - 1,
+                    delay,
+                )
+                activity.retrying(key, what, attempt, policy.max_attempts, delay, reason)
+                on_retry(exc)
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    if should_stop():
+                        raise Stopped() from exc
+                    sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    finally:
+        if attempt > 1:
+            activity.done(key, recovered)

@@ -37,6 +37,7 @@ from warpd.connectors.postgresql.destination import (
     make_plan,
 )
 from warpd.connectors.registry import destination_factory, source_factory
+from warpd.engine import activity
 from warpd.engine.applier import DestinationPool, TableApplier
 from warpd.engine.batch import compact
 from warpd.engine.cascades import ForeignKeyCascades
@@ -482,7 +483,8 @@ class SchemaRunner:
         thread.start()
         finished = False
         try:
-            for chunk in self.source.snapshot(table, resume, settings.snapshot_chunk_size, copy_text=True):
+            chunks_read = self.source.snapshot(table, resume, settings.snapshot_chunk_size, copy_text=True)
+            for chunk in activity.current().each(chunks_read, f"reading a snapshot chunk of {name!r}"):
                 while not failure:
                     try:
                         chunks.put(chunk, timeout=0.5)
@@ -530,7 +532,9 @@ class SchemaRunner:
                 for event in self.source.stream(
                     self.safe_pos, self.tables, self.schema.includes, self._key_override, self.hooks.skips
                 ):
-                    attempt = 0
+                    if attempt:
+                        attempt = 0
+                        activity.current().done(self.source, recovered=True)
                     self._handle(event)
                     if self.should_stop():
                         self._flush()
@@ -554,6 +558,14 @@ class SchemaRunner:
                     redact(exc),
                     delay,
                     self.safe_pos,
+                )
+                activity.current().retrying(
+                    self.source,
+                    "reading the change stream",
+                    attempt,
+                    self.global_retry.max_attempts,
+                    delay,
+                    redact(exc),
                 )
                 try:
                     self._sleep(delay)

@@ -8,12 +8,24 @@ the schema process.  It holds:
     the process that wrote it; a reader ignores a file written by an earlier
     process of the same schema.
 ``beat``
-    ``time.monotonic()`` of the last time the engine's loop asked whether to
-    stop (it does so between events, chunks and retry waits).  This is the
-    heartbeat: CLOCK_MONOTONIC is shared by every process of the machine, so
-    the supervisor compares it with its own clock and kills a process whose
-    loop has not moved for ``supervisor.heartbeat_timeout`` seconds, even if
-    this thread still writes the file.
+    ``time.monotonic()`` of the last sign of progress: the engine's loop
+    asked whether to stop (it does so between events, chunks and retry
+    waits), or this thread found a statement in flight (see ``busy``) while
+    the main thread lives.  This is the heartbeat: CLOCK_MONOTONIC is shared
+    by every process of the machine, so the supervisor compares it with its
+    own clock and kills a process that showed no progress for
+    ``supervisor.heartbeat_timeout`` seconds: one that is frozen (SIGSTOP, a
+    thread holding the interpreter) writes no file at all, and one whose loop
+    is stuck with nothing in flight writes an old ``beat``.  A long statement
+    (an ``ALTER TABLE`` rewriting a big table, a lock wait) is not a hang.
+``busy``
+    the operation in flight for the longest time, once it has lasted
+    :data:`BUSY_AFTER_SECONDS`: ``what``, ``since`` (epoch seconds);
+``retrying``
+    the operation being retried, if any: ``what``, ``failures``,
+    ``max_attempts``, ``next_try_at`` (epoch seconds) and the redacted
+    ``error``.  When it succeeds again the warnings its failures logged are
+    retired from ``last_error``;
 ``phase``, ``position``, ``lag_seconds``, ``events_per_second``, ``events_applied``, ``rows_applied``, ``last_error``
     the schema as a whole;
 ``tables``
@@ -36,6 +48,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from warpd.engine.activity import Tracker
 from warpd.redact import redact
 
 if TYPE_CHECKING:
@@ -47,6 +60,7 @@ log = logging.getLogger(__name__)
 
 RUN_DIR = "run"
 WRITE_EVERY_SECONDS = 1.0
+BUSY_AFTER_SECONDS = 2.0  # shorter operations are not worth a mention in warpctl status
 RATE_WINDOW_SECONDS = 10.0
 
 
@@ -91,6 +105,14 @@ class ErrorLog(logging.Handler):
         if isinstance(table, str):
             self.by_table[table] = entry
 
+    def retire_warnings(self, until: float) -> None:
+        """Forget warnings logged up to ``until`` (the retries they reported are over); errors stay."""
+        if self.last is not None and self.last["level"] == "WARNING" and self.last["at"] <= until:
+            self.last = None
+        for table, entry in list(self.by_table.items()):
+            if entry["level"] == "WARNING" and entry["at"] <= until:
+                self.by_table.pop(table, None)
+
 
 class StatusReporter:
     """Writes the status file every second from its own thread; :meth:`beat` is the heartbeat."""
@@ -123,6 +145,7 @@ class StatusReporter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.final_error: str | None = None
+        self.activity = Tracker(on_recovered=errors.retire_warnings)
         os.makedirs(os.path.dirname(self.path), mode=0o750, exist_ok=True)
 
     def beat(self) -> None:
@@ -149,6 +172,8 @@ class StatusReporter:
         while not self._stop.wait(self.every):
             try:
                 self.each_second()
+                if self.activity.oldest() is not None and threading.main_thread().is_alive():
+                    self.beat()  # waiting for a statement is not a hang; a frozen process writes nothing
                 self.write()
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk; the next second tries again
                 log.warning("cannot write the status file %s: %s", self.path, exc)
@@ -177,6 +202,8 @@ class StatusReporter:
         error = self.errors.last
         if final and self.final_error:
             error = {"at": now, "level": "ERROR", "message": self.final_error}
+        oldest = None if final else self.activity.oldest()
+        retry = None if final else self.activity.retry()
         return {
             "schema": self.schema,
             "pid": self.pid,
@@ -191,6 +218,10 @@ class StatusReporter:
             "events_applied": applied,
             "rows_applied": sum(dict(control.rows_applied).values()) if control is not None else 0,
             "last_error": error,
+            "busy": {"what": oldest.what, "since": oldest.since}
+            if oldest is not None and now_mono - oldest.since_monotonic >= BUSY_AFTER_SECONDS
+            else None,
+            "retrying": retry.document() if retry is not None else None,
             "tables": self._tables(phase),
         }
 

@@ -113,7 +113,7 @@ class Supervisor:
             self.notifier.ready(self.status_line())
             while not self._quit:
                 for key, mask in self.selector.select(TICK_SECONDS):
-                    key.data(mask)
+                    self._dispatch(key, mask)
                 self._tick()
                 if self.stopping and not any(c.alive for c in self.children.values()):
                     break
@@ -128,6 +128,13 @@ class Supervisor:
                 self.metrics_server.stop()
             self.notifier.close()
             signal.set_wakeup_fd(-1)
+
+    def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
+        """One ready socket's callback; whatever a client sends, its failure never ends the loop."""
+        try:
+            key.data(mask)
+        except Exception:  # noqa: BLE001 - logged; the children, warpctl and systemd still need the loop
+            log.exception("internal error while serving a connection (please report it); carrying on")
 
     def _tick(self) -> None:
         self._handle_signals()
@@ -146,6 +153,8 @@ class Supervisor:
                 del self.children[child.name]  # removed by a reload, and now stopped
                 log.info("schema %s: removed", child.name)
         self.control.tick()
+        if self.metrics_server is not None:
+            self.metrics_server.tick()
         self.notifier.watchdog(now)
         self.notifier.status(self.status_line())
 
@@ -186,8 +195,9 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.close(fd)
         if self.metrics_server is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.metrics_server.fileno())
+            for fd in self.metrics_server.fds():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self.notifier.close()
         with contextlib.suppress(OSError):
             self.selector.close()
@@ -372,8 +382,7 @@ class Supervisor:
                 f"cannot serve metrics on {prom.host}:{prom.port}: {exc.strerror or exc}; choose another "
                 "monitoring.prometheus.port (or host), or disable monitoring.prometheus"
             ) from exc
-        server = self.metrics_server
-        self.selector.register(server.fileno(), selectors.EVENT_READ, lambda _mask: server.handle())
+        self.metrics_server.register(self.selector)  # non-blocking, in this loop: no client can stall it
 
     def _health(self) -> dict[str, Any]:
         # answered from the loop itself: if it answers, the loop turns

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 MAX_LINE = 1 << 20  # bytes; a status of hundreds of tables fits easily
@@ -59,12 +60,19 @@ def call(
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise NotRunning(path) from exc
-        except PermissionError as exc:
-            raise Denied(path) from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise NotRunning(path) from exc
+            except PermissionError as exc:
+                raise Denied(path) from exc
+            except BlockingIOError:  # the daemon's listen backlog is full for now: it frees up
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
         sock.sendall(encode({"command": command, "args": args or {}}))
         buffer = b""
         while b"\n" not in buffer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from warpd import __version__
@@ -57,8 +58,24 @@ def _display(child: ChildProcess, live: dict[str, Any] | None, now: float) -> st
     if child.goal is Goal.STOP and not child.alive:
         return "stopped"
     if live is not None and child.state in ALIVE and live.get("phase"):
-        return str(live["phase"])
+        return _doing(live)
     return child.describe(now)
+
+
+def _doing(live: dict[str, Any]) -> str:
+    """``streaming``; ``streaming, retrying: writing ... (failed 3 times, next try in 2s)``;
+    ``streaming, busy for 42s: writing ...``."""
+    phase = str(live["phase"])
+    retry, busy = live.get("retrying"), live.get("busy")
+    if isinstance(retry, dict):
+        wait = max(0.0, float(retry.get("next_try_at") or 0) - time.time())
+        return (
+            f"{phase}, retrying: {retry.get('what')} (failed {retry.get('failures')} of "
+            f"{retry.get('max_attempts')} times, next try in {wait:.0f}s)"
+        )
+    if isinstance(busy, dict):
+        return f"{phase}, busy for {max(0.0, time.time() - float(busy.get('since') or 0)):.0f}s: {busy.get('what')}"
+    return phase
 
 
 def describe_schema(
@@ -107,6 +124,8 @@ def describe_schema(
         "rows_applied": doc.get("rows_applied") if live else None,
         "last_error": error,
         "last_error_at": error_at,
+        "busy": doc.get("busy") if live else None,
+        "retrying": doc.get("retrying") if live else None,
         "paused": "" in paused,
         "tables": tables,
     }

@@ -8,6 +8,7 @@ is tested without forking (as supervisor's ``DummyOptions`` does).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import random
@@ -26,10 +27,12 @@ class System:
         """Fork; the child runs ``target`` and exits with its return value. Returns the child's pid."""
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never return into the supervisor's code
             code = 1
             try:
+                die_with_parent(parent)
                 code = target()
             except BaseException:  # noqa: BLE001 - the exit code is the child's only report
                 code = 1
@@ -74,6 +77,27 @@ class System:
 
     def random(self) -> float:
         return random.random()
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent: int) -> None:
+    """In a freshly forked child: be killed (SIGKILL) when ``parent`` dies, and exit now if it already has.
+
+    A schema process must not outlive its supervisor: a replacement supervisor
+    would start a second writer for the same schema.  The second check closes
+    the window between ``fork()`` and ``prctl()`` in which the parent may die.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+                log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+        except (OSError, AttributeError) as exc:
+            log.warning("prctl(PR_SET_PDEATHSIG) is not available: %s", exc)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def describe_exit(code: int) -> str:

@@ -89,12 +89,14 @@ def _init_process(
 
 
 def _run(config: Config, name: str, signals: queue.SimpleQueue[int], supervisor_pid: int) -> int:
+    from warpd.engine import activity, schema_lock
     from warpd.engine.control import ChildControl
     from warpd.engine.runner import SchemaRunner
     from warpd.engine.status import ErrorLog, StatusReporter
     from warpd.state.store import StateStore
 
     schema = config.schema(name)
+    writer_lock = schema_lock.acquire(config.state_dir, name)  # before anything is written; held to the end
     store = StateStore(config.state_dir)
     errors = ErrorLog()
     logging.getLogger().addHandler(errors)
@@ -111,6 +113,7 @@ def _run(config: Config, name: str, signals: queue.SimpleQueue[int], supervisor_
     reporter = StatusReporter(
         config.state_dir, name, store, errors=errors, on_phase=on_phase, each_second=check_supervisor
     )
+    activity.use(reporter.activity)  # statements in flight and retries, for the heartbeat and status
 
     def should_stop() -> bool:
         reporter.beat()  # the heartbeat: the engine asks between events, chunks and retry waits
@@ -144,3 +147,4 @@ def _run(config: Config, name: str, signals: queue.SimpleQueue[int], supervisor_
     finally:
         control.close()
         reporter.stop(error)
+        writer_lock.release()
