@@ -19,6 +19,7 @@ import time
 
 from warpd.engine.status import RUN_DIR, status_path
 from warpd.errors import ConfigError
+from warpd.state.permissions import ensure_state_dir
 
 WAIT_SECONDS = 5.0
 
@@ -47,6 +48,7 @@ def lock_path(state_dir: str, schema: str) -> str:
 def acquire(state_dir: str, schema: str, wait: float = WAIT_SECONDS) -> SchemaLock:
     """Take the schema's lock, waiting up to ``wait`` seconds; raise :class:`SchemaLocked` if it stays held."""
     path = lock_path(state_dir, schema)
+    ensure_state_dir(state_dir)  # private (0700) when the lock is the first thing to create it
     os.makedirs(os.path.join(state_dir, RUN_DIR), mode=0o750, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     deadline = time.monotonic() + wait

@@ -22,9 +22,8 @@ log = logging.getLogger(__name__)
 SQLITE_SUFFIXES = ("", "-wal", "-shm")
 
 
-def prepare_state_dir(state_dir: str, state_file: str) -> None:
-    """Create *state_dir* (0700) if needed, warn when others can enter it, and make sure *state_file*
-    and its SQLite companions exist or will be created readable by the owner (and group) only."""
+def ensure_state_dir(state_dir: str) -> None:
+    """Create *state_dir* (0700) if it does not exist; whoever touches the state directory first calls this."""
     created = not os.path.isdir(state_dir)
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
@@ -36,6 +35,12 @@ def prepare_state_dir(state_dir: str, state_file: str) -> None:
             "set state_dir (or CARTRIDGE_WARP_STATE_DIR / --state-dir) to a writable "
             "directory"
         ) from exc
+
+
+def prepare_state_dir(state_dir: str, state_file: str) -> None:
+    """Create *state_dir* (0700) if needed, warn when others can enter it, and make sure *state_file*
+    and its SQLite companions exist or will be created readable by the owner (and group) only."""
+    ensure_state_dir(state_dir)
     dir_mode = stat.S_IMODE(os.stat(state_dir).st_mode)
     if dir_mode & 0o007:
         log.warning(
