@@ -22,14 +22,21 @@ wait_for() {  # wait_for DESCRIPTION COMMAND...
 }
 
 mariadb_up() { $mysql_cmd -e 'select 1'; }
+# The server is known by its pid file, never by process name: another MariaDB instance on the
+# machine (another port) must neither be taken for this one nor keep this one from starting.
+mariadb_pid_file=${WARP_MARIADB_PID_FILE:-/run/mysqld/mysqld.pid}
 
 start_mariadb() {
   if ! mariadb_up >/dev/null 2>&1; then
     say "starting MariaDB"
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    mkdir -p "$(dirname "$mariadb_pid_file")"
+    chown mysql: "$(dirname "$mariadb_pid_file")" 2>/dev/null || true
+    start-stop-daemon --start --oknodo --background --pidfile "$mariadb_pid_file" --exec /usr/sbin/mariadbd
     wait_for MariaDB mariadb_up
   fi
 }
+
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # --- MariaDB: binlog -------------------------------------------------------
 start_mariadb
@@ -52,10 +59,11 @@ CNF
     printf '\n!includedir /etc/mysql/conf.d/\n' >> /etc/mysql/my.cnf
   fi
   say "enabling the binlog (ROW, FULL row metadata); restarting MariaDB"
+  mariadb_pid_file=$($mysql_cmd -N -e "select @@pid_file")
+  pid=$(cat "$mariadb_pid_file" 2>/dev/null || true)
   $mysql_cmd -e "shutdown" || true
-  for _ in $(seq 1 60); do pgrep -x mariadbd >/dev/null || break; sleep 0.5; done
-  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
-  wait_for MariaDB mariadb_up
+  if [ -n "$pid" ]; then wait_for "MariaDB (pid $pid) to stop" pid_gone "$pid"; fi
+  start_mariadb
 fi
 $mysql_cmd <<'SQL'
 CREATE USER IF NOT EXISTS 'warp'@'%' IDENTIFIED BY 'warp';

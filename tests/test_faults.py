@@ -9,11 +9,11 @@ until it answers again, so later tests are unaffected.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -33,6 +33,7 @@ from conftest import (
     wait_until,
     write_config,
 )
+from servers import MariaDBServer, PostgresCluster
 
 from warpd.connectors.mysql.keycodec import decode_key
 from warpd.state.store import StateStore
@@ -90,41 +91,24 @@ def assert_startup_failure(w: Warp, *needles: str, secret: str | None = None) ->
 
 
 # -- the databases ---------------------------------------------------------------
-def mariadb_answers() -> bool:
-    try:
-        mysql_root().close()
-        return True
-    except pymysql.err.MySQLError:
-        return False
+# Found by port and pid file (tests/servers.py), never by process name: another MariaDB or
+# PostgreSQL on the machine must not be mistaken for the one under test.
+@functools.cache
+def mariadb_server() -> MariaDBServer:
+    return MariaDBServer.discover()
 
 
-def postgres_answers() -> bool:
-    try:
-        psycopg2.connect(PG_DSN, connect_timeout=3).close()
-        return True
-    except psycopg2.Error:
-        return False
-
-
-def mariadbd_running() -> bool:
-    return subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True).returncode == 0
+@functools.cache
+def postgres_cluster() -> PostgresCluster:
+    return PostgresCluster.discover()
 
 
 def ensure_mariadb() -> None:
-    if not mariadb_answers():
-        wait_until(lambda: not mariadbd_running() or mariadb_answers(), 60, "MariaDB to finish stopping")
-        if not mariadb_answers():
-            subprocess.run(
-                ["start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"],
-                check=True,
-            )
-    wait_until(mariadb_answers, 120, "MariaDB to answer", interval=0.5)
+    mariadb_server().start()
 
 
 def restart_mariadb() -> None:
-    subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-e", "shutdown"], check=True)
-    wait_until(lambda: not mariadbd_running(), 60, "MariaDB to stop")
-    ensure_mariadb()
+    mariadb_server().restart()
 
 
 def postmaster_started() -> Any:
@@ -138,20 +122,11 @@ def postmaster_started() -> Any:
 
 
 def restart_postgres() -> None:
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"],
-        check=True,
-        capture_output=True,
-    )
-    ensure_postgres()
+    postgres_cluster().restart()
 
 
 def ensure_postgres() -> None:
-    if not postgres_answers():
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "start"], capture_output=True
-        )
-    wait_until(postgres_answers, 120, "PostgreSQL to answer", interval=0.5)
+    postgres_cluster().ensure()
 
 
 def reconnect(dbs: Databases) -> None:
@@ -459,22 +434,10 @@ def test_binlog_settings_are_checked_at_startup(
 
 def test_binlog_off_is_reported_with_the_settings_to_add(dbs: Databases, warp: Callable[..., Warp]) -> None:
     make_items(dbs, 10)
-    subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-e", "shutdown"], check=True)
-    wait_until(lambda: not mariadbd_running(), 60, "MariaDB to stop")
+    server = mariadb_server()
+    server.stop()
     try:
-        subprocess.run(
-            [
-                "start-stop-daemon",
-                "--start",
-                "--background",
-                "--exec",
-                "/usr/sbin/mariadbd",
-                "--",
-                "--skip-log-bin",
-            ],
-            check=True,
-        )
-        wait_until(mariadb_answers, 120, "MariaDB (binlog off) to answer", interval=0.5)
+        server.start("--skip-log-bin")
         reconnect(dbs)
         assert dbs.sql("SELECT @@log_bin")[0][0] == 0
         w = warp()
