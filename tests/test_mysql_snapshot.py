@@ -8,6 +8,7 @@ PostgreSQL.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -266,3 +267,119 @@ def test_a_snapshot_resumes_from_a_label_stored_by_an_older_version(dbs: Databas
     finally:
         source.close()
     assert [(r["k"], r["s"], r["b"]) for r in rows] == [("apple", ["y"], "0001"), ("mango", ["x"], "0001")]
+
+
+# -- 7: the start position under continuous writes ---------------------------------------
+def test_snapshot_started_under_continuous_writes_converges(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """The start position is taken with the snapshot's view (MariaDB: binlog_snapshot_file/position of a
+    consistent snapshot), so no transaction can be in the binlog before it yet invisible to the copy."""
+    from conftest import mysql_root
+
+    dbs.sql("CREATE TABLE hot (id INT PRIMARY KEY, v INT NOT NULL, w INT NOT NULL DEFAULT 0)")
+    dbs.sql("INSERT INTO hot (id, v) SELECT seq, seq FROM seq_1_to_5000")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        conn = mysql_root(dbs.name)
+        try:
+            with conn.cursor() as cur:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    cur.execute("START TRANSACTION")
+                    cur.execute("INSERT INTO hot (id, v) VALUES (%s, %s)", (100_000 * (n + 1) + i, i))
+                    cur.execute("UPDATE hot SET w = w + 1 WHERE id = %s", (1 + (i * 7 + n) % 5000,))
+                    cur.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=writer, args=(n,), daemon=True) for n in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        config = write_config(tmp_path, f"schemas:\n  - name: {dbs.name}\n    snapshot_chunk_size: 500\n")
+        w = start_streaming(warp, config)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert dbs.source_count("hot") > 5000
+    assert_converged(dbs, w)
+
+
+def test_every_transaction_before_the_start_position_is_visible_to_the_copy(dbs: Databases) -> None:
+    """The property behind the test above, sampled many times: right after current_position() returns
+    P, every transaction the binlog holds before P is visible to a new read."""
+    from conftest import MYSQL_HOST, MYSQL_PORT, mysql_root
+    from pymysqlreplication import BinLogStreamReader
+    from pymysqlreplication.event import XidEvent
+    from pymysqlreplication.row_event import WriteRowsEvent
+
+    dbs.sql("CREATE TABLE w (id INT AUTO_INCREMENT PRIMARY KEY, n INT NOT NULL)")
+    start = dbs.sql("SHOW MASTER STATUS")[0][:2]
+    stop = threading.Event()
+
+    def writer(n: int) -> None:
+        conn = mysql_root(dbs.name)
+        try:
+            with conn.cursor() as cur:
+                while not stop.is_set():
+                    cur.execute("INSERT INTO w (n) VALUES (%s)", (n,))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=writer, args=(n,), daemon=True) for n in range(6)]
+    for t in threads:
+        t.start()
+    source = MySQLSource(dbs.source_uri, dbs.name, server_id=997)
+    samples = []
+    try:
+        for _ in range(300):
+            position = source.current_position()
+            visible = {r[0] for r in dbs.sql("SELECT id FROM w")}
+            samples.append((position, visible))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        source.close()
+    reader = BinLogStreamReader(
+        connection_settings={"host": MYSQL_HOST, "port": MYSQL_PORT, "user": "root", "passwd": ""},
+        server_id=3_900_000 + os.getpid() % 100_000,
+        log_file=start[0],
+        log_pos=int(start[1]),
+        resume_stream=True,
+        blocking=False,
+        only_events=[WriteRowsEvent, XidEvent],
+        only_schemas=[dbs.name],
+    )
+    committed_at: dict[int, tuple[str, int]] = {}
+    pending: list[int] = []
+    try:
+        for event in reader:
+            if isinstance(event, WriteRowsEvent):
+                pending += [row["values"]["id"] for row in event.rows]
+            else:
+                committed_at.update((i, (reader.log_file, event.packet.log_pos)) for i in pending)
+                pending = []
+    finally:
+        reader.close()
+    assert len(committed_at) > 300
+    late = [
+        (
+            position,
+            sorted(
+                i
+                for i, (f, end) in committed_at.items()
+                if f == position["file"] and end <= position["pos"] and i not in visible
+            )[:5],
+        )
+        for position, visible in samples
+    ]
+    assert [x for x in late if x[1]] == []

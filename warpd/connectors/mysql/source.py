@@ -43,6 +43,30 @@ def default_server_id(schema_name: str) -> int:
     return 100_000 + zlib.crc32(schema_name.encode("utf-8")) % 4_000_000
 
 
+def _mariadb_snapshot_position(cur: Any) -> tuple[Any, ...] | None:
+    cur.execute("SHOW MASTER STATUS")  # fails without BINLOG MONITOR, as the binlog reader would
+    if not cur.fetchone():
+        return None
+    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    try:
+        cur.execute("SHOW SESSION STATUS LIKE 'binlog\\_snapshot\\_%'")
+        status = {name.lower(): value for name, value in cur.fetchall()}
+    finally:
+        cur.execute("COMMIT")
+    return status.get("binlog_snapshot_file"), status.get("binlog_snapshot_position")
+
+
+def _mysql_locked_position(cur: Any) -> tuple[Any, ...] | None:
+    cur.execute("SET SESSION lock_wait_timeout = 30")  # never queue writers behind a long query for long
+    cur.execute("FLUSH TABLES WITH READ LOCK")  # waits for commits in flight to reach the storage engine
+    try:
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+    finally:
+        cur.execute("UNLOCK TABLES")
+    return tuple(row[:2]) if row else None
+
+
 class MySQLSource:
     """Reads one MySQL/MariaDB database: snapshot and binlog changes."""
 
@@ -141,15 +165,26 @@ class MySQLSource:
 
     # -- positions -----------------------------------------------------------
     def current_position(self) -> Position:
+        """The binlog position up to which every transaction is visible to reads from now on.
+
+        ``SHOW MASTER STATUS`` alone is not that: a transaction is written to the
+        binlog before InnoDB makes it visible, so a copy started just after could
+        miss it while the stream starts after it.  MariaDB reports the exact pair
+        for a consistent snapshot (``binlog_snapshot_file``/``_position``);
+        MySQL's binlog position is read under a brief global read lock
+        (``FLUSH TABLES WITH READ LOCK``, which needs the RELOAD privilege).
+        """
         try:
             with self.conn.cursor() as cur:
-                cur.execute("SHOW MASTER STATUS")
-                row = cur.fetchone()
+                if "mariadb" in self.conn.get_server_info().lower():
+                    row = _mariadb_snapshot_position(cur)
+                else:
+                    row = _mysql_locked_position(cur)
         except pymysql.err.MySQLError as exc:
             self.reset()
             err = classify(exc, self.params, "reading the binlog position (SHOW MASTER STATUS)")
             raise err from exc
-        if not row:
+        if not row or not row[0]:
             raise FatalError(
                 f"MySQL source {self.params.redacted}: SHOW MASTER STATUS returned nothing; the "
                 f"binary log is off or this user lacks REPLICATION CLIENT / BINLOG MONITOR "
