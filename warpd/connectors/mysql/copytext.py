@@ -94,8 +94,10 @@ def deferral_condition(col: Column, quoted: str, size_limit: int) -> str | None:
         return None if longest <= size_limit else f"{length} > {int(size_limit)}"
     if longest <= min(size_limit, ESCAPE_FREE_BYTES):
         return None
-    text = f"CONVERT({quoted} USING utf8mb4)"
-    return f"({length} > {int(size_limit)} OR ({length} > {ESCAPE_FREE_BYTES} AND {text} REGEXP {_ESCAPED_CHARS}))"
+    escapes = f"CONVERT({quoted} USING utf8mb4) REGEXP {_ESCAPED_CHARS}"
+    if size_limit >= ESCAPE_FREE_BYTES:  # one comparison for the common short value
+        return f"({length} > {ESCAPE_FREE_BYTES} AND ({length} > {int(size_limit)} OR {escapes}))"
+    return f"({length} > {int(size_limit)} OR ({length} > {ESCAPE_FREE_BYTES} AND {escapes}))"
 
 
 def python_encoder(col: Column) -> Callable[[Any], str]:
