@@ -269,6 +269,21 @@ def test_a_snapshot_resumes_from_a_label_stored_by_an_older_version(dbs: Databas
     assert [(r["k"], r["s"], r["b"]) for r in rows] == [("apple", ["y"], "0001"), ("mango", ["x"], "0001")]
 
 
+def test_a_null_in_configured_key_columns_stops_the_copy_instead_of_ending_it(dbs: Databases) -> None:
+    """key_columns may name a nullable column; a chunk ending on NULL used to end the copy
+    (nothing is greater than NULL), so the rest of the table was silently never copied."""
+    dbs.sql("CREATE TABLE nk (a INT NULL, b INT)")
+    dbs.sql("INSERT INTO nk VALUES (NULL, 1), (1, 2), (2, 3)")
+    source = MySQLSource(dbs.source_uri, dbs.name, server_id=998)
+    try:
+        with pytest.raises(FatalError) as caught:
+            for _chunk in source.snapshot(source.describe("nk", ("a",)), None, 1, copy_text=True):
+                pass
+    finally:
+        source.close()
+    assert "'nk'" in str(caught.value) and "NOT NULL" in str(caught.value)
+
+
 # -- 7: the start position under continuous writes ---------------------------------------
 def test_snapshot_started_under_continuous_writes_converges(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any

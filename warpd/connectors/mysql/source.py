@@ -332,6 +332,12 @@ class MySQLSource:
                     rows = [_NO_COLUMNS] * len(raw)  # every column is in the encoded line
                 last = list(raw[-1][-nkey:])
                 done = len(raw) < chunk_size
+                if not done and None in last:  # WHERE (key) > (NULL) would end the copy here
+                    raise FatalError(
+                        f"MySQL source: table {schema.name!r}: key column(s) {list(schema.key)} hold NULL "
+                        f"(a chunk ended on key {last!r}), so the copy cannot page past it. Use key_columns "
+                        "that are NOT NULL (or a unique NOT NULL index's columns) for this table."
+                    )
                 yield SnapshotChunk(
                     schema.name,
                     rows,
