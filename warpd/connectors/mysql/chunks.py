@@ -19,7 +19,7 @@ import pymysql
 
 from warpd.connectors.mysql import copytext
 from warpd.connectors.mysql import types as mtypes
-from warpd.connectors.mysql.connection import quote_ident
+from warpd.connectors.mysql.connection import qualified, quote_ident
 from warpd.errors import FatalError
 from warpd.types import Column, Kind, TableSchema
 
@@ -63,7 +63,7 @@ class ChunkReader:
         max_packet: int,
     ):
         self.table = schema.name
-        self.source = f"{quote_ident(database)}.{quote_ident(schema.name)}"
+        self.source = qualified(database, schema.name)
         keys = [c for k in schema.key for c in schema.columns if c.name == k]
         self.order = ", ".join(quote_ident(k) for k in schema.key)
         self.key_select = [mtypes.snapshot_key_expr(c, quote_ident(c.name)) for c in keys]
