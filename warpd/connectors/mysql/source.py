@@ -16,6 +16,7 @@ import pymysql
 from warpd.connectors.base import CASCADING_RULES, Event, ForeignKey, Position, SnapshotChunk
 from warpd.connectors.mysql import copytext
 from warpd.connectors.mysql import types as mtypes
+from warpd.connectors.mysql.chunks import ChunkReader
 from warpd.connectors.mysql.connection import (
     MySQLParams,
     classify,
@@ -52,6 +53,30 @@ def _loose(collation: str | None) -> bool:
 def default_server_id(schema_name: str) -> int:
     """A replica server id derived from the schema name, unlikely to clash with real servers."""
     return 100_000 + zlib.crc32(schema_name.encode("utf-8")) % 4_000_000
+
+
+def _mariadb_snapshot_position(cur: Any) -> tuple[Any, ...] | None:
+    cur.execute("SHOW MASTER STATUS")  # fails without BINLOG MONITOR, as the binlog reader would
+    if not cur.fetchone():
+        return None
+    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    try:
+        cur.execute("SHOW SESSION STATUS LIKE 'binlog\\_snapshot\\_%'")
+        status = {name.lower(): value for name, value in cur.fetchall()}
+    finally:
+        cur.execute("COMMIT")
+    return status.get("binlog_snapshot_file"), status.get("binlog_snapshot_position")
+
+
+def _mysql_locked_position(cur: Any) -> tuple[Any, ...] | None:
+    cur.execute("SET SESSION lock_wait_timeout = 30")  # never queue writers behind a long query for long
+    cur.execute("FLUSH TABLES WITH READ LOCK")  # waits for commits in flight to reach the storage engine
+    try:
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+    finally:
+        cur.execute("UNLOCK TABLES")
+    return tuple(row[:2]) if row else None
 
 
 class MySQLSource:
@@ -161,15 +186,26 @@ class MySQLSource:
 
     # -- positions -----------------------------------------------------------
     def current_position(self) -> Position:
+        """The binlog position up to which every transaction is visible to reads from now on.
+
+        ``SHOW MASTER STATUS`` alone is not that: a transaction is written to the
+        binlog before InnoDB makes it visible, so a copy started just after could
+        miss it while the stream starts after it.  MariaDB reports the exact pair
+        for a consistent snapshot (``binlog_snapshot_file``/``_position``);
+        MySQL's binlog position is read under a brief global read lock
+        (``FLUSH TABLES WITH READ LOCK``, which needs the RELOAD privilege).
+        """
         try:
             with self.conn.cursor() as cur:
-                cur.execute("SHOW MASTER STATUS")
-                row = cur.fetchone()
+                if "mariadb" in self.conn.get_server_info().lower():
+                    row = _mariadb_snapshot_position(cur)
+                else:
+                    row = _mysql_locked_position(cur)
         except pymysql.err.MySQLError as exc:
             self.reset()
             err = classify(exc, self.params, "reading the binlog position (SHOW MASTER STATUS)")
             raise err from exc
-        if not row:
+        if not row or not row[0]:
             raise FatalError(
                 f"MySQL source {self.params.redacted}: SHOW MASTER STATUS returned nothing; the "
                 f"binary log is off or this user lacks REPLICATION CLIENT / BINLOG MONITOR "
@@ -303,54 +339,56 @@ class MySQLSource:
     ) -> Iterator[SnapshotChunk]:
         """Read ``schema``'s table in primary-key order, ``chunk_size`` rows at a time.
 
-        Each chunk is its own query (no long transaction holding undo logs);
-        changes made meanwhile are replayed from the binlog afterwards.  A
+        Each chunk is its own query (no long transaction holding undo logs;
+        see :class:`~warpd.connectors.mysql.chunks.ChunkReader`); changes made
+        meanwhile are replayed from the binlog afterwards.  A
         keyless table is read in one streaming pass and cannot resume.  With
         ``copy_text`` the server encodes every column it can as PostgreSQL COPY
         text (:mod:`warpd.connectors.mysql.copytext`); keyless tables never
         do, as their row key hashes the canonical encoding.
         """
         cols = schema.columns
-        fast: list[tuple[Column, str]] = []
+        fast: list[Column] = []
         if copy_text and schema.key:
-            fast = [
-                (c, e) for c in cols if (e := copytext.copy_text_expr(c, quote_ident(c.name))) is not None
-            ]
-        fast_names = {c.name for c, _e in fast}
+            fast = [c for c in cols if copytext.copy_text_expr(c, quote_ident(c.name)) is not None]
+        fast_names = {c.name for c in fast}
         slow = [c for c in cols if c.name not in fast_names]
-        select = [copytext.line_expr([e for _c, e in fast])] if fast else []
-        select += [mtypes.snapshot_select_expr(c, quote_ident(c.name)) for c in slow]
+        slow_select = [mtypes.snapshot_select_expr(c, quote_ident(c.name)) for c in slow]
         converters = [mtypes.snapshot_converter(c) for c in slow]
         names = [c.name for c in slow]
         first_slow = 1 if fast else 0
-        select += [quote_ident(k) for k in schema.key]  # raw key values for the next chunk's WHERE
-        source = qualified(self.database, schema.name)
         conn = connect(self.params, f"snapshotting {schema.name!r}", cursorclass=pymysql.cursors.SSCursor)
         try:
             with conn.cursor() as cur:
-                for stmt in mtypes.SNAPSHOT_SESSION_SQL:
+                for stmt in (
+                    *mtypes.SNAPSHOT_SESSION_SQL,
+                    "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                ):
                     cur.execute(stmt)
             if not schema.key:
+                source = qualified(self.database, schema.name)
                 yield from self._snapshot_keyless(
-                    conn, select, source, names, converters, schema.name, chunk_size
+                    conn, slow_select, source, names, converters, schema.name, chunk_size
                 )
                 return
-            order = ", ".join(quote_ident(k) for k in schema.key)
+            with conn.cursor(pymysql.cursors.Cursor) as cur:
+                cur.execute("SELECT @@max_allowed_packet")
+                max_packet = int(cur.fetchone()[0])
+            reader = ChunkReader(self.database, schema, fast, slow_select, max_packet)
             nkey = len(schema.key)
-            last = decode_key(dict(resume_after)) if resume_after else None
+            key_cols = [c for k in schema.key for c in cols if c.name == k]
+            last = None
+            if resume_after:
+                last = [
+                    mtypes.snapshot_key_value(c, v)
+                    for c, v in zip(key_cols, decode_key(dict(resume_after)), strict=True)
+                ]
             while True:
-                where, args = "", ()
-                if last is not None:
-                    where = f" WHERE ({order}) > ({', '.join(['%s'] * nkey)})"
-                    args = tuple(last)
-                # identifiers quoted by quote_ident, values bound: nothing from the source is spliced raw
-                query = f"SELECT {', '.join(select)} FROM {source}{where} ORDER BY {order} LIMIT {int(chunk_size)}"  # noqa: S608
                 try:
-                    with conn.cursor(pymysql.cursors.Cursor) as cur:
-                        cur.execute(query, args)
-                        raw = cur.fetchall()
+                    chunk = reader.read(conn, last, chunk_size)
                 except pymysql.err.MySQLError as exc:
                     raise classify(exc, self.params, f"snapshotting {schema.name!r}") from exc
+                raw = chunk.raw
                 if not raw:
                     yield SnapshotChunk(
                         schema.name, [], resume_after=encode_key(last) if last else None, done=True
@@ -365,13 +403,19 @@ class MySQLSource:
                     rows = [_NO_COLUMNS] * len(raw)  # every column is in the encoded line
                 last = list(raw[-1][-nkey:])
                 done = len(raw) < chunk_size
+                if not done and None in last:  # WHERE (key) > (NULL) would end the copy here
+                    raise FatalError(
+                        f"MySQL source: table {schema.name!r}: key column(s) {list(schema.key)} hold NULL "
+                        f"(a chunk ended on key {last!r}), so the copy cannot page past it. Use key_columns "
+                        "that are NOT NULL (or a unique NOT NULL index's columns) for this table."
+                    )
                 yield SnapshotChunk(
                     schema.name,
                     rows,
                     resume_after=encode_key(last),
                     done=done,
-                    encoded=[r[0] for r in raw] if fast else None,
-                    encoded_columns=tuple(c.name for c, _e in fast),
+                    encoded=chunk.lines,
+                    encoded_columns=tuple(c.name for c in fast),
                 )
                 if done:
                     return

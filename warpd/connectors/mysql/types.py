@@ -455,6 +455,55 @@ def snapshot_select_expr(col: Column, quoted_name: str) -> str:
     return quoted_name
 
 
+_LONGEST = {"tinytext": 255, "tinyblob": 255, "text": 65_535, "blob": 65_535}
+_LONGEST.update({"mediumtext": 16_777_215, "mediumblob": 16_777_215, "enum": 255 * 4})
+_ANY_LENGTH = 4_294_967_295
+
+
+def max_byte_length(col: Column) -> int:
+    """The most bytes a value of ``col`` can hold (at most 4 per character), from its type spelling."""
+    sp = _parse(col.source_type) if col.source_type else None
+    if sp is None:
+        return _ANY_LENGTH
+    if sp.base in ("char", "varchar"):
+        return (_int_arg(sp, 0, 1) or 1) * (1 if sp.binary_charset else 4)
+    if sp.base in ("binary", "varbinary"):
+        return _int_arg(sp, 0, 1) or 1
+    return _LONGEST.get(sp.base, _ANY_LENGTH)
+
+
+def snapshot_key_expr(col: Column, quoted_name: str) -> str:
+    """The expression a snapshot chunk reads key column ``col`` through, to bound the next chunk.
+
+    The value read must compare in ``WHERE (key) > (value)`` exactly as ``ORDER
+    BY key`` sorts.  ENUM and SET sort by their number (declaration index, bit
+    mask) but compare with a string as text, and BIT compares with bytes as
+    text, so all three are read as numbers; FLOAT is read widened to DOUBLE,
+    as its text form has six digits only.
+    """
+    sp = _parse(col.source_type) if col.source_type else None
+    if sp is not None and sp.base in ("enum", "set", "bit"):
+        return f"({quoted_name} + 0)"
+    if col.type.kind is Kind.FLOAT and col.type.bits == 32:
+        return f"CAST({quoted_name} AS DOUBLE)"
+    return quoted_name
+
+
+def snapshot_key_value(col: Column, value: Any) -> Any:
+    """A stored resume value as :func:`snapshot_key_expr` reads it (older versions stored ENUM/SET
+    labels and BIT bytes)."""
+    sp = _parse(col.source_type) if col.source_type else None
+    if sp is None:
+        return value
+    if sp.base == "enum" and isinstance(value, str):
+        return sp.labels.index(value) + 1 if value in sp.labels else 0
+    if sp.base == "set" and isinstance(value, str):
+        return sum(1 << sp.labels.index(m) for m in _set_members(value) if m in sp.labels)
+    if sp.base == "bit" and isinstance(value, (bytes, bytearray)):
+        return int.from_bytes(value, "big")
+    return value
+
+
 def snapshot_converter(col: Column) -> Converter:
     """Turn a value pymysql returned for ``col`` (read via :func:`snapshot_select_expr`,
     in a session prepared by :data:`SNAPSHOT_SESSION_SQL`) into the canonical value."""
