@@ -894,3 +894,23 @@ def test_sigterm_stops_cleanly_and_a_restart_catches_up(
     distinct_bag = dbs.sql("SELECT COUNT(*) FROM (SELECT DISTINCT a, b FROM bag) d")[0][0]
     assert dbs.pg_count("bag") == distinct_bag
     stop_cleanly(w2)
+
+
+def test_percent_signs_in_names_replicate_exactly(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """Drivers format bound values with ``%``: a ``%`` in a quoted name must stay a literal."""
+    table, key, col = "pct%s_%(t)s_%", "k%d", "v%%"
+    dbs.sql(f"CREATE TABLE {q(table)} ({q(key)} INT PRIMARY KEY, {q(col)} TEXT, n INT)")
+    literal = q(table).replace("%", "%%")  # this test's own statement is formatted by the driver too
+    dbs.many(f"INSERT INTO {literal} VALUES (%s, %s, %s)", [(i, f"{i}% done", i) for i in range(1, 31)])
+    config = write_config(tmp_path, f"schemas:\n  - name: {dbs.name}\n    snapshot_chunk_size: 7\n")
+    w = start_streaming(warp, config)
+    assert_converged(dbs, w)
+    dbs.sql(f"UPDATE {q(table)} SET {q(col)} = 'changed %s' WHERE {q(key)} <= 5")
+    dbs.sql(f"DELETE FROM {q(table)} WHERE {q(key)} > 25")
+    dbs.sql(f"UPDATE {q(table)} SET {q(key)} = {q(key)} + 100 WHERE {q(key)} = 10")
+    assert_converged(dbs, w)
+    assert pg_tables(dbs) == {table}
+    assert pg_columns(dbs, table) == [key, col, "n"]
+    stop_cleanly(w)

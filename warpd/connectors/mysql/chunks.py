@@ -19,7 +19,7 @@ import pymysql
 
 from warpd.connectors.mysql import copytext
 from warpd.connectors.mysql import types as mtypes
-from warpd.connectors.mysql.connection import qualified, quote_ident
+from warpd.connectors.mysql.connection import BIND, execute_bound, qualified, quote_ident
 from warpd.errors import FatalError
 from warpd.types import Column, Kind, TableSchema
 
@@ -86,7 +86,7 @@ class ChunkReader:
     def _bound(self, op: str, last: Sequence[Any] | None) -> tuple[str, tuple[Any, ...]]:
         if last is None:
             return "", ()
-        return f"({self.order}) {op} ({', '.join(['%s'] * self.nkey)})", tuple(last)
+        return f"({self.order}) {op} ({', '.join([BIND] * self.nkey)})", tuple(last)
 
     def read(self, conn: Any, last: Sequence[Any] | None, size: int) -> Chunk:
         """The ``size`` rows after key ``last`` (from the start when None)."""
@@ -100,7 +100,7 @@ class ChunkReader:
             if self.deferrable:  # the raw values read later must be those of the rows read now
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             try:
-                cur.execute(query, args)
+                execute_bound(cur, query, args)
                 raw = list(cur.fetchall())
                 if cur.warning_count:
                     self._check_warnings(cur, last)
@@ -119,7 +119,8 @@ class ChunkReader:
         wanted = " OR ".join(d.condition for d in self.deferrable)
         where = " AND ".join(w for w in (lower, upper, f"({wanted})") if w)
         values = ", ".join(f"IF({d.condition}, {quote_ident(d.column.name)}, NULL)" for d in self.deferrable)
-        cur.execute(
+        execute_bound(
+            cur,
             f"SELECT {', '.join(self.key_select)}, {values} FROM {self.source} "  # noqa: S608 - quoted
             f"WHERE {where} ORDER BY {self.order}",
             args + upper_args,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,21 @@ def quote_ident(name: str) -> str:
     if "\x00" in name:
         raise ValueError("MySQL identifiers cannot contain NUL")
     return "`" + name.replace("`", "``") + "`"
+
+
+BIND = "\x00"
+"""Marks where a bound value goes in a statement built with quoted names; see :func:`execute_bound`."""
+
+
+def execute_bound(cur: Any, statement: str, args: Sequence[Any]) -> None:
+    """Run ``statement`` with ``args`` bound at its :data:`BIND` marks.
+
+    PyMySQL binds values by ``%`` formatting, so a ``%`` inside a quoted name
+    (``pct%s``) would be read as a placeholder.  Every ``%`` of the statement
+    is therefore made literal and only the marks (NUL, which no MySQL name can
+    hold) become placeholders.
+    """
+    cur.execute(statement.replace("%", "%%").replace(BIND, "%s"), tuple(args))
 
 
 def qualified(database: str, table: str) -> str:
