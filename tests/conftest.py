@@ -25,6 +25,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MYSQL_HOST = os.environ.get("WARP_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("WARP_TEST_MYSQL_PORT", "3306"))
 PG_DSN = os.environ.get("WARP_TEST_PG_DSN", "postgresql://warp:warp@127.0.0.1:5432/warp_test")
+PG_SUPERUSER = os.environ.get("WARP_TEST_PG_SUPERUSER", "postgres")  # as scripts/setup-databases.sh
+
+
+def pg_superuser() -> psycopg2.extensions.connection:
+    """An autocommit connection as the superuser, to the server and database of ``PG_DSN``."""
+    params = psycopg2.extensions.parse_dsn(PG_DSN)
+    conn = psycopg2.connect(
+        host=params.get("host", "127.0.0.1"),
+        port=params.get("port", "5432"),
+        dbname=params.get("dbname", "warp_test"),
+        user=PG_SUPERUSER,
+    )
+    conn.autocommit = True
+    return conn
 
 
 def mysql_root(database: str | None = None) -> pymysql.connections.Connection:

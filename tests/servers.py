@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import psycopg2
 import pymysql
-from conftest import MYSQL_HOST, MYSQL_PORT, PG_DSN, mysql_root, wait_until
+from conftest import MYSQL_HOST, MYSQL_PORT, PG_DSN, mysql_root, pg_superuser, wait_until
 
 
 def pid_alive(pid: int) -> bool:
@@ -122,7 +122,7 @@ class PostgresCluster:
 
     @classmethod
     def discover(cls) -> PostgresCluster:
-        conn = psycopg2.connect(PG_DSN)
+        conn = pg_superuser()  # config_file is for superusers (or pg_read_all_settings) only
         try:
             with conn.cursor() as cur:
                 cur.execute("SHOW config_file")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from urllib.parse import quote
@@ -10,7 +9,7 @@ from urllib.parse import quote
 import psycopg2
 import psycopg2.extensions
 import pytest
-from conftest import PG_DSN
+from conftest import PG_DSN, pg_superuser
 from psycopg2 import sql
 
 from warpd.connectors.postgresql.destination import PostgresDestination
@@ -43,20 +42,12 @@ def test_without_options_in_the_uri():
 
 # -- durability: a commit is flushed before the checkpoint that covers it is stored ----------------
 
-PG_SUPERUSER = os.environ.get("WARP_TEST_PG_SUPERUSER", "postgres")  # as scripts/setup-databases.sh
-
 
 @pytest.fixture
 def role_uri() -> Iterator[Callable[[str], str]]:
     """A URI of a dedicated login role whose session default is ``synchronous_commit = <value>``."""
     params = psycopg2.extensions.parse_dsn(PG_DSN)
-    admin = psycopg2.connect(
-        host=params.get("host", "127.0.0.1"),
-        port=params.get("port", "5432"),
-        dbname=params.get("dbname", "warp_test"),
-        user=PG_SUPERUSER,
-    )
-    admin.autocommit = True
+    admin = pg_superuser()
     created: list[str] = []
 
     def make(value: str) -> str:
