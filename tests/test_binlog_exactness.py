@@ -253,6 +253,19 @@ def test_statement_logged_dml_on_a_replicated_table_stops_the_schema(
     assert dbs.pg_rows(f'SELECT id FROM "{dbs.name}".kept ORDER BY id') == [(1,)]
 
 
+def test_statement_logged_dml_through_a_view_stops_the_schema(
+    dbs: Databases, warp: Callable[..., Warp]
+) -> None:
+    # The statement names the view, not the replicated table it writes: it must not pass as "not ours".
+    dbs.sql("CREATE TABLE kept (id INT PRIMARY KEY, a INT)")
+    dbs.sql("INSERT INTO kept VALUES (1, 1)")
+    dbs.sql("CREATE VIEW v AS SELECT * FROM kept")
+    w = start_streaming(warp)
+    in_session(dbs.name, "SET SESSION binlog_format = 'STATEMENT'", "UPDATE v SET a = 7 WHERE id = 1")
+    stopped_with(w, f"{dbs.name}.v", "logged as a statement", "binlog_format=ROW")
+    assert dbs.pg_rows(f'SELECT id, a FROM "{dbs.name}".kept') == [(1, 1)]
+
+
 def test_a_partial_row_image_stops_instead_of_deleting_the_row(
     dbs: Databases, warp: Callable[..., Warp]
 ) -> None:

@@ -390,7 +390,11 @@ class BinlogReader:
             )
             tables: list[str | None] = [None] if ours else []
         else:
-            tables = [t for db, t in targets if db == self.database and t in self.tables]
+            # A name the filters include but that is not a replicated table is a view (or something
+            # else that may write one): it cannot be told harmless, so it counts as ours.
+            tables = [
+                t for db, t in targets if db == self.database and (t in self.tables or self.included(t))
+            ]
         for table in tables:
             if table is not None and self.skipped(table):
                 continue
