@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import signal
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
@@ -389,3 +390,41 @@ def test_pausing_a_table_with_an_undecodable_row_lets_the_stream_go_on(
     )
     dbs.sql("INSERT INTO good VALUES (2, 'later')")
     wait_converged(dbs, None, TIMEOUT, tables=["good"])
+
+
+def test_two_single_mode_processes_with_one_replica_id_stop_instead_of_evicting_each_other(
+    dbs: Databases, tmp_path: Any
+) -> None:
+    # Item 23 in single mode: a config with source.server_id that does not list the schemas gives every
+    # `--schema X` process the same id; each connection evicted the other's, forever, with warnings only.
+    other = Databases(f"warp_t_{uuid.uuid4().hex[:10]}")
+    procs: list[Warp] = []
+    try:
+        server_id = 3_000_000_000 + uuid.uuid4().int % 1_000_000  # clear of the other tests' ids
+        config = tmp_path / "c.yaml"
+        config.write_text(f"source: {{server_id: {server_id}}}\n")
+        for d in (dbs, other):
+            d.sql("CREATE TABLE t (id INT PRIMARY KEY)")
+            state_dir = tmp_path / d.name
+            state_dir.mkdir()
+            w = Warp(d, str(state_dir), str(config), [], {}).start()
+            procs.append(w)
+            wait_until(lambda w=w: "streaming changes" in w.output or not w.alive(), TIMEOUT, "streaming")
+        first, second = procs
+        for i in range(1000):
+            if not first.alive():
+                break
+            dbs.sql("INSERT INTO t VALUES (%s)", (i,))
+            other.sql("INSERT INTO t VALUES (%s)", (i,))
+            wait_until(lambda n=i + 1: dbs.pg_count("t") == n or not first.alive(), TIMEOUT, "the row")
+        assert first.wait(TIMEOUT) == 2, first.output[-3000:]
+        assert f"server_id {server_id}" in first.output and "Traceback" not in first.output
+        assert second.alive(), second.output[-3000:]
+        other.sql("INSERT INTO t VALUES (-1)")
+        wait_until(lambda: other.pg_count("t") == other.source_count("t"), TIMEOUT, "the second to go on")
+        assert "same server_uuid/server_id" not in second.output, second.output[-3000:]
+    finally:
+        for w in procs:
+            if w.alive():
+                w.kill()
+        other.drop()

@@ -64,7 +64,7 @@ from warpd.connectors.mysql.binlog_checks import (
     xa_decision,
 )
 from warpd.connectors.mysql.connection import classify
-from warpd.errors import TransientError
+from warpd.errors import ConfigError, TransientError
 from warpd.types import Column, TableSchema
 
 if TYPE_CHECKING:
@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 
 libfixes.apply()
 
+# The error a replica reads when the server dropped it for a newer connection with its server_id
+# (MariaDB: "A slave with the same server_uuid/server_id is already connected"; MySQL 8: "A replica ...").
+_SAME_REPLICA_ID = re.compile(r"same server_uuid/server_id", re.IGNORECASE)
 # Rows_log_event flag: the statement ran with foreign_key_checks=0, so InnoDB ran no ON DELETE/UPDATE action
 NO_FOREIGN_KEY_CHECKS = 0x0002
 # DDL text that may add, drop or rename a foreign key without changing a table's columns
@@ -205,6 +208,8 @@ class BinlogReader:
                 try:
                     ev = self._stream.fetchone()
                 except (pymysql.err.MySQLError, OSError, ConnectionError) as exc:
+                    if _SAME_REPLICA_ID.search(str(exc)):
+                        raise self._evicted() from exc
                     raise TransientError(
                         str(classify(exc, self.source.params, "reading the binlog"))
                     ) from exc
@@ -371,6 +376,19 @@ class BinlogReader:
 
     def _stop(self, what: str, table: str | None, here: Position, fix: str) -> UnreplicableEvent:
         return unreplicable(what, self.database, table, here, self._txn_start, fix)
+
+    def _evicted(self) -> ConfigError:
+        """The server dropped this connection for another replica with our id: reconnecting evicts that
+        one in turn, forever (MariaDB and MySQL both do so), so it is a configuration error."""
+        sid = self.source.server_id
+        return ConfigError(
+            f"another replica connected to the source with this schema's server_id {sid} (database "
+            f"{self.database}, at binlog {self.file}:{self.pos}), and two replicas with one id evict each "
+            "other. Give every process its own id: list every schema in the configuration file (schema i "
+            "uses source.server_id + i), or set source.server_id per process "
+            "(CARTRIDGE_WARP_SOURCE__SERVER_ID), or leave it unset to derive one from the schema's name; "
+            "keep the ids clear of other servers' and replicas'."
+        )
 
     # -- events that must not pass unseen ----------------------------------------
     def _undecodable(self, ev: Any, here: Position) -> None:
