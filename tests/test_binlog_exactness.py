@@ -255,15 +255,28 @@ def test_statement_logged_dml_on_a_replicated_table_stops_the_schema(
 
 
 def test_statement_logged_dml_through_a_view_stops_the_schema(
-    dbs: Databases, warp: Callable[..., Warp]
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
     # The statement names the view, not the replicated table it writes: it must not pass as "not ours".
     dbs.sql("CREATE TABLE kept (id INT PRIMARY KEY, a INT)")
     dbs.sql("INSERT INTO kept VALUES (1, 1)")
     dbs.sql("CREATE VIEW v AS SELECT * FROM kept")
-    w = start_streaming(warp)
-    in_session(dbs.name, "SET SESSION binlog_format = 'STATEMENT'", "UPDATE v SET a = 7 WHERE id = 1")
-    stopped_with(w, f"{dbs.name}.v", "logged as a statement", "binlog_format=ROW")
+    dbs.sql("CREATE TABLE ignored (id INT PRIMARY KEY, a INT)")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"schemas:\n  - name: {dbs.name}\n    table_blacklist: [ignored, v]\n")
+    w = start_streaming(warp, str(config))
+    in_session(
+        dbs.name,
+        "SET SESSION binlog_format = 'STATEMENT'",
+        # neither an excluded table nor a temporary one writes a replicated table: no reason to stop
+        "CREATE TEMPORARY TABLE tmp (id INT PRIMARY KEY)",
+        "INSERT INTO tmp VALUES (1)",
+        "INSERT INTO ignored VALUES (1, 1)",
+        "UPDATE v SET a = 7 WHERE id = 1",  # a view (excluded by name or not) writes the table under it
+    )
+    out = stopped_with(w, f"{dbs.name}.v", "logged as a statement", "binlog_format=ROW")
+    error = next(line for line in out.splitlines() if " ERROR " in line)
+    assert "UPDATE v" in error and "tmp" not in error and "ignored" not in error, error
     assert dbs.pg_rows(f'SELECT id, a FROM "{dbs.name}".kept') == [(1, 1)]
 
 

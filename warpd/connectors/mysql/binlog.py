@@ -408,16 +408,26 @@ class BinlogReader:
             )
             tables: list[str | None] = [None] if ours else []
         else:
-            # A name the filters include but that is not a replicated table is a view (or something
-            # else that may write one): it cannot be told harmless, so it counts as ours.
+            # A view writes the table under it, which the statement does not name: a view of this
+            # database counts as ours (an excluded or temporary table does not).
             tables = [
-                t for db, t in targets if db == self.database and (t in self.tables or self.included(t))
+                t for db, t in targets if db == self.database and (t in self.tables or self._is_view(t))
             ]
         for table in tables:
             if table is not None and self.skipped(table):
                 continue
             shown = repr(statement[:120]) if statement is not None else "LOAD DATA"
             raise self._stop(f"a data change logged as a statement ({shown})", table, here, FIX_ROW_FORMAT)
+
+    def _is_view(self, name: str) -> bool:
+        """Whether *name* is a view of this database now (asked only for statement-logged DML)."""
+        return bool(
+            self.source._query(
+                "SELECT 1 FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (self.database, name),
+                "checking whether a statement writes through a view",
+            )
+        )
 
     # -- XA ----------------------------------------------------------------------
     def _end_xa_part(self, here: Position) -> Iterator[Event]:
