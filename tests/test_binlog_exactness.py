@@ -441,3 +441,26 @@ def test_two_single_mode_processes_with_one_replica_id_stop_instead_of_evicting_
             if w.alive():
                 w.kill()
         other.drop()
+
+
+def test_a_temporary_table_shadowing_a_replicated_one_leaves_it_alone(
+    dbs: Databases, warp: Callable[..., Warp]
+) -> None:
+    # Under statement-based logging TRUNCATE/ALTER of a session's temporary `t` are logged exactly like
+    # those of the real `t`: they emptied the destination table and added a column the source never had.
+    dbs.sql("CREATE TABLE t (id INT PRIMARY KEY, a INT)")
+    dbs.sql("INSERT INTO t VALUES (1, 1), (2, 2)")
+    w = start_streaming(warp)
+    in_session(
+        dbs.name,
+        "SET SESSION binlog_format = 'STATEMENT'",
+        "CREATE TEMPORARY TABLE t (x INT)",
+        "TRUNCATE TABLE t",
+        "ALTER TABLE t ADD COLUMN z INT",
+        "RENAME TABLE t TO t_tmp",  # MariaDB renames the temporary table; it goes on as t_tmp
+        "TRUNCATE TABLE t_tmp",
+        "DROP TEMPORARY TABLE t_tmp",
+    )
+    dbs.sql("INSERT INTO t VALUES (3, 3)")
+    assert_converged(dbs, w)
+    assert dbs.pg_rows(f'SELECT * FROM "{dbs.name}".t ORDER BY id') == [(1, 1), (2, 2), (3, 3)]

@@ -15,6 +15,7 @@ transactions are held until their XA COMMIT or XA ROLLBACK.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -127,6 +128,8 @@ class BinlogReader:
         self._in_txn = False
         self._xa = XaTransactions()
         self._xa_rows: list[Event] | None = None  # rows of an XA transaction being prepared
+        # session (thread id) -> its temporary tables seen created in the stream, see _without_temporary
+        self._temporary: dict[int | None, set[tuple[str, str]]] = {}
 
     # -- setup ---------------------------------------------------------------
     def _open(self) -> BinLogStreamReader:
@@ -256,6 +259,10 @@ class BinlogReader:
                     )
                 elif isinstance(ev, NotImplementedEvent):
                     self._undecodable(ev, here)
+                elif isinstance(ev, RotateEvent):
+                    # A server restart starts a new file and reuses thread ids: a temporary table whose
+                    # DROP was never logged must not hide a later session's real table of that name.
+                    self._temporary.clear()
         finally:
             self.close()
 
@@ -410,8 +417,11 @@ class BinlogReader:
         else:
             # A view writes the table under it, which the statement does not name: a view of this
             # database counts as ours (an excluded or temporary table does not).
+            temporary = self._temporary.get(getattr(ev, "slave_proxy_id", None), set())
             tables = [
-                t for db, t in targets if db == self.database and (t in self.tables or self._is_view(t))
+                t
+                for db, t in targets
+                if db == self.database and (db, t) not in temporary and (t in self.tables or self._is_view(t))
             ]
         for table in tables:
             if table is not None and self.skipped(table):
@@ -482,7 +492,9 @@ class BinlogReader:
         if kind not in ("ddl", "truncate"):
             return
         default_db = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else ev.schema
-        parsed = mddl.parse_ddl(statement, default_db or None)
+        parsed = self._without_temporary(mddl.parse_ddl(statement, default_db or None), ev)
+        if parsed is None:
+            return  # about a temporary table only: session-private, never replicated
         ts = float(ev.timestamp)
         self._commit(here)  # DDL commits implicitly; positions after it are safe
         ours = [(db, t) for db, t in parsed.tables if db == self.database]
@@ -517,6 +529,46 @@ class BinlogReader:
             # e.g. ALTER TABLE ... ADD FOREIGN KEY: no shape change, but cascades may have changed
             yield SchemaChange(ours[0][1], SchemaOpKind.FOREIGN_KEYS, here, statement, source_ts=ts)
         yield self._boundary(here, ts)
+
+    def _without_temporary(self, parsed: mddl.ParsedDdl, ev: Any) -> mddl.ParsedDdl | None:
+        """*parsed* without what it does to the temporary tables of the event's session.
+
+        Under statement-based logging a session's temporary table may shadow a replicated table of the
+        same name: its TRUNCATE or ALTER, logged as ``TRUNCATE TABLE t``, must not reach the real ``t``.
+        The temporary tables are followed per session (thread id) from their CREATE to their DROP.
+        None when the statement touches temporary tables only.
+        """
+        thread = getattr(ev, "slave_proxy_id", None)
+        temporary = self._temporary.setdefault(thread, set())
+        if parsed.temporary:
+            if parsed.statement.startswith("CREATE"):
+                temporary.update(parsed.temporary)
+            else:
+                temporary.difference_update(parsed.temporary)
+            if not temporary:
+                self._temporary.pop(thread, None)
+            return None
+        if not temporary:
+            self._temporary.pop(thread, None)
+            return parsed
+        ops = []
+        named = set(temporary)  # the statement's names of temporary tables, old and new
+        for op in parsed.ops:
+            if (op.database, op.table) not in temporary:
+                ops.append(op)
+            elif op.kind == SchemaOpKind.RENAME_TABLE and op.new_name:  # it goes on under its new name
+                temporary.discard((op.database, op.table))
+                temporary.add((op.new_database or op.database, op.new_name))
+                named.add((op.new_database or op.database, op.new_name))
+        tables = tuple(t for t in parsed.tables if t not in named)
+        if not tables and parsed.tables:
+            return None
+        return dataclasses.replace(
+            parsed,
+            ops=tuple(ops),
+            truncates=tuple(t for t in parsed.truncates if t not in named),
+            tables=tables,
+        )
 
     def _ddl_op(self, op: Any, statement: str, here: Position, ts: float) -> Iterator[Event]:
         K = SchemaOpKind
