@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import signal
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
@@ -253,6 +254,32 @@ def test_statement_logged_dml_on_a_replicated_table_stops_the_schema(
     assert dbs.pg_rows(f'SELECT id FROM "{dbs.name}".kept ORDER BY id') == [(1,)]
 
 
+def test_statement_logged_dml_through_a_view_stops_the_schema(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    # The statement names the view, not the replicated table it writes: it must not pass as "not ours".
+    dbs.sql("CREATE TABLE kept (id INT PRIMARY KEY, a INT)")
+    dbs.sql("INSERT INTO kept VALUES (1, 1)")
+    dbs.sql("CREATE VIEW v AS SELECT * FROM kept")
+    dbs.sql("CREATE TABLE ignored (id INT PRIMARY KEY, a INT)")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"schemas:\n  - name: {dbs.name}\n    table_blacklist: [ignored, v]\n")
+    w = start_streaming(warp, str(config))
+    in_session(
+        dbs.name,
+        "SET SESSION binlog_format = 'STATEMENT'",
+        # neither an excluded table nor a temporary one writes a replicated table: no reason to stop
+        "CREATE TEMPORARY TABLE tmp (id INT PRIMARY KEY)",
+        "INSERT INTO tmp VALUES (1)",
+        "INSERT INTO ignored VALUES (1, 1)",
+        "UPDATE v SET a = 7 WHERE id = 1",  # a view (excluded by name or not) writes the table under it
+    )
+    out = stopped_with(w, f"{dbs.name}.v", "logged as a statement", "binlog_format=ROW")
+    error = next(line for line in out.splitlines() if " ERROR " in line)
+    assert "UPDATE v" in error and "tmp" not in error and "ignored" not in error, error
+    assert dbs.pg_rows(f'SELECT id, a FROM "{dbs.name}".kept') == [(1, 1)]
+
+
 def test_a_partial_row_image_stops_instead_of_deleting_the_row(
     dbs: Databases, warp: Callable[..., Warp]
 ) -> None:
@@ -376,3 +403,64 @@ def test_pausing_a_table_with_an_undecodable_row_lets_the_stream_go_on(
     )
     dbs.sql("INSERT INTO good VALUES (2, 'later')")
     wait_converged(dbs, None, TIMEOUT, tables=["good"])
+
+
+def test_two_single_mode_processes_with_one_replica_id_stop_instead_of_evicting_each_other(
+    dbs: Databases, tmp_path: Any
+) -> None:
+    # Item 23 in single mode: a config with source.server_id that does not list the schemas gives every
+    # `--schema X` process the same id; each connection evicted the other's, forever, with warnings only.
+    other = Databases(f"warp_t_{uuid.uuid4().hex[:10]}")
+    procs: list[Warp] = []
+    try:
+        server_id = 3_000_000_000 + uuid.uuid4().int % 1_000_000  # clear of the other tests' ids
+        config = tmp_path / "c.yaml"
+        config.write_text(f"source: {{server_id: {server_id}}}\n")
+        for d in (dbs, other):
+            d.sql("CREATE TABLE t (id INT PRIMARY KEY)")
+            state_dir = tmp_path / d.name
+            state_dir.mkdir()
+            w = Warp(d, str(state_dir), str(config), [], {}).start()
+            procs.append(w)
+            wait_until(lambda w=w: "streaming changes" in w.output or not w.alive(), TIMEOUT, "streaming")
+        first, second = procs
+        for i in range(1000):
+            if not first.alive():
+                break
+            dbs.sql("INSERT INTO t VALUES (%s)", (i,))
+            other.sql("INSERT INTO t VALUES (%s)", (i,))
+            wait_until(lambda n=i + 1: dbs.pg_count("t") == n or not first.alive(), TIMEOUT, "the row")
+        assert first.wait(TIMEOUT) == 2, first.output[-3000:]
+        assert f"server_id {server_id}" in first.output and "Traceback" not in first.output
+        assert second.alive(), second.output[-3000:]
+        other.sql("INSERT INTO t VALUES (-1)")
+        wait_until(lambda: other.pg_count("t") == other.source_count("t"), TIMEOUT, "the second to go on")
+        assert "same server_uuid/server_id" not in second.output, second.output[-3000:]
+    finally:
+        for w in procs:
+            if w.alive():
+                w.kill()
+        other.drop()
+
+
+def test_a_temporary_table_shadowing_a_replicated_one_leaves_it_alone(
+    dbs: Databases, warp: Callable[..., Warp]
+) -> None:
+    # Under statement-based logging TRUNCATE/ALTER of a session's temporary `t` are logged exactly like
+    # those of the real `t`: they emptied the destination table and added a column the source never had.
+    dbs.sql("CREATE TABLE t (id INT PRIMARY KEY, a INT)")
+    dbs.sql("INSERT INTO t VALUES (1, 1), (2, 2)")
+    w = start_streaming(warp)
+    in_session(
+        dbs.name,
+        "SET SESSION binlog_format = 'STATEMENT'",
+        "CREATE TEMPORARY TABLE t (x INT)",
+        "TRUNCATE TABLE t",
+        "ALTER TABLE t ADD COLUMN z INT",
+        "RENAME TABLE t TO t_tmp",  # MariaDB renames the temporary table; it goes on as t_tmp
+        "TRUNCATE TABLE t_tmp",
+        "DROP TEMPORARY TABLE t_tmp",
+    )
+    dbs.sql("INSERT INTO t VALUES (3, 3)")
+    assert_converged(dbs, w)
+    assert dbs.pg_rows(f'SELECT * FROM "{dbs.name}".t ORDER BY id') == [(1, 1), (2, 2), (3, 3)]

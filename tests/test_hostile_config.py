@@ -212,6 +212,15 @@ def test_server_id_past_the_range_for_its_schemas_is_refused(tmp_path):
             "postgresql://u:s3cr%zzet@h/db",
             "libpq cannot parse it (invalid percent-encoded token)",
         ),
+        # libpq refuses these values before connecting; start-up used to retry them as an outage
+        ("--destination", "postgresql://h/db?sslmode=bogus", "sslmode: 'bogus' is not one of disable, allow"),
+        (
+            "--destination",
+            "postgresql://h/db?target_session_attrs=any2",
+            "target_session_attrs: 'any2' is not",
+        ),
+        ("--destination", "postgresql://h/db?gssencmode=on", "gssencmode: 'on' is not one of"),
+        ("--destination", "postgresql://h/db?channel_binding=yes", "channel_binding: 'yes' is not one of"),
         ("--destination", "mysql://warp@h/db", "destination.type: no destination connector 'mysql'"),
         ("--destination", "mongodb://h/db", "destination.type: no destination connector 'mongodb'"),
     ],

@@ -103,6 +103,14 @@ def test_without_a_daemon_every_command_exits_3_and_reads_the_state_file(daemon_
     assert usage.returncode == 2 and "IDs or --all" in usage.stderr
 
 
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "1e999", "abc"])
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_a_usage_error(daemon_home, value):
+    # "inf" and "1e999" ended in an OverflowError traceback, "-1", "0" and "nan" in "no answer from warpd"
+    result = run_warpctl("--state-dir", os.path.join(daemon_home, "state"), "--timeout", value, "status")
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "--timeout" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 # ---------------------------------------------------------------------------
 # status, checkpoints, pause/resume of a table (persisted across restarts), reload and stop
 

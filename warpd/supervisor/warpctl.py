@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,20 @@ DEFAULT_CONFIG = "/etc/cartridge-warp/config.yaml"
 OFFLINE = ("status", "checkpoints", "dlq_list")  # answered from the state file when no daemon runs
 
 
+MAX_TIMEOUT = 86400.0
+
+
+def _seconds(text: str) -> float:
+    """--timeout's value: a finite number of seconds above 0 (a socket timeout refuses the rest)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text[:40]!r}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_TIMEOUT:.0f} seconds")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="warpctl", description="Control a running warpd (cartridge-warp daemon)."
@@ -45,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", metavar="PATH", help="the control socket (default from the configuration)")
     p.add_argument("--state-dir", metavar="DIR", help=f"the state directory (default {DEFAULT_STATE_DIR})")
     p.add_argument(
-        "--timeout", metavar="SECONDS", type=float, default=60.0, help="how long to wait for an answer"
+        "--timeout", metavar="SECONDS", type=_seconds, default=60.0, help="how long to wait for an answer"
     )
     p.add_argument("--version", action="version", version=f"warpctl (cartridge-warp) {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)

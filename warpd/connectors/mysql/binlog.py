@@ -15,6 +15,7 @@ transactions are held until their XA COMMIT or XA ROLLBACK.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -64,7 +65,7 @@ from warpd.connectors.mysql.binlog_checks import (
     xa_decision,
 )
 from warpd.connectors.mysql.connection import classify
-from warpd.errors import TransientError
+from warpd.errors import ConfigError, TransientError
 from warpd.types import Column, TableSchema
 
 if TYPE_CHECKING:
@@ -74,6 +75,9 @@ log = logging.getLogger(__name__)
 
 libfixes.apply()
 
+# The error a replica reads when the server dropped it for a newer connection with its server_id
+# (MariaDB: "A slave with the same server_uuid/server_id is already connected"; MySQL 8: "A replica ...").
+_SAME_REPLICA_ID = re.compile(r"same server_uuid/server_id", re.IGNORECASE)
 # Rows_log_event flag: the statement ran with foreign_key_checks=0, so InnoDB ran no ON DELETE/UPDATE action
 NO_FOREIGN_KEY_CHECKS = 0x0002
 # DDL text that may add, drop or rename a foreign key without changing a table's columns
@@ -124,6 +128,8 @@ class BinlogReader:
         self._in_txn = False
         self._xa = XaTransactions()
         self._xa_rows: list[Event] | None = None  # rows of an XA transaction being prepared
+        # session (thread id) -> its temporary tables seen created in the stream, see _without_temporary
+        self._temporary: dict[int | None, set[tuple[str, str]]] = {}
 
     # -- setup ---------------------------------------------------------------
     def _open(self) -> BinLogStreamReader:
@@ -205,6 +211,8 @@ class BinlogReader:
                 try:
                     ev = self._stream.fetchone()
                 except (pymysql.err.MySQLError, OSError, ConnectionError) as exc:
+                    if _SAME_REPLICA_ID.search(str(exc)):
+                        raise self._evicted() from exc
                     raise TransientError(
                         str(classify(exc, self.source.params, "reading the binlog"))
                     ) from exc
@@ -251,6 +259,10 @@ class BinlogReader:
                     )
                 elif isinstance(ev, NotImplementedEvent):
                     self._undecodable(ev, here)
+                elif isinstance(ev, RotateEvent):
+                    # A server restart starts a new file and reuses thread ids: a temporary table whose
+                    # DROP was never logged must not hide a later session's real table of that name.
+                    self._temporary.clear()
         finally:
             self.close()
 
@@ -372,6 +384,19 @@ class BinlogReader:
     def _stop(self, what: str, table: str | None, here: Position, fix: str) -> UnreplicableEvent:
         return unreplicable(what, self.database, table, here, self._txn_start, fix)
 
+    def _evicted(self) -> ConfigError:
+        """The server dropped this connection for another replica with our id: reconnecting evicts that
+        one in turn, forever (MariaDB and MySQL both do so), so it is a configuration error."""
+        sid = self.source.server_id
+        return ConfigError(
+            f"another replica connected to the source with this schema's server_id {sid} (database "
+            f"{self.database}, at binlog {self.file}:{self.pos}), and two replicas with one id evict each "
+            "other. Give every process its own id: list every schema in the configuration file (schema i "
+            "uses source.server_id + i), or set source.server_id per process "
+            "(CARTRIDGE_WARP_SOURCE__SERVER_ID), or leave it unset to derive one from the schema's name; "
+            "keep the ids clear of other servers' and replicas'."
+        )
+
     # -- events that must not pass unseen ----------------------------------------
     def _undecodable(self, ev: Any, here: Position) -> None:
         found = undecodable_event(ev.event_type)
@@ -390,12 +415,29 @@ class BinlogReader:
             )
             tables: list[str | None] = [None] if ours else []
         else:
-            tables = [t for db, t in targets if db == self.database and t in self.tables]
+            # A view writes the table under it, which the statement does not name: a view of this
+            # database counts as ours (an excluded or temporary table does not).
+            temporary = self._temporary.get(getattr(ev, "slave_proxy_id", None), set())
+            tables = [
+                t
+                for db, t in targets
+                if db == self.database and (db, t) not in temporary and (t in self.tables or self._is_view(t))
+            ]
         for table in tables:
             if table is not None and self.skipped(table):
                 continue
             shown = repr(statement[:120]) if statement is not None else "LOAD DATA"
             raise self._stop(f"a data change logged as a statement ({shown})", table, here, FIX_ROW_FORMAT)
+
+    def _is_view(self, name: str) -> bool:
+        """Whether *name* is a view of this database now (asked only for statement-logged DML)."""
+        return bool(
+            self.source._query(
+                "SELECT 1 FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (self.database, name),
+                "checking whether a statement writes through a view",
+            )
+        )
 
     # -- XA ----------------------------------------------------------------------
     def _end_xa_part(self, here: Position) -> Iterator[Event]:
@@ -450,7 +492,9 @@ class BinlogReader:
         if kind not in ("ddl", "truncate"):
             return
         default_db = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else ev.schema
-        parsed = mddl.parse_ddl(statement, default_db or None)
+        parsed = self._without_temporary(mddl.parse_ddl(statement, default_db or None), ev)
+        if parsed is None:
+            return  # about a temporary table only: session-private, never replicated
         ts = float(ev.timestamp)
         self._commit(here)  # DDL commits implicitly; positions after it are safe
         ours = [(db, t) for db, t in parsed.tables if db == self.database]
@@ -485,6 +529,46 @@ class BinlogReader:
             # e.g. ALTER TABLE ... ADD FOREIGN KEY: no shape change, but cascades may have changed
             yield SchemaChange(ours[0][1], SchemaOpKind.FOREIGN_KEYS, here, statement, source_ts=ts)
         yield self._boundary(here, ts)
+
+    def _without_temporary(self, parsed: mddl.ParsedDdl, ev: Any) -> mddl.ParsedDdl | None:
+        """*parsed* without what it does to the temporary tables of the event's session.
+
+        Under statement-based logging a session's temporary table may shadow a replicated table of the
+        same name: its TRUNCATE or ALTER, logged as ``TRUNCATE TABLE t``, must not reach the real ``t``.
+        The temporary tables are followed per session (thread id) from their CREATE to their DROP.
+        None when the statement touches temporary tables only.
+        """
+        thread = getattr(ev, "slave_proxy_id", None)
+        temporary = self._temporary.setdefault(thread, set())
+        if parsed.temporary:
+            if parsed.statement.startswith("CREATE"):
+                temporary.update(parsed.temporary)
+            else:
+                temporary.difference_update(parsed.temporary)
+            if not temporary:
+                self._temporary.pop(thread, None)
+            return None
+        if not temporary:
+            self._temporary.pop(thread, None)
+            return parsed
+        ops = []
+        named = set(temporary)  # the statement's names of temporary tables, old and new
+        for op in parsed.ops:
+            if (op.database, op.table) not in temporary:
+                ops.append(op)
+            elif op.kind == SchemaOpKind.RENAME_TABLE and op.new_name:  # it goes on under its new name
+                temporary.discard((op.database, op.table))
+                temporary.add((op.new_database or op.database, op.new_name))
+                named.add((op.new_database or op.database, op.new_name))
+        tables = tuple(t for t in parsed.tables if t not in named)
+        if not tables and parsed.tables:
+            return None
+        return dataclasses.replace(
+            parsed,
+            ops=tuple(ops),
+            truncates=tuple(t for t in parsed.truncates if t not in named),
+            tables=tables,
+        )
 
     def _ddl_op(self, op: Any, statement: str, here: Position, ts: float) -> Iterator[Event]:
         K = SchemaOpKind

@@ -114,6 +114,7 @@ class ParsedDdl:
     statement: str = ""  # "ALTER TABLE", "DROP DATABASE", "CREATE VIEW", ...; "" when unrecognised
     databases: tuple[str, ...] = ()  # for CREATE/ALTER/DROP DATABASE
     reason: str = ""  # why not understood
+    temporary: tuple[tuple[str, str], ...] = ()  # (database, table) of CREATE/DROP TEMPORARY TABLE
 
 
 # --------------------------------------------------------------------------- lexer
@@ -844,6 +845,7 @@ class _Parser:
         self.tables: list[tuple[str, str]] = []
         self.truncates: list[tuple[str, str]] = []
         self.databases: list[str] = []
+        self.temporary: list[tuple[str, str]] = []
         self.primary_key_changed = False
         self.statement = ""
 
@@ -923,6 +925,8 @@ class _Parser:
         if "TEMPORARY" in prefixes:
             # Session-private and never replicated; it may shadow a real table of
             # the same name, so it is not reported as touching that table.
+            cur.accept("IF", "NOT", "EXISTS")
+            self.temporary.append(self.resolve(cur.qualified(), touch=False))
             return
         if_not_exists = cur.accept("IF", "NOT", "EXISTS")
         table = self.table(cur)
@@ -979,6 +983,9 @@ class _Parser:
 
     def drop_table(self, cur: _Cursor, prefixes: frozenset[str]) -> None:
         if "TEMPORARY" in prefixes:
+            cur.accept("IF", "EXISTS")
+            for part in _split(cur.rest()):
+                self.temporary.append(self.resolve(_Cursor(part).qualified(), touch=False))
             return
         if_exists = cur.accept("IF", "EXISTS")
         parts = _split(cur.rest())
@@ -1186,6 +1193,7 @@ class _Parser:
             statement=self.statement,
             databases=tuple(self.databases),
             reason=reason,
+            temporary=tuple(self.temporary),
         )
 
 
