@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pymysql
 import pytest
-from conftest import mysql_root, wait_until
+from conftest import wait_until
 from servers import MariaDBServer, pid_alive
 
 MARIADBD = "/usr/sbin/mariadbd"
@@ -89,26 +89,15 @@ def decoy_mariadb() -> Iterator[subprocess.Popen[bytes]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def server_pid() -> int:
-    conn = mysql_root()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT @@pid_file")
-            (pid_file,) = cur.fetchone()
-    finally:
-        conn.close()
-    with open(pid_file, encoding="ascii") as f:
-        return int(f.read())
-
-
 def test_restart_finds_the_server_by_pid_file_not_by_name(
     decoy_mariadb: subprocess.Popen[bytes],
 ) -> None:
     server = MariaDBServer.discover()
-    before = server_pid()
+    before = server.pid()
+    assert before is not None
     assert before != decoy_mariadb.pid
     server.restart()
-    after = server_pid()
+    after = server.pid()
     assert after != before, "the server under test was not restarted"
     assert not pid_alive(before)
     assert decoy_mariadb.poll() is None and pid_alive(decoy_mariadb.pid), "the decoy was touched"
