@@ -391,3 +391,29 @@ def test_single_mode_without_schema_on_a_multi_schema_file_exits_2(tmp_path):
     result = run_cli("--config", str(EXAMPLES / "config.yaml"), "--state-dir", str(tmp_path / "s"))
     err = config_error(result)
     assert "--schema" in err and "shop" in err and "billing" in err
+
+
+def test_a_connector_plugin_that_fails_to_load_is_named_in_the_error(tmp_path: Path) -> None:
+    """An installed plugin whose import fails is reported with the reason, not silently missing."""
+    site = tmp_path / "site"
+    (site / "warp_broken_plugin-1.0.dist-info").mkdir(parents=True)
+    (site / "warp_broken_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: warp-broken-plugin\nVersion: 1.0\n"
+    )
+    (site / "warp_broken_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[warpd.connectors]\nsnowflake = warp_broken_plugin\n"
+    )
+    (site / "warp_broken_plugin.py").write_text(
+        "raise ImportError('the snowflake driver is not installed: pip install snowflake-connector')\n"
+    )
+    config = write_config(
+        tmp_path,
+        VALID.format(batch_size=10).replace(
+            '  connection_string: "postgresql://warp:warp@127.0.0.1:5432/warp_test"',
+            '  type: snowflake\n  connection_string: "snowflake://acct/db"',
+        ),
+    )
+    err = config_error(run_cli("--config", config, "--validate-config", env={"PYTHONPATH": f"{ROOT}:{site}"}))
+    assert "no destination connector 'snowflake'" in err
+    assert "snowflake = warp_broken_plugin failed to load" in err
+    assert "pip install snowflake-connector" in err

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from warpd.config.model import DEFAULT_STATE_DIR, MAX_SERVER_ID, scheme_to_type
+from warpd.config.model import DEFAULT_STATE_DIR, ENDPOINT_TYPES, MAX_SERVER_ID, scheme_to_type
 from warpd.config.reading import format_path
 from warpd.errors import ConfigError
 from warpd.redact import redact
@@ -37,6 +37,9 @@ def _endpoint_type(endpoint: Mapping[str, Any]) -> str | None:
     uri = endpoint.get("connection_string")
     if not isinstance(uri, str) or not uri:
         return None
+    declared = endpoint.get("type")
+    if isinstance(declared, str) and declared not in ENDPOINT_TYPES:
+        return declared  # a plugin connector's type, whatever its scheme
     try:
         inferred = scheme_to_type(uri)
     except ConfigError:

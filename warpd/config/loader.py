@@ -430,6 +430,8 @@ def _consistency(data: Mapping[str, Any]) -> list[Problem]:
         uri = endpoint.get("connection_string")
         if not isinstance(uri, str) or not uri:
             continue
+        if isinstance(endpoint.get("type"), str) and endpoint["type"] not in ENDPOINT_TYPES:
+            continue  # a plugin connector's type: its own URI check judges the string (check_endpoint)
         try:
             inferred = scheme_to_type(uri)
         except ConfigError as exc:

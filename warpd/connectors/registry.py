@@ -8,6 +8,7 @@ database drivers lazily, so listing connectors needs no driver.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -19,11 +20,15 @@ DestinationFactory = Callable[..., Any]
 
 UriCheck = Callable[[str], None]
 
+log = logging.getLogger(__name__)
+
 _SOURCES: dict[str, SourceFactory] = {}
 _DESTINATIONS: dict[str, DestinationFactory] = {}
 # (role, type) -> the connector's own URI check, run by configuration validation before any connection
 _URI_CHECKS: dict[tuple[str, str], UriCheck] = {}
 _loaded_entry_points = False
+# entry point "name = module" -> why it failed to load; named whenever a connector is not found
+_BROKEN: dict[str, str] = {}
 
 
 def register_source(name: str, check_uri: UriCheck | None = None) -> Callable[[SourceFactory], SourceFactory]:
@@ -70,8 +75,18 @@ def _load() -> None:
         for ep in entry_points(group="warpd.connectors"):
             try:
                 ep.load()
-            except Exception:  # noqa: BLE001, S112 - a broken plugin must not stop the core
-                continue
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
+                # reported, not swallowed: the user who installed it needs to know why its type is missing
+                why = f"{type(exc).__name__}: {exc}"
+                _BROKEN[f"{ep.name} = {ep.value}"] = why
+                log.warning("connector plugin %s = %s failed to load (%s)", ep.name, ep.value, why)
+
+
+def _broken_plugins() -> str:
+    if not _BROKEN:
+        return ""
+    failures = "; ".join(f"{ep} failed to load ({why})" for ep, why in sorted(_BROKEN.items()))
+    return f"; connector plugins that did not load: {failures}"
 
 
 def source_factory(name: str) -> SourceFactory:
@@ -79,6 +94,7 @@ def source_factory(name: str) -> SourceFactory:
     if name not in _SOURCES:
         raise ConfigError(
             f"source.type: no source connector {name!r} (available: {', '.join(sorted(_SOURCES))})"
+            f"{_broken_plugins()}"
         )
     return _SOURCES[name]
 
@@ -88,6 +104,6 @@ def destination_factory(name: str) -> DestinationFactory:
     if name not in _DESTINATIONS:
         raise ConfigError(
             f"destination.type: no destination connector {name!r} "
-            f"(available: {', '.join(sorted(_DESTINATIONS))})"
+            f"(available: {', '.join(sorted(_DESTINATIONS))}){_broken_plugins()}"
         )
     return _DESTINATIONS[name]
