@@ -405,6 +405,36 @@ def test_pausing_a_table_with_an_undecodable_row_lets_the_stream_go_on(
     wait_converged(dbs, None, TIMEOUT, tables=["good"])
 
 
+def test_pausing_the_parent_of_emulated_cascades_does_not_skip_its_undecodable_row(
+    daemon: Daemon, dbs: Databases
+) -> None:
+    # The children's emulated ON DELETE actions come from the parent's events: skipping one of them
+    # because the parent is paused would leave its children diverging while the checkpoint moves on.
+    dbs.sql("CREATE TABLE bad (id INT PRIMARY KEY, s VARCHAR(20) CHARACTER SET ascii)")
+    dbs.sql(
+        "CREATE TABLE kid (id INT PRIMARY KEY, bad_id INT, "
+        "FOREIGN KEY (bad_id) REFERENCES bad (id) ON DELETE CASCADE)"
+    )
+    dbs.sql("INSERT INTO bad VALUES (1, 'ok')")
+    dbs.sql("INSERT INTO kid VALUES (10, 1)")
+    daemon.write_config([dbs.name], schema_extra="    foreign_key_cascades: emulate\n")
+    daemon.start()
+    daemon.streaming(dbs.name)
+    in_session(dbs.name, "SET NAMES binary", "INSERT INTO bad VALUES (2, 0x41FF42)")
+    stop = f"table {dbs.name}.bad"
+    wait_until(lambda: stop in daemon.output, TIMEOUT, "the stop naming the table")
+    paused = daemon.warpctl("pause", f"{dbs.name}.bad")
+    assert paused.returncode == 0, paused.stderr
+
+    def stopped_while_paused() -> bool:
+        # the process logs the pause once it is in force; the same event must stop it after that
+        _, seen, after = daemon.output.partition("paused tables (changes skipped until warpctl resume): bad")
+        return bool(seen) and any(" ERROR " in line and stop in line for line in after.splitlines())
+
+    wait_until(stopped_while_paused, TIMEOUT, "the same stop with the table paused")
+    assert "internal error" not in daemon.output
+
+
 def test_two_single_mode_processes_with_one_replica_id_stop_instead_of_evicting_each_other(
     dbs: Databases, tmp_path: Any
 ) -> None:

@@ -275,6 +275,10 @@ class ForeignKeyCascades:
         self.record(store, tables, position, dest, plans)
 
     # -- while changes collect into a batch ----------------------------------
+    def drives_children(self, table: str) -> bool:
+        """Whether ``table``'s changes carry emulated actions into other tables."""
+        return bool(self._by_parent.get(table))
+
     def splits(self, change: RowChange) -> bool:
         """Whether the pending batch must be applied before ``change`` joins it (see the module doc)."""
         edges = self._by_parent.get(change.table)

@@ -135,6 +135,14 @@ class SchemaRunner:
     def _is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, TransientError) or is_transient(exc) or self.source.is_transient(exc)
 
+    def _skippable(self, table: str) -> bool:
+        """Whether the source may pass over an event of ``table`` it cannot turn into changes.
+
+        A paused table is copied again on resume, so its events are not needed, unless it is
+        the parent of emulated foreign-key actions: its children need every one of its changes.
+        """
+        return self.hooks.skips(table) and not self.cascades.drives_children(table)
+
     def _key_override(self, table: str) -> tuple[str, ...] | None:
         return self.schema.table_settings(table).key_columns
 
@@ -530,7 +538,7 @@ class SchemaRunner:
         while True:
             try:
                 for event in self.source.stream(
-                    self.safe_pos, self.tables, self.schema.includes, self._key_override, self.hooks.skips
+                    self.safe_pos, self.tables, self.schema.includes, self._key_override, self._skippable
                 ):
                     if attempt:
                         attempt = 0
