@@ -414,7 +414,12 @@ class ForeignKeyCascades:
             return
         for edge in below:
             action = edge.on_delete if step.action == "delete" else edge.on_update
-            if action is None or not all(c in returning for c in edge.fk.parent_columns):
+            if action is None:
+                continue
+            if not all(c in returning for c in edge.fk.parent_columns):
+                # the destination's shape lacks the referenced columns: the grandchildren cannot be
+                # found from here, so they are copied again rather than left diverging
+                stale.update({edge.fk.table} | self._beyond[id(edge)])
                 continue
             at = [returning.index(c) for c in edge.fk.parent_columns]
             keys: list[list[str]] = []
