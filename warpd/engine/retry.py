@@ -40,7 +40,7 @@ def call_with_retry(
     activity = current_activity()
     key = object()  # this call's retries, apart from those of other threads
     attempt = 0
-    recovered = False
+    recovered = retried = False
     try:
         while True:
             attempt += 1
@@ -65,6 +65,7 @@ def call_with_retry(
                     delay,
                 )
                 activity.retrying(key, what, attempt, policy.max_attempts, delay, reason)
+                retried = True
                 on_retry(exc)
                 deadline = time.monotonic() + delay
                 while time.monotonic() < deadline:
@@ -72,5 +73,5 @@ def call_with_retry(
                         raise Stopped() from exc
                     sleep(min(0.2, max(0.0, deadline - time.monotonic())))
     finally:
-        if attempt > 1:
+        if retried:  # also when a stop ends the first wait: no "retrying" may outlive the call
             activity.done(key, recovered)
