@@ -29,19 +29,27 @@ class Watcher:
         )
         self.smallest: int | None = None
         self.counts = 0
+        self.errors: list[str] = []  # reads that failed; they are not counted as rows seen
+        self.died: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with self.conn.cursor() as cur:
-                    cur.execute(self.query)
-                    n = int(cur.fetchone()[0])
-            except psycopg2.errors.UndefinedTable:
-                n = 0  # a table that is gone holds no rows
-            self.counts += 1
-            self.smallest = n if self.smallest is None else min(self.smallest, n)
+        try:
+            while not self._stop.is_set():
+                try:
+                    with self.conn.cursor() as cur:
+                        cur.execute(self.query)
+                        n = int(cur.fetchone()[0])
+                except psycopg2.errors.UndefinedTable:
+                    n = 0  # a table that is gone holds no rows
+                except psycopg2.Error as exc:  # e.g. a relation swapped away under the query
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                self.counts += 1
+                self.smallest = n if self.smallest is None else min(self.smallest, n)
+        except BaseException as exc:  # noqa: BLE001 - reported by __exit__, never lost with the thread
+            self.died = exc
 
     def __enter__(self) -> Watcher:
         self._thread.start()
@@ -51,6 +59,7 @@ class Watcher:
         self._stop.set()
         self._thread.join()
         self.conn.close()
+        assert self.died is None, f"the watcher stopped watching: {self.died!r}"
 
 
 @pytest.fixture
