@@ -17,7 +17,7 @@ from typing import Any
 from warpd import __version__, logs
 from warpd.errors import ConfigError, WarpError
 from warpd.exits import EXIT_OK, run_reporting
-from warpd.redact import redact, remember_uri_secrets
+from warpd.redact import redact, remember_uri_secrets, uri_password
 
 log = logging.getLogger("warpd")
 
@@ -80,17 +80,12 @@ def hide_command_line_secrets(program: str, argv: Sequence[str]) -> None:
     _set_title(redact(" ".join([program, *argv])))
 
 
-def _has_password(uri: str) -> bool:
-    userinfo = uri.partition("://")[2].rpartition("@")[0]
-    return bool(userinfo.partition(":")[2])
-
-
 def _warn_command_line_passwords(args: argparse.Namespace) -> None:
     for flag, value, variable in (
         ("--source", args.source, "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING"),
         ("--destination", args.destination, "CARTRIDGE_WARP_DESTINATION__CONNECTION_STRING"),
     ):
-        if value and _has_password(value):
+        if uri_password(value):
             log.warning(
                 "%s carries a password: other users of this machine can read a command line while a "
                 "process starts (ps, /proc/PID/cmdline). Set the connection string in %s (e.g. a "

@@ -84,19 +84,21 @@ def remember_secret(secret: str) -> None:
     _secrets.add(keep)
 
 
-def remember_uri_secrets(uri: object) -> None:
-    """Remember the password of connection URI *uri* (``scheme://user:password@host...``)."""
+def uri_password(uri: object) -> str | None:
+    """The password of connection URI *uri* (``scheme://user:password@host...``), or None."""
     if not isinstance(uri, str):
-        return
+        return None
     _, sep, rest = uri.partition("://")
-    if not sep:
-        return
     # the user info runs to the last "@" of the authority; take the widest reading any parser makes
     userinfo, at, _ = rest.rpartition("@")
-    if not at:
-        return
     _, colon, password = userinfo.partition(":")
-    if colon:
+    return password if sep and at and colon else None
+
+
+def remember_uri_secrets(uri: object) -> None:
+    """Remember the password of connection URI *uri*, so it is hidden wherever it shows up."""
+    password = uri_password(uri)
+    if password is not None:
         remember_secret(password)
         # a parser splitting at the first "@" (libpq) sees a shorter password and a host holding the rest
         for piece in password.split("@"):

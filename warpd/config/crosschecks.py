@@ -44,7 +44,6 @@ def _endpoint_type(endpoint: Mapping[str, Any]) -> str | None:
         inferred = scheme_to_type(uri)
     except ConfigError:
         return None
-    declared = endpoint.get("type")
     if declared is not None and declared != inferred:
         return None
     return inferred
