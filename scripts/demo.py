@@ -41,7 +41,7 @@ sys.path.insert(0, ROOT)
 
 from warpd.connectors.mysql.connection import qualified  # noqa: E402
 from warpd.connectors.mysql.source import MySQLSource  # noqa: E402
-from warpd.connectors.postgresql.destination import make_plan  # noqa: E402
+from warpd.connectors.postgresql.destination import PostgresDestination  # noqa: E402
 from warpd.verify import verify_table  # noqa: E402
 
 DB = "warp_demo"
@@ -181,12 +181,15 @@ def counts() -> tuple[dict[str, int], dict[str, int]]:
 def all_equal() -> list[str]:
     source = MySQLSource(SOURCE, DB, server_id=4242)
     problems = []
-    with psycopg2.connect(DESTINATION) as conn:
+    dest = PostgresDestination(DESTINATION)
+    try:
         for t in ("customers", "products", "orders"):
-            plan = make_plan(source.describe(t), DB, soft_delete=False, metadata=False)
-            diff = verify_table(source, conn, plan)
+            plan = dest.plan(source.describe(t), DB, soft_delete=False, metadata=False)
+            diff = verify_table(source, dest, plan)
             if not diff.equal:
                 problems.append(diff.summary())
+    finally:
+        dest.close()
     source.close()
     if not problems:
         for t in ("customers", "products", "orders"):

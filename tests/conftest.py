@@ -231,19 +231,21 @@ def write_config(tmp_path: Any, text: str) -> str:
 def converged(dbs: Databases, tables: list[str] | None = None, soft_delete: bool = False) -> list[str]:
     """Differences between every (or the given) source table and its destination copy; [] when equal."""
     from warpd.connectors.mysql.source import MySQLSource
-    from warpd.connectors.postgresql.destination import make_plan
+    from warpd.connectors.postgresql.destination import PostgresDestination
     from warpd.verify import table_difference
 
     source = MySQLSource(dbs.source_uri, dbs.name, server_id=999)
+    dest = PostgresDestination(dbs.dest_uri)
     problems = []
     try:
         for table in tables or source.list_tables():
-            plan = make_plan(source.describe(table), dbs.name, soft_delete=soft_delete, metadata=False)
-            problem = table_difference(source, dbs.pg, plan)
+            plan = dest.plan(source.describe(table), dbs.name, soft_delete=soft_delete, metadata=False)
+            problem = table_difference(source, dest, plan)
             if problem:
                 problems.append(problem)
     finally:
         source.close()
+        dest.close()
     return problems
 
 

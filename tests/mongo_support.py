@@ -139,13 +139,14 @@ def mongo_converged(
     """
     from warpd.config.model import TableSettings
     from warpd.connectors.mongodb.source import MongoSource
-    from warpd.connectors.postgresql.destination import make_plan
+    from warpd.connectors.postgresql.destination import PostgresDestination
     from warpd.state.store import StateStore
     from warpd.verify import table_difference
 
     store = StateStore(state_dir)
     source = MongoSource(m.source_uri, m.name, m.name, {})
     source.configure(lambda _t: TableSettings(flatten_depth=flatten_depth))
+    dest = PostgresDestination(m.dest_uri)
     problems = []
     try:
         shapes = store.latest_schemas(m.name)
@@ -154,11 +155,12 @@ def mongo_converged(
             if shape is None:
                 problems.append(f"{coll}: no shape recorded yet")
                 continue
-            plan = make_plan(shape, m.name, soft_delete=soft_delete, metadata=False)
-            problem = table_difference(source, m.pg, plan)
+            plan = dest.plan(shape, m.name, soft_delete=soft_delete, metadata=False)
+            problem = table_difference(source, dest, plan)
             if problem:
                 problems.append(problem)
     finally:
         source.close()
+        dest.close()
         store.close()
     return problems

@@ -114,12 +114,12 @@ class Landing:
         """Create or extend the table for ``shape`` and upsert ``docs``, as the applier does."""
         plan = self.plan(shape)
         self.dest.prepare(plan)
-        lines = "".join(self.dest.encode_line(plan, mapper.row(shape, d), "insert", None) for d in docs)
+        lines = [self.dest.encode(plan, mapper.row(shape, d), "insert", None) for d in docs]
         self.dest.write(plan, lines)
         return plan
 
     def table(self, plan: TablePlan) -> sql.Composable:
-        return sql.Identifier(plan.pg_schema, plan.pg_table)
+        return sql.Identifier(plan.dest_schema, plan.dest_table)
 
     def pg_type(self, plan: TablePlan, column: str) -> str:
         rows = self.query(
@@ -519,7 +519,7 @@ def replay(
     # writing every document again under the final shape changes no stored value
     pg.query(
         sql.SQL("CREATE TABLE {} AS SELECT * FROM {}").format(
-            sql.Identifier(plan.pg_schema, "before_rewrite"), pg.table(plan)
+            sql.Identifier(plan.dest_schema, "before_rewrite"), pg.table(plan)
         )
     )
     pg.write(mapper, shape, written)
@@ -529,7 +529,7 @@ def replay(
     changed = pg.query(
         sql.SQL("SELECT count(*) FROM {} t JOIN {} b ON t.{k} = b.{k} WHERE {}").format(
             pg.table(plan),
-            sql.Identifier(plan.pg_schema, "before_rewrite"),
+            sql.Identifier(plan.dest_schema, "before_rewrite"),
             differs,
             k=sql.Identifier(plan.columns["_id"]),
         )
@@ -644,8 +644,8 @@ def test_id_widening_keeps_keys_matching(pg: Landing) -> None:
     plan = pg.plan(shape)
     assert mapper.key(shape, OID) == {"_id": '"0123456789abcdef01234567"'}
     # a delete by key() finds the converted row
-    deletes = pg.dest.encode_line(plan, mapper.key(shape, OID), "delete", None)
-    pg.dest.write(plan, "", deletes)
+    deletes = [pg.dest.encode(plan, mapper.key(shape, OID), "delete", None)]
+    pg.dest.write(plan, [], deletes)
     remaining = pg.query(sql.SQL("SELECT _id::text FROM {} ORDER BY 1").format(pg.table(plan)))
     assert remaining == [("5",), ('{"k": [1, 2]}',)]
 

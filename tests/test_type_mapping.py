@@ -895,7 +895,12 @@ def test_server_encoded_snapshot_lands_the_same_values(
     pool = DestinationPool(lambda: PostgresDestination(pg_uri))
     store = StateStore(str(tmp_path))
     applier = TableApplier(
-        "encoded", plan, SchemaConfig(name="encoded").table_settings(table), pool, store, lambda: False
+        "encoded",
+        plan,
+        SchemaConfig(name="encoded").table_settings(table),
+        pool,
+        lambda *letter: store.add_dead_letter("encoded", *letter),
+        lambda: False,
     )
     try:
         pool.get().prepare(plan)

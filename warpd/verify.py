@@ -15,42 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import psycopg2.extensions
-from psycopg2 import sql
-
-from warpd.connectors.postgresql.destination import DELETED_AT_COLUMN, TablePlan
+from warpd.connectors.base import Destination, TablePlan
 from warpd.types import Kind
-
-
-def _infinite_aware(name: str, oid_type: Any) -> Any:
-    def cast(value: str | None, cur: Any) -> Any:
-        if value in ("infinity", "-infinity"):
-            return value
-        return oid_type(value, cur)
-
-    return psycopg2.extensions.new_type(oid_type.values, name, cast)
-
-
-def register_infinity(conn: Any) -> None:
-    """Read PostgreSQL's ±infinity dates and timestamps as the strings cartridge-warp writes."""
-    for name, caster in (
-        ("WARP_DATE", psycopg2.extensions.DATE),
-        ("WARP_TS", psycopg2.extensions.PYDATETIME),
-        ("WARP_TSTZ", psycopg2.extensions.PYDATETIMETZ),
-    ):
-        psycopg2.extensions.register_type(_infinite_aware(name, caster), conn)
-
-
-def _canonical_pg(kind: Kind, value: Any) -> Any:
-    if value is None:
-        return None
-    if kind is Kind.BYTES:
-        return bytes(value)
-    if kind is Kind.JSON:
-        return value  # parsed by psycopg2; compared parsed
-    if kind is Kind.UUID:
-        return str(value)
-    return value
 
 
 def _canonical_src(kind: Kind, value: Any) -> Any:
@@ -97,24 +63,12 @@ class TableDiff:
         return "; ".join(parts)
 
 
-def destination_rows(conn: Any, plan: TablePlan) -> dict[Any, dict[str, Any]]:
-    """Live rows of ``plan``'s table keyed like :func:`compare` expects (soft-deleted rows excluded)."""
-    register_infinity(conn)
-    cols = plan.source.columns
-    names = [plan.columns[c.name] for c in cols]
-    query = sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(plan.pg_schema, plan.pg_table)
-    )
-    if plan.soft_delete:
-        query = sql.SQL("{} WHERE {} IS NULL").format(query, sql.Identifier(DELETED_AT_COLUMN))
-    out: dict[Any, dict[str, Any]] = {}
-    with conn.cursor() as cur:
-        cur.execute(query)
-        for rec in cur:
-            row = {c.name: _canonical_pg(c.type.kind, v) for c, v in zip(cols, rec, strict=True)}
-            out[_key(plan, row)] = row
-    conn.rollback()
-    return out
+def destination_rows(dest: Destination, plan: TablePlan) -> dict[Any, dict[str, Any]] | None:
+    """Live rows of ``plan``'s table keyed like :func:`compare` expects; None when it does not exist."""
+    rows = dest.read_rows(plan)
+    if rows is None:
+        return None
+    return {_key(plan, row): row for row in rows}
 
 
 def _key(plan: TablePlan, row: Mapping[str, Any]) -> Any:
@@ -157,21 +111,17 @@ def compare(
     return diff
 
 
-def verify_table(source: Any, conn: Any, plan: TablePlan) -> TableDiff:
+def verify_table(source: Any, dest: Destination, plan: TablePlan) -> TableDiff:
     """Read the whole source table (via the snapshot path) and compare it with the destination."""
     rows = (r for chunk in source.snapshot(plan.source, None, 50_000) for r in chunk.rows)
-    return compare(plan, rows, destination_rows(conn, plan))
+    return compare(plan, rows, destination_rows(dest, plan) or {})
 
 
-def table_difference(source: Any, conn: Any, plan: TablePlan) -> str | None:
+def table_difference(source: Any, dest: Destination, plan: TablePlan) -> str | None:
     """None when ``plan``'s destination table equals the source table, else one line saying how not."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT to_regclass(%s)", (sql.Identifier(plan.pg_schema, plan.pg_table).as_string(conn),)
-        )
-        exists = cur.fetchone()[0] is not None
-    conn.rollback()
-    if not exists:
+    held = destination_rows(dest, plan)
+    if held is None:
         return f"{plan.source.name}: missing at destination"
-    diff = verify_table(source, conn, plan)
+    rows = (r for chunk in source.snapshot(plan.source, None, 50_000) for r in chunk.rows)
+    diff = compare(plan, rows, held)
     return None if diff.equal else diff.summary()

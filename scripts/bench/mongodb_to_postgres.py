@@ -611,7 +611,7 @@ def raw_copy(workload: Workload) -> dict[str, Any]:
         cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(RAW_SCHEMA)))
         for stmt in create_table_sql(plan):
             cur.execute(stmt)
-    target = sql.Identifier(plan.pg_schema, plan.pg_table)
+    target = sql.Identifier(plan.dest_schema, plan.dest_table)
     columns = sql.SQL(", ").join(map(sql.Identifier, plan.data_columns()))
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns).as_string(conn)
     cpu = CpuWindow()

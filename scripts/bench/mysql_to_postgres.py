@@ -315,11 +315,11 @@ def drop_everything() -> None:
     conn.close()
 
 
-def source_plan(pg_schema: str) -> TablePlan:
-    """The table as cartridge-warp describes it, planned into ``pg_schema``."""
+def source_plan(dest_schema: str) -> TablePlan:
+    """The table as cartridge-warp describes it, planned into ``dest_schema``."""
     src = MySQLSource(SOURCE_URI, DB, server_id=4_242_001)
     try:
-        return make_plan(src.describe(TABLE), pg_schema, soft_delete=False, metadata=False)
+        return make_plan(src.describe(TABLE), dest_schema, soft_delete=False, metadata=False)
     finally:
         src.close()
 

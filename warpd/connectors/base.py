@@ -5,13 +5,20 @@ A source produces, in source order, :class:`RowChange`, :class:`Truncate` and
 *after* which it is safe to resume.  The engine batches them, applies them to
 a destination, and stores the position of the last applied event as the
 checkpoint.
+
+Sources and destinations meet only here and in :mod:`warpd.types`: a source
+emits canonical values, a :class:`Destination` encodes them.  What a
+destination can hold or do is declared in its :class:`Capabilities`, which
+the engine reads instead of guessing (docs/how-it-works.md, "Connectors").
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from warpd.types import Column, TableSchema
@@ -149,9 +156,11 @@ class ForeignKey:
 class SnapshotChunk:
     """Rows of one table read by the initial snapshot, in key order.
 
-    When the source was asked for server-encoded rows, ``encoded[i]`` holds
-    row ``i``'s ``encoded_columns`` already as PostgreSQL COPY text fields
-    (tab-separated) and ``rows[i]`` only the remaining columns, canonical.
+    When the source was asked for a bulk format the destination accepts (see
+    :attr:`Capabilities.bulk_formats`; today :data:`PG_COPY_TEXT`),
+    ``encoded[i]`` holds row ``i``'s ``encoded_columns`` already in that
+    format (tab-separated fields) and ``rows[i]`` only the remaining columns,
+    canonical.
 
     A source that infers shapes from the data (MongoDB) sets ``schema`` when
     the chunk's rows need columns added or widened first; the engine evolves
@@ -189,7 +198,9 @@ class Source(Protocol):
     position is a safe resume point once that change is applied (MongoDB
     resume tokens): the engine then checkpoints at the last applied change of
     each batch; otherwise only :class:`Heartbeat` positions move the checkpoint
-    (a binlog row sits inside its transaction).
+    (a binlog row sits inside its transaction); ``bulk_formats`` (a set of
+    format names such as :data:`PG_COPY_TEXT`) lists the encodings the
+    source can produce server-side for a snapshot (``copy_text``).
     """
 
     def check_prerequisites(self) -> None:
@@ -221,8 +232,10 @@ class Source(Protocol):
     ) -> Iterator[SnapshotChunk]:
         """Read the table in key order, starting after ``resume_after``.
 
-        ``copy_text`` asks for server-encoded PostgreSQL COPY fields where the
-        source can produce them exactly (see :class:`SnapshotChunk`).
+        ``copy_text`` asks for server-encoded :data:`PG_COPY_TEXT` fields where
+        the source can produce them exactly (see :class:`SnapshotChunk`); the
+        engine asks only when the destination lists that format in its
+        capabilities and the source lists it in ``bulk_formats``.
         """
 
     def table_copied(self, table: str, position: Position | None = None) -> Position:
@@ -260,3 +273,250 @@ class Source(Protocol):
         """Drop connections after an error; the next call reconnects."""
 
     def close(self) -> None: ...
+
+
+# -- destinations -------------------------------------------------------------
+
+PG_COPY_TEXT = "postgresql-copy-text"
+"""PostgreSQL's COPY text format: tab-separated fields, ``\\N`` for NULL, backslash escapes."""
+
+# Columns a destination adds to every table (names shared by every destination, so a
+# user's queries read the same everywhere; see docs/configuration.md, metadata_columns).
+ROW_KEY = "_warp_row_key"  # key of tables without a primary key (hash of the row)
+OP_COLUMN = "_warp_op"
+SOURCE_TS_COLUMN = "_warp_source_ts"
+SYNCED_AT_COLUMN = "_warp_synced_at"
+DELETED_AT_COLUMN = "_warp_deleted_at"
+RESERVED_COLUMNS = (ROW_KEY, OP_COLUMN, SOURCE_TS_COLUMN, SYNCED_AT_COLUMN, DELETED_AT_COLUMN)
+CASCADE_ACTIONS = ("delete", "set_null", "update")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a destination can hold and do, declared once; the engine reads it instead of guessing."""
+
+    name: str  # "PostgreSQL", for messages ("rejected by PostgreSQL: ...")
+    max_identifier_length: int  # longer source names get a deterministic rename (docs/type-mapping.md)
+    identifier_unit: str  # "bytes" or "characters": what max_identifier_length counts
+    max_columns: int  # columns per table, metadata columns included
+    json: str  # how JSON is held: "jsonb", "json" (validated text), ...
+    max_decimal_precision: int | None  # widest DECIMAL kept exactly as a number; None: unbounded
+    transactional_ddl: bool  # DDL and data commit together (False: each DDL statement commits)
+    bulk_formats: frozenset[str] = frozenset()  # formats of SnapshotChunk.encoded it loads as they are
+    # can run emulated ON DELETE / ON UPDATE actions (``foreign_key_cascades: emulate``)
+    foreign_key_actions: bool = False
+    # converts existing values in place when a column widens into JSON (SchemaOpKind.EVOLVE), each
+    # rendered by the shared rule of warpd.types; False: the engine copies such a table again
+    json_widening: bool = False
+    notes: tuple[str, ...] = ()  # said once at start-up (e.g. which load path was chosen and why)
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """Where and how one source table version is written, computed once by :meth:`Destination.plan`.
+
+    ``columns`` maps each source column to its destination name; ``key`` names
+    the destination key columns (:data:`ROW_KEY` for a keyless table);
+    ``encoders`` turn each source column's canonical value into the
+    destination's text field for it (one per source column, in order; they
+    raise ``ValueError``, ``TypeError`` or ``OverflowError`` on a value the
+    destination cannot hold exactly).  ``extra`` is the destination's own.
+    """
+
+    source: TableSchema
+    dest_schema: str
+    dest_table: str
+    columns: Mapping[str, str]
+    key: tuple[str, ...]
+    soft_delete: bool
+    metadata: bool
+    encoders: tuple[Callable[[Any], str], ...]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def keyless(self) -> bool:
+        return not self.source.key
+
+    @property
+    def where(self) -> str:
+        """``schema.table`` at the destination, for messages."""
+        return f"{self.dest_schema}.{self.dest_table}"
+
+    def data_columns(self) -> list[str]:
+        return [self.columns[c.name] for c in self.source.columns]
+
+    def encode(self, row: Mapping[str, Any]) -> list[str]:
+        """Text fields for ``row``'s source columns (raises on a value the destination cannot hold)."""
+        return [enc(row.get(col.name)) for col, enc in zip(self.source.columns, self.encoders, strict=True)]
+
+    def row_key(self, fields: list[str]) -> str:
+        """The :data:`ROW_KEY` of a keyless table's row, from its encoded fields."""
+        return hashlib.md5("\t".join(fields).encode("utf-8")).hexdigest()
+
+    def key_of(self, row: Mapping[str, Any]) -> Any:
+        """What identifies ``row``: its key values, or the row hash of a keyless table."""
+        if self.keyless:
+            return self.row_key(self.encode(row))
+        return tuple(row.get(k) for k in self.source.key)
+
+
+BESIDE_PREFIX = "_warp_new_"
+
+
+def beside_plan(plan: TablePlan) -> TablePlan:
+    """``plan`` writing into a table beside the live one, swapped in when its copy is complete."""
+    if is_beside(plan):
+        return plan
+    digest = hashlib.sha1(f"{plan.dest_schema}.{plan.dest_table}".encode()).hexdigest()[:16]
+    return replace(plan, dest_table=BESIDE_PREFIX + digest)
+
+
+def is_beside(plan: TablePlan) -> bool:
+    return plan.dest_table.startswith(BESIDE_PREFIX)
+
+
+@dataclass
+class EncodedChunk:
+    """A snapshot chunk turned into destination records by :meth:`Destination.encode_chunk`.
+
+    ``records`` pairs each row (canonical values, for dead letters) with its
+    record; ``failed`` holds the rows that could not be encoded, with why;
+    ``layout`` is the destination's note of how the records are laid out,
+    handed back to :meth:`Destination.write` and :meth:`Destination.record_values`.
+    """
+
+    records: list[tuple[Row, Any]]
+    failed: list[tuple[Row, str]] = field(default_factory=list)
+    layout: Any = None
+
+
+class Destination(Protocol):
+    """What the engine needs from a destination connector (see connectors/postgresql/destination.py).
+
+    Register a factory ``(uri, application_name) -> Destination`` with
+    :func:`warpd.connectors.registry.register_destination`.  One instance
+    holds one connection and is used by one thread at a time; the engine
+    makes one per writing thread.  Every method that talks to the database
+    may raise the driver's exceptions: the engine asks :meth:`is_transient`
+    whether to retry and :meth:`rejects_rows` whether the rows written are at
+    fault (they are then split until the offending row goes to the dead
+    letters).  DDL methods must be idempotent: a change replayed after a
+    crash (applied, not yet checkpointed) is a no-op.
+
+    The foreign-key methods (:meth:`ensure_index`, :meth:`transaction`,
+    :meth:`cascade`) are called only when ``capabilities.foreign_key_actions``.
+    """
+
+    capabilities: Capabilities
+
+    # -- connection -----------------------------------------------------------
+    def connect(self) -> None:
+        """Connect now (start-up checks reachability); raise FatalError for what no retry fixes."""
+
+    def reset(self) -> None:
+        """Drop the connection after an error; the next call reconnects."""
+
+    def close(self) -> None: ...
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether an exception of this destination is worth retrying (connection lost, deadlock...)."""
+
+    def rejects_rows(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the data written was refused (a value, a constraint), not the connection."""
+
+    def is_duplicate(self, exc: BaseException) -> bool:
+        """Whether a ``direct`` write failed only because some of its keys were already there."""
+
+    # -- tables ---------------------------------------------------------------
+    def plan(self, schema: TableSchema, dest_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
+        """Destination names, key and encoders for ``schema`` (pure: no I/O)."""
+
+    def plan_ddl(self, plan: TablePlan) -> list[str]:
+        """The statements :meth:`prepare` would run now, rendered (``--dry-run``)."""
+
+    def prepare(self, plan: TablePlan) -> list[str]:
+        """Create the table, or add the columns it lacks; return the statements run."""
+
+    def table_exists(self, plan: TablePlan) -> bool: ...
+
+    def misfit(self, plan: TablePlan) -> str | None:
+        """Why the live table cannot take ``plan``'s rows in place (another key, other column types)."""
+
+    def swap_in(self, beside: TablePlan, plan: TablePlan) -> list[str]:
+        """Replace ``plan``'s live table by the complete copy ``beside``."""
+
+    def drop(self, plan: TablePlan) -> list[str]: ...
+
+    def truncate(self, plan: TablePlan) -> None: ...
+
+    def soft_delete_all(self, plan: TablePlan) -> None:
+        """Mark every live row deleted (a TRUNCATE under soft deletes)."""
+
+    def schema_change(
+        self,
+        kind: SchemaOpKind,
+        old: TablePlan,
+        new: TablePlan,
+        old_column: str | None = None,
+        new_column: str | None = None,
+    ) -> list[str]:
+        """Turn ``old`` into ``new`` for one source change; return the statements run.
+
+        Raises (not transient) when the change cannot be followed in place:
+        the engine then copies the table again.
+        """
+
+    def evolve(self, old: TablePlan, new: TablePlan) -> list[str]:
+        """Add ``new``'s missing columns and widen those whose type changed (:attr:`SchemaOpKind.EVOLVE`).
+
+        Existing values convert by the shared rule (:func:`warpd.types.is_widening`;
+        into JSON as :mod:`warpd.types` says); replaying it is harmless.
+        """
+
+    # -- rows -----------------------------------------------------------------
+    def encode(self, plan: TablePlan, row: Row, op: str, source_ts: float | None) -> Any:
+        """One record for ``row`` (raises ValueError/TypeError/OverflowError on a value it cannot hold)."""
+
+    def encode_chunk(self, plan: TablePlan, chunk: SnapshotChunk) -> EncodedChunk:
+        """Records for a snapshot chunk (which may hold :attr:`SnapshotChunk.encoded` lines)."""
+
+    def write(
+        self,
+        plan: TablePlan,
+        upserts: Sequence[Any],
+        deletes: Sequence[Any] = (),
+        *,
+        direct: bool = False,
+        keep_existing: bool = False,
+        layout: Any = None,
+    ) -> None:
+        """Apply records in one transaction: deletes first, then upserts (one final state per key).
+
+        ``direct`` inserts ``upserts`` as they are (snapshot rows that cannot be
+        there yet; :meth:`is_duplicate` says when they partly are, and the engine
+        retries without ``direct``); ``keep_existing`` inserts only the keys not
+        there yet (a copy beside the stream never overwrites a streamed change).
+        """
+
+    def record_values(self, plan: TablePlan, record: Any, layout: Any = None) -> dict[str, Any]:
+        """A record's values by destination column name, printable (for a dead letter)."""
+
+    def read_rows(self, plan: TablePlan) -> Iterator[Row] | None:
+        """The live rows of ``plan``'s table as canonical values by source column name (JSON parsed,
+        not as text), soft-deleted rows left out; None when the table does not exist (verification)."""
+
+    # -- foreign-key actions (capabilities.foreign_key_actions) -----------------
+    def ensure_index(self, plan: TablePlan, columns: Sequence[str]) -> list[str]: ...
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def cascade(
+        self,
+        cur: Any,
+        plan: TablePlan,
+        action: str,
+        columns: Sequence[str],
+        keys: Sequence[Sequence[str]],
+        returning: Sequence[str] = (),
+        source_ts: float | None = None,
+    ) -> list[tuple[list[str], list[str] | None]]: ...

@@ -11,32 +11,22 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psycopg2
-import psycopg2.errors
-
 from warpd import metrics
-from warpd.config import TableSettings
-from warpd.connectors.base import SnapshotChunk
-from warpd.connectors.postgresql.destination import (
-    OP_COLUMN,
-    SOURCE_TS_COLUMN,
-    PostgresDestination,
-    TablePlan,
-    is_transient,
-)
+from warpd.config import RetryPolicy, TableSettings
+from warpd.connectors.base import Destination, Position, Row, SnapshotChunk, TablePlan
 from warpd.engine.batch import FinalState
 from warpd.engine.retry import call_with_retry
 from warpd.redact import redact
-from warpd.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
-# Errors that concern the data of some row(s), not the connection or the schema.
-_ROW_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError)
+#: ``on_dead_letter(table, op, row, reason, position)``: a row the destination cannot take
+#: (the state store's add_dead_letter, bound to the schema, in the engine)
+DeadLetterSink = Callable[[str, str, dict[str, Any], str, Position | None], None]
 
 
 class DestinationPool:
@@ -48,14 +38,14 @@ class DestinationPool:
     at the most threads ever writing at once, however often that happens.
     """
 
-    def __init__(self, factory: Callable[[], PostgresDestination]):
+    def __init__(self, factory: Callable[[], Destination]):
         self._factory = factory
         self._local = threading.local()
-        self._all: list[tuple[threading.Thread, PostgresDestination]] = []  # (owner, connection)
+        self._all: list[tuple[threading.Thread, Destination]] = []  # (owner, connection)
         self._lock = threading.Lock()
 
-    def get(self) -> PostgresDestination:
-        dest: PostgresDestination | None = getattr(self._local, "dest", None)
+    def get(self) -> Destination:
+        dest: Destination | None = getattr(self._local, "dest", None)
         if dest is None:
             me = threading.current_thread()
             with self._lock:
@@ -78,6 +68,74 @@ class DestinationPool:
             self._all.clear()
 
 
+def write_records(
+    dest: Destination,
+    plan: TablePlan,
+    items: Sequence[tuple[FinalState, Any]],
+    policy: RetryPolicy,
+    should_stop: Callable[[], bool],
+    reject: Callable[[FinalState, str, Any], None],
+    *,
+    direct: bool = False,
+    keep_existing: bool = False,
+    layout: Any = None,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> None:
+    """Write ``items`` (state, record) in one transaction, retrying what is transient.
+
+    When the destination refuses the data, the items are split in halves
+    until each refused row is alone, and ``reject(state, reason, record)``
+    takes it (to the dead letters); every other row is written.  A
+    ``direct`` write that meets keys already there (a snapshot chunk
+    committed before a crash but not recorded) is merged instead.
+    """
+    upserts = [rec for st, rec in items if not st.deleted]
+    deletes = [rec for st, rec in items if st.deleted]
+
+    def retried(exc: BaseException) -> None:
+        dest.reset()
+        if on_retry is not None:
+            on_retry(exc)
+
+    try:
+        call_with_retry(
+            lambda: dest.write(
+                plan, upserts, deletes, direct=direct, keep_existing=keep_existing, layout=layout
+            ),
+            policy,
+            is_transient=dest.is_transient,
+            what=f"writing {len(items)} rows to {plan.where}",
+            should_stop=should_stop,
+            on_retry=retried,
+        )
+    except Exception as exc:
+        again = dict(keep_existing=keep_existing, layout=layout, on_retry=on_retry)
+        if dest.is_duplicate(exc) and not direct:
+            raise  # a unique index of the destination's own, not a row of the source at fault
+        if direct and (dest.is_duplicate(exc) or dest.rejects_rows(exc)):
+            # merge instead (and, for a refused row, find it one half at a time)
+            write_records(dest, plan, items, policy, should_stop, reject, **again)
+        elif not dest.rejects_rows(exc):
+            raise
+        elif len(items) == 1:
+            reason = f"rejected by {dest.capabilities.name}: {redact(str(exc).strip())}"
+            reject(items[0][0], reason, items[0][1])
+        else:
+            mid = len(items) // 2
+            write_records(dest, plan, items[:mid], policy, should_stop, reject, **again)
+            write_records(dest, plan, items[mid:], policy, should_stop, reject, **again)
+
+
+def dead_letter_row(dest: Destination, plan: TablePlan, row: Row, record: Any, layout: Any) -> dict[str, Any]:
+    """``row`` as stored with a dead letter: printable values, completed from the record when the
+    source encoded some columns itself (they are only in the record)."""
+    out = {k: _printable(v) for k, v in row.items()}
+    if record is not None:
+        for name, value in dest.record_values(plan, record, layout).items():
+            out.setdefault(name, value)
+    return out
+
+
 class TableApplier:
     """Writes batches of :class:`FinalState` into one table."""
 
@@ -87,14 +145,14 @@ class TableApplier:
         plan: TablePlan,
         settings: TableSettings,
         pool: DestinationPool,
-        store: StateStore,
+        on_dead_letter: DeadLetterSink,
         should_stop: Callable[[], bool],
     ):
         self.schema_name = schema_name
         self.plan = plan
         self.settings = settings
         self.pool = pool
-        self.store = store
+        self.on_dead_letter = on_dead_letter
         self.should_stop = should_stop
         self.workers = max(1, settings.max_parallel_streams)
         self._executor = ThreadPoolExecutor(
@@ -106,9 +164,7 @@ class TableApplier:
         self._executor.shutdown(wait=True)
 
     def key_of(self, row: dict[str, Any]) -> Hashable:
-        if self.plan.keyless:
-            return self.plan.row_key(self.plan.encode(row))
-        return tuple(row.get(k) for k in self.plan.source.key)
+        return self.plan.key_of(row)
 
     # -- streaming batches ---------------------------------------------------
     def apply(self, states: Iterable[FinalState]) -> int:
@@ -132,17 +188,17 @@ class TableApplier:
             raise errors[0]
         elapsed = time.perf_counter() - started
         metrics.observe_batch(self.schema_name, self.plan.source.name, elapsed)
-        log.debug("applied %d row states to %s in %.1f ms", written, self.plan.pg_table, elapsed * 1000)
+        log.debug("applied %d row states to %s in %.1f ms", written, self.plan.dest_table, elapsed * 1000)
         return written
 
-    def _encode(self, states: list[FinalState]) -> list[tuple[FinalState, str]]:
+    def _encode(self, states: list[FinalState]) -> list[tuple[FinalState, Any]]:
         dest = self.pool.get()
         out = []
         for st in states:
             try:
-                out.append((st, dest.encode_line(self.plan, st.row, st.op, st.source_ts)))
+                out.append((st, dest.encode(self.plan, st.row, st.op, st.source_ts)))
             except (ValueError, TypeError, OverflowError) as exc:
-                self._dead_letter(st, f"value cannot be encoded for PostgreSQL: {exc}")
+                self._dead_letter(st, f"value cannot be encoded for {dest.capabilities.name}: {exc}")
         return out
 
     def _apply_part(self, states: list[FinalState]) -> int:
@@ -152,110 +208,37 @@ class TableApplier:
         self._write(encoded)
         return len(encoded)
 
-    def _write(
-        self, encoded: list[tuple[FinalState, str]], direct: bool = False, fields: list[str] | None = None
-    ) -> None:
+    def _write(self, items: list[tuple[FinalState, Any]], direct: bool = False, layout: Any = None) -> None:
         dest = self.pool.get()
-        upserts = "".join(line for st, line in encoded if not st.deleted)
-        deletes = "".join(line for st, line in encoded if st.deleted)
-        try:
-            call_with_retry(
-                lambda: dest.write(self.plan, upserts, deletes, direct=direct, fields=fields),
-                self.settings.retry,
-                is_transient=is_transient,
-                what=f"writing {len(encoded)} rows to {self.plan.pg_schema}.{self.plan.pg_table}",
-                should_stop=self.should_stop,
-                on_retry=lambda exc: self._on_retry(dest, exc),
-            )
-        except psycopg2.errors.UniqueViolation:
-            if not direct:
-                raise
-            # A snapshot chunk committed before a crash but not recorded: merge it instead.
-            self._write(encoded, direct=False, fields=fields)
-        except _ROW_ERRORS as exc:
-            if direct:
-                self._write(encoded, direct=False, fields=fields)
-            elif len(encoded) == 1:
-                self._dead_letter(
-                    encoded[0][0],
-                    f"rejected by PostgreSQL: {redact(str(exc).strip())}",
-                    encoded[0][1],
-                    fields or dest.copy_fields(self.plan),
-                )
-            else:
-                mid = len(encoded) // 2
-                self._write(encoded[:mid], fields=fields)
-                self._write(encoded[mid:], fields=fields)
+        write_records(
+            dest,
+            self.plan,
+            items,
+            self.settings.retry,
+            self.should_stop,
+            lambda st, reason, record: self._dead_letter(st, reason, record, layout),
+            direct=direct,
+            layout=layout,
+            on_retry=lambda exc: metrics.error(self.schema_name, type(exc).__name__),
+        )
 
-    def _on_retry(self, dest: PostgresDestination, exc: BaseException) -> None:
-        metrics.error(self.schema_name, type(exc).__name__)
-        dest.reset()
-
-    def _dead_letter(
-        self, st: FinalState, reason: str, line: str | None = None, fields: list[str] | None = None
-    ) -> None:
+    def _dead_letter(self, st: FinalState, reason: str, record: Any = None, layout: Any = None) -> None:
         self.dead_letters += 1
         metrics.dead_letter(self.schema_name, self.plan.source.name)
         log.error("table %r: row sent to the dead-letter table: %s", self.plan.source.name, reason)
-        row = {k: _printable(v) for k, v in st.row.items()}
-        if line is not None and fields is not None:
-            # columns the source encoded itself are only in the COPY line: keep them as text
-            for name, text in zip(fields, line.rstrip("\n").split("\t"), strict=False):
-                row.setdefault(name, None if text == "\\N" else text)
-        self.store.add_dead_letter(self.schema_name, self.plan.source.name, st.op, row, reason, st.position)
+        row = dead_letter_row(self.pool.get(), self.plan, st.row, record, layout)
+        self.on_dead_letter(self.plan.source.name, st.op, row, reason, st.position)
 
     # -- snapshot chunks -----------------------------------------------------
     def copy_snapshot(self, chunk: SnapshotChunk) -> int:
-        """COPY one snapshot chunk straight into the table (merging if some rows are there already)."""
-        if chunk.encoded is None:
-            encoded = self._encode([FinalState(r, False, "snapshot", None, None) for r in chunk.rows])
-            if encoded:
-                self._write(encoded, direct=True)
-            return len(encoded)
-        # The source encoded chunk.encoded_columns itself; the rest are canonical values.
-        plan = self.plan
-        done = set(chunk.encoded_columns)
-        rest = [
-            (c.name, enc)
-            for c, enc in zip(plan.source.columns, plan.encoders, strict=True)
-            if c.name not in done
-        ]
-        fields = [plan.columns[n] for n in chunk.encoded_columns] + [plan.columns[n] for n, _e in rest]
-        tail = ""
-        if plan.metadata:
-            fields += [OP_COLUMN, SOURCE_TS_COLUMN]
-            tail = "\tsnapshot\t\\N"
-        if not rest:
-            # the common case: one join per chunk, no per-row Python work unless PostgreSQL objects
-            text = (tail + "\n").join(chunk.encoded) + tail + "\n"
-            try:
-                self._copy_direct(text, fields)
-                return len(chunk.encoded)
-            except _ROW_ERRORS:
-                pass  # find the offending rows below, one COPY line at a time
-        items = []
-        for prefix, row in zip(chunk.encoded, chunk.rows, strict=True):
-            state = FinalState(row, False, "snapshot", None, None)
-            try:
-                rest_text = "".join("\t" + enc(row[n]) for n, enc in rest)
-            except (ValueError, TypeError, OverflowError) as exc:
-                self._dead_letter(state, f"value cannot be encoded for PostgreSQL: {exc}", prefix, fields)
-                continue
-            items.append((state, prefix + rest_text + tail + "\n"))
+        """Insert one snapshot chunk straight into the table (merging if some rows are there already)."""
+        encoded = self.pool.get().encode_chunk(self.plan, chunk)
+        for row, reason in encoded.failed:
+            self._dead_letter(FinalState(row, False, "snapshot", None, None), reason)
+        items = [(FinalState(row, False, "snapshot", None, None), rec) for row, rec in encoded.records]
         if items:
-            self._write(items, direct=True, fields=fields)
+            self._write(items, direct=True, layout=encoded.layout)
         return len(items)
-
-    def _copy_direct(self, text: str, fields: list[str]) -> None:
-        dest = self.pool.get()
-        call_with_retry(
-            lambda: dest.write(self.plan, text, direct=True, fields=fields),
-            self.settings.retry,
-            is_transient=is_transient,
-            what=f"copying rows into {self.plan.pg_table}",
-            should_stop=self.should_stop,
-            on_retry=lambda exc: self._on_retry(dest, exc),
-        )
 
 
 def _printable(v: Any) -> Any:

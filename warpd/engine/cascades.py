@@ -36,8 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warpd.config import SchemaConfig
-from warpd.connectors.base import ForeignKey, Op, RowChange, Source, Truncate
-from warpd.connectors.postgresql.destination import PostgresDestination, TablePlan
+from warpd.connectors.base import Destination, ForeignKey, Op, RowChange, Source, TablePlan, Truncate
 from warpd.engine.hooks import EngineHooks
 from warpd.errors import ConfigError, FatalError
 from warpd.state.store import StateStore
@@ -239,7 +238,7 @@ class ForeignKeyCascades:
         store: StateStore,
         tables: Mapping[str, TableSchema],
         position: Any,
-        dest: PostgresDestination,
+        dest: Destination,
         plans: Mapping[str, TablePlan],
     ) -> None:
         """Index the emulated children's foreign-key columns; record the constraints when they changed.
@@ -253,7 +252,7 @@ class ForeignKeyCascades:
                 if plan is not None and all(c in plan.columns for c in edge.fk.columns):
                     self._retry(
                         functools.partial(dest.ensure_index, plan, edge.fk.columns),
-                        f"indexing the foreign key {edge.fk.name!r} of {plan.pg_table!r}",
+                        f"indexing the foreign key {edge.fk.name!r} of {plan.dest_table!r}",
                     )
         for name in sorted(set(self._found) | set(self._described)):
             table = tables.get(name)
@@ -267,7 +266,7 @@ class ForeignKeyCascades:
         store: StateStore,
         tables: Mapping[str, TableSchema],
         position: Any,
-        dest: PostgresDestination,
+        dest: Destination,
         plans: Mapping[str, TablePlan],
     ) -> None:
         """After DDL: constraints may have appeared, gone, or moved with a renamed table."""
@@ -309,7 +308,7 @@ class ForeignKeyCascades:
     def apply(
         self,
         changes: Sequence[RowChange],
-        dest: PostgresDestination,
+        dest: Destination,
         plans: Mapping[str, TablePlan],
         hooks: EngineHooks,
         store: StateStore,
@@ -380,7 +379,7 @@ class ForeignKeyCascades:
 
     def _step(
         self,
-        dest: PostgresDestination,
+        dest: Destination,
         cur: Any,
         step: _Step,
         plans: Mapping[str, TablePlan],

@@ -45,12 +45,12 @@ _FALSE = {"f", "false", "0", "n", "no", "off"}
 
 
 class _Captured:
-    """Stands in for the state store while replaying: a row rejected again is reported, not re-stored."""
+    """The dead-letter sink while replaying: a row rejected again is reported, not re-stored."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
 
-    def add_dead_letter(self, _schema: str, _table: str, _op: str, _row: Any, reason: str, _pos: Any) -> None:
+    def __call__(self, _table: str, _op: str, _row: Any, reason: str, _pos: Any) -> None:
         self.reason = reason
 
 
@@ -186,7 +186,7 @@ def _replay_one(
                 entry[0].close()
             capture = _Captured()
             settings = runner.schema.table_settings(letter.table)
-            applier = TableApplier(runner.name, plan, settings, pool, capture, should_stop)  # type: ignore[arg-type]
+            applier = TableApplier(runner.name, plan, settings, pool, capture, should_stop)
             entry = appliers[letter.table] = (applier, capture)
         applier, capture = entry
         capture.reason = None

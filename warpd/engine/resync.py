@@ -31,13 +31,12 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import psycopg2
-
 from warpd import metrics
-from warpd.connectors.postgresql.destination import PostgresDestination, TablePlan, is_transient
+from warpd.connectors.base import Destination, TablePlan
 from warpd.connectors.registry import destination_factory
+from warpd.engine.applier import dead_letter_row, write_records
 from warpd.engine.batch import FinalState
-from warpd.engine.retry import Stopped, call_with_retry
+from warpd.engine.retry import Stopped
 from warpd.redact import redact
 
 if TYPE_CHECKING:
@@ -47,7 +46,6 @@ log = logging.getLogger(__name__)
 
 # Rows per chunk: the stream waits for a chunk's write whenever it applies this table's batch.
 RESYNC_CHUNK_ROWS = 5000
-_ROW_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError)
 
 
 class _Restart(Exception):
@@ -56,13 +54,6 @@ class _Restart(Exception):
 
 class _Gone(Exception):
     """The table is not replicated any more (dropped, renamed, filtered)."""
-
-
-def row_key(plan: TablePlan, row: Mapping[str, Any]) -> Hashable:
-    """The key the stream's batches use for ``row`` (see TableApplier.key_of)."""
-    if plan.keyless:
-        return plan.row_key(plan.encode(row))
-    return tuple(row.get(k) for k in plan.source.key)
 
 
 class TableResync:
@@ -86,7 +77,7 @@ class TableResync:
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"resync-{table[:20]}", daemon=True)
         self._source: Any = None
-        self._dest: PostgresDestination | None = None
+        self._dest: Destination | None = None
 
     # -- called by the control (under the table's lock where it matters) ------
     def start(self) -> None:
@@ -163,7 +154,7 @@ class TableResync:
             self._close()
             self.on_done(self)
 
-    def _connections(self) -> tuple[Any, PostgresDestination]:
+    def _connections(self) -> tuple[Any, Destination]:
         runner = self.runner
         if self._source is None:
             # its own source: the stream's connections belong to the engine's thread
@@ -218,7 +209,7 @@ class TableResync:
             with self.lock:
                 if self.generation != generation or runner.plans.get(name) is not plan:
                     raise _Restart("the table was truncated or changed shape meanwhile")
-                rows = [row for row in chunk.rows if row_key(plan, row) not in self.deleted]
+                rows = [row for row in chunk.rows if plan.key_of(row) not in self.deleted]
                 self._write(dest, plan, rows)
                 copied += len(chunk.rows)
                 runner.store.set_snapshot_progress(
@@ -237,42 +228,32 @@ class TableResync:
         )
         return True
 
-    def _write(self, dest: PostgresDestination, plan: TablePlan, rows: list[dict[str, Any]]) -> None:
-        lines: list[tuple[dict[str, Any], str]] = []
+    def _write(self, dest: Destination, plan: TablePlan, rows: list[dict[str, Any]]) -> None:
+        items: list[tuple[FinalState, Any]] = []
         for row in rows:
+            state = FinalState(row, False, "snapshot", None, None)
             try:
-                lines.append((row, dest.encode_line(plan, row, "snapshot", None)))
+                items.append((state, dest.encode(plan, row, "snapshot", None)))
             except (ValueError, TypeError, OverflowError) as exc:
-                self._dead_letter(plan, row, f"value cannot be encoded for PostgreSQL: {exc}")
-        self._write_lines(dest, plan, lines)
-
-    def _write_lines(
-        self, dest: PostgresDestination, plan: TablePlan, lines: list[tuple[dict[str, Any], str]]
-    ) -> None:
-        if not lines:
+                self._dead_letter(
+                    dest, plan, state, f"value cannot be encoded for {dest.capabilities.name}: {exc}", None
+                )
+        if not items:
             return
-        settings = self.runner.schema.table_settings(self.table)
-        try:
-            call_with_retry(
-                lambda: dest.write(plan, "".join(line for _row, line in lines), keep_existing=True),
-                settings.retry,
-                is_transient=is_transient,
-                what=f"copying rows into {plan.pg_schema}.{plan.pg_table}",
-                should_stop=self._cancel.is_set,
-                on_retry=lambda _exc: dest.reset(),
-            )
-        except _ROW_ERRORS as exc:
-            if len(lines) == 1:
-                self._dead_letter(plan, lines[0][0], f"rejected by PostgreSQL: {redact(str(exc).strip())}")
-                return
-            mid = len(lines) // 2
-            self._write_lines(dest, plan, lines[:mid])
-            self._write_lines(dest, plan, lines[mid:])
+        write_records(
+            dest,
+            plan,
+            items,
+            self.runner.schema.table_settings(self.table).retry,
+            self._cancel.is_set,
+            lambda state, reason, record: self._dead_letter(dest, plan, state, reason, record),
+            keep_existing=True,
+        )
 
-    def _dead_letter(self, plan: TablePlan, row: dict[str, Any], reason: str) -> None:
-        from warpd.engine.applier import _printable
-
+    def _dead_letter(
+        self, dest: Destination, plan: TablePlan, state: FinalState, reason: str, record: Any
+    ) -> None:
         log.error("table %r: row sent to the dead-letter table: %s", self.table, reason)
         metrics.dead_letter(self.runner.name, self.table)
-        printable = {k: _printable(v) for k, v in row.items()}
-        self.runner.store.add_dead_letter(self.runner.name, self.table, "snapshot", printable, reason, None)
+        row = dead_letter_row(dest, plan, state.row, record, None)
+        self.runner.store.add_dead_letter(self.runner.name, self.table, "snapshot", row, reason, None)

@@ -27,14 +27,20 @@ from typing import Any
 
 from warpd import logs, metrics
 from warpd.config import Config, SchemaConfig
-from warpd.connectors.base import Heartbeat, RowChange, SchemaChange, SchemaOpKind, Source, Truncate
-from warpd.connectors.postgresql.destination import (
-    PostgresDestination,
+from warpd.connectors.base import (
+    PG_COPY_TEXT,
+    RESERVED_COLUMNS,
+    Destination,
+    Heartbeat,
+    Position,
+    RowChange,
+    SchemaChange,
+    SchemaOpKind,
+    Source,
     TablePlan,
+    Truncate,
     beside_plan,
     is_beside,
-    is_transient,
-    make_plan,
 )
 from warpd.connectors.registry import destination_factory, source_factory
 from warpd.engine import activity
@@ -44,10 +50,10 @@ from warpd.engine.cascades import ForeignKeyCascades
 from warpd.engine.hooks import EngineHooks
 from warpd.engine.progress import SnapshotProgress
 from warpd.engine.retry import Stopped, call_with_retry
-from warpd.errors import PositionLostError, TransientError
+from warpd.errors import ConfigError, FatalError, PositionLostError, TransientError
 from warpd.redact import redact
 from warpd.state.store import StateStore
-from warpd.types import TableSchema, is_widening
+from warpd.types import Kind, TableSchema, is_widening
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +85,13 @@ class SchemaRunner:
         self.source: Source = self.new_source()
         make_dest = destination_factory(config.destination.type)
         app = f"cartridge-warp {schema.name}"[:63]
-        self.dest: PostgresDestination = make_dest(config.destination.connection_string, app)
+        self.dest: Destination = make_dest(config.destination.connection_string, app)
         self.pool = DestinationPool(lambda: make_dest(config.destination.connection_string, app))
+        caps = self.dest.capabilities
+        # the source encodes snapshot rows server-side only in a format the destination loads as it is
+        self._copy_text = PG_COPY_TEXT in caps.bulk_formats and PG_COPY_TEXT in getattr(
+            self.source, "bulk_formats", ()
+        )
         self.tables: dict[str, TableSchema] = {}
         self.plans: dict[str, TablePlan] = {}
         self.appliers: dict[str, TableApplier] = {}
@@ -96,6 +107,39 @@ class SchemaRunner:
         self.cascades = ForeignKeyCascades(self.name, schema, self.source, self._retry)
         # a source whose every change is a resume point (MongoDB) checkpoints a busy stream too
         self._positions_per_change = bool(getattr(self.source, "positions_per_change", False))
+        self._check_capabilities()
+
+    def _all_settings(self) -> list[tuple[str, Any]]:
+        """The schema's default table settings (name "") and those of each table override."""
+        names = ["", *self.schema.table_overrides]
+        return [(name, self.schema.table_settings(name)) for name in names]
+
+    def _check_capabilities(self) -> None:
+        """Refuse settings the destination cannot honour, before anything is read or written."""
+        caps = self.dest.capabilities
+        if self._infers_shapes:
+            # the overflow column and every metadata column come on top of max_columns
+            room = caps.max_columns - 1 - len(RESERVED_COLUMNS)
+            for name, settings in self._all_settings():
+                if settings.max_columns > room:
+                    where = f"table {name!r} of schema {self.name!r}" if name else f"schema {self.name!r}"
+                    raise ConfigError(
+                        f"max_columns {settings.max_columns} for {where} does not fit the {caps.name} "
+                        f"destination, which holds {caps.max_columns} columns per table; set max_columns "
+                        f"to {room} or less"
+                    )
+        if not caps.foreign_key_actions:
+            emulated = [
+                name or "(schema default)"
+                for name, settings in self._all_settings()
+                if settings.foreign_key_cascades == "emulate"
+            ]
+            if emulated:
+                raise ConfigError(
+                    f"schema {self.name!r}: foreign_key_cascades: emulate is set ({', '.join(emulated)}), but the "
+                    f"{caps.name} destination cannot run emulated foreign-key actions; use refuse (the "
+                    "default) or ignore, or replicate into PostgreSQL"
+                )
 
     def new_source(self) -> Source:
         """A source connector for this schema, with its per-table settings (another thread's own)."""
@@ -133,7 +177,7 @@ class SchemaRunner:
         )
 
     def _is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, TransientError) or is_transient(exc) or self.source.is_transient(exc)
+        return isinstance(exc, TransientError) or self.dest.is_transient(exc) or self.source.is_transient(exc)
 
     def _skippable(self, table: str) -> bool:
         """Whether the source may pass over an event of ``table`` it cannot turn into changes.
@@ -148,7 +192,7 @@ class SchemaRunner:
 
     def _plan(self, table: TableSchema) -> TablePlan:
         settings = self.schema.table_settings(table.name)
-        return make_plan(
+        return self.dest.plan(
             table,
             self.schema.destination_schema,
             soft_delete=settings.deletes == "soft",
@@ -161,15 +205,25 @@ class SchemaRunner:
         if old:
             old.close()
         plan = self._place(self._plan(table))
-        ddl = self._retry(lambda: self.dest.prepare(plan), f"preparing {plan.pg_schema}.{plan.pg_table}")
+        ddl = self._retry(lambda: self.dest.prepare(plan), f"preparing {plan.where}")
         for stmt in ddl:
             log.info("destination DDL: %s", stmt)
         self.tables[table.name] = table
         self.plans[table.name] = plan
         self.appliers[table.name] = TableApplier(
-            self.name, plan, self.schema.table_settings(table.name), self.pool, self.store, self.should_stop
+            self.name,
+            plan,
+            self.schema.table_settings(table.name),
+            self.pool,
+            self._dead_letter,
+            self.should_stop,
         )
         return plan
+
+    def _dead_letter(
+        self, table: str, op: str, row: dict[str, Any], reason: str, position: Position | None
+    ) -> None:
+        self.store.add_dead_letter(self.name, table, op, row, reason, position)
 
     def _place(self, plan: TablePlan) -> TablePlan:
         """Where ``plan``'s rows go: its live table, or a table beside it while a fresh copy is made.
@@ -179,11 +233,11 @@ class SchemaRunner:
         other ``key_columns``) must not empty it before the new copy is known
         to fit: it copies into a table beside it, swapped in when complete.
         """
-        name, where = plan.source.name, f"{plan.pg_schema}.{plan.pg_table}"
+        name, where = plan.source.name, plan.where
         beside = beside_plan(plan)
         progress = self.store.snapshot_progress(self.name).get(name)
         status = progress.status if progress is not None else None
-        if self._retry(lambda: self.dest.table_exists(beside), f"looking up {beside.pg_table!r}"):
+        if self._retry(lambda: self.dest.table_exists(beside), f"looking up {beside.dest_table!r}"):
             if status == "done":  # complete, and not swapped in yet (a crash came between the two)
                 for stmt in self._retry(lambda: self.dest.swap_in(beside, plan), f"swapping {where} in"):
                     log.info("destination DDL: %s", stmt)
@@ -191,7 +245,7 @@ class SchemaRunner:
                 return plan
             if status is not None and self._retry(lambda: self.dest.misfit(beside), where) is None:
                 return beside  # resume its copy
-            self._retry(lambda: self.dest.drop(beside), f"dropping {beside.pg_table!r}")  # stale
+            self._retry(lambda: self.dest.drop(beside), f"dropping {beside.dest_table!r}")  # stale
             if status is not None:
                 self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
         copying = status is not None and status != "done"
@@ -203,8 +257,8 @@ class SchemaRunner:
             "replaces it only when complete; until then the old rows stay as they are",
             where,
             why,
-            beside.pg_schema,
-            beside.pg_table,
+            beside.dest_schema,
+            beside.dest_table,
         )
         self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
         return beside
@@ -248,7 +302,7 @@ class SchemaRunner:
             out.append(
                 {
                     "table": name,
-                    "destination": f"{plan.pg_schema}.{plan.pg_table}",
+                    "destination": plan.where,
                     "key": list(table.key) or ["(none: whole-row hash)"],
                     "max_parallel_streams": settings.max_parallel_streams,
                     "batch_size": settings.batch_size,
@@ -256,7 +310,7 @@ class SchemaRunner:
                     "deletes": settings.deletes,
                     "metadata_columns": settings.metadata_columns,
                     "estimated_rows": self.source.estimate_rows(name),
-                    "ddl": self.dest.render(self.dest.prepare_sql(plan)),
+                    "ddl": self.dest.plan_ddl(plan),
                 }
             )
         return out
@@ -301,7 +355,9 @@ class SchemaRunner:
         self._retry(self.source.check_prerequisites, "checking the source")
         # Fail at start-up, not at the first table: a schema with no table yet would otherwise
         # "stream" happily towards a destination it cannot reach.
-        self._retry(lambda: self.dest.conn, "connecting to the PostgreSQL destination")
+        self._retry(self.dest.connect, f"connecting to the {self.dest.capabilities.name} destination")
+        for note in self.dest.capabilities.notes:
+            log.info("schema %s: destination: %s", self.name, note)
         checkpoint = self.store.checkpoint(self.name)
         if checkpoint is not None:
             stored = checkpoint
@@ -427,7 +483,7 @@ class SchemaRunner:
             return False
         plan = self.plans.get(name)
         if plan is not None:
-            self._retry(lambda: self.dest.drop(plan), f"dropping {plan.pg_table!r}")
+            self._retry(lambda: self.dest.drop(plan), f"dropping {plan.dest_table!r}")
         self._untrack(name)
         if current is None:
             self.store.forget_snapshot(self.name, name)
@@ -456,7 +512,7 @@ class SchemaRunner:
         resume = prog.resume_after if prog else None
         done_rows = prog.rows_copied if prog and resume else 0
         if resume is None:
-            self._retry(lambda: self.dest.truncate(plan), f"emptying {plan.pg_table!r} before its snapshot")
+            self._retry(lambda: self.dest.truncate(plan), f"emptying {plan.dest_table!r} before its snapshot")
         estimate = self.source.estimate_rows(name)
         self.store.set_snapshot_progress(self.name, name, "running", resume, done_rows, estimate)
         display = SnapshotProgress(self.name, name, estimate, done_rows)
@@ -491,7 +547,9 @@ class SchemaRunner:
         thread.start()
         finished = False
         try:
-            chunks_read = self.source.snapshot(table, resume, settings.snapshot_chunk_size, copy_text=True)
+            chunks_read = self.source.snapshot(
+                table, resume, settings.snapshot_chunk_size, copy_text=self._copy_text
+            )
             for chunk in activity.current().each(chunks_read, f"reading a snapshot chunk of {name!r}"):
                 while not failure:
                     try:
@@ -678,9 +736,9 @@ class SchemaRunner:
             return
         if plan.soft_delete:
             log.info("TRUNCATE of %s with soft deletes: marking every row deleted", event.table)
-            self._retry(lambda: self.dest.soft_delete_all(plan), f"truncating {plan.pg_table!r}")
+            self._retry(lambda: self.dest.soft_delete_all(plan), f"truncating {plan.dest_table!r}")
         else:
-            self._retry(lambda: self.dest.truncate(plan), f"truncating {plan.pg_table!r}")
+            self._retry(lambda: self.dest.truncate(plan), f"truncating {plan.dest_table!r}")
 
     def _schema_change(self, ch: SchemaChange) -> None:
         K = SchemaOpKind
@@ -697,7 +755,7 @@ class SchemaRunner:
         if ch.kind is K.DROP_TABLE:
             plan = self.plans.get(ch.table)
             if plan is not None:
-                self._retry(lambda: self.dest.drop(plan), f"dropping {plan.pg_table!r}")
+                self._retry(lambda: self.dest.drop(plan), f"dropping {plan.dest_table!r}")
                 # the reader already forgot the table; the plan still has its last shape
                 self.store.record_schema_version(
                     self.name, plan.source, "drop_table", ch.statement, ch.position
@@ -730,18 +788,16 @@ class SchemaRunner:
             new_plan = self._plan(ch.schema)
             try:
                 ddl = self._retry(
-                    lambda: self.dest.run_ddl(
-                        self.dest.schema_change_sql(
-                            ch.kind,
-                            old_plan,
-                            new_plan,
-                            ch.old_name if ch.kind is not K.RENAME_TABLE else None,
-                            ch.new_name if ch.kind is not K.RENAME_TABLE else None,
-                        )
+                    lambda: self.dest.schema_change(
+                        ch.kind,
+                        old_plan,
+                        new_plan,
+                        ch.old_name if ch.kind is not K.RENAME_TABLE else None,
+                        ch.new_name if ch.kind is not K.RENAME_TABLE else None,
                     ),
-                    f"changing {old_plan.pg_table!r}",
+                    f"changing {old_plan.dest_table!r}",
                 )
-            except Exception as exc:  # noqa: BLE001 - e.g. a type change PostgreSQL cannot cast
+            except Exception as exc:  # noqa: BLE001 - e.g. a type change the destination cannot cast
                 if self._is_transient(exc) or isinstance(exc, Stopped):
                     raise
                 log.warning(
@@ -770,9 +826,24 @@ class SchemaRunner:
         new_plan = self._plan(new)
         if is_beside(old_plan):  # a snapshot copying beside the live table widens its copy
             new_plan = beside_plan(new_plan)
+        if not self.dest.capabilities.json_widening:
+            into_json = [
+                c.name
+                for c in new.columns
+                if c.type.kind is Kind.JSON
+                and (before := old_plan.source.column(c.name)) is not None
+                and before.type.kind is not Kind.JSON
+            ]
+            if into_json:
+                raise FatalError(
+                    f"{new.name!r}: columns {', '.join(map(repr, into_json))} now need JSON, and the "
+                    f"{self.dest.capabilities.name} destination cannot convert the values it holds in place; "
+                    f"run warpctl resync {self.name}.{new.name} (or delete the state of this table) to copy "
+                    "it again in the new shape"
+                )
         ddl = self._retry(
-            lambda: self.dest.run_ddl(self.dest.evolve_sql(old_plan, new_plan)),
-            f"evolving {old_plan.pg_table!r}",
+            lambda: self.dest.evolve(old_plan, new_plan),
+            f"evolving {old_plan.dest_table!r}",
         )
         for stmt in ddl:
             log.info("destination DDL: %s", stmt)
@@ -787,7 +858,7 @@ class SchemaRunner:
         exists = self._retry(lambda: self.source.table_exists(name), f"looking up {name!r}")
         plan = self.plans.get(name)
         if plan is not None:
-            self._retry(lambda: self.dest.drop(plan), f"dropping {plan.pg_table!r}")
+            self._retry(lambda: self.dest.drop(plan), f"dropping {plan.dest_table!r}")
             self._untrack(name)
         if not exists or not self.schema.includes(name):
             self.store.forget_snapshot(self.name, name)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pymysql
 
-from warpd.connectors.base import CASCADING_RULES, Event, ForeignKey, Position, SnapshotChunk
+from warpd.connectors.base import CASCADING_RULES, PG_COPY_TEXT, Event, ForeignKey, Position, SnapshotChunk
 from warpd.connectors.mysql import copytext
 from warpd.connectors.mysql import types as mtypes
 from warpd.connectors.mysql.chunks import ChunkReader
@@ -83,6 +83,8 @@ class MySQLSource:
     """Reads one MySQL/MariaDB database: snapshot and binlog changes."""
 
     is_transient = staticmethod(is_transient)
+    # the server renders snapshot rows as PostgreSQL COPY text (connectors/mysql/copytext.py)
+    bulk_formats = frozenset({PG_COPY_TEXT})
 
     def __init__(self, uri: str, database: str, *, server_id: int, options: Mapping[str, Any] | None = None):
         self.params: MySQLParams = parse_uri(uri)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg2
@@ -20,8 +19,26 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from warpd.connectors.base import SchemaOpKind
-from warpd.connectors.postgresql.naming import map_columns, pg_identifier
+from warpd.connectors.base import (
+    BESIDE_PREFIX,
+    CASCADE_ACTIONS,
+    DELETED_AT_COLUMN,
+    OP_COLUMN,
+    PG_COPY_TEXT,
+    RESERVED_COLUMNS,
+    ROW_KEY,
+    SOURCE_TS_COLUMN,
+    SYNCED_AT_COLUMN,
+    Capabilities,
+    EncodedChunk,
+    Row,
+    SchemaOpKind,
+    SnapshotChunk,
+    TablePlan,
+    beside_plan,
+    is_beside,
+)
+from warpd.connectors.postgresql.naming import MAX_IDENTIFIER_BYTES, map_columns, pg_identifier
 from warpd.connectors.postgresql.types import copy_encoder, pg_type_sql
 from warpd.errors import FatalError, TransientError
 from warpd.redact import redact
@@ -29,14 +46,34 @@ from warpd.types import Kind, TableSchema
 
 log = logging.getLogger(__name__)
 
-ROW_KEY = "_warp_row_key"  # key of tables without a primary key (hash of the row)
-OP_COLUMN = "_warp_op"
-SOURCE_TS_COLUMN = "_warp_source_ts"
-SYNCED_AT_COLUMN = "_warp_synced_at"
-DELETED_AT_COLUMN = "_warp_deleted_at"
-RESERVED_COLUMNS = (ROW_KEY, OP_COLUMN, SOURCE_TS_COLUMN, SYNCED_AT_COLUMN, DELETED_AT_COLUMN)
+__all__ = [
+    "BESIDE_PREFIX",
+    "DELETED_AT_COLUMN",
+    "OP_COLUMN",
+    "ROW_KEY",
+    "SOURCE_TS_COLUMN",
+    "SYNCED_AT_COLUMN",
+    "PostgresDestination",
+    "TablePlan",
+    "beside_plan",
+    "is_beside",
+    "make_plan",
+]
+
 CASCADE_STAGE = "_warp_fk_stage"  # temporary: the parent keys one cascade step matches
-CASCADE_ACTIONS = ("delete", "set_null", "update")
+
+CAPABILITIES = Capabilities(
+    name="PostgreSQL",
+    max_identifier_length=MAX_IDENTIFIER_BYTES,
+    identifier_unit="bytes",
+    max_columns=1600,
+    json="jsonb",
+    max_decimal_precision=None,  # numeric without a typmod holds any decimal exactly
+    transactional_ddl=True,
+    bulk_formats=frozenset({PG_COPY_TEXT}),
+    foreign_key_actions=True,
+    json_widening=True,
+)
 
 
 # SQLSTATE classes/codes worth retrying: connection exceptions, serialization
@@ -68,41 +105,13 @@ def _epoch_to_text(ts: float | None) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
 
 
-@dataclass(frozen=True)
-class TablePlan:
-    """Everything needed to write one source table version, computed once."""
-
-    source: TableSchema
-    pg_schema: str
-    pg_table: str
-    columns: Mapping[str, str]  # source column name -> PostgreSQL column name
-    key: tuple[str, ...]  # PostgreSQL key column names
-    soft_delete: bool
-    metadata: bool
-    encoders: tuple[Callable[[Any], str], ...]  # one per source column, in order
-
-    @property
-    def keyless(self) -> bool:
-        return not self.source.key
-
-    def data_columns(self) -> list[str]:
-        return [self.columns[c.name] for c in self.source.columns]
-
-    def encode(self, row: Mapping[str, Any]) -> list[str]:
-        """COPY text fields for ``row``'s source columns (raises on a value PostgreSQL cannot hold)."""
-        return [enc(row.get(col.name)) for col, enc in zip(self.source.columns, self.encoders, strict=True)]
-
-    def row_key(self, fields: list[str]) -> str:
-        return hashlib.md5("\t".join(fields).encode("utf-8")).hexdigest()
-
-
-def make_plan(schema: TableSchema, pg_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
+def make_plan(schema: TableSchema, dest_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
     columns = map_columns((c.name for c in schema.columns), reserved=RESERVED_COLUMNS)
     key = tuple(columns[k] for k in schema.key) if schema.key else (ROW_KEY,)
     return TablePlan(
         source=schema,
-        pg_schema=pg_identifier(pg_schema),
-        pg_table=pg_identifier(schema.name),
+        dest_schema=pg_identifier(dest_schema),
+        dest_table=pg_identifier(schema.name),
         columns=columns,
         key=key,
         soft_delete=soft_delete,
@@ -111,27 +120,12 @@ def make_plan(schema: TableSchema, pg_schema: str, *, soft_delete: bool, metadat
     )
 
 
-BESIDE_PREFIX = "_warp_new_"
-
-
-def beside_plan(plan: TablePlan) -> TablePlan:
-    """``plan`` writing into a table beside the live one, swapped in when its copy is complete."""
-    if is_beside(plan):
-        return plan
-    digest = hashlib.sha1(f"{plan.pg_schema}.{plan.pg_table}".encode()).hexdigest()[:16]
-    return replace(plan, pg_table=BESIDE_PREFIX + digest)
-
-
-def is_beside(plan: TablePlan) -> bool:
-    return plan.pg_table.startswith(BESIDE_PREFIX)
-
-
 def _ident(*names: str) -> sql.Composable:
     return sql.Identifier(*names)
 
 
 def create_table_sql(plan: TablePlan) -> list[sql.Composable]:
-    target = _ident(plan.pg_schema, plan.pg_table)
+    target = _ident(plan.dest_schema, plan.dest_table)
     defs: list[sql.Composable] = []
     if plan.keyless:
         defs.append(sql.SQL("{} text NOT NULL").format(_ident(ROW_KEY)))
@@ -144,7 +138,7 @@ def create_table_sql(plan: TablePlan) -> list[sql.Composable]:
     defs.extend(sql.SQL(d) for d in _extra_column_defs(plan))
     defs.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(_ident, plan.key))))
     return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(plan.pg_schema)),
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(plan.dest_schema)),
         sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(target, sql.SQL(", ").join(defs)),
     ]
 
@@ -165,7 +159,7 @@ def session_options(uri: str) -> str:
 
 def _missing_columns_sql(plan: TablePlan, have: set[str]) -> list[sql.Composable]:
     """ADD COLUMN for each of ``plan``'s source columns the live table (columns ``have``) lacks."""
-    target = _ident(plan.pg_schema, plan.pg_table)
+    target = _ident(plan.dest_schema, plan.dest_table)
     return [
         sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
             target, _ident(plan.columns[col.name]), sql.SQL(pg_type_sql(col.type))
@@ -207,7 +201,9 @@ def _durable_commits(conn: psycopg2.extensions.connection) -> None:
 
 
 class PostgresDestination:
-    """One connection to the destination database."""
+    """One connection to the destination database (implements :class:`warpd.connectors.base.Destination`)."""
+
+    capabilities = CAPABILITIES
 
     def __init__(self, uri: str, *, application_name: str = "cartridge-warp"):
         self.uri = uri
@@ -236,6 +232,21 @@ class PostgresDestination:
                 raise TransientError(f"cannot reach the PostgreSQL destination: {message}") from exc
             _durable_commits(self._conn)
         return self._conn
+
+    def connect(self) -> None:
+        self.conn  # noqa: B018 - connects (and checks) now
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
+
+    def rejects_rows(self, exc: BaseException) -> bool:
+        return isinstance(exc, (psycopg2.DataError, psycopg2.IntegrityError))
+
+    def is_duplicate(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg2.errors.UniqueViolation)
+
+    def plan(self, schema: TableSchema, dest_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
+        return make_plan(schema, dest_schema, soft_delete=soft_delete, metadata=metadata)
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:
@@ -267,12 +278,12 @@ class PostgresDestination:
             cur.execute(
                 "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
                 "AND NOT attisdropped ORDER BY attnum",
-                (_ident(plan.pg_schema, plan.pg_table).as_string(self.conn),),
+                (_ident(plan.dest_schema, plan.dest_table).as_string(self.conn),),
             )
             rows = cur.fetchall()
             cur.execute(
                 "SELECT to_regclass(%s) IS NOT NULL",
-                (_ident(plan.pg_schema, plan.pg_table).as_string(self.conn),),
+                (_ident(plan.dest_schema, plan.dest_table).as_string(self.conn),),
             )
             exists = cur.fetchone()[0]
         return [r[0] for r in rows] if exists else None
@@ -284,7 +295,7 @@ class PostgresDestination:
         adds them); a different primary key, a column of another type, or a
         NOT NULL column the plan never writes is.
         """
-        target = _ident(plan.pg_schema, plan.pg_table).as_string(self.conn)
+        target = _ident(plan.dest_schema, plan.dest_table).as_string(self.conn)
         with self.conn, self.conn.cursor() as cur:
             cur.execute(
                 "SELECT attname, format_type(atttypid, atttypmod), attnotnull AND NOT atthasdef "
@@ -328,16 +339,16 @@ class PostgresDestination:
         try:
             return self.run_ddl(
                 [
-                    sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(plan.pg_schema, plan.pg_table)),
+                    sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(plan.dest_schema, plan.dest_table)),
                     sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-                        _ident(beside.pg_schema, beside.pg_table), _ident(plan.pg_table)
+                        _ident(beside.dest_schema, beside.dest_table), _ident(plan.dest_table)
                     ),
                 ]
             )
         except psycopg2.errors.DependentObjectsStillExist as exc:
             raise FatalError(
-                f"the new copy of {plan.pg_schema}.{plan.pg_table} is complete in "
-                f"{beside.pg_schema}.{beside.pg_table}, but the old table cannot be dropped: "
+                f"the new copy of {plan.dest_schema}.{plan.dest_table} is complete in "
+                f"{beside.dest_schema}.{beside.dest_table}, but the old table cannot be dropped: "
                 f"{redact(str(exc).strip())}; drop the objects that depend on it (they can be made "
                 "again afterwards) and restart; the old table is unchanged"
             ) from exc
@@ -348,7 +359,7 @@ class PostgresDestination:
         if existing is None:
             return create_table_sql(plan)
         have = set(existing)
-        target = _ident(plan.pg_schema, plan.pg_table)
+        target = _ident(plan.dest_schema, plan.dest_table)
         out = _missing_columns_sql(plan, have)
         for extra in _extra_column_defs(plan):
             name = extra.split('"')[1]
@@ -359,18 +370,34 @@ class PostgresDestination:
     def prepare(self, plan: TablePlan) -> list[str]:
         return self._run(self.prepare_sql(plan))
 
+    def plan_ddl(self, plan: TablePlan) -> list[str]:
+        return self.render(self.prepare_sql(plan))
+
+    def schema_change(
+        self,
+        kind: SchemaOpKind,
+        old: TablePlan,
+        new: TablePlan,
+        old_column: str | None = None,
+        new_column: str | None = None,
+    ) -> list[str]:
+        return self.run_ddl(self.schema_change_sql(kind, old, new, old_column, new_column))
+
+    def evolve(self, old: TablePlan, new: TablePlan) -> list[str]:
+        return self.run_ddl(self.evolve_sql(old, new))
+
     def run_ddl(self, statements: list[sql.Composable]) -> list[str]:
         self._staged.clear()
         return self._run(statements)
 
     def truncate(self, plan: TablePlan) -> None:
-        self._run([sql.SQL("TRUNCATE {}").format(_ident(plan.pg_schema, plan.pg_table))])
+        self._run([sql.SQL("TRUNCATE {}").format(_ident(plan.dest_schema, plan.dest_table))])
 
     def soft_delete_all(self, plan: TablePlan) -> None:
         self._run(
             [
                 sql.SQL("UPDATE {} SET {} = now() WHERE {} IS NULL").format(
-                    _ident(plan.pg_schema, plan.pg_table),
+                    _ident(plan.dest_schema, plan.dest_table),
                     _ident(DELETED_AT_COLUMN),
                     _ident(DELETED_AT_COLUMN),
                 )
@@ -379,7 +406,7 @@ class PostgresDestination:
 
     def drop(self, plan: TablePlan) -> list[str]:
         return self.run_ddl(
-            [sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(plan.pg_schema, plan.pg_table))]
+            [sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(plan.dest_schema, plan.dest_table))]
         )
 
     def schema_change_sql(
@@ -401,13 +428,13 @@ class PostgresDestination:
                 return []
             return [
                 sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-                    _ident(old.pg_schema, old.pg_table), _ident(new.pg_table)
+                    _ident(old.dest_schema, old.dest_table), _ident(new.dest_table)
                 )
             ]
         if existing is None:
             return create_table_sql(new)
         have = set(existing)
-        target = _ident(new.pg_schema, new.pg_table)
+        target = _ident(new.dest_schema, new.dest_table)
         out: list[sql.Composable] = []
         if kind is SchemaOpKind.DROP_COLUMN and old_column is not None:
             name = old.columns.get(old_column)
@@ -450,7 +477,7 @@ class PostgresDestination:
         if existing is None:
             return create_table_sql(new)
         have = set(existing)
-        target = _ident(new.pg_schema, new.pg_table)
+        target = _ident(new.dest_schema, new.dest_table)
         out = _missing_columns_sql(new, have)
         for col in new.source.columns:
             name = new.columns[col.name]
@@ -481,15 +508,15 @@ class PostgresDestination:
         return cols
 
     def _stage_names(self, plan: TablePlan) -> tuple[str, str]:
-        digest = hashlib.sha1(f"{plan.pg_schema}.{plan.pg_table}".encode()).hexdigest()[:16]
+        digest = hashlib.sha1(f"{plan.dest_schema}.{plan.dest_table}".encode()).hexdigest()[:16]
         return f"_warp_up_{digest}", f"_warp_del_{digest}"
 
     def _stage_token(self, plan: TablePlan) -> tuple[Any, ...]:
         # By content, not id(plan): a plan freed after a resync may leave its id to a new plan
         # of another shape, and the stage tables must then be made again.
         return (
-            plan.pg_schema,
-            plan.pg_table,
+            plan.dest_schema,
+            plan.dest_table,
             tuple(self.copy_fields(plan)),
             tuple(pg_type_sql(c.type) for c in plan.source.columns),
         )
@@ -502,7 +529,7 @@ class PostgresDestination:
                 yield cur
         except BaseException:
             # the rollback also undid any stage table this transaction created
-            self._staged = {t for t in self._staged if t[:2] != (plan.pg_schema, plan.pg_table)}
+            self._staged = {t for t in self._staged if t[:2] != (plan.dest_schema, plan.dest_table)}
             raise
 
     def _ensure_stages(self, cur: Any, plan: TablePlan) -> tuple[str, str]:
@@ -519,7 +546,7 @@ class PostgresDestination:
             cur.execute(
                 sql.SQL(
                     "CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA"
-                ).format(_ident(stage), sql.SQL(", ").join(data), _ident(plan.pg_schema, plan.pg_table))
+                ).format(_ident(stage), sql.SQL(", ").join(data), _ident(plan.dest_schema, plan.dest_table))
             )
             if plan.metadata:
                 cur.execute(
@@ -530,6 +557,65 @@ class PostgresDestination:
         self._staged = {t for t in self._staged if t[:2] != token[:2]}
         self._staged.add(token)
         return stages
+
+    def encode(self, plan: TablePlan, row: Row, op: str, source_ts: float | None) -> str:
+        return self.encode_line(plan, row, op, source_ts)
+
+    def encode_chunk(self, plan: TablePlan, chunk: SnapshotChunk) -> EncodedChunk:
+        """COPY lines for a snapshot chunk; rows the source encoded (``chunk.encoded``) are completed."""
+        if chunk.encoded is None:
+            out = EncodedChunk([])
+            for row in chunk.rows:
+                try:
+                    out.records.append((row, self.encode_line(plan, row, "snapshot", None)))
+                except (ValueError, TypeError, OverflowError) as exc:
+                    out.failed.append((row, f"value cannot be encoded for PostgreSQL: {exc}"))
+            return out
+        # The source encoded chunk.encoded_columns itself; the rest are canonical values.
+        done = set(chunk.encoded_columns)
+        rest = [
+            (c.name, enc)
+            for c, enc in zip(plan.source.columns, plan.encoders, strict=True)
+            if c.name not in done
+        ]
+        fields = [plan.columns[n] for n in chunk.encoded_columns] + [plan.columns[n] for n, _e in rest]
+        tail = "\n"
+        if plan.metadata:
+            fields += [OP_COLUMN, SOURCE_TS_COLUMN]
+            tail = "\tsnapshot\t\\N\n"
+        out = EncodedChunk([], layout=fields)
+        if not rest:  # the common case: no per-value Python work
+            out.records = [
+                (row, prefix + tail) for prefix, row in zip(chunk.encoded, chunk.rows, strict=True)
+            ]
+            return out
+        for prefix, row in zip(chunk.encoded, chunk.rows, strict=True):
+            try:
+                rest_text = "".join("\t" + enc(row[n]) for n, enc in rest)
+            except (ValueError, TypeError, OverflowError) as exc:
+                out.failed.append(
+                    (self._with_fields(row, prefix, fields), f"value cannot be encoded for PostgreSQL: {exc}")
+                )
+                continue
+            out.records.append((row, prefix + rest_text + tail))
+        return out
+
+    @staticmethod
+    def _with_fields(row: Row, line: str, fields: Sequence[str]) -> Row:
+        """``row`` completed with the columns only its COPY line holds (kept as text)."""
+        out = dict(row)
+        for name, text in zip(fields, line.rstrip("\n").split("\t"), strict=False):
+            out.setdefault(name, None if text == "\\N" else text)
+        return out
+
+    def record_values(self, plan: TablePlan, record: Any, layout: Any = None) -> dict[str, Any]:
+        fields = layout or self.copy_fields(plan)
+        return self._with_fields({}, record, fields)
+
+    def read_rows(self, plan: TablePlan) -> Iterator[Row] | None:
+        from warpd.connectors.postgresql.reading import live_rows
+
+        return live_rows(self.conn, plan)
 
     def encode_line(self, plan: TablePlan, row: Mapping[str, Any], op: str, source_ts: float | None) -> str:
         """One COPY text line for ``row`` (raises ValueError on a value PostgreSQL cannot hold)."""
@@ -544,12 +630,12 @@ class PostgresDestination:
     def write(
         self,
         plan: TablePlan,
-        upserts: str,
-        deletes: str = "",
+        upserts: Sequence[str],
+        deletes: Sequence[str] = (),
         *,
         direct: bool = False,
-        fields: list[str] | None = None,
         keep_existing: bool = False,
+        layout: Any = None,
     ) -> None:
         """Apply COPY lines (made by :meth:`encode_line`) in one transaction.
 
@@ -561,22 +647,22 @@ class PostgresDestination:
         that cannot be there yet; a unique violation means they partly are, and
         the caller retries without ``direct``).  Otherwise rows go through the
         stage tables and are merged: deletes first, then upserts, which is safe
-        because a batch holds at most one final state per key.  ``fields`` names
+        because a batch holds at most one final state per key.  ``layout`` names
         the lines' columns when they are not in :meth:`copy_fields` order.
         """
-        target = _ident(plan.pg_schema, plan.pg_table)
-        columns = sql.SQL(", ").join(map(_ident, fields or self.copy_fields(plan)))
+        target = _ident(plan.dest_schema, plan.dest_table)
+        columns = sql.SQL(", ").join(map(_ident, layout or self.copy_fields(plan)))
         with self._transaction(plan) as cur:
             if direct:
                 cur.copy_expert(
-                    sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns), io.StringIO(upserts)
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns), io.StringIO("".join(upserts))
                 )
                 return
             up_stage, del_stage = self._ensure_stages(cur, plan)
             if deletes:
                 cur.copy_expert(
                     sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(del_stage), columns),
-                    io.StringIO(deletes),
+                    io.StringIO("".join(deletes)),
                 )
                 match = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=_ident(k)) for k in plan.key)
                 if plan.soft_delete:
@@ -604,7 +690,8 @@ class PostgresDestination:
                     )
             if upserts:
                 cur.copy_expert(
-                    sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(up_stage), columns), io.StringIO(upserts)
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(up_stage), columns),
+                    io.StringIO("".join(upserts)),
                 )
                 cur.execute(self._merge_sql(plan, up_stage, keep_existing))
 
@@ -632,7 +719,7 @@ class PostgresDestination:
             else sql.SQL("")
         )
         return sql.SQL("INSERT INTO {} ({}) SELECT {}{} FROM {} ON CONFLICT ({}) {}").format(
-            _ident(plan.pg_schema, plan.pg_table),
+            _ident(plan.dest_schema, plan.dest_table),
             sql.SQL(", ").join(values),
             distinct,
             sql.SQL(", ").join(values),
@@ -649,12 +736,12 @@ class PostgresDestination:
         The name is derived from the table and columns, so a restart finds it.
         """
         names = [plan.columns[c] for c in columns]
-        digest = hashlib.sha1("\0".join([plan.pg_table, *names]).encode()).hexdigest()[:16]
+        digest = hashlib.sha1("\0".join([plan.dest_table, *names]).encode()).hexdigest()[:16]
         return self._run(
             [
                 sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
                     _ident(f"_warp_fk_{digest}"),
-                    _ident(plan.pg_schema, plan.pg_table),
+                    _ident(plan.dest_schema, plan.dest_table),
                     sql.SQL(", ").join(map(_ident, names)),
                 )
             ]
@@ -692,7 +779,7 @@ class PostgresDestination:
         """
         if action not in CASCADE_ACTIONS:
             raise ValueError(f"unknown foreign-key action {action!r}")
-        target = _ident(plan.pg_schema, plan.pg_table)
+        target = _ident(plan.dest_schema, plan.dest_table)
         fk = [_ident(plan.columns[c]) for c in columns]
         old = [_ident(f"o{i}") for i in range(len(columns))]
         new = [_ident(f"n{i}") for i in range(len(columns))] if action == "update" else []
