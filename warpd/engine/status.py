@@ -233,7 +233,7 @@ class StatusReporter:
         resyncing = control.resyncing() if control is not None else frozenset()
         names = set(progress) | set(paused)
         if runner is not None:
-            names |= set(dict(runner.tables))
+            names |= set(runner.tables.snapshot())
         out: dict[str, dict[str, Any]] = {}
         for name in sorted(names):
             prog = progress.get(name)
