@@ -82,7 +82,7 @@ class SchemaRunner:
         self.name = schema.name
         self._store = store
         self.should_stop = should_stop
-        self.hooks = hooks or EngineHooks()  # the daemon's pause/resync controls; none in single mode
+        self.hooks = hooks or EngineHooks()  # paused tables, resyncs beside the stream (engine/control.py)
         self.source: Source = self.new_source()
         make_dest = destination_factory(config.destination.type)
         app = f"cartridge-warp {schema.name}"[:63]
