@@ -64,7 +64,7 @@ def plugin(site: Path) -> ModuleType:
     return warp_sqlite_destination  # type: ignore[no-any-return]
 
 
-def differences(dbs: Databases, dest: Any, tables: list[str]) -> list[str]:
+def differences(dbs: Databases, dest: Any, tables: list[str], soft_delete: bool = False) -> list[str]:
     from warpd.connectors.mysql.source import MySQLSource
     from warpd.verify import table_difference
 
@@ -72,7 +72,7 @@ def differences(dbs: Databases, dest: Any, tables: list[str]) -> list[str]:
     problems = []
     try:
         for table in tables:
-            plan = dest.plan(source.describe(table), dbs.name, soft_delete=False, metadata=False)
+            plan = dest.plan(source.describe(table), dbs.name, soft_delete=soft_delete, metadata=False)
             problem = table_difference(source, dest, plan)
             if problem:
                 problems.append(problem)
@@ -80,6 +80,17 @@ def differences(dbs: Databases, dest: Any, tables: list[str]) -> list[str]:
         source.close()
         dest.close()
     return problems
+
+
+def start_into_sqlite(
+    dbs: Databases, tmp_path: Path, site: Path, db_file: Path, config: str | None = None
+) -> Warp:
+    """``python -m warpd --mode single`` from the test's MariaDB database into ``db_file``, plugin installed."""
+    state = tmp_path / "state"
+    state.mkdir()
+    w = Warp(dbs, str(state), config, [], {"PYTHONPATH": f"{ROOT}:{site}"})
+    w.cmd[w.cmd.index(dbs.dest_uri)] = f"sqlite://{db_file}"
+    return w.start()
 
 
 def test_validate_config_accepts_the_installed_sqlite_plugin(tmp_path: Path, site: Path) -> None:
@@ -108,10 +119,11 @@ def test_replicates_into_sqlite_through_the_plugin(dbs: Databases, tmp_path: Pat
     dbs.sql(
         "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(30,10), "
         "big BIGINT UNSIGNED, ratio DOUBLE, born DATE, seen DATETIME(6), took TIME(3), "
-        "raw VARBINARY(16), doc JSON, flag BOOLEAN)"
+        "raw VARBINARY(16), doc JSON, flag BOOLEAN, at TIMESTAMP(3) NULL, bits BIT(5), tags SET('a', 'b'), "
+        "small FLOAT, u CHAR(36))"
     )
     dbs.sql("CREATE TABLE notes (body TEXT, n INT)")  # no primary key: rows keyed by their hash
-    row = "INSERT INTO items VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    row = "INSERT INTO items VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     dbs.many(
         row,
         [
@@ -127,17 +139,18 @@ def test_replicates_into_sqlite_through_the_plugin(dbs: Databases, tmp_path: Pat
                 bytes([0, 255, i]),
                 '{"a": [1, 2.5, "x"], "b": null}',
                 i % 2,
+                dt.datetime(2038, 1, 19, 3, 14, 7, 999000),
+                i,
+                "a,b" if i % 2 else "",
+                1.5,
+                "123e4567-e89b-12d3-a456-426614174000",
             )
             for i in range(1, 21)
         ],
     )
     dbs.many("INSERT INTO notes VALUES (%s, %s)", [("same", 1), ("same", 1), (None, 2)])
     db_file = tmp_path / "x.db"
-    state = tmp_path / "state"
-    state.mkdir()
-    w = Warp(dbs, str(state), None, [], {"PYTHONPATH": f"{ROOT}:{site}"})
-    w.cmd[w.cmd.index(dbs.dest_uri)] = f"sqlite://{db_file}"
-    w.start()
+    w = start_into_sqlite(dbs, tmp_path, site, db_file)
     try:
         module = plugin(site)
 
@@ -148,7 +161,29 @@ def test_replicates_into_sqlite_through_the_plugin(dbs: Databases, tmp_path: Pat
         # changes while streaming
         dbs.sql("UPDATE items SET name = 'renamed', price = NULL, doc = '[]' WHERE id = 3")
         dbs.sql("DELETE FROM items WHERE id IN (4, 5)")
-        dbs.many(row, [(99, "new", Decimal("-0.0000000001"), 0, -0.0, None, None, None, b"", "{}", None)])
+        dbs.many(
+            row,
+            [
+                (
+                    99,
+                    "new",
+                    Decimal("-0.0000000001"),
+                    0,
+                    -0.0,
+                    None,
+                    None,
+                    None,
+                    b"",
+                    "{}",
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            ],
+        )
         dbs.sql("DELETE FROM notes WHERE n = 2")
         dbs.sql("INSERT INTO notes VALUES ('later', 3)")
         wait_matching(matching, w, 90, passing=(sqlite3.OperationalError,))
@@ -167,3 +202,35 @@ def test_replicates_into_sqlite_through_the_plugin(dbs: Databases, tmp_path: Pat
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {f"{dbs.name}__items", f"{dbs.name}__notes"} <= names
         assert conn.execute(f'SELECT count(*) FROM "{dbs.name}__items"').fetchone()[0] == 19
+
+
+def test_soft_deletes_and_metadata_columns_in_sqlite(dbs: Databases, tmp_path: Path, site: Path) -> None:
+    dbs.sql("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))")
+    dbs.many("INSERT INTO t VALUES (%s, %s)", [(1, "a"), (2, "b"), (3, "c")])
+    db_file = tmp_path / "x.db"
+    config = write_config(
+        tmp_path, f"schemas:\n  - name: {dbs.name}\n    deletes: soft\n    metadata_columns: true\n"
+    )
+    w = start_into_sqlite(dbs, tmp_path, site, db_file, config)
+    try:
+        module = plugin(site)
+
+        def matching() -> list[str]:
+            return differences(dbs, module.SQLiteDestination(str(db_file)), ["t"], soft_delete=True)
+
+        wait_matching(matching, w, 90, passing=(sqlite3.OperationalError,))
+        dbs.sql("DELETE FROM t WHERE id IN (1, 2)")
+        dbs.sql("INSERT INTO t VALUES (2, 'back')")
+        dbs.sql("UPDATE t SET v = 'changed' WHERE id = 3")
+        wait_matching(matching, w, 90, passing=(sqlite3.OperationalError,))
+        assert w.stop() == 0, w.output[-4000:]
+    finally:
+        if w.alive():
+            w.kill()
+    with sqlite3.connect(db_file) as conn:
+        rows = conn.execute(
+            f'SELECT id, v, _warp_op, _warp_deleted_at IS NOT NULL, _warp_synced_at IS NOT NULL FROM "{dbs.name}__t" '
+            "ORDER BY id"
+        ).fetchall()
+    # the deleted row is kept and marked; the row inserted again is live
+    assert rows == [(1, "a", "delete", 1, 1), (2, "back", "insert", 0, 1), (3, "changed", "update", 0, 1)]
