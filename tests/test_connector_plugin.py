@@ -56,7 +56,7 @@ def site(tmp_path: Path) -> Iterator[Path]:
 
 
 def plugin(site: Path) -> ModuleType:
-    """The installed plugin module, imported in this process (to read the destination as warpd.verify does)."""
+    """The installed plugin module, imported here to read the destination as warpd.verify does."""
     sys.path.insert(0, str(site))
     try:
         return importlib.import_module(MODULE)
@@ -85,7 +85,7 @@ def differences(dbs: Databases, dest: Any, tables: list[str], soft_delete: bool 
 def start_into_sqlite(
     dbs: Databases, tmp_path: Path, site: Path, db_file: Path, config: str | None = None
 ) -> Warp:
-    """``python -m warpd --mode single`` from the test's MariaDB database into ``db_file``, plugin installed."""
+    """``python -m warpd --mode single`` from the test's MariaDB database into ``db_file`` (the plugin's)."""
     state = tmp_path / "state"
     state.mkdir()
     w = Warp(dbs, str(state), config, [], {"PYTHONPATH": f"{ROOT}:{site}"})
@@ -234,8 +234,8 @@ def test_soft_deletes_and_metadata_columns_in_sqlite(dbs: Databases, tmp_path: P
             w.kill()
     with sqlite3.connect(db_file) as conn:
         rows = conn.execute(
-            f'SELECT id, v, _warp_op, _warp_deleted_at IS NOT NULL, _warp_synced_at IS NOT NULL FROM "{dbs.name}__t" '
-            "ORDER BY id"
+            "SELECT id, v, _warp_op, _warp_deleted_at IS NOT NULL, _warp_synced_at IS NOT NULL "
+            f'FROM "{dbs.name}__t" ORDER BY id'
         ).fetchall()
     # the deleted row is kept and marked; the row inserted again is live
     assert rows == [(1, "a", "delete", 1, 1), (2, "back", "insert", 0, 1), (3, "changed", "update", 0, 1)]

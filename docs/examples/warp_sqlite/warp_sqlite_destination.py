@@ -123,7 +123,7 @@ def _text_time(text: str) -> dt.timedelta:
 
 
 def to_sqlite(kind: Kind, value: Any) -> Any:
-    """The SQLite value that holds canonical ``value`` exactly (ValueError/TypeError/OverflowError if none)."""
+    """The SQLite value holding canonical ``value`` exactly (ValueError/TypeError/OverflowError if none)."""
     if value is None:
         return None
     if kind is Kind.BOOLEAN:
@@ -285,14 +285,18 @@ class SQLiteDestination:
         )
 
     @staticmethod
-    def table(plan: TablePlan) -> str:
-        return quote(f"{plan.dest_schema}__{plan.dest_table}")
+    def table_name(plan: TablePlan) -> str:
+        """``<destination schema>__<table>``: one SQLite file holds every schema's tables."""
+        return f"{plan.dest_schema}__{plan.dest_table}"
+
+    def table(self, plan: TablePlan) -> str:
+        return quote(self.table_name(plan))
 
     def _live_columns(self, plan: TablePlan) -> list[tuple[str, str, bool, int]] | None:
         """(name, declared type, NOT NULL without default, position in the key) per column; None: no table."""
         rows = self.conn.execute(
             'SELECT name, type, "notnull" AND dflt_value IS NULL, pk FROM pragma_table_info(?)',
-            (f"{plan.dest_schema}__{plan.dest_table}",),
+            (self.table_name(plan),),
         ).fetchall()
         return rows or None
 
@@ -349,7 +353,7 @@ class SQLiteDestination:
         return self._run(
             [
                 f"DROP TABLE IF EXISTS {self.table(plan)}",
-                f"ALTER TABLE {self.table(beside)} RENAME TO {quote(f'{plan.dest_schema}__{plan.dest_table}')}",
+                f"ALTER TABLE {self.table(beside)} RENAME TO {quote(self.table_name(plan))}",
             ]
         )
 
@@ -380,9 +384,7 @@ class SQLiteDestination:
         if kind is SchemaOpKind.RENAME_TABLE:
             if live is None or self.table_exists(new):
                 return []
-            return self._run(
-                [f"ALTER TABLE {self.table(old)} RENAME TO {quote(f'{new.dest_schema}__{new.dest_table}')}"]
-            )
+            return self._run([f"ALTER TABLE {self.table(old)} RENAME TO {quote(self.table_name(new))}"])
         if live is None:
             return self.prepare(new)
         have = {name for name, *_ in live}
@@ -412,7 +414,8 @@ class SQLiteDestination:
             if before is not None and storage(before.type.kind) != storage(col.type.kind):
                 raise CannotFollow(
                     f"{col.name!r} now needs {storage(col.type.kind)} storage: the SQLite example does not "
-                    f"convert stored values; run warpctl resync to copy {new.source.name!r} again"
+                    f"convert stored values; run warpctl resync on {new.source.name!r} (or delete the state "
+                    "of this table) to copy it again in the new shape"
                 )
         return self.prepare(new)
 
