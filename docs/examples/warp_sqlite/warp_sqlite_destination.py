@@ -221,6 +221,8 @@ class SQLiteDestination:
                 )
             except sqlite3.OperationalError as exc:
                 raise FatalError(f"cannot open the SQLite destination {self.path}: {exc}") from exc
+            # a commit is on disk before the engine stores the checkpoint that covers it
+            self._conn.execute("PRAGMA synchronous=FULL")
         return self._conn
 
     def connect(self) -> None:
