@@ -52,7 +52,10 @@ SECRET_OPTION = re.compile(r"pass|secret|token|credential|private", re.I)
 
 
 def scheme_to_type(uri: str) -> str:
-    """The endpoint type a connection URI's scheme stands for, e.g. ``"mariadb://h/db"`` -> ``"mysql"``."""
+    """The endpoint type a connection URI's scheme stands for, e.g. ``"mariadb://h/db"`` -> ``"mysql"``.
+
+    A scheme no built-in connector claims stands for the connector plugin registered under that
+    name, if one is installed (``sqlite:///x.db`` -> ``"sqlite"``)."""
     match = _SCHEME.match(uri) if isinstance(uri, str) else None
     if match is None:
         # Never echo the string: without a scheme, redact() cannot find a password in it.
@@ -61,8 +64,18 @@ def scheme_to_type(uri: str) -> str:
         )
     scheme = match.group(1).lower()
     if scheme not in _SCHEME_TYPES:
+        from warpd.connectors.registry import plugin_scheme
+
+        plugin = plugin_scheme(scheme)  # an installed connector plugin named like its scheme
+        if plugin is not None:
+            return plugin
         supported = ", ".join(f"{name}://" for name in sorted(_SCHEME_TYPES))
-        raise ConfigError(redact(f"unsupported scheme {scheme + '://'!r}; supported: {supported}"))
+        raise ConfigError(
+            redact(
+                f"unsupported scheme {scheme + '://'!r}; supported: {supported}, and the type name of any "
+                "installed connector plugin (docs/writing-a-connector.md)"
+            )
+        )
     return _SCHEME_TYPES[scheme]
 
 

@@ -66,6 +66,13 @@ def check_endpoint(role: str, name: str, uri: str) -> None:
         check(uri)
 
 
+def plugin_scheme(scheme: str) -> str | None:
+    """The connector type a URI scheme unknown to the built-in connectors stands for: a connector
+    registered under that very name (a plugin's type is its scheme, e.g. ``sqlite://``), else None."""
+    _load()
+    return scheme if scheme in _SOURCES or scheme in _DESTINATIONS else None
+
+
 def _load() -> None:
     global _loaded_entry_points
     import warpd.connectors.builtin  # noqa: F401 - registers the built-in connectors
