@@ -18,7 +18,8 @@ def print_plan(config: Config, schema: SchemaConfig) -> None:
 
     runner = SchemaRunner(config, schema, store=None)
     try:
-        _print(config, schema, runner.plan_report())
+        tables = runner.plan_report()
+        _print(config, schema, tables, runner.describe_destination())
     finally:
         runner.close()
 
@@ -30,13 +31,14 @@ def print_plans(config: Config) -> None:
         print()
 
 
-def _print(config: Config, schema: SchemaConfig, tables: list[dict[str, Any]]) -> None:
+def _print(config: Config, schema: SchemaConfig, tables: list[dict[str, Any]], destination: str) -> None:
     print(
         f"Dry run: nothing will be written.\n"
         f"schema {schema.name} ({schema.mode}): {config.source.redacted()} database "
         f"{schema.source_database!r} -> {config.destination.redacted()} schema {schema.destination_schema!r}"
     )
     print(f"on_position_lost: {schema.on_position_lost}; state file: {config.state_dir}")
+    print(f"destination {destination}")
     if not tables:
         print("no source table matches the whitelist/blacklist")
     for t in tables:

@@ -111,6 +111,21 @@ class SchemaRunner:
         self._positions_per_change = bool(getattr(self.source, "positions_per_change", False))
         self._check_capabilities()
 
+    def describe_destination(self) -> str:
+        """What the destination declared and what was negotiated with the source, in one line."""
+        caps = self.dest.capabilities
+        decimals = (
+            f"decimals up to {caps.max_decimal_precision} digits as numbers"
+            if caps.max_decimal_precision
+            else "decimals of any precision"
+        )
+        return (
+            f"{caps.name}: names up to {caps.max_identifier_length} {caps.identifier_unit} (longer ones renamed), "
+            f"{caps.max_columns} columns per table, JSON as {caps.json}, {decimals}, "
+            f"{'transactional' if caps.transactional_ddl else 'non-transactional'} DDL; snapshot rows "
+            + ("encoded by the source server (postgresql-copy-text)" if self._copy_text else "encoded here")
+        )
+
     def _all_settings(self) -> list[tuple[str, Any]]:
         """The schema's default table settings (name "") and those of each table override."""
         names = ["", *self.schema.table_overrides]
@@ -358,7 +373,9 @@ class SchemaRunner:
         # Fail at start-up, not at the first table: a schema with no table yet would otherwise
         # "stream" happily towards a destination it cannot reach.
         self._retry(self.dest.connect, f"connecting to the {self.dest.capabilities.name} destination")
-        for note in self.dest.capabilities.notes:
+        caps = self.dest.capabilities
+        log.info("schema %s: destination %s", self.name, self.describe_destination())
+        for note in caps.notes:
             log.info("schema %s: destination: %s", self.name, note)
         checkpoint = self.store.checkpoint(self.name)
         if checkpoint is not None:
