@@ -24,7 +24,7 @@ from conftest import MYSQL_HOST, MYSQL_PORT, Databases, Warp, mysql_root, wait_c
 from daemon_support import Daemon
 from test_replication import assert_converged, binlog_position, position_order, start_streaming, state
 
-from warpd.connectors.base import Heartbeat, SchemaChange
+from warpd.connectors.base import Heartbeat, SchemaChange, SchemaOpKind
 from warpd.connectors.mysql import ddl as mddl
 from warpd.connectors.mysql.binlog import BinlogReader
 from warpd.connectors.mysql.binlog_checks import (
@@ -158,7 +158,9 @@ def test_create_table_if_not_exists_keeps_the_tracked_shape() -> None:
     created = [
         e for e in reader._query(event, {"file": "b.000001", "pos": 990}) if isinstance(e, SchemaChange)
     ]
-    assert [e.table for e in created] == ["fresh"] and "fresh" in tables
+    assert [e.table for e in created] == ["fresh"] and created[0].kind is SchemaOpKind.CREATE_TABLE
+    assert created[0].schema is not None and [c.name for c in created[0].schema.columns] == ["id"]
+    assert "fresh" not in tables  # reported, not written: the engine owns the map
 
 
 # -- end to end -------------------------------------------------------------------------------

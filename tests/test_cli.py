@@ -271,7 +271,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(dbs, warp, tmp_path, how):
     assert "batch_size=5000" in out  # order_items: the built-in default
     # what the destination declared, and the bulk format negotiated with the source
     assert "destination PostgreSQL: names up to 63 bytes" in out, out
-    assert "snapshot rows encoded by the source server (postgresql-copy-text)" in out, out
+    assert "rows of an initial copy encoded by the source server (postgresql-copy-text)" in out, out
     assert f'CREATE TABLE IF NOT EXISTS "{dbs.name}"."orders"' in out
     assert f'CREATE TABLE IF NOT EXISTS "{dbs.name}"."order_items"' in out
     assert not _pg_schema_exists(dbs), "a dry run created the PostgreSQL schema"

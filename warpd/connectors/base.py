@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -251,15 +251,17 @@ class Source(Protocol):
     def stream(
         self,
         start: Position,
-        tables: MutableMapping[str, TableSchema],
+        tables: Mapping[str, TableSchema],
         included: Callable[[str], bool],
         key_override: Callable[[str], tuple[str, ...] | None],
         skipped: Callable[[str], bool] = ...,
     ) -> Iterator[Event]:
         """Yield events from ``start`` on, with a :class:`Heartbeat` at least every second or so.
 
-        ``tables`` is the engine's map of replicated shapes; the source keeps it
-        current as schema changes stream by.  ``skipped(table)`` is true while
+        ``tables`` is the engine's map of replicated shapes, read-only to the
+        source: the source reports each shape change as a :class:`SchemaChange`
+        (with ``schema`` when it knows the new shape), and the engine applies it
+        to the map before it asks for the next event.  ``skipped(table)`` is true while
         the engine skips a table's changes (paused): a source must not stop on
         one of them it cannot decode.  Raises
         :class:`~warpd.errors.TransientError` when the stream breaks; the engine

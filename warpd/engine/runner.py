@@ -122,7 +122,7 @@ class SchemaRunner:
         return (
             f"{caps.name}: names up to {caps.max_identifier_length} {caps.identifier_unit} (longer ones renamed), "
             f"{caps.max_columns} columns per table, JSON as {caps.json}, {decimals}, "
-            f"{'transactional' if caps.transactional_ddl else 'non-transactional'} DDL; snapshot rows "
+            f"{'transactional' if caps.transactional_ddl else 'non-transactional'} DDL; rows of an initial copy "
             + ("encoded by the source server (postgresql-copy-text)" if self._copy_text else "encoded here")
         )
 
@@ -597,7 +597,11 @@ class SchemaRunner:
         while True:
             try:
                 for event in self.source.stream(
-                    self.safe_pos, self.tables, self.schema.includes, self._key_override, self._skippable
+                    self.safe_pos,
+                    self.tables.view(),
+                    self.schema.includes,
+                    self._key_override,
+                    self._skippable,
                 ):
                     backoff.succeeded()
                     self._handle(event)

@@ -1,8 +1,9 @@
 """The runner's maps of replicated tables, shared with the threads that read them.
 
 The engine's thread owns :attr:`SchemaRunner.tables` (shapes) and
-:attr:`SchemaRunner.plans` (where each goes): it changes them as schema
-changes stream by (the source it drives reports shape changes through them).
+:attr:`SchemaRunner.plans` (where each goes): it changes them as it applies
+the schema changes the source reports (a source reads them, through :meth:`LockedMap.view`,
+and never writes them).
 The status writer, the control thread and resync copies read them from other
 threads.  Every access holds one lock, iteration walks a copy, and
 :meth:`LockedMap.snapshot` gives one consistent copy, so a reader never sees
@@ -13,7 +14,7 @@ during iteration".
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TypeVar
 
 V = TypeVar("V")
@@ -62,5 +63,26 @@ class LockedMap(MutableMapping[str, V]):
         with self._lock:
             return dict(self._data)
 
+    def view(self) -> Mapping[str, V]:
+        """The map, read-only (what the engine hands a source)."""
+        return _ReadOnly(self)
+
     def __repr__(self) -> str:
         return f"LockedMap({self.snapshot()!r})"
+
+
+class _ReadOnly(Mapping[str, V]):
+    def __init__(self, target: LockedMap[V]):
+        self._target = target
+
+    def __getitem__(self, key: str) -> V:
+        return self._target[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._target)
+
+    def __len__(self) -> int:
+        return len(self._target)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._target

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Callable, Generator, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from functools import partial
 from typing import Any
 
@@ -515,7 +515,7 @@ class MongoSource:
     def stream(
         self,
         start: Position,
-        tables: MutableMapping[str, TableSchema],
+        tables: Mapping[str, TableSchema],
         included: Callable[[str], bool],
         key_override: Callable[[str], tuple[str, ...] | None],
         skipped: Callable[[str], bool] = lambda _t: False,  # documents are decoded by the driver anyway
@@ -568,7 +568,7 @@ class MongoSource:
                 stream.close()
 
     def _past_large_event(
-        self, position: Position, tables: MutableMapping[str, TableSchema], included: Callable[[str], bool]
+        self, position: Position, tables: Mapping[str, TableSchema], included: Callable[[str], bool]
     ) -> Generator[Event, None, Position]:
         """Read the next event without its document images, then fetch the document by ``_id``.
 
@@ -608,7 +608,7 @@ class MongoSource:
         change: Mapping[str, Any],
         before: Position,
         position: Position,
-        tables: MutableMapping[str, TableSchema],
+        tables: Mapping[str, TableSchema],
         included: Callable[[str], bool],
         size: int = 0,
     ) -> Iterator[Event]:
@@ -631,7 +631,6 @@ class MongoSource:
         if op == "drop":
             if table is not None and table in tables and not self._recopied(table, cluster_time):
                 yield SchemaChange(table, SchemaOpKind.DROP_TABLE, position, "drop", source_ts=source_ts)
-                tables.pop(table, None)
             else:
                 yield Heartbeat(position, source_ts)
         elif op == "rename":
@@ -642,7 +641,6 @@ class MongoSource:
                     yield SchemaChange(
                         name, SchemaOpKind.DROP_TABLE, position, "dropDatabase", source_ts=source_ts
                     )
-                    tables.pop(name, None)
             yield Heartbeat(position, source_ts)
         else:  # create, createIndexes, modify, ... (expanded events): nothing to replicate
             yield Heartbeat(position, source_ts)
@@ -660,7 +658,7 @@ class MongoSource:
         self,
         change: Mapping[str, Any],
         position: Position,
-        tables: MutableMapping[str, TableSchema],
+        tables: Mapping[str, TableSchema],
         included: Callable[[str], bool],
         cluster_time: tuple[int, int] | None,
         source_ts: float | None,
@@ -675,24 +673,20 @@ class MongoSource:
             existing = set(self.list_tables())
             if old in tables and old not in existing:
                 yield SchemaChange(old, SchemaOpKind.DROP_TABLE, position, statement, source_ts=source_ts)
-                tables.pop(old, None)
             if new and new not in tables and new in existing and included(new):
                 yield SchemaChange(new, SchemaOpKind.RESYNC_TABLE, position, statement, source_ts=source_ts)
             yield Heartbeat(position, source_ts)
             return
         if new and new in tables:  # dropTarget: the old target goes first
             yield SchemaChange(new, SchemaOpKind.DROP_TABLE, position, statement, source_ts=source_ts)
-            tables.pop(new, None)
         if new is None or not included(new):
             if old in tables:
                 yield SchemaChange(old, SchemaOpKind.DROP_TABLE, position, statement, source_ts=source_ts)
-                tables.pop(old, None)
             return
         if old in tables:
-            shape = tables.pop(old)
+            shape = tables[old]
             renamed = TableSchema(new, shape.columns, shape.key)
             self._mappers.pop(old, None)
-            tables[new] = renamed
             yield SchemaChange(
                 new,
                 SchemaOpKind.RENAME_TABLE,
@@ -713,7 +707,7 @@ class MongoSource:
         change: Mapping[str, Any],
         before: Position,
         position: Position,
-        tables: MutableMapping[str, TableSchema],
+        tables: Mapping[str, TableSchema],
         source_ts: float | None,
         size: int = 0,
     ) -> Iterator[Event]:

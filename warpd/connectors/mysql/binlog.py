@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pymysql
@@ -108,7 +108,7 @@ class BinlogReader:
         self,
         source: MySQLSource,
         start: Position,
-        tables: MutableMapping[str, TableSchema],
+        tables: Mapping[str, TableSchema],
         included: Callable[[str], bool],
         key_override: Callable[[str], tuple[str, ...] | None] = lambda _t: None,
         skipped: Callable[[str], bool] = lambda _t: False,
@@ -197,11 +197,13 @@ class BinlogReader:
         return cached[1]
 
     def _set_table(self, name: str, schema: TableSchema | None) -> None:
+        """``name`` takes shape ``schema`` (None: gone) with the change about to be reported.
+
+        The engine owns the map of shapes and applies the reported
+        :class:`SchemaChange` before asking for the next event; the reader
+        only forgets what it derived from the old shape.
+        """
         self._converters.pop(name, None)
-        if schema is None:
-            self.tables.pop(name, None)
-        else:
-            self.tables[name] = schema
 
     # -- the loop ------------------------------------------------------------
     def events(self) -> Iterator[Event]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import zlib
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pymysql
@@ -463,7 +463,7 @@ class MySQLSource:
     def stream(
         self,
         start: Position,
-        tables: MutableMapping[str, TableSchema],
+        tables: Mapping[str, TableSchema],
         included: Callable[[str], bool],
         key_override: Callable[[str], tuple[str, ...] | None],
         skipped: Callable[[str], bool] = lambda _t: False,
