@@ -1,0 +1,329 @@
+"""The MySQL/MariaDB destination against the real local MariaDB (a database of its own per test)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.conftest import MYSQL_HOST, MYSQL_PORT, mysql_root
+from warpd.config.model import SchemaConfig
+from warpd.connectors.base import OP_COLUMN, SOURCE_TS_COLUMN, SchemaOpKind, SnapshotChunk
+from warpd.connectors.mysql.destination import MySQLDestination
+from warpd.errors import FatalError
+from warpd.types import Column, ColumnType, Kind, TableSchema
+
+URI = f"mysql://root@{MYSQL_HOST}:{MYSQL_PORT}/"
+UTC = dt.UTC
+
+
+@pytest.fixture
+def db() -> Iterator[str]:
+    name = f"warp_d_{uuid.uuid4().hex[:10]}"
+    yield name
+    with mysql_root() as conn, conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def dest() -> Iterator[MySQLDestination]:
+    d = MySQLDestination(URI)
+    d.connect()
+    yield d
+    d.close()
+
+
+def T(kind: Kind, **kw: Any) -> ColumnType:  # noqa: N802 - reads like a type
+    return ColumnType(kind, **kw)
+
+
+# (name, type, values that must round-trip exactly)
+CASES: list[tuple[str, ColumnType, list[Any]]] = [
+    ("b", T(Kind.BOOLEAN), [True, False]),
+    ("i16", T(Kind.INT, bits=16), [-32768, 32767]),
+    ("i32", T(Kind.INT, bits=32), [-(2**31), 2**31 - 1]),
+    ("i64", T(Kind.INT, bits=64), [-(2**63), 2**63 - 1]),
+    ("u64", T(Kind.DECIMAL, precision=20, scale=0), [Decimal("18446744073709551615"), Decimal(0)]),
+    (
+        "d65",
+        T(Kind.DECIMAL, precision=65, scale=30),
+        [Decimal("-" + "9" * 35 + "." + "9" * 30), Decimal("0." + "0" * 29 + "1")],
+    ),
+    (
+        "d128",
+        T(Kind.DECIMAL),
+        [Decimal("1234567890123456789012345678901234"), Decimal("-1.234567890123456789012345678901234E-20")],
+    ),
+    ("d40", T(Kind.DECIMAL, precision=80, scale=2), [Decimal("1234567890123456789012345678901234567890.12")]),
+    ("f32", T(Kind.FLOAT, bits=32), [1.2345677614212036, 3.4028234663852886e38, -0.0]),
+    ("f64", T(Kind.FLOAT, bits=64), [1.7976931348623157e308, 5e-324, 0.1]),
+    (
+        "txt",
+        T(Kind.TEXT),
+        ["emoji 😀 ü", "tab\there", "new\nline", "back\\slash", "\\N", "cr\rz\x1a", "nul\x00", "", "a "],
+    ),
+    ("vtxt", T(Kind.TEXT, length=10), ["short"]),
+    ("byt", T(Kind.BYTES), [b"\x00\x01\xff\t\n\\", b""]),
+    ("bits", T(Kind.BITS, length=10), ["0000000001", "1010101010"]),
+    ("bits64", T(Kind.BITS, length=64), ["1" * 64]),
+    ("dte", T(Kind.DATE), [dt.date(1000, 1, 1), dt.date(9999, 12, 31)]),
+    (
+        "tme",
+        T(Kind.TIME, precision=6),
+        [dt.timedelta(hours=-838, minutes=-59, seconds=-59), dt.timedelta(hours=30, microseconds=5)],
+    ),
+    ("ts", T(Kind.TIMESTAMP, precision=6), [dt.datetime(2024, 2, 29, 23, 59, 59, 999999)]),
+    ("tstz", T(Kind.TIMESTAMPTZ, precision=6), [dt.datetime(2024, 1, 1, 12, 0, 0, 1, tzinfo=UTC)]),
+    ("js", T(Kind.JSON), ['{"a": [1, 2.5, "\\u0000 ü"], "b": null}', "[]", '"x"']),
+    ("uid", T(Kind.UUID), ["123e4567-e89b-12d3-a456-426614174000"]),
+    ("arr", T(Kind.TEXT_ARRAY), [["a", "b\tc", None], []]),
+]
+
+
+def _schema(name: str, cols: list[tuple[str, ColumnType]], key: tuple[str, ...] = ("id",)) -> TableSchema:
+    columns = [Column(n, t, nullable=n not in key) for n, t in cols]
+    return TableSchema(name, tuple(columns), key)
+
+
+def _canonical_expected(ct: ColumnType, value: Any) -> Any:
+    if ct.kind is Kind.JSON and value is not None:
+        return json.loads(value)
+    return value
+
+
+def test_every_type_round_trips(dest: MySQLDestination, db: str) -> None:
+    cols = [("id", T(Kind.INT, bits=64))] + [(n, t) for n, t, _v in CASES]
+    schema = _schema("all_types", cols)
+    plan = dest.plan(schema, db, soft_delete=False, metadata=True)
+    dest.prepare(plan)
+    width = max(len(v) for _n, _t, v in CASES)
+    rows = []
+    for i in range(width + 1):  # the last row is all NULL
+        row: dict[str, Any] = {"id": i}
+        for name, _t, values in CASES:
+            row[name] = values[i] if i < len(values) else None
+        rows.append(row)
+    dest.write(plan, [dest.encode(plan, r, "insert", 1.5) for r in rows])
+    got = {r["id"]: r for r in dest.read_rows(plan) or []}
+    for row in rows:
+        for name, ct, _v in CASES:
+            want = _canonical_expected(ct, row[name])
+            have = got[row["id"]][name]
+            assert have == want and type(have) is type(want), (name, row["id"], have, want)
+            if ct.kind is Kind.FLOAT and want:  # MySQL keeps no negative zero: -0.0 reads back as 0.0
+                assert repr(have) == repr(want)
+
+
+@pytest.mark.parametrize(
+    ("ct", "value"),
+    [
+        (T(Kind.FLOAT), float("nan")),
+        (T(Kind.FLOAT), float("inf")),
+        (T(Kind.DATE), "infinity"),
+        (T(Kind.TIMESTAMP), "-infinity"),
+        (T(Kind.TIME), dt.timedelta(hours=839)),
+    ],
+)
+def test_values_mysql_cannot_hold_are_refused_when_encoded(
+    dest: MySQLDestination, ct: ColumnType, value: Any
+) -> None:
+    plan = dest.plan(_schema("t", [("id", T(Kind.INT)), ("c", ct)]), "x", soft_delete=False, metadata=False)
+    with pytest.raises(ValueError, match="MySQL"):
+        dest.encode(plan, {"id": 1, "c": value}, "insert", None)
+
+
+def _count(db: str, table: str, where: str = "1") -> int:
+    with mysql_root(db) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT COUNT(*) FROM `{table}` WHERE {where}")
+        return int(cur.fetchone()[0])
+
+
+def test_upsert_delete_soft_delete_and_metadata(dest: MySQLDestination, db: str) -> None:
+    schema = _schema("t", [("id", T(Kind.INT)), ("v", T(Kind.TEXT))])
+    for soft in (False, True):
+        plan = dest.plan(
+            schema if not soft else _schema("s", list(_cols(schema))), db, soft_delete=soft, metadata=True
+        )
+        dest.prepare(plan)
+        enc = lambda r, op="insert", p=plan: dest.encode(p, r, op, 1700000000.25)  # noqa: E731
+        dest.write(plan, [enc({"id": 1, "v": "a"}), enc({"id": 2, "v": "b"})], direct=True)
+        dest.write(plan, [enc({"id": 1, "v": "A"}, "update")], [enc({"id": 2, "v": "b"}, "delete")])
+        # keep_existing inserts only new keys
+        dest.write(plan, [enc({"id": 1, "v": "old"}), enc({"id": 3, "v": "c"})], keep_existing=True)
+        assert sorted((r["id"], r["v"]) for r in dest.read_rows(plan) or []) == [(1, "A"), (3, "c")]
+        with mysql_root(db) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT `{OP_COLUMN}`, `{SOURCE_TS_COLUMN}` FROM `{plan.dest_table}` WHERE id = 1")
+            assert cur.fetchone() == ("update", dt.datetime(2023, 11, 14, 22, 13, 20, 250000))
+        assert _count(db, plan.dest_table) == (3 if soft else 2)
+        if soft:
+            assert _count(db, plan.dest_table, "_warp_deleted_at IS NOT NULL AND _warp_op = 'delete'") == 1
+            dest.soft_delete_all(plan)
+            assert list(dest.read_rows(plan) or []) == []
+
+
+def _cols(schema: TableSchema) -> Iterator[tuple[str, ColumnType]]:
+    return ((c.name, c.type) for c in schema.columns)
+
+
+def test_direct_write_of_an_existing_key_is_a_duplicate(dest: MySQLDestination, db: str) -> None:
+    plan = dest.plan(_schema("t", [("id", T(Kind.INT))]), db, soft_delete=False, metadata=False)
+    dest.prepare(plan)
+    dest.write(plan, [dest.encode(plan, {"id": 1}, "insert", None)], direct=True)
+    with pytest.raises(pymysql.err.MySQLError) as info:
+        dest.write(plan, [dest.encode(plan, {"id": 1}, "insert", None)], direct=True)
+    assert dest.is_duplicate(info.value) and dest.rejects_rows(info.value)
+
+
+def test_keyless_table_and_unbounded_text_key(dest: MySQLDestination, db: str) -> None:
+    keyless = dest.plan(
+        _schema("kl", [("a", T(Kind.TEXT)), ("b", T(Kind.INT))], key=()),
+        db,
+        soft_delete=False,
+        metadata=False,
+    )
+    dest.prepare(keyless)
+    rows = [{"a": "x", "b": 1}, {"a": "x", "b": 1}, {"a": "y", "b": 2}]
+    dest.write(keyless, [dest.encode(keyless, r, "insert", None) for r in rows])
+    dest.write(keyless, [], [dest.encode(keyless, rows[2], "delete", None)])
+    assert list(dest.read_rows(keyless) or []) == [{"a": "x", "b": 1}]
+    texts = dest.plan(_schema("tk", [("id", T(Kind.TEXT))]), db, soft_delete=False, metadata=False)
+    dest.prepare(texts)
+    # trailing spaces make another key (a NO PAD collation), and the key holds 768 characters
+    keys = ["a", "a ", "é" * 768]
+    dest.write(texts, [dest.encode(texts, {"id": k}, "insert", None) for k in keys])
+    assert sorted(r["id"] for r in dest.read_rows(texts) or []) == sorted(keys)
+    with pytest.raises(pymysql.err.MySQLError) as info:
+        dest.write(texts, [dest.encode(texts, {"id": "x" * 769}, "insert", None)])
+    assert dest.rejects_rows(info.value)
+
+
+def test_long_names_get_a_deterministic_rename(dest: MySQLDestination, db: str) -> None:
+    long_table, long_col = "t" * 70, "c" * 65
+    schema = _schema(
+        long_table, [("id", T(Kind.INT)), (long_col, T(Kind.INT)), ("ID2", T(Kind.INT)), ("id2", T(Kind.INT))]
+    )
+    plan = dest.plan(schema, db, soft_delete=False, metadata=False)
+    assert len(plan.dest_table) == 64 and plan.dest_table.startswith("t" * 55 + "_")
+    assert len(plan.columns[long_col]) == 64
+    assert plan.columns["id2"] == "id2_2"  # MySQL column names ignore case
+    assert dest.plan(schema, db, soft_delete=False, metadata=False).dest_table == plan.dest_table
+    dest.prepare(plan)
+    dest.write(plan, [dest.encode(plan, {"id": 1, long_col: 2, "ID2": 3, "id2": 4}, "insert", None)])
+    assert list(dest.read_rows(plan) or []) == [{"id": 1, long_col: 2, "ID2": 3, "id2": 4}]
+
+
+def test_refused_row_goes_to_the_dead_letters(dest: MySQLDestination, db: str, tmp_path: Any) -> None:
+    from warpd.engine.applier import DestinationPool, TableApplier
+    from warpd.state.store import StateStore
+
+    # the source says 5 characters, the destination key holds 5: a 6-character key is refused by the server
+    schema = _schema("t", [("id", T(Kind.TEXT, length=5)), ("n", T(Kind.INT, bits=16))])
+    plan = dest.plan(schema, db, soft_delete=False, metadata=False)
+    dest.prepare(plan)
+    pool = DestinationPool(lambda: MySQLDestination(URI))
+    store = StateStore(str(tmp_path))
+    applier = TableApplier(
+        "s", plan, SchemaConfig(name="s").table_settings("t"), pool,
+        lambda *letter: store.add_dead_letter("s", *letter), lambda: False,
+    )  # fmt: skip
+    try:
+        rows = [{"id": f"k{i}", "n": i} for i in range(6)] + [
+            {"id": "toolong", "n": 1},
+            {"id": "big", "n": 70000},
+        ]
+        applier.copy_snapshot(SnapshotChunk("t", rows, None))
+    finally:
+        applier.close()
+        pool.close()
+    assert sorted(r["id"] for r in dest.read_rows(plan) or []) == [f"k{i}" for i in range(6)]
+    letters = store.dead_letters("s")
+    assert sorted(d.row["id"] for d in letters) == ["big", "toolong"]
+    assert all("MySQL" in d.reason for d in letters)
+
+
+def _set_local_infile(value: int) -> None:
+    with mysql_root() as conn, conn.cursor() as cur:
+        cur.execute(f"SET GLOBAL local_infile = {int(value)}")
+
+
+def test_fallback_without_local_infile(db: str) -> None:
+    with mysql_root() as conn, conn.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.local_infile")
+        old = int(cur.fetchone()[0])
+    _set_local_infile(0)
+    try:
+        d = MySQLDestination(URI)
+        d.connect()
+    finally:
+        _set_local_infile(old)
+    try:
+        assert d.local_infile is False
+        assert any("multi-row INSERT" in n for n in d.capabilities.notes)
+        cols = [("id", T(Kind.INT))] + [(n, t) for n, t, _v in CASES]
+        plan = d.plan(_schema("fb", cols), db, soft_delete=False, metadata=False)
+        d.prepare(plan)
+        row = {"id": 1, **{n: v[0] for n, _t, v in CASES}}
+        d.write(plan, [d.encode(plan, row, "insert", None)])
+        got = next(iter(d.read_rows(plan) or []))
+        assert got == {"id": 1, **{n: _canonical_expected(t, v[0]) for n, t, v in CASES}}
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            d.write(plan, [d.encode(plan, {"id": 2, "i16": 40000}, "insert", None)])
+        assert d.rejects_rows(info.value)
+    finally:
+        d.close()
+
+
+def test_schema_changes_are_idempotent(dest: MySQLDestination, db: str) -> None:
+    v1 = _schema("t", [("id", T(Kind.INT)), ("a", T(Kind.INT, bits=32))])
+    p1 = dest.plan(v1, db, soft_delete=False, metadata=False)
+    dest.prepare(p1)
+    dest.write(p1, [dest.encode(p1, {"id": 1, "a": 5}, "insert", None)])
+    v2 = _schema("t", [("id", T(Kind.INT)), ("a", T(Kind.INT, bits=32)), ("b", T(Kind.TEXT))])
+    p2 = dest.plan(v2, db, soft_delete=False, metadata=False)
+    assert dest.schema_change(SchemaOpKind.ADD_COLUMN, p1, p2) != []
+    assert dest.schema_change(SchemaOpKind.ADD_COLUMN, p1, p2) == []
+    v3 = _schema("t", [("id", T(Kind.INT)), ("a2", T(Kind.INT, bits=64)), ("b", T(Kind.TEXT))])
+    p3 = dest.plan(v3, db, soft_delete=False, metadata=False)
+    assert dest.schema_change(SchemaOpKind.MODIFY_COLUMN, p2, p3, "a", "a2") != []
+    assert dest.schema_change(SchemaOpKind.MODIFY_COLUMN, p2, p3, "a", "a2") == []
+    v4 = _schema("t", [("id", T(Kind.INT)), ("b", T(Kind.TEXT))])
+    p4 = dest.plan(v4, db, soft_delete=False, metadata=False)
+    assert dest.schema_change(SchemaOpKind.DROP_COLUMN, p3, p4, "a2") != []
+    assert dest.schema_change(SchemaOpKind.DROP_COLUMN, p3, p4, "a2") == []
+    p5 = dest.plan(
+        _schema("t_renamed", [("id", T(Kind.INT)), ("b", T(Kind.TEXT))]),
+        db,
+        soft_delete=False,
+        metadata=False,
+    )
+    assert dest.schema_change(SchemaOpKind.RENAME_TABLE, p4, p5) != []
+    assert dest.schema_change(SchemaOpKind.RENAME_TABLE, p4, p5) == []
+    assert list(dest.read_rows(p5) or []) == [{"id": 1, "b": None}]
+    assert dest.misfit(p5) is None
+    # widening keeps values (evolve)
+    p6 = dest.plan(
+        _schema("t_renamed", [("id", T(Kind.INT)), ("b", T(Kind.TEXT)), ("c", T(Kind.INT))]),
+        db,
+        soft_delete=False,
+        metadata=False,
+    )
+    assert dest.evolve(p5, p6) != [] and dest.evolve(p5, p6) == []
+    assert (
+        dest.read_rows(
+            dest.plan(_schema("gone", [("id", T(Kind.INT))]), db, soft_delete=False, metadata=False)
+        )
+        is None
+    )
+
+
+def test_bad_credentials_are_fatal_and_redacted() -> None:
+    d = MySQLDestination(f"mysql://nobody:s3cretpw@{MYSQL_HOST}:{MYSQL_PORT}/")
+    with pytest.raises(FatalError) as info:
+        d.connect()
+    assert "s3cretpw" not in str(info.value) and "password" in str(info.value)
