@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pymysql
@@ -180,7 +183,7 @@ class MySQLDestination:
             max_decimal_precision=65,
             transactional_ddl=False,
             foreign_key_actions=False,
-            json_widening=False,
+            json_widening=True,
             notes=notes,
         )
 
@@ -453,14 +456,35 @@ class MySQLDestination:
         return self._missing_sql(new, have)
 
     def evolve(self, old: TablePlan, new: TablePlan) -> list[str]:
-        return self._execute(self.evolve_sql(old, new))
+        """Add missing columns and widen changed ones; a column widened into JSON converts its values.
+
+        A widening between numbers or texts is one ``MODIFY COLUMN`` (only
+        exact widenings reach here).  Into JSON, each value becomes the JSON
+        text the shared rule gives a fresh value (:func:`json_of`, PostgreSQL's
+        ``to_jsonb`` rendering), computed here in Python: the values go to a
+        JSON column beside the old one, which then replaces it in one ALTER.
+        Every step checks the live table first, so a replay after a crash
+        redoes only what is missing.
+        """
+        live = self.live_columns(old)
+        if live is None:
+            return self._execute(self.create_sql(new))
+        done = self._execute(self._missing_sql(new, set(live)))
+        for col in new.source.columns:
+            name = new.columns[col.name]
+            before = old.source.column(col.name)
+            want = self.column_type(new, col)
+            if name not in live or before is None or same_type(live[name][0], want):
+                continue
+            if col.type.kind is Kind.JSON and before.type.kind is not Kind.JSON:
+                done += self._widen_into_json(new, name, before.type, live)
+                continue
+            null = " NOT NULL" if col.name in new.source.key else ""
+            done += self._execute([f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want}{null}"])
+        return done
 
     def evolve_sql(self, old: TablePlan, new: TablePlan) -> list[str]:
-        """Add missing columns and widen changed ones with MODIFY (exact widenings only reach here).
-
-        Widening into JSON is not done in place (``json_widening`` is False):
-        the engine copies such a table again.
-        """
+        """What :meth:`evolve` would run now, rendered (JSON conversions as one line each)."""
         live = self.live_columns(old)
         if live is None:
             return self.create_sql(new)
@@ -469,13 +493,38 @@ class MySQLDestination:
             name = new.columns[col.name]
             before = old.source.column(col.name)
             want = self.column_type(new, col)
-            if name not in live or before is None or same_type(live[name][0], want):
-                continue
-            if col.type.kind is Kind.JSON and before.type.kind is not Kind.JSON:
-                raise FatalError(f"{new.where}: widening column {name} into JSON needs a copy of the table")
-            null = " NOT NULL" if col.name in new.source.key else ""
-            out.append(f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want}{null}")
+            if name in live and before is not None and not same_type(live[name][0], want):
+                out.append(f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want} -- values converted")
         return out
+
+    def _widen_into_json(
+        self, plan: TablePlan, name: str, before: ColumnType, live: dict[str, tuple[str, bool]]
+    ) -> list[str]:
+        target = _table(plan)
+        tmp = _fit(f"_warp_json_{name}", MAX_IDENTIFIER_CHARS, "characters")
+        done = []
+        if tmp not in live:
+            done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} json AFTER {_q(name)}"])
+        keys = ", ".join(map(_q, plan.key))
+        with self.conn.cursor() as cur:
+            cur.execute(
+                f"SELECT {keys}, {_q(name)} FROM {target} WHERE {_q(name)} IS NOT NULL".replace("%", "%%"), ()
+            )
+            rows = cur.fetchall()
+        head = f"INSERT INTO {target} ({keys}, {_q(tmp)}) VALUES ".replace("%", "%%")
+        tail = f" ON DUPLICATE KEY UPDATE {target}.{_q(tmp)} = VALUES({_q(tmp)})".replace("%", "%%")
+        row_sql = "(" + ", ".join(["%s"] * (len(plan.key) + 1)) + ")"
+        with self._transaction() as cur:
+            for start in range(0, len(rows), 500):
+                part = rows[start : start + 500]
+                args = [v for r in part for v in (*r[:-1], json_of(before, canonical(before, r[-1])))]
+                # every key is there already: each row only updates its JSON column
+                cur.execute(head + ", ".join([row_sql] * len(part)) + tail, args)
+        done.append(f"UPDATE {target} SET {_q(tmp)} = <{name} as JSON> -- {len(rows)} rows")
+        done += self._execute(
+            [f"ALTER TABLE {target} DROP COLUMN {_q(name)}, CHANGE COLUMN {_q(tmp)} {_q(name)} json"]
+        )
+        return done
 
     # -- records ---------------------------------------------------------------
     def fields(self, plan: TablePlan) -> list[str]:
@@ -741,3 +790,48 @@ def same_type(live: str, wanted: str) -> bool:
 def column_type_for(ct: ColumnType, collation: str = "utf8mb4_bin") -> str:
     """The DDL type of a non-key column of ``ct`` (documentation and tests)."""
     return mysql_type_sql(ct, collation=collation)
+
+
+def _numeric_json(value: Decimal) -> str:
+    if value.is_nan():
+        return '"NaN"'
+    if value.is_infinite():
+        return '"Infinity"' if value > 0 else '"-Infinity"'
+    text = format(value, "f")
+    return text[1:] if value.is_zero() and text.startswith("-") else text  # numeric has no -0
+
+
+def json_of(ct: ColumnType, value: Any) -> str | None:
+    """A canonical value of ``ct`` as JSON text, rendered as PostgreSQL's ``to_jsonb`` renders it.
+
+    The shared rule for values of a column widened into JSON (MongoDB's
+    mapping writes fresh values the same way): strings quoted, numbers in
+    plain notation (a double through its shortest exact decimal), non-finite
+    numbers as strings, timestamps as ISO 8601 strings in UTC, bytes as
+    ``"\\x..."`` hex.
+    """
+    if value is None:
+        return None
+    kind = ct.kind
+    if kind in (Kind.TEXT, Kind.UUID):
+        return json.dumps(str(value), ensure_ascii=False)
+    if kind is Kind.BOOLEAN:
+        return "true" if value else "false"
+    if kind is Kind.INT:
+        return str(int(value))
+    if kind is Kind.FLOAT:
+        if math.isfinite(value):
+            return _numeric_json(Decimal(repr(float(value)).removesuffix(".0")))
+        return _numeric_json(Decimal(repr(float(value)).replace("inf", "Infinity").replace("nan", "NaN")))
+    if kind is Kind.DECIMAL:
+        return _numeric_json(Decimal(value))
+    if kind is Kind.TIMESTAMPTZ:
+        value = value.astimezone(_dt.UTC) if value.tzinfo else value
+        base = value.replace(microsecond=0, tzinfo=None).isoformat()
+        fraction = f".{value.microsecond:06d}".rstrip("0") if value.microsecond else ""
+        return json.dumps(f"{base}{fraction}+00:00")
+    if kind is Kind.BYTES:
+        return json.dumps("\\x" + bytes(value).hex())
+    if kind in (Kind.JSON, Kind.TEXT_ARRAY):
+        return json.dumps(value, ensure_ascii=False) if kind is Kind.TEXT_ARRAY else str(value)
+    raise FatalError(f"no rule turns a {ct.describe()} value into JSON in place; copy the table again")
