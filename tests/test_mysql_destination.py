@@ -446,3 +446,63 @@ def test_evolve_into_json_converts_values_as_fresh_ones(dest: MySQLDestination, 
         assert {k: v for k, v in again[100 + row["id"]].items() if k != "id"} == {
             k: v for k, v in got[row["id"]].items() if k != "id"
         }
+
+
+def test_swap_in_misfit_truncate(dest: MySQLDestination, db: str) -> None:
+    from warpd.connectors.base import beside_plan
+
+    plan = dest.plan(
+        _schema("t", [("id", T(Kind.INT)), ("v", T(Kind.INT, bits=32))]), db, soft_delete=False, metadata=True
+    )
+    dest.prepare(plan)
+    dest.write(plan, [dest.encode(plan, {"id": 1, "v": 1}, "insert", None)])
+    other = dest.plan(
+        _schema("t", [("id", T(Kind.INT)), ("v", T(Kind.TEXT))]), db, soft_delete=False, metadata=True
+    )
+    assert "column v is int" in (dest.misfit(other) or "")
+    beside = beside_plan(other)
+    dest.prepare(beside)
+    dest.write(beside, [dest.encode(beside, {"id": 2, "v": "two"}, "snapshot", None)], direct=True)
+    assert dest.swap_in(beside, other) != []
+    assert dest.swap_in(beside, other) == []  # a replay
+    assert list(dest.read_rows(other) or []) == [{"id": 2, "v": "two"}]
+    assert dest.misfit(other) is None and not dest.table_exists(beside)
+    dest.truncate(other)
+    assert list(dest.read_rows(other) or []) == []
+
+
+def test_unreachable_server_is_transient() -> None:
+    from warpd.errors import TransientError
+
+    d = MySQLDestination("mysql://root:pw@127.0.0.1:1/")
+    with pytest.raises(TransientError) as info:
+        d.connect()
+    assert "pw" not in str(info.value).replace("password", "")
+
+
+def test_dead_letter_values_are_printable(dest: MySQLDestination) -> None:
+    plan = dest.plan(
+        _schema("t", [("id", T(Kind.INT)), ("v", T(Kind.TEXT))]), "x", soft_delete=False, metadata=True
+    )
+    record = dest.encode(plan, {"id": 1, "v": "a\tb\\N"}, "insert", None)
+    assert dest.record_values(plan, record) == {
+        "id": "1",
+        "v": "a\tb\\N",
+        OP_COLUMN: "insert",
+        SOURCE_TS_COLUMN: None,
+    }
+
+
+def test_cli_accepts_a_mysql_destination(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "-m", "warpd", "--validate-config", "--source", f"mysql://root@{MYSQL_HOST}:3306/shop",
+         "--destination", URI, "--schema", "shop", "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "configuration is valid" in out.stdout

@@ -76,16 +76,18 @@ SQL_MODE = (
     "STRICT_ALL_TABLES,STRICT_TRANS_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
     "NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
 )
+# one multi-row INSERT of the fallback stays well under the default max_allowed_packet (16 MiB)
+INSERT_BYTES = 4 << 20
 INFILE_NAME = "cartridge-warp-batch"  # the name LOAD DATA asks for; served from memory, never opened
 
 # Lost connection, server gone/shutting down, deadlock, lock wait timeout, too many connections,
 # query interrupted, read-only (a failover in progress).
-_TRANSIENT = {2002, 2003, 2006, 2013, 2055, 1040, 1053, 1077, 1152, 1153, 1158, 1159, 1160, 1161}
+_TRANSIENT = {2002, 2003, 2006, 2013, 2055, 1040, 1053, 1077, 1152, 1158, 1159, 1160, 1161}
 _TRANSIENT |= {1205, 1213, 1317, 1927, 1290, 1836}
 # Data the server refused: out of range, bad value, too long, bad date/time, wrong count, NULL in
 # NOT NULL, duplicate key (a direct write), foreign key, check constraint, invalid JSON...
 _REJECTS = {1048, 1062, 1264, 1265, 1292, 1366, 1367, 1406, 1411, 1416, 1452, 1451, 3140, 4025, 1690}
-_REJECTS |= {1471, 1525, 1918, 3819}
+_REJECTS |= {1471, 1525, 1918, 3819, 1153}  # 1153: one row larger than max_allowed_packet
 _ACCESS_DENIED = {1044, 1045, 1142, 1227, 1698, 1370, 1143}
 
 
@@ -611,9 +613,15 @@ class MySQLDestination:
         # local_infile OFF: the same stage, filled by multi-row INSERTs (strict mode raises by itself)
         row_sql = "(" + ", ".join(e.format("%s") for _n, _t, e in types) + ")"
         head = f"INSERT INTO {stage} ({', '.join(_q(n) for n, _t, _e in types)}) VALUES ".replace("%", "%%")
-        rows = [[unescape(t) for t in r.rstrip("\n").split("\t")] for r in records]
-        for start in range(0, len(rows), 500):
-            part = rows[start : start + 500]
+        part: list[list[str | None]] = []
+        size = 0
+        for record in records:
+            part.append([unescape(t) for t in record.rstrip("\n").split("\t")])
+            size += len(record)
+            if size >= INSERT_BYTES or len(part) >= 1000:
+                cur.execute(head + ", ".join([row_sql] * len(part)), [v for r in part for v in r])
+                part, size = [], 0
+        if part:
             cur.execute(head + ", ".join([row_sql] * len(part)), [v for r in part for v in r])
 
     @contextmanager
