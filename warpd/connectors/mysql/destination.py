@@ -61,7 +61,7 @@ from warpd.connectors.mysql.dest_types import (
     unescape,
     variable_length,
 )
-from warpd.connectors.postgresql.naming import _fit, map_columns
+from warpd.connectors.postgresql.naming import fit_identifier, map_columns
 from warpd.errors import FatalError, TransientError
 from warpd.redact import redact
 from warpd.types import Column, ColumnType, Kind, TableSchema
@@ -385,7 +385,8 @@ class MySQLDestination:
         if self.live_columns(plan) is None:
             return self._execute([f"RENAME TABLE {_table(beside)} TO {_table(plan)}"])
         old = replace(
-            plan, dest_table=_fit(f"_warp_old_{plan.dest_table}", MAX_IDENTIFIER_CHARS, "characters")
+            plan,
+            dest_table=fit_identifier(f"_warp_old_{plan.dest_table}", MAX_IDENTIFIER_CHARS, "characters"),
         )
         return self._execute(
             [
@@ -503,7 +504,7 @@ class MySQLDestination:
         self, plan: TablePlan, name: str, before: ColumnType, live: dict[str, tuple[str, bool]]
     ) -> list[str]:
         target = _table(plan)
-        tmp = _fit(f"_warp_json_{name}", MAX_IDENTIFIER_CHARS, "characters")
+        tmp = fit_identifier(f"_warp_json_{name}", MAX_IDENTIFIER_CHARS, "characters")
         done = []
         if tmp not in live:
             done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} json AFTER {_q(name)}"])
@@ -545,6 +546,8 @@ class MySQLDestination:
         return "\t".join(fields) + "\n"
 
     def encode_chunk(self, plan: TablePlan, chunk: SnapshotChunk) -> EncodedChunk:
+        if chunk.encoded is not None:  # no bulk format is listed in capabilities: never asked for
+            raise ValueError("the MySQL destination loads no source-encoded snapshot fields")
         out = EncodedChunk([])
         for row in chunk.rows:
             try:
@@ -757,8 +760,8 @@ def make_plan(schema: TableSchema, dest_schema: str, *, soft_delete: bool, metad
     key = tuple(columns[k] for k in schema.key) if schema.key else (ROW_KEY,)
     return TablePlan(
         source=schema,
-        dest_schema=_fit(dest_schema, MAX_IDENTIFIER_CHARS, "characters"),
-        dest_table=_fit(schema.name, MAX_IDENTIFIER_CHARS, "characters"),
+        dest_schema=fit_identifier(dest_schema, MAX_IDENTIFIER_CHARS, "characters"),
+        dest_table=fit_identifier(schema.name, MAX_IDENTIFIER_CHARS, "characters"),
         columns=columns,
         key=key,
         soft_delete=soft_delete,

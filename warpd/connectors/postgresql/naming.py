@@ -35,6 +35,11 @@ def _fit(name: str, limit: int = MAX_IDENTIFIER_BYTES, unit: str = "bytes") -> s
     return f"{cut}_{digest}"
 
 
+def fit_identifier(name: str, limit: int, unit: str) -> str:
+    """``name`` under another destination's limit (``unit``: "bytes" or "characters"), by the same rule."""
+    return _fit(name, limit, unit)
+
+
 def pg_identifier(name: str) -> str:
     """The PostgreSQL name for one source identifier (table or schema)."""
     return _fit(name)
