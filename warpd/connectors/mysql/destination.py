@@ -656,8 +656,10 @@ class MySQLDestination:
         target = _table(plan)
         columns = [n for n, _t, _e in self._stage_types(plan)]
         cols = ", ".join(map(_q, columns))
-        with self._transaction() as cur:
+        with self.conn.cursor() as cur:
+            # outside the transaction: MySQL with GTIDs refuses temporary-table DDL inside one
             up_stage, del_stage = self._stages(cur, plan)
+        with self._transaction() as cur:
             cur.execute(f"DELETE FROM {up_stage}")
             cur.execute(f"DELETE FROM {del_stage}")
             if deletes:
