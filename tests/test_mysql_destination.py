@@ -510,3 +510,14 @@ def test_cli_accepts_a_mysql_destination(tmp_path: Any) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "configuration is valid" in out.stdout
+
+
+def test_load_data_local_never_reads_a_file(dest: MySQLDestination, db: str) -> None:
+    """The handler serves only the in-memory batch; a request for any other file sends nothing."""
+    plan = dest.plan(
+        _schema("t", [("id", T(Kind.INT)), ("v", T(Kind.TEXT))]), db, soft_delete=False, metadata=False
+    )
+    dest.prepare(plan)
+    with dest.conn.cursor() as cur, pytest.raises(pymysql.err.OperationalError, match="did not send"):
+        cur.execute(f"LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE `{db}`.`t` (v)")
+    assert list(dest.read_rows(plan) or []) == []

@@ -233,6 +233,7 @@ class MySQLDestination:
             else f"server {version}; local_infile is OFF, rows load with multi-row INSERTs (slower); "
             "SET GLOBAL local_infile = 1 for the faster path"
         ]
+        notes.append(f"text is stored with collation {self.collation}, sessions in strict SQL mode, UTC")
         if not nopad:
             notes.append(
                 "no NO PAD binary collation (utf8mb4_nopad_bin, utf8mb4_0900_bin): text keys differing "
