@@ -521,3 +521,22 @@ def test_load_data_local_never_reads_a_file(dest: MySQLDestination, db: str) -> 
     with dest.conn.cursor() as cur, pytest.raises(pymysql.err.OperationalError, match="did not send"):
         cur.execute(f"LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE `{db}`.`t` (v)")
     assert list(dest.read_rows(plan) or []) == []
+
+
+def test_hostile_names_are_quoted(dest: MySQLDestination, db: str) -> None:
+    name, col = "we`ird %s 'name\"", "c`ol %(x)s"
+    plan = dest.plan(
+        _schema(name, [("id", T(Kind.INT)), (col, T(Kind.TEXT))]), db + "`%s", soft_delete=True, metadata=True
+    )
+    try:
+        dest.prepare(plan)
+        dest.write(plan, [dest.encode(plan, {"id": 1, col: "x"}, "insert", None)])
+        dest.write(
+            plan,
+            [dest.encode(plan, {"id": 2, col: "y"}, "insert", None)],
+            [dest.encode(plan, {"id": 1}, "delete", None)],
+        )
+        assert list(dest.read_rows(plan) or []) == [{"id": 2, col: "y"}]
+        assert dest.misfit(plan) is None
+    finally:
+        dest._execute([f"DROP DATABASE IF EXISTS `{(db + '`%s').replace('`', '``')}`"])

@@ -35,6 +35,7 @@ from typing import Any
 
 import pymysql
 import pymysql.connections
+import pymysql.cursors
 import pymysql.err
 
 from warpd.connectors.base import (
@@ -510,21 +511,25 @@ class MySQLDestination:
         if tmp not in live:
             done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} json AFTER {_q(name)}"])
         keys = ", ".join(map(_q, plan.key))
-        with self.conn.cursor() as cur:
-            cur.execute(
-                f"SELECT {keys}, {_q(name)} FROM {target} WHERE {_q(name)} IS NOT NULL".replace("%", "%%"), ()
-            )
-            rows = cur.fetchall()
         head = f"INSERT INTO {target} ({keys}, {_q(tmp)}) VALUES ".replace("%", "%%")
         tail = f" ON DUPLICATE KEY UPDATE {target}.{_q(tmp)} = VALUES({_q(tmp)})".replace("%", "%%")
         row_sql = "(" + ", ".join(["%s"] * (len(plan.key) + 1)) + ")"
-        with self._transaction() as cur:
-            for start in range(0, len(rows), 500):
-                part = rows[start : start + 500]
-                args = [v for r in part for v in (*r[:-1], json_of(before, canonical(before, r[-1])))]
-                # every key is there already: each row only updates its JSON column
-                cur.execute(head + ", ".join([row_sql] * len(part)) + tail, args)
-        done.append(f"UPDATE {target} SET {_q(tmp)} = <{name} as JSON> -- {len(rows)} rows")
+        select = f"SELECT {keys}, {_q(name)} FROM {target} WHERE {_q(name)} IS NOT NULL"
+        count = 0
+        # read through a second, unbuffered connection (a consistent read, no locks), so a large
+        # table never sits in memory; write on this one, in one transaction
+        reader = pymysql.connect(**self.params.connect_kwargs(), cursorclass=pymysql.cursors.SSCursor)
+        try:
+            with reader.cursor() as rows, self._transaction() as cur:
+                rows.execute(select.replace("%", "%%"), ())
+                while part := rows.fetchmany(500):
+                    args = [v for r in part for v in (*r[:-1], json_of(before, canonical(before, r[-1])))]
+                    # every key is there already: each row only updates its JSON column
+                    cur.execute(head + ", ".join([row_sql] * len(part)) + tail, args)
+                    count += len(part)
+        finally:
+            reader.close()
+        done.append(f"UPDATE {target} SET {_q(tmp)} = <{name} as JSON> -- {count} rows")
         done += self._execute(
             [f"ALTER TABLE {target} DROP COLUMN {_q(name)}, CHANGE COLUMN {_q(tmp)} {_q(name)} json"]
         )
