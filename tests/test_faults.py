@@ -504,9 +504,11 @@ def test_terminated_destination_connections_are_retried_without_loss(
     try:
         wait_until(lambda: writer.committed >= 100, 60, "the writer to make changes")
         for _ in range(6):
+            # only this test's process: other cartridge-warp processes may share the server
             rows = dbs.pg_rows(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name "
-                "LIKE 'cartridge-warp%' AND pid <> pg_backend_pid()"
+                "= %s AND pid <> pg_backend_pid()",
+                (f"cartridge-warp {dbs.name}"[:63],),
             )
             terminated += sum(1 for (ok,) in rows if ok)
             time.sleep(0.7)

@@ -834,7 +834,7 @@ def test_drop_and_rename_that_raced_a_copy_settle_by_what_exists_now(mdb):
         def events(op: str, coll: str, **extra: Any) -> list[tuple[str, str]]:
             change = {"_id": {"_data": "00"}, "operationType": op, "clusterTime": Timestamp(1, 1)}
             change.update(ns={"db": mdb.name, "coll": coll}, **extra)
-            out = source._events(change, {"token": None}, {"token": None}, tables, lambda _t: True)
+            out = source.change_events(change, {"token": None}, {"token": None}, tables, lambda _t: True)
             return [(e.kind.value, e.table) for e in out if hasattr(e, "kind")]
 
         # dropped and never re-created: the copy found nothing, so the drop still applies

@@ -429,3 +429,94 @@ def test_a_resync_never_resurrects_a_deleted_row_nor_overwrites_a_newer_change(d
         engine.join(60)
         control.close()
         store.close()
+
+
+# ---------------------------------------------------------------------------
+# single mode runs the same schema body as warpd's children: stored pauses and resyncs, the status file
+
+
+@pytest.fixture
+def wire_db(request: pytest.FixtureRequest):
+    from tests.mongo_support import MongoDatabases, backend
+
+    for wire in backend("wire", request):
+        m = MongoDatabases(wire)
+        try:
+            yield m
+        finally:
+            m.drop()
+
+
+@pytest.mark.mongodb
+def test_single_mode_honours_a_stored_table_pause_and_resync_and_writes_its_status(wire_db, tmp_path):
+    from conftest import Warp, wait_matching
+
+    from tests.mongo_support import mongo_converged
+    from warpd.engine.status import read_status, status_path
+
+    m = wire_db
+    state_dir = str(tmp_path / "state")
+    os.makedirs(state_dir)
+    status_file = status_path(state_dir, m.name)
+    m.db["items"].insert_many([{"_id": i, "v": f"v{i}"} for i in range(1, 101)])
+    m.db["other"].insert_many([{"_id": i, "v": f"v{i}"} for i in range(1, 101)])
+    config = tmp_path / "config.yaml"
+    config.write_text("source: {connection_string: 'mongodb://placeholder/x'}\nmax_batch_latency_ms: 50\n")
+
+    def value(table: str, key: int):
+        query = f'SELECT v FROM "{m.name}"."{table}" WHERE _id = %s'
+        rows = m.pg_rows(query, (key,))
+        return rows[0][0] if rows else None
+
+    def run() -> Warp:
+        return Warp(m, state_dir, str(config), [], {}).start()  # type: ignore[arg-type]  # same attributes
+
+    first = run()
+    try:
+        wait_matching(lambda: mongo_converged(m, state_dir), first, 60, passing=(Exception,))
+    finally:
+        assert first.stop() == 0, first.output[-4000:]
+
+    # a pause left by warpd (warpctl pause SCHEMA.TABLE) is the state file's, whoever runs the schema next
+    store = StateStore(state_dir)
+    try:
+        store.set_paused(m.name, "items")
+    finally:
+        store.close()
+    w = run()
+    try:
+
+        def status() -> dict:
+            assert w.alive(), w.output[-4000:]
+            doc = read_status(status_file) or {}
+            return doc if doc.get("pid") == w.proc.pid else {}
+
+        wait_until(lambda: status().get("phase") == "streaming", "single mode's status file to say streaming")
+        assert status()["tables"]["items"]["state"] == "paused"
+        m.db["items"].update_one({"_id": 1}, {"$set": {"v": "while paused"}})
+        m.db["other"].update_one({"_id": 1}, {"$set": {"v": "applied"}})
+        # the other collection's change comes later in the stream: once it is applied, items' was skipped
+        wait_until(lambda: value("other", 1) == "applied", "the other collection's change")
+        assert value("items", 1) == "v1", "a paused table's changes are not applied in single mode"
+
+        # warpctl resume SCHEMA.TABLE clears the pause and queues a resync; single mode carries it out
+        store = StateStore(state_dir)
+        try:
+            request = store.clear_paused(m.name, "items", resync=True)
+            assert request is not None
+
+            def taken() -> bool:
+                req = store.request(request)
+                return req is not None and req.status != "pending"
+
+            wait_until(taken, "single mode to take the stored resync request")
+            assert store.request(request).status == "done", store.request(request)
+        finally:
+            store.close()
+        wait_until(lambda: value("items", 1) == "while paused", "the table copied again")
+        wait_matching(lambda: mongo_converged(m, state_dir), w, 60, passing=(Exception,))
+    finally:
+        assert w.stop() == 0, w.output[-4000:]
+    assert "stopped cleanly" in w.output
+    final = read_status(status_file)
+    assert final is not None and final["pid"] == w.proc.pid and final["phase"] == "stopped"

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import queue
-import re
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from warpd import __version__, logs
-from warpd.errors import ConfigError, WarpError
+from warpd.engine.schema_process import Role, run_schema, set_title, stop_on_signals
+from warpd.errors import ConfigError
 from warpd.exits import EXIT_OK, run_reporting
 from warpd.redact import redact, remember_uri_secrets, uri_password
 
 log = logging.getLogger("warpd")
-
-# /healthz fails when the engine has not checked for a stop request for this long (a hung loop),
-# unless a statement is in flight (a long ALTER TABLE or lock wait is not a hang)
-HEALTH_STALL_SECONDS = 300.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,7 +70,7 @@ def hide_command_line_secrets(program: str, argv: Sequence[str]) -> None:
     """
     for arg in argv:
         remember_uri_secrets(arg)
-    _set_title(redact(" ".join([program, *argv])))
+    set_title(redact(" ".join([program, *argv])))
 
 
 def _warn_command_line_passwords(args: argparse.Namespace) -> None:
@@ -142,114 +135,14 @@ def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     logs.set_context(schema=schema.name)
-    from warpd.engine.runner import SchemaRunner
-
     if config.dry_run:
-        runner = SchemaRunner(config, schema, store=None)
-        try:
-            _print_plan(config, schema, runner.plan_report())
-        finally:
-            runner.close()
+        from warpd.engine.dry_run import print_plan
+
+        print_plan(config, schema)
         return EXIT_OK
-
-    from warpd.engine import schema_lock
-    from warpd.state.store import StateStore
-
-    schema_lock.acquire(config.state_dir, schema.name)  # one writer per schema; held until the process exits
-    store = StateStore(config.state_dir)
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        signals.put(signum)  # only record it; the engine checks between events
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    _set_title(f"cartridge-warp: schema {schema.name}")
-    log.info(
-        "cartridge-warp %s: schema %s from %s to %s (state %s)",
-        __version__,
-        schema.name,
-        config.source.redacted(),
-        config.destination.redacted(),
-        store.path,
-    )
-    last_check = [time.monotonic()]
-
-    def should_stop() -> bool:
-        last_check[0] = time.monotonic()  # the engine asks between events and chunks: proof of life
-        return not signals.empty()
-
-    from warpd.engine import activity
-
-    tracker = activity.Tracker()
-    activity.use(tracker)  # statements in flight and retries, for /healthz
-    runner = SchemaRunner(config, schema, store, should_stop=should_stop)
-    endpoint = _serve_single(config, schema.name, runner, last_check, tracker)
-    try:
-        runner.run()
-    finally:
-        if endpoint is not None:
-            endpoint.stop()
-    log.info("stopped cleanly")
-    return EXIT_OK
-
-
-def _serve_single(config: Any, name: str, runner: Any, last_check: list[float], tracker: Any) -> Any:
-    """Serve /metrics, /healthz and /readyz for this one schema when monitoring.prometheus is enabled.
-
-    Healthy while the engine's loop runs and keeps asking whether to stop, or waits for a
-    statement in flight; ready once the schema streams changes (its snapshot is done).
-    """
-    prom = config.monitoring.prometheus
-    if not prom.enabled:
-        return None
-    from warpd import metrics
-
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    if safe != name:  # keep two odd names from sharing a directory
-        safe += "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
-    metrics.setup(os.path.join(config.state_dir, "run", f"metrics-{safe}"), state_dir=config.state_dir)
-    metrics.process_up(name, True)
-
-    def health() -> dict[str, Any]:
-        quiet = time.monotonic() - last_check[0]
-        busy, retry = tracker.oldest(), tracker.retry()
-        ok = runner.phase != "stopped" and (quiet < HEALTH_STALL_SECONDS or busy is not None)
-        return {
-            "ok": ok,
-            "schema": name,
-            "phase": runner.phase,
-            "seconds_since_progress": round(quiet, 1),
-            "busy": {"what": busy.what, "since": busy.since} if busy is not None else None,
-            "retrying": retry.document() if retry is not None else None,
-        }
-
-    def ready() -> dict[str, Any]:
-        doc = health()
-        doc["ok"] = doc["ok"] and runner.phase == "streaming"
-        return doc
-
-    try:
-        return metrics.serve(prom.host, prom.port, health, ready)
-    except OSError as exc:
-        raise WarpError(
-            f"cannot serve metrics on {prom.host}:{prom.port}: {exc.strerror or exc}; "
-            "choose another monitoring.prometheus.port (or host), or disable monitoring.prometheus"
-        ) from exc
-
-
-def print_plans(config: Any) -> int:
-    """--dry-run of every schema (multi mode); writes nothing."""
-    from warpd.engine.runner import SchemaRunner
-
-    for schema in config.schemas:
-        runner = SchemaRunner(config, schema, store=None)
-        try:
-            _print_plan(config, schema, runner.plan_report())
-        finally:
-            runner.close()
-        print()
-    return EXIT_OK
+    stop_on_signals(signals)
+    return run_schema(config, schema.name, signals, Role(program="cartridge-warp", serve_probes=True))
 
 
 def _pick_schema(config: Any, name: str | None) -> Any:
@@ -262,35 +155,6 @@ def _pick_schema(config: Any, name: str | None) -> Any:
         f"--schema: required in single mode when the configuration has {len(config.schemas)} "
         f"schemas (configured: {names})"
     )
-
-
-def _print_plan(config: Any, schema: Any, tables: list[dict[str, Any]]) -> None:
-    print(
-        f"Dry run: nothing will be written.\n"
-        f"schema {schema.name} ({schema.mode}): {config.source.redacted()} database "
-        f"{schema.source_database!r} -> {config.destination.redacted()} schema {schema.destination_schema!r}"
-    )
-    print(f"on_position_lost: {schema.on_position_lost}; state file: {config.state_dir}")
-    if not tables:
-        print("no source table matches the whitelist/blacklist")
-    for t in tables:
-        print(f"\ntable {t['table']} -> {t['destination']} (~{t['estimated_rows']:,} rows)")
-        print(
-            f"  key: {', '.join(t['key'])}; max_parallel_streams={t['max_parallel_streams']} "
-            f"batch_size={t['batch_size']} snapshot_chunk_size={t['snapshot_chunk_size']} "
-            f"deletes={t['deletes']} metadata_columns={str(t['metadata_columns']).lower()}"
-        )
-        for stmt in t["ddl"] or ["(destination table already matches)"]:
-            print(f"  {stmt};" if not stmt.startswith("(") else f"  {stmt}")
-
-
-def _set_title(title: str) -> None:
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(title)
-    except ImportError:
-        pass
 
 
 if __name__ == "__main__":

@@ -29,6 +29,32 @@ TEXT_ARRAY     ``list[str]``
 =============  ==========================================================
 
 ``None`` is SQL NULL in every kind.
+
+Converting into JSON (the shared rule).  When a column widens into JSON
+(:attr:`~warpd.connectors.base.SchemaOpKind.EVOLVE`, sources that infer shapes),
+the destination converts the values it already holds, and a source writing a
+scalar into a JSON column renders it the same way, so an old row and a new
+row with equal values hold equal JSON:
+
+=============  ==========================================================
+kind           JSON value
+=============  ==========================================================
+BOOLEAN        ``true`` / ``false``
+INT            the number
+DECIMAL        the number in plain notation, scale kept (``1.50``), no negative zero;
+               NaN and the infinities as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
+FLOAT          the shortest decimal that reads back as the same double (``0.1``, ``2``),
+               non-finite values as for DECIMAL
+TEXT, UUID     the string
+BYTES          the string ``"\\x"`` followed by lower-case hex
+TIMESTAMPTZ    the string ``"YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00"`` (UTC, trailing zeros of
+               the fraction dropped)
+=============  ==========================================================
+
+(This is what PostgreSQL's ``to_jsonb`` gives in a UTC session, the first
+destination's conversion; a destination that cannot reproduce it declares
+``Capabilities.json_widening = False`` and the engine stops with the remedy
+instead of converting.)
 """
 
 from __future__ import annotations

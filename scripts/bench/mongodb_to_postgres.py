@@ -18,7 +18,7 @@ What it does (``make bench-mongo`` runs it with the defaults, in about two minut
    with the connector's codec options, as pymongo decodes a reply) and maps each chunk as
    ``MongoSource.snapshot`` does (``fit`` every document, then ``row``); its stream decodes
    pre-encoded change events (``fullDocument`` as ``updateLookup`` returns it) in batches of 1,000 and
-   hands each to ``MongoSource._events``, the connector's own conversion, with a ``Heartbeat`` after
+   hands each to ``MongoSource.change_events``, the connector's own conversion, with a ``Heartbeat`` after
    each batch.  It is registered as source type ``mongodb`` in this process only (the configuration
    schema's ``type`` enum has no other name for it), with the configuration's defaults.  Timed:
    snapshot documents/s (first chunk read -> table marked copied) and streaming events/s (first
@@ -89,13 +89,8 @@ from bson import json_util
 from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
-from psycopg2 import sql
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from mysql_to_postgres import (  # noqa: E402
+from common import (  # the checkout's warpd, first on sys.path (see common.py)
+    ROOT,
     CpuWindow,
     host_facts,
     package_version,
@@ -106,13 +101,14 @@ from mysql_to_postgres import (  # noqa: E402
     wait_for_quiet,
     warpd_revision,
 )
+from psycopg2 import sql
 
-from warpd.connectors.base import Event, Heartbeat, Position, SnapshotChunk  # noqa: E402
-from warpd.connectors.mongodb.mapping import DocumentMapper  # noqa: E402
-from warpd.connectors.mongodb.source import CODEC_OPTIONS, MongoSource  # noqa: E402
-from warpd.connectors.postgresql.destination import TablePlan, create_table_sql, make_plan  # noqa: E402
-from warpd.state.store import StateStore  # noqa: E402
-from warpd.types import TableSchema  # noqa: E402
+from warpd.connectors.base import Event, Heartbeat, Position, SnapshotChunk
+from warpd.connectors.mongodb.mapping import DocumentMapper
+from warpd.connectors.mongodb.source import CODEC_OPTIONS, MongoSource
+from warpd.connectors.postgresql.destination import TablePlan, create_table_sql, make_plan
+from warpd.state.store import StateStore
+from warpd.types import TableSchema
 
 DB = "warp_bench_mongo"  # MongoDB database, PostgreSQL schema and cartridge-warp schema of the wire run
 SYN = "warp_bench_mongo_syn"  # PostgreSQL schema and cartridge-warp schema of the synthetic run
@@ -333,7 +329,7 @@ class SyntheticMongoSource(MongoSource):
 
     Everything between the decoded BSON and the engine is the connector's own code: the snapshot maps
     each chunk as ``MongoSource.snapshot`` does, and every change event goes through
-    ``MongoSource._events``.  ``on_phase`` is called with "snapshot", "snapshot done", "stream" and
+    ``MongoSource.change_events``.  ``on_phase`` is called with "snapshot", "snapshot done", "stream" and
     "stream done" as the engine gets there.
     """
 
@@ -418,6 +414,7 @@ class SyntheticMongoSource(MongoSource):
         tables: MutableMapping[str, TableSchema],
         included: Callable[[str], bool],
         key_override: Callable[[str], tuple[str, ...] | None],
+        skipped: Callable[[str], bool] = lambda _t: False,
     ) -> Iterator[Event]:
         if self.finished:
             raise BenchError("the synthetic stream was reopened (an error in the engine?)")
@@ -431,8 +428,8 @@ class SyntheticMongoSource(MongoSource):
             for change in changes:
                 before, position = position, {"token": change["_id"]}
                 t0 = clock()
-                events = list(self._events(change, before, position, tables, included))
-                timers.add("stream: MongoSource._events: fit + row (main thread)", clock() - t0)
+                events = list(self.change_events(change, before, position, tables, included))
+                timers.add("stream: MongoSource.change_events: fit + row (main thread)", clock() - t0)
                 yield from events
             yield Heartbeat(position)  # the batch's postBatchResumeToken
         self.finished = True

@@ -1,8 +1,9 @@
 """Where a supervisor may reach into a running schema: paused tables, copies beside the stream.
 
 :class:`~warpd.engine.runner.SchemaRunner` calls these at three points of its
-loop.  The base class does nothing, which is what single mode runs with; the
-daemon's schema processes use :class:`warpd.engine.control.ChildControl`.
+loop.  The base class does nothing (a runner built for ``--dry-run`` plans
+has it); a running schema, in single mode or under warpd, uses
+:class:`warpd.engine.control.ChildControl`.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ from warpd.connectors.base import Destination, TablePlan
 from warpd.connectors.registry import destination_factory
 from warpd.engine.applier import dead_letter_row, write_records
 from warpd.engine.batch import FinalState
-from warpd.engine.retry import Stopped
+from warpd.engine.retry import Backoff, Stopped
+from warpd.errors import TransientError
 from warpd.redact import redact
 
 if TYPE_CHECKING:
@@ -104,16 +105,16 @@ class TableResync:
     # -- the copy ------------------------------------------------------------
     def _run(self) -> None:
         runner = self.runner
-        policy = runner.global_retry
-        attempt = 0
+        backoff = Backoff(runner.global_retry, f"resync of {runner.name}.{self.table}", self._cancel.is_set)
         try:
             while not self._cancel.is_set():
                 try:
                     self.outcome = "done" if self._copy_once() else "cancelled"
+                    backoff.succeeded()
                     return
                 except _Restart as why:
                     log.info("resync of %s.%s starts over: %s", runner.name, self.table, why)
-                    attempt = 0
+                    backoff.succeeded()
                 except _Gone as why:
                     self.outcome = f"gone: {why}"
                     log.info("resync of %s.%s abandoned: %s", runner.name, self.table, why)
@@ -122,30 +123,20 @@ class TableResync:
                     self.outcome = "cancelled"
                     return
                 except Exception as exc:  # noqa: BLE001 - retried, then reported in the status
-                    attempt += 1
-                    message = redact(str(exc).strip() or type(exc).__name__)
                     metrics.error(runner.name, type(exc).__name__)
-                    if attempt >= policy.max_attempts:
-                        self.outcome = f"failed: {message}"
+                    try:
+                        delay = backoff.failed(exc, "starting over")
+                    except TransientError as gave_up:
+                        self.outcome = f"failed: {redact(str(exc).strip() or type(exc).__name__)}"
                         log.error(
-                            "resync of %s.%s failed %d times (%s); it is copied again when the schema "
-                            "process restarts, or run warpctl resync again",
-                            runner.name,
-                            self.table,
-                            attempt,
-                            message,
+                            "%s; it is copied again when the schema process restarts, or run warpctl resync again",
+                            gave_up,
                         )
                         return
-                    delay = policy.delay(attempt)
-                    log.warning(
-                        "resync of %s.%s interrupted (%s); starting over in %.1fs",
-                        runner.name,
-                        self.table,
-                        message,
-                        delay,
-                    )
                     self._reset()
-                    if self._cancel.wait(delay):
+                    try:
+                        backoff.wait(delay)
+                    except Stopped:
                         self.outcome = "cancelled"
                         return
             self.outcome = "cancelled"

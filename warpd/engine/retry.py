@@ -20,6 +20,62 @@ class Stopped(Exception):
     """A stop was requested while waiting to retry."""
 
 
+class Backoff:
+    """The attempts of a loop that starts over after a transient failure (a stream, a table copy).
+
+    :meth:`failed` counts one failure: it gives up with :class:`TransientError`
+    after ``policy.max_attempts`` in a row, else logs the retry, shows it in
+    the status (:mod:`~warpd.engine.activity`) and returns the delay;
+    :meth:`wait` sleeps it, raising :class:`Stopped` as soon as a stop is
+    requested; :meth:`succeeded` starts the count again after progress.
+    """
+
+    def __init__(self, policy: RetryPolicy, what: str, should_stop: Callable[[], bool] = lambda: False):
+        self.policy = policy
+        self.what = what
+        self.should_stop = should_stop
+        self.attempt = 0
+        self._key = object()  # this loop's retries, apart from those of other threads
+
+    def failed(self, exc: BaseException, resuming: str = "") -> float:
+        """Count a failure of ``what``; ``resuming`` says where the next attempt starts (logs)."""
+        self.attempt += 1
+        reason = redact(str(exc).strip() or type(exc).__name__)
+        if self.attempt >= self.policy.max_attempts:
+            current_activity().done(self._key, recovered=False)
+            raise TransientError(
+                f"{self.what} failed {self.attempt} times in a row, giving up: {reason}"
+            ) from exc
+        delay = self.policy.delay(self.attempt)
+        log.warning(
+            "%s interrupted (%s); %s in %.1fs (retry %d/%d)",
+            self.what,
+            reason,
+            resuming or "trying again",
+            delay,
+            self.attempt,
+            self.policy.max_attempts - 1,
+        )
+        current_activity().retrying(
+            self._key, self.what, self.attempt, self.policy.max_attempts, delay, reason
+        )
+        return delay
+
+    def wait(self, delay: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if self.should_stop():
+                current_activity().done(self._key, recovered=False)
+                raise Stopped()
+            sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def succeeded(self) -> None:
+        """Progress was made: the next failure is the first again."""
+        if self.attempt:
+            self.attempt = 0
+            current_activity().done(self._key, recovered=True)
+
+
 def call_with_retry(
     fn: Callable[[], T],
     policy: RetryPolicy,

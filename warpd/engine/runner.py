@@ -49,7 +49,8 @@ from warpd.engine.batch import compact
 from warpd.engine.cascades import ForeignKeyCascades
 from warpd.engine.hooks import EngineHooks
 from warpd.engine.progress import SnapshotProgress
-from warpd.engine.retry import Stopped, call_with_retry
+from warpd.engine.retry import Backoff, Stopped, call_with_retry
+from warpd.engine.shapes import LockedMap
 from warpd.errors import ConfigError, FatalError, PositionLostError, TransientError
 from warpd.redact import redact
 from warpd.state.store import StateStore
@@ -81,7 +82,7 @@ class SchemaRunner:
         self.name = schema.name
         self._store = store
         self.should_stop = should_stop
-        self.hooks = hooks or EngineHooks()  # the daemon's pause/resync controls; none in single mode
+        self.hooks = hooks or EngineHooks()  # paused tables, resyncs beside the stream (engine/control.py)
         self.source: Source = self.new_source()
         make_dest = destination_factory(config.destination.type)
         app = f"cartridge-warp {schema.name}"[:63]
@@ -92,8 +93,9 @@ class SchemaRunner:
         self._copy_text = PG_COPY_TEXT in caps.bulk_formats and PG_COPY_TEXT in getattr(
             self.source, "bulk_formats", ()
         )
-        self.tables: dict[str, TableSchema] = {}
-        self.plans: dict[str, TablePlan] = {}
+        # written by this thread only; other threads read them (engine/shapes.py)
+        self.tables: LockedMap[TableSchema] = LockedMap()
+        self.plans: LockedMap[TablePlan] = LockedMap()
         self.appliers: dict[str, TableApplier] = {}
         self.applied_events = 0
         #: "starting", "snapshotting", "streaming" or "stopped": what readiness probes and status report
@@ -424,7 +426,8 @@ class SchemaRunner:
         self, name: str, statement: str | None = None, position: Mapping[str, Any] | None = None
     ) -> None:
         """Copy ``name`` (resuming its last committed chunk); ``statement``/``position`` say why, for a resync."""
-        attempt = reshaped = 0
+        backoff = Backoff(self.global_retry, f"snapshot of {self.name}.{name}", self.should_stop)
+        reshaped = 0
         while True:
             try:
                 with logs.bind(table=name):
@@ -435,6 +438,7 @@ class SchemaRunner:
                     self.store.set_copied_at(self.name, name, mark)
                     if is_beside(self.plans[name]):
                         self._track(self.tables[name])  # swaps the complete copy in
+                backoff.succeeded()
                 return
             except Exception as exc:  # noqa: BLE001 - transient ones resume from the last committed chunk
                 if not self._is_transient(exc):
@@ -455,23 +459,11 @@ class SchemaRunner:
                         )
                         continue
                     raise
-                attempt += 1
                 metrics.error(self.name, type(exc).__name__)
-                if attempt >= self.global_retry.max_attempts:
-                    raise TransientError(
-                        f"snapshot of {name!r} failed {attempt} times: {redact(exc)}"
-                    ) from exc
-                delay = self.global_retry.delay(attempt)
-                log.warning(
-                    "snapshot of %s.%s interrupted (%s); resuming from the last committed chunk in %.1fs",
-                    self.name,
-                    name,
-                    redact(exc),
-                    delay,
-                )
+                delay = backoff.failed(exc, "resuming from the last committed chunk")
                 self.source.reset()
                 self.dest.reset()
-                self._sleep(delay)
+                backoff.wait(delay)
 
     def _replan_if_reshaped(
         self, name: str, statement: str | None, position: Mapping[str, Any] | None
@@ -495,14 +487,6 @@ class SchemaRunner:
         self._track(current)
         self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
         return True
-
-    def _sleep(self, seconds: float) -> None:
-        """Wait, but give up with :class:`Stopped` as soon as a stop is requested."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.should_stop():
-                raise Stopped()
-            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _copy_table(self, name: str) -> None:
         table = self.tables[name]
@@ -590,7 +574,7 @@ class SchemaRunner:
         self.batch_started = 0.0
         self.last_saved_at = time.monotonic()
         self._stats_at, self._stats_events = time.monotonic(), 0
-        attempt = 0
+        backoff = Backoff(self.global_retry, "reading the change stream", self.should_stop)
         log.info("schema %s: streaming changes from %s", self.name, checkpoint)
         self.phase = "streaming"
         while True:
@@ -598,9 +582,7 @@ class SchemaRunner:
                 for event in self.source.stream(
                     self.safe_pos, self.tables, self.schema.includes, self._key_override, self._skippable
                 ):
-                    if attempt:
-                        attempt = 0
-                        activity.current().done(self.source, recovered=True)
+                    backoff.succeeded()
                     self._handle(event)
                     if self.should_stop():
                         self._flush()
@@ -610,31 +592,11 @@ class SchemaRunner:
             except Exception as exc:  # noqa: BLE001 - the stream is reopened from the last safe position
                 if not self._is_transient(exc):
                     raise
-                attempt += 1
                 metrics.error(self.name, type(exc).__name__)
                 self.source.close()
-                if attempt >= self.global_retry.max_attempts:
-                    raise TransientError(
-                        f"the change stream failed {attempt} times in a row, giving up: {redact(exc)}"
-                    ) from exc
-                delay = self.global_retry.delay(attempt)
-                log.warning(
-                    "schema %s: change stream interrupted (%s); reconnecting in %.1fs from %s",
-                    self.name,
-                    redact(exc),
-                    delay,
-                    self.safe_pos,
-                )
-                activity.current().retrying(
-                    self.source,
-                    "reading the change stream",
-                    attempt,
-                    self.global_retry.max_attempts,
-                    delay,
-                    redact(exc),
-                )
+                delay = backoff.failed(exc, f"schema {self.name}: reconnecting from {self.safe_pos}")
                 try:
-                    self._sleep(delay)
+                    backoff.wait(delay)
                 except Stopped:
                     self._flush()
                     return

@@ -152,6 +152,10 @@ class StatusReporter:
         """The engine's loop made progress (called from ``should_stop``; cheap)."""
         self._beat = time.monotonic()
 
+    def seconds_since_beat(self) -> float:
+        """How long the engine's loop has shown no progress (single mode's ``/healthz`` reads it)."""
+        return time.monotonic() - self._beat
+
     def attach(self, runner: SchemaRunner, control: ChildControl | None) -> None:
         self.runner, self.control = runner, control
 
@@ -233,7 +237,7 @@ class StatusReporter:
         resyncing = control.resyncing() if control is not None else frozenset()
         names = set(progress) | set(paused)
         if runner is not None:
-            names |= set(dict(runner.tables))
+            names |= set(runner.tables.snapshot())
         out: dict[str, dict[str, Any]] = {}
         for name in sorted(names):
             prog = progress.get(name)

@@ -70,9 +70,10 @@ def run_supervisor(config_path: str | None, cli: CliOverrides, *, validate_only:
         )
         return EXIT_OK
     if config.dry_run:
-        from warpd.cli import print_plans
+        from warpd.engine.dry_run import print_plans
 
-        return print_plans(config)
+        print_plans(config)
+        return EXIT_OK
     from warpd.supervisor.master import Supervisor
 
     return Supervisor(config, config_path, cli).run()

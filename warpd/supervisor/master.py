@@ -31,6 +31,7 @@ from typing import Any
 
 from warpd import __version__, logs, metrics
 from warpd.config import CliOverrides, Config, load_config
+from warpd.engine.schema_process import set_title
 from warpd.engine.status import read_status, status_path
 from warpd.errors import ConfigError, WarpError
 from warpd.redact import redact
@@ -41,7 +42,7 @@ from warpd.supervisor.report import status_document
 from warpd.supervisor.sdnotify import Notifier
 from warpd.supervisor.states import ChildProcess, Goal, State
 from warpd.supervisor.system import System
-from warpd.supervisor.worker import run_schema, set_title
+from warpd.supervisor.worker import run_schema
 
 log = logging.getLogger("warpd.supervisor")
 

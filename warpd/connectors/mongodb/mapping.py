@@ -8,11 +8,11 @@ must do to follow, and :meth:`DocumentMapper.row` gives a document's
 canonical values (see :mod:`warpd.types`) under a shape.
 
 The rules, with a table per BSON type, are in docs/mongodb-mapping.md.  The
-one that shapes most of this module: when a column widens to JSON, the
-destination converts the rows it already holds with ``to_jsonb(col)``, so a
-scalar written into a JSON column is rendered exactly as ``to_jsonb`` renders
-that scalar in its own type; a new row and a converted row then hold the same
-``jsonb``.
+one that shapes most of this module is the shared rule for converting into
+JSON (:mod:`warpd.types`): when a column widens to JSON, the destination
+converts the rows it already holds by that rule, so a scalar written into a
+JSON column is rendered exactly as the rule renders that scalar in its own
+type; a new row and a converted row then hold the same JSON.
 
 This module is pure: no I/O, no driver beyond the ``bson`` package.
 """
@@ -51,8 +51,9 @@ ID_FIELD = "_id"
 OVERFLOW_COLUMN = "_warp_extra"  # JSON object of the fields that found no column; path None
 EMPTY_NAME = "_empty"  # the column name of the empty field name ""
 PATH_SEPARATOR = "__"
-# PostgreSQL allows 1,600 columns; the destination adds up to 4 metadata columns, and the
-# overflow column comes on top of max_columns.
+# The widest destination (PostgreSQL) allows 1,600 columns; a destination adds up to 4 metadata
+# columns, and the overflow column comes on top of max_columns.  The engine refuses a max_columns
+# the configured destination cannot hold (Capabilities.max_columns).
 MAX_COLUMNS_LIMIT = 1595
 
 _UTC = _dt.UTC

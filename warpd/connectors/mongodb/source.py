@@ -562,7 +562,7 @@ class MongoSource:
                     if change.get("operationType") == "invalidate":
                         yield Heartbeat(position)
                         break  # reopen with startAfter the invalidate (database dropped)
-                    yield from self._events(change, before, position, tables, included, size)
+                    yield from self.change_events(change, before, position, tables, included, size)
                     size = 0
             finally:
                 stream.close()
@@ -600,10 +600,10 @@ class MongoSource:
                 change = {**change, "operationType": "delete"}
             else:
                 change = {**change, "operationType": "replace", "fullDocument": doc}
-        yield from self._events(change, position, after, tables, included)
+        yield from self.change_events(change, position, after, tables, included)
         return after
 
-    def _events(
+    def change_events(
         self,
         change: Mapping[str, Any],
         before: Position,
@@ -612,7 +612,11 @@ class MongoSource:
         included: Callable[[str], bool],
         size: int = 0,
     ) -> Iterator[Event]:
-        """The events one change stream event makes; ``size`` is its BSON size (0: unknown)."""
+        """The events one decoded change stream event makes; ``size`` is its BSON size (0: unknown).
+
+        :meth:`stream` calls it for every event it reads; it is public so that the conversion alone
+        can be measured without a server (``scripts/bench/mongodb_to_postgres.py``).
+        """
         op = change.get("operationType")
         ns = change.get("ns") or {}
         table = ns.get("coll")
