@@ -821,13 +821,10 @@ def _numeric_json(value: Decimal) -> str:
 
 
 def json_of(ct: ColumnType, value: Any) -> str | None:
-    """A canonical value of ``ct`` as JSON text, rendered as PostgreSQL's ``to_jsonb`` renders it.
+    """A canonical value of ``ct`` as JSON text, by the shared rule of :mod:`warpd.types`.
 
-    The shared rule for values of a column widened into JSON (MongoDB's
-    mapping writes fresh values the same way): strings quoted, numbers in
-    plain notation (a double through its shortest exact decimal), non-finite
-    numbers as strings, timestamps as ISO 8601 strings in UTC, bytes as
-    ``"\\x..."`` hex.
+    ("Converting into JSON": what PostgreSQL's ``to_jsonb`` gives in a UTC
+    session, and what a source writes for a fresh scalar in a JSON column.)
     """
     if value is None:
         return None
