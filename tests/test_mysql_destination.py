@@ -540,3 +540,76 @@ def test_hostile_names_are_quoted(dest: MySQLDestination, db: str) -> None:
         assert dest.misfit(plan) is None
     finally:
         dest._execute([f"DROP DATABASE IF EXISTS `{(db + '`%s').replace('`', '``')}`"])
+
+
+@pytest.mark.mongodb
+def test_mongodb_to_mysql_widens_a_column_into_json(tmp_path: Any) -> None:
+    """MongoDB (the wire test server) -> MySQL: a field that changes type widens in place, down to JSON."""
+    import os
+
+    from bson.int64 import Int64
+
+    from tests.conftest import Warp, wait_matching, write_config
+    from tests.mongo_support import Backend, MongoDatabases
+    from tests.mongo_wire import MongoTestServer
+    from warpd.config.model import TableSettings
+    from warpd.connectors.mongodb.source import MongoSource
+    from warpd.state.store import StateStore
+    from warpd.verify import table_difference
+
+    server = MongoTestServer().start()
+    m = MongoDatabases(Backend("wire", server.uri, server))
+    m.dest_uri = URI
+    state_dir = str(tmp_path / "state")
+    os.makedirs(state_dir)
+    w = None
+    try:
+        coll = m.db["mixed"]
+        coll.insert_one({"_id": 1, "v": 7, "t": "x"})
+        path = write_config(
+            tmp_path,
+            "source: {connection_string: 'mongodb://placeholder/x'}\n"
+            f"destination: {{type: mysql, connection_string: '{URI}'}}\n"
+            "max_batch_latency_ms: 50\n",
+        )
+        w = Warp(m, state_dir, path, [], {}).start()  # type: ignore[arg-type]  # same attributes
+
+        def differences() -> list[str]:
+            store = StateStore(state_dir)
+            source = MongoSource(m.source_uri, m.name, m.name, {})
+            source.configure(lambda _t: TableSettings())
+            dest = MySQLDestination(URI)
+            try:
+                shape = store.latest_schemas(m.name).get("mixed")
+                if shape is None:
+                    return ["no shape yet"]
+                plan = dest.plan(shape, m.name, soft_delete=False, metadata=False)
+                problem = table_difference(source, dest, plan)
+                return [problem] if problem else []
+            finally:
+                source.close()
+                dest.close()
+                store.close()
+
+        wait_matching(differences, w, 60, passing=(Exception,))
+        coll.insert_one({"_id": 2, "v": Int64(2**40), "t": "y"})
+        wait_matching(differences, w, 60, passing=(Exception,))
+        coll.insert_one({"_id": 3, "v": 2.5})  # -> decimal
+        wait_matching(differences, w, 60, passing=(Exception,))
+        coll.insert_one({"_id": 4, "v": "text", "t": 5})  # -> JSON, converted in place
+        coll.insert_one({"_id": 5, "v": {"nested": [1, 2]}})
+        wait_matching(differences, w, 60, passing=(Exception,))
+        with mysql_root(m.name) as conn, conn.cursor() as cur:
+            cur.execute("SELECT v, t FROM mixed ORDER BY _id")
+            got = [(json.loads(v), t if t is None else json.loads(t)) for v, t in cur.fetchall()]
+        assert got == [(7, "x"), (2**40, "y"), (2.5, None), ("text", 5), ({"nested": [1, 2]}, None)]
+        assert w.stop() == 0
+    finally:
+        if w is not None and w.alive():
+            w.kill()
+        with mysql_root() as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{m.name}`")
+        m.client.drop_database(m.name)
+        m.client.close()
+        m.pg.close()
+        server.stop()
