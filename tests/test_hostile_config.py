@@ -221,7 +221,11 @@ def test_server_id_past_the_range_for_its_schemas_is_refused(tmp_path):
         ),
         ("--destination", "postgresql://h/db?gssencmode=on", "gssencmode: 'on' is not one of"),
         ("--destination", "postgresql://h/db?channel_binding=yes", "channel_binding: 'yes' is not one of"),
-        ("--destination", "mysql://warp@h/db", "destination.type: no destination connector 'mysql'"),
+        (
+            "--destination",
+            "mysql://warp@h:99999/",
+            "destination.connection_string: mysql://warp@h:99999/: the port",
+        ),
         ("--destination", "mongodb://h/db", "destination.type: no destination connector 'mongodb'"),
     ],
 )

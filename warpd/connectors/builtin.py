@@ -13,6 +13,12 @@ def _check_mysql(uri: str) -> None:
     parse_uri(uri)
 
 
+def _check_mysql_destination(uri: str) -> None:
+    from warpd.connectors.mysql.connection import parse_uri
+
+    parse_uri(uri, where="destination.connection_string")
+
+
 def _check_mongodb(uri: str) -> None:
     from warpd.connectors.mongodb.uri import check_uri
 
@@ -45,3 +51,10 @@ def postgresql_destination(uri: str, application_name: str) -> Any:
     from warpd.connectors.postgresql.destination import PostgresDestination
 
     return PostgresDestination(uri, application_name=application_name)
+
+
+@register_destination("mysql", check_uri=_check_mysql_destination)
+def mysql_destination(uri: str, application_name: str) -> Any:
+    from warpd.connectors.mysql.destination import MySQLDestination
+
+    return MySQLDestination(uri, application_name=application_name)

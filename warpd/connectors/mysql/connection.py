@@ -52,7 +52,7 @@ class MySQLParams:
         return redact(self.uri)
 
 
-def parse_uri(uri: str) -> MySQLParams:
+def parse_uri(uri: str, where: str = "source.connection_string") -> MySQLParams:
     """The connection parameters of a ``mysql://`` or ``mariadb://`` URI; ConfigError naming what is wrong.
 
     Validation (``--validate-config``) and start-up both call this, so a URI
@@ -60,7 +60,6 @@ def parse_uri(uri: str) -> MySQLParams:
     of the URI: with an unescaped ``@`` or ``/`` in the password, the "host"
     or "port" a parser sees is a piece of the password.
     """
-    where = "source.connection_string"
     try:
         parts = urllib.parse.urlsplit(uri)
         port_text = parts.netloc.rpartition("@")[2]

@@ -1,4 +1,4 @@
-"""Deterministic PostgreSQL names for source identifiers.
+"""Deterministic destination names for source identifiers (PostgreSQL, and MySQL with its own limit).
 
 PostgreSQL truncates identifiers longer than 63 bytes (NAMEDATALEN - 1), so
 two long source names could silently become one.  A name that fits is kept
@@ -14,20 +14,30 @@ the suffix rule is applied again.  See docs/type-mapping.md.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 MAX_IDENTIFIER_BYTES = 63
 _HASH_LEN = 8
 
 
-def _fit(name: str, limit: int = MAX_IDENTIFIER_BYTES) -> str:
+def _fit(name: str, limit: int = MAX_IDENTIFIER_BYTES, unit: str = "bytes") -> str:
+    """``name`` if it fits ``limit`` (counted in ``unit``: "bytes" of UTF-8 or "characters"), else cut + hash."""
     raw = name.encode("utf-8")
-    if len(raw) <= limit:
+    size = len(raw) if unit == "bytes" else len(name)
+    if size <= limit:
         return name
     digest = hashlib.sha1(raw).hexdigest()[:_HASH_LEN]
     budget = limit - _HASH_LEN - 1
-    cut = raw[:budget].decode("utf-8", errors="ignore")  # drops a split multi-byte character
+    if unit == "bytes":
+        cut = raw[:budget].decode("utf-8", errors="ignore")  # drops a split multi-byte character
+    else:
+        cut = name[:budget]
     return f"{cut}_{digest}"
+
+
+def fit_identifier(name: str, limit: int, unit: str) -> str:
+    """``name`` under another destination's limit (``unit``: "bytes" or "characters"), by the same rule."""
+    return _fit(name, limit, unit)
 
 
 def pg_identifier(name: str) -> str:
@@ -35,16 +45,28 @@ def pg_identifier(name: str) -> str:
     return _fit(name)
 
 
-def map_columns(names: Iterable[str], reserved: Iterable[str] = ()) -> dict[str, str]:
-    """Map source column names to distinct PostgreSQL names, in source order."""
-    taken = set(reserved)
+def map_columns(
+    names: Iterable[str],
+    reserved: Iterable[str] = (),
+    *,
+    limit: int = MAX_IDENTIFIER_BYTES,
+    unit: str = "bytes",
+    fold: Callable[[str], str] = str,
+) -> dict[str, str]:
+    """Map source column names to distinct destination names, in source order.
+
+    ``limit``/``unit`` are the destination's identifier limit (PostgreSQL: 63
+    bytes; MySQL: 64 characters); ``fold`` says which names the destination
+    takes as equal (MySQL column names ignore case: ``str.lower``).
+    """
+    taken = {fold(r) for r in reserved}
     result: dict[str, str] = {}
     for name in names:
-        candidate = _fit(name)
+        candidate = _fit(name, limit, unit)
         n = 2
-        while candidate in taken:
-            candidate = _fit(f"{name}_{n}")
+        while fold(candidate) in taken:
+            candidate = _fit(f"{name}_{n}", limit, unit)
             n += 1
-        taken.add(candidate)
+        taken.add(fold(candidate))
         result[name] = candidate
     return result

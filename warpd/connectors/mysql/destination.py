@@ -1,0 +1,853 @@
+"""MySQL/MariaDB destination: load a batch into a temporary stage table, then merge it set-based.
+
+A batch travels as ``LOAD DATA LOCAL INFILE`` lines sent from memory (see
+:class:`_InfileConnection`), or, when the server has ``local_infile`` off, as
+multi-row INSERTs into the same stage table; then one ``INSERT ... SELECT ...
+ON DUPLICATE KEY UPDATE`` and one DELETE (or UPDATE for soft deletes) apply it,
+all in one InnoDB transaction.  Never ``REPLACE``: it deletes the old row, which
+fires delete triggers and foreign-key cascades.
+
+The session runs in strict SQL mode with time_zone '+00:00', so a value the
+column cannot hold is an error (the engine then splits the batch down to the
+row and dead-letters it), never a silent truncation.  ``LOAD DATA LOCAL`` turns
+data errors into warnings (the server cannot stop the client's upload), so any
+warning of the load is raised as a :class:`StageRefused` error instead.
+
+Every identifier goes through :func:`~warpd.connectors.mysql.connection.quote_ident`.
+"""
+
+# Statements are built from names quoted by quote_ident and from constants; values travel as
+# bound parameters or LOAD DATA fields, never in the SQL text.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import pymysql
+import pymysql.connections
+import pymysql.cursors
+import pymysql.err
+
+from warpd.connectors.base import (
+    DELETED_AT_COLUMN,
+    OP_COLUMN,
+    RESERVED_COLUMNS,
+    ROW_KEY,
+    SOURCE_TS_COLUMN,
+    SYNCED_AT_COLUMN,
+    Capabilities,
+    EncodedChunk,
+    Row,
+    SchemaOpKind,
+    SnapshotChunk,
+    TablePlan,
+)
+from warpd.connectors.mysql.connection import MySQLParams, error_code, parse_uri, quote_ident
+from warpd.connectors.mysql.dest_types import (
+    NULL_FIELD,
+    canonical,
+    field_encoder,
+    mysql_type_sql,
+    stage_expr,
+    unescape,
+    variable_length,
+)
+from warpd.connectors.postgresql.naming import fit_identifier, map_columns
+from warpd.errors import FatalError, TransientError
+from warpd.redact import redact
+from warpd.types import Column, ColumnType, Kind, TableSchema
+
+log = logging.getLogger(__name__)
+
+MAX_IDENTIFIER_CHARS = 64
+MAX_COLUMNS = 1017  # InnoDB's limit per table
+
+# No silent truncation or zero dates: a value the column cannot hold is an error.
+SQL_MODE = (
+    "STRICT_ALL_TABLES,STRICT_TRANS_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
+    "NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
+)
+# one multi-row INSERT of the fallback stays well under the default max_allowed_packet (16 MiB)
+INSERT_BYTES = 4 << 20
+INFILE_NAME = "cartridge-warp-batch"  # the name LOAD DATA asks for; served from memory, never opened
+
+# Lost connection, server gone/shutting down, deadlock, lock wait timeout, too many connections,
+# query interrupted, read-only (a failover in progress).
+_TRANSIENT = {2002, 2003, 2006, 2013, 2055, 1040, 1053, 1077, 1152, 1158, 1159, 1160, 1161}
+_TRANSIENT |= {1205, 1213, 1317, 1927, 1290, 1836}
+# Data the server refused: out of range, bad value, too long, bad date/time, wrong count, NULL in
+# NOT NULL, duplicate key (a direct write), foreign key, check constraint, invalid JSON...
+_REJECTS = {1048, 1062, 1264, 1265, 1292, 1366, 1367, 1406, 1411, 1416, 1452, 1451, 3140, 4025, 1690}
+_REJECTS |= {1471, 1525, 1918, 3819, 1153}  # 1153: one row larger than max_allowed_packet
+_ACCESS_DENIED = {1044, 1045, 1142, 1227, 1698, 1370, 1143}
+
+
+class StageRefused(pymysql.err.DataError):
+    """A warning of ``LOAD DATA LOCAL`` (the server turns its data errors into warnings), raised."""
+
+
+class _InfileConnection(pymysql.connections.Connection):
+    """A PyMySQL connection whose ``LOAD DATA LOCAL INFILE`` reads a buffer in memory, never a file.
+
+    PyMySQL's own handler opens whatever file name the server asks for; this
+    one serves :attr:`infile` (set just before the statement) for the name
+    cartridge-warp sent, and refuses any other name, so a hostile server
+    cannot read the client's files.
+    """
+
+    infile: bytes = b""
+
+    def _read_query_result(self, unbuffered: bool = False) -> int:
+        self._result = None
+        result = _InfileResult(self)
+        if unbuffered:
+            result.init_unbuffered_query()
+        else:
+            result.read()
+        self._result = result
+        if result.server_status is not None:
+            self.server_status = result.server_status
+        return int(result.affected_rows or 0)
+
+
+class _InfileResult(pymysql.connections.MySQLResult):
+    def _read_load_local_packet(self, first_packet: Any) -> None:
+        conn = self.connection
+        load = pymysql.connections.LoadLocalPacketWrapper(first_packet)
+        data = conn.infile if load.filename in (INFILE_NAME, INFILE_NAME.encode()) else None
+        conn.infile = b""
+        try:
+            if data is not None:
+                size = min(conn.max_allowed_packet, 1 << 20)
+                for start in range(0, len(data), size):
+                    conn.write_packet(data[start : start + size])
+        finally:
+            conn.write_packet(b"")  # the end of the upload
+        ok = conn._read_packet()
+        if not ok.is_ok_packet():
+            raise pymysql.err.OperationalError(2014, "Commands Out of Sync")
+        self._read_ok_packet(ok)
+        if data is None:
+            raise pymysql.err.OperationalError(
+                2068, "the server asked for a LOAD DATA LOCAL file cartridge-warp did not send"
+            )
+
+
+def _q(name: str) -> str:
+    return quote_ident(name)
+
+
+def _table(plan: TablePlan) -> str:
+    return f"{_q(plan.dest_schema)}.{_q(plan.dest_table)}"
+
+
+def _epoch_field(ts: float | None) -> str:
+    if ts is None:
+        return NULL_FIELD
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).replace(tzinfo=None).isoformat(" ")
+
+
+_META_TYPES = {
+    ROW_KEY: "char(32) character set ascii collate ascii_bin",
+    OP_COLUMN: "varchar(16) character set ascii collate ascii_bin",
+    SOURCE_TS_COLUMN: "datetime(6)",
+}
+
+
+class MySQLDestination:
+    """One connection to a MySQL/MariaDB destination (implements :class:`warpd.connectors.base.Destination`)."""
+
+    def __init__(self, uri: str, *, application_name: str = "cartridge-warp"):
+        self.params: MySQLParams = parse_uri(uri, where="destination.connection_string")
+        self.application_name = application_name
+        self._conn: _InfileConnection | None = None
+        self._staged: set[tuple[Any, ...]] = set()
+        self.local_infile: bool | None = None  # known after connect
+        self.collation = "utf8mb4_bin"
+        self.capabilities = self._capabilities(())
+
+    def _capabilities(self, notes: tuple[str, ...]) -> Capabilities:
+        return Capabilities(
+            name="MySQL",
+            max_identifier_length=MAX_IDENTIFIER_CHARS,
+            identifier_unit="characters",
+            max_columns=MAX_COLUMNS,
+            json="json",
+            max_decimal_precision=65,
+            transactional_ddl=False,
+            foreign_key_actions=False,
+            json_widening=True,
+            notes=notes,
+        )
+
+    # -- connection ----------------------------------------------------------
+    @property
+    def conn(self) -> _InfileConnection:
+        if self._conn is None or not self._conn.open:
+            self._staged.clear()
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> _InfileConnection:
+        where = self.params.redacted
+        try:
+            conn = _InfileConnection(
+                **self.params.connect_kwargs(),
+                local_infile=True,
+                program_name=self.application_name[:32],
+            )
+        except pymysql.err.MySQLError as exc:
+            code = error_code(exc)
+            detail = redact(exc.args[1] if len(exc.args) > 1 else exc)
+            if code in _ACCESS_DENIED:
+                raise FatalError(
+                    f"MySQL destination {where}: access denied ({detail}); check the user and password "
+                    "of destination.connection_string"
+                ) from exc
+            if is_transient(exc):
+                raise TransientError(f"cannot reach the MySQL destination {where}: {detail}") from exc
+            raise FatalError(f"MySQL destination {where}: {detail}") from exc
+        with conn.cursor() as cur:
+            cur.execute(f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00'")
+            cur.execute("SELECT @@GLOBAL.local_infile, VERSION()")
+            infile, version = cur.fetchone()
+            cur.execute(
+                "SELECT COLLATION_NAME FROM information_schema.COLLATIONS "
+                "WHERE COLLATION_NAME IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')"
+            )
+            nopad = [r[0] for r in cur.fetchall()]
+        self.collation = nopad[0] if nopad else "utf8mb4_bin"
+        self.local_infile = bool(int(infile))
+        notes = [
+            f"server {version}; rows load with LOAD DATA LOCAL INFILE from memory"
+            if self.local_infile
+            else f"server {version}; local_infile is OFF, rows load with multi-row INSERTs (slower); "
+            "SET GLOBAL local_infile = 1 for the faster path"
+        ]
+        notes.append(f"text is stored with collation {self.collation}, sessions in strict SQL mode, UTC")
+        if not nopad:
+            notes.append(
+                "no NO PAD binary collation (utf8mb4_nopad_bin, utf8mb4_0900_bin): text keys differing "
+                "only in trailing spaces compare equal"
+            )
+        self.capabilities = self._capabilities(tuple(notes))
+        return conn
+
+    def connect(self) -> None:
+        self.conn  # noqa: B018 - connects (and checks) now
+
+    def close(self) -> None:
+        if self._conn is not None and self._conn.open:
+            self._conn.close()
+        self._conn = None
+
+    def reset(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the connection is already broken
+            self._conn = None
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
+
+    def rejects_rows(self, exc: BaseException) -> bool:
+        if isinstance(exc, (pymysql.err.DataError, pymysql.err.IntegrityError)):
+            return True
+        return isinstance(exc, pymysql.err.MySQLError) and error_code(exc) in _REJECTS
+
+    def is_duplicate(self, exc: BaseException) -> bool:
+        return error_code(exc) == 1062
+
+    # -- plans -----------------------------------------------------------------
+    def plan(self, schema: TableSchema, dest_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
+        return make_plan(schema, dest_schema, soft_delete=soft_delete, metadata=metadata)
+
+    def column_type(self, plan: TablePlan, col: Column) -> str:
+        return column_type(plan, col, self.collation)
+
+    # -- DDL -------------------------------------------------------------------
+    def _execute(self, statements: list[str]) -> list[str]:
+        self._staged.clear()
+        with self.conn.cursor() as cur:
+            for stmt in statements:
+                cur.execute(stmt.replace("%", "%%"), ())
+        return statements
+
+    def live_columns(self, plan: TablePlan) -> dict[str, tuple[str, bool]] | None:
+        """Column name -> (type, NOT NULL without default) of the live table; None when it does not exist."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'NO' AND COLUMN_DEFAULT IS NULL, "
+                "COLLATION_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+                (plan.dest_schema, plan.dest_table),
+            )
+            rows = cur.fetchall()
+            if not rows:
+                cur.execute(
+                    "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                    (plan.dest_schema, plan.dest_table),
+                )
+                if cur.fetchone() is None:
+                    return None
+        out = {}
+        for name, ctype, required, collation, charset in rows:
+            text = str(ctype).lower()
+            if charset:
+                text += f" character set {charset} collate {collation}"
+            out[str(name)] = (text, bool(required))
+        return out
+
+    def table_exists(self, plan: TablePlan) -> bool:
+        return self.live_columns(plan) is not None
+
+    def create_sql(self, plan: TablePlan) -> list[str]:
+        defs = []
+        if plan.keyless:
+            defs.append(f"{_q(ROW_KEY)} {_META_TYPES[ROW_KEY]} NOT NULL")
+        key_sources = set(plan.source.key)
+        for col in plan.source.columns:
+            null = " NOT NULL" if col.name in key_sources else ""
+            defs.append(f"{_q(plan.columns[col.name])} {self.column_type(plan, col)}{null}")
+        defs += [f"{_q(name)} {ddl}" for name, ddl in _extra_columns(plan)]
+        defs.append(f"PRIMARY KEY ({', '.join(map(_q, plan.key))})")
+        return [
+            f"CREATE DATABASE IF NOT EXISTS {_q(plan.dest_schema)} CHARACTER SET utf8mb4 COLLATE {self.collation}",
+            f"CREATE TABLE IF NOT EXISTS {_table(plan)} ({', '.join(defs)}) ENGINE=InnoDB "
+            f"DEFAULT CHARSET=utf8mb4 COLLATE={self.collation}",
+        ]
+
+    def _missing_sql(self, plan: TablePlan, have: set[str]) -> list[str]:
+        out = [
+            f"ALTER TABLE {_table(plan)} ADD COLUMN {_q(plan.columns[c.name])} {self.column_type(plan, c)}"
+            for c in plan.source.columns
+            if plan.columns[c.name] not in have
+        ]
+        out += [
+            f"ALTER TABLE {_table(plan)} ADD COLUMN {_q(name)} {ddl}"
+            for name, ddl in _extra_columns(plan)
+            if name not in have
+        ]
+        return out
+
+    def prepare_sql(self, plan: TablePlan) -> list[str]:
+        live = self.live_columns(plan)
+        if live is None:
+            return self.create_sql(plan)
+        return self._missing_sql(plan, set(live))
+
+    def plan_ddl(self, plan: TablePlan) -> list[str]:
+        return self.prepare_sql(plan)
+
+    def prepare(self, plan: TablePlan) -> list[str]:
+        return self._execute(self.prepare_sql(plan))
+
+    def misfit(self, plan: TablePlan) -> str | None:
+        live = self.live_columns(plan)
+        if not live:
+            return None
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s "
+                "AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                (plan.dest_schema, plan.dest_table),
+            )
+            key = tuple(str(r[0]) for r in cur.fetchall())
+        problems = []
+        if key != plan.key:
+            problems.append(
+                f"its primary key is ({', '.join(key) or 'none'}), the new one ({', '.join(plan.key)})"
+            )
+        wanted = {plan.columns[c.name]: self.column_type(plan, c) for c in plan.source.columns}
+        for name, want in wanted.items():
+            if name in live and not same_type(live[name][0], want):
+                problems.append(f"column {name} is {live[name][0]}, the new one {want}")
+        written = set(wanted) | {n for n, _d in _extra_columns(plan)} | ({ROW_KEY} if plan.keyless else set())
+        problems += [
+            f"column {name} is NOT NULL and not written any more"
+            for name, (_t, required) in live.items()
+            if required and name not in written
+        ]
+        return "; ".join(problems) or None
+
+    def swap_in(self, beside: TablePlan, plan: TablePlan) -> list[str]:
+        """Replace the live table by the complete copy ``beside``: one atomic RENAME TABLE, then a DROP."""
+        if self.live_columns(beside) is None:
+            return []  # already swapped (a replay)
+        if self.live_columns(plan) is None:
+            return self._execute([f"RENAME TABLE {_table(beside)} TO {_table(plan)}"])
+        old = replace(
+            plan,
+            dest_table=fit_identifier(f"_warp_old_{plan.dest_table}", MAX_IDENTIFIER_CHARS, "characters"),
+        )
+        return self._execute(
+            [
+                f"DROP TABLE IF EXISTS {_table(old)}",
+                f"RENAME TABLE {_table(plan)} TO {_table(old)}, {_table(beside)} TO {_table(plan)}",
+                f"DROP TABLE IF EXISTS {_table(old)}",
+            ]
+        )
+
+    def drop(self, plan: TablePlan) -> list[str]:
+        return self._execute([f"DROP TABLE IF EXISTS {_table(plan)}"])
+
+    def truncate(self, plan: TablePlan) -> None:
+        self._execute([f"TRUNCATE TABLE {_table(plan)}"])
+
+    def soft_delete_all(self, plan: TablePlan) -> None:
+        d = _q(DELETED_AT_COLUMN)
+        self._execute([f"UPDATE {_table(plan)} SET {d} = CURRENT_TIMESTAMP(6) WHERE {d} IS NULL"])
+
+    def schema_change(
+        self,
+        kind: SchemaOpKind,
+        old: TablePlan,
+        new: TablePlan,
+        old_column: str | None = None,
+        new_column: str | None = None,
+    ) -> list[str]:
+        return self._execute(self.schema_change_sql(kind, old, new, old_column, new_column))
+
+    def schema_change_sql(
+        self,
+        kind: SchemaOpKind,
+        old: TablePlan,
+        new: TablePlan,
+        old_column: str | None = None,
+        new_column: str | None = None,
+    ) -> list[str]:
+        """DDL turning ``old`` into ``new``; checks the live table first, so a replay is a no-op."""
+        live = self.live_columns(old)
+        if kind is SchemaOpKind.RENAME_TABLE:
+            if live is None or self.live_columns(new) is not None:
+                return []
+            return [f"RENAME TABLE {_table(old)} TO {_table(new)}"]
+        if live is None:
+            return self.create_sql(new)
+        have = set(live)
+        target = _table(new)
+        if kind is SchemaOpKind.DROP_COLUMN and old_column is not None:
+            name = old.columns.get(old_column)
+            return [f"ALTER TABLE {target} DROP COLUMN {_q(name)}"] if name in have else []
+        if kind in (SchemaOpKind.RENAME_COLUMN, SchemaOpKind.MODIFY_COLUMN) and old_column is not None:
+            new_column = new_column or old_column
+            before, after = old.columns[old_column], new.columns[new_column]
+            new_col = new.source.column(new_column)
+            want = self.column_type(new, new_col) if new_col else None
+            null = " NOT NULL" if new_col and new_col.name in new.source.key else ""
+            if before != after and before in have and after not in have:
+                if want is None:
+                    return []
+                # CHANGE renames and retypes in one statement
+                return [f"ALTER TABLE {target} CHANGE COLUMN {_q(before)} {_q(after)} {want}{null}"]
+            if (
+                kind is SchemaOpKind.MODIFY_COLUMN
+                and want
+                and after in have
+                and not same_type(live[after][0], want)
+            ):
+                return [f"ALTER TABLE {target} MODIFY COLUMN {_q(after)} {want}{null}"]
+            return []
+        return self._missing_sql(new, have)
+
+    def evolve(self, old: TablePlan, new: TablePlan) -> list[str]:
+        """Add missing columns and widen changed ones; a column widened into JSON converts its values.
+
+        A widening between numbers or texts is one ``MODIFY COLUMN`` (only
+        exact widenings reach here).  Into JSON, each value becomes the JSON
+        text the shared rule gives a fresh value (:func:`json_of`, PostgreSQL's
+        ``to_jsonb`` rendering), computed here in Python: the values go to a
+        JSON column beside the old one, which then replaces it in one ALTER.
+        Every step checks the live table first, so a replay after a crash
+        redoes only what is missing.
+        """
+        live = self.live_columns(old)
+        if live is None:
+            return self._execute(self.create_sql(new))
+        done = self._execute(self._missing_sql(new, set(live)))
+        for col in new.source.columns:
+            name = new.columns[col.name]
+            before = old.source.column(col.name)
+            want = self.column_type(new, col)
+            if name not in live or before is None or same_type(live[name][0], want):
+                continue
+            if col.type.kind is Kind.JSON and before.type.kind is not Kind.JSON:
+                done += self._widen_into_json(new, name, before.type, live)
+                continue
+            null = " NOT NULL" if col.name in new.source.key else ""
+            done += self._execute([f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want}{null}"])
+        return done
+
+    def evolve_sql(self, old: TablePlan, new: TablePlan) -> list[str]:
+        """What :meth:`evolve` would run now, rendered (JSON conversions as one line each)."""
+        live = self.live_columns(old)
+        if live is None:
+            return self.create_sql(new)
+        out = self._missing_sql(new, set(live))
+        for col in new.source.columns:
+            name = new.columns[col.name]
+            before = old.source.column(col.name)
+            want = self.column_type(new, col)
+            if name in live and before is not None and not same_type(live[name][0], want):
+                out.append(f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want} -- values converted")
+        return out
+
+    def _widen_into_json(
+        self, plan: TablePlan, name: str, before: ColumnType, live: dict[str, tuple[str, bool]]
+    ) -> list[str]:
+        target = _table(plan)
+        tmp = fit_identifier(f"_warp_json_{name}", MAX_IDENTIFIER_CHARS, "characters")
+        done = []
+        if tmp not in live:
+            done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} json AFTER {_q(name)}"])
+        keys = ", ".join(map(_q, plan.key))
+        head = f"INSERT INTO {target} ({keys}, {_q(tmp)}) VALUES ".replace("%", "%%")
+        tail = f" ON DUPLICATE KEY UPDATE {target}.{_q(tmp)} = VALUES({_q(tmp)})".replace("%", "%%")
+        row_sql = "(" + ", ".join(["%s"] * (len(plan.key) + 1)) + ")"
+        select = f"SELECT {keys}, {_q(name)} FROM {target} WHERE {_q(name)} IS NOT NULL"
+        count = 0
+        # read through a second, unbuffered connection (a consistent read, no locks), so a large
+        # table never sits in memory; write on this one, in one transaction
+        reader = pymysql.connect(**self.params.connect_kwargs(), cursorclass=pymysql.cursors.SSCursor)
+        try:
+            with reader.cursor() as rows, self._transaction() as cur:
+                rows.execute(select.replace("%", "%%"), ())
+                while part := rows.fetchmany(500):
+                    args = [v for r in part for v in (*r[:-1], json_of(before, canonical(before, r[-1])))]
+                    # every key is there already: each row only updates its JSON column
+                    cur.execute(head + ", ".join([row_sql] * len(part)) + tail, args)
+                    count += len(part)
+        finally:
+            reader.close()
+        done.append(f"UPDATE {target} SET {_q(tmp)} = <{name} as JSON> -- {count} rows")
+        done += self._execute(
+            [f"ALTER TABLE {target} DROP COLUMN {_q(name)}, CHANGE COLUMN {_q(tmp)} {_q(name)} json"]
+        )
+        return done
+
+    # -- records ---------------------------------------------------------------
+    def fields(self, plan: TablePlan) -> list[str]:
+        """Destination columns of one record, in order."""
+        cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns()
+        if plan.metadata:
+            cols += [OP_COLUMN, SOURCE_TS_COLUMN]
+        return cols
+
+    def encode(self, plan: TablePlan, row: Row, op: str, source_ts: float | None) -> str:
+        fields = plan.encode(row)
+        if plan.keyless:
+            fields.insert(0, plan.row_key(fields))
+        if plan.metadata:
+            fields += [op, _epoch_field(source_ts)]
+        return "\t".join(fields) + "\n"
+
+    def encode_chunk(self, plan: TablePlan, chunk: SnapshotChunk) -> EncodedChunk:
+        if chunk.encoded is not None:  # no bulk format is listed in capabilities: never asked for
+            raise ValueError("the MySQL destination loads no source-encoded snapshot fields")
+        out = EncodedChunk([])
+        for row in chunk.rows:
+            try:
+                out.records.append((row, self.encode(plan, row, "snapshot", None)))
+            except (ValueError, TypeError, OverflowError) as exc:
+                out.failed.append((row, f"value cannot be encoded for MySQL: {exc}"))
+        return out
+
+    def record_values(self, plan: TablePlan, record: Any, layout: Any = None) -> dict[str, Any]:
+        texts = str(record).rstrip("\n").split("\t")
+        return {name: unescape(text) for name, text in zip(self.fields(plan), texts, strict=False)}
+
+    # -- writing ---------------------------------------------------------------
+    def _stage_types(self, plan: TablePlan) -> list[tuple[str, str, str]]:
+        """(stage column, its type, the expression of a loaded field) per record field."""
+        out = []
+        if plan.keyless:
+            out.append((ROW_KEY, _META_TYPES[ROW_KEY], "{}"))
+        for c in plan.source.columns:
+            out.append((plan.columns[c.name], self.column_type(plan, c), stage_expr(c.type, "{}")))
+        if plan.metadata:
+            out += [
+                (OP_COLUMN, _META_TYPES[OP_COLUMN], "{}"),
+                (SOURCE_TS_COLUMN, _META_TYPES[SOURCE_TS_COLUMN], "{}"),
+            ]
+        return out
+
+    def _stages(self, cur: Any, plan: TablePlan) -> tuple[str, ...]:
+        digest = hashlib.sha1(f"{plan.dest_schema}.{plan.dest_table}".encode()).hexdigest()[:16]
+        # temporary tables live in a database too: the plan's (the connection selects none)
+        names = tuple(f"{_q(plan.dest_schema)}.{_q(f'_warp_{what}_{digest}')}" for what in ("up", "del"))
+        types = self._stage_types(plan)
+        token = (plan.dest_schema, plan.dest_table, tuple(types))
+        if token in self._staged:
+            return names
+        key = ", ".join(_q(k) for k in plan.key)
+        defs = ", ".join(f"{_q(n)} {t}" for n, t, _e in types)
+        for stage in names:
+            # temporary (per connection, no implicit commit), InnoDB so a rollback empties it too
+            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {stage}")
+            cur.execute(f"CREATE TEMPORARY TABLE {stage} ({defs}, KEY ({key})) ENGINE=InnoDB")
+        self._staged = {t for t in self._staged if t[:2] != token[:2]}
+        self._staged.add(token)
+        return names
+
+    def _load(self, cur: Any, plan: TablePlan, stage: str, records: Sequence[str]) -> None:
+        types = self._stage_types(plan)
+        if self.local_infile:
+            variables = [f"@v{i}" for i in range(len(types))]
+            sets = ", ".join(
+                f"{_q(n)} = {e.format(v)}" for (n, _t, e), v in zip(types, variables, strict=True)
+            )
+            self.conn.infile = "".join(records).encode("utf-8")
+            cur.execute(
+                f"LOAD DATA LOCAL INFILE '{INFILE_NAME}' INTO TABLE {stage} CHARACTER SET utf8mb4 "
+                "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+                f"({', '.join(variables)}) SET {sets}".replace("%", "%%"),
+                (),
+            )
+            cur.execute("SHOW WARNINGS")
+            problems = [w for w in cur.fetchall() if str(w[0]).lower() != "note"]
+            if problems:
+                level, code, message = problems[0]
+                raise StageRefused(int(code), f"{message} (LOAD DATA {level.lower()})")
+            return
+        # local_infile OFF: the same stage, filled by multi-row INSERTs (strict mode raises by itself)
+        row_sql = "(" + ", ".join(e.format("%s") for _n, _t, e in types) + ")"
+        head = f"INSERT INTO {stage} ({', '.join(_q(n) for n, _t, _e in types)}) VALUES ".replace("%", "%%")
+        part: list[list[str | None]] = []
+        size = 0
+        for record in records:
+            part.append([unescape(t) for t in record.rstrip("\n").split("\t")])
+            size += len(record)
+            if size >= INSERT_BYTES or len(part) >= 1000:
+                cur.execute(head + ", ".join([row_sql] * len(part)), [v for r in part for v in r])
+                part, size = [], 0
+        if part:
+            cur.execute(head + ", ".join([row_sql] * len(part)), [v for r in part for v in r])
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        conn = self.conn
+        conn.begin()
+        try:
+            with conn.cursor() as cur:
+                yield cur
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001 - the original error matters
+                self.reset()
+            raise
+
+    def write(
+        self,
+        plan: TablePlan,
+        upserts: Sequence[Any],
+        deletes: Sequence[Any] = (),
+        *,
+        direct: bool = False,
+        keep_existing: bool = False,
+        layout: Any = None,
+    ) -> None:
+        """Apply records (made by :meth:`encode`) in one transaction: deletes first, then upserts."""
+        target = _table(plan)
+        columns = [n for n, _t, _e in self._stage_types(plan)]
+        cols = ", ".join(map(_q, columns))
+        with self.conn.cursor() as cur:
+            # outside the transaction: MySQL with GTIDs refuses temporary-table DDL inside one
+            up_stage, del_stage = self._stages(cur, plan)
+        with self._transaction() as cur:
+            cur.execute(f"DELETE FROM {up_stage}")
+            cur.execute(f"DELETE FROM {del_stage}")
+            if deletes:
+                self._load(cur, plan, del_stage, deletes)
+                match = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in plan.key)
+                if plan.soft_delete:
+                    d = _q(DELETED_AT_COLUMN)
+                    sets = [f"t.{d} = COALESCE(t.{d}, CURRENT_TIMESTAMP(6))"]
+                    if plan.metadata:
+                        sets += [
+                            f"t.{_q(OP_COLUMN)} = s.{_q(OP_COLUMN)}",
+                            f"t.{_q(SOURCE_TS_COLUMN)} = s.{_q(SOURCE_TS_COLUMN)}",
+                            f"t.{_q(SYNCED_AT_COLUMN)} = CURRENT_TIMESTAMP(6)",
+                        ]
+                    stmt = f"UPDATE {target} AS t JOIN {del_stage} AS s ON {match} SET {', '.join(sets)}"
+                else:
+                    # no alias for the target: MariaDB resolves a multi-table DELETE's alias in the
+                    # default database, and the connection selects none
+                    full = " AND ".join(f"{target}.{_q(k)} = s.{_q(k)}" for k in plan.key)
+                    stmt = f"DELETE {target} FROM {target} JOIN {del_stage} AS s ON {full}"
+                cur.execute(stmt.replace("%", "%%"), ())
+            if upserts:
+                self._load(cur, plan, up_stage, upserts)
+                insert = f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {up_stage}"
+                if not direct:
+                    noop = f"{target}.{_q(plan.key[0])} = {target}.{_q(plan.key[0])}"
+                    if keep_existing:
+                        # a no-op on a duplicate key only: unlike IGNORE, data errors still raise
+                        sets = [noop]
+                    else:
+                        # qualified: the stage's columns have the same names
+                        sets = [f"{target}.{_q(c)} = VALUES({_q(c)})" for c in columns if c not in plan.key]
+                        if plan.metadata:
+                            sets.append(f"{target}.{_q(SYNCED_AT_COLUMN)} = CURRENT_TIMESTAMP(6)")
+                        if plan.soft_delete:
+                            sets.append(f"{target}.{_q(DELETED_AT_COLUMN)} = NULL")
+                        sets = sets or [noop]
+                    insert += f" ON DUPLICATE KEY UPDATE {', '.join(sets)}"
+                cur.execute(insert.replace("%", "%%"), ())
+
+    # -- reading back ------------------------------------------------------------
+    def read_rows(self, plan: TablePlan) -> Iterator[Row] | None:
+        if self.live_columns(plan) is None:
+            return None
+        cols = plan.source.columns
+        query = f"SELECT {', '.join(_q(plan.columns[c.name]) for c in cols)} FROM {_table(plan)}"
+        if plan.soft_delete:
+            query += f" WHERE {_q(DELETED_AT_COLUMN)} IS NULL"
+        with self.conn.cursor() as cur:
+            cur.execute(query.replace("%", "%%"), ())
+            rows = [
+                {c.name: canonical(c.type, v) for c, v in zip(cols, rec, strict=True)}
+                for rec in cur.fetchall()
+            ]
+        return iter(rows)
+
+    # -- foreign-key actions: not offered (capabilities.foreign_key_actions is False) ----------
+    def ensure_index(self, plan: TablePlan, columns: Sequence[str]) -> list[str]:
+        raise NotImplementedError("the MySQL destination does not emulate foreign-key actions")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self._transaction() as cur:
+            yield cur
+
+    def cascade(self, *args: Any, **kwargs: Any) -> list[tuple[list[str], list[str] | None]]:
+        raise NotImplementedError("the MySQL destination does not emulate foreign-key actions")
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (pymysql.err.InterfaceError, ConnectionError)):
+        return True
+    if isinstance(exc, OSError) and not isinstance(exc, pymysql.err.MySQLError):
+        return True
+    return error_code(exc) in _TRANSIENT
+
+
+def _extra_columns(plan: TablePlan) -> list[tuple[str, str]]:
+    out = []
+    if plan.metadata:
+        out += [
+            (OP_COLUMN, _META_TYPES[OP_COLUMN]),
+            (SOURCE_TS_COLUMN, _META_TYPES[SOURCE_TS_COLUMN]),
+            (SYNCED_AT_COLUMN, "datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"),
+        ]
+    if plan.soft_delete:
+        out.append((DELETED_AT_COLUMN, "datetime(6)"))
+    return out
+
+
+def make_plan(schema: TableSchema, dest_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
+    """Names (64 characters at most, distinct ignoring case), key and encoders for ``schema``."""
+    columns = map_columns(
+        (c.name for c in schema.columns),
+        reserved=RESERVED_COLUMNS,
+        limit=MAX_IDENTIFIER_CHARS,
+        unit="characters",
+        fold=str.lower,
+    )
+    key = tuple(columns[k] for k in schema.key) if schema.key else (ROW_KEY,)
+    return TablePlan(
+        source=schema,
+        dest_schema=fit_identifier(dest_schema, MAX_IDENTIFIER_CHARS, "characters"),
+        dest_table=fit_identifier(schema.name, MAX_IDENTIFIER_CHARS, "characters"),
+        columns=columns,
+        key=key,
+        soft_delete=soft_delete,
+        metadata=metadata,
+        encoders=tuple(field_encoder(c.type) for c in schema.columns),
+    )
+
+
+def column_type(plan: TablePlan, col: Column, collation: str) -> str:
+    """``col``'s DDL type in ``plan``'s table (key columns of text/bytes get an indexable type)."""
+    share = 0
+    if col.name in plan.source.key:
+        share = sum(1 for k in plan.source.key if (c := plan.source.column(k)) and variable_length(c.type))
+    return mysql_type_sql(col.type, key_share=share if variable_length(col.type) else 0, collation=collation)
+
+
+_INT_WIDTH = ("bigint(", "int(", "smallint(", "tinyint(", "mediumint(")
+
+
+def same_type(live: str, wanted: str) -> bool:
+    """Whether a live COLUMN_TYPE (+ charset/collation) is the type ``wanted`` (as rendered here)."""
+
+    def norm(text: str) -> str:
+        text = text.lower().strip()
+        for prefix in _INT_WIDTH:
+            if text.startswith(prefix) and not text.startswith("tinyint(1)"):
+                text = prefix[:-1] + text.split(")", 1)[1]
+        # MariaDB's JSON is LONGTEXT with a JSON_VALID check (utf8mb4_bin)
+        if text.startswith("longtext character set utf8mb4 collate utf8mb4_bin"):
+            return "json?" + text
+        return text
+
+    a, b = norm(live), norm(wanted)
+    return a == b or (b == "json" and a.startswith("json?")) or (a == "json" and b.startswith("json?"))
+
+
+def column_type_for(ct: ColumnType, collation: str = "utf8mb4_bin") -> str:
+    """The DDL type of a non-key column of ``ct`` (documentation and tests)."""
+    return mysql_type_sql(ct, collation=collation)
+
+
+def _numeric_json(value: Decimal) -> str:
+    if value.is_nan():
+        return '"NaN"'
+    if value.is_infinite():
+        return '"Infinity"' if value > 0 else '"-Infinity"'
+    text = format(value, "f")
+    return text[1:] if value.is_zero() and text.startswith("-") else text  # numeric has no -0
+
+
+def json_of(ct: ColumnType, value: Any) -> str | None:
+    """A canonical value of ``ct`` as JSON text, by the shared rule of :mod:`warpd.types`.
+
+    ("Converting into JSON": what PostgreSQL's ``to_jsonb`` gives in a UTC
+    session, and what a source writes for a fresh scalar in a JSON column.)
+    """
+    if value is None:
+        return None
+    kind = ct.kind
+    if kind in (Kind.TEXT, Kind.UUID):
+        return json.dumps(str(value), ensure_ascii=False)
+    if kind is Kind.BOOLEAN:
+        return "true" if value else "false"
+    if kind is Kind.INT:
+        return str(int(value))
+    if kind is Kind.FLOAT:
+        if math.isfinite(value):
+            return _numeric_json(Decimal(repr(float(value)).removesuffix(".0")))
+        return _numeric_json(Decimal(repr(float(value)).replace("inf", "Infinity").replace("nan", "NaN")))
+    if kind is Kind.DECIMAL:
+        return _numeric_json(Decimal(value))
+    if kind is Kind.TIMESTAMPTZ:
+        value = value.astimezone(_dt.UTC) if value.tzinfo else value
+        base = value.replace(microsecond=0, tzinfo=None).isoformat()
+        fraction = f".{value.microsecond:06d}".rstrip("0") if value.microsecond else ""
+        return json.dumps(f"{base}{fraction}+00:00")
+    if kind is Kind.BYTES:
+        return json.dumps("\\x" + bytes(value).hex())
+    if kind in (Kind.JSON, Kind.TEXT_ARRAY):
+        return json.dumps(value, ensure_ascii=False) if kind is Kind.TEXT_ARRAY else str(value)
+    raise FatalError(f"no rule turns a {ct.describe()} value into JSON in place; copy the table again")
