@@ -613,3 +613,41 @@ def test_mongodb_to_mysql_widens_a_column_into_json(tmp_path: Any) -> None:
         m.client.close()
         m.pg.close()
         server.stop()
+
+
+def test_settings_the_destination_cannot_honour_are_refused_before_anything_is_written(
+    dbs: Any, tmp_path: Any
+) -> None:
+    """The engine reads the capabilities: emulated foreign-key actions need a destination that runs them."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, write_config
+
+    dbs.sql("CREATE TABLE parent (id INT PRIMARY KEY)")
+    dbs.sql(
+        "CREATE TABLE child (id INT PRIMARY KEY, parent_id INT, "
+        "FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE CASCADE)"
+    )
+    target = f"{dbs.name}_copy"
+    config = write_config(
+        tmp_path,
+        f"source: {{connection_string: '{dbs.source_uri}'}}\n"
+        f"destination: {{type: mysql, connection_string: '{URI}'}}\n"
+        f"schemas:\n  - name: {dbs.name}\n    destination_schema: {target}\n"
+        "    foreign_key_cascades: emulate\n",
+    )
+    for extra in (["--dry-run"], []):
+        out = subprocess.run(
+            [sys.executable, "-m", "warpd", "--mode", "single", "--config", config, "--schema", dbs.name,
+             "--state-dir", str(tmp_path / "state"), *extra],
+            capture_output=True, text=True, cwd=ROOT, check=False, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 2, out.stdout + out.stderr
+        said = out.stdout + out.stderr
+        assert (
+            "foreign_key_cascades: emulate" in said and "cannot run emulated foreign-key actions" in said
+        ), said
+    with mysql_root() as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (target,))
+        assert cur.fetchone()[0] == 0, "the refused run created the destination database"
