@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from conftest import Databases, Warp, mysql_root, wait_converged, wait_until, write_config
 
 from warpd.state.store import StateStore
@@ -117,8 +118,8 @@ def pg_primary_key(dbs: Databases, table: str) -> list[str]:
 
 
 def pg_select(dbs: Databases, table: str, columns: str, order: str = "1") -> list[tuple[Any, ...]]:
-    ident = '"' + dbs.name + '"."' + table.replace('"', '""') + '"'
-    return dbs.pg_rows(f"SELECT {columns} FROM {ident} ORDER BY {order}")
+    """``SELECT columns FROM table ORDER BY order`` at the destination (either kind)."""
+    return dbs.dest.query(f"SELECT {columns} FROM {{}} ORDER BY {order}", table)
 
 
 def position_order(position: Any) -> tuple[int, int]:
@@ -136,6 +137,7 @@ def state(tmp_path: Any) -> StateStore:
 
 
 # -- 1. snapshot, then streaming ---------------------------------------------------
+@pytest.mark.destinations
 def test_snapshot_then_every_kind_of_change_streams(dbs: Databases, warp: Callable[..., Warp]) -> None:
     dbs.sql(
         "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, qty INT, price DECIMAL(10,2), "
@@ -165,8 +167,8 @@ def test_snapshot_then_every_kind_of_change_streams(dbs: Databases, warp: Callab
     dbs.sql("UPDATE items SET id = 500 WHERE id = 501")  # takes over a key deleted just before
     assert_converged(dbs, w)
     assert pg_select(dbs, "items", "id", "id")[-10:] == [(100300 + i,) for i in range(10)]
-    assert not dbs.pg_rows(f'SELECT 1 FROM "{dbs.name}".items WHERE id BETWEEN 300 AND 309 OR id = 501')
-    assert dbs.pg_rows(f'SELECT name FROM "{dbs.name}".items WHERE id = 500') == [("item 501",)]
+    assert not dbs.dest.query("SELECT 1 FROM {} WHERE id BETWEEN 300 AND 309 OR id = 501", "items")
+    assert dbs.dest.query("SELECT name FROM {} WHERE id = 500", "items") == [("item 501",)]
 
     # phase 3: a multi-statement transaction (one row changed several times, insert+delete of
     # one row, a key change) and a rolled-back one, which must leave no trace
@@ -187,8 +189,8 @@ def test_snapshot_then_every_kind_of_change_streams(dbs: Databases, warp: Callab
     dbs.sql("UPDATE items SET qty = -1")
     dbs.sql("ROLLBACK")
     assert_converged(dbs, w)
-    assert dbs.pg_rows(f'SELECT qty FROM "{dbs.name}".items WHERE id = 1') == [(1002,)]
-    assert not dbs.pg_rows(f'SELECT 1 FROM "{dbs.name}".items WHERE qty = -1 OR id IN (5000, 990, 920)')
+    assert dbs.dest.query("SELECT qty FROM {} WHERE id = 1", "items") == [(1002,)]
+    assert not dbs.dest.query("SELECT 1 FROM {} WHERE qty = -1 OR id IN (5000, 990, 920)", "items")
 
     # phase 4: TRUNCATE, then new rows
     dbs.sql("TRUNCATE TABLE items")
