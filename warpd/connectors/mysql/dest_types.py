@@ -114,7 +114,9 @@ def mysql_type_sql(
         p = _fraction(ct.precision)
         return f"datetime({p})" if p else "datetime"
     if kind in (Kind.JSON, Kind.TEXT_ARRAY):
-        return "json"
+        # a key column cannot be JSON (LONGTEXT in MariaDB, unindexable in MySQL): its JSON text in a
+        # VARCHAR, which the writer renders one way for equal values (a MySQL SET: its members)
+        return _text_type(None, key_share, collation, key_bytes) if key_share else "json"
     if kind is Kind.UUID:
         return "char(36) character set ascii collate ascii_bin"
     raise ValueError(f"no MySQL type for {ct.describe()}")
@@ -131,8 +133,9 @@ def _text_type(length: int | None, key_share: int, collation: str, key_bytes: in
 
 
 def variable_length(ct: ColumnType) -> bool:
-    """Whether a key column of this type shares InnoDB's key-length budget (text, bytes, wide decimals)."""
-    if ct.kind in (Kind.TEXT, Kind.BYTES):
+    """Whether a key column of this type shares InnoDB's key-length budget (text, bytes, wide decimals,
+    JSON text)."""
+    if ct.kind in (Kind.TEXT, Kind.BYTES, Kind.JSON, Kind.TEXT_ARRAY):
         return True
     if ct.kind is Kind.DECIMAL:
         return text_decimal(ct)
