@@ -332,6 +332,59 @@ def test_kill_during_streaming_loses_and_duplicates_nothing(
     stop_cleanly(w2)
 
 
+# -- 2b. kill -9 again and again while the schema changes ---------------------------------
+@pytest.mark.destinations
+def test_kill_during_schema_changes_replays_them_exactly(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """Killed at random points while DDL and DML stream (MySQL's DDL is not transactional: a change
+    applied before the kill is replayed after it), the destination ends up equal to the source."""
+    make_items(dbs, 500)
+    config = write_config(tmp_path, "batch_size: 20\nmax_batch_latency_ms: 20\n")
+    steps = [
+        "ALTER TABLE items ADD COLUMN extra VARCHAR(20) NULL",
+        "UPDATE items SET extra = CONCAT('x', id) WHERE id % 3 = 0",
+        "ALTER TABLE items MODIFY COLUMN qty BIGINT NOT NULL",
+        "UPDATE items SET qty = qty + 5000000000 WHERE id % 7 = 0",
+        "ALTER TABLE items ADD COLUMN flag INT NOT NULL DEFAULT 7",  # fills rows without row events
+        "ALTER TABLE items CHANGE COLUMN note memo VARCHAR(80)",
+        "CREATE TABLE side (id INT PRIMARY KEY, v TEXT)",
+        "INSERT INTO side SELECT seq, CONCAT('s', seq) FROM seq_1_to_300",
+        "RENAME TABLE side TO side2",
+        "ALTER TABLE items DROP COLUMN extra",
+        "UPDATE side2 SET v = 'changed' WHERE id < 50",
+        "CREATE TABLE doomed (id INT PRIMARY KEY)",
+        "INSERT INTO doomed VALUES (1), (2)",
+        "DROP TABLE doomed",
+        "ALTER TABLE side2 ADD COLUMN w INT NULL",
+        "UPDATE side2 SET w = id * 2 WHERE id > 250",
+    ]
+    rng = random.Random(23)
+    ids = iter(range(10_000, 20_000))
+    w = start_streaming(warp, config)
+    kills = 0
+    for n, step in enumerate(steps):
+        dbs.sql(step)
+        for _ in range(5):  # DML with the columns every step keeps
+            dbs.sql("INSERT INTO items (id, qty) VALUES (%s, %s)", (next(ids), n))
+            dbs.sql("UPDATE items SET qty = qty + 1 WHERE id = %s", (rng.randrange(1, 500),))
+            dbs.sql("DELETE FROM items WHERE id = %s", (rng.randrange(1, 500),))
+        if n % 2:
+            time.sleep(rng.uniform(0.05, 0.8))  # anywhere: mid-batch, mid-DDL, mid-copy, starting up
+            assert w.alive(), w.output[-4000:]
+            w.kill()
+            kills += 1
+            w = warp(config)
+    assert kills == len(steps) // 2
+    assert_converged(dbs, w)
+    assert dbs.dest.tables() == ["items", "side2"]
+    assert dbs.dest.columns("items") == ["id", "qty", "memo", "flag"]
+    assert dbs.dest.columns("side2") == ["id", "v", "w"]
+    assert dbs.dest.count("items") == dbs.source_count("items")
+    assert_no_dead_letters(w, dbs)
+    stop_cleanly(w)
+
+
 # -- 3. the destination's restart --------------------------------------------------------
 @pytest.mark.destinations
 def test_destination_restart_is_ridden_out(dbs: Databases, warp: Callable[..., Warp], tmp_path: Any) -> None:
@@ -516,7 +569,7 @@ def test_unreachable_destination_fails_at_startup(
         uri, name = "postgresql://warp:SecretDst-55@127.0.0.1:1/warp_test", "PostgreSQL destination"
     w = warp(config, extra=["--destination", uri])
     out = assert_startup_failure(w, name, "127.0.0.1", secret="SecretDst-55")
-    assert "port 1" in out or ":1/" in out or "127.0.0.1:1" in out, out
+    assert "port 1" in out or ":1/" in out, out
 
 
 # -- 7. the destination's sessions killed mid-stream -------------------------------------------
