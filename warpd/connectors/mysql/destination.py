@@ -54,9 +54,11 @@ from warpd.connectors.base import (
 )
 from warpd.connectors.mysql.connection import MySQLParams, error_code, parse_uri, quote_ident
 from warpd.connectors.mysql.dest_types import (
+    KEY_BYTES,
     NULL_FIELD,
     canonical,
     field_encoder,
+    fixed_key_bytes,
     mysql_type_sql,
     stage_expr,
     unescape,
@@ -779,11 +781,19 @@ def make_plan(schema: TableSchema, dest_schema: str, *, soft_delete: bool, metad
 
 
 def column_type(plan: TablePlan, col: Column, collation: str) -> str:
-    """``col``'s DDL type in ``plan``'s table (key columns of text/bytes get an indexable type)."""
-    share = 0
+    """``col``'s DDL type in ``plan``'s table (key columns of text/bytes get an indexable type: their
+    share of what the key's fixed-size columns leave of InnoDB's key limit)."""
+    share, fixed = 0, 0
     if col.name in plan.source.key:
-        share = sum(1 for k in plan.source.key if (c := plan.source.column(k)) and variable_length(c.type))
-    return mysql_type_sql(col.type, key_share=share if variable_length(col.type) else 0, collation=collation)
+        key = [c for k in plan.source.key if (c := plan.source.column(k))]
+        share = sum(1 for c in key if variable_length(c.type))
+        fixed = sum(fixed_key_bytes(c.type) for c in key)
+    return mysql_type_sql(
+        col.type,
+        key_share=share if variable_length(col.type) else 0,
+        key_bytes=KEY_BYTES - fixed,
+        collation=collation,
+    )
 
 
 _INT_WIDTH = ("bigint(", "int(", "smallint(", "tinyint(", "mediumint(")
