@@ -6,6 +6,13 @@ by a snapshot query (pymysql + snapshot_converter), from the binlog
 (pymysqlreplication + binlog_converter), and, after COPY into PostgreSQL, as
 ``col::text``.  The first two must equal the canonical values written here;
 the last must equal the PostgreSQL text written here.
+
+End to end, at every destination kind (``pytest.mark.destinations``): the real
+cartridge-warp snapshots a copy of each case's table and streams another, and
+each value read back must be exactly the one written here for that kind
+(PostgreSQL: ``c::text``; MySQL/MariaDB: the value pymysql reads, which is the
+canonical value unless ``Case.mysql`` says otherwise), or its row must be in the
+dead letters where docs/type-mapping.md says the destination refuses it.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,13 +29,16 @@ from typing import Any
 import psycopg2
 import pymysql
 import pytest
+from conftest import Databases, Warp, wait_until
 from psycopg2 import sql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import WriteRowsEvent
+from test_replication import STREAMING, binlog_position, position_order
 
 from warpd.config import SchemaConfig
 from warpd.connectors.mysql import types as my
 from warpd.connectors.postgresql.types import TextNulError, copy_encoder, pg_type_sql
+from warpd.state.store import StateStore
 from warpd.types import Column, ColumnType, Kind
 
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
@@ -36,6 +48,7 @@ SERVER_ID = 3_000_000 + os.getpid() % 1_000_000
 WRITER_SESSION = ("SET SESSION time_zone = '+05:30'", "SET SESSION sql_mode = ''")
 UTC = dt.UTC
 NUL_REJECTED = object()  # PostgreSQL expectation: the encoder raises TextNulError
+REFUSED = "<refused: dead letter>"  # a destination expectation: the row goes to the dead letters
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,18 @@ class Case:
     ddl: str  # the column definition after its name
     type: ColumnType  # expected shared type
     rows: tuple[tuple[Any, Any, Any], ...]  # (SQL literal or P, canonical value, PostgreSQL ::text)
+    # what pymysql reads back from a MySQL/MariaDB destination, row by row, where it is not the
+    # canonical value (REFUSED: the row goes to the dead letters)
+    mysql: tuple[Any, ...] | None = None
+
+    def expected(self, kind: str) -> list[Any]:
+        """Each row as read back from a destination of ``kind`` (PostgreSQL: ``c::text``)."""
+        if kind == "postgresql":
+            return [REFUSED if pg is NUL_REJECTED else pg for _, _, pg in self.rows]
+        if self.mysql is not None:
+            assert len(self.mysql) == len(self.rows), self.id
+            return list(self.mysql)
+        return [canonical for _, canonical, _ in self.rows]
 
 
 def i(n: int) -> tuple[str, int, str]:
@@ -204,18 +229,21 @@ CASES = [
         "SET('x','y','z')",
         ColumnType(Kind.TEXT_ARRAY),
         (("'z,x'", ["x", "z"], "{x,z}"), ("''", [], "{}"), ("NULL", None, None)),
+        mysql=('["x", "z"]', "[]", None),  # a JSON array, as text
     ),
     Case(
         "set_not_null",
         "SET('a','b') NOT NULL",
         ColumnType(Kind.TEXT_ARRAY),
         (("''", [], "{}"), ("'b,a'", ["a", "b"], "{a,b}")),
+        mysql=("[]", '["a", "b"]'),
     ),
     Case(
         "set_quoting",
         "SET('x y','q\"r','NULL')",
         ColumnType(Kind.TEXT_ARRAY),
         ((P('q"r,x y,NULL'), ["x y", 'q"r', "NULL"], '{"x y","q\\"r","NULL"}'),),
+        mysql=('["x y", "q\\"r", "NULL"]',),
     ),
     Case(
         "blob",
@@ -243,18 +271,26 @@ CASES = [
         ColumnType(Kind.BYTES, length=16),
         (("X'0100'", b"\x01\0", "\\x0100"), ("''", b"", "\\x")),
     ),
-    Case("bit1", "BIT(1)", ColumnType(Kind.BITS, length=1), (("b'1'", "1", "1"), ("b'0'", "0", "0"))),
+    Case(
+        "bit1",
+        "BIT(1)",
+        ColumnType(Kind.BITS, length=1),
+        (("b'1'", "1", "1"), ("b'0'", "0", "0")),
+        mysql=(b"\x01", b"\x00"),  # BIT(n) reads back as big-endian bytes
+    ),
     Case(
         "bit10",
         "BIT(10)",
         ColumnType(Kind.BITS, length=10),
         (("b'1000000001'", "1000000001", "1000000001"), ("b'11'", "0000000011", "0000000011")),
+        mysql=(b"\x02\x01", b"\x00\x03"),
     ),
     Case(
         "bit64",
         "BIT(64)",
         ColumnType(Kind.BITS, length=64),
         (("b'" + "1" * 64 + "'", "1" * 64, "1" * 64), ("1", "0" * 63 + "1", "0" * 63 + "1")),
+        mysql=(b"\xff" * 8, bytes(7) + b"\x01"),
     ),
     Case("year", "YEAR", INT16, (i(2155), i(1901), ("0", 0, "0"), ("'0'", 2000, "2000"))),
     Case(
@@ -279,6 +315,8 @@ CASES = [
             ("'2020-00-15'", "-infinity", "-infinity"),
             ("'2021-01-01'", dt.date(2021, 1, 1), "2021-01-01"),
         ),
+        # MySQL's DATE cannot hold -infinity, the canonical form of a zero or partial date
+        mysql=(REFUSED, REFUSED, dt.date(2021, 1, 1)),
     ),
     Case(
         "datetime6",
@@ -308,6 +346,7 @@ CASES = [
             ("'2020-01-00 10:00:00'", "-infinity", "-infinity"),
             ("'2021-03-28 02:30:00'", dt.datetime(2021, 3, 28, 2, 30), "2021-03-28 02:30:00"),
         ),
+        mysql=(REFUSED, REFUSED, dt.datetime(2021, 3, 28, 2, 30)),
     ),
     Case(
         "timestamp3",
@@ -318,6 +357,7 @@ CASES = [
             ("'0000-00-00 00:00:00'", None, None),
             ("NULL", None, None),
         ),
+        mysql=(dt.datetime(2021, 3, 28, 2, 0, 0, 123000), None, None),  # DATETIME holding UTC
     ),
     # Instants either side of Europe's 2021 DST changes, written from a +05:30 session;
     # 00:00 and 01:00 UTC on 2021-10-31 are both 02:00 on a Berlin wall clock.
@@ -341,6 +381,14 @@ CASES = [
                 "2038-01-19 03:14:07.999999+00",
             ),
         ),
+        mysql=(
+            dt.datetime(2021, 10, 31, 0, 0),
+            dt.datetime(2021, 10, 31, 1, 0, 0, 500000),
+            dt.datetime(2021, 3, 28, 0, 59, 59, 999999),
+            dt.datetime(2021, 3, 28, 1, 0),
+            dt.datetime(1970, 1, 1, 0, 0, 0, 500000),
+            dt.datetime(2038, 1, 19, 3, 14, 7, 999999),
+        ),
     ),
     Case(
         "timestamp_not_null",
@@ -350,6 +398,7 @@ CASES = [
             ("'0000-00-00 00:00:00'", "-infinity", "-infinity"),
             ("'2000-01-01 05:30:00'", utc(2000, 1, 1), "2000-01-01 00:00:00+00"),
         ),
+        mysql=(REFUSED, dt.datetime(2000, 1, 1)),
     ),
     Case(
         "time",
@@ -634,6 +683,121 @@ def test_copy_into_postgresql_is_exact(source: Source, pg: Any, case_id: str) ->
         got = [v for (v,) in cur.fetchall()]
     pg.commit()
     assert got == [pg_text for _, _, pg_text in case.rows]
+
+
+# --- end to end at every destination: each case snapshotted and streamed by cartridge-warp ---------
+
+SNAPSHOT, STREAM = "s_", "b_"  # a table per case copied by the snapshot, another filled while streaming
+PG_READING = (  # the session the PostgreSQL expectations (``c::text``) are written for
+    "SET TimeZone = 'UTC'",
+    "SET extra_float_digits = 1",
+    "SET IntervalStyle = 'postgres'",
+    "SET DateStyle = 'ISO, MDY'",
+    "SET bytea_output = 'hex'",
+)
+
+
+@dataclass
+class Landed:
+    """What one cartridge-warp run left at its destination."""
+
+    rows: dict[str, dict[int, Any]]  # table -> id -> the value read back (PostgreSQL: as text)
+    dead: dict[str, list[int]]  # table -> ids of the rows in the dead letters
+
+
+def _land(dbs: Databases, state_dir: str) -> Landed:
+    """Snapshot every case's rows, then stream them again, with the real cartridge-warp; read it all back."""
+    for case in CASES:
+        for prefix in (SNAPSHOT, STREAM):
+            dbs.sql(f"CREATE TABLE `{prefix}{case.id}` (id INT PRIMARY KEY, c {case.ddl})")
+    writer = _mysql(database=dbs.name)
+    w = Warp(dbs, state_dir, None, [], {})
+    store = StateStore(state_dir)
+    try:
+        with writer.cursor() as wcur:
+            for statement in WRITER_SESSION:
+                wcur.execute(statement)
+            for case in CASES:
+                _insert(wcur, SNAPSHOT + case.id, case.rows)
+            w.start()
+            wait_until(lambda: STREAMING in w.output or not w.alive(), 300, "the snapshot to finish")
+            assert w.alive(), f"cartridge-warp exited with {w.proc.poll() if w.proc else None}:\n{w.output}"
+            for case in CASES:
+                _insert(wcur, STREAM + case.id, case.rows)
+        end = binlog_position(dbs)
+
+        def applied() -> bool:
+            assert w.alive(), f"cartridge-warp exited:\n{w.output[-6000:]}"
+            checkpoint = store.checkpoint(dbs.name)
+            return checkpoint is not None and position_order(checkpoint) >= end
+
+        wait_until(applied, 300, f"the checkpoint to reach {end}", interval=0.3)
+        assert w.stop(timeout=60) == 0, w.output[-4000:]
+        assert "Traceback" not in w.output, w.output
+        read = "SELECT id, c::text FROM {} ORDER BY id" if dbs.dest.kind == "postgresql" else None
+        if read:
+            for statement in PG_READING:
+                dbs.dest.query(statement)
+        rows = {
+            prefix + case.id: dict(
+                dbs.dest.query(read or "SELECT id, c FROM {} ORDER BY id", prefix + case.id)
+            )
+            for case in CASES
+            for prefix in (SNAPSHOT, STREAM)
+        }
+        dead: dict[str, list[int]] = {}
+        for letter in store.dead_letters(dbs.name):
+            dead.setdefault(letter.table, []).append(int(letter.row["id"]))
+        return Landed(rows, {table: sorted(ids) for table, ids in dead.items()})
+    finally:
+        store.close()
+        writer.close()
+        if w.alive():
+            w.kill()
+
+
+@pytest.fixture(scope="module")
+def land(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Landed]]:
+    """``land(kind)``: the one cartridge-warp run of this module to a destination of ``kind``."""
+    runs: dict[str, Landed | BaseException] = {}
+    made: list[Databases] = []
+
+    def run(kind: str) -> Landed:
+        if kind not in runs:
+            dbs = Databases(f"warp_t_{uuid.uuid4().hex[:10]}", kind)
+            made.append(dbs)
+            try:
+                runs[kind] = _land(dbs, str(tmp_path_factory.mktemp(f"land-{kind}")))
+            except BaseException as exc:  # noqa: BLE001 - every case of this kind reports it
+                runs[kind] = exc
+        landed = runs[kind]
+        if isinstance(landed, BaseException):
+            raise landed
+        return landed
+
+    try:
+        yield run
+    finally:
+        for dbs in made:
+            dbs.drop()
+
+
+@pytest.mark.destinations
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_each_value_lands_exactly_at_the_destination(
+    land: Callable[[str], Landed], destination_kind: str, case_id: str
+) -> None:
+    """Snapshot and stream both write each value exactly, or put its row in the dead letters (docs)."""
+    expected = BY_ID[case_id].expected(destination_kind)
+    landed = land(destination_kind)
+    want = {n: value for n, value in enumerate(expected, start=1) if value is not REFUSED}
+    refused = [n for n, value in enumerate(expected, start=1) if value is REFUSED]
+    for prefix, path in ((SNAPSHOT, "snapshot"), (STREAM, "stream")):
+        table = prefix + case_id
+        got = landed.rows[table]
+        assert _typed(list(got.values())) == _typed(list(want.values())), path
+        assert list(got) == list(want), f"{path}: row ids"
+        assert landed.dead.get(table, []) == refused, f"{path}: dead letters"
 
 
 # --- behaviour of pymysqlreplication we cannot fix, pinned so a library change is noticed ------------
