@@ -1170,3 +1170,78 @@ def state_dead_letters(w: Warp, dbs: Databases) -> list[Any]:
         return store.dead_letters(dbs.name)
     finally:
         store.close()
+
+
+# --- the MySQL destination's other load path: multi-row INSERTs when the server has local_infile OFF ---
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_mysql_destination_insert_fallback_lands_the_same_values(source: Source, case_id: str) -> None:
+    """Without ``LOAD DATA LOCAL`` (MySQL 8's default) the same values land, or the same rows are refused.
+
+    The server's ``local_infile`` is global and shared with every other test, so this destination
+    is told it is OFF rather than the server being changed.
+    """
+    from warpd.connectors.mysql.destination import MySQLDestination
+    from warpd.connectors.mysql.source import MySQLSource
+    from warpd.engine.applier import DestinationPool, TableApplier
+    from warpd.engine.batch import FinalState
+
+    class WithoutLocalInfile(MySQLDestination):
+        def _open(self) -> Any:
+            conn = super()._open()
+            self.local_infile = False
+            return conn
+
+    case = BY_ID[case_id]
+    table = f"t_{case_id}"
+    uri = f"mysql://root@{MYSQL['host']}:{MYSQL['port']}/"
+    mysql_source = MySQLSource(uri + DB, DB, server_id=SERVER_ID + 9)
+    pool = DestinationPool(lambda: WithoutLocalInfile(uri))
+    schema = mysql_source.describe(table)
+    letters: dict[str, list[int]] = {}
+    got: dict[str, dict[int, Any]] = {}
+    try:
+        for path, dest_schema in (("snapshot", DB + "_is"), ("stream", DB + "_ib")):
+            plan = pool.get().plan(schema, dest_schema, soft_delete=False, metadata=False)
+            pool.get().prepare(plan)
+            applier = TableApplier(
+                "fallback",
+                plan,
+                SchemaConfig(name="fallback").table_settings(table),
+                pool,
+                lambda _t, _op, row, _reason, _pos, path=path: letters.setdefault(path, []).append(
+                    int(row["id"])
+                ),
+                lambda: False,
+            )
+            try:
+                if path == "snapshot":
+                    for chunk in mysql_source.snapshot(schema, None, 1000, copy_text=False):
+                        applier.copy_snapshot(chunk)
+                else:
+                    applier.apply(
+                        FinalState({"id": n, "c": value}, False, "insert", None, None)
+                        for n, value in enumerate(source.binlog[case_id], start=1)
+                    )
+            finally:
+                applier.close()
+            with pool.get().conn.cursor() as cur:
+                cur.execute(f"SELECT id, c FROM `{dest_schema}`.`{table}` ORDER BY id")
+                got[path] = dict(cur.fetchall())
+        assert pool.get().local_infile is False, "the path this test means to take"
+    finally:
+        pool.close()
+        mysql_source.close()
+        admin = _mysql()
+        with admin.cursor() as cur:
+            for suffix in ("_is", "_ib"):
+                cur.execute(f"DROP DATABASE IF EXISTS `{DB}{suffix}`")
+        admin.close()
+    expected = case.expected("mysql")
+    want = {n: value for n, value in enumerate(expected, start=1) if value is not REFUSED}
+    refused = [n for n, value in enumerate(expected, start=1) if value is REFUSED]
+    for path in ("snapshot", "stream"):
+        assert _typed(list(got[path].values())) == _typed(list(want.values())), path
+        assert list(got[path]) == list(want), f"{path}: row ids"
+        assert sorted(letters.get(path, [])) == refused, f"{path}: dead letters"
