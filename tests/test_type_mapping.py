@@ -703,6 +703,7 @@ class Landed:
 
     rows: dict[str, dict[int, Any]]  # table -> id -> the value read back (PostgreSQL: as text)
     dead: dict[str, list[int]]  # table -> ids of the rows in the dead letters
+    types: dict[str, str]  # table -> the type of its column c, as the destination's catalogue spells it
 
 
 def _land(dbs: Databases, state_dir: str) -> Landed:
@@ -745,10 +746,18 @@ def _land(dbs: Databases, state_dir: str) -> Landed:
             for case in CASES
             for prefix in (SNAPSHOT, STREAM)
         }
+        if dbs.dest.kind == "postgresql":
+            spelled = "SELECT c.relname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            spelled += "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            spelled += "WHERE n.nspname = %s AND a.attname = 'c' AND c.relkind = 'r'"
+        else:
+            spelled = "SELECT table_name, column_type FROM information_schema.columns "
+            spelled += "WHERE table_schema = %s AND column_name = 'c'"
+        types = {str(t): str(spelling) for t, spelling in dbs.dest.query(spelled, args=(dbs.dest.schema,))}
         dead: dict[str, list[int]] = {}
         for letter in store.dead_letters(dbs.name):
             dead.setdefault(letter.table, []).append(int(letter.row["id"]))
-        return Landed(rows, {table: sorted(ids) for table, ids in dead.items()})
+        return Landed(rows, {table: sorted(ids) for table, ids in dead.items()}, types)
     finally:
         store.close()
         writer.close()
@@ -780,6 +789,39 @@ def land(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], L
     finally:
         for dbs in made:
             dbs.drop()
+
+
+def mysql_column_type(ct: ColumnType) -> str:
+    """The MySQL/MariaDB column type of docs/type-mapping.md ("MySQL/MariaDB destination"), as MariaDB
+    spells it in information_schema (its JSON is LONGTEXT with a JSON_VALID check)."""
+    p = ct.precision
+    spelled = {
+        Kind.INT: {16: "smallint(6)", 32: "int(11)", 64: "bigint(20)"}.get(ct.bits or 64, ""),
+        Kind.DECIMAL: f"decimal({ct.precision},{ct.scale})",
+        Kind.FLOAT: "double",
+        Kind.TEXT: "longtext",
+        Kind.BYTES: "longblob",
+        Kind.BITS: f"bit({ct.length})",
+        Kind.DATE: "date",
+        Kind.TIME: f"time({p})" if p else "time",
+        Kind.TIMESTAMP: f"datetime({p})" if p else "datetime",
+        Kind.TIMESTAMPTZ: f"datetime({p})" if p else "datetime",
+        Kind.JSON: "longtext",
+        Kind.TEXT_ARRAY: "longtext",
+        Kind.UUID: "char(36)",
+    }
+    return spelled[ct.kind]
+
+
+@pytest.mark.destinations
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_each_case_gets_the_documented_column_type(
+    land: Callable[[str], Landed], destination_kind: str, case_id: str
+) -> None:
+    case = BY_ID[case_id]
+    expected = pg_type_sql(case.type) if destination_kind == "postgresql" else mysql_column_type(case.type)
+    landed = land(destination_kind)
+    assert [landed.types[prefix + case_id] for prefix in (SNAPSHOT, STREAM)] == [expected, expected]
 
 
 @pytest.mark.destinations
