@@ -1287,3 +1287,86 @@ def test_mysql_destination_insert_fallback_lands_the_same_values(source: Source,
         assert _typed(list(got[path].values())) == _typed(list(want.values())), path
         assert list(got[path]) == list(want), f"{path}: row ids"
         assert sorted(letters.get(path, [])) == refused, f"{path}: dead letters"
+
+
+# --- widenings at their point in the stream: values before and after stay exact -----------------------
+
+WIDENINGS = (  # column, type before, type after, a value only the type after holds
+    ("a", "INT", "BIGINT UNSIGNED", "18446744073709551615"),
+    (
+        "d",
+        "DECIMAL(10,2)",
+        "DECIMAL(65,30)",
+        "-12345678901234567890123456789012345.123456789012345678901234567891",
+    ),
+    ("f", "FLOAT", "DOUBLE", "0.30000000000000004"),
+    ("dt", "DATETIME", "DATETIME(6)", "'9999-12-31 23:59:59.999999'"),
+    ("ts", "TIMESTAMP NULL", "TIMESTAMP(6) NULL", "'2038-01-19 03:14:07.999999'"),
+    ("tm", "TIME", "TIME(6)", "'838:59:59.999999'"),
+    ("v", "VARCHAR(5)", "TEXT", "CONCAT(REPEAT('x', 1000), '\\\\N\\t')"),
+    ("b", "VARBINARY(4)", "BLOB", "X'" + ALL_BYTES.hex() + "'"),
+    ("bt", "BIT(4)", "BIT(40)", "b'" + "1" * 40 + "'"),
+    ("s", "SET('x','y')", "SET('x','y','z')", "'z,x'"),
+)
+
+
+@pytest.mark.destinations
+def test_widened_columns_keep_every_value_exact(dbs: Databases, warp: Callable[..., Warp]) -> None:
+    """Each column widened mid-stream: the rows before (snapshotted and streamed) keep the value the
+    source converted them to, and a value only the wider type holds lands exactly."""
+    from test_replication import assert_converged, start_streaming, stop_cleanly
+
+    dbs.sql("SET SESSION time_zone = '+00:00'")
+    dbs.sql(
+        f"CREATE TABLE w (id INT PRIMARY KEY, {', '.join(f'{c} {old}' for c, old, _new, _v in WIDENINGS)})"
+    )
+    before = "2147483647, 12345678.99, 0.1, '2020-01-01 00:00:01', '2020-01-01 00:00:01', '-838:59:59', "
+    before += "'héllo', X'00090a5c', b'1010', 'y'"
+    dbs.sql(f"INSERT INTO w VALUES (1, {before})")
+    w = start_streaming(warp)
+    dbs.sql(f"INSERT INTO w VALUES (2, {before})")
+    assert_converged(dbs, w)
+    for column, _old, new, _value in WIDENINGS:
+        dbs.sql(f"ALTER TABLE w MODIFY {column} {new}")
+    dbs.sql(f"INSERT INTO w VALUES (3, {', '.join(value for _c, _o, _n, value in WIDENINGS)})")
+    assert_converged(dbs, w)
+    got = dbs.dest.query("SELECT id, a, d, f, dt, ts, tm, v, b, bt, s FROM {} ORDER BY id", "w")
+    old_values = (
+        Decimal("2147483647"),
+        Decimal("12345678.990000000000000000000000000000"),
+        0.10000000149011612,  # FLOAT 0.1, made a DOUBLE by the source
+        dt.datetime(2020, 1, 1, 0, 0, 1),
+        dt.datetime(2020, 1, 1, 0, 0, 1),  # TIMESTAMP: UTC
+        -dt.timedelta(hours=838, minutes=59, seconds=59),
+        "héllo",
+        b"\x00\t\n\\",
+    )
+    new_values = (
+        Decimal("18446744073709551615"),
+        Decimal("-12345678901234567890123456789012345.123456789012345678901234567891"),
+        0.30000000000000004,
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+        dt.datetime(2038, 1, 19, 3, 14, 7, 999999),
+        dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999),
+        "x" * 1000 + "\\N\t",
+        ALL_BYTES,
+    )
+    if dbs.dest.kind == "postgresql":  # bit(n) as '0'/'1' text, text[], timestamptz aware
+        tail = [("0" * 36 + "1010", ["y"]), ("0" * 36 + "1010", ["y"]), ("1" * 40, ["x", "z"])]
+    else:  # bit(n) as big-endian bytes, the set as a JSON array
+        tail = [(bytes(4) + b"\x0a", '["y"]'), (bytes(4) + b"\x0a", '["y"]'), (b"\xff" * 5, '["x", "z"]')]
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, memoryview):
+            return bytes(value)
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    rows = [tuple(plain(v) for v in row) for row in got]
+    expected = [
+        (n, *values, *tail[n - 1]) for n, values in ((1, old_values), (2, old_values), (3, new_values))
+    ]
+    assert _typed([list(r) for r in rows]) == _typed([list(r) for r in expected])
+    assert state_dead_letters(w, dbs) == []
+    stop_cleanly(w)
