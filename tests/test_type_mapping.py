@@ -1370,3 +1370,52 @@ def test_widened_columns_keep_every_value_exact(dbs: Databases, warp: Callable[.
     assert _typed([list(r) for r in rows]) == _typed([list(r) for r in expected])
     assert state_dead_letters(w, dbs) == []
     stop_cleanly(w)
+
+
+# --- tables without a key: a row snapshotted is found again by the change that streams for it ---------
+
+
+@pytest.mark.destinations
+def test_keyless_rows_of_every_type_are_found_again_by_their_changes(
+    dbs: Databases, warp: Callable[..., Warp]
+) -> None:
+    """Rows are identified by a hash of the whole row: the snapshot's and the binlog's values must hash
+    the same (docs/type-mapping.md, "Tables without a primary key"), '\\N' and NULL apart."""
+    from test_replication import assert_converged, start_streaming, stop_cleanly
+
+    dbs.sql("SET SESSION time_zone = '+05:30', sql_mode = ''")
+    dbs.sql(
+        "CREATE TABLE nokey (n INT NOT NULL, f FLOAT, s SET('x','y','z'), d DATE, "
+        "dtm DATETIME(6), ts TIMESTAMP(3) NULL, bt BIT(10), b VARBINARY(8), t VARCHAR(10), "
+        "u BIGINT UNSIGNED, m DECIMAL(65,30), tm TIME(6))"
+    )
+    # JSON apart: warpd.verify cannot compare a keyless table holding JSON (see the report of this test)
+    dbs.sql("CREATE TABLE nokey_json (n INT NOT NULL, j JSON)")
+    rows = [
+        "1.2345678, 'z,x', '0000-00-00', '2020-01-02 03:04:05.000006', "
+        "'2021-03-28 07:30:00.123', b'1000000001', X'00090a5c', '\\\\N', 18446744073709551615, "
+        "'0.000000000000000000000000000001', '-838:59:59.999999'",
+        "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+        "0.1, '', '2020-00-15', '9999-12-31 23:59:59.999999', '1970-01-01 05:30:00.5', b'0', X'', "
+        "'', 0, 0, '00:00:00'",
+        "-3.4e38, 'y', '2020-02-29', NULL, '2038-01-19 08:44:07.999', b'11', X'ff', 'tab\tx\\\\', "
+        "9223372036854775808, 99.5, '-00:00:00.000001'",
+    ]
+    documents = ['\'{"b": 1, "a": [2.50]}\'', "NULL", "'[]'", "'1E2'", "'\"\\\\\\\\N\"'"]
+    for n, values in enumerate(rows, start=1):
+        dbs.sql(f"INSERT INTO nokey VALUES ({n}, {values})")
+    for n, document in enumerate(documents, start=1):
+        dbs.sql(f"INSERT INTO nokey_json VALUES ({n}, {document})")
+    w = start_streaming(warp)
+    for n, values in enumerate(rows, start=1):  # streamed twins of the snapshotted rows
+        dbs.sql(f"INSERT INTO nokey VALUES ({n + 10}, {values})")
+    for table in ("nokey", "nokey_json"):
+        dbs.sql(f"UPDATE {table} SET n = n + 100 WHERE n IN (1, 3)")  # rows the snapshot copied
+        dbs.sql(f"DELETE FROM {table} WHERE n IN (2, 4, 5, 14)")  # found by their whole row
+    assert_converged(dbs, w, tables=["nokey"])
+    for table in ("nokey", "nokey_json"):
+        got = sorted(n for (n,) in dbs.dest.query("SELECT n FROM {}", table))
+        assert got == sorted(n for (n,) in dbs.sql(f"SELECT n FROM {table}")), table
+    assert sorted(n for (n,) in dbs.dest.query("SELECT n FROM {}", "nokey")) == [11, 12, 13, 101, 103]
+    assert state_dead_letters(w, dbs) == []
+    stop_cleanly(w)
