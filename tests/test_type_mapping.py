@@ -182,6 +182,7 @@ CASES = [
             (P("trailing  "), "trailing  ", "trailing  "),
             (P(""), "", ""),
             (P("\\N"), "\\N", "\\N"),
+            (P("^Z\x1a bs\x08 \\0 \\Z"), "^Z\x1a bs\x08 \\0 \\Z", "^Z\x1a bs\x08 \\0 \\Z"),
         ),
     ),
     Case(
