@@ -312,34 +312,49 @@ def test_xa_rollback_commit_and_a_restart_between_prepare_and_commit(
     w = start_streaming(warp)
     conn = session(dbs.name)
     cur = conn.cursor()
+    # XA ids are the server's, and a prepared one outlives its session and a server restart:
+    # ids of this test's own, rolled back if it fails, so no other run meets them
+    prepared: set[str] = set()
 
-    def prepare(xid: str, row_id: int) -> None:
-        cur.execute(f"XA START '{xid}'")
-        cur.execute("INSERT INTO x VALUES (%s, %s)", (row_id, xid))
-        cur.execute("UPDATE x SET v = %s WHERE id = 1", (xid,))
-        cur.execute(f"XA END '{xid}'")
-        cur.execute(f"XA PREPARE '{xid}'")
+    def xid(label: str) -> str:
+        return f"'{label}-{dbs.name}'"
 
-    prepare("rolled", 2)
-    cur.execute("XA ROLLBACK 'rolled'")
-    prepare("done", 3)
-    cur.execute("XA COMMIT 'done'")
-    assert_converged(dbs, w)  # no phantom row 2, row 3 and 'done' applied
-    assert dbs.dest.query("SELECT id, v FROM {} ORDER BY id", "x") == [(1, "done"), (3, "done")]
+    def prepare(label: str, row_id: int) -> None:
+        cur.execute(f"XA START {xid(label)}")
+        cur.execute("INSERT INTO x VALUES (%s, %s)", (row_id, label))
+        cur.execute("UPDATE x SET v = %s WHERE id = 1", (label,))
+        cur.execute(f"XA END {xid(label)}")
+        cur.execute(f"XA PREPARE {xid(label)}")
+        prepared.add(label)
 
-    held = binlog_position(dbs)
-    prepare("across", 4)
-    dbs.sql("INSERT INTO x VALUES (5, 'after prepare')")  # committed while 'across' is undecided
-    wait_until(lambda: dbs.dest.query("SELECT 1 FROM {} WHERE id = 5", "x"), TIMEOUT, "row 5")
-    assert dbs.dest.query("SELECT 1 FROM {} WHERE id = 4", "x") == [], "applied before its XA COMMIT"
-    store = state(tmp_path)
+    def decide(how: str, label: str) -> None:
+        cur.execute(f"XA {how} {xid(label)}")
+        prepared.discard(label)
+
     try:
-        assert position_order(store.checkpoint(dbs.name)) <= held, "the checkpoint passed an undecided XA"
+        prepare("rolled", 2)
+        decide("ROLLBACK", "rolled")
+        prepare("done", 3)
+        decide("COMMIT", "done")
+        assert_converged(dbs, w)  # no phantom row 2, row 3 and 'done' applied
+        assert dbs.dest.query("SELECT id, v FROM {} ORDER BY id", "x") == [(1, "done"), (3, "done")]
+
+        held = binlog_position(dbs)
+        prepare("across", 4)
+        dbs.sql("INSERT INTO x VALUES (5, 'after prepare')")  # committed while 'across' is undecided
+        wait_until(lambda: dbs.dest.query("SELECT 1 FROM {} WHERE id = 5", "x"), TIMEOUT, "row 5")
+        assert dbs.dest.query("SELECT 1 FROM {} WHERE id = 4", "x") == [], "applied before its XA COMMIT"
+        store = state(tmp_path)
+        try:
+            assert position_order(store.checkpoint(dbs.name)) <= held, "the checkpoint passed an undecided XA"
+        finally:
+            store.close()
+        assert w.stop(signal.SIGTERM, 60) == 0
+        decide("COMMIT", "across")
     finally:
-        store.close()
-    assert w.stop(signal.SIGTERM, 60) == 0
-    cur.execute("XA COMMIT 'across'")
-    conn.close()
+        for label in list(prepared):
+            in_session(dbs.name, f"XA ROLLBACK {xid(label)}")
+        conn.close()
     w2 = start_streaming(warp)
     assert_converged(dbs, w2)
     assert dbs.dest.query("SELECT id, v FROM {} ORDER BY id", "x") == [
