@@ -31,7 +31,9 @@ MAX_BIT_LENGTH = 64
 # share what the fixed-size key columns leave of it (768 characters, or 3072 bytes for binary ones,
 # when all key columns are text).  A longer key value is refused (dead letter).
 KEY_BYTES = 3072
-MAX_TIME = _dt.timedelta(hours=838, minutes=59, seconds=59)
+# MariaDB's TIME(6) holds ±838:59:59.999999 (MySQL 8's ends at ±838:59:59: its strict session refuses
+# the fraction beyond, and the row goes to the dead letters like any value the server refuses)
+MAX_TIME = _dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999)
 _UTC = _dt.UTC
 
 # LOAD DATA's escapes (ESCAPED BY '\\'): backslash first, then every byte that would end a field
@@ -233,7 +235,7 @@ def _date(value: Any) -> str:
 
 def _time(value: _dt.timedelta) -> str:
     if abs(value) > MAX_TIME:
-        raise ValueError(f"MySQL TIME holds -838:59:59 to 838:59:59, not {value}")
+        raise ValueError(f"MySQL TIME holds -838:59:59.999999 to 838:59:59.999999, not {value}")
     micros = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
     sign = "-" if micros < 0 else ""
     seconds, micro = divmod(abs(micros), 1_000_000)
