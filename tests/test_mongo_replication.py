@@ -25,7 +25,7 @@ from psycopg2 import sql
 from tests.mongo_support import Backend, MongoDatabases, backend, mongo_converged
 from warpd.state.store import StateStore
 
-pytestmark = pytest.mark.mongodb
+pytestmark = [pytest.mark.mongodb, pytest.mark.destinations]
 
 
 @pytest.fixture(scope="module", params=["wire", "replica-set"])
@@ -34,8 +34,8 @@ def mongo_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 
 @pytest.fixture
-def mdb(mongo_backend: Backend) -> Iterator[MongoDatabases]:
-    m = MongoDatabases(mongo_backend)
+def mdb(mongo_backend: Backend, destination_kind: str) -> Iterator[MongoDatabases]:
+    m = MongoDatabases(mongo_backend, destination_kind)
     try:
         yield m
     finally:
@@ -808,6 +808,50 @@ def test_snapshot_of_mixed_id_types_in_small_chunks(mdb, mwarp, state_dir, tmp_p
     w = mwarp(config(tmp_path, "snapshot_chunk_size: 4\n"))
     wait_mongo(mdb, w, state_dir)
     assert mdb.pg_count("mixed_ids") == len(ids)
+    assert w.stop() == 0
+
+
+def test_id_widened_into_json_while_streaming_stays_the_primary_key(mdb, mwarp, state_dir, tmp_path):
+    """_id int -> string and document ids: one key column still (MySQL: exact JSON text, docs/type-mapping.md)."""
+    coll = mdb.db["keys"]
+    coll.insert_many([{"_id": i, "n": i} for i in range(3)])
+    w = mwarp(config(tmp_path))
+    wait_mongo(mdb, w, state_dir)
+    coll.insert_one({"_id": "s", "n": 10})
+    coll.insert_one({"_id": {"k": 1}, "n": 11})
+    wait_mongo(mdb, w, state_dir)
+    coll.update_one({"_id": 1}, {"$set": {"n": 100}})  # after the conversion, the key still matches
+    coll.delete_one({"_id": "s"})
+    coll.insert_one({"_id": {"b": 1, "a": 2}, "n": 12})
+    wait_mongo(mdb, w, state_dir)
+    got = sorted((repr(mdb.dest.json(i)), n) for i, n in mdb.dest.query("SELECT _id, n FROM {}", "keys"))
+    # MySQL keeps the key's JSON text as MongoDB wrote it; jsonb orders an object's keys
+    last = "{'b': 1, 'a': 2}" if mdb.dest.kind == "mysql" else "{'a': 2, 'b': 1}"
+    assert got == sorted([("0", 0), ("1", 100), ("2", 2), ("{'k': 1}", 11), (last, 12)]), got
+    key = mdb.dest.query(
+        "SELECT kcu.column_name FROM information_schema.table_constraints tc "
+        "JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name "
+        "AND kcu.table_schema = tc.table_schema AND kcu.table_name = tc.table_name "
+        "WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = %s AND tc.table_name = 'keys'",
+        args=(mdb.dest_schema,),
+    )
+    assert [r[0] for r in key] == ["_id"]
+    # an _id longer than an indexable key: PostgreSQL keeps it, MySQL refuses it whole (never cut)
+    long_id = "x" * 800
+    coll.insert_one({"_id": long_id, "n": 13})
+    coll.insert_one({"_id": "after", "n": 14})
+    if mdb.dest.kind == "mysql":
+        assert dict(mdb.dest.column_types("keys"))["_id"] == "varchar"
+        wait_until(lambda: _dead_letters(state_dir, mdb.name), 30, "the dead letter")
+        wait_until(lambda: mdb.pg_count("keys") == 6, 30, "the row after it")
+        letters = _dead_letters(state_dir, mdb.name)
+        assert [(d.table, d.row.get("n")) for d in letters] == [("keys", 13)]
+        assert "'_id'" in letters[0].reason and "does not fit" in letters[0].reason, letters[0].reason
+        assert not mdb.dest.query("SELECT 1 FROM {} WHERE n = 13", "keys")
+    else:
+        wait_mongo(mdb, w, state_dir)
+        assert mdb.pg_count("keys") == 7
+    assert w.alive()
     assert w.stop() == 0
 
 

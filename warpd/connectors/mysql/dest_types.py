@@ -76,8 +76,9 @@ def mysql_type_sql(ct: ColumnType, *, key_share: int = 0, collation: str = "utf8
     """The column type (as used in DDL) for a shared type.
 
     ``key_share`` > 0 says the column is one of that many variable-length key
-    columns, which must be indexable: text and bytes become VARCHAR/VARBINARY
-    of their share of InnoDB's 3072-byte key limit instead of LONGTEXT/LONGBLOB.
+    columns, which must be indexable: text, JSON and bytes become
+    VARCHAR/VARBINARY of their share of InnoDB's 3072-byte key limit instead of
+    LONGTEXT/JSON/LONGBLOB (JSON as its exact text, binary NO PAD collation).
     """
     kind = ct.kind
     if kind is Kind.INT:
@@ -110,7 +111,9 @@ def mysql_type_sql(ct: ColumnType, *, key_share: int = 0, collation: str = "utf8
         p = _fraction(ct.precision)
         return f"datetime({p})" if p else "datetime"
     if kind in (Kind.JSON, Kind.TEXT_ARRAY):
-        return "json"
+        # a key column cannot be JSON (LONGTEXT on MariaDB, unindexable on MySQL): its canonical JSON
+        # text, exactly, in an indexable binary NO PAD VARCHAR; a longer value is refused, never cut
+        return _text_type(None, key_share, collation) if key_share else "json"
     if kind is Kind.UUID:
         return "char(36) character set ascii collate ascii_bin"
     raise ValueError(f"no MySQL type for {ct.describe()}")
@@ -127,8 +130,8 @@ def _text_type(length: int | None, key_share: int, collation: str) -> str:
 
 
 def variable_length(ct: ColumnType) -> bool:
-    """Whether a key column of this type shares InnoDB's key-length budget (text, bytes, wide decimals)."""
-    if ct.kind in (Kind.TEXT, Kind.BYTES):
+    """Whether a key column of this type shares InnoDB's key-length budget (text, bytes, JSON, wide decimals)."""
+    if ct.kind in (Kind.TEXT, Kind.BYTES, Kind.JSON, Kind.TEXT_ARRAY):
         return True
     if ct.kind is Kind.DECIMAL:
         return text_decimal(ct)

@@ -507,9 +507,13 @@ class MySQLDestination:
     ) -> list[str]:
         target = _table(plan)
         tmp = fit_identifier(f"_warp_json_{name}", MAX_IDENTIFIER_CHARS, "characters")
+        # a key column's JSON is indexable text (mysql_type_sql), and the primary key is rebuilt on it
+        col = next(c for c in plan.source.columns if plan.columns[c.name] == name)
+        in_key = name in plan.key
+        want = self.column_type(plan, col)
         done = []
         if tmp not in live:
-            done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} json AFTER {_q(name)}"])
+            done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} {want} AFTER {_q(name)}"])
         keys = ", ".join(map(_q, plan.key))
         head = f"INSERT INTO {target} ({keys}, {_q(tmp)}) VALUES ".replace("%", "%%")
         tail = f" ON DUPLICATE KEY UPDATE {target}.{_q(tmp)} = VALUES({_q(tmp)})".replace("%", "%%")
@@ -530,9 +534,16 @@ class MySQLDestination:
         finally:
             reader.close()
         done.append(f"UPDATE {target} SET {_q(tmp)} = <{name} as JSON> -- {count} rows")
-        done += self._execute(
-            [f"ALTER TABLE {target} DROP COLUMN {_q(name)}, CHANGE COLUMN {_q(tmp)} {_q(name)} json"]
-        )
+        if in_key:
+            # one ALTER: the table is never without its primary key, and a replay finds it done
+            swap = (
+                f"ALTER TABLE {target} DROP PRIMARY KEY, DROP COLUMN {_q(name)}, "
+                f"CHANGE COLUMN {_q(tmp)} {_q(name)} {want} NOT NULL, "
+                f"ADD PRIMARY KEY ({', '.join(map(_q, plan.key))})"
+            )
+        else:
+            swap = f"ALTER TABLE {target} DROP COLUMN {_q(name)}, CHANGE COLUMN {_q(tmp)} {_q(name)} {want}"
+        done += self._execute([swap])
         return done
 
     # -- records ---------------------------------------------------------------
@@ -617,6 +628,8 @@ class MySQLDestination:
             problems = [w for w in cur.fetchall() if str(w[0]).lower() != "note"]
             if problems:
                 level, code, message = problems[0]
+                if int(code) in (1265, 1406):  # the server says "truncated": nothing is
+                    message += " (the value does not fit the column: the row is refused, not cut)"
                 raise StageRefused(int(code), f"{message} (LOAD DATA {level.lower()})")
             return
         # local_infile OFF: the same stage, filled by multi-row INSERTs (strict mode raises by itself)
