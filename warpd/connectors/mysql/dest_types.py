@@ -30,6 +30,9 @@ MAX_BIT_LENGTH = 64
 # InnoDB indexes at most 3072 bytes per key: text key columns (4 bytes per character in utf8mb4)
 # share 768 characters, binary ones 3072 bytes.  A longer key value is refused (dead letter).
 KEY_BYTES = 3072
+# the comment that marks a key column holding JSON text (its type is a VARCHAR like a text key's):
+# a widening from text to JSON is then visible in the catalogue, so a replay never converts twice
+JSON_KEY_COMMENT = "json"
 MAX_TIME = _dt.timedelta(hours=838, minutes=59, seconds=59)
 _UTC = _dt.UTC
 
@@ -113,7 +116,9 @@ def mysql_type_sql(ct: ColumnType, *, key_share: int = 0, collation: str = "utf8
     if kind in (Kind.JSON, Kind.TEXT_ARRAY):
         # a key column cannot be JSON (LONGTEXT on MariaDB, unindexable on MySQL): its canonical JSON
         # text, exactly, in an indexable binary NO PAD VARCHAR; a longer value is refused, never cut
-        return _text_type(None, key_share, collation) if key_share else "json"
+        if key_share:
+            return f"{_text_type(None, key_share, collation)} comment '{JSON_KEY_COMMENT}'"
+        return "json"
     if kind is Kind.UUID:
         return "char(36) character set ascii collate ascii_bin"
     raise ValueError(f"no MySQL type for {ct.describe()}")

@@ -54,6 +54,7 @@ from warpd.connectors.base import (
 )
 from warpd.connectors.mysql.connection import MySQLParams, error_code, parse_uri, quote_ident
 from warpd.connectors.mysql.dest_types import (
+    JSON_KEY_COMMENT,
     NULL_FIELD,
     canonical,
     field_encoder,
@@ -288,7 +289,7 @@ class MySQLDestination:
         with self.conn.cursor() as cur:
             cur.execute(
                 "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'NO' AND COLUMN_DEFAULT IS NULL, "
-                "COLLATION_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+                "COLLATION_NAME, CHARACTER_SET_NAME, COLUMN_COMMENT FROM information_schema.COLUMNS "
                 "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
                 (plan.dest_schema, plan.dest_table),
             )
@@ -301,10 +302,12 @@ class MySQLDestination:
                 if cur.fetchone() is None:
                     return None
         out = {}
-        for name, ctype, required, collation, charset in rows:
+        for name, ctype, required, collation, charset, comment in rows:
             text = str(ctype).lower()
             if charset:
                 text += f" character set {charset} collate {collation}"
+            if comment == JSON_KEY_COMMENT:
+                text += f" comment '{JSON_KEY_COMMENT}'"
             out[str(name)] = (text, bool(required))
         return out
 
