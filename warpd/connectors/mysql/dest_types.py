@@ -179,7 +179,12 @@ def _decimal(value: Any) -> str:
 def _text_decimal(value: Any) -> str:
     if isinstance(value, Decimal) and not value.is_finite():
         raise ValueError(f"cartridge-warp keeps no non-finite decimal ({value}) at a MySQL destination")
-    return _decimal(value)
+    return plain_decimal(_decimal(value))
+
+
+def plain_decimal(text: str) -> str:
+    """A text-held decimal without negative zero (``-0.00`` is ``0.00``), as PostgreSQL's numeric holds it."""
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
 def _float(value: float) -> str:

@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
@@ -59,7 +59,9 @@ from warpd.connectors.mysql.dest_types import (
     canonical,
     field_encoder,
     mysql_type_sql,
+    plain_decimal,
     stage_expr,
+    text_decimal,
     unescape,
     variable_length,
 )
@@ -485,7 +487,11 @@ class MySQLDestination:
             if name not in live or before is None or same_type(live[name][0], want):
                 continue
             if col.type.kind is Kind.JSON and before.type.kind is not Kind.JSON:
-                done += self._widen_into_json(new, name, before.type, live)
+                done += self._convert_in_place(new, name, before.type, live, "JSON", json_of)
+                continue
+            if before.type.kind is Kind.FLOAT and col.type.kind is Kind.DECIMAL and text_decimal(col.type):
+                # the server would print a double its own way (1e300); a fresh value is plain notation
+                done += self._convert_in_place(new, name, before.type, live, "decimal", _float_decimal_text)
                 continue
             null = " NOT NULL" if col.name in new.source.key else ""
             done += self._execute([f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want}{null}"])
@@ -505,12 +511,24 @@ class MySQLDestination:
                 out.append(f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want} -- values converted")
         return out
 
-    def _widen_into_json(
-        self, plan: TablePlan, name: str, before: ColumnType, live: dict[str, tuple[str, bool]]
+    def _convert_in_place(
+        self,
+        plan: TablePlan,
+        name: str,
+        before: ColumnType,
+        live: dict[str, tuple[str, bool]],
+        what: str,
+        convert: Callable[[ColumnType, Any], str | None],
     ) -> list[str]:
+        """Replace column ``name`` by one of its new type holding ``convert(before, value)`` of each value.
+
+        Into a column beside it (``_warp_json_<name>``), then one ALTER drops
+        the old column and renames the new one; a key column's primary key is
+        rebuilt in that same ALTER.
+        """
         target = _table(plan)
         tmp = fit_identifier(f"_warp_json_{name}", MAX_IDENTIFIER_CHARS, "characters")
-        # a key column's JSON is indexable text (mysql_type_sql), and the primary key is rebuilt on it
+        # a key column's new type is indexable (mysql_type_sql), and the primary key is rebuilt on it
         col = next(c for c in plan.source.columns if plan.columns[c.name] == name)
         in_key = name in plan.key
         want = self.column_type(plan, col)
@@ -530,13 +548,13 @@ class MySQLDestination:
             with reader.cursor() as rows, self._transaction() as cur:
                 rows.execute(select.replace("%", "%%"), ())
                 while part := rows.fetchmany(500):
-                    args = [v for r in part for v in (*r[:-1], json_of(before, canonical(before, r[-1])))]
+                    args = [v for r in part for v in (*r[:-1], convert(before, canonical(before, r[-1])))]
                     # every key is there already: each row only updates its JSON column
                     cur.execute(head + ", ".join([row_sql] * len(part)) + tail, args)
                     count += len(part)
         finally:
             reader.close()
-        done.append(f"UPDATE {target} SET {_q(tmp)} = <{name} as JSON> -- {count} rows")
+        done.append(f"UPDATE {target} SET {_q(tmp)} = <{name} as {what}> -- {count} rows")
         if in_key:
             # one ALTER: the table is never without its primary key, and a replay finds it done
             swap = (
@@ -825,6 +843,19 @@ def same_type(live: str, wanted: str) -> bool:
 def column_type_for(ct: ColumnType, collation: str = "utf8mb4_bin") -> str:
     """The DDL type of a non-key column of ``ct`` (documentation and tests)."""
     return mysql_type_sql(ct, collation=collation)
+
+
+def _float_decimal_text(ct: ColumnType, value: Any) -> str | None:
+    """A double as the exact decimal a fresh value of a text-held DECIMAL column gets.
+
+    The shortest decimal that reads back as the same double, in plain
+    notation (``0.1``, ``2``, ``1e300`` as 1 and 300 zeros), as for JSON
+    (:mod:`warpd.types`).  NaN and the infinities cannot be held (the writer
+    refuses them too), so none is stored.
+    """
+    if value is None:
+        return None
+    return plain_decimal(format(Decimal(repr(float(value)).removesuffix(".0")), "f"))
 
 
 def _numeric_json(value: Decimal) -> str:
