@@ -1,13 +1,15 @@
-"""MongoDB -> PostgreSQL end to end: snapshot, change streams, evolution, faults.
+"""MongoDB -> PostgreSQL and MongoDB -> MySQL/MariaDB end to end: snapshot, change streams, evolution, faults.
 
 Each test runs ``cartridge-warp --mode single`` as a subprocess against the
 MongoDB back ends of :mod:`tests.mongo_support` (the wire-protocol test server
-always; a real replica set when one is available) and the local PostgreSQL,
-and checks the rows a user would query.
+always; a real replica set when one is available) and each destination kind
+of :mod:`tests.destinations` (``[postgresql]``, ``[mysql]``), and checks the
+rows a user would query.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -20,9 +22,15 @@ from typing import Any
 import pytest
 from bson import Binary, Decimal128, Int64, ObjectId
 from conftest import Warp, wait_matching, wait_stopped, wait_until, write_config
-from psycopg2 import sql
 
-from tests.mongo_support import Backend, MongoDatabases, backend, mongo_converged
+from tests.mongo_support import (
+    Backend,
+    MongoDatabases,
+    backend,
+    dest_rows,
+    json_value,
+    mongo_converged,
+)
 from warpd.state.store import StateStore
 
 pytestmark = [pytest.mark.mongodb, pytest.mark.destinations]
@@ -75,16 +83,16 @@ def config(tmp_path: Any, body: str = "", latency_ms: int = 50) -> str:
 
 
 def wait_mongo(m: MongoDatabases, w: Warp | None, state_dir: str, timeout: float = 60, **kwargs: Any) -> None:
-    """Wait until every collection equals its PostgreSQL table (tests/mongo_support.py), while ``w`` runs."""
+    """Wait until every collection equals its destination table (tests/mongo_support.py), while ``w`` runs."""
     # any error counts as "not yet": e.g. the table is being created or evolved right now
     wait_matching(lambda: mongo_converged(m, state_dir, **kwargs), w, timeout, passing=(Exception,))
 
 
-def rows(m: MongoDatabases, table: str, columns: str = "*", order: str = '"_id"') -> list[tuple[Any, ...]]:
-    query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
-        sql.SQL(columns), sql.Identifier(m.name, table), sql.SQL(order)
-    )
-    return m.pg_rows(query)
+def rows(
+    m: MongoDatabases, table: str, *columns: str, order: str = "_id", where: str = ""
+) -> list[tuple[Any, ...]]:
+    """The destination's rows of ``table`` (these columns, in ``_id`` order)."""
+    return dest_rows(m, table, *columns, order=order, where=where)
 
 
 def checkpoint(state_dir: str, name: str) -> dict[str, Any] | None:
@@ -137,15 +145,10 @@ def test_snapshot_then_stream_while_another_thread_writes(mdb, mwarp, state_dir,
     assert not errors, errors
     wait_mongo(mdb, w, state_dir)
     # the columns a user queries: the new field became a column, the decimal stayed exact
-    assert rows(mdb, "orders", '"_id", "price"', '"_id"')[0] == (0, Decimal("9.99"))
-    names = [
-        r[0]
-        for r in mdb.pg_rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'orders'",
-            (mdb.name,),
-        )
-    ]
-    assert "note" in names
+    # (Decimal128 has 34 digits: PostgreSQL numeric; MySQL its exact text, docs/type-mapping.md)
+    exact = Decimal("9.99") if mdb.dest.kind == "postgresql" else "9.99"
+    assert rows(mdb, "orders", "_id", "price")[0] == (0, exact)
+    assert "note" in mdb.dest.columns("orders")
     assert w.stop() == 0
 
 
@@ -234,14 +237,14 @@ def test_checkpoint_advances_while_the_writer_never_pauses(mdb, mwarp, state_dir
     finally:
         stop.set()
         thread.join()
-    present = {r[0] for r in rows(mdb, "busy", '"_id"')}
-    killed_at = mdb.pg_rows("SELECT now()")[0][0]
+    present = {r[0] for r in rows(mdb, "busy", "_id")}
+    killed_at = mdb.dest.query("SELECT CURRENT_TIMESTAMP(6)")[0][0]  # the destination's clock (UTC for MySQL)
     w2 = mwarp(cfg)
     wait_mongo(mdb, w2, state_dir, timeout=120)
     assert w2.stop() == 0
     assert mdb.pg_count("busy") == written[0]
     rewritten = [
-        r[0] for r in rows(mdb, "busy", '"_id", "_warp_synced_at"') if r[0] in present and r[1] > killed_at
+        r[0] for r in rows(mdb, "busy", "_id", "_warp_synced_at") if r[0] in present and r[1] > killed_at
     ]
     # at most the batch whose commit the kill beat to the state file (batch_size 100)
     assert len(rewritten) <= 100, f"{len(rewritten)} of {len(present)} rows were replayed"
@@ -258,7 +261,10 @@ def test_document_with_5000_fields(mdb, mwarp, state_dir, tmp_path):
     mdb.db["wide"].insert_one({"_id": 2, **{f"field_{i:04d}": -i for i in range(5000)}})
     wait_mongo(mdb, w, state_dir)
     # max_columns counts _id: field_0000..field_0298 are columns, the rest is in _warp_extra
-    got = rows(mdb, "wide", '"_id", "field_0000", "field_0298", "_warp_extra"')
+    got = [
+        (*r[:3], json_value(mdb, r[3]))
+        for r in rows(mdb, "wide", "_id", "field_0000", "field_0298", "_warp_extra")
+    ]
     assert got[0][:3] == (1, 0, 298)
     assert got[0][3]["field_4999"] == 4999 and got[1][3]["field_0299"] == -299
     assert len(got[1][3]) == 5000 - 299
@@ -273,9 +279,7 @@ def test_fifteen_megabyte_document(mdb, mwarp, state_dir, tmp_path):
     mdb.db["blobs"].insert_one({"_id": "streamed", "body": big + "y"})
     mdb.db["blobs"].update_one({"_id": "snap"}, {"$set": {"body": "small now"}})
     wait_mongo(mdb, w, state_dir, timeout=90)
-    got = dict(
-        mdb.pg_rows(sql.SQL("SELECT _id, length(body) FROM {}").format(sql.Identifier(mdb.name, "blobs")))
-    )
+    got = dict(mdb.dest.query("SELECT _id, char_length(body) FROM {}", "blobs"))
     assert got == {"snap": 9, "streamed": len(big) + 1}
     assert w.stop() == 0
 
@@ -296,7 +300,7 @@ def test_update_whose_document_was_deleted_before_the_lookup(mdb, mwarp, state_d
     coll.update_one({"_id": 3}, {"$set": {"v": "new"}})
     w2 = mwarp(cfg)
     wait_mongo(mdb, w2, state_dir)
-    assert rows(mdb, "items", '"_id", "v"') == [(0, "old"), (2, "reborn"), (3, "new"), (4, "old")]
+    assert rows(mdb, "items", "_id", "v") == [(0, "old"), (2, "reborn"), (3, "new"), (4, "old")]
     assert w2.alive()
     assert w2.stop() == 0
 
@@ -313,13 +317,11 @@ def test_one_field_with_different_types_widens_the_column(mdb, mwarp, state_dir,
     coll.insert_one({"_id": 4, "v": "text"})  # -> jsonb
     coll.insert_one({"_id": 5, "v": {"nested": [1, 2]}})
     wait_mongo(mdb, w, state_dir)
-    pg_type = mdb.pg_rows(
-        "SELECT data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = 'mixed' "
-        "AND column_name = 'v'",
-        (mdb.name,),
-    )
-    assert pg_type == [("jsonb",)]
-    assert [r[0] for r in rows(mdb, "mixed", '"v"')] == [7, 2**40, 2.5, "text", {"nested": [1, 2]}]
+    # PostgreSQL jsonb; MySQL json (MariaDB's catalogue says longtext: JSON is its alias)
+    json_types = {"postgresql": ("jsonb",), "mysql": ("json", "longtext")}[mdb.dest.kind]
+    assert dict(mdb.dest.column_types("mixed"))["v"] in json_types
+    got = [json_value(mdb, r[0]) for r in rows(mdb, "mixed", "v")]
+    assert got == [7, 2**40, 2.5, "text", {"nested": [1, 2]}]
     # every widening is a schema version in the state file, with the source position
     store = StateStore(state_dir)
     try:
@@ -350,11 +352,7 @@ def test_deletes(mdb, mwarp, state_dir, tmp_path, deletes):
         assert total == 6
     else:
         assert total == 10
-        marked = mdb.pg_rows(
-            sql.SQL('SELECT "_id" FROM {} WHERE _warp_deleted_at IS NOT NULL ORDER BY 1').format(
-                sql.Identifier(mdb.name, "carts")
-            )
-        )
+        marked = rows(mdb, "carts", "_id", where="_warp_deleted_at IS NOT NULL")
         assert [r[0] for r in marked] == [0, 1, 2, 3]
     assert w.stop() == 0
 
@@ -381,17 +379,15 @@ def test_hostile_field_and_collection_names(mdb, mwarp, state_dir, tmp_path):
     wait_mongo(mdb, w, state_dir, flatten_depth=1)
     mdb.db[coll_name].insert_one({**doc, "_id": 2, "select": 40})
     wait_mongo(mdb, w, state_dir, flatten_depth=1)
-    cols = [
-        r[0]
-        for r in mdb.pg_rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-            "ORDER BY ordinal_position",
-            (mdb.name, coll_name),
-        )
-    ]
+    cols = mdb.dest.columns(coll_name)
     for name in ("a.b", "meta__$price", "meta__x.y", "with space", "select", "Ünïcødé", 'quote"d', "a__b"):
         assert name in cols
-    assert len(set(cols)) == len(cols) and all(len(c.encode()) <= 63 for c in cols)
+    # PostgreSQL names hold 63 bytes, MySQL's 64 characters and ignore case
+    if mdb.dest.kind == "postgresql":
+        assert len(set(cols)) == len(cols) and all(len(c.encode()) <= 63 for c in cols)
+    else:
+        assert len({c.lower() for c in cols}) == len(cols) and all(len(c) <= 64 for c in cols)
+        assert long_a in cols and long_b in cols  # under 64 characters: kept whole
     assert w.stop() == 0
 
 
@@ -464,7 +460,7 @@ def test_position_lost_resnapshot_copies_again(mdb, mwarp, state_dir, tmp_path):
     _lose_position(mdb, state_dir)
     w2 = mwarp(cfg)
     wait_mongo(mdb, w2, state_dir)
-    assert [r[0] for r in rows(mdb, "t", '"_id"')] == [2, 3]
+    assert [r[0] for r in rows(mdb, "t", "_id")] == [2, 3]
     assert "copied again" in w2.output
     assert w2.stop() == 0
 
@@ -615,11 +611,7 @@ def test_change_event_over_16_mb(mdb, mwarp, state_dir, tmp_path, split):
     coll.update_one({"_id": 1}, {"$set": {"b": "b" * (6 * 1024 * 1024)}})
     coll.insert_one({"_id": 2, "after": "the large event"})
     wait_mongo(mdb, w, state_dir, timeout=90)
-    got = mdb.pg_rows(
-        sql.SQL('SELECT "_id", length(a), length(b) FROM {} ORDER BY 1').format(
-            sql.Identifier(mdb.name, "large")
-        )
-    )
+    got = mdb.dest.query("SELECT _id, char_length(a), char_length(b) FROM {} ORDER BY 1", "large")
     assert got == [(1, 9 * 1024 * 1024, 6 * 1024 * 1024), (2, None, None)]
     if split == "false":
         assert "could not be streamed whole" in w.output
@@ -650,24 +642,31 @@ def test_post_images_when_the_collection_has_them(mdb, mwarp, state_dir, tmp_pat
     coll.update_many({"_id": {"$lt": 3}}, {"$set": {"state": "paid"}})
     coll.delete_one({"_id": 4})
     wait_mongo(mdb, w, state_dir)
-    assert [r[0] for r in rows(mdb, "audited", '"state"')] == ["paid", "paid", "paid", "new"]
+    assert [r[0] for r in rows(mdb, "audited", "state")] == ["paid", "paid", "paid", "new"]
     assert w.stop() == 0
 
 
-def test_value_postgresql_cannot_store_goes_to_dead_letters(mdb, mwarp, state_dir, tmp_path):
+def test_value_the_destination_cannot_store_goes_to_dead_letters(mdb, mwarp, state_dir, tmp_path):
+    """PostgreSQL text cannot hold NUL, MySQL's DOUBLE cannot hold NaN: that row is dead-lettered, the rest goes on."""
     coll = mdb.db["notes"]
-    coll.insert_one({"_id": 1, "text": "fine"})
+    coll.insert_one({"_id": 1, "text": "fine", "x": 1.5})
     w = mwarp(config(tmp_path))
     wait_mongo(mdb, w, state_dir)
-    coll.insert_one({"_id": 2, "text": "nul \x00 inside"})  # PostgreSQL text cannot hold NUL
-    coll.insert_one({"_id": 3, "text": "after"})
+    coll.insert_one({"_id": 2, "text": "nul \x00 inside", "x": 2.5})
+    coll.insert_one({"_id": 3, "text": "after", "x": float("nan")})
+    coll.insert_one({"_id": 4, "text": "last", "x": 4.5})
+    refused, why = (2, ("NUL", "0x00")) if mdb.dest.kind == "postgresql" else (3, ("NaN",))
     wait_until(
-        lambda: mdb.pg_count("notes") == 2 and _dead_letters(state_dir, mdb.name), 30, "the dead letter"
+        lambda: mdb.pg_count("notes") == 3 and _dead_letters(state_dir, mdb.name), 30, "the dead letter"
     )
     letters = _dead_letters(state_dir, mdb.name)
-    assert [(d.table, d.row.get("_id")) for d in letters] == [("notes", 2)]
-    assert "NUL" in letters[0].reason or "0x00" in letters[0].reason, letters[0].reason
-    assert [r[0] for r in rows(mdb, "notes", '"_id"')] == [1, 3]
+    assert [(d.table, d.row.get("_id")) for d in letters] == [("notes", refused)]
+    assert any(word in letters[0].reason for word in why), letters[0].reason
+    assert [r[0] for r in rows(mdb, "notes", "_id")] == [i for i in (1, 2, 3, 4) if i != refused]
+    if mdb.dest.kind == "mysql":  # MySQL text holds NUL: stored exactly
+        assert mdb.dest.query("SELECT text FROM {} WHERE _id = 2", "notes") == [("nul \x00 inside",)]
+    else:  # PostgreSQL's double precision holds NaN
+        assert math.isnan(mdb.dest.query("SELECT x FROM {} WHERE _id = 3", "notes")[0][0])
     assert w.alive()
     assert w.stop() == 0
 
@@ -747,16 +746,10 @@ def test_new_renamed_dropped_collections_and_drop_database(mdb, mwarp, state_dir
     wait_mongo(mdb, w, state_dir)
 
     def tables() -> list[str]:
-        return [
-            r[0]
-            for r in mdb.pg_rows(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1",
-                (mdb.name,),
-            )
-        ]
+        return mdb.dest.tables()
 
     wait_until(lambda: tables() == ["a2", "c"], 30, "a renamed, b dropped, c created")
-    assert [r[0] for r in rows(mdb, "a2", '"_id"')] == [0, 1, 2, 3, 4, 99]
+    assert [r[0] for r in rows(mdb, "a2", "_id")] == [0, 1, 2, 3, 4, 99]
     mdb.client.drop_database(mdb.name)
     wait_until(lambda: tables() == [], 30, "dropDatabase to drop every table")
     mdb.db["d"].insert_one({"_id": 1, "after": "dropDatabase"})  # the stream goes on after the invalidate
@@ -782,19 +775,15 @@ def test_whitelist_and_metadata_columns_per_collection(mdb, mwarp, state_dir, tm
     mdb.db["skipped"].insert_one({"_id": 9})
 
     def ops() -> list[tuple[Any, ...]]:
-        return rows(mdb, "audited", '"_id", "_warp_op", "_warp_source_ts" IS NOT NULL')
+        return [
+            (i, op, ts is not None)
+            for i, op, ts in rows(mdb, "audited", "_id", "_warp_op", "_warp_source_ts")
+        ]
 
     wait_until(lambda: len(ops()) == 4 and ops()[1][1] == "update", 30, "the streamed changes")
     assert ops() == [(0, "snapshot", False), (1, "update", True), (2, "snapshot", False), (7, "insert", True)]
     assert mdb.pg_count("skipped") is None
-    names = [
-        r[0]
-        for r in mdb.pg_rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'kept'",
-            (mdb.name,),
-        )
-    ]
-    assert "_warp_op" not in names
+    assert "_warp_op" not in mdb.dest.columns("kept")
     assert w.stop() == 0
 
 
@@ -964,6 +953,6 @@ def test_position_lost_while_streaming_resnapshots_without_a_restart(mdb, mwarp,
         w.proc.send_signal(signal.SIGCONT)
     wait_until(lambda: "copied again" in w.output, 60, "the schema to be copied again")
     wait_mongo(mdb, w, state_dir)
-    assert [r[0] for r in rows(mdb, "t", '"_id"')] == [1, 2, 3, 4, 5, 6]
+    assert [r[0] for r in rows(mdb, "t", "_id")] == [1, 2, 3, 4, 5, 6]
     assert w.alive()
     assert w.stop() == 0
