@@ -550,6 +550,31 @@ def test_decimal128_extremes_are_written_in_full(landing: Landing) -> None:
     assert landing.stored(plan, "v", 2)[1] == "0." + "0" * 6175 + "1"
 
 
+def test_mysql_loads_with_inserts_once_the_server_refuses_load_data_local(caplog: Any) -> None:
+    """local_infile turned off while running (here: a session without the client capability)."""
+    from warpd.connectors.mysql import destination as mysql_destination
+
+    landing = MySQLLanding()
+    try:
+        landing.dest.connect()
+        assert landing.dest.local_infile  # the server allows it: the fast path was chosen
+        refusing = mysql_destination._InfileConnection(
+            **landing.dest.params.connect_kwargs(), local_infile=False
+        )
+        with refusing.cursor() as cur:
+            cur.execute(f"SET SESSION sql_mode = '{mysql_destination.SQL_MODE}', time_zone = '+00:00'")
+        landing.dest._conn.close()
+        landing.dest._conn = refusing
+        mapper = DocumentMapper("things")
+        docs = [{"_id": i, "v": f"tab\t{i} \\ \x00"} for i in range(3)]
+        plan = landing.write(mapper, shape_of(mapper, docs), docs)
+        assert landing.rows(plan, ["_id", "v"]) == [(d["_id"], d["v"]) for d in docs]
+        assert landing.dest.local_infile is False
+        assert "rows now load with multi-row INSERTs" in caplog.text
+    finally:
+        landing.close()
+
+
 @dataclass(frozen=True)
 class JsonCase:
     id: str

@@ -92,6 +92,8 @@ _TRANSIENT |= {1205, 1213, 1317, 1927, 1290, 1836}
 # NOT NULL, duplicate key (a direct write), foreign key, check constraint, invalid JSON...
 _REJECTS = {1048, 1062, 1264, 1265, 1292, 1366, 1367, 1406, 1411, 1416, 1452, 1451, 3140, 4025, 1690}
 _REJECTS |= {1471, 1525, 1918, 3819, 1153}  # 1153: one row larger than max_allowed_packet
+# LOAD DATA LOCAL refused: MariaDB 4166, MySQL 3948 (local_infile off), 1148 (older servers)
+_INFILE_OFF = {4166, 3948, 1148}
 _ACCESS_DENIED = {1044, 1045, 1142, 1227, 1698, 1370, 1143}
 
 
@@ -639,12 +641,26 @@ class MySQLDestination:
                 f"{_q(n)} = {e.format(v)}" for (n, _t, e), v in zip(types, variables, strict=True)
             )
             self.conn.infile = "".join(records).encode("utf-8")
-            cur.execute(
-                f"LOAD DATA LOCAL INFILE '{INFILE_NAME}' INTO TABLE {stage} CHARACTER SET utf8mb4 "
-                "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
-                f"({', '.join(variables)}) SET {sets}".replace("%", "%%"),
-                (),
-            )
+            try:
+                cur.execute(
+                    f"LOAD DATA LOCAL INFILE '{INFILE_NAME}' INTO TABLE {stage} CHARACTER SET utf8mb4 "
+                    "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+                    f"({', '.join(variables)}) SET {sets}".replace("%", "%%"),
+                    (),
+                )
+            except pymysql.err.OperationalError as exc:
+                if error_code(exc) not in _INFILE_OFF:
+                    raise
+                # local_infile was turned off since this connection checked it: nothing was loaded,
+                # the same stage is filled by INSERTs from now on
+                self.conn.infile = b""
+                self.local_infile = False
+                log.warning(
+                    "MySQL destination: the server refused LOAD DATA LOCAL (local_infile turned off?); "
+                    "rows now load with multi-row INSERTs (slower)"
+                )
+                self._load(cur, plan, stage, records)
+                return
             cur.execute("SHOW WARNINGS")
             problems = [w for w in cur.fetchall() if str(w[0]).lower() != "note"]
             if problems:
