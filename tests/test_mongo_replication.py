@@ -687,6 +687,50 @@ def test_null_id_documents_go_to_dead_letters_in_snapshot_and_stream(mdb, mwarp,
     assert w.stop() == 0
 
 
+def test_row_over_the_destination_row_size_limit_goes_to_dead_letters(mdb, mwarp, state_dir, tmp_path):
+    """Short strings in many columns: over PostgreSQL's 8,160 bytes (after TOAST) or InnoDB's 8,126."""
+    # PostgreSQL: 500 values of 41 bytes (random: it compresses before it refuses) leave 9 KB of TOAST
+    # pointers and short values; MySQL: 250 values of 40 bytes, which InnoDB always keeps in the row
+    fields, make = (
+        (500, lambda: os.urandom(20).hex() + "z")
+        if mdb.dest.kind == "postgresql"
+        else (250, lambda: "x" * 40)
+    )
+    coll = mdb.db["wide"]
+    coll.insert_one({"_id": 1, **{f"f{i:03d}": "s" for i in range(fields)}})
+    w = mwarp(config(tmp_path, "max_columns: 600\n"))
+    wait_mongo(mdb, w, state_dir)
+    coll.insert_one({"_id": 2, **{f"f{i:03d}": make() for i in range(fields)}})
+    coll.insert_one({"_id": 3, "f000": "after"})
+    wait_until(
+        lambda: mdb.pg_count("wide") == 2 and _dead_letters(state_dir, mdb.name), 60, "the dead letter"
+    )
+    letters = _dead_letters(state_dir, mdb.name)
+    assert [(d.table, d.row.get("_id")) for d in letters] == [("wide", 2)]
+    assert "too big" in letters[0].reason or "too large" in letters[0].reason, letters[0].reason
+    assert rows(mdb, "wide", "_id", "f000") == [(1, "s"), (3, "after")]
+    assert w.alive()
+    assert w.stop() == 0
+
+
+def test_more_text_columns_than_the_destination_can_create_stop_with_the_remedy(
+    mdb, mwarp, state_dir, tmp_path
+):
+    """500 string fields and max_columns 600: PostgreSQL holds 1,600 columns, InnoDB about 400 TEXT ones."""
+    mdb.db["wide"].insert_one({"_id": 1, **{f"f{i:03d}": "s" for i in range(500)}})
+    w = mwarp(config(tmp_path, "max_columns: 600\n"))
+    if mdb.dest.kind == "postgresql":
+        wait_mongo(mdb, w, state_dir)
+        assert len(mdb.dest.columns("wide")) == 501
+        assert w.stop() == 0
+        return
+    assert w.wait(60) == 1
+    out = w.output
+    assert "refused CREATE TABLE" in out and "lower max_columns" in out, out[-3000:]
+    assert "internal error" not in out and "Traceback" not in out
+    assert mdb.dest.count("wide") is None  # nothing half-made
+
+
 def _dead_letters(state_dir: str, name: str) -> list[Any]:
     store = StateStore(state_dir)
     try:

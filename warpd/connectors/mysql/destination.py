@@ -92,6 +92,15 @@ _TRANSIENT |= {1205, 1213, 1317, 1927, 1290, 1836}
 # NOT NULL, duplicate key (a direct write), foreign key, check constraint, invalid JSON...
 _REJECTS = {1048, 1062, 1264, 1265, 1292, 1366, 1367, 1406, 1411, 1416, 1452, 1451, 3140, 4025, 1690}
 _REJECTS |= {1471, 1525, 1918, 3819, 1153}  # 1153: one row larger than max_allowed_packet
+_REJECTS.add(1118)  # row size too large: InnoDB's 8,126 bytes of values kept in the row
+# what to do when the server refuses DDL for good (docs/type-mapping.md, "Row size")
+_WIDE = (
+    "; InnoDB keeps 20 bytes of every TEXT, JSON and BLOB column (and whole values of up to 40 bytes) "
+    "in a row of at most 8,126 bytes, so a table holds about 400 such columns: lower max_columns "
+    "(MongoDB sources: further fields then go to _warp_extra) or leave columns out, then copy the "
+    "table again (warpctl resync)"
+)
+_DDL_REMEDIES = {1118: _WIDE, 1117: _WIDE}
 # LOAD DATA LOCAL refused: MariaDB 4166, MySQL 3948 (local_infile off), 1148 (older servers)
 _INFILE_OFF = {4166, 3948, 1148}
 _ACCESS_DENIED = {1044, 1045, 1142, 1227, 1698, 1370, 1143}
@@ -282,10 +291,21 @@ class MySQLDestination:
 
     # -- DDL -------------------------------------------------------------------
     def _execute(self, statements: list[str]) -> list[str]:
+        """Run DDL; a statement the server refuses for good stops the schema with the statement and a remedy."""
         self._staged.clear()
         with self.conn.cursor() as cur:
             for stmt in statements:
-                cur.execute(stmt.replace("%", "%%"), ())
+                try:
+                    cur.execute(stmt.replace("%", "%%"), ())
+                except pymysql.err.MySQLError as exc:
+                    if is_transient(exc):
+                        raise
+                    code = error_code(exc)
+                    detail = redact(exc.args[1] if len(exc.args) > 1 else exc)
+                    shown = stmt if len(stmt) <= 160 else stmt[:160] + " …"
+                    raise FatalError(
+                        f"the MySQL destination refused {shown}: ({code}) {detail}{_DDL_REMEDIES.get(code or 0, '')}"
+                    ) from exc
         return statements
 
     def live_columns(self, plan: TablePlan) -> dict[str, tuple[str, bool]] | None:
