@@ -205,6 +205,41 @@ def test_kill_9_in_the_middle_of_a_batch_loses_nothing(mdb, mwarp, state_dir, tm
     assert w.stop() == 0
 
 
+def test_destination_connections_cut_mid_stream_are_ridden_out(mdb, mwarp, state_dir, tmp_path):
+    """The destination ends cartridge-warp's sessions (a restart, a failover, a proxy) while changes stream."""
+    coll = mdb.db["ledger"]
+    coll.insert_many([{"_id": i, "v": 0} for i in range(300)])
+    w = mwarp(config(tmp_path, "batch_size: 50\n"))
+    wait_mongo(mdb, w, state_dir)
+    assert w.proc is not None
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 300
+        while not stop.is_set():
+            coll.insert_many([{"_id": n + k, "v": k} for k in range(20)])
+            coll.update_many({"_id": {"$lt": 100}}, {"$inc": {"v": 1}})
+            coll.delete_many({"_id": {"$gte": n, "$lt": n + 3}})
+            n += 20
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    ended = 0
+    try:
+        for _ in range(4):
+            time.sleep(0.7)
+            ended += mdb.dest.kill_sessions(w.proc.pid)
+    finally:
+        stop.set()
+        thread.join()
+    assert ended >= 1  # the sessions were there to end
+    wait_mongo(mdb, w, state_dir, timeout=90)
+    assert w.alive()
+    assert "reconnecting" in w.output or "retry" in w.output
+    assert w.stop() == 0
+
+
 def test_checkpoint_advances_while_the_writer_never_pauses(mdb, mwarp, state_dir, tmp_path):
     """The checkpoint is the last applied change's resume token, not only an idle stream's token."""
     coll = mdb.db["busy"]
