@@ -909,6 +909,8 @@ HOSTILE = {
     "_warp_op": 14,
     "a": {"b": 15},
     "a__b": 16,
+    "trailing ": 17,  # MySQL refuses a name ending with a space
+    "tag🚀": 18,  # and one outside the Basic Multilingual Plane
 }
 
 
@@ -933,10 +935,17 @@ def test_hostile_field_names_map_deterministically_and_round_trip(landing: Landi
         ("_warp_op", ("_warp_op",)),
         ("a__b", ("a", "b")),
         ("a__b~2", ("a__b",)),
+        ("trailing ", ("trailing ",)),
+        ("tag🚀", ("tag🚀",)),
     ]
     assert shape_of(DocumentMapper("weird.coll $name", MappingOptions(flatten_depth=1)), [HOSTILE]) == shape
     plan = landing.write(mapper, shape, [HOSTILE])
     assert len(set(plan.columns.values())) == len(shape.columns)
+    if landing.kind == "mysql":  # docs/type-mapping.md, "Names"
+        assert plan.columns["trailing "].startswith("trailing_") and len(plan.columns["trailing "]) == 17
+        assert plan.columns["tag🚀"].startswith("tag__") and len(plan.columns["tag🚀"]) == 13
+    else:
+        assert plan.columns["trailing "] == "trailing " and plan.columns["tag🚀"] == "tag🚀"
     for col in shape.columns:
         assert col.path is not None
         expected: Any = HOSTILE

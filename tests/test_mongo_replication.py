@@ -95,6 +95,13 @@ def rows(
     return dest_rows(m, table, *columns, order=order, where=where)
 
 
+def sha1_hex(name: str) -> str:
+    """The first 8 hex digits of the SHA-1 of ``name`` (the renaming rule of docs/type-mapping.md)."""
+    import hashlib
+
+    return hashlib.sha1(name.encode()).hexdigest()[:8]
+
+
 def checkpoint(state_dir: str, name: str) -> dict[str, Any] | None:
     store = StateStore(state_dir)
     try:
@@ -410,6 +417,8 @@ def test_hostile_field_and_collection_names(mdb, mwarp, state_dir, tmp_path):
     }
     coll_name = 'order "lines"; drop table x'
     mdb.db[coll_name].insert_one(doc)
+    # names MySQL cannot hold as they are (docs/type-mapping.md, "Names"): renamed there, kept in PostgreSQL
+    mdb.db["notes "].insert_one({"_id": 1, "tag🚀": "rocket", "note ": "n"})
     w = mwarp(config(tmp_path, "flatten_depth: 1\n"))
     wait_mongo(mdb, w, state_dir, flatten_depth=1)
     mdb.db[coll_name].insert_one({**doc, "_id": 2, "select": 40})
@@ -423,6 +432,15 @@ def test_hostile_field_and_collection_names(mdb, mwarp, state_dir, tmp_path):
     else:
         assert len({c.lower() for c in cols}) == len(cols) and all(len(c) <= 64 for c in cols)
         assert long_a in cols and long_b in cols  # under 64 characters: kept whole
+    notes = [t for t in mdb.dest.tables() if t.startswith("notes")]
+    expected = ["notes "] if mdb.dest.kind == "postgresql" else ["notes_" + sha1_hex("notes ")]
+    assert notes == expected
+    names = mdb.dest.columns(notes[0])
+    if mdb.dest.kind == "postgresql":
+        assert names == ["_id", "tag🚀", "note "]
+    else:
+        assert names == ["_id", "tag__" + sha1_hex("tag🚀"), "note_" + sha1_hex("note ")]
+    assert mdb.dest.query("SELECT * FROM {}", notes[0]) == [(1, "rocket", "n")]
     assert w.stop() == 0
 
 

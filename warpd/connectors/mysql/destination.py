@@ -826,20 +826,37 @@ def _extra_columns(plan: TablePlan) -> list[tuple[str, str]]:
     return out
 
 
+def storable_name(name: str) -> str:
+    """``name`` as MySQL/MariaDB can hold it: kept when it can, else cleaned and made distinct.
+
+    MySQL refuses names that end with a space, and characters outside the
+    Basic Multilingual Plane (emoji: identifiers are utf8mb3) or NUL.  Such a
+    name has each of those characters replaced by ``_``, trailing spaces
+    dropped, and gains ``_`` plus the first 8 hex digits of the SHA-1 of the
+    full name (the rule of names over the length limit), so two source names
+    never become one.
+    """
+    if name and not name.endswith(" ") and all(0 < ord(c) <= 0xFFFF for c in name):
+        return name
+    cleaned = "".join(c if 0 < ord(c) <= 0xFFFF else "_" for c in name).rstrip(" ")
+    return f"{cleaned}_{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
+
+
 def make_plan(schema: TableSchema, dest_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
-    """Names (64 characters at most, distinct ignoring case), key and encoders for ``schema``."""
+    """Names (64 characters at most, distinct ignoring case, storable), key and encoders for ``schema``."""
     columns = map_columns(
         (c.name for c in schema.columns),
         reserved=RESERVED_COLUMNS,
         limit=MAX_IDENTIFIER_CHARS,
         unit="characters",
         fold=str.lower,
+        clean=storable_name,
     )
     key = tuple(columns[k] for k in schema.key) if schema.key else (ROW_KEY,)
     return TablePlan(
         source=schema,
-        dest_schema=fit_identifier(dest_schema, MAX_IDENTIFIER_CHARS, "characters"),
-        dest_table=fit_identifier(schema.name, MAX_IDENTIFIER_CHARS, "characters"),
+        dest_schema=fit_identifier(storable_name(dest_schema), MAX_IDENTIFIER_CHARS, "characters"),
+        dest_table=fit_identifier(storable_name(schema.name), MAX_IDENTIFIER_CHARS, "characters"),
         columns=columns,
         key=key,
         soft_delete=soft_delete,
