@@ -10,6 +10,7 @@ variant is skipped and pytest prints why (``-ra``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -143,6 +144,29 @@ class MongoDatabases:
                 self.dest.drop()
             finally:
                 self.dest.close()
+
+
+def column(m: MongoDatabases, name: str) -> str:
+    """``name`` quoted as a column of ``m``'s destination (backticks for MySQL, double quotes else)."""
+    if m.dest.kind == "mysql":
+        return "`" + name.replace("`", "``") + "`"
+    return '"' + name.replace('"', '""') + '"'
+
+
+def dest_rows(
+    m: MongoDatabases, table: str, *columns: str, order: str = "_id", where: str = ""
+) -> list[tuple[Any, ...]]:
+    """``SELECT columns FROM table [WHERE where] ORDER BY order`` at ``m``'s destination, names quoted."""
+    cols = ", ".join(column(m, c) for c in columns) or "*"
+    text = f"SELECT {cols} FROM {{}}" + (f" WHERE {where}" if where else "") + f" ORDER BY {column(m, order)}"
+    return m.dest.query(text, table)
+
+
+def json_value(m: MongoDatabases, value: Any) -> Any:
+    """A JSON column's value as Python data: ``jsonb`` arrives decoded (a JSON string as a str), MySQL's as text."""
+    if m.dest.kind == "postgresql" or value is None:
+        return value
+    return json.loads(value)
 
 
 def mongo_converged(

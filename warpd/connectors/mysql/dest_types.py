@@ -31,6 +31,9 @@ MAX_BIT_LENGTH = 64
 # share what the fixed-size key columns leave of it (768 characters, or 3072 bytes for binary ones,
 # when all key columns are text).  A longer key value is refused (dead letter).
 KEY_BYTES = 3072
+# the comment that marks a key column holding JSON text (its type is a VARCHAR like a text key's):
+# a widening from text to JSON is then visible in the catalogue, so a replay never converts twice
+JSON_KEY_COMMENT = "json"
 # MariaDB's TIME(6) holds ±838:59:59.999999 (MySQL 8's ends at ±838:59:59: its strict session refuses
 # the fraction beyond, and the row goes to the dead letters like any value the server refuses)
 MAX_TIME = _dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999)
@@ -81,9 +84,10 @@ def mysql_type_sql(
     """The column type (as used in DDL) for a shared type.
 
     ``key_share`` > 0 says the column is one of that many variable-length key
-    columns, which must be indexable: text and bytes become VARCHAR/VARBINARY
+    columns, which must be indexable: text, JSON and bytes become VARCHAR/VARBINARY
     of their share of ``key_bytes`` (what the key's fixed-size columns leave of
-    InnoDB's 3072-byte key limit) instead of LONGTEXT/LONGBLOB.
+    InnoDB's 3072-byte key limit) instead of LONGTEXT/JSON/LONGBLOB (JSON as its
+    exact text, binary NO PAD collation).
     """
     kind = ct.kind
     if kind is Kind.INT:
@@ -116,9 +120,11 @@ def mysql_type_sql(
         p = _fraction(ct.precision)
         return f"datetime({p})" if p else "datetime"
     if kind in (Kind.JSON, Kind.TEXT_ARRAY):
-        # a key column cannot be JSON (LONGTEXT in MariaDB, unindexable in MySQL): its JSON text in a
-        # VARCHAR, which the writer renders one way for equal values (a MySQL SET: its members)
-        return _text_type(None, key_share, collation, key_bytes) if key_share else "json"
+        # a key column cannot be JSON (LONGTEXT on MariaDB, unindexable on MySQL): its canonical JSON
+        # text, exactly, in an indexable binary NO PAD VARCHAR; a longer value is refused, never cut
+        if key_share:
+            return f"{_text_type(None, key_share, collation, key_bytes)} comment '{JSON_KEY_COMMENT}'"
+        return "json"
     if kind is Kind.UUID:
         return "char(36) character set ascii collate ascii_bin"
     raise ValueError(f"no MySQL type for {ct.describe()}")
@@ -135,8 +141,7 @@ def _text_type(length: int | None, key_share: int, collation: str, key_bytes: in
 
 
 def variable_length(ct: ColumnType) -> bool:
-    """Whether a key column of this type shares InnoDB's key-length budget (text, bytes, wide decimals,
-    JSON text)."""
+    """Whether a key column of this type shares InnoDB's key-length budget (text, bytes, JSON, wide decimals)."""
     if ct.kind in (Kind.TEXT, Kind.BYTES, Kind.JSON, Kind.TEXT_ARRAY):
         return True
     if ct.kind is Kind.DECIMAL:
@@ -210,7 +215,12 @@ def _decimal(value: Any) -> str:
 def _text_decimal(value: Any) -> str:
     if isinstance(value, Decimal) and not value.is_finite():
         raise ValueError(f"cartridge-warp keeps no non-finite decimal ({value}) at a MySQL destination")
-    return _decimal(value)
+    return plain_decimal(_decimal(value))
+
+
+def plain_decimal(text: str) -> str:
+    """A text-held decimal without negative zero (``-0.00`` is ``0.00``), as PostgreSQL's numeric holds it."""
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
 def _float(value: float) -> str:
