@@ -54,8 +54,8 @@ from warpd.connectors.base import (
 )
 from warpd.connectors.mysql.connection import MySQLParams, error_code, parse_uri, quote_ident
 from warpd.connectors.mysql.dest_types import (
-    KEY_BYTES,
     JSON_KEY_COMMENT,
+    KEY_BYTES,
     NULL_FIELD,
     canonical,
     field_encoder,
