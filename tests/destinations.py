@@ -87,7 +87,7 @@ class DestinationUnderTest:
 
     def json(self, value: Any) -> Any:
         """A JSON column's value as Python data (PostgreSQL's jsonb arrives decoded, MySQL's as text)."""
-        return json.loads(value) if isinstance(value, (str, bytes)) else value
+        return value
 
     def connector(self) -> Any:
         """A fresh destination connector for this run (close it after use)."""
@@ -163,6 +163,9 @@ class MySQLUnderTest(DestinationUnderTest):
         )
         with self.conn.cursor() as cur:
             cur.execute("SET SESSION time_zone = '+00:00'")
+
+    def json(self, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, (str, bytes)) else value
 
     def ident(self, table: str) -> str:
         return ".".join("`" + part.replace("`", "``") + "`" for part in (self.schema, table))
