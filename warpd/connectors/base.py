@@ -54,6 +54,9 @@ class RowChange:
     # False when the source applied the change without checking foreign keys (MySQL
     # foreign_key_checks=0), so no ON DELETE/ON UPDATE action ran for it
     foreign_key_checks: bool = True
+    # where the change itself lies in the change log, when ``position`` (a resume point) does not say
+    # it exactly: ordered against a table's copy position by the source's ``precedes`` (see Source)
+    at: Position | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class SchemaChange:
     old_name: str | None = None
     new_name: str | None = None
     source_ts: float | None = None
+    at: Position | None = None  # as RowChange.at: where the event that caused it lies, if not ``position``
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ class Source(Protocol):
 
     Register a factory with :func:`warpd.connectors.registry.register_source`.
 
-    Four optional members, looked up with ``getattr``: ``configure(table_settings)``
+    Five optional members, looked up with ``getattr``: ``configure(table_settings)``
     hands the source its per-table settings (``SchemaConfig.table_settings``);
     ``infers_shapes = True`` says that table shapes come from the data
     (MongoDB): ``describe()`` is then a sample, shapes only ever widen (through
@@ -198,7 +202,13 @@ class Source(Protocol):
     position is a safe resume point once that change is applied (MongoDB
     resume tokens): the engine then checkpoints at the last applied change of
     each batch; otherwise only :class:`Heartbeat` positions move the checkpoint
-    (a binlog row sits inside its transaction); ``bulk_formats`` (a set of
+    (a binlog row sits inside its transaction); ``precedes(at, mark) -> bool``
+    says whether the change-log event at ``at`` (an event's ``at``, else its
+    ``position``) was committed at or before ``mark``, a position read with
+    :meth:`current_position`; with it the engine skips the replayed events of
+    a table that its copy already holds (docs/how-it-works.md, "Replaying
+    events older than a table's copy"), without it it re-copies as asked;
+    ``bulk_formats`` (a set of
     format names such as :data:`PG_COPY_TEXT`) lists the encodings the
     source can produce server-side for a snapshot (``copy_text``).
     """

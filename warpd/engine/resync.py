@@ -184,6 +184,10 @@ class TableResync:
             if runner.plans.get(name) is not plan:
                 raise _Restart("its shape changed")
             generation = self.generation
+            # this copy runs beside the stream and has no start position: replay no longer skips any
+            # of the table's changes (runner._in_copy), as for a table never copied
+            runner.copy_positions.pop(name, None)
+            runner.store.set_copied_from(runner.name, name, None)
             dest.truncate(plan)
             self.deleted = set()
             self.active = True

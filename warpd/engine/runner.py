@@ -109,6 +109,14 @@ class SchemaRunner:
         self.cascades = ForeignKeyCascades(self.name, schema, self.source, self._retry)
         # a source whose every change is a resume point (MongoDB) checkpoints a busy stream too
         self._positions_per_change = bool(getattr(self.source, "positions_per_change", False))
+        # orders a change-log event against a copy's start (Source.precedes); None: the source cannot
+        self._precedes: Callable[[Position, Position], bool] | None = getattr(self.source, "precedes", None)
+        # table -> where the change log stood before its complete copy started: replayed events of the
+        # table at or before it are in the copy already, and are skipped (see _in_copy)
+        self.copy_positions: dict[str, Position] = {}
+        # table -> (the position read before its shape was described, that shape): the start of its next copy
+        self._described_at: dict[str, tuple[Position, TableSchema]] = {}
+        self.skipped_in_copy: Counter[str] = Counter()
         self._check_capabilities()
 
     def describe_destination(self) -> str:
@@ -284,6 +292,8 @@ class SchemaRunner:
         applier = self.appliers.pop(name, None)
         if applier:
             applier.close()
+        self.copy_positions.pop(name, None)
+        self._described_at.pop(name, None)
         self.tables.pop(name, None)
         self.plans.pop(name, None)
 
@@ -393,7 +403,11 @@ class SchemaRunner:
                 )
                 self.store.reset_schema(self.name)
                 checkpoint = None
+        described_at = self._copy_start()  # before the shapes are read: see _copy_table
         current = self.discover()
+        if described_at is not None:
+            for name, shape in current.items():
+                self._described_at[name] = (described_at, shape)
         self.cascades.refresh(current)  # a refusal comes before anything is written
         if checkpoint is None:
             position = self._retry(self.source.current_position, "reading the source position")
@@ -421,6 +435,9 @@ class SchemaRunner:
             self.store.record_schema_version(self.name, table, "snapshot", position=checkpoint)
             self._track(table)
         self.cascades.record(self.store, self.tables, checkpoint, self.dest, self.plans)
+        self.copy_positions = {
+            name: mark for name, mark in self.store.copied_from(self.name).items() if name in self.tables
+        }
         if not self.tables:
             log.warning(
                 "schema %s: no source table in %r matches the whitelist/blacklist; waiting for "
@@ -453,6 +470,11 @@ class SchemaRunner:
                 if progress is not None and progress.status == "done":  # not paused by a stop
                     mark = self._retry(lambda: self.source.table_copied(name), f"noting the copy of {name!r}")
                     self.store.set_copied_at(self.name, name, mark)
+                    started = self.store.copied_from(self.name).get(name)
+                    if started is not None:
+                        self.copy_positions[name] = started
+                    else:
+                        self.copy_positions.pop(name, None)
                     if is_beside(self.plans[name]):
                         self._track(self.tables[name])  # swaps the complete copy in
                 backoff.succeeded()
@@ -486,6 +508,7 @@ class SchemaRunner:
         self, name: str, statement: str | None, position: Mapping[str, Any] | None
     ) -> bool:
         """If ``name`` no longer has the shape being copied, start its copy over with the current one."""
+        described_at = self._copy_start()
         exists = self._retry(lambda: self.source.table_exists(name), f"looking up {name!r}")
         current = self._describe(name) if exists else None
         if current == self.tables.get(name):
@@ -502,6 +525,8 @@ class SchemaRunner:
         )
         metrics.schema_evolution(self.name, name, "resync_table")
         self._track(current)
+        if described_at is not None:
+            self._described_at[name] = (described_at, current)
         self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
         return True
 
@@ -516,6 +541,13 @@ class SchemaRunner:
             self._retry(lambda: self.dest.truncate(plan), f"emptying {plan.dest_table!r} before its snapshot")
         estimate = self.source.estimate_rows(name)
         self.store.set_snapshot_progress(self.name, name, "running", resume, done_rows, estimate)
+        if resume is None:
+            # Every chunk is read from here on, after this position, and the shape being copied was
+            # read after it too: each change committed at or before it is in the copy. Kept while the
+            # copy resumes; unknown (None) when the shape was not read after such a position.
+            described = self._described_at.get(name)
+            started = described[0] if described is not None and described[1] == table else None
+            self.store.set_copied_from(self.name, name, started)
         display = SnapshotProgress(self.name, name, estimate, done_rows)
         metrics.snapshot_progress(self.name, name, done_rows, estimate)
         chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
@@ -624,7 +656,9 @@ class SchemaRunner:
 
     def _handle(self, event: Any) -> None:
         now = time.monotonic()
-        if isinstance(event, RowChange):
+        if self.copy_positions and self._in_copy(event):
+            pass  # its table's copy holds its effect already
+        elif isinstance(event, RowChange):
             if self.cascades.active:
                 if self.cascades.splits(event):
                     self._flush()
@@ -645,6 +679,8 @@ class SchemaRunner:
         elif isinstance(event, Heartbeat):
             if event.position is not None:
                 self.safe_pos = dict(event.position)
+                if self.copy_positions:
+                    self._caught_up(event.position)
             if event.source_ts is not None:
                 self.last_source_ts = event.source_ts
                 if not self.pending:  # everything before this point is applied
@@ -674,6 +710,58 @@ class SchemaRunner:
             lag = time.time() - self.last_source_ts if self.last_source_ts else 0.0
             log.info("schema %s: %.0f events/s, lag %.1fs, position %s", self.name, rate, lag, self.saved_pos)
             self._stats_at, self._stats_events = now, self.applied_events
+
+    def _copy_start(self) -> Position | None:
+        """The source position to read before a copy's shape is, when the source can order events by it."""
+        if self._precedes is None:
+            return None
+        return self._retry(self.source.current_position, "reading the source position")
+
+    def _in_copy(self, event: Any) -> bool:
+        """Whether ``event`` is one its table's complete copy already holds (docs/how-it-works.md).
+
+        That copy started (read its shape and then every row) after its ``copy_positions`` mark, so
+        a change committed at or before the mark is in it, and replaying it would only take rows
+        back to older images (or old shapes, which ask for the table to be copied yet again).
+        Renames are not skipped (they concern two names); nothing is skipped while foreign-key
+        actions are emulated (a parent's change acts on other tables, copied at other positions).
+        """
+        if isinstance(event, Heartbeat) or self._precedes is None:
+            return False
+        if isinstance(event, SchemaChange) and event.kind is SchemaOpKind.RENAME_TABLE:
+            return False
+        mark = self.copy_positions.get(event.table)
+        if mark is None or self.cascades.active:
+            return False
+        at = getattr(event, "at", None) or event.position
+        if not self._precedes(at, mark):
+            return False
+        if not self.skipped_in_copy[event.table]:
+            log.info(
+                "schema %s: %r was copied from %s on; replayed changes of it up to there are in the "
+                "copy already and are skipped",
+                self.name,
+                event.table,
+                mark,
+            )
+        self.skipped_in_copy[event.table] += 1
+        return True
+
+    def _caught_up(self, position: Position) -> None:
+        """The stream (and so any reopening of it) is past ``position``: forget the copy marks before it."""
+        assert self._precedes is not None
+        for name, mark in list(self.copy_positions.items()):
+            if self._precedes(mark, position):
+                self.copy_positions.pop(name, None)  # (a resync beside the stream may have just done so)
+                skipped = self.skipped_in_copy.pop(name, 0)
+                if skipped:
+                    log.info(
+                        "schema %s: %r: the stream caught up with its copy; %d replayed changes were "
+                        "already in it",
+                        self.name,
+                        name,
+                        skipped,
+                    )
 
     def _save(self, source_ts: float | None) -> None:
         self.store.save_checkpoint(self.name, self.safe_pos, source_ts)
@@ -765,6 +853,8 @@ class SchemaRunner:
         if ch.kind is K.CREATE_TABLE:
             self._track(ch.schema)
             self.store.set_snapshot_progress(self.name, ch.table, "done", None, 0)
+            self.store.set_copied_from(self.name, ch.table, None)  # its rows come from the stream
+            self.copy_positions.pop(ch.table, None)
         else:
             old_name = (ch.old_name or ch.table) if ch.kind is K.RENAME_TABLE else ch.table
             old_plan = self.plans[old_name]
@@ -814,6 +904,7 @@ class SchemaRunner:
                 self._untrack(old_name)
                 self.store.forget_snapshot(self.name, old_name)
                 self.store.set_snapshot_progress(self.name, ch.schema.name, "done", None, 0)
+                self.store.set_copied_from(self.name, ch.schema.name, None)
             self._track(ch.schema)
         self.store.record_schema_version(self.name, ch.schema, ch.kind.value, ch.statement, ch.position)
         metrics.schema_evolution(self.name, ch.schema.name, ch.kind.value)
@@ -855,6 +946,8 @@ class SchemaRunner:
 
     def _resync(self, name: str, ch: SchemaChange) -> None:
         """Re-copy one table from its current contents; the stream then carries on."""
+        log.warning("schema %s: re-copying the table %r: %s", self.name, name, ch.statement[:200])
+        described_at = self._copy_start()
         exists = self._retry(lambda: self.source.table_exists(name), f"looking up {name!r}")
         plan = self.plans.get(name)
         if plan is not None:
@@ -867,5 +960,7 @@ class SchemaRunner:
         self.store.record_schema_version(self.name, table, "resync", ch.statement, ch.position)
         metrics.schema_evolution(self.name, name, "resync_table")
         self._track(table)
+        if described_at is not None:
+            self._described_at[name] = (described_at, table)
         self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
         self._snapshot_table(name, ch.statement, ch.position)

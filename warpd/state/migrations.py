@@ -74,4 +74,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX control_requests_pending ON control_requests (schema_name, status);
     """,
+    # 4: where the change log stood before a table's copy started (its shape read, its first
+    #    chunk not yet): replayed events at or before it are already in the copy (engine/runner.py)
+    """
+    ALTER TABLE snapshot_progress ADD COLUMN copied_from TEXT;
+    """,
 )

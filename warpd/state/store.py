@@ -271,6 +271,9 @@ class StateStore:
                 "ON CONFLICT (schema_name, table_name) DO UPDATE SET status = excluded.status, "
                 "resume_after = excluded.resume_after, rows_copied = excluded.rows_copied, "
                 "rows_estimated = COALESCE(?, snapshot_progress.rows_estimated), "
+                # a copy that starts over no longer holds what its former start position says
+                "copied_from = CASE WHEN excluded.status = 'pending' THEN NULL "
+                "ELSE snapshot_progress.copied_from END, "
                 "updated_at = excluded.updated_at",
                 (
                     schema,
@@ -299,6 +302,32 @@ class StateStore:
             .execute(
                 "SELECT table_name, copied_at FROM snapshot_progress WHERE schema_name = ? "
                 "AND copied_at IS NOT NULL",
+                (schema,),
+            )
+            .fetchall()
+        )
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    def set_copied_from(self, schema: str, table: str, position: Mapping[str, Any] | None) -> None:
+        """Where the change log stood before ``table``'s copy read its shape and first chunk (None: unknown).
+
+        Every change committed at or before it is in the copy, so the stream need not replay it.
+        Set when a copy starts from an empty table, kept while it resumes; ``status = 'pending'``
+        clears it.
+        """
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE snapshot_progress SET copied_from = ? WHERE schema_name = ? AND table_name = ?",
+                (_dumps(dict(position)) if position is not None else None, schema, table),
+            )
+
+    def copied_from(self, schema: str) -> dict[str, dict[str, Any]]:
+        """Per table whose copy is complete, the position its copy started from (see set_copied_from)."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT table_name, copied_from FROM snapshot_progress WHERE schema_name = ? "
+                "AND status = 'done' AND copied_from IS NOT NULL",
                 (schema,),
             )
             .fetchall()

@@ -65,6 +65,7 @@ from warpd.connectors.mysql.binlog_checks import (
     xa_decision,
 )
 from warpd.connectors.mysql.connection import classify
+from warpd.connectors.mysql.source import binlog_order
 from warpd.errors import ConfigError, TransientError
 from warpd.types import Column, TableSchema
 
@@ -323,10 +324,14 @@ class BinlogReader:
             try:
                 if isinstance(ev, WriteRowsEvent):
                     after = self._image(table, convs, row["values"], row.get("none_sources"), here)
-                    yield RowChange(table, Op.INSERT, None, after, pos, ts, foreign_key_checks=checks)
+                    yield RowChange(
+                        table, Op.INSERT, None, after, pos, ts, foreign_key_checks=checks, at=here
+                    )
                 elif isinstance(ev, DeleteRowsEvent):
                     before = self._image(table, convs, row["values"], row.get("none_sources"), here)
-                    yield RowChange(table, Op.DELETE, before, None, pos, ts, foreign_key_checks=checks)
+                    yield RowChange(
+                        table, Op.DELETE, before, None, pos, ts, foreign_key_checks=checks, at=here
+                    )
                 else:
                     before = self._image(
                         table, convs, row["before_values"], row.get("before_none_sources"), here
@@ -334,11 +339,13 @@ class BinlogReader:
                     after = self._image(
                         table, convs, row["after_values"], row.get("after_none_sources"), here
                     )
-                    yield RowChange(table, Op.UPDATE, before, after, pos, ts, foreign_key_checks=checks)
+                    yield RowChange(
+                        table, Op.UPDATE, before, after, pos, ts, foreign_key_checks=checks, at=here
+                    )
             except _UnknownColumn as unknown:
-                log.warning(
-                    "table %r: row event carries column %r unknown to the replicated shape; "
-                    "re-copying the table",
+                # the engine copies the table again, unless its copy holds this event (engine/runner.py)
+                log.debug(
+                    "table %r: row event carries column %r unknown to the replicated shape",
                     table,
                     unknown.args[0],
                 )
@@ -348,6 +355,7 @@ class BinlogReader:
                     position=pos,
                     statement=f"(row event with unknown column {unknown.args[0]!r})",
                     source_ts=ts,
+                    at=here,
                 )
                 return
 
@@ -469,7 +477,14 @@ class BinlogReader:
             for table in sorted(self.tables):
                 yield SchemaChange(table, SchemaOpKind.RESYNC_TABLE, here, statement, source_ts=ts)
         elif verb == "COMMIT":
-            yield from rows or ()
+            # the rows were logged with the prepare, but take effect here (what a copy orders them by)
+            for change in rows or ():
+                if isinstance(change, RowChange):
+                    yield dataclasses.replace(change, at=here)
+                elif isinstance(change, SchemaChange):
+                    yield dataclasses.replace(change, at=here)
+                else:
+                    yield change
         self._commit(here)
         yield self._boundary(here, ts)
 
@@ -675,7 +690,7 @@ class BinlogReader:
         mark = self.source.copied_at.get(table)
         if mark is None:
             return False
-        if _order(here) <= _order(mark):
+        if binlog_order(here) <= binlog_order(mark):
             return True
         del self.source.copied_at[table]  # the stream has caught up with the copy
         return False
@@ -704,11 +719,6 @@ class BinlogReader:
             yield SchemaChange(op.table, K.DROP_TABLE, here, statement, old_name=op.table, source_ts=ts)
         elif new_ours:
             yield SchemaChange(op.new_name, K.RESYNC_TABLE, here, statement, source_ts=ts)
-
-
-def _order(position: Position) -> tuple[int, int]:
-    """Binlog positions in log order (file names end in a sequence number)."""
-    return int(str(position["file"]).rsplit(".", 1)[-1]), int(position["pos"])
 
 
 class _UnknownColumn(Exception):

@@ -55,6 +55,11 @@ def default_server_id(schema_name: str) -> int:
     return 100_000 + zlib.crc32(schema_name.encode("utf-8")) % 4_000_000
 
 
+def binlog_order(position: Position) -> tuple[int, int]:
+    """Binlog positions in log order (file names end in a sequence number)."""
+    return int(str(position["file"]).rsplit(".", 1)[-1]), int(position["pos"])
+
+
 def _mariadb_snapshot_position(cur: Any) -> tuple[Any, ...] | None:
     cur.execute("SHOW MASTER STATUS")  # fails without BINLOG MONITOR, as the binlog reader would
     if not cur.fetchone():
@@ -459,6 +464,15 @@ class MySQLSource:
         mark = dict(position) if position is not None else dict(self.current_position())
         self.copied_at[table] = mark
         return mark
+
+    def precedes(self, at: Position, mark: Position) -> bool:
+        """Whether the binlog event ending at ``at`` lies at or before ``mark``; see :class:`~warpd.connectors.base.Source`.
+
+        ``mark`` comes from :meth:`current_position`, a transaction boundary, and a
+        transaction's events are contiguous in the binlog: a row event ends at or
+        before ``mark`` exactly when its transaction committed before it.
+        """
+        return binlog_order(at) <= binlog_order(mark)
 
     def stream(
         self,
