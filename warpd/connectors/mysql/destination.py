@@ -40,6 +40,7 @@ import pymysql.err
 
 from warpd.connectors.base import (
     DELETED_AT_COLUMN,
+    MYSQL_LOAD_TEXT,
     OP_COLUMN,
     RESERVED_COLUMNS,
     ROW_KEY,
@@ -185,6 +186,8 @@ class MySQLDestination:
             json="json",
             max_decimal_precision=65,
             transactional_ddl=False,
+            # snapshot rows the source server encoded as LOAD DATA fields load as they are
+            bulk_formats=frozenset({MYSQL_LOAD_TEXT}),
             foreign_key_actions=False,
             json_widening=True,
             notes=notes,
@@ -552,19 +555,49 @@ class MySQLDestination:
         return "\t".join(fields) + "\n"
 
     def encode_chunk(self, plan: TablePlan, chunk: SnapshotChunk) -> EncodedChunk:
-        if chunk.encoded is not None:  # no bulk format is listed in capabilities: never asked for
-            raise ValueError("the MySQL destination loads no source-encoded snapshot fields")
-        out = EncodedChunk([])
-        for row in chunk.rows:
+        """LOAD DATA lines for a snapshot chunk; rows the source encoded (``chunk.encoded``, in
+        :data:`~warpd.connectors.base.MYSQL_LOAD_TEXT`) are completed with the other columns."""
+        if chunk.encoded is None:
+            out = EncodedChunk([])
+            for row in chunk.rows:
+                try:
+                    out.records.append((row, self.encode(plan, row, "snapshot", None)))
+                except (ValueError, TypeError, OverflowError) as exc:
+                    out.failed.append((row, f"value cannot be encoded for MySQL: {exc}"))
+            return out
+        if plan.keyless:  # the row key hashes the canonical encoding: never asked for
+            raise ValueError("source-encoded snapshot fields for a keyless table")
+        # The source encoded chunk.encoded_columns itself; the rest are canonical values.
+        done = set(chunk.encoded_columns)
+        rest = [
+            (c.name, enc)
+            for c, enc in zip(plan.source.columns, plan.encoders, strict=True)
+            if c.name not in done
+        ]
+        fields = [plan.columns[n] for n in chunk.encoded_columns] + [plan.columns[n] for n, _e in rest]
+        tail = "\n"
+        if plan.metadata:
+            fields += [OP_COLUMN, SOURCE_TS_COLUMN]
+            tail = f"\tsnapshot\t{NULL_FIELD}\n"
+        out = EncodedChunk([], layout=fields)
+        if not rest:  # the common case: no per-value Python work
+            out.records = [(row, line + tail) for line, row in zip(chunk.encoded, chunk.rows, strict=True)]
+            return out
+        for line, row in zip(chunk.encoded, chunk.rows, strict=True):
             try:
-                out.records.append((row, self.encode(plan, row, "snapshot", None)))
+                rest_text = "".join("\t" + enc(row.get(n)) for n, enc in rest)
             except (ValueError, TypeError, OverflowError) as exc:
-                out.failed.append((row, f"value cannot be encoded for MySQL: {exc}"))
+                values = dict(row)
+                for name, text in zip(fields, line.split("\t"), strict=False):
+                    values.setdefault(name, unescape(text))
+                out.failed.append((values, f"value cannot be encoded for MySQL: {exc}"))
+                continue
+            out.records.append((row, line + rest_text + tail))
         return out
 
     def record_values(self, plan: TablePlan, record: Any, layout: Any = None) -> dict[str, Any]:
         texts = str(record).rstrip("\n").split("\t")
-        return {name: unescape(text) for name, text in zip(self.fields(plan), texts, strict=False)}
+        return {name: unescape(text) for name, text in zip(layout or self.fields(plan), texts, strict=False)}
 
     # -- writing ---------------------------------------------------------------
     def _stage_types(self, plan: TablePlan) -> list[tuple[str, str, str]]:
@@ -599,8 +632,19 @@ class MySQLDestination:
         self._staged.add(token)
         return names
 
-    def _load(self, cur: Any, plan: TablePlan, stage: str, records: Sequence[str]) -> None:
+    def _load(
+        self,
+        cur: Any,
+        plan: TablePlan,
+        stage: str,
+        records: Sequence[str],
+        layout: Sequence[str] | None = None,
+    ) -> None:
+        """Load ``records`` (fields in ``layout`` order, default :meth:`fields`) into table ``stage``."""
         types = self._stage_types(plan)
+        if layout is not None:
+            by_name = {n: (n, t, e) for n, t, e in types}
+            types = [by_name[n] for n in layout]
         if self.local_infile:
             variables = [f"@v{i}" for i in range(len(types))]
             sets = ", ".join(
@@ -658,8 +702,17 @@ class MySQLDestination:
         keep_existing: bool = False,
         layout: Any = None,
     ) -> None:
-        """Apply records (made by :meth:`encode`) in one transaction: deletes first, then upserts."""
+        """Apply records (made by :meth:`encode` or :meth:`encode_chunk`, fields in ``layout`` order)
+        in one transaction: deletes first, then upserts.
+
+        A ``direct`` write loads the records straight into the table: a key already there is a
+        warning of the load, raised as :class:`StageRefused` (1062), so the engine merges instead.
+        """
         target = _table(plan)
+        if direct and not deletes:
+            with self._transaction() as cur:
+                self._load(cur, plan, target, upserts, layout)
+            return
         columns = [n for n, _t, _e in self._stage_types(plan)]
         cols = ", ".join(map(_q, columns))
         with self.conn.cursor() as cur:
@@ -688,7 +741,7 @@ class MySQLDestination:
                     stmt = f"DELETE {target} FROM {target} JOIN {del_stage} AS s ON {full}"
                 cur.execute(stmt.replace("%", "%%"), ())
             if upserts:
-                self._load(cur, plan, up_stage, upserts)
+                self._load(cur, plan, up_stage, upserts, layout)
                 insert = f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {up_stage}"
                 if not direct:
                     noop = f"{target}.{_q(plan.key[0])} = {target}.{_q(plan.key[0])}"
