@@ -315,3 +315,20 @@ def test_the_engine_negotiates_load_data_text_for_a_mysql_destination(
         "rows of an initial copy encoded by the source server (mysql-load-data-text)"
         in out.stdout + out.stderr
     )
+
+
+def test_a_chunk_copied_again_after_a_crash_is_merged_not_refused(dbs: tuple[str, str, str]) -> None:
+    """A chunk committed before a crash but not recorded is copied again: its keys are there, and the
+    engine merges it (the same rows, no dead letters)."""
+    src_db, _canon_db, bulk_db = dbs
+    source = MySQLSource(f"{URI}{src_db}", src_db, server_id=4_500_000 + uuid.uuid4().int % 100_000)
+    try:
+        _copy(source, "mixed", bulk_db, MYSQL_LOAD_TEXT)
+        first = _rows(bulk_db, "mixed")
+        with mysql_root() as conn, conn.cursor() as cur:
+            cur.execute(f"DELETE FROM `{bulk_db}`.mixed WHERE id = 3")  # one key of the chunk missing
+        _chunks, letters = _copy(source, "mixed", bulk_db, MYSQL_LOAD_TEXT)
+    finally:
+        source.close()
+    assert letters == []
+    assert _rows(bulk_db, "mixed") == first
