@@ -5,7 +5,10 @@ A batch travels as ``LOAD DATA LOCAL INFILE`` lines sent from memory (see
 multi-row INSERTs into the same stage table; then one ``INSERT ... SELECT ...
 ON DUPLICATE KEY UPDATE`` and one DELETE (or UPDATE for soft deletes) apply it,
 all in one InnoDB transaction.  Never ``REPLACE``: it deletes the old row, which
-fires delete triggers and foreign-key cascades.
+fires delete triggers and foreign-key cascades.  Snapshot chunks (``direct``
+writes of keys not there yet) load straight into the table, without the stage;
+their lines may come encoded by the source server
+(:data:`~warpd.connectors.base.MYSQL_LOAD_TEXT`).
 
 The session runs in strict SQL mode with time_zone '+00:00', so a value the
 column cannot hold is an error (the engine then splits the batch down to the
