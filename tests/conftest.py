@@ -1,8 +1,11 @@
 """Fixtures for tests against the real local MariaDB and PostgreSQL.
 
-Each test gets its own MariaDB database and PostgreSQL schema (``warp_t_<id>``),
-dropped afterwards.  ``scripts/setup-databases.sh`` must have run (``make test``
-and ``.ci/run`` do that).
+Each test gets its own MariaDB source database (``warp_t_<id>``) and its own
+destination schema, dropped afterwards.  A test marked ``destinations`` (or in
+a module with ``pytestmark = pytest.mark.destinations``) runs once per
+destination kind (``[postgresql]``, ``[mysql]``: see ``tests/destinations.py``);
+any other test writes to PostgreSQL.  ``scripts/setup-databases.sh`` must have
+run (``make test`` and ``.ci/run`` do that).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import psycopg2
 import pymysql
 import pytest
 from psycopg2 import sql
+
+from tests.destinations import KINDS, DestinationUnderTest, destination_under_test, with_destination_schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MYSQL_HOST = os.environ.get("WARP_TEST_MYSQL_HOST", "127.0.0.1")
@@ -79,19 +84,36 @@ def wait_stopped(pid: int, timeout: float = 10.0) -> None:
     wait_until(stopped, timeout, f"process {pid} to stop", interval=0.01)
 
 
-class Databases:
-    """A test's MariaDB database and PostgreSQL schema of the same name."""
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # tests marked ``destinations`` run once per destination kind
+    if "destination_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("destinations"):
+        metafunc.parametrize("destination_kind", KINDS, indirect=True)
 
-    def __init__(self, name: str):
+
+@pytest.fixture
+def destination_kind(request: pytest.FixtureRequest) -> str:
+    """``postgresql`` or ``mysql``; PostgreSQL for a test not marked ``destinations``."""
+    return str(getattr(request, "param", "postgresql"))
+
+
+class Databases:
+    """A test's MariaDB source database and its destination schema (``dest``)."""
+
+    def __init__(self, name: str, kind: str = "postgresql"):
         self.name = name
         self.source_uri = f"mysql://warp:warp@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
-        self.dest_uri = PG_DSN
         self._my = mysql_root()
         with self._my.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
         self._my.select_db(name)
+        self.dest: DestinationUnderTest = destination_under_test(kind, name)
+        self.dest_uri = self.dest.uri
         self.pg = psycopg2.connect(PG_DSN)
         self.pg.autocommit = True
+
+    @property
+    def dest_schema(self) -> str:
+        return self.dest.schema
 
     def sql(self, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
         """Run one statement at the MariaDB source (as root) and return its rows."""
@@ -104,11 +126,14 @@ class Databases:
             cur.executemany(statement, rows)
 
     def pg_rows(self, query: str, args: Any = None) -> list[tuple[Any, ...]]:
+        """A query at PostgreSQL (the destination of tests not marked ``destinations``)."""
         with self.pg.cursor() as cur:
             cur.execute(query, args)
             return list(cur.fetchall()) if cur.description else []
 
     def pg_count(self, table: str) -> int | None:
+        if self.dest.kind != "postgresql":
+            return self.dest.count(table)
         try:
             # quoted by psycopg2: hostile test table names must not become SQL
             return self.pg_rows(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.name, table)))[
@@ -127,11 +152,15 @@ class Databases:
         with self.pg.cursor() as cur:
             cur.execute(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE')
         self.pg.close()
+        try:
+            self.dest.drop()
+        finally:
+            self.dest.close()
 
 
 @pytest.fixture
-def dbs() -> Iterator[Databases]:
-    d = Databases(f"warp_t_{uuid.uuid4().hex[:10]}")
+def dbs(destination_kind: str) -> Iterator[Databases]:
+    d = Databases(f"warp_t_{uuid.uuid4().hex[:10]}", destination_kind)
     try:
         yield d
     finally:
@@ -160,6 +189,7 @@ class Warp:
             state_dir,
             *extra,
         ]
+        config = _config_for(dbs, config, state_dir)
         if config:
             self.cmd += ["--config", config]
         self.env = {**os.environ, "PYTHONPATH": ROOT, **env}
@@ -199,6 +229,21 @@ class Warp:
         return rc
 
 
+def _config_for(dbs: Databases, config: str | None, state_dir: str) -> str | None:
+    """``config`` with the schema sent to the test's destination schema (a copy when it must change)."""
+    text = None
+    if config:
+        with open(config, encoding="utf-8") as f:
+            text = f.read()
+    changed = with_destination_schema(text, dbs.name, dbs.dest)
+    if changed == text:
+        return config
+    path = os.path.join(state_dir, f"config-{dbs.dest.kind}-{uuid.uuid4().hex[:6]}.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(changed or "")
+    return path
+
+
 @pytest.fixture
 def warp(dbs: Databases, tmp_path: Any) -> Iterator[Callable[..., Warp]]:
     started: list[Warp] = []
@@ -231,15 +276,14 @@ def write_config(tmp_path: Any, text: str) -> str:
 def converged(dbs: Databases, tables: list[str] | None = None, soft_delete: bool = False) -> list[str]:
     """Differences between every (or the given) source table and its destination copy; [] when equal."""
     from warpd.connectors.mysql.source import MySQLSource
-    from warpd.connectors.postgresql.destination import PostgresDestination
     from warpd.verify import table_difference
 
     source = MySQLSource(dbs.source_uri, dbs.name, server_id=999)
-    dest = PostgresDestination(dbs.dest_uri)
+    dest = dbs.dest.connector()
     problems = []
     try:
         for table in tables or source.list_tables():
-            plan = dest.plan(source.describe(table), dbs.name, soft_delete=soft_delete, metadata=False)
+            plan = dest.plan(source.describe(table), dbs.dest_schema, soft_delete=soft_delete, metadata=False)
             problem = table_difference(source, dest, plan)
             if problem:
                 problems.append(problem)

@@ -10,6 +10,7 @@ variant is skipped and pytest prints why (``-ra``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import pytest
 from psycopg2 import sql
+
+from tests.destinations import DestinationUnderTest, destination_under_test
 
 PG_DSN = os.environ.get("WARP_TEST_PG_DSN", "postgresql://warp:warp@127.0.0.1:5432/warp_test")
 REAL_URI = os.environ.get("WARP_TEST_MONGO_URI", "")
@@ -92,15 +95,20 @@ def backend(kind: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 
 class MongoDatabases:
-    """One test's MongoDB database and PostgreSQL schema, both named ``warp_t_<hex>``."""
+    """One test's MongoDB database (``warp_t_<hex>``) and its destination schema (``dest``).
 
-    def __init__(self, back: Backend):
+    PostgreSQL's schema has the database's name; MySQL's database is named
+    ``warp_t_<hex>_d`` (see ``tests/destinations.py``).
+    """
+
+    def __init__(self, back: Backend, kind: str = "postgresql"):
         import pymongo
 
         self.backend = back
         self.name = f"warp_t_{uuid.uuid4().hex[:10]}"
         self.source_uri = with_database(back.uri, self.name)
-        self.dest_uri = PG_DSN
+        self.dest: DestinationUnderTest = destination_under_test(kind, self.name)
+        self.dest_uri = self.dest.uri
         self.client: Any = pymongo.MongoClient(back.uri, tz_aware=True)
         self.db = self.client[self.name]
         self.pg = psycopg2.connect(PG_DSN)
@@ -111,7 +119,13 @@ class MongoDatabases:
             cur.execute(query, args)
             return list(cur.fetchall()) if cur.description else []
 
+    @property
+    def dest_schema(self) -> str:
+        return self.dest.schema
+
     def pg_count(self, table: str) -> int | None:
+        if self.dest.kind != "postgresql":
+            return self.dest.count(table)
         try:
             query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.name, table))
             return int(self.pg_rows(query)[0][0])
@@ -126,6 +140,33 @@ class MongoDatabases:
             with self.pg.cursor() as cur:
                 cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.name)))
             self.pg.close()
+            try:
+                self.dest.drop()
+            finally:
+                self.dest.close()
+
+
+def column(m: MongoDatabases, name: str) -> str:
+    """``name`` quoted as a column of ``m``'s destination (backticks for MySQL, double quotes else)."""
+    if m.dest.kind == "mysql":
+        return "`" + name.replace("`", "``") + "`"
+    return '"' + name.replace('"', '""') + '"'
+
+
+def dest_rows(
+    m: MongoDatabases, table: str, *columns: str, order: str = "_id", where: str = ""
+) -> list[tuple[Any, ...]]:
+    """``SELECT columns FROM table [WHERE where] ORDER BY order`` at ``m``'s destination, names quoted."""
+    cols = ", ".join(column(m, c) for c in columns) or "*"
+    text = f"SELECT {cols} FROM {{}}" + (f" WHERE {where}" if where else "") + f" ORDER BY {column(m, order)}"
+    return m.dest.query(text, table)
+
+
+def json_value(m: MongoDatabases, value: Any) -> Any:
+    """A JSON column's value as Python data: ``jsonb`` arrives decoded (a JSON string as a str), MySQL's as text."""
+    if m.dest.kind == "postgresql" or value is None:
+        return value
+    return json.loads(value)
 
 
 def mongo_converged(
@@ -135,18 +176,17 @@ def mongo_converged(
 
     The destination's shape is the one the engine recorded in the state file;
     each document is mapped with it (docs/mongodb-mapping.md) and compared with
-    the row read back from PostgreSQL.
+    the row read back from the destination.
     """
     from warpd.config.model import TableSettings
     from warpd.connectors.mongodb.source import MongoSource
-    from warpd.connectors.postgresql.destination import PostgresDestination
     from warpd.state.store import StateStore
     from warpd.verify import table_difference
 
     store = StateStore(state_dir)
     source = MongoSource(m.source_uri, m.name, m.name, {})
     source.configure(lambda _t: TableSettings(flatten_depth=flatten_depth))
-    dest = PostgresDestination(m.dest_uri)
+    dest = m.dest.connector()
     problems = []
     try:
         shapes = store.latest_schemas(m.name)
@@ -155,7 +195,7 @@ def mongo_converged(
             if shape is None:
                 problems.append(f"{coll}: no shape recorded yet")
                 continue
-            plan = dest.plan(shape, m.name, soft_delete=soft_delete, metadata=False)
+            plan = dest.plan(shape, m.dest_schema, soft_delete=soft_delete, metadata=False)
             problem = table_difference(source, dest, plan)
             if problem:
                 problems.append(problem)

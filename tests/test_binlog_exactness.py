@@ -166,6 +166,7 @@ def test_create_table_if_not_exists_keeps_the_tracked_shape() -> None:
 # -- end to end -------------------------------------------------------------------------------
 
 
+@pytest.mark.destinations
 def test_create_table_if_not_exists_on_a_replicated_table_changes_nothing(
     dbs: Databases, warp: Callable[..., Warp]
 ) -> None:
@@ -175,7 +176,7 @@ def test_create_table_if_not_exists_on_a_replicated_table_changes_nothing(
     dbs.sql("CREATE TABLE IF NOT EXISTS big (id INT PRIMARY KEY, n INT)")  # exists: a no-op with a warning
     dbs.sql("INSERT INTO big VALUES (2, 3000000000)")
     assert_converged(dbs, w)
-    assert dbs.pg_rows(f'SELECT n FROM "{dbs.name}".big WHERE id = 2') == [(3000000000,)]
+    assert dbs.dest.query("SELECT n FROM {} WHERE id = 2", "big") == [(3000000000,)]
 
 
 class GlobalSettings:
@@ -209,6 +210,7 @@ def server_globals() -> Iterator[GlobalSettings]:
         settings.conn.close()
 
 
+@pytest.mark.destinations
 def test_mariadb_compressed_binlog_events_replicate(
     dbs: Databases, warp: Callable[..., Warp], server_globals: GlobalSettings
 ) -> None:
@@ -229,7 +231,7 @@ def test_mariadb_compressed_binlog_events_replicate(
         server_globals.restore()  # at once: other tests' events must not be compressed
         conn.close()
     assert_converged(dbs, w)
-    assert dbs.pg_rows(f'SELECT id, a, extra FROM "{dbs.name}".c ORDER BY id') == [
+    assert dbs.dest.query("SELECT id, a, extra FROM {} ORDER BY id", "c") == [
         (1, 11, None),
         (2, 12, None),
         (4, 14, None),
@@ -237,6 +239,7 @@ def test_mariadb_compressed_binlog_events_replicate(
     ]
 
 
+@pytest.mark.destinations
 def test_statement_logged_dml_on_a_replicated_table_stops_the_schema(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -253,9 +256,10 @@ def test_statement_logged_dml_on_a_replicated_table_stops_the_schema(
         "INSERT INTO kept VALUES (2, 2)",
     )
     stopped_with(w, f"table {dbs.name}.kept", "logged as a statement", "binlog_format=ROW", "warpctl pause")
-    assert dbs.pg_rows(f'SELECT id FROM "{dbs.name}".kept ORDER BY id') == [(1,)]
+    assert dbs.dest.query("SELECT id FROM {} ORDER BY id", "kept") == [(1,)]
 
 
+@pytest.mark.destinations
 def test_statement_logged_dml_through_a_view_stops_the_schema(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -279,9 +283,10 @@ def test_statement_logged_dml_through_a_view_stops_the_schema(
     out = stopped_with(w, f"{dbs.name}.v", "logged as a statement", "binlog_format=ROW")
     error = next(line for line in out.splitlines() if " ERROR " in line)
     assert "UPDATE v" in error and "tmp" not in error and "ignored" not in error, error
-    assert dbs.pg_rows(f'SELECT id, a FROM "{dbs.name}".kept') == [(1, 1)]
+    assert dbs.dest.query("SELECT id, a FROM {}", "kept") == [(1, 1)]
 
 
+@pytest.mark.destinations
 def test_a_partial_row_image_stops_instead_of_deleting_the_row(
     dbs: Databases, warp: Callable[..., Warp]
 ) -> None:
@@ -295,9 +300,10 @@ def test_a_partial_row_image_stops_instead_of_deleting_the_row(
     )
     stopped_with(w, f"table {dbs.name}.m", "partial row image", "binlog_row_image=FULL")
     # before the fix the after-image without the key read as a key change and deleted the row
-    assert dbs.pg_rows(f'SELECT id, a, b FROM "{dbs.name}".m') == [(1, 10, "keep me")]
+    assert dbs.dest.query("SELECT id, a, b FROM {}", "m") == [(1, 10, "keep me")]
 
 
+@pytest.mark.destinations
 def test_xa_rollback_commit_and_a_restart_between_prepare_and_commit(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -306,37 +312,52 @@ def test_xa_rollback_commit_and_a_restart_between_prepare_and_commit(
     w = start_streaming(warp)
     conn = session(dbs.name)
     cur = conn.cursor()
+    # XA ids are the server's, and a prepared one outlives its session and a server restart:
+    # ids of this test's own, rolled back if it fails, so no other run meets them
+    prepared: set[str] = set()
 
-    def prepare(xid: str, row_id: int) -> None:
-        cur.execute(f"XA START '{xid}'")
-        cur.execute("INSERT INTO x VALUES (%s, %s)", (row_id, xid))
-        cur.execute("UPDATE x SET v = %s WHERE id = 1", (xid,))
-        cur.execute(f"XA END '{xid}'")
-        cur.execute(f"XA PREPARE '{xid}'")
+    def xid(label: str) -> str:
+        return f"'{label}-{dbs.name}'"
 
-    prepare("rolled", 2)
-    cur.execute("XA ROLLBACK 'rolled'")
-    prepare("done", 3)
-    cur.execute("XA COMMIT 'done'")
-    assert_converged(dbs, w)  # no phantom row 2, row 3 and 'done' applied
-    assert dbs.pg_rows(f'SELECT id, v FROM "{dbs.name}".x ORDER BY id') == [(1, "done"), (3, "done")]
+    def prepare(label: str, row_id: int) -> None:
+        cur.execute(f"XA START {xid(label)}")
+        cur.execute("INSERT INTO x VALUES (%s, %s)", (row_id, label))
+        cur.execute("UPDATE x SET v = %s WHERE id = 1", (label,))
+        cur.execute(f"XA END {xid(label)}")
+        cur.execute(f"XA PREPARE {xid(label)}")
+        prepared.add(label)
 
-    held = binlog_position(dbs)
-    prepare("across", 4)
-    dbs.sql("INSERT INTO x VALUES (5, 'after prepare')")  # committed while 'across' is undecided
-    wait_until(lambda: dbs.pg_rows(f'SELECT 1 FROM "{dbs.name}".x WHERE id = 5'), TIMEOUT, "row 5")
-    assert dbs.pg_rows(f'SELECT 1 FROM "{dbs.name}".x WHERE id = 4') == [], "applied before its XA COMMIT"
-    store = state(tmp_path)
+    def decide(how: str, label: str) -> None:
+        cur.execute(f"XA {how} {xid(label)}")
+        prepared.discard(label)
+
     try:
-        assert position_order(store.checkpoint(dbs.name)) <= held, "the checkpoint passed an undecided XA"
+        prepare("rolled", 2)
+        decide("ROLLBACK", "rolled")
+        prepare("done", 3)
+        decide("COMMIT", "done")
+        assert_converged(dbs, w)  # no phantom row 2, row 3 and 'done' applied
+        assert dbs.dest.query("SELECT id, v FROM {} ORDER BY id", "x") == [(1, "done"), (3, "done")]
+
+        held = binlog_position(dbs)
+        prepare("across", 4)
+        dbs.sql("INSERT INTO x VALUES (5, 'after prepare')")  # committed while 'across' is undecided
+        wait_until(lambda: dbs.dest.query("SELECT 1 FROM {} WHERE id = 5", "x"), TIMEOUT, "row 5")
+        assert dbs.dest.query("SELECT 1 FROM {} WHERE id = 4", "x") == [], "applied before its XA COMMIT"
+        store = state(tmp_path)
+        try:
+            assert position_order(store.checkpoint(dbs.name)) <= held, "the checkpoint passed an undecided XA"
+        finally:
+            store.close()
+        assert w.stop(signal.SIGTERM, 60) == 0
+        decide("COMMIT", "across")
     finally:
-        store.close()
-    assert w.stop(signal.SIGTERM, 60) == 0
-    cur.execute("XA COMMIT 'across'")
-    conn.close()
+        for label in list(prepared):
+            in_session(dbs.name, f"XA ROLLBACK {xid(label)}")
+        conn.close()
     w2 = start_streaming(warp)
     assert_converged(dbs, w2)
-    assert dbs.pg_rows(f'SELECT id, v FROM "{dbs.name}".x ORDER BY id') == [
+    assert dbs.dest.query("SELECT id, v FROM {} ORDER BY id", "x") == [
         (1, "across"),
         (3, "done"),
         (4, "across"),
@@ -347,6 +368,7 @@ def test_xa_rollback_commit_and_a_restart_between_prepare_and_commit(
 LATIN1_ODD = bytes([0x81, 0x8D, 0x8F, 0x90, 0x9D])  # undefined in cp1252; MySQL maps them to U+0081...
 
 
+@pytest.mark.destinations
 def test_latin1_bytes_python_cp1252_rejects_replicate_exactly(
     dbs: Databases, warp: Callable[..., Warp]
 ) -> None:
@@ -362,9 +384,10 @@ def test_latin1_bytes_python_cp1252_rejects_replicate_exactly(
         )
     dbs.sql("UPDATE l SET t = CONVERT(%s USING latin1) WHERE id = 1", (LATIN1_ODD + b"\xe9",))
     assert_converged(dbs, w)
-    assert dbs.pg_rows(f'SELECT s FROM "{dbs.name}".l WHERE id = 2') == [("\x81",)]
+    assert dbs.dest.query("SELECT s FROM {} WHERE id = 2", "l") == [("\x81",)]
 
 
+@pytest.mark.destinations
 def test_an_undecodable_value_stops_naming_table_and_position_and_excluding_the_table_gets_past_it(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -376,7 +399,7 @@ def test_an_undecodable_value_stops_naming_table_and_position_and_excluding_the_
     in_session(dbs.name, "SET NAMES binary", "INSERT INTO a VALUES (2, 0x41FF42)")
     dbs.sql("INSERT INTO other VALUES (1, 1)")
     stopped_with(w, f"table {dbs.name}.a", "cannot be decoded", "column 's'", "warpctl pause")
-    assert dbs.pg_rows(f'SELECT id FROM "{dbs.name}".other') == [], "nothing after the stop is applied"
+    assert dbs.dest.query("SELECT id FROM {}", "other") == [], "nothing after the stop is applied"
     config = tmp_path / "c.yaml"
     config.write_text(f"schemas:\n  - name: {dbs.name}\n    table_blacklist: [a]\n")
     w2 = start_streaming(warp, str(config))
@@ -399,7 +422,7 @@ def test_pausing_a_table_with_an_undecodable_row_lets_the_stream_go_on(
     paused = daemon.warpctl("pause", f"{dbs.name}.bad")
     assert paused.returncode == 0, paused.stderr
     wait_until(
-        lambda: dbs.pg_rows(f'SELECT v FROM "{dbs.name}".good WHERE id = 1') == [("after",)],
+        lambda: dbs.dest.query("SELECT v FROM {} WHERE id = 1", "good") == [("after",)],
         TIMEOUT,
         "the change after the undecodable row",
     )
@@ -437,12 +460,13 @@ def test_pausing_the_parent_of_emulated_cascades_does_not_skip_its_undecodable_r
     assert "internal error" not in daemon.output
 
 
+@pytest.mark.destinations
 def test_two_single_mode_processes_with_one_replica_id_stop_instead_of_evicting_each_other(
     dbs: Databases, tmp_path: Any
 ) -> None:
     # Item 23 in single mode: a config with source.server_id that does not list the schemas gives every
     # `--schema X` process the same id; each connection evicted the other's, forever, with warnings only.
-    other = Databases(f"warp_t_{uuid.uuid4().hex[:10]}")
+    other = Databases(f"warp_t_{uuid.uuid4().hex[:10]}", dbs.dest.kind)
     procs: list[Warp] = []
     try:
         server_id = 3_000_000_000 + uuid.uuid4().int % 1_000_000  # clear of the other tests' ids
@@ -475,6 +499,7 @@ def test_two_single_mode_processes_with_one_replica_id_stop_instead_of_evicting_
         other.drop()
 
 
+@pytest.mark.destinations
 def test_a_temporary_table_shadowing_a_replicated_one_leaves_it_alone(
     dbs: Databases, warp: Callable[..., Warp]
 ) -> None:
@@ -495,4 +520,4 @@ def test_a_temporary_table_shadowing_a_replicated_one_leaves_it_alone(
     )
     dbs.sql("INSERT INTO t VALUES (3, 3)")
     assert_converged(dbs, w)
-    assert dbs.pg_rows(f'SELECT * FROM "{dbs.name}".t ORDER BY id') == [(1, 1), (2, 2), (3, 3)]
+    assert dbs.dest.query("SELECT * FROM {} ORDER BY id", "t") == [(1, 1), (2, 2), (3, 3)]

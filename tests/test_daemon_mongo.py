@@ -2,7 +2,8 @@
 
 The supervisor knows nothing about sources; this checks that a MongoDB schema
 lives under it like any other: its own process, status with its resume token,
-restarted after kill -9 with nothing lost, and a clean SIGTERM.
+restarted after kill -9 with nothing lost, and a clean SIGTERM.  Runs once per
+destination kind (``[postgresql]``, ``[mysql]``: tests/destinations.py).
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import PG_DSN
 from daemon_support import SUPERVISOR, Daemon, pid_alive
 
 from tests.mongo_support import Backend, MongoDatabases, backend, mongo_converged
 from tests.test_mongo_replication import wait_mongo
 
-pytestmark = pytest.mark.mongodb
+pytestmark = [pytest.mark.mongodb, pytest.mark.destinations]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,8 @@ def wire(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 
 @pytest.fixture
-def two_mongo_dbs(wire: Backend) -> Iterator[list[MongoDatabases]]:
-    made = [MongoDatabases(wire), MongoDatabases(wire)]
+def two_mongo_dbs(wire: Backend, destination_kind: str) -> Iterator[list[MongoDatabases]]:
+    made = [MongoDatabases(wire, destination_kind), MongoDatabases(wire, destination_kind)]
     try:
         yield made
     finally:
@@ -52,12 +52,15 @@ def test_mongodb_schemas_under_warpd_survive_kill_9(daemon: Daemon, two_mongo_db
                 for i in range(300)
             ]
         )
-    entries = "".join(f"  - name: {m.name}\n    source_database: {m.name}\n" for m in two_mongo_dbs)
+    entries = "".join(
+        f"  - name: {m.name}\n    source_database: {m.name}\n    destination_schema: {m.dest_schema}\n"
+        for m in two_mongo_dbs
+    )
     daemon.write_config(
         [],
         text=(
             f'source:\n  connection_string: "{wire.uri}"\n'
-            f'destination:\n  connection_string: "{PG_DSN}"\n'
+            f'destination:\n  connection_string: "{first.dest_uri}"\n'
             f"state_dir: {daemon.state_dir}\n"
             "max_batch_latency_ms: 50\n"
             "flatten_depth: 1\n"  # the resync below must map documents as the stream does
@@ -100,7 +103,7 @@ def test_mongodb_schemas_under_warpd_survive_kill_9(daemon: Daemon, two_mongo_db
     assert daemon.schema(second.name)["pid"] == other_pid, "the other schema's process must not be touched"
 
     # warpctl resync of a MongoDB collection, while it changes: the drifted copy is repaired
-    first.pg_rows(f'UPDATE "{first.name}".orders SET total = -1 WHERE "_id" < 50')
+    first.dest.query("UPDATE {} SET total = -1 WHERE _id < 50", "orders")
     result = daemon.warpctl("resync", f"{first.name}.orders")
     assert result.returncode == 0, result.stderr
     first.db["orders"].delete_many({"_id": {"$gte": 250, "$lt": 300}})
@@ -110,6 +113,6 @@ def test_mongodb_schemas_under_warpd_survive_kill_9(daemon: Daemon, two_mongo_db
     )
     wait_mongo(first, None, daemon.state_dir, timeout=90, flatten_depth=1)
     assert "resync of" in daemon.output
-    assert first.pg_rows(f'SELECT "customer__name" FROM "{first.name}".orders WHERE "_id" = 7') == [("c7",)]
+    assert first.dest.query("SELECT customer__name FROM {} WHERE _id = 7", "orders") == [("c7",)]
     assert daemon.stop() == 0
     assert mongo_converged(first, daemon.state_dir, flatten_depth=1) == []

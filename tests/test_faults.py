@@ -1,8 +1,11 @@
 """Faults an operator will meet: kill -9, database restarts, a purged binlog, a broken set-up.
 
 Every test runs the real ``cartridge-warp`` process against the real local
-MariaDB and PostgreSQL and asserts what a user notices: the rows in
-PostgreSQL (``converged``), exit codes, messages and the state file.  Tests
+MariaDB and a destination, and asserts what a user notices: the rows at the
+destination (``converged``), exit codes, messages and the state file.  Tests
+marked ``destinations`` run once per destination kind (PostgreSQL, and MariaDB
+itself: tests/destinations.py); the checks of the source's set-up (binlog
+settings, grants, passwords) run once, since no destination is reached.  Tests
 that stop or reconfigure a database server restore it in ``finally`` and wait
 until it answers again, so later tests are unaffected.
 """
@@ -142,6 +145,11 @@ def reconnect(dbs: Databases) -> None:
         pass
     dbs.pg = psycopg2.connect(PG_DSN)
     dbs.pg.autocommit = True
+    try:
+        dbs.dest.close()
+    except Exception:  # noqa: BLE001
+        pass
+    dbs.dest = type(dbs.dest)(dbs.dest.schema)
 
 
 # -- a source writer ---------------------------------------------------------------
@@ -223,6 +231,7 @@ def make_items(dbs: Databases, rows: int = 2000) -> None:
 
 
 # -- 1. kill -9 during the snapshot ------------------------------------------------------
+@pytest.mark.destinations
 def test_kill_during_snapshot_resumes_at_last_committed_chunk(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -294,6 +303,7 @@ def test_kill_during_snapshot_resumes_at_last_committed_chunk(
 
 
 # -- 2. kill -9 while streaming ----------------------------------------------------------
+@pytest.mark.destinations
 def test_kill_during_streaming_loses_and_duplicates_nothing(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -322,22 +332,87 @@ def test_kill_during_streaming_loses_and_duplicates_nothing(
     stop_cleanly(w2)
 
 
-# -- 3. PostgreSQL restart --------------------------------------------------------------
-def test_postgresql_restart_is_ridden_out(dbs: Databases, warp: Callable[..., Warp], tmp_path: Any) -> None:
+# -- 2b. kill -9 again and again while the schema changes ---------------------------------
+@pytest.mark.destinations
+def test_kill_during_schema_changes_replays_them_exactly(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """Killed at random points while DDL and DML stream (MySQL's DDL is not transactional: a change
+    applied before the kill is replayed after it), the destination ends up equal to the source."""
+    make_items(dbs, 500)
+    config = write_config(tmp_path, "batch_size: 20\nmax_batch_latency_ms: 20\n")
+    steps = [
+        "ALTER TABLE items ADD COLUMN extra VARCHAR(20) NULL",
+        "UPDATE items SET extra = CONCAT('x', id) WHERE id % 3 = 0",
+        "ALTER TABLE items MODIFY COLUMN qty BIGINT NOT NULL",
+        "UPDATE items SET qty = qty + 5000000000 WHERE id % 7 = 0",
+        "ALTER TABLE items ADD COLUMN flag INT NOT NULL DEFAULT 7",  # fills rows without row events
+        "ALTER TABLE items CHANGE COLUMN note memo VARCHAR(80)",
+        "CREATE TABLE side (id INT PRIMARY KEY, v TEXT)",
+        "INSERT INTO side SELECT seq, CONCAT('s', seq) FROM seq_1_to_300",
+        "RENAME TABLE side TO side2",
+        "ALTER TABLE items DROP COLUMN extra",
+        "UPDATE side2 SET v = 'changed' WHERE id < 50",
+        "CREATE TABLE doomed (id INT PRIMARY KEY)",
+        "INSERT INTO doomed VALUES (1), (2)",
+        "DROP TABLE doomed",
+        "ALTER TABLE side2 ADD COLUMN w INT NULL",
+        "UPDATE side2 SET w = id * 2 WHERE id > 250",
+    ]
+    rng = random.Random(23)
+    ids = iter(range(10_000, 20_000))
+    w = start_streaming(warp, config)
+    kills = 0
+    for n, step in enumerate(steps):
+        dbs.sql(step)
+        for _ in range(5):  # DML with the columns every step keeps
+            dbs.sql("INSERT INTO items (id, qty) VALUES (%s, %s)", (next(ids), n))
+            dbs.sql("UPDATE items SET qty = qty + 1 WHERE id = %s", (rng.randrange(1, 500),))
+            dbs.sql("DELETE FROM items WHERE id = %s", (rng.randrange(1, 500),))
+        if n % 2:
+            time.sleep(rng.uniform(0.05, 0.8))  # anywhere: mid-batch, mid-DDL, mid-copy, starting up
+            assert w.alive(), w.output[-4000:]
+            w.kill()
+            kills += 1
+            w = warp(config)
+    assert kills == len(steps) // 2
+    assert_converged(dbs, w)
+    assert dbs.dest.tables() == ["items", "side2"]
+    assert dbs.dest.columns("items") == ["id", "qty", "memo", "flag"]
+    assert dbs.dest.columns("side2") == ["id", "v", "w"]
+    assert dbs.dest.count("items") == dbs.source_count("items")
+    assert_no_dead_letters(w, dbs)
+    stop_cleanly(w)
+
+
+# -- 3. the destination's restart --------------------------------------------------------
+@pytest.mark.destinations
+def test_destination_restart_is_ridden_out(dbs: Databases, warp: Callable[..., Warp], tmp_path: Any) -> None:
+    """The destination's server restarts while changes stream: PostgreSQL, or the MariaDB server that
+    holds the destination database (and, MariaDB -> MariaDB, the source too)."""
     make_items(dbs)
     w = start_streaming(warp, write_config(tmp_path, FAST_RETRY))
     pid = w.proc.pid
-    started = postmaster_started()
+    mysql = dbs.dest.kind == "mysql"
+    started = mariadb_server().pid() if mysql else postmaster_started()
     writer = Writer(dbs, first_id=2000, seed=11)
     writer.start()
     try:
         wait_until(lambda: writer.committed >= 200, 60, "the writer to make changes")
-        restart_postgres()
-        assert postmaster_started() != started, "PostgreSQL did not restart"
+        failures = writer.failures
+        if mysql:
+            restart_mariadb()
+            assert mariadb_server().pid() != started, "MariaDB did not restart"
+        else:
+            restart_postgres()
+            assert postmaster_started() != started, "PostgreSQL did not restart"
         mark = writer.committed
-        wait_until(lambda: writer.committed >= mark + 300, 60, "changes after the restart")
+        wait_until(lambda: writer.committed >= mark + 300, 90, "changes after the restart")
+        if mysql:
+            assert writer.failures > failures, "the writer never saw the outage"
     finally:
         writer.stop()
+        ensure_mariadb()
         ensure_postgres()
         reconnect(dbs)
     assert w.alive() and w.proc.pid == pid, w.output
@@ -347,7 +422,9 @@ def test_postgresql_restart_is_ridden_out(dbs: Databases, warp: Callable[..., Wa
     stop_cleanly(w)
 
 
-# -- 4. MariaDB restart ------------------------------------------------------------------
+# -- 4. MariaDB (the source) restart ---------------------------------------------------------
+# Into PostgreSQL: with a MariaDB destination the source's server is the destination's, and
+# test_destination_restart_is_ridden_out[mysql] restarts it.
 def test_mariadb_restart_is_ridden_out(dbs: Databases, warp: Callable[..., Warp], tmp_path: Any) -> None:
     make_items(dbs)
     w = start_streaming(warp, write_config(tmp_path, FAST_RETRY))
@@ -373,6 +450,7 @@ def test_mariadb_restart_is_ridden_out(dbs: Databases, warp: Callable[..., Warp]
 
 
 # -- 5. position lost --------------------------------------------------------------------
+@pytest.mark.destinations
 def test_lost_position_stops_with_advice_then_resnapshots_when_asked(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -475,6 +553,7 @@ def test_wrong_password_is_reported_without_the_password(dbs: Databases, warp: C
     assert "password" in out.lower()
 
 
+@pytest.mark.destinations
 @pytest.mark.parametrize("with_tables", [True, False], ids=["tables", "empty-database"])
 def test_unreachable_destination_fails_at_startup(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any, with_tables: bool
@@ -484,12 +563,17 @@ def test_unreachable_destination_fails_at_startup(
     config = write_config(
         tmp_path, "retry: {max_attempts: 3, initial_delay_seconds: 0.1, max_delay_seconds: 0.5}\n"
     )
-    w = warp(config, extra=["--destination", "postgresql://warp:SecretDst-55@127.0.0.1:1/warp_test"])
-    out = assert_startup_failure(w, "PostgreSQL destination", "127.0.0.1", secret="SecretDst-55")
+    if dbs.dest.kind == "mysql":
+        uri, name = "mysql://warp:SecretDst-55@127.0.0.1:1/", "MySQL destination"
+    else:
+        uri, name = "postgresql://warp:SecretDst-55@127.0.0.1:1/warp_test", "PostgreSQL destination"
+    w = warp(config, extra=["--destination", uri])
+    out = assert_startup_failure(w, name, "127.0.0.1", secret="SecretDst-55")
     assert "port 1" in out or ":1/" in out, out
 
 
-# -- 7. transient destination errors -----------------------------------------------------------
+# -- 7. the destination's sessions killed mid-stream -------------------------------------------
+@pytest.mark.destinations
 def test_terminated_destination_connections_are_retried_without_loss(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -504,13 +588,9 @@ def test_terminated_destination_connections_are_retried_without_loss(
     try:
         wait_until(lambda: writer.committed >= 100, 60, "the writer to make changes")
         for _ in range(6):
-            # only this test's process: other cartridge-warp processes may share the server
-            rows = dbs.pg_rows(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name "
-                "= %s AND pid <> pg_backend_pid()",
-                (f"cartridge-warp {dbs.name}"[:63],),
-            )
-            terminated += sum(1 for (ok,) in rows if ok)
+            # only this test's process (found by its sockets): other processes share the server, and
+            # MariaDB -> MariaDB, the source's binlog connection is left alone
+            terminated += dbs.dest.kill_sessions(pid)
             time.sleep(0.7)
         mark = writer.committed
         wait_until(lambda: writer.committed >= mark + 200, 60, "changes after the terminations")

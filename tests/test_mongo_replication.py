@@ -1,13 +1,15 @@
-"""MongoDB -> PostgreSQL end to end: snapshot, change streams, evolution, faults.
+"""MongoDB -> PostgreSQL and MongoDB -> MySQL/MariaDB end to end: snapshot, change streams, evolution, faults.
 
 Each test runs ``cartridge-warp --mode single`` as a subprocess against the
 MongoDB back ends of :mod:`tests.mongo_support` (the wire-protocol test server
-always; a real replica set when one is available) and the local PostgreSQL,
-and checks the rows a user would query.
+always; a real replica set when one is available) and each destination kind
+of :mod:`tests.destinations` (``[postgresql]``, ``[mysql]``), and checks the
+rows a user would query.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -20,12 +22,18 @@ from typing import Any
 import pytest
 from bson import Binary, Decimal128, Int64, ObjectId
 from conftest import Warp, wait_matching, wait_stopped, wait_until, write_config
-from psycopg2 import sql
 
-from tests.mongo_support import Backend, MongoDatabases, backend, mongo_converged
+from tests.mongo_support import (
+    Backend,
+    MongoDatabases,
+    backend,
+    dest_rows,
+    json_value,
+    mongo_converged,
+)
 from warpd.state.store import StateStore
 
-pytestmark = pytest.mark.mongodb
+pytestmark = [pytest.mark.mongodb, pytest.mark.destinations]
 
 
 @pytest.fixture(scope="module", params=["wire", "replica-set"])
@@ -34,8 +42,8 @@ def mongo_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 
 @pytest.fixture
-def mdb(mongo_backend: Backend) -> Iterator[MongoDatabases]:
-    m = MongoDatabases(mongo_backend)
+def mdb(mongo_backend: Backend, destination_kind: str) -> Iterator[MongoDatabases]:
+    m = MongoDatabases(mongo_backend, destination_kind)
     try:
         yield m
     finally:
@@ -75,16 +83,23 @@ def config(tmp_path: Any, body: str = "", latency_ms: int = 50) -> str:
 
 
 def wait_mongo(m: MongoDatabases, w: Warp | None, state_dir: str, timeout: float = 60, **kwargs: Any) -> None:
-    """Wait until every collection equals its PostgreSQL table (tests/mongo_support.py), while ``w`` runs."""
+    """Wait until every collection equals its destination table (tests/mongo_support.py), while ``w`` runs."""
     # any error counts as "not yet": e.g. the table is being created or evolved right now
     wait_matching(lambda: mongo_converged(m, state_dir, **kwargs), w, timeout, passing=(Exception,))
 
 
-def rows(m: MongoDatabases, table: str, columns: str = "*", order: str = '"_id"') -> list[tuple[Any, ...]]:
-    query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
-        sql.SQL(columns), sql.Identifier(m.name, table), sql.SQL(order)
-    )
-    return m.pg_rows(query)
+def rows(
+    m: MongoDatabases, table: str, *columns: str, order: str = "_id", where: str = ""
+) -> list[tuple[Any, ...]]:
+    """The destination's rows of ``table`` (these columns, in ``_id`` order)."""
+    return dest_rows(m, table, *columns, order=order, where=where)
+
+
+def sha1_hex(name: str) -> str:
+    """The first 8 hex digits of the SHA-1 of ``name`` (the renaming rule of docs/type-mapping.md)."""
+    import hashlib
+
+    return hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
 def checkpoint(state_dir: str, name: str) -> dict[str, Any] | None:
@@ -137,15 +152,10 @@ def test_snapshot_then_stream_while_another_thread_writes(mdb, mwarp, state_dir,
     assert not errors, errors
     wait_mongo(mdb, w, state_dir)
     # the columns a user queries: the new field became a column, the decimal stayed exact
-    assert rows(mdb, "orders", '"_id", "price"', '"_id"')[0] == (0, Decimal("9.99"))
-    names = [
-        r[0]
-        for r in mdb.pg_rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'orders'",
-            (mdb.name,),
-        )
-    ]
-    assert "note" in names
+    # (Decimal128 has 34 digits: PostgreSQL numeric; MySQL its exact text, docs/type-mapping.md)
+    exact = Decimal("9.99") if mdb.dest.kind == "postgresql" else "9.99"
+    assert rows(mdb, "orders", "_id", "price")[0] == (0, exact)
+    assert "note" in mdb.dest.columns("orders")
     assert w.stop() == 0
 
 
@@ -202,6 +212,41 @@ def test_kill_9_in_the_middle_of_a_batch_loses_nothing(mdb, mwarp, state_dir, tm
     assert w.stop() == 0
 
 
+def test_destination_connections_cut_mid_stream_are_ridden_out(mdb, mwarp, state_dir, tmp_path):
+    """The destination ends cartridge-warp's sessions (a restart, a failover, a proxy) while changes stream."""
+    coll = mdb.db["ledger"]
+    coll.insert_many([{"_id": i, "v": 0} for i in range(300)])
+    w = mwarp(config(tmp_path, "batch_size: 50\n"))
+    wait_mongo(mdb, w, state_dir)
+    assert w.proc is not None
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 300
+        while not stop.is_set():
+            coll.insert_many([{"_id": n + k, "v": k} for k in range(20)])
+            coll.update_many({"_id": {"$lt": 100}}, {"$inc": {"v": 1}})
+            coll.delete_many({"_id": {"$gte": n, "$lt": n + 3}})
+            n += 20
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    ended = 0
+    try:
+        for _ in range(4):
+            time.sleep(0.7)
+            ended += mdb.dest.kill_sessions(w.proc.pid)
+    finally:
+        stop.set()
+        thread.join()
+    assert ended >= 1  # the sessions were there to end
+    wait_mongo(mdb, w, state_dir, timeout=90)
+    assert w.alive()
+    assert "reconnecting" in w.output or "retry" in w.output
+    assert w.stop() == 0
+
+
 def test_checkpoint_advances_while_the_writer_never_pauses(mdb, mwarp, state_dir, tmp_path):
     """The checkpoint is the last applied change's resume token, not only an idle stream's token."""
     coll = mdb.db["busy"]
@@ -234,14 +279,14 @@ def test_checkpoint_advances_while_the_writer_never_pauses(mdb, mwarp, state_dir
     finally:
         stop.set()
         thread.join()
-    present = {r[0] for r in rows(mdb, "busy", '"_id"')}
-    killed_at = mdb.pg_rows("SELECT now()")[0][0]
+    present = {r[0] for r in rows(mdb, "busy", "_id")}
+    killed_at = mdb.dest.query("SELECT CURRENT_TIMESTAMP(6)")[0][0]  # the destination's clock (UTC for MySQL)
     w2 = mwarp(cfg)
     wait_mongo(mdb, w2, state_dir, timeout=120)
     assert w2.stop() == 0
     assert mdb.pg_count("busy") == written[0]
     rewritten = [
-        r[0] for r in rows(mdb, "busy", '"_id", "_warp_synced_at"') if r[0] in present and r[1] > killed_at
+        r[0] for r in rows(mdb, "busy", "_id", "_warp_synced_at") if r[0] in present and r[1] > killed_at
     ]
     # at most the batch whose commit the kill beat to the state file (batch_size 100)
     assert len(rewritten) <= 100, f"{len(rewritten)} of {len(present)} rows were replayed"
@@ -258,7 +303,10 @@ def test_document_with_5000_fields(mdb, mwarp, state_dir, tmp_path):
     mdb.db["wide"].insert_one({"_id": 2, **{f"field_{i:04d}": -i for i in range(5000)}})
     wait_mongo(mdb, w, state_dir)
     # max_columns counts _id: field_0000..field_0298 are columns, the rest is in _warp_extra
-    got = rows(mdb, "wide", '"_id", "field_0000", "field_0298", "_warp_extra"')
+    got = [
+        (*r[:3], json_value(mdb, r[3]))
+        for r in rows(mdb, "wide", "_id", "field_0000", "field_0298", "_warp_extra")
+    ]
     assert got[0][:3] == (1, 0, 298)
     assert got[0][3]["field_4999"] == 4999 and got[1][3]["field_0299"] == -299
     assert len(got[1][3]) == 5000 - 299
@@ -273,9 +321,7 @@ def test_fifteen_megabyte_document(mdb, mwarp, state_dir, tmp_path):
     mdb.db["blobs"].insert_one({"_id": "streamed", "body": big + "y"})
     mdb.db["blobs"].update_one({"_id": "snap"}, {"$set": {"body": "small now"}})
     wait_mongo(mdb, w, state_dir, timeout=90)
-    got = dict(
-        mdb.pg_rows(sql.SQL("SELECT _id, length(body) FROM {}").format(sql.Identifier(mdb.name, "blobs")))
-    )
+    got = dict(mdb.dest.query("SELECT _id, char_length(body) FROM {}", "blobs"))
     assert got == {"snap": 9, "streamed": len(big) + 1}
     assert w.stop() == 0
 
@@ -296,7 +342,7 @@ def test_update_whose_document_was_deleted_before_the_lookup(mdb, mwarp, state_d
     coll.update_one({"_id": 3}, {"$set": {"v": "new"}})
     w2 = mwarp(cfg)
     wait_mongo(mdb, w2, state_dir)
-    assert rows(mdb, "items", '"_id", "v"') == [(0, "old"), (2, "reborn"), (3, "new"), (4, "old")]
+    assert rows(mdb, "items", "_id", "v") == [(0, "old"), (2, "reborn"), (3, "new"), (4, "old")]
     assert w2.alive()
     assert w2.stop() == 0
 
@@ -313,13 +359,11 @@ def test_one_field_with_different_types_widens_the_column(mdb, mwarp, state_dir,
     coll.insert_one({"_id": 4, "v": "text"})  # -> jsonb
     coll.insert_one({"_id": 5, "v": {"nested": [1, 2]}})
     wait_mongo(mdb, w, state_dir)
-    pg_type = mdb.pg_rows(
-        "SELECT data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = 'mixed' "
-        "AND column_name = 'v'",
-        (mdb.name,),
-    )
-    assert pg_type == [("jsonb",)]
-    assert [r[0] for r in rows(mdb, "mixed", '"v"')] == [7, 2**40, 2.5, "text", {"nested": [1, 2]}]
+    # PostgreSQL jsonb; MySQL json (MariaDB's catalogue says longtext: JSON is its alias)
+    json_types = {"postgresql": ("jsonb",), "mysql": ("json", "longtext")}[mdb.dest.kind]
+    assert dict(mdb.dest.column_types("mixed"))["v"] in json_types
+    got = [json_value(mdb, r[0]) for r in rows(mdb, "mixed", "v")]
+    assert got == [7, 2**40, 2.5, "text", {"nested": [1, 2]}]
     # every widening is a schema version in the state file, with the source position
     store = StateStore(state_dir)
     try:
@@ -350,11 +394,7 @@ def test_deletes(mdb, mwarp, state_dir, tmp_path, deletes):
         assert total == 6
     else:
         assert total == 10
-        marked = mdb.pg_rows(
-            sql.SQL('SELECT "_id" FROM {} WHERE _warp_deleted_at IS NOT NULL ORDER BY 1').format(
-                sql.Identifier(mdb.name, "carts")
-            )
-        )
+        marked = rows(mdb, "carts", "_id", where="_warp_deleted_at IS NOT NULL")
         assert [r[0] for r in marked] == [0, 1, 2, 3]
     assert w.stop() == 0
 
@@ -377,21 +417,30 @@ def test_hostile_field_and_collection_names(mdb, mwarp, state_dir, tmp_path):
     }
     coll_name = 'order "lines"; drop table x'
     mdb.db[coll_name].insert_one(doc)
+    # names MySQL cannot hold as they are (docs/type-mapping.md, "Names"): renamed there, kept in PostgreSQL
+    mdb.db["notes "].insert_one({"_id": 1, "tag🚀": "rocket", "note ": "n"})
     w = mwarp(config(tmp_path, "flatten_depth: 1\n"))
     wait_mongo(mdb, w, state_dir, flatten_depth=1)
     mdb.db[coll_name].insert_one({**doc, "_id": 2, "select": 40})
     wait_mongo(mdb, w, state_dir, flatten_depth=1)
-    cols = [
-        r[0]
-        for r in mdb.pg_rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-            "ORDER BY ordinal_position",
-            (mdb.name, coll_name),
-        )
-    ]
+    cols = mdb.dest.columns(coll_name)
     for name in ("a.b", "meta__$price", "meta__x.y", "with space", "select", "Ünïcødé", 'quote"d', "a__b"):
         assert name in cols
-    assert len(set(cols)) == len(cols) and all(len(c.encode()) <= 63 for c in cols)
+    # PostgreSQL names hold 63 bytes, MySQL's 64 characters and ignore case
+    if mdb.dest.kind == "postgresql":
+        assert len(set(cols)) == len(cols) and all(len(c.encode()) <= 63 for c in cols)
+    else:
+        assert len({c.lower() for c in cols}) == len(cols) and all(len(c) <= 64 for c in cols)
+        assert long_a in cols and long_b in cols  # under 64 characters: kept whole
+    notes = [t for t in mdb.dest.tables() if t.startswith("notes")]
+    expected = ["notes "] if mdb.dest.kind == "postgresql" else ["notes_" + sha1_hex("notes ")]
+    assert notes == expected
+    names = mdb.dest.columns(notes[0])
+    if mdb.dest.kind == "postgresql":
+        assert names == ["_id", "tag🚀", "note "]
+    else:
+        assert names == ["_id", "tag__" + sha1_hex("tag🚀"), "note_" + sha1_hex("note ")]
+    assert mdb.dest.query("SELECT * FROM {}", notes[0]) == [(1, "rocket", "n")]
     assert w.stop() == 0
 
 
@@ -464,7 +513,7 @@ def test_position_lost_resnapshot_copies_again(mdb, mwarp, state_dir, tmp_path):
     _lose_position(mdb, state_dir)
     w2 = mwarp(cfg)
     wait_mongo(mdb, w2, state_dir)
-    assert [r[0] for r in rows(mdb, "t", '"_id"')] == [2, 3]
+    assert [r[0] for r in rows(mdb, "t", "_id")] == [2, 3]
     assert "copied again" in w2.output
     assert w2.stop() == 0
 
@@ -615,11 +664,7 @@ def test_change_event_over_16_mb(mdb, mwarp, state_dir, tmp_path, split):
     coll.update_one({"_id": 1}, {"$set": {"b": "b" * (6 * 1024 * 1024)}})
     coll.insert_one({"_id": 2, "after": "the large event"})
     wait_mongo(mdb, w, state_dir, timeout=90)
-    got = mdb.pg_rows(
-        sql.SQL('SELECT "_id", length(a), length(b) FROM {} ORDER BY 1').format(
-            sql.Identifier(mdb.name, "large")
-        )
-    )
+    got = mdb.dest.query("SELECT _id, char_length(a), char_length(b) FROM {} ORDER BY 1", "large")
     assert got == [(1, 9 * 1024 * 1024, 6 * 1024 * 1024), (2, None, None)]
     if split == "false":
         assert "could not be streamed whole" in w.output
@@ -650,24 +695,31 @@ def test_post_images_when_the_collection_has_them(mdb, mwarp, state_dir, tmp_pat
     coll.update_many({"_id": {"$lt": 3}}, {"$set": {"state": "paid"}})
     coll.delete_one({"_id": 4})
     wait_mongo(mdb, w, state_dir)
-    assert [r[0] for r in rows(mdb, "audited", '"state"')] == ["paid", "paid", "paid", "new"]
+    assert [r[0] for r in rows(mdb, "audited", "state")] == ["paid", "paid", "paid", "new"]
     assert w.stop() == 0
 
 
-def test_value_postgresql_cannot_store_goes_to_dead_letters(mdb, mwarp, state_dir, tmp_path):
+def test_value_the_destination_cannot_store_goes_to_dead_letters(mdb, mwarp, state_dir, tmp_path):
+    """PostgreSQL text cannot hold NUL, MySQL's DOUBLE cannot hold NaN: that row is dead-lettered, the rest goes on."""
     coll = mdb.db["notes"]
-    coll.insert_one({"_id": 1, "text": "fine"})
+    coll.insert_one({"_id": 1, "text": "fine", "x": 1.5})
     w = mwarp(config(tmp_path))
     wait_mongo(mdb, w, state_dir)
-    coll.insert_one({"_id": 2, "text": "nul \x00 inside"})  # PostgreSQL text cannot hold NUL
-    coll.insert_one({"_id": 3, "text": "after"})
+    coll.insert_one({"_id": 2, "text": "nul \x00 inside", "x": 2.5})
+    coll.insert_one({"_id": 3, "text": "after", "x": float("nan")})
+    coll.insert_one({"_id": 4, "text": "last", "x": 4.5})
+    refused, why = (2, ("NUL", "0x00")) if mdb.dest.kind == "postgresql" else (3, ("NaN",))
     wait_until(
-        lambda: mdb.pg_count("notes") == 2 and _dead_letters(state_dir, mdb.name), 30, "the dead letter"
+        lambda: mdb.pg_count("notes") == 3 and _dead_letters(state_dir, mdb.name), 30, "the dead letter"
     )
     letters = _dead_letters(state_dir, mdb.name)
-    assert [(d.table, d.row.get("_id")) for d in letters] == [("notes", 2)]
-    assert "NUL" in letters[0].reason or "0x00" in letters[0].reason, letters[0].reason
-    assert [r[0] for r in rows(mdb, "notes", '"_id"')] == [1, 3]
+    assert [(d.table, d.row.get("_id")) for d in letters] == [("notes", refused)]
+    assert any(word in letters[0].reason for word in why), letters[0].reason
+    assert [r[0] for r in rows(mdb, "notes", "_id")] == [i for i in (1, 2, 3, 4) if i != refused]
+    if mdb.dest.kind == "mysql":  # MySQL text holds NUL: stored exactly
+        assert mdb.dest.query("SELECT text FROM {} WHERE _id = 2", "notes") == [("nul \x00 inside",)]
+    else:  # PostgreSQL's double precision holds NaN
+        assert math.isnan(mdb.dest.query("SELECT x FROM {} WHERE _id = 3", "notes")[0][0])
     assert w.alive()
     assert w.stop() == 0
 
@@ -686,6 +738,50 @@ def test_null_id_documents_go_to_dead_letters_in_snapshot_and_stream(mdb, mwarp,
     assert all("_id" in d.reason for d in letters), [d.reason for d in letters]
     assert w.alive()
     assert w.stop() == 0
+
+
+def test_row_over_the_destination_row_size_limit_goes_to_dead_letters(mdb, mwarp, state_dir, tmp_path):
+    """Short strings in many columns: over PostgreSQL's 8,160 bytes (after TOAST) or InnoDB's 8,126."""
+    # PostgreSQL: 500 values of 41 bytes (random: it compresses before it refuses) leave 9 KB of TOAST
+    # pointers and short values; MySQL: 250 values of 40 bytes, which InnoDB always keeps in the row
+    fields, make = (
+        (500, lambda: os.urandom(20).hex() + "z")
+        if mdb.dest.kind == "postgresql"
+        else (250, lambda: "x" * 40)
+    )
+    coll = mdb.db["wide"]
+    coll.insert_one({"_id": 1, **{f"f{i:03d}": "s" for i in range(fields)}})
+    w = mwarp(config(tmp_path, "max_columns: 600\n"))
+    wait_mongo(mdb, w, state_dir)
+    coll.insert_one({"_id": 2, **{f"f{i:03d}": make() for i in range(fields)}})
+    coll.insert_one({"_id": 3, "f000": "after"})
+    wait_until(
+        lambda: mdb.pg_count("wide") == 2 and _dead_letters(state_dir, mdb.name), 60, "the dead letter"
+    )
+    letters = _dead_letters(state_dir, mdb.name)
+    assert [(d.table, d.row.get("_id")) for d in letters] == [("wide", 2)]
+    assert "too big" in letters[0].reason or "too large" in letters[0].reason, letters[0].reason
+    assert rows(mdb, "wide", "_id", "f000") == [(1, "s"), (3, "after")]
+    assert w.alive()
+    assert w.stop() == 0
+
+
+def test_more_text_columns_than_the_destination_can_create_stop_with_the_remedy(
+    mdb, mwarp, state_dir, tmp_path
+):
+    """500 string fields and max_columns 600: PostgreSQL holds 1,600 columns, InnoDB about 400 TEXT ones."""
+    mdb.db["wide"].insert_one({"_id": 1, **{f"f{i:03d}": "s" for i in range(500)}})
+    w = mwarp(config(tmp_path, "max_columns: 600\n"))
+    if mdb.dest.kind == "postgresql":
+        wait_mongo(mdb, w, state_dir)
+        assert len(mdb.dest.columns("wide")) == 501
+        assert w.stop() == 0
+        return
+    assert w.wait(60) == 1
+    out = w.output
+    assert "refused CREATE TABLE" in out and "lower max_columns" in out, out[-3000:]
+    assert "internal error" not in out and "Traceback" not in out
+    assert mdb.dest.count("wide") is None  # nothing half-made
 
 
 def _dead_letters(state_dir: str, name: str) -> list[Any]:
@@ -747,16 +843,10 @@ def test_new_renamed_dropped_collections_and_drop_database(mdb, mwarp, state_dir
     wait_mongo(mdb, w, state_dir)
 
     def tables() -> list[str]:
-        return [
-            r[0]
-            for r in mdb.pg_rows(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1",
-                (mdb.name,),
-            )
-        ]
+        return mdb.dest.tables()
 
     wait_until(lambda: tables() == ["a2", "c"], 30, "a renamed, b dropped, c created")
-    assert [r[0] for r in rows(mdb, "a2", '"_id"')] == [0, 1, 2, 3, 4, 99]
+    assert [r[0] for r in rows(mdb, "a2", "_id")] == [0, 1, 2, 3, 4, 99]
     mdb.client.drop_database(mdb.name)
     wait_until(lambda: tables() == [], 30, "dropDatabase to drop every table")
     mdb.db["d"].insert_one({"_id": 1, "after": "dropDatabase"})  # the stream goes on after the invalidate
@@ -782,19 +872,15 @@ def test_whitelist_and_metadata_columns_per_collection(mdb, mwarp, state_dir, tm
     mdb.db["skipped"].insert_one({"_id": 9})
 
     def ops() -> list[tuple[Any, ...]]:
-        return rows(mdb, "audited", '"_id", "_warp_op", "_warp_source_ts" IS NOT NULL')
+        return [
+            (i, op, ts is not None)
+            for i, op, ts in rows(mdb, "audited", "_id", "_warp_op", "_warp_source_ts")
+        ]
 
     wait_until(lambda: len(ops()) == 4 and ops()[1][1] == "update", 30, "the streamed changes")
     assert ops() == [(0, "snapshot", False), (1, "update", True), (2, "snapshot", False), (7, "insert", True)]
     assert mdb.pg_count("skipped") is None
-    names = [
-        r[0]
-        for r in mdb.pg_rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'kept'",
-            (mdb.name,),
-        )
-    ]
-    assert "_warp_op" not in names
+    assert "_warp_op" not in mdb.dest.columns("kept")
     assert w.stop() == 0
 
 
@@ -808,6 +894,50 @@ def test_snapshot_of_mixed_id_types_in_small_chunks(mdb, mwarp, state_dir, tmp_p
     w = mwarp(config(tmp_path, "snapshot_chunk_size: 4\n"))
     wait_mongo(mdb, w, state_dir)
     assert mdb.pg_count("mixed_ids") == len(ids)
+    assert w.stop() == 0
+
+
+def test_id_widened_into_json_while_streaming_stays_the_primary_key(mdb, mwarp, state_dir, tmp_path):
+    """_id int -> string and document ids: one key column still (MySQL: exact JSON text, docs/type-mapping.md)."""
+    coll = mdb.db["keys"]
+    coll.insert_many([{"_id": i, "n": i} for i in range(3)])
+    w = mwarp(config(tmp_path))
+    wait_mongo(mdb, w, state_dir)
+    coll.insert_one({"_id": "s", "n": 10})
+    coll.insert_one({"_id": {"k": 1}, "n": 11})
+    wait_mongo(mdb, w, state_dir)
+    coll.update_one({"_id": 1}, {"$set": {"n": 100}})  # after the conversion, the key still matches
+    coll.delete_one({"_id": "s"})
+    coll.insert_one({"_id": {"b": 1, "a": 2}, "n": 12})
+    wait_mongo(mdb, w, state_dir)
+    got = sorted((repr(mdb.dest.json(i)), n) for i, n in mdb.dest.query("SELECT _id, n FROM {}", "keys"))
+    # MySQL keeps the key's JSON text as MongoDB wrote it; jsonb orders an object's keys
+    last = "{'b': 1, 'a': 2}" if mdb.dest.kind == "mysql" else "{'a': 2, 'b': 1}"
+    assert got == sorted([("0", 0), ("1", 100), ("2", 2), ("{'k': 1}", 11), (last, 12)]), got
+    key = mdb.dest.query(
+        "SELECT kcu.column_name FROM information_schema.table_constraints tc "
+        "JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name "
+        "AND kcu.table_schema = tc.table_schema AND kcu.table_name = tc.table_name "
+        "WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = %s AND tc.table_name = 'keys'",
+        args=(mdb.dest_schema,),
+    )
+    assert [r[0] for r in key] == ["_id"]
+    # an _id longer than an indexable key: PostgreSQL keeps it, MySQL refuses it whole (never cut)
+    long_id = "x" * 800
+    coll.insert_one({"_id": long_id, "n": 13})
+    coll.insert_one({"_id": "after", "n": 14})
+    if mdb.dest.kind == "mysql":
+        assert dict(mdb.dest.column_types("keys"))["_id"] == "varchar"
+        wait_until(lambda: _dead_letters(state_dir, mdb.name), 30, "the dead letter")
+        wait_until(lambda: mdb.pg_count("keys") == 6, 30, "the row after it")
+        letters = _dead_letters(state_dir, mdb.name)
+        assert [(d.table, d.row.get("n")) for d in letters] == [("keys", 13)]
+        assert "'_id'" in letters[0].reason and "does not fit" in letters[0].reason, letters[0].reason
+        assert not mdb.dest.query("SELECT 1 FROM {} WHERE n = 13", "keys")
+    else:
+        wait_mongo(mdb, w, state_dir)
+        assert mdb.pg_count("keys") == 7
+    assert w.alive()
     assert w.stop() == 0
 
 
@@ -920,6 +1050,6 @@ def test_position_lost_while_streaming_resnapshots_without_a_restart(mdb, mwarp,
         w.proc.send_signal(signal.SIGCONT)
     wait_until(lambda: "copied again" in w.output, 60, "the schema to be copied again")
     wait_mongo(mdb, w, state_dir)
-    assert [r[0] for r in rows(mdb, "t", '"_id"')] == [1, 2, 3, 4, 5, 6]
+    assert [r[0] for r in rows(mdb, "t", "_id")] == [1, 2, 3, 4, 5, 6]
     assert w.alive()
     assert w.stop() == 0

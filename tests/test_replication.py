@@ -1,9 +1,12 @@
 """End-to-end replication: the real ``cartridge-warp --mode single`` process
-against the local MariaDB (source) and PostgreSQL (destination).
+against the local MariaDB (source) and each destination (tests/destinations.py):
+PostgreSQL, and MariaDB itself (another database on the same server).
 
-Every test asserts what a user would notice: the rows in PostgreSQL (a full
+Every test asserts what a user would notice: the rows at the destination (a full
 source-vs-destination comparison with ``converged`` plus targeted checks),
-exit codes, log messages and the state file's contents.
+exit codes, log messages and the state file's contents.  Where the two
+destinations behave differently by design (names, what a column can hold),
+the test says what each one does.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from conftest import Databases, Warp, mysql_root, wait_converged, wait_until, write_config
 
 from warpd.state.store import StateStore
+
+pytestmark = pytest.mark.destinations
 
 STREAMING = "streaming changes from"
 CONVERGE_TIMEOUT = 150.0
@@ -75,50 +81,47 @@ def stop_cleanly(w: Warp) -> str:
     return out
 
 
-def pg_tables(dbs: Databases) -> set[str]:
-    return {
-        r[0]
-        for r in dbs.pg_rows(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (dbs.name,)
-        )
-    }
+def dest_tables(dbs: Databases) -> set[str]:
+    return set(dbs.dest.tables())
 
 
-def pg_columns(dbs: Databases, table: str) -> list[str]:
+def dest_columns(dbs: Databases, table: str) -> list[str]:
+    return dbs.dest.columns(table)
+
+
+def dest_column_type(dbs: Databases, table: str, column: str) -> str:
+    return dict(dbs.dest.column_types(table))[column]
+
+
+def dest_primary_key(dbs: Databases, table: str) -> list[str]:
+    """The primary key's columns of a destination table, in key order (``information_schema`` on both)."""
     return [
         r[0]
-        for r in dbs.pg_rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-            "ORDER BY ordinal_position",
-            (dbs.name, table),
+        for r in dbs.dest.query(
+            "SELECT k.column_name FROM information_schema.table_constraints c "
+            "JOIN information_schema.key_column_usage k ON k.constraint_schema = c.constraint_schema "
+            "AND k.constraint_name = c.constraint_name AND k.table_schema = c.table_schema "
+            "AND k.table_name = c.table_name "
+            "WHERE c.constraint_type = 'PRIMARY KEY' AND c.table_schema = %s AND c.table_name = %s "
+            "ORDER BY k.ordinal_position",
+            args=(dbs.dest_schema, table),
         )
     ]
 
 
-def pg_column_type(dbs: Databases, table: str, column: str) -> str:
-    return dbs.pg_rows(
-        "SELECT data_type FROM information_schema.columns WHERE table_schema = %s AND "
-        "table_name = %s AND column_name = %s",
-        (dbs.name, table, column),
-    )[0][0]
+def dest_ident(dbs: Databases, name: str) -> str:
+    """A column name quoted the destination's way (a double quote in PostgreSQL, a backtick in MySQL)."""
+    if dbs.dest.kind == "mysql":
+        return q(name)
+    return '"' + name.replace('"', '""') + '"'
 
 
-def pg_primary_key(dbs: Databases, table: str) -> list[str]:
-    return [
-        r[0]
-        for r in dbs.pg_rows(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = ANY(i.indkey) WHERE i.indisprimary AND i.indrelid = "
-            "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            " WHERE n.nspname = %s AND c.relname = %s) ORDER BY array_position(i.indkey, a.attnum)",
-            (dbs.name, table),
-        )
-    ]
+def dest_select(dbs: Databases, table: str, columns: str, order: str = "1") -> list[tuple[Any, ...]]:
+    """``SELECT columns FROM table ORDER BY order`` at the destination (either kind)."""
+    return dbs.dest.query(f"SELECT {columns} FROM {{}} ORDER BY {order}", table)
 
 
-def pg_select(dbs: Databases, table: str, columns: str, order: str = "1") -> list[tuple[Any, ...]]:
-    ident = '"' + dbs.name + '"."' + table.replace('"', '""') + '"'
-    return dbs.pg_rows(f"SELECT {columns} FROM {ident} ORDER BY {order}")
+pg_select = dest_select  # its name in tests written for PostgreSQL alone
 
 
 def position_order(position: Any) -> tuple[int, int]:
@@ -151,7 +154,7 @@ def test_snapshot_then_every_kind_of_change_streams(dbs: Databases, warp: Callab
 
     # phase 1: the snapshot copied every row
     assert_converged(dbs, w)
-    assert dbs.pg_count("items") == 800
+    assert dbs.dest.count("items") == 800
 
     # phase 2: single-statement inserts, updates, deletes, and primary-key changes
     dbs.many(
@@ -164,9 +167,9 @@ def test_snapshot_then_every_kind_of_change_streams(dbs: Databases, warp: Callab
     dbs.sql("DELETE FROM items WHERE id = 500")
     dbs.sql("UPDATE items SET id = 500 WHERE id = 501")  # takes over a key deleted just before
     assert_converged(dbs, w)
-    assert pg_select(dbs, "items", "id", "id")[-10:] == [(100300 + i,) for i in range(10)]
-    assert not dbs.pg_rows(f'SELECT 1 FROM "{dbs.name}".items WHERE id BETWEEN 300 AND 309 OR id = 501')
-    assert dbs.pg_rows(f'SELECT name FROM "{dbs.name}".items WHERE id = 500') == [("item 501",)]
+    assert dest_select(dbs, "items", "id", "id")[-10:] == [(100300 + i,) for i in range(10)]
+    assert not dbs.dest.query("SELECT 1 FROM {} WHERE id BETWEEN 300 AND 309 OR id = 501", "items")
+    assert dbs.dest.query("SELECT name FROM {} WHERE id = 500", "items") == [("item 501",)]
 
     # phase 3: a multi-statement transaction (one row changed several times, insert+delete of
     # one row, a key change) and a rolled-back one, which must leave no trace
@@ -187,21 +190,21 @@ def test_snapshot_then_every_kind_of_change_streams(dbs: Databases, warp: Callab
     dbs.sql("UPDATE items SET qty = -1")
     dbs.sql("ROLLBACK")
     assert_converged(dbs, w)
-    assert dbs.pg_rows(f'SELECT qty FROM "{dbs.name}".items WHERE id = 1') == [(1002,)]
-    assert not dbs.pg_rows(f'SELECT 1 FROM "{dbs.name}".items WHERE qty = -1 OR id IN (5000, 990, 920)')
+    assert dbs.dest.query("SELECT qty FROM {} WHERE id = 1", "items") == [(1002,)]
+    assert not dbs.dest.query("SELECT 1 FROM {} WHERE qty = -1 OR id IN (5000, 990, 920)", "items")
 
     # phase 4: TRUNCATE, then new rows
     dbs.sql("TRUNCATE TABLE items")
     dbs.many("INSERT INTO items (id, name) VALUES (%s, %s)", [(1, "again"), (2, "and again"), (3, "third")])
     assert_converged(dbs, w)
-    assert dbs.pg_count("items") == 3
+    assert dbs.dest.count("items") == 3
 
     # phase 5: large transactions: 20,000 rows in one INSERT ... SELECT, then big UPDATE and DELETE
     dbs.sql("INSERT INTO big SELECT seq, seq * 2, CONCAT('b', seq) FROM seq_1_to_20000")
     dbs.sql("UPDATE big SET a = a + 1, b = NULL WHERE id % 2 = 0")
     dbs.sql("DELETE FROM big WHERE id % 3 = 0")
     assert_converged(dbs, w)
-    assert dbs.pg_count("big") == dbs.source_count("big") == 20000 - 20000 // 3
+    assert dbs.dest.count("big") == dbs.source_count("big") == 20000 - 20000 // 3
     stop_cleanly(w)
 
 
@@ -273,7 +276,7 @@ def test_changes_made_during_the_snapshot_are_not_lost(
 
 
 # -- 3. schema changes in the middle of a stream of changes ---------------------------
-def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(
+def test_schema_changes_reach_the_destination_at_their_point_in_the_stream(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
     dbs.sql("SET SESSION sql_mode = ''")  # MariaDB truncates values on a narrowing MODIFY instead of failing
@@ -314,7 +317,7 @@ def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(
         ddl_at[statement] = (before, binlog_position(dbs))
 
     def caught_up(statement: str) -> None:
-        """Wait until the checkpoint is past ``statement``: PostgreSQL has applied it."""
+        """Wait until the checkpoint is past ``statement``: the destination has applied it."""
         after = ddl_at[statement][1]
         wait_until(
             lambda: position_order(store.checkpoint(dbs.name)) >= after or not w.alive(),
@@ -376,18 +379,18 @@ def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(
     caught_up("DROP TABLE doomed")
 
     assert_converged(dbs, w)
-    assert pg_tables(dbs) == {"evolve", "renamed", "burst", "lagging", "ballast"}
-    assert pg_columns(dbs, "evolve") == ["id", "name", "total", "five"]
-    assert pg_column_type(dbs, "evolve", "total") == "bigint"
+    assert dest_tables(dbs) == {"evolve", "renamed", "burst", "lagging", "ballast"}
+    assert dest_columns(dbs, "evolve") == ["id", "name", "total", "five"]
+    assert dest_column_type(dbs, "evolve", "total") == "bigint"
     # rows that existed before ADD COLUMN ... DEFAULT 5 got 5 without any row event
     untouched = dbs.sql("SELECT id FROM evolve WHERE id < 1000 AND five = 5")
     assert len(untouched) >= 50
-    assert dbs.pg_rows(f'SELECT count(*) FROM "{dbs.name}".evolve WHERE id < 1000 AND five = 5') == [
+    assert dbs.dest.query("SELECT count(*) FROM {} WHERE id < 1000 AND five = 5", "evolve") == [
         (len(untouched),)
     ]
-    assert dbs.pg_rows(f'SELECT max(length(name)) FROM "{dbs.name}".evolve') == [(3,)]
-    assert dbs.pg_rows(f'SELECT name FROM "{dbs.name}".evolve WHERE id = 180') == [("nam",)]
-    assert dbs.pg_count("renamed") == 40
+    assert dbs.dest.query("SELECT max(char_length(name)) FROM {}", "evolve") == [(3,)]
+    assert dbs.dest.query("SELECT name FROM {} WHERE id = 180", "evolve") == [("nam",)]
+    assert dbs.dest.count("renamed") == 40
 
     # every change is a schema version in the state file, at the binlog position of its statement
     history = store.schema_history(dbs.name)
@@ -426,8 +429,8 @@ def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(
     ddl("ALTER TABLE burst ADD COLUMN e TEXT")
     churn("burst", lambda i: {"e": f"e{i}", "bb": i})
     assert_converged(dbs, w)
-    assert pg_columns(dbs, "burst") == ["id", "a", "bb", "d", "e"]
-    assert dbs.pg_rows(f'SELECT count(*) FROM "{dbs.name}".burst WHERE id <= 100 AND d = 4') == dbs.sql(
+    assert dest_columns(dbs, "burst") == ["id", "a", "bb", "d", "e"]
+    assert dbs.dest.query("SELECT count(*) FROM {} WHERE id <= 100 AND d = 4", "burst") == dbs.sql(
         "SELECT COUNT(*) FROM burst WHERE id <= 100 AND d = 4"
     )
 
@@ -441,7 +444,7 @@ def test_schema_changes_reach_postgresql_at_their_point_in_the_stream(
     ddl("ALTER TABLE lagging ADD COLUMN y INT NOT NULL DEFAULT 4")  # fills y = 4, no row events
     ddl("ALTER TABLE lagging MODIFY COLUMN a VARCHAR(3)")  # rewrites a = 'abc', no row events
     assert_converged(dbs, w)
-    assert dbs.pg_rows(f'SELECT a, x, y FROM "{dbs.name}".lagging WHERE id = 2') == [("abc", 1, 4)]
+    assert dbs.dest.query("SELECT a, x, y FROM {} WHERE id = 2", "lagging") == [("abc", 1, 4)]
 
     history = store.schema_history(dbs.name)
     streamed = [position_order(h["position"]) for h in history if h["change"] != "snapshot"]
@@ -528,9 +531,9 @@ def test_ddl_on_tables_that_are_not_replicated_never_disturbs_the_stream(
             elsewhere.close()
 
         assert_converged(dbs, w, ["main"])
-        assert dbs.pg_count("main") == dbs.source_count("main") > 140
-        assert pg_tables(dbs) == {"main"}
-        assert pg_columns(dbs, "main") == ["id", "v"]
+        assert dbs.dest.count("main") == dbs.source_count("main") > 140
+        assert dest_tables(dbs) == {"main"}
+        assert dest_columns(dbs, "main") == ["id", "v"]
         history = state(tmp_path).schema_history(dbs.name)
         assert [(h["table"], h["change"]) for h in history] == [("main", "snapshot")]
         out = stop_cleanly(w)
@@ -558,16 +561,16 @@ schemas:
     w = start_streaming(warp, config)
     assert_converged(dbs, w)
     # key_columns: exact, keyed like a primary key
-    assert pg_primary_key(dbs, "audit") == ["event_id"]
-    assert pg_columns(dbs, "audit") == ["event_id", "what", "at"]
-    assert dbs.pg_count("audit") == 50
+    assert dest_primary_key(dbs, "audit") == ["event_id"]
+    assert dest_columns(dbs, "audit") == ["event_id", "what", "at"]
+    assert dbs.dest.count("audit") == 50
     # no key at all: a hash of the whole row is the key; identical rows collapse into one
-    assert pg_primary_key(dbs, "loose") == ["_warp_row_key"]
-    assert set(pg_columns(dbs, "loose")) == {"_warp_row_key", "a", "b"}
-    assert sorted(pg_select(dbs, "loose", "a, b"), key=str) == sorted(
+    assert dest_primary_key(dbs, "loose") == ["_warp_row_key"]
+    assert set(dest_columns(dbs, "loose")) == {"_warp_row_key", "a", "b"}
+    assert sorted(dest_select(dbs, "loose", "a, b"), key=str) == sorted(
         [(1, "x"), (2, "y"), (3, "z"), (None, "n")], key=str
     )
-    keys = [r[0] for r in pg_select(dbs, "loose", "_warp_row_key")]
+    keys = [r[0] for r in dest_select(dbs, "loose", "_warp_row_key")]
     assert len(set(keys)) == 4 and all(len(k) == 32 for k in keys)
 
     dbs.many("INSERT INTO audit VALUES (%s, %s, %s)", [(i, f"late {i}", i) for i in range(51, 61)])
@@ -579,11 +582,11 @@ schemas:
     dbs.sql("DELETE FROM loose WHERE a = 3")
     dbs.sql("UPDATE loose SET b = 'xx' WHERE a = 1")  # both identical rows change the same way
     assert_converged(dbs, w)
-    assert dbs.pg_count("audit") == dbs.source_count("audit") == 54
-    assert dbs.pg_rows(f'SELECT what FROM "{dbs.name}".audit WHERE event_id = 130') == [("event 30",)]
-    assert dbs.pg_rows(f'SELECT count(*) FROM "{dbs.name}".audit WHERE what = %s', ("changed",)) == [(10,)]
+    assert dbs.dest.count("audit") == dbs.source_count("audit") == 54
+    assert dbs.dest.query("SELECT what FROM {} WHERE event_id = 130", "audit") == [("event 30",)]
+    assert dbs.dest.query("SELECT count(*) FROM {} WHERE what = %s", "audit", args=("changed",)) == [(10,)]
     assert dbs.source_count("loose") == 7
-    assert sorted(pg_select(dbs, "loose", "a, b"), key=str) == sorted(
+    assert sorted(dest_select(dbs, "loose", "a, b"), key=str) == sorted(
         [(1, "xx"), (2, "yy"), (4, "w"), (None, "n"), (None, None)], key=str
     )
 
@@ -591,7 +594,7 @@ schemas:
     dbs.sql("DELETE FROM loose WHERE a = 4 LIMIT 1")
     assert_converged(dbs, w, ["audit"])
     assert dbs.sql("SELECT a, b FROM loose WHERE a = 4") == [(4, "w")]
-    assert dbs.pg_rows(f'SELECT count(*) FROM "{dbs.name}".loose WHERE a = 4') == [(0,)]
+    assert dbs.dest.query("SELECT count(*) FROM {} WHERE a = 4", "loose") == [(0,)]
     stop_cleanly(w)
 
 
@@ -606,19 +609,25 @@ def test_soft_deletes_and_metadata_columns(dbs: Databases, warp: Callable[..., W
     w = start_streaming(warp, config)
     assert_converged(dbs, w, soft_delete=True)
     assert {"_warp_op", "_warp_source_ts", "_warp_synced_at", "_warp_deleted_at"} <= set(
-        pg_columns(dbs, "acct")
+        dest_columns(dbs, "acct")
     )
 
+    def epoch(column: str) -> str:
+        """Seconds since the epoch of a metadata timestamp (MySQL: a datetime holding UTC)."""
+        if dbs.dest.kind == "mysql":  # the reading session's time zone is UTC
+            return f"unix_timestamp({column})"
+        return f"extract(epoch FROM {column})"
+
     def meta(i: int) -> tuple[Any, ...]:
-        rows = dbs.pg_rows(
-            f"SELECT v, _warp_op, extract(epoch FROM _warp_source_ts), "
-            f"extract(epoch FROM _warp_synced_at), _warp_deleted_at IS NOT NULL "
-            f'FROM "{dbs.name}".acct WHERE id = %s',
-            (i,),
+        rows = dbs.dest.query(
+            f"SELECT v, _warp_op, {epoch('_warp_source_ts')}, {epoch('_warp_synced_at')}, "
+            "_warp_deleted_at IS NOT NULL FROM {} WHERE id = %s",
+            "acct",
+            args=(i,),
         )
         assert len(rows) == 1, (i, rows)
         v, op, src, synced, deleted = rows[0]
-        return v, op, None if src is None else float(src), float(synced), deleted
+        return v, op, None if src is None else float(src), float(synced), bool(deleted)
 
     v, op, src, synced, deleted = meta(5)
     assert (v, op, src, deleted) == ("v5", "snapshot", None, False)
@@ -638,7 +647,7 @@ def test_soft_deletes_and_metadata_columns(dbs: Databases, warp: Callable[..., W
         assert (v, op, deleted) == expected, i
         assert src is not None and started - 2 <= src <= synced + 2, (i, src, synced)
         assert synced <= time.time() + 5
-    assert dbs.pg_count("acct") == 21  # the deleted row stays
+    assert dbs.dest.count("acct") == 21  # the deleted row stays
 
     dbs.sql("INSERT INTO acct VALUES (2, 'reborn')")
     dbs.sql("START TRANSACTION")
@@ -652,8 +661,8 @@ def test_soft_deletes_and_metadata_columns(dbs: Databases, warp: Callable[..., W
     dbs.sql("TRUNCATE TABLE acct")
     dbs.sql("INSERT INTO acct VALUES (100, 'after truncate')")
     assert_converged(dbs, w, soft_delete=True)
-    assert dbs.pg_rows(f'SELECT id FROM "{dbs.name}".acct WHERE _warp_deleted_at IS NULL') == [(100,)]
-    assert dbs.pg_count("acct") == 22  # every earlier row kept, marked deleted
+    assert dbs.dest.query("SELECT id FROM {} WHERE _warp_deleted_at IS NULL", "acct") == [(100,)]
+    assert dbs.dest.count("acct") == 22  # every earlier row kept, marked deleted
     stop_cleanly(w)
 
 
@@ -689,7 +698,7 @@ schemas:
     w = start_streaming(warp, config)
     included = ["users", "orders", "orders_2024", "cust_a"]
     assert_converged(dbs, w, included)
-    assert pg_tables(dbs) == set(included)
+    assert dest_tables(dbs) == set(included)
 
     # tables created later obey the same filters; changes to excluded tables go nowhere
     for t in ["orders_new", "orders_new_tmp", "cust_b", "customers"]:
@@ -700,22 +709,25 @@ schemas:
         dbs.sql(f"DELETE FROM {q(t)} WHERE id = 2")
     included += ["orders_new", "cust_b"]
     assert_converged(dbs, w, included)
-    assert pg_tables(dbs) == set(included)
+    assert dest_tables(dbs) == set(included)
 
     # renamed into the set: copied; renamed out of it: dropped at the destination
     dbs.sql("RENAME TABLE products TO orders_products, cust_a TO cust_zz")
     dbs.sql("INSERT INTO orders_products VALUES (200, 'renamed in')")
     included = [t for t in included if t != "cust_a"] + ["orders_products"]
     assert_converged(dbs, w, included)
-    assert pg_tables(dbs) == set(included)
-    assert dbs.pg_count("orders_products") == dbs.source_count("orders_products") == 11
+    assert dest_tables(dbs) == set(included)
+    assert dbs.dest.count("orders_products") == dbs.source_count("orders_products") == 11
     stop_cleanly(w)
 
 
 # -- 8. hostile identifiers --------------------------------------------------------------
-def expected_pg_name(name: str) -> str:
-    """naming.py's documented rule: over 63 bytes, keep a prefix and add _ + 8 hex digits of SHA-1."""
+def expected_name(dbs: Databases, name: str) -> str:
+    """The documented rule (docs/type-mapping.md): a name over the destination's limit (PostgreSQL: 63
+    bytes; MySQL: 64 characters) keeps a prefix and gains _ + 8 hex digits of its SHA-1."""
     raw = name.encode("utf-8")
+    if dbs.dest.kind == "mysql":
+        return name if len(name) <= 64 else name[:55] + "_" + hashlib.sha1(raw).hexdigest()[:8]
     if len(raw) <= 63:
         return name
     return raw[:54].decode("utf-8", errors="ignore") + "_" + hashlib.sha1(raw).hexdigest()[:8]
@@ -724,6 +736,8 @@ def expected_pg_name(name: str) -> str:
 def test_hostile_identifiers_replicate_exactly(dbs: Databases, warp: Callable[..., Warp]) -> None:
     evil = 'x"; DROP TABLE y; --'
     unicode_table = "café_ñ_表"
+    # the longest names MariaDB takes (64 characters): over PostgreSQL's 63 bytes, renamed there;
+    # kept exactly by a MySQL destination, whose limit is the same 64 characters
     long_table = "t" * 64
     long_a, long_b = "c" * 63 + "a", "c" * 63 + "b"
     wide = "表" * 64  # 64 characters, 192 bytes
@@ -763,10 +777,11 @@ def test_hostile_identifiers_replicate_exactly(dbs: Databases, warp: Callable[..
     assert_converged(dbs, w)
 
     # the names: exact where they fit, distinct and deterministic where they do not
-    pg_long = expected_pg_name(long_table)
-    assert len(pg_long.encode()) <= 63 and pg_long != long_table
-    assert pg_tables(dbs) == {"y", evil, unicode_table, pg_long}
-    assert pg_columns(dbs, evil) == [
+    dest_long = expected_name(dbs, long_table)
+    assert (dest_long == long_table) == (dbs.dest.kind == "mysql")
+    assert len(dest_long.encode()) <= 63 or dbs.dest.kind == "mysql"
+    assert dest_tables(dbs) == {"y", evil, unicode_table, dest_long}
+    assert dest_columns(dbs, evil) == [
         "id",
         "col with space",
         'quo"te',
@@ -776,59 +791,85 @@ def test_hostile_identifiers_replicate_exactly(dbs: Databases, warp: Callable[..
         "Mixed Case",
         'new "col"',
     ]
-    pg_a, pg_b = expected_pg_name(long_a), expected_pg_name(long_b)
-    assert pg_a != pg_b
-    assert pg_columns(dbs, pg_long) == ["id", pg_a, pg_b]
-    assert pg_columns(dbs, unicode_table) == ["id", "naïve", "значение", expected_pg_name(wide)]
-    assert pg_select(dbs, pg_long, f'"{pg_a}", "{pg_b}"', "1")[:2] == [(1, 0), (2, 0)]
-    assert pg_select(dbs, "y", "id, v") == [(1, "must survive"), (2, "still here")]
-    assert pg_select(dbs, evil, '"select", "order", "new ""col"""', "id")[0] == (1001, "asc", "filled")
+    dest_a, dest_b = expected_name(dbs, long_a), expected_name(dbs, long_b)
+    assert dest_a != dest_b and (dest_a == long_a) == (dbs.dest.kind == "mysql")
+    assert dest_columns(dbs, dest_long) == ["id", dest_a, dest_b]
+    dest_wide = expected_name(dbs, wide)
+    assert (dest_wide == wide) == (dbs.dest.kind == "mysql")
+    assert dest_columns(dbs, unicode_table) == ["id", "naïve", "значение", dest_wide]
+    pair = f"{dest_ident(dbs, dest_a)}, {dest_ident(dbs, dest_b)}"
+    assert dest_select(dbs, dest_long, pair, "1")[:2] == [(1, 0), (2, 0)]
+    assert dest_select(dbs, "y", "id, v") == [(1, "must survive"), (2, "still here")]
+    picked = ", ".join(dest_ident(dbs, c) for c in ("select", "order", 'new "col"'))
+    assert dest_select(dbs, evil, picked, "id")[0] == (1001, "asc", "filled")
     stop_cleanly(w)
 
 
-# -- 9. a row PostgreSQL cannot hold -------------------------------------------------------
+# -- 9. a row the destination cannot hold --------------------------------------------------
+# PostgreSQL text cannot hold NUL (MySQL's can); a NOT NULL zero date arrives as '-infinity', which
+# PostgreSQL holds and MySQL cannot (docs/type-mapping.md). Each kind gets both: one is its bad row,
+# the other must arrive.
+NUL_IDS, ZERO_DATE_IDS = (7, 105), (8, 106)
+
+
 def test_a_bad_row_goes_to_the_dead_letters_and_the_stream_goes_on(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
-    dbs.sql("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT, n INT)")
-    dbs.many(
-        "INSERT INTO notes VALUES (%s, %s, %s)",
-        [(i, "bad\x00snapshot" if i == 7 else f"note {i}", i) for i in range(1, 21)],
-    )
+    bad_ids = NUL_IDS if dbs.dest.kind == "postgresql" else ZERO_DATE_IDS
+    dbs.sql("SET SESSION sql_mode = ''")  # lets the zero dates in
+    dbs.sql("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT, n INT, d DATE NOT NULL)")
+
+    def row(i: int, body: str) -> tuple[Any, ...]:
+        if i in NUL_IDS:
+            body = body + " \x00 NUL inside"
+        return i, body, i, "0000-00-00" if i in ZERO_DATE_IDS else "2024-02-29"
+
+    dbs.many("INSERT INTO notes VALUES (%s, %s, %s, %s)", [row(i, f"note {i}") for i in range(1, 21)])
     w = start_streaming(warp)
-    wait_until(lambda: dbs.pg_count("notes") == 19, 60, "the good snapshot rows")
+    wait_until(lambda: dbs.dest.count("notes") == 19, 60, "the good snapshot rows")
 
     # one transaction: good rows around a bad one
     dbs.sql("START TRANSACTION")
-    dbs.many(
-        "INSERT INTO notes VALUES (%s, %s, %s)",
-        [(i, "nul \x00 inside" if i == 105 else f"streamed {i}", i) for i in range(100, 111)],
-    )
+    dbs.many("INSERT INTO notes VALUES (%s, %s, %s, %s)", [row(i, f"streamed {i}") for i in range(100, 111)])
     dbs.sql("UPDATE notes SET body = 'fine again', n = -1 WHERE id = 3")
     dbs.sql("COMMIT")
-    dbs.sql("INSERT INTO notes VALUES (200, 'later', 200)")
+    dbs.sql("INSERT INTO notes VALUES (200, 'later', 200, '2024-01-01')")
     dbs.sql("UPDATE notes SET n = 42 WHERE id = 1")
 
     def good_rows_arrived() -> bool:
-        rows = dbs.pg_rows(f'SELECT id, body, n FROM "{dbs.name}".notes ORDER BY id')
-        expected = [r for r in dbs.sql("SELECT id, body, n FROM notes ORDER BY id") if "\x00" not in r[1]]
+        rows = dbs.dest.query("SELECT id, body, n FROM {} ORDER BY id", "notes")
+        expected = [r for r in dbs.sql("SELECT id, body, n FROM notes ORDER BY id") if r[0] not in bad_ids]
         return rows == [tuple(r) for r in expected]
 
     wait_until(good_rows_arrived, 60, "every good row at the destination")
     letters = state(tmp_path).dead_letters(dbs.name)
     # a snapshot row's server-encoded columns are kept as their COPY text ("7"); streamed ones are typed
     assert sorted((d.table, int(d.row["id"]), d.operation) for d in letters) == [
-        ("notes", 7, "snapshot"),
-        ("notes", 105, "insert"),
+        ("notes", bad_ids[0], "snapshot"),
+        ("notes", bad_ids[1], "insert"),
     ]
-    for d in letters:  # the reason names the problem; the row is kept, NUL and all
-        assert "NUL" in d.reason or "0x00" in d.reason, d.reason
-        assert any("\x00" in str(v) for v in d.row.values()), d.row
-    assert next(d for d in letters if int(d.row["id"]) == 105).position is not None
+    for d in letters:  # the reason names the problem; the row is kept as it was
+        if dbs.dest.kind == "postgresql":
+            assert "NUL" in d.reason or "0x00" in d.reason, d.reason
+            assert any("\x00" in str(v) for v in d.row.values()), d.row
+        else:
+            assert "date" in d.reason.lower() and "infinity" in d.reason, d.reason
+            assert "infinity" in str(d.row["d"]), d.row
+    assert next(d for d in letters if int(d.row["id"]) == bad_ids[1]).position is not None
     assert "dead-letter" in w.output
+    if dbs.dest.kind == "mysql":  # MySQL text holds NUL: those rows arrived exactly
+        held = dbs.dest.query(
+            "SELECT id, body FROM {} WHERE id IN (%s, %s) ORDER BY id", "notes", args=NUL_IDS
+        )
+        assert held == [
+            (i, b) for i, b in dbs.sql("SELECT id, body FROM notes WHERE id IN (7, 105) ORDER BY id")
+        ]
+        assert all("\x00" in b for _i, b in held), held
 
     # once the source fixes the rows, everything matches
-    dbs.sql("UPDATE notes SET body = REPLACE(body, CHAR(0), '?') WHERE id IN (7, 105)")
+    dbs.sql(
+        "UPDATE notes SET body = REPLACE(body, CHAR(0), '?'), d = '2024-03-01' WHERE id IN (7, 8, 105, 106)"
+    )
     assert_converged(dbs, w)
     stop_cleanly(w)
 
@@ -889,10 +930,10 @@ def test_sigterm_stops_cleanly_and_a_restart_catches_up(
     assert str(checkpoint) in w2.output  # resumed from the checkpoint ...
     assert "tables to copy" not in w2.output and "snapshot " not in w2.output  # ... without a new snapshot
     assert_converged(dbs, w2)
-    assert dbs.pg_count("ledger") == dbs.source_count("ledger")
-    assert dbs.pg_rows(f'SELECT note FROM "{dbs.name}".ledger WHERE id = 99999') == [("noted",)]
+    assert dbs.dest.count("ledger") == dbs.source_count("ledger")
+    assert dbs.dest.query("SELECT note FROM {} WHERE id = 99999", "ledger") == [("noted",)]
     distinct_bag = dbs.sql("SELECT COUNT(*) FROM (SELECT DISTINCT a, b FROM bag) d")[0][0]
-    assert dbs.pg_count("bag") == distinct_bag
+    assert dbs.dest.count("bag") == distinct_bag
     stop_cleanly(w2)
 
 
@@ -911,6 +952,6 @@ def test_percent_signs_in_names_replicate_exactly(
     dbs.sql(f"DELETE FROM {q(table)} WHERE {q(key)} > 25")
     dbs.sql(f"UPDATE {q(table)} SET {q(key)} = {q(key)} + 100 WHERE {q(key)} = 10")
     assert_converged(dbs, w)
-    assert pg_tables(dbs) == {table}
-    assert pg_columns(dbs, table) == [key, col, "n"]
+    assert dest_tables(dbs) == {table}
+    assert dest_columns(dbs, table) == [key, col, "n"]
     stop_cleanly(w)

@@ -6,6 +6,13 @@ by a snapshot query (pymysql + snapshot_converter), from the binlog
 (pymysqlreplication + binlog_converter), and, after COPY into PostgreSQL, as
 ``col::text``.  The first two must equal the canonical values written here;
 the last must equal the PostgreSQL text written here.
+
+End to end, at every destination kind (``pytest.mark.destinations``): the real
+cartridge-warp snapshots a copy of each case's table and streams another, and
+each value read back must be exactly the one written here for that kind
+(PostgreSQL: ``c::text``; MySQL/MariaDB: the value pymysql reads, which is the
+canonical value unless ``Case.mysql`` says otherwise), or its row must be in the
+dead letters where docs/type-mapping.md says the destination refuses it.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,13 +29,16 @@ from typing import Any
 import psycopg2
 import pymysql
 import pytest
+from conftest import Databases, Warp, wait_until
 from psycopg2 import sql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import WriteRowsEvent
+from test_replication import STREAMING, binlog_position, position_order
 
 from warpd.config import SchemaConfig
 from warpd.connectors.mysql import types as my
 from warpd.connectors.postgresql.types import TextNulError, copy_encoder, pg_type_sql
+from warpd.state.store import StateStore
 from warpd.types import Column, ColumnType, Kind
 
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
@@ -36,6 +48,7 @@ SERVER_ID = 3_000_000 + os.getpid() % 1_000_000
 WRITER_SESSION = ("SET SESSION time_zone = '+05:30'", "SET SESSION sql_mode = ''")
 UTC = dt.UTC
 NUL_REJECTED = object()  # PostgreSQL expectation: the encoder raises TextNulError
+REFUSED = "<refused: dead letter>"  # a destination expectation: the row goes to the dead letters
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,18 @@ class Case:
     ddl: str  # the column definition after its name
     type: ColumnType  # expected shared type
     rows: tuple[tuple[Any, Any, Any], ...]  # (SQL literal or P, canonical value, PostgreSQL ::text)
+    # what pymysql reads back from a MySQL/MariaDB destination, row by row, where it is not the
+    # canonical value (REFUSED: the row goes to the dead letters)
+    mysql: tuple[Any, ...] | None = None
+
+    def expected(self, kind: str) -> list[Any]:
+        """Each row as read back from a destination of ``kind`` (PostgreSQL: ``c::text``)."""
+        if kind == "postgresql":
+            return [REFUSED if pg is NUL_REJECTED else pg for _, _, pg in self.rows]
+        if self.mysql is not None:
+            assert len(self.mysql) == len(self.rows), self.id
+            return list(self.mysql)
+        return [canonical for _, canonical, _ in self.rows]
 
 
 def i(n: int) -> tuple[str, int, str]:
@@ -157,6 +182,7 @@ CASES = [
             (P("trailing  "), "trailing  ", "trailing  "),
             (P(""), "", ""),
             (P("\\N"), "\\N", "\\N"),
+            (P("^Z\x1a bs\x08 \\0 \\Z"), "^Z\x1a bs\x08 \\0 \\Z", "^Z\x1a bs\x08 \\0 \\Z"),
         ),
     ),
     Case(
@@ -204,18 +230,21 @@ CASES = [
         "SET('x','y','z')",
         ColumnType(Kind.TEXT_ARRAY),
         (("'z,x'", ["x", "z"], "{x,z}"), ("''", [], "{}"), ("NULL", None, None)),
+        mysql=('["x", "z"]', "[]", None),  # a JSON array, as text
     ),
     Case(
         "set_not_null",
         "SET('a','b') NOT NULL",
         ColumnType(Kind.TEXT_ARRAY),
         (("''", [], "{}"), ("'b,a'", ["a", "b"], "{a,b}")),
+        mysql=("[]", '["a", "b"]'),
     ),
     Case(
         "set_quoting",
         "SET('x y','q\"r','NULL')",
         ColumnType(Kind.TEXT_ARRAY),
         ((P('q"r,x y,NULL'), ["x y", 'q"r', "NULL"], '{"x y","q\\"r","NULL"}'),),
+        mysql=('["x y", "q\\"r", "NULL"]',),
     ),
     Case(
         "blob",
@@ -243,18 +272,26 @@ CASES = [
         ColumnType(Kind.BYTES, length=16),
         (("X'0100'", b"\x01\0", "\\x0100"), ("''", b"", "\\x")),
     ),
-    Case("bit1", "BIT(1)", ColumnType(Kind.BITS, length=1), (("b'1'", "1", "1"), ("b'0'", "0", "0"))),
+    Case(
+        "bit1",
+        "BIT(1)",
+        ColumnType(Kind.BITS, length=1),
+        (("b'1'", "1", "1"), ("b'0'", "0", "0")),
+        mysql=(b"\x01", b"\x00"),  # BIT(n) reads back as big-endian bytes
+    ),
     Case(
         "bit10",
         "BIT(10)",
         ColumnType(Kind.BITS, length=10),
         (("b'1000000001'", "1000000001", "1000000001"), ("b'11'", "0000000011", "0000000011")),
+        mysql=(b"\x02\x01", b"\x00\x03"),
     ),
     Case(
         "bit64",
         "BIT(64)",
         ColumnType(Kind.BITS, length=64),
         (("b'" + "1" * 64 + "'", "1" * 64, "1" * 64), ("1", "0" * 63 + "1", "0" * 63 + "1")),
+        mysql=(b"\xff" * 8, bytes(7) + b"\x01"),
     ),
     Case("year", "YEAR", INT16, (i(2155), i(1901), ("0", 0, "0"), ("'0'", 2000, "2000"))),
     Case(
@@ -279,6 +316,8 @@ CASES = [
             ("'2020-00-15'", "-infinity", "-infinity"),
             ("'2021-01-01'", dt.date(2021, 1, 1), "2021-01-01"),
         ),
+        # MySQL's DATE cannot hold -infinity, the canonical form of a zero or partial date
+        mysql=(REFUSED, REFUSED, dt.date(2021, 1, 1)),
     ),
     Case(
         "datetime6",
@@ -308,6 +347,7 @@ CASES = [
             ("'2020-01-00 10:00:00'", "-infinity", "-infinity"),
             ("'2021-03-28 02:30:00'", dt.datetime(2021, 3, 28, 2, 30), "2021-03-28 02:30:00"),
         ),
+        mysql=(REFUSED, REFUSED, dt.datetime(2021, 3, 28, 2, 30)),
     ),
     Case(
         "timestamp3",
@@ -318,6 +358,7 @@ CASES = [
             ("'0000-00-00 00:00:00'", None, None),
             ("NULL", None, None),
         ),
+        mysql=(dt.datetime(2021, 3, 28, 2, 0, 0, 123000), None, None),  # DATETIME holding UTC
     ),
     # Instants either side of Europe's 2021 DST changes, written from a +05:30 session;
     # 00:00 and 01:00 UTC on 2021-10-31 are both 02:00 on a Berlin wall clock.
@@ -341,6 +382,14 @@ CASES = [
                 "2038-01-19 03:14:07.999999+00",
             ),
         ),
+        mysql=(
+            dt.datetime(2021, 10, 31, 0, 0),
+            dt.datetime(2021, 10, 31, 1, 0, 0, 500000),
+            dt.datetime(2021, 3, 28, 0, 59, 59, 999999),
+            dt.datetime(2021, 3, 28, 1, 0),
+            dt.datetime(1970, 1, 1, 0, 0, 0, 500000),
+            dt.datetime(2038, 1, 19, 3, 14, 7, 999999),
+        ),
     ),
     Case(
         "timestamp_not_null",
@@ -350,6 +399,7 @@ CASES = [
             ("'0000-00-00 00:00:00'", "-infinity", "-infinity"),
             ("'2000-01-01 05:30:00'", utc(2000, 1, 1), "2000-01-01 00:00:00+00"),
         ),
+        mysql=(REFUSED, dt.datetime(2000, 1, 1)),
     ),
     Case(
         "time",
@@ -634,6 +684,163 @@ def test_copy_into_postgresql_is_exact(source: Source, pg: Any, case_id: str) ->
         got = [v for (v,) in cur.fetchall()]
     pg.commit()
     assert got == [pg_text for _, _, pg_text in case.rows]
+
+
+# --- end to end at every destination: each case snapshotted and streamed by cartridge-warp ---------
+
+SNAPSHOT, STREAM = "s_", "b_"  # a table per case copied by the snapshot, another filled while streaming
+PG_READING = (  # the session the PostgreSQL expectations (``c::text``) are written for
+    "SET TimeZone = 'UTC'",
+    "SET extra_float_digits = 1",
+    "SET IntervalStyle = 'postgres'",
+    "SET DateStyle = 'ISO, MDY'",
+    "SET bytea_output = 'hex'",
+)
+
+
+@dataclass
+class Landed:
+    """What one cartridge-warp run left at its destination."""
+
+    rows: dict[str, dict[int, Any]]  # table -> id -> the value read back (PostgreSQL: as text)
+    dead: dict[str, list[int]]  # table -> ids of the rows in the dead letters
+    types: dict[str, str]  # table -> the type of its column c, as the destination's catalogue spells it
+
+
+def _land(dbs: Databases, state_dir: str) -> Landed:
+    """Snapshot every case's rows, then stream them again, with the real cartridge-warp; read it all back."""
+    for case in CASES:
+        for prefix in (SNAPSHOT, STREAM):
+            dbs.sql(f"CREATE TABLE `{prefix}{case.id}` (id INT PRIMARY KEY, c {case.ddl})")
+    writer = _mysql(database=dbs.name)
+    w = Warp(dbs, state_dir, None, [], {})
+    store = StateStore(state_dir)
+    try:
+        with writer.cursor() as wcur:
+            for statement in WRITER_SESSION:
+                wcur.execute(statement)
+            for case in CASES:
+                _insert(wcur, SNAPSHOT + case.id, case.rows)
+            w.start()
+            wait_until(lambda: STREAMING in w.output or not w.alive(), 300, "the snapshot to finish")
+            assert w.alive(), f"cartridge-warp exited with {w.proc.poll() if w.proc else None}:\n{w.output}"
+            for case in CASES:
+                _insert(wcur, STREAM + case.id, case.rows)
+        end = binlog_position(dbs)
+
+        def applied() -> bool:
+            assert w.alive(), f"cartridge-warp exited:\n{w.output[-6000:]}"
+            checkpoint = store.checkpoint(dbs.name)
+            return checkpoint is not None and position_order(checkpoint) >= end
+
+        wait_until(applied, 300, f"the checkpoint to reach {end}", interval=0.3)
+        assert w.stop(timeout=60) == 0, w.output[-4000:]
+        assert "Traceback" not in w.output, w.output
+        read = "SELECT id, c::text FROM {} ORDER BY id" if dbs.dest.kind == "postgresql" else None
+        if read:
+            for statement in PG_READING:
+                dbs.dest.query(statement)
+        rows = {
+            prefix + case.id: dict(
+                dbs.dest.query(read or "SELECT id, c FROM {} ORDER BY id", prefix + case.id)
+            )
+            for case in CASES
+            for prefix in (SNAPSHOT, STREAM)
+        }
+        if dbs.dest.kind == "postgresql":
+            spelled = "SELECT c.relname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            spelled += "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            spelled += "WHERE n.nspname = %s AND a.attname = 'c' AND c.relkind = 'r'"
+        else:
+            spelled = "SELECT table_name, column_type FROM information_schema.columns "
+            spelled += "WHERE table_schema = %s AND column_name = 'c'"
+        types = {str(t): str(spelling) for t, spelling in dbs.dest.query(spelled, args=(dbs.dest.schema,))}
+        dead: dict[str, list[int]] = {}
+        for letter in store.dead_letters(dbs.name):
+            dead.setdefault(letter.table, []).append(int(letter.row["id"]))
+        return Landed(rows, {table: sorted(ids) for table, ids in dead.items()}, types)
+    finally:
+        store.close()
+        writer.close()
+        if w.alive():
+            w.kill()
+
+
+@pytest.fixture(scope="module")
+def land(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Landed]]:
+    """``land(kind)``: the one cartridge-warp run of this module to a destination of ``kind``."""
+    runs: dict[str, Landed | BaseException] = {}
+    made: list[Databases] = []
+
+    def run(kind: str) -> Landed:
+        if kind not in runs:
+            dbs = Databases(f"warp_t_{uuid.uuid4().hex[:10]}", kind)
+            made.append(dbs)
+            try:
+                runs[kind] = _land(dbs, str(tmp_path_factory.mktemp(f"land-{kind}")))
+            except BaseException as exc:  # noqa: BLE001 - every case of this kind reports it
+                runs[kind] = exc
+        landed = runs[kind]
+        if isinstance(landed, BaseException):
+            raise landed
+        return landed
+
+    try:
+        yield run
+    finally:
+        for dbs in made:
+            dbs.drop()
+
+
+def mysql_column_type(ct: ColumnType) -> str:
+    """The MySQL/MariaDB column type of docs/type-mapping.md ("MySQL/MariaDB destination"), as MariaDB
+    spells it in information_schema (its JSON is LONGTEXT with a JSON_VALID check)."""
+    p = ct.precision
+    spelled = {
+        Kind.INT: {16: "smallint(6)", 32: "int(11)", 64: "bigint(20)"}.get(ct.bits or 64, ""),
+        Kind.DECIMAL: f"decimal({ct.precision},{ct.scale})",
+        Kind.FLOAT: "double",
+        Kind.TEXT: "longtext",
+        Kind.BYTES: "longblob",
+        Kind.BITS: f"bit({ct.length})",
+        Kind.DATE: "date",
+        Kind.TIME: f"time({p})" if p else "time",
+        Kind.TIMESTAMP: f"datetime({p})" if p else "datetime",
+        Kind.TIMESTAMPTZ: f"datetime({p})" if p else "datetime",
+        Kind.JSON: "longtext",
+        Kind.TEXT_ARRAY: "longtext",
+        Kind.UUID: "char(36)",
+    }
+    return spelled[ct.kind]
+
+
+@pytest.mark.destinations
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_each_case_gets_the_documented_column_type(
+    land: Callable[[str], Landed], destination_kind: str, case_id: str
+) -> None:
+    case = BY_ID[case_id]
+    expected = pg_type_sql(case.type) if destination_kind == "postgresql" else mysql_column_type(case.type)
+    landed = land(destination_kind)
+    assert [landed.types[prefix + case_id] for prefix in (SNAPSHOT, STREAM)] == [expected, expected]
+
+
+@pytest.mark.destinations
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_each_value_lands_exactly_at_the_destination(
+    land: Callable[[str], Landed], destination_kind: str, case_id: str
+) -> None:
+    """Snapshot and stream both write each value exactly, or put its row in the dead letters (docs)."""
+    expected = BY_ID[case_id].expected(destination_kind)
+    landed = land(destination_kind)
+    want = {n: value for n, value in enumerate(expected, start=1) if value is not REFUSED}
+    refused = [n for n, value in enumerate(expected, start=1) if value is REFUSED]
+    for prefix, path in ((SNAPSHOT, "snapshot"), (STREAM, "stream")):
+        table = prefix + case_id
+        got = landed.rows[table]
+        assert _typed(list(got.values())) == _typed(list(want.values())), path
+        assert list(got) == list(want), f"{path}: row ids"
+        assert landed.dead.get(table, []) == refused, f"{path}: dead letters"
 
 
 # --- behaviour of pymysqlreplication we cannot fix, pinned so a library change is noticed ------------
@@ -923,3 +1130,336 @@ def test_server_encoded_snapshot_lands_the_same_values(
     assert got == expected
     rejected = [n for n, (_, _, text) in enumerate(case.rows, start=1) if text is NUL_REJECTED]
     assert sorted(int(d.row["id"]) for d in store.dead_letters("encoded")) == rejected
+
+
+# --- keys: values a bulk load could confuse, as keys of snapshotted, updated and deleted rows ----------
+
+KEY_CASES = {  # table -> (key column DDL, key values)
+    "k_text": (
+        "VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin",
+        ["\\N", "N", "", "a", "a ", "A", "tab\tkey", "new\nline", "back\\slash", "😀", "ü"],
+    ),
+    # PostgreSQL's text cannot hold NUL: those rows go to its dead letters (docs/type-mapping.md)
+    "k_nul": (
+        "VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin",
+        ["nul", "nul\x00", "\x00nul\x00"],
+    ),
+    "k_bytes": (
+        "VARBINARY(16)",
+        [b"", b"\x00", b"\x00\x00", b"\\N", b"\t\n\\", b"\xff", b"\r\x1a", b"a", b"A", b"a "],
+    ),
+    "k_unsigned": ("BIGINT UNSIGNED", [0, 1, 9223372036854775807, 9223372036854775808, 18446744073709551615]),
+    "k_decimal": (
+        "DECIMAL(65,30)",
+        [
+            Decimal("-12345678901234567890123456789012345.123456789012345678901234567891"),
+            Decimal("0.000000000000000000000000000001"),
+            Decimal(0),
+            Decimal("1.5"),
+        ],
+    ),
+    "k_float": ("FLOAT", [0.1, 1.2345678, -3.4e38, 16777216.0, 0.0]),  # float32 values, as the source holds
+    "k_double": ("DOUBLE", [0.30000000000000004, 0.1, 1.7976931348623157e308, -2.2250738585072014e-308]),
+    "k_bit": ("BIT(10)", [0, 1, 512, 1023]),
+    "k_time": (
+        "TIME(6)",
+        [
+            -dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999),
+            -dt.timedelta(microseconds=1),
+            dt.timedelta(0),
+            dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999),
+        ],
+    ),
+    "k_timestamp": (
+        "TIMESTAMP(6)",
+        [dt.datetime(1970, 1, 1, 0, 0, 1), dt.datetime(2038, 1, 19, 3, 14, 7, 999999)],
+    ),
+    "k_uuid": ("UUID", ["00000000-0000-0000-0000-000000000000", "123e4567-e89b-12d3-a456-426655440000"]),
+    "k_enum": ("ENUM('a','b','é')", ["a", "b", "é"]),
+    "k_datetime": (
+        "DATETIME(6)",
+        [
+            dt.datetime(2020, 1, 1, 0, 0, 0, 1),
+            dt.datetime(2020, 1, 1),
+            dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+        ],
+    ),
+}
+
+
+@pytest.mark.destinations
+def test_key_values_a_bulk_load_could_confuse_are_kept_apart(
+    dbs: Databases, warp: Callable[..., Warp]
+) -> None:
+    """Each key value above is one row, snapshotted or streamed, then updated and deleted by that key."""
+    from test_replication import assert_converged, start_streaming, stop_cleanly
+
+    dbs.sql("SET SESSION time_zone = '+00:00'")
+    for table, (ddl, _keys) in KEY_CASES.items():
+        dbs.sql(f"CREATE TABLE {table} (k {ddl} PRIMARY KEY, v INT NOT NULL)")
+    half = {table: len(keys) // 2 for table, (_ddl, keys) in KEY_CASES.items()}
+    for table, (_ddl, keys) in KEY_CASES.items():  # the first half by the snapshot
+        dbs.many(f"INSERT INTO {table} VALUES (%s, %s)", [(k, n) for n, k in enumerate(keys[: half[table]])])
+    w = start_streaming(warp)
+    for table, (_ddl, keys) in KEY_CASES.items():  # the rest streamed; then every row updated by its key
+        dbs.many(
+            f"INSERT INTO {table} VALUES (%s, %s)",
+            [(k, n) for n, k in enumerate(keys) if n >= half[table]],
+        )
+        dbs.sql(f"UPDATE {table} SET v = v + 100")  # each row's image carries its key
+    refused = {"nul\x00", "\x00nul\x00"} if dbs.dest.kind == "postgresql" else set()
+    exact = [table for table in KEY_CASES if not (refused and table == "k_nul")]
+    assert_converged(dbs, w, tables=exact)
+    for table, (_ddl, keys) in KEY_CASES.items():
+        got = dbs.dest.query("SELECT k, v FROM {}", table)
+        assert sorted(v for _k, v in got) == [n + 100 for n, k in enumerate(keys) if k not in refused], table
+    for table in KEY_CASES:  # every other row deleted by its key
+        dbs.sql(f"DELETE FROM {table} WHERE v % 2 = 0")  # the rows of keys[::2], deleted by their key
+    assert_converged(dbs, w, tables=exact)
+    for table, (_ddl, keys) in KEY_CASES.items():
+        got = dbs.dest.query("SELECT v FROM {}", table)
+        kept = [n + 100 for n in range(1, len(keys), 2) if keys[n] not in refused]
+        assert sorted(v for (v,) in got) == kept, table
+    # the refused rows' changes, and nothing else (how many letters each depends on how changes batch)
+    letters = {(d.table, d.row["k"]) for d in state_dead_letters(w, dbs)}
+    assert letters == {("k_nul", key) for key in refused}, letters
+    stop_cleanly(w)
+
+
+def state_dead_letters(w: Warp, dbs: Databases) -> list[Any]:
+    store = StateStore(w.cmd[w.cmd.index("--state-dir") + 1])
+    try:
+        return store.dead_letters(dbs.name)
+    finally:
+        store.close()
+
+
+# --- the MySQL destination's other load path: multi-row INSERTs when the server has local_infile OFF ---
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_mysql_destination_insert_fallback_lands_the_same_values(source: Source, case_id: str) -> None:
+    """Without ``LOAD DATA LOCAL`` (MySQL 8's default) the same values land, or the same rows are refused.
+
+    The server's ``local_infile`` is global and shared with every other test, so this destination
+    is told it is OFF rather than the server being changed.
+    """
+    from warpd.connectors.mysql.destination import MySQLDestination
+    from warpd.connectors.mysql.source import MySQLSource
+    from warpd.engine.applier import DestinationPool, TableApplier
+    from warpd.engine.batch import FinalState
+
+    class WithoutLocalInfile(MySQLDestination):
+        def _open(self) -> Any:
+            conn = super()._open()
+            self.local_infile = False
+            return conn
+
+    case = BY_ID[case_id]
+    table = f"t_{case_id}"
+    uri = f"mysql://root@{MYSQL['host']}:{MYSQL['port']}/"
+    mysql_source = MySQLSource(uri + DB, DB, server_id=SERVER_ID + 9)
+    pool = DestinationPool(lambda: WithoutLocalInfile(uri))
+    schema = mysql_source.describe(table)
+    letters: dict[str, list[int]] = {}
+    got: dict[str, dict[int, Any]] = {}
+    try:
+        for path, dest_schema in (("snapshot", DB + "_is"), ("stream", DB + "_ib")):
+            plan = pool.get().plan(schema, dest_schema, soft_delete=False, metadata=False)
+            pool.get().prepare(plan)
+            applier = TableApplier(
+                "fallback",
+                plan,
+                SchemaConfig(name="fallback").table_settings(table),
+                pool,
+                lambda _t, _op, row, _reason, _pos, path=path: letters.setdefault(path, []).append(
+                    int(row["id"])
+                ),
+                lambda: False,
+            )
+            try:
+                if path == "snapshot":
+                    for chunk in mysql_source.snapshot(schema, None, 1000, copy_text=False):
+                        applier.copy_snapshot(chunk)
+                else:
+                    applier.apply(
+                        FinalState({"id": n, "c": value}, False, "insert", None, None)
+                        for n, value in enumerate(source.binlog[case_id], start=1)
+                    )
+            finally:
+                applier.close()
+            with pool.get().conn.cursor() as cur:
+                cur.execute(f"SELECT id, c FROM `{dest_schema}`.`{table}` ORDER BY id")
+                got[path] = dict(cur.fetchall())
+        assert pool.get().local_infile is False, "the path this test means to take"
+    finally:
+        pool.close()
+        mysql_source.close()
+        admin = _mysql()
+        with admin.cursor() as cur:
+            for suffix in ("_is", "_ib"):
+                cur.execute(f"DROP DATABASE IF EXISTS `{DB}{suffix}`")
+        admin.close()
+    expected = case.expected("mysql")
+    want = {n: value for n, value in enumerate(expected, start=1) if value is not REFUSED}
+    refused = [n for n, value in enumerate(expected, start=1) if value is REFUSED]
+    for path in ("snapshot", "stream"):
+        assert _typed(list(got[path].values())) == _typed(list(want.values())), path
+        assert list(got[path]) == list(want), f"{path}: row ids"
+        assert sorted(letters.get(path, [])) == refused, f"{path}: dead letters"
+
+
+# --- widenings at their point in the stream: values before and after stay exact -----------------------
+
+WIDENINGS = (  # column, type before, type after, a value only the type after holds
+    ("a", "INT", "BIGINT UNSIGNED", "18446744073709551615"),
+    (
+        "d",
+        "DECIMAL(10,2)",
+        "DECIMAL(65,30)",
+        "-12345678901234567890123456789012345.123456789012345678901234567891",
+    ),
+    ("f", "FLOAT", "DOUBLE", "0.30000000000000004"),
+    ("dt", "DATETIME", "DATETIME(6)", "'9999-12-31 23:59:59.999999'"),
+    ("ts", "TIMESTAMP NULL", "TIMESTAMP(6) NULL", "'2038-01-19 03:14:07.999999'"),
+    ("tm", "TIME", "TIME(6)", "'838:59:59.999999'"),
+    ("v", "VARCHAR(5)", "TEXT", "CONCAT(REPEAT('x', 1000), '\\\\N\\t')"),
+    ("b", "VARBINARY(4)", "BLOB", "X'" + ALL_BYTES.hex() + "'"),
+    ("bt", "BIT(4)", "BIT(40)", "b'" + "1" * 40 + "'"),
+    ("s", "SET('x','y')", "SET('x','y','z')", "'z,x'"),
+)
+
+
+@pytest.mark.destinations
+def test_widened_columns_keep_every_value_exact(dbs: Databases, warp: Callable[..., Warp]) -> None:
+    """Each column widened mid-stream: the rows before (snapshotted and streamed) keep the value the
+    source converted them to, and a value only the wider type holds lands exactly."""
+    from test_replication import assert_converged, start_streaming, stop_cleanly
+
+    dbs.sql("SET SESSION time_zone = '+00:00'")
+    dbs.sql(
+        f"CREATE TABLE w (id INT PRIMARY KEY, {', '.join(f'{c} {old}' for c, old, _new, _v in WIDENINGS)})"
+    )
+    before = "2147483647, 12345678.99, 0.1, '2020-01-01 00:00:01', '2020-01-01 00:00:01', '-838:59:59', "
+    before += "'héllo', X'00090a5c', b'1010', 'y'"
+    dbs.sql(f"INSERT INTO w VALUES (1, {before})")
+    w = start_streaming(warp)
+    dbs.sql(f"INSERT INTO w VALUES (2, {before})")
+    assert_converged(dbs, w)
+    for column, _old, new, _value in WIDENINGS:
+        dbs.sql(f"ALTER TABLE w MODIFY {column} {new}")
+    dbs.sql(f"INSERT INTO w VALUES (3, {', '.join(value for _c, _o, _n, value in WIDENINGS)})")
+    assert_converged(dbs, w)
+    got = dbs.dest.query("SELECT id, a, d, f, dt, ts, tm, v, b, bt, s FROM {} ORDER BY id", "w")
+    old_values = (
+        Decimal("2147483647"),
+        Decimal("12345678.990000000000000000000000000000"),
+        0.10000000149011612,  # FLOAT 0.1, made a DOUBLE by the source
+        dt.datetime(2020, 1, 1, 0, 0, 1),
+        dt.datetime(2020, 1, 1, 0, 0, 1),  # TIMESTAMP: UTC
+        -dt.timedelta(hours=838, minutes=59, seconds=59),
+        "héllo",
+        b"\x00\t\n\\",
+    )
+    new_values = (
+        Decimal("18446744073709551615"),
+        Decimal("-12345678901234567890123456789012345.123456789012345678901234567891"),
+        0.30000000000000004,
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+        dt.datetime(2038, 1, 19, 3, 14, 7, 999999),
+        dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999),
+        "x" * 1000 + "\\N\t",
+        ALL_BYTES,
+    )
+    if dbs.dest.kind == "postgresql":  # bit(n) as '0'/'1' text, text[], timestamptz aware
+        tail = [("0" * 36 + "1010", ["y"]), ("0" * 36 + "1010", ["y"]), ("1" * 40, ["x", "z"])]
+    else:  # bit(n) as big-endian bytes, the set as a JSON array
+        tail = [(bytes(4) + b"\x0a", '["y"]'), (bytes(4) + b"\x0a", '["y"]'), (b"\xff" * 5, '["x", "z"]')]
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, memoryview):
+            return bytes(value)
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    rows = [tuple(plain(v) for v in row) for row in got]
+    expected = [
+        (n, *values, *tail[n - 1]) for n, values in ((1, old_values), (2, old_values), (3, new_values))
+    ]
+    assert _typed([list(r) for r in rows]) == _typed([list(r) for r in expected])
+    assert state_dead_letters(w, dbs) == []
+    stop_cleanly(w)
+
+
+# --- tables without a key: a row snapshotted is found again by the change that streams for it ---------
+
+
+@pytest.mark.destinations
+def test_keyless_rows_of_every_type_are_found_again_by_their_changes(
+    dbs: Databases, warp: Callable[..., Warp]
+) -> None:
+    """Rows are identified by a hash of the whole row: the snapshot's and the binlog's values must hash
+    the same (docs/type-mapping.md, "Tables without a primary key"), '\\N' and NULL apart."""
+    from test_replication import assert_converged, start_streaming, stop_cleanly
+
+    dbs.sql("SET SESSION time_zone = '+05:30', sql_mode = ''")
+    dbs.sql(
+        "CREATE TABLE nokey (n INT NOT NULL, f FLOAT, s SET('x','y','z'), d DATE, "
+        "dtm DATETIME(6), ts TIMESTAMP(3) NULL, bt BIT(10), b VARBINARY(8), t VARCHAR(10), "
+        "u BIGINT UNSIGNED, m DECIMAL(65,30), tm TIME(6))"
+    )
+    # JSON apart: warpd.verify cannot compare a keyless table holding JSON (see the report of this test)
+    dbs.sql("CREATE TABLE nokey_json (n INT NOT NULL, j JSON)")
+    rows = [
+        "1.2345678, 'z,x', '0000-00-00', '2020-01-02 03:04:05.000006', "
+        "'2021-03-28 07:30:00.123', b'1000000001', X'00090a5c', '\\\\N', 18446744073709551615, "
+        "'0.000000000000000000000000000001', '-838:59:59.999999'",
+        "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+        "0.1, '', '2020-00-15', '9999-12-31 23:59:59.999999', '1970-01-01 05:30:00.5', b'0', X'', "
+        "'', 0, 0, '00:00:00'",
+        "-3.4e38, 'y', '2020-02-29', NULL, '2038-01-19 08:44:07.999', b'11', X'ff', 'tab\tx\\\\', "
+        "9223372036854775808, 99.5, '-00:00:00.000001'",
+    ]
+    documents = ['\'{"b": 1, "a": [2.50]}\'', "NULL", "'[]'", "'1E2'", "'\"\\\\\\\\N\"'"]
+    for n, values in enumerate(rows, start=1):
+        dbs.sql(f"INSERT INTO nokey VALUES ({n}, {values})")
+    for n, document in enumerate(documents, start=1):
+        dbs.sql(f"INSERT INTO nokey_json VALUES ({n}, {document})")
+    w = start_streaming(warp)
+    for n, values in enumerate(rows, start=1):  # streamed twins of the snapshotted rows
+        dbs.sql(f"INSERT INTO nokey VALUES ({n + 10}, {values})")
+    for table in ("nokey", "nokey_json"):
+        dbs.sql(f"UPDATE {table} SET n = n + 100 WHERE n IN (1, 3)")  # rows the snapshot copied
+        dbs.sql(f"DELETE FROM {table} WHERE n IN (2, 4, 5, 14)")  # found by their whole row
+    assert_converged(dbs, w, tables=["nokey"])
+    for table in ("nokey", "nokey_json"):
+        got = sorted(n for (n,) in dbs.dest.query("SELECT n FROM {}", table))
+        assert got == sorted(n for (n,) in dbs.sql(f"SELECT n FROM {table}")), table
+    assert sorted(n for (n,) in dbs.dest.query("SELECT n FROM {}", "nokey")) == [11, 12, 13, 101, 103]
+    assert state_dead_letters(w, dbs) == []
+    stop_cleanly(w)
+
+
+@pytest.mark.destinations
+def test_a_key_longer_than_the_destination_can_index_is_refused_never_cut(
+    dbs: Databases, warp: Callable[..., Warp]
+) -> None:
+    """MySQL indexes 768 utf8mb4 characters of a text key: a longer key value (a latin1 source key
+    holds 3072) goes to the dead letters (docs/type-mapping.md, "Keys"); PostgreSQL holds it."""
+    from test_replication import assert_converged, start_streaming, stop_cleanly
+
+    dbs.sql("CREATE TABLE long_text (k VARCHAR(1000) CHARACTER SET latin1 PRIMARY KEY, v INT)")
+    keys = ["é" * 768, "x" * 769, "é" * 1000]
+    dbs.many("INSERT INTO long_text VALUES (%s, %s)", [(k, n) for n, k in enumerate(keys[:2])])
+    w = start_streaming(warp)
+    dbs.many("INSERT INTO long_text VALUES (%s, %s)", [(keys[2], 2)])
+    if dbs.dest.kind == "postgresql":
+        assert_converged(dbs, w)
+        assert state_dead_letters(w, dbs) == []
+    else:
+        wait_until(lambda: len(state_dead_letters(w, dbs)) >= 2, 120, "the refused rows")
+        assert dbs.dest.query("SELECT k, v FROM {}", "long_text") == [(keys[0], 0)]
+        letters = sorted((d.table, d.row["v"], len(d.row["k"])) for d in state_dead_letters(w, dbs))
+        assert letters == [("long_text", 1, 769), ("long_text", 2, 1000)], letters
+    stop_cleanly(w)

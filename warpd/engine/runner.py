@@ -767,6 +767,23 @@ class SchemaRunner:
         else:
             old_name = (ch.old_name or ch.table) if ch.kind is K.RENAME_TABLE else ch.table
             old_plan = self.plans[old_name]
+            if ch.kind is K.RENAME_TABLE and old_name != ch.schema.name and ch.schema.name in self.plans:
+                # The new name is replicated already: found at start-up and copied, while the stream
+                # (resumed from before this rename) replayed the table's creation under its old name.
+                # The old-named table holds replayed rows of a name the source no longer has: drop it.
+                log.info(
+                    "schema %s: %r is replicated already (copied at start-up); dropping the replayed %r",
+                    self.name,
+                    ch.schema.name,
+                    old_name,
+                )
+                self._retry(lambda: self.dest.drop(old_plan), f"dropping {old_plan.dest_table!r}")
+                self.store.record_schema_version(
+                    self.name, old_plan.source, "drop_table", ch.statement, ch.position
+                )
+                self.store.forget_snapshot(self.name, old_name)
+                self._untrack(old_name)
+                return
             new_plan = self._plan(ch.schema)
             try:
                 ddl = self._retry(

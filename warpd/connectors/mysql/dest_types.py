@@ -28,9 +28,15 @@ MAX_DECIMAL_PRECISION = 65
 MAX_DECIMAL_SCALE = 30
 MAX_BIT_LENGTH = 64
 # InnoDB indexes at most 3072 bytes per key: text key columns (4 bytes per character in utf8mb4)
-# share 768 characters, binary ones 3072 bytes.  A longer key value is refused (dead letter).
+# share what the fixed-size key columns leave of it (768 characters, or 3072 bytes for binary ones,
+# when all key columns are text).  A longer key value is refused (dead letter).
 KEY_BYTES = 3072
-MAX_TIME = _dt.timedelta(hours=838, minutes=59, seconds=59)
+# the comment that marks a key column holding JSON text (its type is a VARCHAR like a text key's):
+# a widening from text to JSON is then visible in the catalogue, so a replay never converts twice
+JSON_KEY_COMMENT = "json"
+# MariaDB's TIME(6) holds ±838:59:59.999999 (MySQL 8's ends at ±838:59:59: its strict session refuses
+# the fraction beyond, and the row goes to the dead letters like any value the server refuses)
+MAX_TIME = _dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999)
 _UTC = _dt.UTC
 
 # LOAD DATA's escapes (ESCAPED BY '\\'): backslash first, then every byte that would end a field
@@ -72,12 +78,16 @@ def _fraction(precision: int | None) -> int:
     return 6 if precision is None else min(max(precision, 0), 6)
 
 
-def mysql_type_sql(ct: ColumnType, *, key_share: int = 0, collation: str = "utf8mb4_bin") -> str:
+def mysql_type_sql(
+    ct: ColumnType, *, key_share: int = 0, key_bytes: int = KEY_BYTES, collation: str = "utf8mb4_bin"
+) -> str:
     """The column type (as used in DDL) for a shared type.
 
     ``key_share`` > 0 says the column is one of that many variable-length key
-    columns, which must be indexable: text and bytes become VARCHAR/VARBINARY
-    of their share of InnoDB's 3072-byte key limit instead of LONGTEXT/LONGBLOB.
+    columns, which must be indexable: text, JSON and bytes become VARCHAR/VARBINARY
+    of their share of ``key_bytes`` (what the key's fixed-size columns leave of
+    InnoDB's 3072-byte key limit) instead of LONGTEXT/JSON/LONGBLOB (JSON as its
+    exact text, binary NO PAD collation).
     """
     kind = ct.kind
     if kind is Kind.INT:
@@ -86,21 +96,21 @@ def mysql_type_sql(ct: ColumnType, *, key_share: int = 0, collation: str = "utf8
         return "tinyint(1)"
     if kind is Kind.DECIMAL:
         if text_decimal(ct):
-            return _text_type(None, key_share, collation)
+            return _text_type(None, key_share, collation, key_bytes)
         return f"decimal({ct.precision},{ct.scale or 0})"
     if kind is Kind.FLOAT:
         return "double"  # a 32-bit float is held exactly too, and reads back exactly (FLOAT prints 6 digits)
     if kind is Kind.TEXT:
-        return _text_type(ct.length, key_share, collation)
+        return _text_type(ct.length, key_share, collation, key_bytes)
     if kind is Kind.BYTES:
         if key_share:
-            cap = KEY_BYTES // key_share
+            cap = key_bytes // key_share
             return f"varbinary({min(ct.length, cap) if ct.length else cap})"
         return "longblob"
     if kind is Kind.BITS:
         if ct.length and ct.length <= MAX_BIT_LENGTH:
             return f"bit({ct.length})"
-        return _text_type(None, key_share, collation)  # '0'/'1' text: BIT holds 64 bits at most
+        return _text_type(None, key_share, collation, key_bytes)  # '0'/'1' text: BIT holds 64 bits at most
     if kind is Kind.DATE:
         return "date"
     if kind is Kind.TIME:
@@ -110,16 +120,20 @@ def mysql_type_sql(ct: ColumnType, *, key_share: int = 0, collation: str = "utf8
         p = _fraction(ct.precision)
         return f"datetime({p})" if p else "datetime"
     if kind in (Kind.JSON, Kind.TEXT_ARRAY):
+        # a key column cannot be JSON (LONGTEXT on MariaDB, unindexable on MySQL): its canonical JSON
+        # text, exactly, in an indexable binary NO PAD VARCHAR; a longer value is refused, never cut
+        if key_share:
+            return f"{_text_type(None, key_share, collation, key_bytes)} comment '{JSON_KEY_COMMENT}'"
         return "json"
     if kind is Kind.UUID:
         return "char(36) character set ascii collate ascii_bin"
     raise ValueError(f"no MySQL type for {ct.describe()}")
 
 
-def _text_type(length: int | None, key_share: int, collation: str) -> str:
+def _text_type(length: int | None, key_share: int, collation: str, key_bytes: int = KEY_BYTES) -> str:
     suffix = f" character set utf8mb4 collate {collation}"
     if key_share:
-        cap = KEY_BYTES // 4 // key_share
+        cap = key_bytes // 4 // key_share
         return f"varchar({min(length, cap) if length else cap}){suffix}"
     # Non-key text is LONGTEXT whatever its bound: VARCHARs count towards the 65,535-byte row limit
     # (4 bytes per character in utf8mb4), so a wide table of VARCHAR(n) could not be created.
@@ -127,12 +141,42 @@ def _text_type(length: int | None, key_share: int, collation: str) -> str:
 
 
 def variable_length(ct: ColumnType) -> bool:
-    """Whether a key column of this type shares InnoDB's key-length budget (text, bytes, wide decimals)."""
-    if ct.kind in (Kind.TEXT, Kind.BYTES):
+    """Whether a key column of this type shares InnoDB's key-length budget (text, bytes, JSON, wide decimals)."""
+    if ct.kind in (Kind.TEXT, Kind.BYTES, Kind.JSON, Kind.TEXT_ARRAY):
         return True
     if ct.kind is Kind.DECIMAL:
         return text_decimal(ct)
     return ct.kind is Kind.BITS and not (ct.length and ct.length <= MAX_BIT_LENGTH)
+
+
+_DECIMAL_LEFTOVER_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+
+
+def fixed_key_bytes(ct: ColumnType) -> int:
+    """The bytes a key column of a fixed-size type takes of InnoDB's key limit (0 for variable-length)."""
+    if variable_length(ct):
+        return 0
+    kind = ct.kind
+    if kind is Kind.INT:
+        return {16: 2, 32: 4}.get(ct.bits or 64, 8)
+    if kind is Kind.BOOLEAN:
+        return 1
+    if kind is Kind.DECIMAL:  # MySQL's packed decimal: 4 bytes per 9 digits on each side of the point
+        scale = ct.scale or 0
+        return sum(d // 9 * 4 + _DECIMAL_LEFTOVER_BYTES[d % 9] for d in ((ct.precision or 0) - scale, scale))
+    if kind is Kind.FLOAT:
+        return 8
+    if kind is Kind.BITS:
+        return ((ct.length or 1) + 7) // 8
+    if kind is Kind.DATE:
+        return 3
+    if kind is Kind.TIME:
+        return 3 + (_fraction(ct.precision) + 1) // 2
+    if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        return 5 + (_fraction(ct.precision) + 1) // 2
+    if kind is Kind.UUID:
+        return 36
+    return 0
 
 
 def stage_expr(ct: ColumnType, var: str) -> str:
@@ -171,7 +215,12 @@ def _decimal(value: Any) -> str:
 def _text_decimal(value: Any) -> str:
     if isinstance(value, Decimal) and not value.is_finite():
         raise ValueError(f"cartridge-warp keeps no non-finite decimal ({value}) at a MySQL destination")
-    return _decimal(value)
+    return plain_decimal(_decimal(value))
+
+
+def plain_decimal(text: str) -> str:
+    """A text-held decimal without negative zero (``-0.00`` is ``0.00``), as PostgreSQL's numeric holds it."""
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
 def _float(value: float) -> str:
@@ -196,7 +245,7 @@ def _date(value: Any) -> str:
 
 def _time(value: _dt.timedelta) -> str:
     if abs(value) > MAX_TIME:
-        raise ValueError(f"MySQL TIME holds -838:59:59 to 838:59:59, not {value}")
+        raise ValueError(f"MySQL TIME holds -838:59:59.999999 to 838:59:59.999999, not {value}")
     micros = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
     sign = "-" if micros < 0 else ""
     seconds, micro = divmod(abs(micros), 1_000_000)

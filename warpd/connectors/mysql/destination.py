@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
@@ -58,11 +58,16 @@ from warpd.connectors.base import (
 )
 from warpd.connectors.mysql.connection import MySQLParams, error_code, parse_uri, quote_ident
 from warpd.connectors.mysql.dest_types import (
+    JSON_KEY_COMMENT,
+    KEY_BYTES,
     NULL_FIELD,
     canonical,
     field_encoder,
+    fixed_key_bytes,
     mysql_type_sql,
+    plain_decimal,
     stage_expr,
+    text_decimal,
     unescape,
     variable_length,
 )
@@ -93,6 +98,17 @@ _TRANSIENT |= {1205, 1213, 1317, 1927, 1290, 1836}
 # NOT NULL, duplicate key (a direct write), foreign key, check constraint, invalid JSON...
 _REJECTS = {1048, 1062, 1264, 1265, 1292, 1366, 1367, 1406, 1411, 1416, 1452, 1451, 3140, 4025, 1690}
 _REJECTS |= {1471, 1525, 1918, 3819, 1153}  # 1153: one row larger than max_allowed_packet
+_REJECTS.add(1118)  # row size too large: InnoDB's 8,126 bytes of values kept in the row
+# what to do when the server refuses DDL for good (docs/type-mapping.md, "Row size")
+_WIDE = (
+    "; InnoDB keeps 20 bytes of every TEXT, JSON and BLOB column (and whole values of up to 40 bytes) "
+    "in a row of at most 8,126 bytes, so a table holds about 400 such columns: lower max_columns "
+    "(MongoDB sources: further fields then go to _warp_extra) or leave columns out, then copy the "
+    "table again (warpctl resync)"
+)
+_DDL_REMEDIES = {1118: _WIDE, 1117: _WIDE}
+# LOAD DATA LOCAL refused: MariaDB 4166, MySQL 3948 (local_infile off), 1148 (older servers)
+_INFILE_OFF = {4166, 3948, 1148}
 _ACCESS_DENIED = {1044, 1045, 1142, 1227, 1698, 1370, 1143}
 
 
@@ -283,10 +299,21 @@ class MySQLDestination:
 
     # -- DDL -------------------------------------------------------------------
     def _execute(self, statements: list[str]) -> list[str]:
+        """Run DDL; a statement the server refuses for good stops the schema with the statement and a remedy."""
         self._staged.clear()
         with self.conn.cursor() as cur:
             for stmt in statements:
-                cur.execute(stmt.replace("%", "%%"), ())
+                try:
+                    cur.execute(stmt.replace("%", "%%"), ())
+                except pymysql.err.MySQLError as exc:
+                    if is_transient(exc):
+                        raise
+                    code = error_code(exc)
+                    detail = redact(exc.args[1] if len(exc.args) > 1 else exc)
+                    shown = stmt if len(stmt) <= 160 else stmt[:160] + " …"
+                    raise FatalError(
+                        f"the MySQL destination refused {shown}: ({code}) {detail}{_DDL_REMEDIES.get(code or 0, '')}"
+                    ) from exc
         return statements
 
     def live_columns(self, plan: TablePlan) -> dict[str, tuple[str, bool]] | None:
@@ -294,7 +321,7 @@ class MySQLDestination:
         with self.conn.cursor() as cur:
             cur.execute(
                 "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'NO' AND COLUMN_DEFAULT IS NULL, "
-                "COLLATION_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+                "COLLATION_NAME, CHARACTER_SET_NAME, COLUMN_COMMENT FROM information_schema.COLUMNS "
                 "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
                 (plan.dest_schema, plan.dest_table),
             )
@@ -307,10 +334,12 @@ class MySQLDestination:
                 if cur.fetchone() is None:
                     return None
         out = {}
-        for name, ctype, required, collation, charset in rows:
+        for name, ctype, required, collation, charset, comment in rows:
             text = str(ctype).lower()
             if charset:
                 text += f" character set {charset} collate {collation}"
+            if comment == JSON_KEY_COMMENT:
+                text += f" comment '{JSON_KEY_COMMENT}'"
             out[str(name)] = (text, bool(required))
         return out
 
@@ -488,7 +517,11 @@ class MySQLDestination:
             if name not in live or before is None or same_type(live[name][0], want):
                 continue
             if col.type.kind is Kind.JSON and before.type.kind is not Kind.JSON:
-                done += self._widen_into_json(new, name, before.type, live)
+                done += self._convert_in_place(new, name, before.type, live, "JSON", json_of)
+                continue
+            if before.type.kind is Kind.FLOAT and col.type.kind is Kind.DECIMAL and text_decimal(col.type):
+                # the server would print a double its own way (1e300); a fresh value is plain notation
+                done += self._convert_in_place(new, name, before.type, live, "decimal", _float_decimal_text)
                 continue
             null = " NOT NULL" if col.name in new.source.key else ""
             done += self._execute([f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want}{null}"])
@@ -508,14 +541,30 @@ class MySQLDestination:
                 out.append(f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want} -- values converted")
         return out
 
-    def _widen_into_json(
-        self, plan: TablePlan, name: str, before: ColumnType, live: dict[str, tuple[str, bool]]
+    def _convert_in_place(
+        self,
+        plan: TablePlan,
+        name: str,
+        before: ColumnType,
+        live: dict[str, tuple[str, bool]],
+        what: str,
+        convert: Callable[[ColumnType, Any], str | None],
     ) -> list[str]:
+        """Replace column ``name`` by one of its new type holding ``convert(before, value)`` of each value.
+
+        Into a column beside it (``_warp_json_<name>``), then one ALTER drops
+        the old column and renames the new one; a key column's primary key is
+        rebuilt in that same ALTER.
+        """
         target = _table(plan)
         tmp = fit_identifier(f"_warp_json_{name}", MAX_IDENTIFIER_CHARS, "characters")
+        # a key column's new type is indexable (mysql_type_sql), and the primary key is rebuilt on it
+        col = next(c for c in plan.source.columns if plan.columns[c.name] == name)
+        in_key = name in plan.key
+        want = self.column_type(plan, col)
         done = []
         if tmp not in live:
-            done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} json AFTER {_q(name)}"])
+            done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} {want} AFTER {_q(name)}"])
         keys = ", ".join(map(_q, plan.key))
         head = f"INSERT INTO {target} ({keys}, {_q(tmp)}) VALUES ".replace("%", "%%")
         tail = f" ON DUPLICATE KEY UPDATE {target}.{_q(tmp)} = VALUES({_q(tmp)})".replace("%", "%%")
@@ -529,16 +578,23 @@ class MySQLDestination:
             with reader.cursor() as rows, self._transaction() as cur:
                 rows.execute(select.replace("%", "%%"), ())
                 while part := rows.fetchmany(500):
-                    args = [v for r in part for v in (*r[:-1], json_of(before, canonical(before, r[-1])))]
+                    args = [v for r in part for v in (*r[:-1], convert(before, canonical(before, r[-1])))]
                     # every key is there already: each row only updates its JSON column
                     cur.execute(head + ", ".join([row_sql] * len(part)) + tail, args)
                     count += len(part)
         finally:
             reader.close()
-        done.append(f"UPDATE {target} SET {_q(tmp)} = <{name} as JSON> -- {count} rows")
-        done += self._execute(
-            [f"ALTER TABLE {target} DROP COLUMN {_q(name)}, CHANGE COLUMN {_q(tmp)} {_q(name)} json"]
-        )
+        done.append(f"UPDATE {target} SET {_q(tmp)} = <{name} as {what}> -- {count} rows")
+        if in_key:
+            # one ALTER: the table is never without its primary key, and a replay finds it done
+            swap = (
+                f"ALTER TABLE {target} DROP PRIMARY KEY, DROP COLUMN {_q(name)}, "
+                f"CHANGE COLUMN {_q(tmp)} {_q(name)} {want} NOT NULL, "
+                f"ADD PRIMARY KEY ({', '.join(map(_q, plan.key))})"
+            )
+        else:
+            swap = f"ALTER TABLE {target} DROP COLUMN {_q(name)}, CHANGE COLUMN {_q(tmp)} {_q(name)} {want}"
+        done += self._execute([swap])
         return done
 
     # -- records ---------------------------------------------------------------
@@ -654,16 +710,32 @@ class MySQLDestination:
                 f"{_q(n)} = {e.format(v)}" for (n, _t, e), v in zip(types, variables, strict=True)
             )
             self.conn.infile = "".join(records).encode("utf-8")
-            cur.execute(
-                f"LOAD DATA LOCAL INFILE '{INFILE_NAME}' INTO TABLE {stage} CHARACTER SET utf8mb4 "
-                "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
-                f"({', '.join(variables)}) SET {sets}".replace("%", "%%"),
-                (),
-            )
+            try:
+                cur.execute(
+                    f"LOAD DATA LOCAL INFILE '{INFILE_NAME}' INTO TABLE {stage} CHARACTER SET utf8mb4 "
+                    "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+                    f"({', '.join(variables)}) SET {sets}".replace("%", "%%"),
+                    (),
+                )
+            except pymysql.err.OperationalError as exc:
+                if error_code(exc) not in _INFILE_OFF:
+                    raise
+                # local_infile was turned off since this connection checked it: nothing was loaded,
+                # the same stage is filled by INSERTs from now on
+                self.conn.infile = b""
+                self.local_infile = False
+                log.warning(
+                    "MySQL destination: the server refused LOAD DATA LOCAL (local_infile turned off?); "
+                    "rows now load with multi-row INSERTs (slower)"
+                )
+                self._load(cur, plan, stage, records, layout)
+                return
             cur.execute("SHOW WARNINGS")
             problems = [w for w in cur.fetchall() if str(w[0]).lower() != "note"]
             if problems:
                 level, code, message = problems[0]
+                if int(code) in (1265, 1406):  # the server says "truncated": nothing is
+                    message += " (the value does not fit the column: the row is refused, not cut)"
                 raise StageRefused(int(code), f"{message} (LOAD DATA {level.lower()})")
             return
         # local_infile OFF: the same stage, filled by multi-row INSERTs (strict mode raises by itself)
@@ -812,20 +884,37 @@ def _extra_columns(plan: TablePlan) -> list[tuple[str, str]]:
     return out
 
 
+def storable_name(name: str) -> str:
+    """``name`` as MySQL/MariaDB can hold it: kept when it can, else cleaned and made distinct.
+
+    MySQL refuses names that end with a space, and characters outside the
+    Basic Multilingual Plane (emoji: identifiers are utf8mb3) or NUL.  Such a
+    name has each of those characters replaced by ``_``, trailing spaces
+    dropped, and gains ``_`` plus the first 8 hex digits of the SHA-1 of the
+    full name (the rule of names over the length limit), so two source names
+    never become one.
+    """
+    if name and not name.endswith(" ") and all(0 < ord(c) <= 0xFFFF for c in name):
+        return name
+    cleaned = "".join(c if 0 < ord(c) <= 0xFFFF else "_" for c in name).rstrip(" ")
+    return f"{cleaned}_{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
+
+
 def make_plan(schema: TableSchema, dest_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
-    """Names (64 characters at most, distinct ignoring case), key and encoders for ``schema``."""
+    """Names (64 characters at most, distinct ignoring case, storable), key and encoders for ``schema``."""
     columns = map_columns(
         (c.name for c in schema.columns),
         reserved=RESERVED_COLUMNS,
         limit=MAX_IDENTIFIER_CHARS,
         unit="characters",
         fold=str.lower,
+        clean=storable_name,
     )
     key = tuple(columns[k] for k in schema.key) if schema.key else (ROW_KEY,)
     return TablePlan(
         source=schema,
-        dest_schema=fit_identifier(dest_schema, MAX_IDENTIFIER_CHARS, "characters"),
-        dest_table=fit_identifier(schema.name, MAX_IDENTIFIER_CHARS, "characters"),
+        dest_schema=fit_identifier(storable_name(dest_schema), MAX_IDENTIFIER_CHARS, "characters"),
+        dest_table=fit_identifier(storable_name(schema.name), MAX_IDENTIFIER_CHARS, "characters"),
         columns=columns,
         key=key,
         soft_delete=soft_delete,
@@ -835,11 +924,19 @@ def make_plan(schema: TableSchema, dest_schema: str, *, soft_delete: bool, metad
 
 
 def column_type(plan: TablePlan, col: Column, collation: str) -> str:
-    """``col``'s DDL type in ``plan``'s table (key columns of text/bytes get an indexable type)."""
-    share = 0
+    """``col``'s DDL type in ``plan``'s table (key columns of text/bytes get an indexable type: their
+    share of what the key's fixed-size columns leave of InnoDB's key limit)."""
+    share, fixed = 0, 0
     if col.name in plan.source.key:
-        share = sum(1 for k in plan.source.key if (c := plan.source.column(k)) and variable_length(c.type))
-    return mysql_type_sql(col.type, key_share=share if variable_length(col.type) else 0, collation=collation)
+        key = [c for k in plan.source.key if (c := plan.source.column(k))]
+        share = sum(1 for c in key if variable_length(c.type))
+        fixed = sum(fixed_key_bytes(c.type) for c in key)
+    return mysql_type_sql(
+        col.type,
+        key_share=share if variable_length(col.type) else 0,
+        key_bytes=KEY_BYTES - fixed,
+        collation=collation,
+    )
 
 
 _INT_WIDTH = ("bigint(", "int(", "smallint(", "tinyint(", "mediumint(")
@@ -865,6 +962,19 @@ def same_type(live: str, wanted: str) -> bool:
 def column_type_for(ct: ColumnType, collation: str = "utf8mb4_bin") -> str:
     """The DDL type of a non-key column of ``ct`` (documentation and tests)."""
     return mysql_type_sql(ct, collation=collation)
+
+
+def _float_decimal_text(ct: ColumnType, value: Any) -> str | None:
+    """A double as the exact decimal a fresh value of a text-held DECIMAL column gets.
+
+    The shortest decimal that reads back as the same double, in plain
+    notation (``0.1``, ``2``, ``1e300`` as 1 and 300 zeros), as for JSON
+    (:mod:`warpd.types`).  NaN and the infinities cannot be held (the writer
+    refuses them too), so none is stored.
+    """
+    if value is None:
+        return None
+    return plain_decimal(format(Decimal(repr(float(value)).removesuffix(".0")), "f"))
 
 
 def _numeric_json(value: Decimal) -> str:

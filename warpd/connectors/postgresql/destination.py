@@ -81,11 +81,15 @@ CAPABILITIES = Capabilities(
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"}
 
 
+# program_limit_exceeded: "row is too big", "index row size exceeds": one row the table cannot hold
+ROW_TOO_BIG = "54000"
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
         code = getattr(exc, "pgcode", None) or ""
-        # 28xxx (auth) and 3D000 (no such database) are operational errors no retry fixes
-        return not (code and (code.startswith("28") or code == "3D000"))
+        # 28xxx (auth), 3D000 (no such database) and a row too big are operational errors no retry fixes
+        return not (code and (code.startswith("28") or code in ("3D000", ROW_TOO_BIG)))
     code = getattr(exc, "pgcode", None) or ""
     return bool(code) and (code in _TRANSIENT_SQLSTATES or code.startswith("08"))
 
@@ -240,6 +244,8 @@ class PostgresDestination:
         return is_transient(exc)
 
     def rejects_rows(self, exc: BaseException) -> bool:
+        if getattr(exc, "pgcode", None) == ROW_TOO_BIG:
+            return True  # the batch is narrowed down to the row, which is dead-lettered
         return isinstance(exc, (psycopg2.DataError, psycopg2.IntegrityError))
 
     def is_duplicate(self, exc: BaseException) -> bool:

@@ -52,20 +52,23 @@ def map_columns(
     limit: int = MAX_IDENTIFIER_BYTES,
     unit: str = "bytes",
     fold: Callable[[str], str] = str,
+    clean: Callable[[str], str] = str,
 ) -> dict[str, str]:
     """Map source column names to distinct destination names, in source order.
 
     ``limit``/``unit`` are the destination's identifier limit (PostgreSQL: 63
     bytes; MySQL: 64 characters); ``fold`` says which names the destination
-    takes as equal (MySQL column names ignore case: ``str.lower``).
+    takes as equal (MySQL column names ignore case: ``str.lower``); ``clean``
+    turns a name the destination cannot hold into one it can, before the limit
+    is applied (MySQL: :func:`warpd.connectors.mysql.destination.storable_name`).
     """
     taken = {fold(r) for r in reserved}
     result: dict[str, str] = {}
     for name in names:
-        candidate = _fit(name, limit, unit)
+        candidate = _fit(clean(name), limit, unit)
         n = 2
         while fold(candidate) in taken:
-            candidate = _fit(f"{name}_{n}", limit, unit)
+            candidate = _fit(clean(f"{name}_{n}"), limit, unit)
             n += 1
         taken.add(fold(candidate))
         result[name] = candidate
