@@ -221,6 +221,8 @@ def test_load_text_refuses_what_the_canonical_path_refuses(dbs: tuple[str, str, 
         sorted(int(x[2]["id"]) for x in canon_letters) == sorted(int(x[2]["id"]) for x in letters) == [2, 3]
     )
     assert all(x[2]["d"] == "-infinity" for x in letters)
+    # the same reason as the canonical path's, not a warning of the load
+    assert {x[3] for x in letters} == {x[3] for x in canon_letters}, (letters, canon_letters)
     assert (
         _rows(bulk_db, "zero_dates")
         == _rows(canon_db, "zero_dates")

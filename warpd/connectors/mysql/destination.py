@@ -177,6 +177,8 @@ def _epoch_field(ts: float | None) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).replace(tzinfo=None).isoformat(" ")
 
 
+_DATE_KINDS = (Kind.DATE, Kind.TIMESTAMP, Kind.TIMESTAMPTZ)
+
 _META_TYPES = {
     ROW_KEY: "char(32) character set ascii collate ascii_bin",
     OP_COLUMN: "varchar(16) character set ascii collate ascii_bin",
@@ -639,24 +641,51 @@ class MySQLDestination:
             fields += [OP_COLUMN, SOURCE_TS_COLUMN]
             tail = f"\tsnapshot\t{NULL_FIELD}\n"
         out = EncodedChunk([], layout=fields)
-        if not rest:  # the common case: no per-value Python work
+        # A zero date of a NOT NULL column arrives as '-infinity', which MySQL cannot hold: refused
+        # here with the canonical path's reason (the date encoder's), not as a warning of the load.
+        by_name = dict(zip((c.name for c in plan.source.columns), plan.encoders, strict=True))
+        dates = [
+            (i, by_name[n])
+            for i, n in enumerate(chunk.encoded_columns)
+            if (c := plan.source.column(n)) is not None and c.type.kind in _DATE_KINDS
+        ]
+        if not rest and not dates:  # the common case: no per-value Python work
             out.records = [(row, line + tail) for line, row in zip(chunk.encoded, chunk.rows, strict=True)]
             return out
         for line, row in zip(chunk.encoded, chunk.rows, strict=True):
             try:
+                if dates and "infinity" in line:
+                    texts = line.split("\t")
+                    for i, enc in dates:
+                        if texts[i].endswith("infinity"):
+                            enc(texts[i])  # raises ValueError
                 rest_text = "".join("\t" + enc(row.get(n)) for n, enc in rest)
             except (ValueError, TypeError, OverflowError) as exc:
                 values = dict(row)
-                for name, text in zip(fields, line.split("\t"), strict=False):
-                    values.setdefault(name, unescape(text))
+                values.update(
+                    (k, v) for k, v in self.record_values(plan, line, fields).items() if k not in values
+                )
                 out.failed.append((values, f"value cannot be encoded for MySQL: {exc}"))
                 continue
             out.records.append((row, line + rest_text + tail))
         return out
 
     def record_values(self, plan: TablePlan, record: Any, layout: Any = None) -> dict[str, Any]:
+        """A record's fields by destination column name, for a dead letter: integers as numbers, the
+        rest as the text loaded (``\\N`` as None)."""
         texts = str(record).rstrip("\n").split("\t")
-        return {name: unescape(text) for name, text in zip(layout or self.fields(plan), texts, strict=False)}
+        ints = {plan.columns[c.name] for c in plan.source.columns if c.type.kind is Kind.INT}
+        out: dict[str, Any] = {}
+        for name, text in zip(layout or self.fields(plan), texts, strict=False):
+            value = unescape(text)
+            if name in ints and value is not None:
+                try:
+                    out[name] = int(value)
+                    continue
+                except ValueError:
+                    pass
+            out[name] = value
+        return out
 
     # -- writing ---------------------------------------------------------------
     def _stage_types(self, plan: TablePlan) -> list[tuple[str, str, str]]:
