@@ -649,6 +649,8 @@ class MySQLDestination:
             for i, n in enumerate(chunk.encoded_columns)
             if (c := plan.source.column(n)) is not None and c.type.kind in _DATE_KINDS
         ]
+        if dates and not any("infinity" in line for line in chunk.encoded):
+            dates = []  # no zero date in this chunk
         if not rest and not dates:  # the common case: no per-value Python work
             out.records = [(row, line + tail) for line, row in zip(chunk.encoded, chunk.rows, strict=True)]
             return out
