@@ -7,13 +7,13 @@ PY      = $(BIN)/python
 STAMP   = $(VENV)/.installed-$(EXTRAS)
 EXTRAS ?= test
 
-.PHONY: help venv install install-dev install-all setup-db demo test test-fast format lint type-check import-check check bench bench-mongo clean
+.PHONY: help venv install install-dev install-all setup-db demo test test-fast format lint type-check import-check check bench bench-mysql bench-mongo clean
 
 help:
 	@echo "make demo        replicate generated MariaDB and MongoDB sample databases into PostgreSQL, live"
 	@echo "make test        run the test suite against the local MariaDB and PostgreSQL"
 	@echo "make check       ruff, mypy and the import contract (lint-imports), as CI runs them"
-	@echo "make install-dev / install-all / format / lint / type-check / import-check / bench / bench-mongo / setup-db"
+	@echo "make install-dev / install-all / format / lint / type-check / import-check / bench / bench-mysql / bench-mongo / setup-db"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ check: lint type-check import-check
 
 bench: install setup-db
 	$(PY) scripts/bench/mysql_to_postgres.py
+
+bench-mysql: install setup-db
+	$(PY) scripts/bench/mysql_to_mysql.py
 
 bench-mongo: install setup-db
 	$(PY) scripts/bench/mongodb_to_postgres.py

@@ -1,6 +1,7 @@
-"""What both benchmarks share: progress lines, CPU accounting, the machine and commit measured, report rows.
+"""What the benchmarks share: progress lines, CPU accounting, the machine and commit measured, report
+rows, the cartridge-warp child process and py-spy profiles.
 
-``mysql_to_postgres.py`` and ``mongodb_to_postgres.py`` import it as ``common``
+``mysql_to_postgres.py``, ``mysql_to_mysql.py`` and ``mongodb_to_postgres.py`` import it as ``common``
 (Python puts a script's own directory first on ``sys.path``).  Importing it
 also puts this checkout first on ``sys.path``, so both measure the ``warpd/``
 next to them rather than an installed copy.
@@ -8,8 +9,12 @@ next to them rather than an installed copy.
 
 from __future__ import annotations
 
+import collections
 import os
 import platform
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +24,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path[:1]:
     sys.path.insert(0, ROOT)
 
+from warpd.state.store import StateStore  # noqa: E402 - this checkout's, put first just above
+
 _T0 = time.monotonic()
+
+
+class BenchError(RuntimeError):
+    pass
 
 
 def say(msg: str) -> None:
@@ -187,3 +198,196 @@ def report_tail(fig: dict[str, Any], rows: list[tuple[str, str, str]]) -> list[s
 # --------------------------------------------------------------------------- report
 def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
+
+
+# --------------------------------------------------------------------------- the process
+class Warp:
+    """One ``python -m warpd --mode single`` child process, its log file and its state file."""
+
+    def __init__(self, state_dir: str, log_path: str, args: list[str]):
+        self.state_dir = state_dir
+        self.log_path = log_path
+        self.args = args  # --source/--destination/--schema or --config, after ``--mode single``
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self._store: StateStore | None = None
+
+    def start(self) -> float:
+        cmd = [sys.executable, "-m", "warpd", "--mode", "single", *self.args, "--state-dir", self.state_dir]
+        log = open(self.log_path, "ab")  # handed to the child; our copy is closed below
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return self.started
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(
+                f"cartridge-warp exited with status {self.proc.returncode}; its log:\n" + self.log_tail()
+            )
+
+    def store(self) -> StateStore:
+        """The state file, opened once the process has created it."""
+        if self._store is None:
+            path = os.path.join(self.state_dir, "state.db")
+            while not os.path.exists(path):
+                self.check_alive()
+                time.sleep(0.02)
+            self._store = StateStore(self.state_dir)
+        return self._store
+
+    def log_text(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def wait_log(self, needle: str, occurrence: int = 1, timeout: float = 120.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log_text().count(needle) >= occurrence:
+                return time.monotonic()
+            self.check_alive()
+            time.sleep(0.02)
+        raise BenchError(f"timed out waiting for {needle!r} in the cartridge-warp log:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            say(f"cartridge-warp did not stop within {timeout:.0f}s of SIGTERM; killing it")
+            self.proc.kill()
+            return self.proc.wait()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+# --------------------------------------------------------------------------- profiling
+class Profiler:
+    """py-spy record attached to a running process, stopped with SIGINT."""
+
+    def __init__(self, out_dir: str | None, gil: bool = True):
+        self.out_dir = out_dir
+        self.gil = gil
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.path = ""
+        if out_dir:
+            if not shutil.which("py-spy"):
+                raise BenchError("--profile needs py-spy: pip install py-spy")
+            os.makedirs(out_dir, exist_ok=True)
+
+    def start(self, pid: int, name: str) -> None:
+        if not self.out_dir:
+            return
+        self.path = os.path.join(self.out_dir, f"{name}.txt")
+        self.proc = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--threads",
+                "--full-filenames",
+                "--rate",
+                "100",
+                "-o",
+                self.path,
+                *(["--gil"] if self.gil else []),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.3)  # attached
+
+    def stop(self) -> str | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        return self.path if os.path.exists(self.path) else None
+
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def _short(path: str) -> str:
+    for marker in ("/site-packages/", "/lib/python3.11/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    if path.startswith(ROOT + "/"):
+        return path[len(ROOT) + 1 :]
+    return os.path.basename(path)
+
+
+def _stage(names: list[str], stages_of: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
+    for label, markers in stages_of:
+        if any(mk in n for n in names for mk in markers):
+            return label
+    return "other (imports, start-up, ...)"
+
+
+def analyse_profile(
+    path: str, stages_of: tuple[tuple[str, tuple[str, ...]], ...], top: int = 15
+) -> dict[str, Any]:
+    """Self and inclusive shares per file:function, per thread and per pipeline stage (``stages_of``:
+    label and markers, first match wins; markers are substrings of "file:function"), from py-spy raw
+    (collapsed) stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    stages: collections.Counter[str] = collections.Counter()
+    total = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            stack, _, count_s = line.rstrip("\n").rpartition(" ")
+            if not stack or not count_s.isdigit():
+                continue
+            count = int(count_s)
+            frames = stack.split(";")
+            thread = frames[0].split(": ", 1)[-1]
+            thread = re.sub(r"_\d+$", "", thread)  # ThreadPoolExecutor-style numbered names
+            names = []
+            for fr in frames[1:]:
+                m = _FRAME.match(fr)
+                names.append(f"{_short(m['file'])}:{m['func']}" if m else fr)
+            if not names:
+                continue
+            total += count
+            threads[thread] += count
+            stages[_stage(names, stages_of)] += count
+            own[names[-1]] += count
+            for n in set(names):
+                incl[n] += count
+
+    def share(c: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(top)]
+
+    return {
+        "samples": total,
+        "threads": share(threads),
+        "stages": share(stages),
+        "self": share(own),
+        "inclusive_warpd": [
+            (k, v)
+            for k, v in share(collections.Counter({k: v for k, v in incl.items() if k.startswith("warpd/")}))
+        ],
+    }

@@ -380,7 +380,7 @@ class SyntheticMongoSource(MongoSource):
         schema: TableSchema,
         resume_after: Mapping[str, Any] | None,
         chunk_size: int,
-        copy_text: bool = False,
+        bulk_format: str | None = None,
     ) -> Iterator[SnapshotChunk]:
         if resume_after is not None:
             raise BenchError("the synthetic source cannot resume a snapshot")

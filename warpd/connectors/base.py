@@ -161,7 +161,7 @@ class SnapshotChunk:
     """Rows of one table read by the initial snapshot, in key order.
 
     When the source was asked for a bulk format the destination accepts (see
-    :attr:`Capabilities.bulk_formats`; today :data:`PG_COPY_TEXT`),
+    :attr:`Capabilities.bulk_formats`: :data:`PG_COPY_TEXT`, :data:`MYSQL_LOAD_TEXT`),
     ``encoded[i]`` holds row ``i``'s ``encoded_columns`` already in that
     format (tab-separated fields) and ``rows[i]`` only the remaining columns,
     canonical.
@@ -210,7 +210,7 @@ class Source(Protocol):
     events older than a table's copy"), without it it re-copies as asked;
     ``bulk_formats`` (a set of
     format names such as :data:`PG_COPY_TEXT`) lists the encodings the
-    source can produce server-side for a snapshot (``copy_text``).
+    source can produce server-side for a snapshot (``bulk_format``).
     """
 
     def check_prerequisites(self) -> None:
@@ -238,14 +238,15 @@ class Source(Protocol):
         schema: TableSchema,
         resume_after: Mapping[str, Any] | None,
         chunk_size: int,
-        copy_text: bool = False,
+        bulk_format: str | None = None,
     ) -> Iterator[SnapshotChunk]:
         """Read the table in key order, starting after ``resume_after``.
 
-        ``copy_text`` asks for server-encoded :data:`PG_COPY_TEXT` fields where
-        the source can produce them exactly (see :class:`SnapshotChunk`); the
-        engine asks only when the destination lists that format in its
-        capabilities and the source lists it in ``bulk_formats``.
+        ``bulk_format`` (one of the source's ``bulk_formats``) asks for
+        server-encoded fields in that format where the source can produce them
+        exactly (see :class:`SnapshotChunk`); the engine passes it only when the
+        destination lists that format in its capabilities and the source lists
+        it in ``bulk_formats``, and otherwise calls without it.
         """
 
     def table_copied(self, table: str, position: Position | None = None) -> Position:
@@ -291,6 +292,12 @@ class Source(Protocol):
 
 PG_COPY_TEXT = "postgresql-copy-text"
 """PostgreSQL's COPY text format: tab-separated fields, ``\\N`` for NULL, backslash escapes."""
+
+MYSQL_LOAD_TEXT = "mysql-load-data-text"
+"""The text ``LOAD DATA ... FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\'`` reads, as the MySQL
+destination loads it: tab-separated fields, ``\\N`` for NULL, backslash escapes; bytes as hex
+digits, timestamps with a time zone as UTC wall-clock time without an offset, bits as ``0``/``1``
+digits (warpd/connectors/mysql/dest_types.py)."""
 
 # Columns a destination adds to every table (names shared by every destination, so a
 # user's queries read the same everywhere; see docs/configuration.md, metadata_columns).

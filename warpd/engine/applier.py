@@ -232,12 +232,36 @@ class TableApplier:
     # -- snapshot chunks -----------------------------------------------------
     def copy_snapshot(self, chunk: SnapshotChunk) -> int:
         """Insert one snapshot chunk straight into the table (merging if some rows are there already)."""
-        encoded = self.pool.get().encode_chunk(self.plan, chunk)
+        dest = self.pool.get()
+        encoded = dest.encode_chunk(self.plan, chunk)
         for row, reason in encoded.failed:
             self._dead_letter(FinalState(row, False, "snapshot", None, None), reason)
+        if not encoded.records:
+            return 0
+        # The common case first: the whole chunk in one direct write, with no per-row bookkeeping.
+        records = [rec for _row, rec in encoded.records]
+
+        def retried(exc: BaseException) -> None:
+            dest.reset()
+            metrics.error(self.schema_name, type(exc).__name__)
+
+        try:
+            call_with_retry(
+                lambda: dest.write(self.plan, records, direct=True, layout=encoded.layout),
+                self.settings.retry,
+                is_transient=dest.is_transient,
+                what=f"writing {len(records)} rows to {self.plan.where}",
+                should_stop=self.should_stop,
+                on_retry=retried,
+            )
+            return len(records)
+        except Exception as exc:
+            if not (dest.is_duplicate(exc) or dest.rejects_rows(exc)):
+                raise
+        # Some keys were there already (a chunk committed before a crash) or some row was refused:
+        # merge, splitting down to the refused rows (write_records).
         items = [(FinalState(row, False, "snapshot", None, None), rec) for row, rec in encoded.records]
-        if items:
-            self._write(items, direct=True, layout=encoded.layout)
+        self._write(items, layout=encoded.layout)
         return len(items)
 
 

@@ -194,7 +194,7 @@ class TableResync:
             runner.store.set_snapshot_progress(runner.name, name, "running", None, 0, estimate)
         log.info("resync of %s.%s: copying ~%s rows beside the stream", runner.name, name, f"{estimate:,}")
         started, copied = time.monotonic(), 0
-        for chunk in source.snapshot(table, None, chunk_size, copy_text=False):
+        for chunk in source.snapshot(table, None, chunk_size):
             if self._cancel.is_set():
                 return False
             if chunk.schema is not None and chunk.schema != runner.tables.get(name):

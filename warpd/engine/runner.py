@@ -28,7 +28,6 @@ from typing import Any
 from warpd import logs, metrics
 from warpd.config import Config, SchemaConfig
 from warpd.connectors.base import (
-    PG_COPY_TEXT,
     RESERVED_COLUMNS,
     Destination,
     Heartbeat,
@@ -90,8 +89,8 @@ class SchemaRunner:
         self.pool = DestinationPool(lambda: make_dest(config.destination.connection_string, app))
         caps = self.dest.capabilities
         # the source encodes snapshot rows server-side only in a format the destination loads as it is
-        self._copy_text = PG_COPY_TEXT in caps.bulk_formats and PG_COPY_TEXT in getattr(
-            self.source, "bulk_formats", ()
+        self._bulk_format: str | None = min(
+            caps.bulk_formats & frozenset(getattr(self.source, "bulk_formats", ())), default=None
         )
         # written by this thread only; other threads read them (engine/shapes.py)
         self.tables: LockedMap[TableSchema] = LockedMap()
@@ -131,7 +130,7 @@ class SchemaRunner:
             f"{caps.name}: names up to {caps.max_identifier_length} {caps.identifier_unit} (longer ones renamed), "
             f"{caps.max_columns} columns per table, JSON as {caps.json}, {decimals}, "
             f"{'transactional' if caps.transactional_ddl else 'non-transactional'} DDL; rows of an initial copy "
-            + ("encoded by the source server (postgresql-copy-text)" if self._copy_text else "encoded here")
+            + (f"encoded by the source server ({self._bulk_format})" if self._bulk_format else "encoded here")
         )
 
     def _all_settings(self) -> list[tuple[str, Any]]:
@@ -580,9 +579,9 @@ class SchemaRunner:
         thread.start()
         finished = False
         try:
-            chunks_read = self.source.snapshot(
-                table, resume, settings.snapshot_chunk_size, copy_text=self._copy_text
-            )
+            # a source offering no bulk format is called without the argument
+            fmt = {"bulk_format": self._bulk_format} if self._bulk_format else {}
+            chunks_read = self.source.snapshot(table, resume, settings.snapshot_chunk_size, **fmt)
             for chunk in activity.current().each(chunks_read, f"reading a snapshot chunk of {name!r}"):
                 while not failure:
                     try:

@@ -424,7 +424,7 @@ class MongoSource:
         schema: TableSchema,
         resume_after: Mapping[str, Any] | None,
         chunk_size: int,
-        copy_text: bool = False,
+        bulk_format: str | None = None,
     ) -> Iterator[SnapshotChunk]:
         """Read the collection in ``_id`` order, ``chunk_size`` documents per chunk.
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pymysql
 
+from warpd.connectors.base import PG_COPY_TEXT
 from warpd.connectors.mysql import copytext
 from warpd.connectors.mysql import types as mtypes
 from warpd.connectors.mysql.connection import BIND, execute_bound, qualified, quote_ident
@@ -51,7 +52,7 @@ class ChunkReader:
 
     ``max_packet`` is the session's ``max_allowed_packet``: the server turns a
     function result longer than that into NULL, so no encoded line may come
-    near it.
+    near it.  ``fmt`` is the bulk format of the encoded lines (copytext.FORMATS).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class ChunkReader:
         fast: Sequence[Column],
         slow_select: list[str],
         max_packet: int,
+        fmt: str = PG_COPY_TEXT,
     ):
         self.table = schema.name
         self.source = qualified(database, schema.name)
@@ -74,12 +76,12 @@ class ChunkReader:
         exprs, self.deferrable = [], []
         for index, col in enumerate(fast):
             quoted = quote_ident(col.name)
-            expr = copytext.copy_text_expr(col, quoted, limit)
+            expr = copytext.copy_text_expr(col, quoted, limit, fmt)
             assert expr is not None
             exprs.append(expr)
             condition = copytext.deferral_condition(col, quoted, limit)
             if condition is not None:
-                self.deferrable.append(_Deferrable(index, col, condition, copytext.python_encoder(col)))
+                self.deferrable.append(_Deferrable(index, col, condition, copytext.python_encoder(col, fmt)))
         self.encoded = bool(fast)
         self.select = ([copytext.line_expr(exprs)] if fast else []) + slow_select + self.key_select
 

@@ -5,7 +5,10 @@ A batch travels as ``LOAD DATA LOCAL INFILE`` lines sent from memory (see
 multi-row INSERTs into the same stage table; then one ``INSERT ... SELECT ...
 ON DUPLICATE KEY UPDATE`` and one DELETE (or UPDATE for soft deletes) apply it,
 all in one InnoDB transaction.  Never ``REPLACE``: it deletes the old row, which
-fires delete triggers and foreign-key cascades.
+fires delete triggers and foreign-key cascades.  Snapshot chunks (``direct``
+writes of keys not there yet) load straight into the table, without the stage;
+their lines may come encoded by the source server
+(:data:`~warpd.connectors.base.MYSQL_LOAD_TEXT`).
 
 The session runs in strict SQL mode with time_zone '+00:00', so a value the
 column cannot hold is an error (the engine then splits the batch down to the
@@ -40,6 +43,7 @@ import pymysql.err
 
 from warpd.connectors.base import (
     DELETED_AT_COLUMN,
+    MYSQL_LOAD_TEXT,
     OP_COLUMN,
     RESERVED_COLUMNS,
     ROW_KEY,
@@ -173,6 +177,8 @@ def _epoch_field(ts: float | None) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).replace(tzinfo=None).isoformat(" ")
 
 
+_DATE_KINDS = (Kind.DATE, Kind.TIMESTAMP, Kind.TIMESTAMPTZ)
+
 _META_TYPES = {
     ROW_KEY: "char(32) character set ascii collate ascii_bin",
     OP_COLUMN: "varchar(16) character set ascii collate ascii_bin",
@@ -201,6 +207,8 @@ class MySQLDestination:
             json="json",
             max_decimal_precision=65,
             transactional_ddl=False,
+            # snapshot rows the source server encoded as LOAD DATA fields load as they are
+            bulk_formats=frozenset({MYSQL_LOAD_TEXT}),
             foreign_key_actions=False,
             json_widening=True,
             notes=notes,
@@ -608,19 +616,78 @@ class MySQLDestination:
         return "\t".join(fields) + "\n"
 
     def encode_chunk(self, plan: TablePlan, chunk: SnapshotChunk) -> EncodedChunk:
-        if chunk.encoded is not None:  # no bulk format is listed in capabilities: never asked for
-            raise ValueError("the MySQL destination loads no source-encoded snapshot fields")
-        out = EncodedChunk([])
-        for row in chunk.rows:
+        """LOAD DATA lines for a snapshot chunk; rows the source encoded (``chunk.encoded``, in
+        :data:`~warpd.connectors.base.MYSQL_LOAD_TEXT`) are completed with the other columns."""
+        if chunk.encoded is None:
+            out = EncodedChunk([])
+            for row in chunk.rows:
+                try:
+                    out.records.append((row, self.encode(plan, row, "snapshot", None)))
+                except (ValueError, TypeError, OverflowError) as exc:
+                    out.failed.append((row, f"value cannot be encoded for MySQL: {exc}"))
+            return out
+        if plan.keyless:  # the row key hashes the canonical encoding: never asked for
+            raise ValueError("source-encoded snapshot fields for a keyless table")
+        # The source encoded chunk.encoded_columns itself; the rest are canonical values.
+        done = set(chunk.encoded_columns)
+        rest = [
+            (c.name, enc)
+            for c, enc in zip(plan.source.columns, plan.encoders, strict=True)
+            if c.name not in done
+        ]
+        fields = [plan.columns[n] for n in chunk.encoded_columns] + [plan.columns[n] for n, _e in rest]
+        tail = "\n"
+        if plan.metadata:
+            fields += [OP_COLUMN, SOURCE_TS_COLUMN]
+            tail = f"\tsnapshot\t{NULL_FIELD}\n"
+        out = EncodedChunk([], layout=fields)
+        # A zero date of a NOT NULL column arrives as '-infinity', which MySQL cannot hold: refused
+        # here with the canonical path's reason (the date encoder's), not as a warning of the load.
+        by_name = dict(zip((c.name for c in plan.source.columns), plan.encoders, strict=True))
+        dates = [
+            (i, by_name[n])
+            for i, n in enumerate(chunk.encoded_columns)
+            if (c := plan.source.column(n)) is not None and c.type.kind in _DATE_KINDS
+        ]
+        if dates and not any("infinity" in line for line in chunk.encoded):
+            dates = []  # no zero date in this chunk
+        if not rest and not dates:  # the common case: no per-value Python work
+            out.records = [(row, line + tail) for line, row in zip(chunk.encoded, chunk.rows, strict=True)]
+            return out
+        for line, row in zip(chunk.encoded, chunk.rows, strict=True):
             try:
-                out.records.append((row, self.encode(plan, row, "snapshot", None)))
+                if dates and "infinity" in line:
+                    texts = line.split("\t")
+                    for i, enc in dates:
+                        if texts[i].endswith("infinity"):
+                            enc(texts[i])  # raises ValueError
+                rest_text = "".join("\t" + enc(row.get(n)) for n, enc in rest)
             except (ValueError, TypeError, OverflowError) as exc:
-                out.failed.append((row, f"value cannot be encoded for MySQL: {exc}"))
+                values = dict(row)
+                values.update(
+                    (k, v) for k, v in self.record_values(plan, line, fields).items() if k not in values
+                )
+                out.failed.append((values, f"value cannot be encoded for MySQL: {exc}"))
+                continue
+            out.records.append((row, line + rest_text + tail))
         return out
 
     def record_values(self, plan: TablePlan, record: Any, layout: Any = None) -> dict[str, Any]:
+        """A record's fields by destination column name, for a dead letter: integers as numbers, the
+        rest as the text loaded (``\\N`` as None)."""
         texts = str(record).rstrip("\n").split("\t")
-        return {name: unescape(text) for name, text in zip(self.fields(plan), texts, strict=False)}
+        ints = {plan.columns[c.name] for c in plan.source.columns if c.type.kind is Kind.INT}
+        out: dict[str, Any] = {}
+        for name, text in zip(layout or self.fields(plan), texts, strict=False):
+            value = unescape(text)
+            if name in ints and value is not None:
+                try:
+                    out[name] = int(value)
+                    continue
+                except ValueError:
+                    pass
+            out[name] = value
+        return out
 
     # -- writing ---------------------------------------------------------------
     def _stage_types(self, plan: TablePlan) -> list[tuple[str, str, str]]:
@@ -655,8 +722,19 @@ class MySQLDestination:
         self._staged.add(token)
         return names
 
-    def _load(self, cur: Any, plan: TablePlan, stage: str, records: Sequence[str]) -> None:
+    def _load(
+        self,
+        cur: Any,
+        plan: TablePlan,
+        stage: str,
+        records: Sequence[str],
+        layout: Sequence[str] | None = None,
+    ) -> None:
+        """Load ``records`` (fields in ``layout`` order, default :meth:`fields`) into table ``stage``."""
         types = self._stage_types(plan)
+        if layout is not None:
+            by_name = {n: (n, t, e) for n, t, e in types}
+            types = [by_name[n] for n in layout]
         if self.local_infile:
             variables = [f"@v{i}" for i in range(len(types))]
             sets = ", ".join(
@@ -681,7 +759,7 @@ class MySQLDestination:
                     "MySQL destination: the server refused LOAD DATA LOCAL (local_infile turned off?); "
                     "rows now load with multi-row INSERTs (slower)"
                 )
-                self._load(cur, plan, stage, records)
+                self._load(cur, plan, stage, records, layout)
                 return
             cur.execute("SHOW WARNINGS")
             problems = [w for w in cur.fetchall() if str(w[0]).lower() != "note"]
@@ -730,8 +808,17 @@ class MySQLDestination:
         keep_existing: bool = False,
         layout: Any = None,
     ) -> None:
-        """Apply records (made by :meth:`encode`) in one transaction: deletes first, then upserts."""
+        """Apply records (made by :meth:`encode` or :meth:`encode_chunk`, fields in ``layout`` order)
+        in one transaction: deletes first, then upserts.
+
+        A ``direct`` write loads the records straight into the table: a key already there is a
+        warning of the load, raised as :class:`StageRefused` (1062), so the engine merges instead.
+        """
         target = _table(plan)
+        if direct and not deletes:
+            with self._transaction() as cur:
+                self._load(cur, plan, target, upserts, layout)
+            return
         columns = [n for n, _t, _e in self._stage_types(plan)]
         cols = ", ".join(map(_q, columns))
         with self.conn.cursor() as cur:
@@ -760,7 +847,7 @@ class MySQLDestination:
                     stmt = f"DELETE {target} FROM {target} JOIN {del_stage} AS s ON {full}"
                 cur.execute(stmt.replace("%", "%%"), ())
             if upserts:
-                self._load(cur, plan, up_stage, upserts)
+                self._load(cur, plan, up_stage, upserts, layout)
                 insert = f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {up_stage}"
                 if not direct:
                     noop = f"{target}.{_q(plan.key[0])} = {target}.{_q(plan.key[0])}"

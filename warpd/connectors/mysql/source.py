@@ -89,7 +89,7 @@ class MySQLSource:
 
     is_transient = staticmethod(is_transient)
     # the server renders snapshot rows as PostgreSQL COPY text (connectors/mysql/copytext.py)
-    bulk_formats = frozenset({PG_COPY_TEXT})
+    bulk_formats = frozenset(copytext.FORMATS)
 
     def __init__(self, uri: str, database: str, *, server_id: int, options: Mapping[str, Any] | None = None):
         self.params: MySQLParams = parse_uri(uri)
@@ -342,6 +342,7 @@ class MySQLSource:
         schema: TableSchema,
         resume_after: Mapping[str, Any] | None,
         chunk_size: int,
+        bulk_format: str | None = None,
         copy_text: bool = False,
     ) -> Iterator[SnapshotChunk]:
         """Read ``schema``'s table in primary-key order, ``chunk_size`` rows at a time.
@@ -352,12 +353,18 @@ class MySQLSource:
         keyless table is read in one streaming pass and cannot resume.  With
         ``copy_text`` the server encodes every column it can as PostgreSQL COPY
         text (:mod:`warpd.connectors.mysql.copytext`); keyless tables never
-        do, as their row key hashes the canonical encoding.
+        do, as their row key hashes the canonical encoding.  ``bulk_format``
+        :data:`~warpd.connectors.base.MYSQL_LOAD_TEXT` does the same for a MySQL
+        destination's ``LOAD DATA``; ``copy_text=True`` is the older spelling of
+        ``bulk_format=PG_COPY_TEXT``.
         """
+        fmt = bulk_format or (PG_COPY_TEXT if copy_text else None)
+        if fmt is not None and fmt not in copytext.FORMATS:
+            raise ValueError(f"the MySQL source encodes no {fmt!r}")
         cols = schema.columns
         fast: list[Column] = []
-        if copy_text and schema.key:
-            fast = [c for c in cols if copytext.copy_text_expr(c, quote_ident(c.name)) is not None]
+        if fmt is not None and schema.key:
+            fast = [c for c in cols if copytext.copy_text_expr(c, quote_ident(c.name), fmt=fmt) is not None]
         fast_names = {c.name for c in fast}
         slow = [c for c in cols if c.name not in fast_names]
         slow_select = [mtypes.snapshot_select_expr(c, quote_ident(c.name)) for c in slow]
@@ -381,7 +388,7 @@ class MySQLSource:
             with conn.cursor(pymysql.cursors.Cursor) as cur:
                 cur.execute("SELECT @@max_allowed_packet")
                 max_packet = int(cur.fetchone()[0])
-            reader = ChunkReader(self.database, schema, fast, slow_select, max_packet)
+            reader = ChunkReader(self.database, schema, fast, slow_select, max_packet, fmt or PG_COPY_TEXT)
             nkey = len(schema.key)
             key_cols = [c for k in schema.key for c in cols if c.name == k]
             last = None
