@@ -2,7 +2,13 @@
 
 Used by the demo, the tests and the benchmark to prove convergence: both
 sides are read into canonical values (see :mod:`warpd.types`) and compared
-by key.
+by key.  A table without a key is compared as a set of whole rows (identical
+duplicate rows collapse at the destination: docs/how-it-works.md, section 6).
+
+JSON values are compared in one canonical rendering on both sides
+(:func:`canonical_json`), whether they are a key, part of a keyless row's
+identity or a plain column: the source's verbatim text and the destination's
+parsed value of the same JSON value render alike.
 """
 
 from __future__ import annotations
@@ -22,8 +28,76 @@ from warpd.types import Kind
 def _canonical_src(kind: Kind, value: Any) -> Any:
     if value is None:
         return None
-    if kind is Kind.JSON:
+    if kind is Kind.JSON and isinstance(value, (str, bytes, bytearray)):
         return json.loads(value)
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """One text for a parsed JSON value, the same whichever side (and driver) parsed it.
+
+    Object keys are sorted (``jsonb`` reorders them; a duplicate key keeps its
+    last value, as ``jsonb``, MySQL and :func:`json.loads` do), whitespace is
+    dropped, and a number is written by its value alone: ``1E2``, ``100``,
+    ``100.0`` and ``1.00E+2`` are the one number 100 (``jsonb`` and MySQL
+    compare JSON numbers by value; the shared rule of :mod:`warpd.types`
+    writes an integral double as ``2``), ``-0`` is ``0``.  Kinds stay
+    apart: the string ``"1"``, the number ``1`` and ``true`` differ.
+    Non-integral numbers are compared as the doubles the drivers parse them
+    into; integers exactly.
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float, Decimal)):
+        return _canonical_number(value)
+    if isinstance(value, Mapping):
+        items = sorted((str(k), v) for k, v in value.items())
+        return (
+            "{"
+            + ",".join(json.dumps(k, ensure_ascii=False) + ":" + canonical_json(v) for k, v in items)
+            + "}"
+        )
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(canonical_json(v) for v in value) + "]"
+    raise TypeError(f"not a parsed JSON value: {type(value).__name__}")
+
+
+def _canonical_number(value: int | float | Decimal) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        number = Decimal(repr(value))  # the shortest decimal that reads back as this double
+    else:
+        number = Decimal(value)
+        if number.is_nan():
+            return "NaN"
+        if number.is_infinite():
+            return "Infinity" if number > 0 else "-Infinity"
+    if number == 0:
+        return "0"
+    # trailing zeros dropped by hand: Decimal.normalize() would round to the context's 28 digits
+    sign, digits, exponent = number.as_tuple()
+    kept = tuple(digits)
+    while kept[-1] == 0:
+        kept = kept[:-1]
+    exponent = int(exponent) + len(digits) - len(kept)
+    if -30 <= exponent <= 30:  # plain notation (2.5, 100), exact: one spelling per value
+        return format(Decimal((sign, kept, exponent)), "f")
+    return ("-" if sign else "") + "".join(map(str, kept)) + f"E{exponent}"
+
+
+def _comparable(kind: Kind, value: Any) -> Any:
+    """``value`` as compared: JSON in its canonical text, anything else as it is."""
+    if kind is Kind.JSON and value is not None:
+        return canonical_json(value)
     return value
 
 
@@ -72,13 +146,22 @@ def destination_rows(dest: Destination, plan: TablePlan) -> dict[Any, dict[str, 
 
 
 def _key(plan: TablePlan, row: Mapping[str, Any]) -> Any:
-    if plan.source.key:
-        return tuple(_hashable(row[k]) for k in plan.source.key)
-    return json.dumps([str(row[c.name]) for c in plan.source.columns])
+    """What identifies ``row`` (canonical values, JSON parsed): its key, or all its values when keyless."""
+    kinds = {c.name: c.type.kind for c in plan.source.columns}
+    names = plan.source.key or tuple(c.name for c in plan.source.columns)
+    return tuple(_hashable(kinds[n], row.get(n)) for n in names)
 
 
-def _hashable(value: Any) -> Any:
-    """A key value as a dict key: parsed JSON objects and arrays (a jsonb key) as sorted JSON text."""
+def _hashable(kind: Kind, value: Any) -> Any:
+    """A value as part of a dict key: JSON in its canonical text, arrays as JSON text, NaN as ``"NaN"``."""
+    if value is None:
+        return None
+    if kind is Kind.JSON:
+        return canonical_json(value)
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"  # NaN equals nothing, not even itself: as a key it would never be found
+    if isinstance(value, Decimal) and value.is_nan():
+        return "NaN"
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return value
@@ -96,7 +179,7 @@ def compare(
     for raw in source_rows:
         diff.source_rows += 1
         row = {c.name: _canonical_src(c.type.kind, raw.get(c.name)) for c in plan.source.columns}
-        key = _key(plan, row) if plan.source.key else _key(plan, raw)
+        key = _key(plan, row)
         seen.add(key)
         other = dest.get(key)
         if other is None:
@@ -105,7 +188,8 @@ def compare(
         for c in plan.source.columns:
             if c.name in skip:
                 continue
-            if not _same(row[c.name], other.get(c.name)):
+            kind = c.type.kind
+            if not _same(_comparable(kind, row[c.name]), _comparable(kind, other.get(c.name))):
                 diff.different.append((key, c.name, row[c.name], other.get(c.name)))
     diff.extra = [k for k in dest if k not in seen]
     return diff
