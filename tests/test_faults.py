@@ -385,6 +385,49 @@ def test_kill_during_schema_changes_replays_them_exactly(
     stop_cleanly(w)
 
 
+@pytest.mark.destinations
+def test_a_copy_killed_then_reshaped_at_the_source_starts_over_in_the_new_shape(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """Killed mid-copy; a column is dropped at the source before the restart. The copy does not resume
+    into the old shape's table: it starts over in the new shape, once. (Resuming, the dropped column
+    stayed; here the replayed DROP COLUMN then asked for a second full copy, but after a re-copy that
+    the replay skips it stayed for good: test_kill_during_schema_changes_replays_them_exactly.)"""
+    total = 300_000
+    dbs.sql("CREATE TABLE reshaped (id INT PRIMARY KEY, keep INT, gone VARCHAR(20))")
+    dbs.sql(f"INSERT INTO reshaped SELECT seq, seq % 997, CONCAT('g', seq) FROM seq_1_to_{total}")
+    config = write_config(tmp_path, "snapshot_chunk_size: 500\n")
+    w = warp(config)
+    stores: list[StateStore] = []
+
+    def some_chunks_done() -> Any:
+        assert w.alive(), w.output
+        if not stores:
+            if not os.path.exists(os.path.join(os.path.dirname(w.log_path), "state.db")):
+                return None
+            stores.append(state_of(w))
+        prog = stores[0].snapshot_progress(dbs.name).get("reshaped")
+        return prog if prog and prog.rows_copied >= 5_000 else None
+
+    wait_until(some_chunks_done, 120, "some snapshot chunks to be committed", interval=0.01)
+    w.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_stopped(w.proc.pid)
+        at_kill = state_of(w).snapshot_progress(dbs.name)["reshaped"]
+    finally:
+        w.kill()
+    assert at_kill.status == "running", f"the snapshot finished before the kill: {at_kill}"
+    dbs.sql("ALTER TABLE reshaped DROP COLUMN gone")
+    dbs.sql("UPDATE reshaped SET keep = -1 WHERE id <= 10")
+    w = start_streaming(warp, config)
+    assert_converged(dbs, w)
+    assert dbs.dest.columns("reshaped") == ["id", "keep"]
+    assert dbs.dest.count("reshaped") == total
+    assert "copying it again from the start" in w.output, w.output[-4000:]
+    assert_no_dead_letters(w, dbs)
+    stop_cleanly(w)
+
+
 def recopies(w: Warp, table: str) -> int:
     """How many times the stream had ``table`` copied again (a resync), from the process's log."""
     return w.output.count(f"resync_table on {table!r}")

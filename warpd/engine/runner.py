@@ -287,6 +287,24 @@ class SchemaRunner:
         self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
         return beside
 
+    def _restart_copy(self, copying: TableSchema, current: TableSchema) -> None:
+        """An interrupted copy of ``copying`` cannot resume: the source table has another shape now.
+
+        Its destination table has the old shape's columns (a column dropped at the source since would
+        stay, and the DDL that dropped it is replayed against the new shape, where it changes
+        nothing), so the copy starts over from an empty table of the current shape.
+        """
+        log.warning(
+            "schema %s: the interrupted copy of %r was of another shape than the source table has now; "
+            "copying it again from the start",
+            self.name,
+            current.name,
+        )
+        plan = self._plan(copying)
+        for stale in (plan, beside_plan(plan)):
+            self._retry(lambda: self.dest.drop(stale), f"dropping {stale.dest_table!r}")  # noqa: B023
+        self.store.set_snapshot_progress(self.name, current.name, "pending", None, 0)
+
     def _untrack(self, name: str) -> None:
         applier = self.appliers.pop(name, None)
         if applier:
@@ -427,6 +445,8 @@ class SchemaRunner:
             elif name in current:
                 # an interrupted copy of an inferred shape already widened the destination: keep it
                 table = known[name] if self._infers_shapes and name in known else current[name]
+                if name in known and name in progress and known[name] != table:
+                    self._restart_copy(known[name], table)
                 if name not in progress:
                     self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
             else:
