@@ -43,6 +43,7 @@ from psycopg2 import sql
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from tests.destinations import PostgresUnderTest  # noqa: E402
 from tests.mongo_support import Backend, MongoDatabases, mongo_converged, with_database  # noqa: E402
 from warpd.state.store import StateStore  # noqa: E402
 
@@ -80,6 +81,7 @@ class DemoDatabases(MongoDatabases):
         self.db = self.client[DB]
         self.pg = psycopg2.connect(DESTINATION)
         self.pg.autocommit = True
+        self.dest = PostgresUnderTest(DB, DESTINATION)
 
     def close(self) -> None:
         """Drop the MongoDB database; keep the PostgreSQL schema for the user."""
@@ -88,6 +90,7 @@ class DemoDatabases(MongoDatabases):
         finally:
             self.client.close()
             self.pg.close()
+            self.dest.close()
 
 
 class DemoFailed(Exception):

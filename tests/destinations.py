@@ -116,10 +116,10 @@ class DestinationUnderTest:
 class PostgresUnderTest(DestinationUnderTest):
     kind = "postgresql"
 
-    def __init__(self, schema: str):
+    def __init__(self, schema: str, dsn: str = PG_DSN):
         super().__init__(schema)
-        self.uri = PG_DSN
-        self.conn = psycopg2.connect(PG_DSN)
+        self.uri = dsn
+        self.conn = psycopg2.connect(dsn)
         self.conn.autocommit = True
 
     def ident(self, table: str) -> str:
