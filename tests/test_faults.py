@@ -231,6 +231,32 @@ def make_items(dbs: Databases, rows: int = 2000) -> None:
 
 
 # -- 1. kill -9 during the snapshot ------------------------------------------------------
+def kill_mid_copy(w: Warp, dbs: Databases, table: str, after_rows: int = 5_000) -> Any:
+    """kill -9 ``w`` once ``after_rows`` rows of ``table``'s copy are committed; its progress then."""
+    stores: list[StateStore] = []
+
+    def some_chunks_done() -> Any:
+        assert w.alive(), w.output
+        if not stores:
+            if not os.path.exists(os.path.join(os.path.dirname(w.log_path), "state.db")):
+                return None
+            stores.append(state_of(w))
+        prog = stores[0].snapshot_progress(dbs.name).get(table)
+        return prog if prog and prog.rows_copied >= after_rows else None
+
+    wait_until(some_chunks_done, 120, "some snapshot chunks to be committed", interval=0.01)
+    w.proc.send_signal(signal.SIGSTOP)  # freeze it at this point, then kill -9 it there
+    try:
+        # the signal is delivered asynchronously: read the state only once every thread has stopped,
+        # or a chunk committed in between makes the state read here differ from the state on disk
+        wait_stopped(w.proc.pid)
+        at_kill = state_of(w).snapshot_progress(dbs.name)[table]
+    finally:
+        w.kill()
+    assert at_kill.status == "running", f"the snapshot finished before the kill: {at_kill}"
+    return at_kill
+
+
 @pytest.mark.destinations
 def test_kill_during_snapshot_resumes_at_last_committed_chunk(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
@@ -240,28 +266,7 @@ def test_kill_during_snapshot_resumes_at_last_committed_chunk(
     dbs.sql(f"INSERT INTO narrow SELECT seq, seq % 997 FROM seq_1_to_{total}")
     config = write_config(tmp_path, "snapshot_chunk_size: 500\n")
     w = warp(config)
-
-    stores: list[StateStore] = []
-
-    def some_chunks_done() -> Any:
-        assert w.alive(), w.output
-        if not stores:
-            if not os.path.exists(os.path.join(os.path.dirname(w.log_path), "state.db")):
-                return None
-            stores.append(state_of(w))
-        prog = stores[0].snapshot_progress(dbs.name).get("narrow")
-        return prog if prog and prog.rows_copied >= 5_000 else None
-
-    wait_until(some_chunks_done, 120, "some snapshot chunks to be committed", interval=0.01)
-    w.proc.send_signal(signal.SIGSTOP)  # freeze it at this point, then kill -9 it there
-    try:
-        # the signal is delivered asynchronously: read the state only once every thread has stopped,
-        # or a chunk committed in between makes the state read here differ from the state on disk
-        wait_stopped(w.proc.pid)
-        at_kill = state_of(w).snapshot_progress(dbs.name)["narrow"]
-    finally:
-        w.kill()
-    assert at_kill.status == "running", f"the snapshot finished before the kill: {at_kill}"
+    at_kill = kill_mid_copy(w, dbs, "narrow")
     assert 0 < at_kill.rows_copied < total
     assert at_kill.resume_after is not None
     copied_before = at_kill.rows_copied
@@ -398,25 +403,7 @@ def test_a_copy_killed_then_reshaped_at_the_source_starts_over_in_the_new_shape(
     dbs.sql(f"INSERT INTO reshaped SELECT seq, seq % 997, CONCAT('g', seq) FROM seq_1_to_{total}")
     config = write_config(tmp_path, "snapshot_chunk_size: 500\n")
     w = warp(config)
-    stores: list[StateStore] = []
-
-    def some_chunks_done() -> Any:
-        assert w.alive(), w.output
-        if not stores:
-            if not os.path.exists(os.path.join(os.path.dirname(w.log_path), "state.db")):
-                return None
-            stores.append(state_of(w))
-        prog = stores[0].snapshot_progress(dbs.name).get("reshaped")
-        return prog if prog and prog.rows_copied >= 5_000 else None
-
-    wait_until(some_chunks_done, 120, "some snapshot chunks to be committed", interval=0.01)
-    w.proc.send_signal(signal.SIGSTOP)
-    try:
-        wait_stopped(w.proc.pid)
-        at_kill = state_of(w).snapshot_progress(dbs.name)["reshaped"]
-    finally:
-        w.kill()
-    assert at_kill.status == "running", f"the snapshot finished before the kill: {at_kill}"
+    kill_mid_copy(w, dbs, "reshaped")
     dbs.sql("ALTER TABLE reshaped DROP COLUMN gone")
     dbs.sql("UPDATE reshaped SET keep = -1 WHERE id <= 10")
     w = start_streaming(warp, config)
