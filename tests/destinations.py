@@ -45,6 +45,7 @@ class DestinationUnderTest:
 
     kind = ""
     uri = ""
+    conn: Any = None  # an autocommit DB-API connection, as the test's superuser
 
     def __init__(self, schema: str):
         self.schema = schema  # the destination schema (PostgreSQL) or database (MySQL)
@@ -55,7 +56,10 @@ class DestinationUnderTest:
 
     def query(self, statement: str, *tables: str, args: Any = None) -> list[tuple[Any, ...]]:
         """Run ``statement`` with each ``{}`` replaced by a quoted table of the destination schema."""
-        raise NotImplementedError
+        text = statement.format(*(self.ident(t) for t in tables)) if tables else statement
+        with self.conn.cursor() as cur:
+            cur.execute(text, args)
+            return list(cur.fetchall()) if cur.description else []
 
     def count(self, table: str) -> int | None:
         """Rows in ``table``; None when it does not exist."""
@@ -125,12 +129,6 @@ class PostgresUnderTest(DestinationUnderTest):
     def ident(self, table: str) -> str:
         return sql.Identifier(self.schema, table).as_string(self.conn)
 
-    def query(self, statement: str, *tables: str, args: Any = None) -> list[tuple[Any, ...]]:
-        text = statement.format(*(self.ident(t) for t in tables)) if tables else statement
-        with self.conn.cursor() as cur:
-            cur.execute(text, args)
-            return list(cur.fetchall()) if cur.description else []
-
     def kill_sessions(self, pid: int) -> int:
         ports = list(local_ports(pid))
         if not ports:
@@ -169,12 +167,6 @@ class MySQLUnderTest(DestinationUnderTest):
 
     def ident(self, table: str) -> str:
         return ".".join("`" + part.replace("`", "``") + "`" for part in (self.schema, table))
-
-    def query(self, statement: str, *tables: str, args: Any = None) -> list[tuple[Any, ...]]:
-        text = statement.format(*(self.ident(t) for t in tables)) if tables else statement
-        with self.conn.cursor() as cur:
-            cur.execute(text, args)
-            return list(cur.fetchall()) if cur.description else []
 
     def kill_sessions(self, pid: int) -> int:
         ports = local_ports(pid)
