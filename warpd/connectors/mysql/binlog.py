@@ -52,7 +52,7 @@ from warpd.connectors.base import (
     Truncate,
 )
 from warpd.connectors.mysql import ddl as mddl
-from warpd.connectors.mysql import libfixes
+from warpd.connectors.mysql import libfixes, rowdecoder
 from warpd.connectors.mysql import types as mtypes
 from warpd.connectors.mysql.binlog_checks import (
     FIX_ROW_FORMAT,
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 libfixes.apply()
+rowdecoder.install()
 
 # The error a replica reads when the server dropped it for a newer connection with its server_id
 # (MariaDB: "A slave with the same server_uuid/server_id is already connected"; MySQL 8: "A replica ...").
