@@ -23,6 +23,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from warpd import logs, metrics
@@ -62,6 +64,16 @@ IDLE_CHECKPOINT_SECONDS = 1.0
 # (sources that know their events' sizes: MongoDB documents can reach 16 MB each).
 BATCH_BYTES = 64 * 1024 * 1024
 STATS_EVERY_SECONDS = 30.0
+
+
+@dataclass
+class _Batch:
+    """A streaming batch: its changes in source order, and the checkpoint stored once they are applied."""
+
+    id: int
+    changes: list[RowChange]
+    position: Position
+    source_ts: float | None
 
 
 class SchemaRunner:
@@ -116,6 +128,9 @@ class SchemaRunner:
         # table -> (the position read before its shape was described, that shape): the start of its next copy
         self._described_at: dict[str, tuple[Position, TableSchema]] = {}
         self.skipped_in_copy: Counter[str] = Counter()
+        # the streaming batch being applied by the committer thread while the stream reads on (_flush)
+        self._committer: ThreadPoolExecutor | None = None
+        self._inflight: tuple[Future[None], _Batch] | None = None
         self._check_capabilities()
 
     def describe_destination(self) -> str:
@@ -315,6 +330,14 @@ class SchemaRunner:
         self.plans.pop(name, None)
 
     def close(self) -> None:
+        if self._inflight is not None:
+            try:
+                self._drain()  # committed: its checkpoint is worth keeping
+            except BaseException as exc:  # noqa: BLE001 - closing after an error; its changes are replayed
+                log.debug("schema %s: the batch in flight failed while closing: %s", self.name, exc)
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None
         for applier in self.appliers.values():
             applier.close()
         self.pool.close()
@@ -694,7 +717,7 @@ class SchemaRunner:
                 count >= self.schema.table_settings(event.table).batch_size
                 or self.pending_bytes >= BATCH_BYTES
             ):
-                self._flush()
+                self._flush(wait=False)
         elif isinstance(event, Heartbeat):
             if event.position is not None:
                 self.safe_pos = dict(event.position)
@@ -702,7 +725,7 @@ class SchemaRunner:
                     self._caught_up(event.position)
             if event.source_ts is not None:
                 self.last_source_ts = event.source_ts
-                if not self.pending:  # everything before this point is applied
+                if not self.pending and self._inflight is None:  # everything before this point is applied
                     metrics.set_lag(self.name, time.time() - event.source_ts)
         elif isinstance(event, (SchemaChange, Truncate)):
             self._flush()
@@ -717,7 +740,7 @@ class SchemaRunner:
             self.safe_pos = dict(event.position)
             self._save(event.source_ts)
         if self.pending and now - self.batch_started >= self.schema.max_batch_latency:
-            self._flush()
+            self._flush(wait=False)
         elif (
             not self.pending
             and self.safe_pos != self.saved_pos
@@ -783,42 +806,93 @@ class SchemaRunner:
                     )
 
     def _save(self, source_ts: float | None) -> None:
+        self._drain()  # a batch still being applied holds changes from before safe_pos
         self.store.save_checkpoint(self.name, self.safe_pos, source_ts)
         self.saved_pos = dict(self.safe_pos)
         self.last_saved_at = time.monotonic()
 
-    def _flush(self) -> None:
+    def _flush(self, wait: bool = True) -> None:
+        """Apply the pending changes as one batch, then store the checkpoint that covers them.
+
+        With ``wait`` False (a full batch on a busy stream) the batch is applied
+        by the committer thread while this thread reads on: the next flush,
+        checkpoint, schema change or stop first waits for it (:meth:`_drain`),
+        and only then stores its checkpoint.  At most one batch is in flight.
+        """
         if not self.pending:
+            self._drain()
             if self.safe_pos != self.saved_pos:
                 self._save(self.last_source_ts)
             return
-        by_table: dict[str, list[RowChange]] = {}
-        for ch in self.pending:
-            by_table.setdefault(ch.table, []).append(ch)
-        last_ts = self.pending[-1].source_ts
+        self._drain()  # first: a failed batch in flight goes back in front of the pending changes
         self.batch_id += 1
-        if self.cascades.active:  # before the batch: its child upserts all follow the parent changes
-            self.cascades.apply(self.pending, self.dest, self.plans, self.hooks, self.store)
+        batch = _Batch(self.batch_id, self.pending, dict(self.safe_pos), self.pending[-1].source_ts)
+        self.pending = []
+        self.pending_counts = {}
+        self.pending_bytes = 0
+        if wait or self.cascades.active:
+            try:
+                if self.cascades.active:  # before the batch: its child upserts all follow the parent changes
+                    self.cascades.apply(batch.changes, self.dest, self.plans, self.hooks, self.store)
+                self._apply(batch)
+            except BaseException:
+                self._unapplied(batch)
+                raise
+            self._committed(batch)
+            return
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._inflight = (self._committer.submit(contextvars.copy_context().run, self._apply, batch), batch)
+
+    def _apply(self, batch: _Batch) -> None:
+        """Write one batch to the destination, table by table (each in parallel by key)."""
+        by_table: dict[str, list[RowChange]] = {}
+        for ch in batch.changes:
+            by_table.setdefault(ch.table, []).append(ch)
         for name, changes in by_table.items():
             applier = self.appliers.get(name)
             if applier is None or self.hooks.skips(name):
                 continue
             states = compact(changes, applier.key_of)
-            with logs.bind(table=name, batch=self.batch_id):
+            with logs.bind(table=name, batch=batch.id):
                 with self.hooks.applying(name, states):
                     applier.apply(states.values())
             # counted as the source produced them, before compaction folded repeated changes
             for op, n in Counter(ch.op.value for ch in changes).items():
                 metrics.events_applied(self.name, name, op, n)
-        self.applied_events += len(self.pending)
-        self.pending = []
-        self.pending_counts = {}
-        self.pending_bytes = 0
-        if last_ts is not None:
-            self.last_source_ts = max(self.last_source_ts or 0.0, last_ts)
+
+    def _unapplied(self, batch: _Batch) -> None:
+        """A batch that failed goes back in front of the pending changes, as if never taken: a
+        retry, or the stream reopened at ``safe_pos``, applies it again (replays are harmless)."""
+        self.pending[:0] = batch.changes
+        for ch in batch.changes:
+            self.pending_counts[ch.table] = self.pending_counts.get(ch.table, 0) + 1
+            self.pending_bytes += ch.size
+        if self.pending:
+            self.batch_started = min(self.batch_started, time.monotonic())
+
+    def _drain(self) -> None:
+        """Wait for the batch in flight, if any; store its checkpoint once it is committed."""
+        if self._inflight is None:
+            return
+        future, batch = self._inflight
+        self._inflight = None
+        try:
+            future.result()
+        except BaseException:
+            self._unapplied(batch)
+            raise  # this thread's error now, as if it had applied the batch itself
+        self._committed(batch)
+
+    def _committed(self, batch: _Batch) -> None:
+        self.applied_events += len(batch.changes)
+        if batch.source_ts is not None:
+            self.last_source_ts = max(self.last_source_ts or 0.0, batch.source_ts)
         if self.last_source_ts is not None:
             metrics.set_lag(self.name, time.time() - self.last_source_ts)
-        self._save(self.last_source_ts)
+        self.store.save_checkpoint(self.name, batch.position, self.last_source_ts)
+        self.saved_pos = dict(batch.position)
+        self.last_saved_at = time.monotonic()
 
     def _truncate(self, event: Truncate) -> None:
         plan = self.plans.get(event.table)
