@@ -334,8 +334,11 @@ class Profiler:
         self.gil = gil
         self.proc: subprocess.Popen[bytes] | None = None
         self.path = ""
+        # the virtualenv's py-spy when the script runs as .venv/bin/python without the venv on PATH
+        beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+        self.py_spy = shutil.which("py-spy") or (beside if os.access(beside, os.X_OK) else None)
         if out_dir:
-            if not shutil.which("py-spy"):
+            if not self.py_spy:
                 raise BenchError("--profile needs py-spy: pip install py-spy")
             os.makedirs(out_dir, exist_ok=True)
 
@@ -343,9 +346,10 @@ class Profiler:
         if not self.out_dir:
             return
         self.path = os.path.join(self.out_dir, f"{name}.txt")
+        assert self.py_spy is not None
         self.proc = subprocess.Popen(
             [
-                "py-spy",
+                self.py_spy,
                 "record",
                 "--pid",
                 str(pid),
