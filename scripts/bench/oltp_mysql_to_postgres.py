@@ -709,6 +709,11 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.updates, args.inserts, args.deletes) < 0 or args.live_rate <= 0:
         p.error("--updates, --inserts and --deletes must be >= 0, --live-rate > 0")
 
+    try:
+        profiler = Profiler(args.profile)
+    except BenchError as exc:
+        p.error(str(exc))
+
     sizes = {"users": args.users, "products": args.products, "orders": args.orders}
     fig: dict[str, Any] = {
         "sizes": sizes
@@ -731,7 +736,6 @@ def main(argv: list[str] | None = None) -> int:
         os.path.join(state_dir, "warpd.log"),
         ["--source", SOURCE_URI, "--destination", PG_DSN, "--schema", DB],
     )
-    profiler = Profiler(args.profile)
     work = Workload(args.orders, args.users, args.products)
     ok = False
     try:
