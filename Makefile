@@ -7,12 +7,13 @@ PY      = $(BIN)/python
 STAMP   = $(VENV)/.installed-$(EXTRAS)
 EXTRAS ?= test
 
-.PHONY: help venv install install-dev install-all setup-db demo test test-fast format lint type-check import-check check bench bench-mysql bench-mongo clean
+.PHONY: help venv install install-dev install-all setup-db demo test test-fast format lint type-check import-check check bench bench-oltp bench-mysql bench-mongo clean
 
 help:
 	@echo "make demo        replicate generated MariaDB and MongoDB sample databases into PostgreSQL, live"
 	@echo "make test        run the test suite against the local MariaDB and PostgreSQL"
 	@echo "make check       ruff, mypy and the import contract (lint-imports), as CI runs them"
+	@echo "make bench-oltp  benchmark MariaDB -> PostgreSQL with one-row statements: catch-up, library parse, live lag"
 	@echo "make install-dev / install-all / format / lint / type-check / import-check / bench / bench-mysql / bench-mongo / setup-db"
 
 $(PY):
@@ -54,6 +55,9 @@ check: lint type-check import-check
 
 bench: install setup-db
 	$(PY) scripts/bench/mysql_to_postgres.py
+
+bench-oltp: install setup-db
+	$(PY) scripts/bench/oltp_mysql_to_postgres.py
 
 bench-mysql: install setup-db
 	$(PY) scripts/bench/mysql_to_mysql.py

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -71,6 +72,56 @@ def process_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_mib(pid: int) -> float | None:
+    """Resident set size of a process (VmRSS), MiB; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class RssSampler:
+    """Samples a process's VmRSS every ``interval`` seconds in a thread, from start() to stop()."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []  # (time.monotonic(), MiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            rss = process_rss_mib(self.pid)
+            if rss is not None:
+                self.samples.append((time.monotonic(), rss))
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self) -> list[tuple[float, float]]:
+        self._stop.set()
+        self._thread.join()
+        rss = process_rss_mib(self.pid)
+        if rss is not None:
+            self.samples.append((time.monotonic(), rss))
+        return self.samples
+
+    def at(self, when: float) -> float | None:
+        """The first sample taken at or after ``when``."""
+        return next((mib for t, mib in self.samples if t >= when), None)
+
+    def peak(self) -> float | None:
+        return max((mib for _, mib in self.samples), default=None)
 
 
 def busy_processes(seconds: float = 1.0) -> list[tuple[str, float]]:
@@ -283,8 +334,11 @@ class Profiler:
         self.gil = gil
         self.proc: subprocess.Popen[bytes] | None = None
         self.path = ""
+        # the virtualenv's py-spy when the script runs as .venv/bin/python without the venv on PATH
+        beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+        self.py_spy = shutil.which("py-spy") or (beside if os.access(beside, os.X_OK) else None)
         if out_dir:
-            if not shutil.which("py-spy"):
+            if not self.py_spy:
                 raise BenchError("--profile needs py-spy: pip install py-spy")
             os.makedirs(out_dir, exist_ok=True)
 
@@ -292,9 +346,10 @@ class Profiler:
         if not self.out_dir:
             return
         self.path = os.path.join(self.out_dir, f"{name}.txt")
+        assert self.py_spy is not None
         self.proc = subprocess.Popen(
             [
-                "py-spy",
+                self.py_spy,
                 "record",
                 "--pid",
                 str(pid),

@@ -71,13 +71,24 @@ from common import (  # the checkout's warpd, first on sys.path (see common.py)
     Profiler,
     Warp,
     analyse_profile,
-    host_facts,
-    package_version,
     ratio,
     report_tail,
     say,
     wait_for_quiet,
     warpd_revision,
+)
+from mysql_common import (
+    PG_DSN,
+    STAGES,
+    machine,
+    machine_header,
+    master_position,
+    mysql,
+    pg,
+    pg_superuser_checkpoint,
+    profile_lines,
+    raw_parse,
+    wait_applied,
 )
 
 from warpd.connectors.mysql.source import MySQLSource
@@ -86,14 +97,10 @@ from warpd.connectors.postgresql.destination import TablePlan, create_table_sql,
 DB = "warp_bench"  # MariaDB database, PostgreSQL schema and cartridge-warp schema name
 TABLE = "bench"  # (LOAD_SQL and the CHECKSUM_* statements spell both out)
 RAW_SCHEMA = "warp_bench_raw"  # PostgreSQL schema of the raw COPY measurement
-MYSQL_ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "charset": "utf8mb4"}
 SOURCE_URI = f"mysql://warp:warp@127.0.0.1:3306/{DB}"
-PG_DSN = "postgresql://warp:warp@127.0.0.1:5432/warp_test"
-PG_SUPERUSER = os.environ.get("WARP_BENCH_PG_SUPERUSER", "postgres")
 
 LOAD_CHUNK = 100_000
 STATE_POLL = 0.2  # seconds between state-file polls (snapshot)
-MARKER_POLL = 0.02  # seconds between destination polls (streaming)
 
 # Aims and reference points of the project brief (2-core machine, MariaDB -> PostgreSQL, 1.1M rows).
 AIM_SNAPSHOT_VS_COPY = 0.5
@@ -106,47 +113,6 @@ REFERENCE = {
     "python-mysql-replication parse": 7_000,
     "execute_values upserts": 21_000,
 }
-
-
-# --------------------------------------------------------------------------- connections
-def mysql(db: str | None = None, **extra: Any) -> pymysql.connections.Connection:
-    conn = pymysql.connect(database=db, autocommit=True, **MYSQL_ROOT, **extra)
-    with conn.cursor() as cur:
-        cur.execute("SET SESSION time_zone = '+00:00'")
-    return conn
-
-
-def pg(dsn: str = PG_DSN) -> psycopg2.extensions.connection:
-    conn = psycopg2.connect(dsn, application_name="warp-bench")
-    with conn.cursor() as cur:
-        cur.execute("SET TIME ZONE 'UTC'")
-    conn.commit()
-    return conn
-
-
-def pg_superuser_checkpoint() -> None:
-    """Flush PostgreSQL's dirty buffers between phases so one phase's WAL does not slow the next."""
-    try:
-        conn = psycopg2.connect(
-            host="127.0.0.1", port=5432, user=PG_SUPERUSER, dbname="warp_test", connect_timeout=5
-        )
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("CHECKPOINT")
-        conn.close()
-    except psycopg2.Error as exc:
-        say(f"(no CHECKPOINT between phases: {str(exc).strip()})")
-
-
-def master_position(conn: pymysql.connections.Connection) -> tuple[str, int]:
-    with conn.cursor() as cur:
-        cur.execute("SHOW MASTER STATUS")
-        row = cur.fetchone()
-    if not row:
-        raise BenchError(
-            "SHOW MASTER STATUS returned nothing: is the binlog on? (scripts/setup-databases.sh)"
-        )
-    return str(row[0]), int(row[1])
 
 
 # --------------------------------------------------------------------------- 1. the data
@@ -346,104 +312,6 @@ def raw_read(rows: int) -> dict[str, Any]:
     }
 
 
-def raw_parse(start: tuple[str, int], end: tuple[str, int], expected: int) -> dict[str, Any]:
-    """(c) pymysqlreplication alone over a binlog range: row events parsed per second.
-
-    Same reader settings and event filter as cartridge-warp's BinlogReader; ``ev.rows`` is what
-    makes the library decode the row images.
-    """
-    from pymysqlreplication import BinLogStreamReader
-    from pymysqlreplication.event import HeartbeatLogEvent, QueryEvent, RotateEvent, XidEvent
-    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
-
-    say(
-        f"raw (c): parsing the burst's binlog range {start[0]}:{start[1]} .. {end[0]}:{end[1]} "
-        "with pymysqlreplication alone"
-    )
-    settings = {k: MYSQL_ROOT[k] for k in ("host", "port", "user")} | {"passwd": "", "connect_timeout": 10}
-    events = 0
-    cpu = CpuWindow(os.getpid())
-    t0 = time.monotonic()
-    stream = BinLogStreamReader(
-        connection_settings=settings,
-        server_id=4_242_002,
-        resume_stream=True,
-        log_file=start[0],
-        log_pos=start[1],
-        blocking=False,
-        only_events=[
-            WriteRowsEvent,
-            UpdateRowsEvent,
-            DeleteRowsEvent,
-            QueryEvent,
-            XidEvent,
-            RotateEvent,
-            HeartbeatLogEvent,
-        ],
-        enable_logging=False,
-    )
-    try:
-        for ev in stream:
-            if isinstance(ev, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)) and ev.schema == DB:
-                events += len(ev.rows)
-            if (stream.log_file, stream.log_pos) >= end:
-                break
-    finally:
-        stream.close()
-    seconds = time.monotonic() - t0
-    used = cpu.stop()
-    if events != expected:
-        say(f"  (parsed {events} row events, expected {expected})")
-    say(f"  {events / seconds:,.0f} row events/s ({seconds:.2f}s)")
-    return {
-        "events": events,
-        "seconds": round(seconds, 3),
-        "events_per_s": round(events / seconds),
-        "machine_busy_pct": used["machine_busy_pct"],
-        "client_cpu_s": used["warp_cpu_s"],
-    }
-
-
-# Pipeline stages, first match wins: a sample belongs to the first stage one of whose markers appears in
-# its stack (markers are substrings of "file:function").
-STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("binlog decoding (pymysqlreplication)", ("pymysqlreplication/",)),
-    ("source read (PyMySQL)", ("pymysql/",)),
-    ("state file (SQLite)", ("warpd/state/",)),
-    (
-        "COPY / merge round trips (psycopg2)",
-        ("destination.py:PostgresDestination.write", "destination.py:PostgresDestination._transaction"),
-    ),
-    (
-        "COPY text encoding / line assembly",
-        (
-            "destination.py:PostgresDestination.encode_line",
-            "destination.py:TablePlan.encode",
-            "types.py:copy_encoder",
-            "applier.py:TableApplier.copy_snapshot",
-            "applier.py:TableApplier._encode",
-        ),
-    ),
-    (
-        "binlog value conversion (warpd)",
-        ("binlog.py:BinlogReader._rows", "binlog.py:BinlogReader._convert", "mysql/types.py:binlog_image"),
-    ),
-    ("snapshot chunk rows (warpd)", ("source.py:MySQLSource.snapshot",)),
-    (
-        "batching, compaction, dispatch",
-        (
-            "runner.py:SchemaRunner._handle",
-            "batch.py:compact",
-            "runner.py:SchemaRunner._flush",
-            "applier.py:TableApplier.apply",
-            "applier.py:TableApplier._write",
-        ),
-    ),
-    ("binlog reader loop", ("binlog.py:BinlogReader.events",)),
-    ("threads, queues, logging", ("concurrent/futures/", "queue.py:", "threading.py:", "logging/")),
-)
-
-
 # --------------------------------------------------------------------------- measurements
 def wait_snapshot(warp: Warp, rows: int) -> dict[str, Any]:
     cpu = CpuWindow(warp.pid)
@@ -520,40 +388,6 @@ def burst(updates: int, txn_rows: int, rows: int, marker_id: int, marker: str) -
     }
 
 
-def wait_applied(
-    warp: Warp, marker_id: int, marker: str, end: tuple[str, int], timeout: float = 900.0
-) -> tuple[float, float]:
-    """Poll PostgreSQL for the marker and the state file for the checkpoint; return both times."""
-    conn = pg()
-    conn.autocommit = True
-    store = warp.store()
-    visible = ckpt = None
-    deadline = time.monotonic() + timeout
-    try:
-        with conn.cursor() as cur:
-            while time.monotonic() < deadline:
-                now = time.monotonic()
-                if visible is None:
-                    cur.execute(f"SELECT name FROM {DB}.{TABLE} WHERE id = %s", (marker_id,))  # noqa: S608
-                    row = cur.fetchone()
-                    if row and row[0] == marker:
-                        visible = now
-                if ckpt is None:
-                    pos = store.checkpoint(DB)
-                    if pos and (str(pos["file"]), int(pos["pos"])) >= end:
-                        ckpt = now
-                if visible is not None and ckpt is not None:
-                    return visible, ckpt
-                warp.check_alive()
-                time.sleep(MARKER_POLL)
-    finally:
-        conn.close()
-    raise BenchError(
-        f"timed out waiting for the burst to arrive (marker seen: {visible is not None}, "
-        f"checkpoint caught up: {ckpt is not None}):\n{warp.log_tail()}"
-    )
-
-
 def idle_latency(warp: Warp, row_id: int, samples: int = 5) -> dict[str, Any]:
     """Commit one single-row change at a time on an idle stream; time until it is in PostgreSQL."""
     src = mysql(DB)
@@ -620,44 +454,9 @@ def verify() -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- the machine
-def machine() -> dict[str, Any]:
-    conn = mysql()
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit, "
-            "@@sync_binlog, @@binlog_format, @@binlog_row_image"
-        )
-        mv, pool, flush, sync_binlog, fmt, image = cur.fetchone()
-    conn.close()
-    conn = pg()
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT current_setting('server_version'), current_setting('shared_buffers'), "
-            "current_setting('synchronous_commit'), current_setting('max_wal_size'), "
-            "current_setting('wal_level')"
-        )
-        pv, shared, sync_commit, max_wal, wal_level = cur.fetchone()
-    conn.close()
-
-    version = package_version
-    return {
-        **host_facts(),
-        "mariadb": str(mv),
-        "postgresql": str(pv),
-        "mariadb_settings": f"innodb_buffer_pool_size={int(pool) // 2**20}M, "
-        f"innodb_flush_log_at_trx_commit={flush}, sync_binlog={sync_binlog}, "
-        f"binlog_format={fmt}, binlog_row_image={image}",
-        "postgresql_settings": f"shared_buffers={shared}, synchronous_commit={sync_commit}, "
-        f"max_wal_size={max_wal}, wal_level={wal_level}",
-        "drivers": f"PyMySQL {version('PyMySQL')}, psycopg2 {version('psycopg2-binary')}, "
-        f"mysql-replication {version('mysql-replication')}",
-    }
-
-
 # --------------------------------------------------------------------------- report
 def report(fig: dict[str, Any]) -> str:
-    m, raw, snap, live = fig["machine"], fig.get("raw", {}), fig["snapshot"], fig["streaming"]
+    raw, snap, live = fig.get("raw", {}), fig["snapshot"], fig["streaming"]
     copy = raw.get("copy", {}).get("rows_per_s")
     read = raw.get("pymysql_read", {}).get("rows_per_s")
     parse = raw.get("binlog_parse", {}).get("events_per_s")
@@ -757,33 +556,14 @@ def report(fig: dict[str, Any]) -> str:
         f"{v['source']['rows']:,} rows, checksum {v['source']['checksum']} vs "
         f"{v['destination']['rows']:,} / {v['destination']['checksum']} ({v['columns']})",
     )
-    lines = [
-        f"cartridge-warp benchmark: MariaDB -> PostgreSQL ({time.strftime('%Y-%m-%d %H:%M')})",
-        f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
-        f"         MariaDB {m['mariadb']}; PostgreSQL {m['postgresql']}; Python {m['python']}",
-        f"         {m['drivers']}",
-        f"         MariaDB: {m['mariadb_settings']}",
-        f"         PostgreSQL: {m['postgresql_settings']}",
-        f"cartridge-warp: {fig.get('warpd', '?')}",
-    ]
+    lines = machine_header("cartridge-warp benchmark: MariaDB -> PostgreSQL", fig)
     lines += report_tail(fig, rows)
     lines += [
         "",
         "reference points of the project brief (a 2-core machine, MariaDB -> PostgreSQL, 1.1M rows): "
         + ", ".join(f"{k} ~{v:,}/s" for k, v in REFERENCE.items()),
     ]
-    for phase, prof in fig.get("profile", {}).items():
-        lines += [
-            "",
-            f"profile of the {phase} ({prof['samples']:,} py-spy samples, {fig.get('profile_mode')})",
-            "  threads: " + ", ".join(f"{t} {s}%" for t, s in prof["threads"]),
-            "  stages:",
-        ]
-        lines += [f"    {s:5.1f}%  {k}" for k, s in prof["stages"]]
-        lines += ["  self time (file:function):"]
-        lines += [f"    {s:5.1f}%  {k}" for k, s in prof["self"]]
-        lines += ["  inclusive, warpd functions:"]
-        lines += [f"    {s:5.1f}%  {k}" for k, s in prof["inclusive_warpd"]]
+    lines += profile_lines(fig)
     return "\n".join(lines)
 
 
@@ -875,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         profiler.start(warp.pid, "streaming")
         cpu = CpuWindow(warp.pid)
         b = burst(args.updates, args.txn_rows, args.rows, marker_id, marker)
-        visible, ckpt = wait_applied(warp, marker_id, marker, b["end"])
+        visible, ckpt = wait_applied(warp, DB, TABLE, "name", marker_id, marker, b["end"])
         used = cpu.stop()
         if path := profiler.stop():
             fig.setdefault("profile", {})["streaming"] = analyse_profile(path, STAGES)
@@ -912,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
             started = warp.start()
             cpu = CpuWindow(warp.pid)
             streaming_at = warp.wait_log("streaming changes from", occurrence=2)
-            visible2, ckpt2 = wait_applied(warp, marker_id, marker2, b2["end"])
+            visible2, ckpt2 = wait_applied(warp, DB, TABLE, "name", marker_id, marker2, b2["end"])
             total = visible2 - started
             fig["catch_up"] = {
                 "events": b2["events"],
@@ -925,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {fig['catch_up']['events_per_s']:,} row events/s from process start")
 
         if not args.skip_raw:
-            fig["raw"]["binlog_parse"] = raw_parse(b["start"], b["end"], b["events"])
+            fig["raw"]["binlog_parse"] = raw_parse(b["start"], b["end"], DB, b["events"])
 
         say("verifying: row count and checksum on both sides")
         fig["verify"] = verify()

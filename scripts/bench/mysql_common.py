@@ -1,0 +1,316 @@
+"""What the MariaDB -> PostgreSQL benchmarks share: connections, binlog positions, the machine's database
+settings, the pymysqlreplication-alone parse reference, waiting for a marker row and the profile stages.
+
+``mysql_to_postgres.py`` and ``oltp_mysql_to_postgres.py`` import it as ``mysql_common``; it imports
+``common`` first, which puts this checkout's ``warpd/`` first on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import psycopg2
+import pymysql
+from common import BenchError, CpuWindow, Warp, host_facts, package_version, say
+
+MYSQL_ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "charset": "utf8mb4"}
+PG_DSN = "postgresql://warp:warp@127.0.0.1:5432/warp_test"
+PG_SUPERUSER = os.environ.get("WARP_BENCH_PG_SUPERUSER", "postgres")
+MARKER_POLL = 0.02  # seconds between destination polls (streaming)
+
+
+# --------------------------------------------------------------------------- connections
+def mysql(db: str | None = None, **extra: Any) -> pymysql.connections.Connection:
+    conn = pymysql.connect(database=db, autocommit=True, **MYSQL_ROOT, **extra)
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION time_zone = '+00:00'")
+    return conn
+
+
+def pg(dsn: str = PG_DSN) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(dsn, application_name="warp-bench")
+    with conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+    return conn
+
+
+def pg_superuser_checkpoint() -> None:
+    """Flush PostgreSQL's dirty buffers between phases so one phase's WAL does not slow the next."""
+    try:
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=5432, user=PG_SUPERUSER, dbname="warp_test", connect_timeout=5
+        )
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
+        conn.close()
+    except psycopg2.Error as exc:
+        say(f"(no CHECKPOINT between phases: {str(exc).strip()})")
+
+
+def master_position(conn: pymysql.connections.Connection) -> tuple[str, int]:
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+    if not row:
+        raise BenchError(
+            "SHOW MASTER STATUS returned nothing: is the binlog on? (scripts/setup-databases.sh)"
+        )
+    return str(row[0]), int(row[1])
+
+
+# --------------------------------------------------------------------------- the machine
+def machine() -> dict[str, Any]:
+    """host_facts() plus both servers' versions and the settings that move the figures."""
+    conn = mysql()
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit, "
+            "@@sync_binlog, @@binlog_format, @@binlog_row_image"
+        )
+        mv, pool, flush, sync_binlog, fmt, image = cur.fetchone()
+    conn.close()
+    conn = pg()
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT current_setting('server_version'), current_setting('shared_buffers'), "
+            "current_setting('synchronous_commit'), current_setting('max_wal_size'), "
+            "current_setting('wal_level')"
+        )
+        pv, shared, sync_commit, max_wal, wal_level = cur.fetchone()
+    conn.close()
+
+    version = package_version
+    return {
+        **host_facts(),
+        "mariadb": str(mv),
+        "postgresql": str(pv),
+        "mariadb_settings": f"innodb_buffer_pool_size={int(pool) // 2**20}M, "
+        f"innodb_flush_log_at_trx_commit={flush}, sync_binlog={sync_binlog}, "
+        f"binlog_format={fmt}, binlog_row_image={image}",
+        "postgresql_settings": f"shared_buffers={shared}, synchronous_commit={sync_commit}, "
+        f"max_wal_size={max_wal}, wal_level={wal_level}",
+        "drivers": f"PyMySQL {version('PyMySQL')}, psycopg2 {version('psycopg2-binary')}, "
+        f"mysql-replication {version('mysql-replication')}",
+    }
+
+
+def machine_header(title: str, fig: dict[str, Any]) -> list[str]:
+    """The first lines of a report: what ran, on what, measuring which commit."""
+    m = fig["machine"]
+    return [
+        f"{title} ({time.strftime('%Y-%m-%d %H:%M')})",
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
+        f"         MariaDB {m['mariadb']}; PostgreSQL {m['postgresql']}; Python {m['python']}",
+        f"         {m['drivers']}",
+        f"         MariaDB: {m['mariadb_settings']}",
+        f"         PostgreSQL: {m['postgresql_settings']}",
+        f"cartridge-warp: {fig.get('warpd', '?')}",
+    ]
+
+
+# --------------------------------------------------------------------------- the library parse reference
+def raw_parse(
+    start: tuple[str, int],
+    end: tuple[str, int],
+    database: str,
+    expected: int | None = None,
+    decode: bool = True,
+    server_id: int = 4_242_002,
+) -> dict[str, Any]:
+    """pymysqlreplication alone over a binlog range: row events of ``database`` parsed per second.
+
+    Reader settings as cartridge-warp's BinlogReader (warpd/connectors/mysql/binlog.py): resume_stream,
+    only_schemas, the same only_events classes (less the compressed-event classes of warpd's library
+    fixes, which are not applied here: this is the library as shipped), non-implemented events kept,
+    except blocking=False so the stream ends.  ``decode``: read ``ev.rows``, which makes the library
+    decode the row images, and count rows; without it only the events are read (the table map and the
+    event header are parsed, the row images not) and row *events* are counted: the protocol floor.
+    """
+    from pymysqlreplication import BinLogStreamReader
+    from pymysqlreplication.event import (
+        ExecuteLoadQueryEvent,
+        HeartbeatLogEvent,
+        MariadbGtidEvent,
+        NotImplementedEvent,
+        QueryEvent,
+        RotateEvent,
+        XAPrepareEvent,
+        XidEvent,
+    )
+    from pymysqlreplication.row_event import (
+        DeleteRowsEvent,
+        PartialUpdateRowsEvent,
+        UpdateRowsEvent,
+        WriteRowsEvent,
+    )
+
+    row_classes = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, PartialUpdateRowsEvent)
+    what = "decoding rows" if decode else "rows not decoded"
+    say(
+        f"library parse ({what}): binlog range {start[0]}:{start[1]} .. {end[0]}:{end[1]} "
+        "with pymysqlreplication alone"
+    )
+    settings = {k: MYSQL_ROOT[k] for k in ("host", "port", "user")} | {"passwd": "", "connect_timeout": 10}
+    rows = row_events = 0
+    cpu = CpuWindow(os.getpid())
+    t0 = time.monotonic()
+    stream = BinLogStreamReader(
+        connection_settings=settings,
+        server_id=server_id,
+        resume_stream=True,
+        log_file=start[0],
+        log_pos=start[1],
+        blocking=False,
+        only_events=[
+            *row_classes,
+            QueryEvent,
+            ExecuteLoadQueryEvent,
+            XidEvent,
+            XAPrepareEvent,
+            MariadbGtidEvent,
+            RotateEvent,
+            HeartbeatLogEvent,
+            NotImplementedEvent,
+        ],
+        filter_non_implemented_events=False,
+        enable_logging=False,
+        only_schemas=[database],
+    )
+    try:
+        for ev in stream:
+            if isinstance(ev, row_classes) and ev.schema == database:
+                row_events += 1
+                if decode:
+                    rows += len(ev.rows)
+            if (stream.log_file, stream.log_pos) >= end:
+                break
+    finally:
+        stream.close()
+    seconds = time.monotonic() - t0
+    used = cpu.stop()
+    counted = rows if decode else row_events
+    if decode and expected is not None and rows != expected:
+        say(f"  (parsed {rows} row events, expected {expected})")
+    say(f"  {counted / seconds:,.0f} {'rows' if decode else 'row events'}/s ({seconds:.2f}s)")
+    return {
+        "decoded": decode,
+        "events": counted,  # rows when decoded, else binlog row events
+        "binlog_row_events": row_events,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(counted / seconds),
+        "machine_busy_pct": used["machine_busy_pct"],
+        "client_cpu_s": used["warp_cpu_s"],
+        "library_fixes_applied": "warpd.connectors.mysql.libfixes" in sys.modules,
+    }
+
+
+# --------------------------------------------------------------------------- waiting for a change
+def wait_applied(
+    warp: Warp,
+    schema: str,
+    table: str,
+    column: str,
+    row_id: int,
+    marker: str,
+    end: tuple[str, int],
+    timeout: float = 900.0,
+) -> tuple[float, float]:
+    """Poll PostgreSQL until ``schema.table.column`` of row ``row_id`` holds ``marker`` and the state file
+    until the stored checkpoint reaches ``end``; return both times (time.monotonic())."""
+    from psycopg2 import sql
+
+    query = sql.SQL("SELECT {} FROM {}.{} WHERE id = %s").format(
+        sql.Identifier(column), sql.Identifier(schema), sql.Identifier(table)
+    )
+    conn = pg()
+    conn.autocommit = True
+    store = warp.store()
+    visible = ckpt = None
+    deadline = time.monotonic() + timeout
+    try:
+        with conn.cursor() as cur:
+            while time.monotonic() < deadline:
+                now = time.monotonic()
+                if visible is None:
+                    cur.execute(query, (row_id,))
+                    row = cur.fetchone()
+                    if row and row[0] == marker:
+                        visible = now
+                if ckpt is None:
+                    pos = store.checkpoint(schema)
+                    if pos and (str(pos["file"]), int(pos["pos"])) >= end:
+                        ckpt = now
+                if visible is not None and ckpt is not None:
+                    return visible, ckpt
+                warp.check_alive()
+                time.sleep(MARKER_POLL)
+    finally:
+        conn.close()
+    raise BenchError(
+        f"timed out waiting for the changes to arrive (marker seen: {visible is not None}, "
+        f"checkpoint caught up: {ckpt is not None}):\n{warp.log_tail()}"
+    )
+
+
+# --------------------------------------------------------------------------- profile stages
+# Pipeline stages, first match wins: a sample belongs to the first stage one of whose markers appears in
+# its stack (markers are substrings of "file:function").
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("binlog decoding (pymysqlreplication)", ("pymysqlreplication/",)),
+    ("source read (PyMySQL)", ("pymysql/",)),
+    ("state file (SQLite)", ("warpd/state/",)),
+    (
+        "COPY / merge round trips (psycopg2)",
+        ("destination.py:PostgresDestination.write", "destination.py:PostgresDestination._transaction"),
+    ),
+    (
+        "COPY text encoding / line assembly",
+        (
+            "destination.py:PostgresDestination.encode_line",
+            "destination.py:TablePlan.encode",
+            "types.py:copy_encoder",
+            "applier.py:TableApplier.copy_snapshot",
+            "applier.py:TableApplier._encode",
+        ),
+    ),
+    (
+        "binlog value conversion (warpd)",
+        ("binlog.py:BinlogReader._rows", "binlog.py:BinlogReader._convert", "mysql/types.py:binlog_image"),
+    ),
+    ("snapshot chunk rows (warpd)", ("source.py:MySQLSource.snapshot",)),
+    (
+        "batching, compaction, dispatch",
+        (
+            "runner.py:SchemaRunner._handle",
+            "batch.py:compact",
+            "runner.py:SchemaRunner._flush",
+            "applier.py:TableApplier.apply",
+            "applier.py:TableApplier._write",
+        ),
+    ),
+    ("binlog reader loop", ("binlog.py:BinlogReader.events",)),
+    ("threads, queues, logging", ("concurrent/futures/", "queue.py:", "threading.py:", "logging/")),
+)
+
+
+def profile_lines(fig: dict[str, Any]) -> list[str]:
+    """The report's profile sections, one per profiled phase."""
+    lines: list[str] = []
+    for phase, prof in fig.get("profile", {}).items():
+        lines += [
+            "",
+            f"profile of the {phase} ({prof['samples']:,} py-spy samples, {fig.get('profile_mode')})",
+            "  threads: " + ", ".join(f"{t} {s}%" for t, s in prof["threads"]),
+            "  stages:",
+        ]
+        lines += [f"    {s:5.1f}%  {k}" for k, s in prof["stages"]]
+        lines += ["  self time (file:function):"]
+        lines += [f"    {s:5.1f}%  {k}" for k, s in prof["self"]]
+        lines += ["  inclusive, warpd functions:"]
+        lines += [f"    {s:5.1f}%  {k}" for k, s in prof["inclusive_warpd"]]
+    return lines
