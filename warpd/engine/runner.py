@@ -739,6 +739,8 @@ class SchemaRunner:
                     )
             self.safe_pos = dict(event.position)
             self._save(event.source_ts)
+        if self._inflight is not None and self._inflight[0].done():
+            self._drain()  # committed: store its checkpoint now, not at the next flush
         if self.pending and now - self.batch_started >= self.schema.max_batch_latency:
             self._flush(wait=False)
         elif (

@@ -5,10 +5,11 @@ The engine's thread owns :attr:`SchemaRunner.tables` (shapes) and
 the schema changes the source reports (a source reads them, through :meth:`LockedMap.view`,
 and never writes them).
 The status writer, the control thread and resync copies read them from other
-threads.  Every access holds one lock, iteration walks a copy, and
+threads.  Every change holds one lock, iteration walks a copy, and
 :meth:`LockedMap.snapshot` gives one consistent copy, so a reader never sees
 a map half-way through a change nor fails with "dictionary changed size
-during iteration".
+during iteration".  Reading one key takes no lock: a single ``dict`` lookup is
+atomic (the binlog reader looks a table up for every row event).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ class LockedMap(MutableMapping[str, V]):
         self._data: dict[str, V] = {}
 
     def __getitem__(self, key: str) -> V:
-        with self._lock:
-            return self._data[key]
+        return self._data[key]
 
     def __setitem__(self, key: str, value: V) -> None:
         with self._lock:
@@ -47,12 +47,10 @@ class LockedMap(MutableMapping[str, V]):
             return len(self._data)
 
     def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._data
+        return key in self._data
 
     def get(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
-        with self._lock:
-            return self._data.get(key, default)
+        return self._data.get(key, default)
 
     def pop(self, key: str, *default: V | None) -> V | None:  # type: ignore[override]
         with self._lock:
@@ -76,7 +74,7 @@ class _ReadOnly(Mapping[str, V]):
         self._target = target
 
     def __getitem__(self, key: str) -> V:
-        return self._target[key]
+        return self._target._data[key]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._target)
@@ -85,4 +83,7 @@ class _ReadOnly(Mapping[str, V]):
         return len(self._target)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._target
+        return key in self._target._data
+
+    def get(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
+        return self._target._data.get(key, default)

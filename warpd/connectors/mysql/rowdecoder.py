@@ -49,6 +49,7 @@ from pymysqlreplication.row_event import (
     UpdateRowsEvent,
     WriteRowsEvent,
 )
+from pymysqlreplication.table import Table
 
 from warpd.connectors.mysql.libfixes import UndecodableValue
 from warpd.connectors.mysql.types import text_decoder
@@ -75,6 +76,8 @@ _i64 = struct.Struct("<q").unpack_from
 _f32 = struct.Struct("<f").unpack_from
 _f64 = struct.Struct("<d").unpack_from
 _be_i32 = struct.Struct(">i").unpack_from
+_be_i16 = struct.Struct(">h").unpack_from
+_be_i8 = struct.Struct(">b").unpack_from
 
 
 class _Unsupported(Exception):
@@ -82,13 +85,6 @@ class _Unsupported(Exception):
 
 
 # -- column readers ------------------------------------------------------------------
-
-
-def _fixed(unpack: Callable[[bytes, int], tuple[Any, ...]], width: int) -> Reader:
-    def read(data: bytes, off: int) -> tuple[Any, int, str | None]:
-        return unpack(data, off)[0], off + width, None
-
-    return read
 
 
 def _int24(unsigned: bool) -> Reader:
@@ -101,128 +97,81 @@ def _int24(unsigned: bool) -> Reader:
     return read
 
 
-def _year(data: bytes, off: int) -> tuple[Any, int, str | None]:
-    return data[off] + 1900, off + 1, None
-
-
-def _be_signed(data: bytes | bytearray, off: int, size: int) -> int:
-    """The library's read_int_be_by_size for 1 to 4 bytes: big-endian, signed."""
-    chunk = data[off : off + size]
-    if len(chunk) != size:
-        raise struct.error(f"unpack requires a buffer of {size} bytes")
-    return int.from_bytes(chunk, "big", signed=True)
-
-
-def _length(data: bytes, off: int, size: int) -> int:
-    """The library's read_uint_by_size for a length prefix: little-endian, unsigned."""
-    chunk = data[off : off + size]
-    if len(chunk) != size:
-        raise struct.error(f"unpack requires a buffer of {size} bytes")
-    return int.from_bytes(chunk, "little")
-
-
-def _text(prefix: int, column: Any) -> Reader:
-    # as libfixes._read_string: MySQL's own decoding of the column's charset, bytes for a charset
-    # Python does not know, and the column named when a value cannot be decoded
-    decode = text_decoder(column.character_set_name or "utf8")
-
-    def read(data: bytes, off: int) -> tuple[Any, int, str | None]:
-        n = _length(data, off, prefix)
-        start = off + prefix
-        end = start + n
-        raw = data[start:end]
-        if len(raw) != n:
-            raise struct.error(f"a value of {n} bytes runs past the event")
-        if decode is None:
-            return raw, end, None
-        try:
-            return decode(raw), end, None
-        except UnicodeDecodeError as exc:
-            collation = getattr(column, "collation_name", None) or column.character_set_name or "unknown"
-            raise UndecodableValue(column.name, collation, exc) from exc
-
-    return read
-
-
-def _json(prefix: int) -> Reader:
-    def read(data: bytes, off: int) -> tuple[Any, int, str | None]:
-        n = _length(data, off, prefix)
-        start = off + prefix
-        if n == 0:
-            return None, start, None
-        end = start + n
-        raw = data[start:end]
-        if len(raw) != n:
-            raise struct.error(f"a JSON value of {n} bytes runs past the event")
-        return parse_json(raw[0], raw[1:]), end, None
-
-    return read
-
-
 def _decimal(precision: int, decimals: int) -> Reader:
+    """MySQL's packed DECIMAL: groups of nine digits in four big-endian bytes, the leading and
+    trailing partial groups in fewer; the sign bit flipped, and every byte inverted when negative.
+    The value equals the library's (which builds the digits as text) for every value MySQL writes."""
     integral = precision - decimals
     uncomp_integral, comp_integral = divmod(integral, 9)
     uncomp_fractional, comp_fractional = divmod(decimals, 9)
     head = _COMPRESSED_BYTES[comp_integral]
     tail = _COMPRESSED_BYTES[comp_fractional]
     width = head + 4 * (uncomp_integral + uncomp_fractional) + tail
+    # (offset, bytes, digits it holds) of every group, most significant first
+    groups: list[tuple[int, int, int]] = []
+    at = 0
+    if head:
+        groups.append((at, head, comp_integral))
+        at += head
+    for _ in range(uncomp_integral + uncomp_fractional):
+        groups.append((at, 4, 9))
+        at += 4
+    if tail:
+        groups.append((at, tail, comp_fractional))
+    exponent = f"E-{decimals}"
+    from_bytes = int.from_bytes
 
     def read(data: bytes, off: int) -> tuple[Any, int, str | None]:
-        raw = bytearray(data[off : off + width])
+        raw = data[off : off + width]
         if len(raw) != width:
             raise struct.error(f"a DECIMAL of {width} bytes runs past the event")
-        # the library's arithmetic, on a copy whose sign bit is flipped as it does
-        if raw[0] & 0x80:
-            res, mask = "", 0
+        first = raw[0]
+        if first & 0x80:
+            sign, flip = "", 0
         else:
-            res, mask = "-", -1
-        raw[0] ^= 0x80
-        at = 0
-        if head:
-            res += str(_be_signed(raw, 0, head) ^ mask)
-            at = head
-        for _ in range(uncomp_integral):
-            res += f"{_be_i32(raw, at)[0] ^ mask:09d}"
-            at += 4
-        res += "."
-        for _ in range(uncomp_fractional):
-            res += f"{_be_i32(raw, at)[0] ^ mask:09d}"
-            at += 4
-        if tail:
-            res += f"{_be_signed(raw, at, tail) ^ mask:0{comp_fractional}d}"
-        return Decimal(res), off + width, None
+            sign, flip = "-", 0xFF
+        packed = bytes([first ^ 0x80 ^ flip]) + (raw[1:] if not flip else bytes(b ^ 0xFF for b in raw[1:]))
+        digits = 0
+        for start, size, count in groups:
+            digits = digits * 10**count + from_bytes(packed[start : start + size], "big")
+        return Decimal(f"{sign}{digits}{exponent}"), off + width, None
 
     return read
 
 
-def _fsp_reader(fsp: int) -> tuple[int, Callable[[bytes, int], int]]:
-    """(bytes, reader) of a fractional-seconds part, as the library's __read_fsp computes it."""
+def _fraction(fsp: int) -> tuple[int, Callable[[bytes, int], int]]:
+    """(bytes, reader) of a fractional-seconds part, as the library's __read_fsp computes it
+    (big-endian, signed, tenths dropped for an odd precision)."""
     size = (fsp + 1) // 2
+    scale = 10 ** (6 - fsp)
+    if size == 0:
+        return 0, lambda data, off: 0
+    unpack = {1: _be_i8, 2: _be_i16}.get(size)
 
     def microseconds(data: bytes, off: int) -> int:
-        if not size:
-            return 0
-        value = _be_signed(data, off, size)
+        if unpack is not None:
+            value = unpack(data, off)[0]
+        else:
+            value = int.from_bytes(data[off : off + 3], "big", signed=True)
         if fsp % 2:
             value = int(value / 10)
-        return value * (10 ** (6 - fsp))
+        return value * scale
 
     return size, microseconds
 
 
 def _datetime2(fsp: int) -> Reader:
-    size, fraction = _fsp_reader(fsp)
+    size, fraction = _fraction(fsp)
+    datetime = _dt.datetime
 
     def read(data: bytes, off: int) -> tuple[Any, int, str | None]:
-        chunk = data[off : off + 5]
-        if len(chunk) != 5:
-            raise struct.error("a DATETIME runs past the event")
-        packed = int.from_bytes(chunk, "big")
+        packed = int.from_bytes(data[off : off + 5], "big")
         year_month = (packed >> 22) & 0x1FFFF
         end = off + 5 + size
+        micro = fraction(data, off + 5) if size else 0
         try:
-            value = _dt.datetime(
-                int(year_month / 13),
+            value = datetime(
+                year_month // 13,
                 year_month % 13,
                 (packed >> 17) & 0x1F,
                 (packed >> 12) & 0x1F,
@@ -230,9 +179,7 @@ def _datetime2(fsp: int) -> Reader:
                 packed & 0x3F,
             )
         except ValueError:
-            fraction(data, off + 5)
             return None, end, NONE_SOURCE.OUT_OF_DATETIME2_RANGE
-        micro = fraction(data, off + 5)
         if micro > 0:
             value = value.replace(microsecond=micro)
         return value, end, None
@@ -241,10 +188,11 @@ def _datetime2(fsp: int) -> Reader:
 
 
 def _timestamp2(fsp: int) -> Reader:
-    size, fraction = _fsp_reader(fsp)
+    size, fraction = _fraction(fsp)
+    timedelta = _dt.timedelta
 
     def read(data: bytes, off: int) -> tuple[Any, int, str | None]:
-        value = _EPOCH + _dt.timedelta(seconds=_be_signed(data, off, 4))
+        value = _EPOCH + timedelta(seconds=_be_i32(data, off)[0])
         micro = fraction(data, off + 4)
         if micro > 0:
             value = value.replace(microsecond=micro)
@@ -254,10 +202,10 @@ def _timestamp2(fsp: int) -> Reader:
 
 
 def _time2(fsp: int) -> Reader:
-    size, fraction = _fsp_reader(fsp)
+    size, fraction = _fraction(fsp)
 
     def read(data: bytes, off: int) -> tuple[Any, int, str | None]:
-        packed = _be_signed(data, off, 3)
+        packed = int.from_bytes(data[off : off + 3], "big", signed=True)
         sign = 1 if (packed >> 23) & 1 else -1
         if sign == -1:
             packed = ~packed + 1
@@ -290,32 +238,13 @@ def _date(data: bytes, off: int) -> tuple[Any, int, str | None]:
 
 
 def column_reader(column: Any) -> Reader:
-    """The reader of one table-map column; :class:`_Unsupported` for a type left to the library."""
-    t, unsigned = column.type, bool(column.unsigned)
-    if t == FIELD_TYPE.TINY:
-        return _fixed(_u8 if unsigned else _i8, 1)
-    if t == FIELD_TYPE.SHORT:
-        return _fixed(_u16 if unsigned else _i16, 2)
+    """The reader of a column :func:`_inline` does not read in line; :class:`_Unsupported` for a
+    type left to the library."""
+    t = column.type
     if t == FIELD_TYPE.INT24:
-        return _int24(unsigned)
-    if t == FIELD_TYPE.LONG:
-        return _fixed(_u32 if unsigned else _i32, 4)
-    if t == FIELD_TYPE.LONGLONG:
-        return _fixed(_u64 if unsigned else _i64, 8)
-    if t == FIELD_TYPE.YEAR:
-        return _year
-    if t == FIELD_TYPE.FLOAT:
-        return _fixed(_f32, 4)
-    if t == FIELD_TYPE.DOUBLE:
-        return _fixed(_f64, 8)
+        return _int24(bool(column.unsigned))
     if t == FIELD_TYPE.NEWDECIMAL:
         return _decimal(column.precision, column.decimals)
-    if t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING):
-        return _text(2 if column.max_length > 255 else 1, column)
-    if t == FIELD_TYPE.BLOB:
-        return _text(column.length_size, column)
-    if t == FIELD_TYPE.JSON:
-        return _json(column.length_size)
     if t == FIELD_TYPE.DATETIME2:
         return _datetime2(column.fsp)
     if t == FIELD_TYPE.TIMESTAMP2:
@@ -327,19 +256,141 @@ def column_reader(column: Any) -> Reader:
     raise _Unsupported(t)
 
 
+def _text_decoder(column: Any) -> Callable[[bytes], str] | None:
+    """The column's text decoding, as libfixes._read_string: MySQL's own decoding of its charset,
+    None (keep the bytes) for a charset Python does not know, the column named when a value
+    cannot be decoded."""
+    decode = text_decoder(column.character_set_name or "utf8")
+    if decode is None:
+        return None
+
+    def checked(raw: bytes) -> str:
+        try:
+            return decode(raw)
+        except UnicodeDecodeError as exc:
+            collation = getattr(column, "collation_name", None) or column.character_set_name or "unknown"
+            raise UndecodableValue(column.name, collation, exc) from exc
+
+    return checked
+
+
+def _inline(column: Any, i: int, env: dict[str, Any]) -> list[str] | None:
+    """Source lines reading column ``i`` into ``v{i}`` (advancing ``off``), for the types simple
+    enough to read in line; None for the others, which call their :func:`column_reader`."""
+    t, unsigned = column.type, bool(column.unsigned)
+    fixed = {
+        FIELD_TYPE.TINY: (_u8 if unsigned else _i8, 1),
+        FIELD_TYPE.SHORT: (_u16 if unsigned else _i16, 2),
+        FIELD_TYPE.LONG: (_u32 if unsigned else _i32, 4),
+        FIELD_TYPE.LONGLONG: (_u64 if unsigned else _i64, 8),
+        FIELD_TYPE.FLOAT: (_f32, 4),
+        FIELD_TYPE.DOUBLE: (_f64, 8),
+    }
+    if t in fixed:
+        env[f"U{i}"], width = fixed[t]
+        return [f"v{i} = U{i}(data, off)[0]", f"off += {width}"]
+    if t == FIELD_TYPE.YEAR:
+        return [f"v{i} = data[off] + 1900", "off += 1"]
+    if t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING, FIELD_TYPE.BLOB, FIELD_TYPE.JSON):
+        if t == FIELD_TYPE.BLOB or t == FIELD_TYPE.JSON:
+            prefix = column.length_size
+        else:
+            prefix = 2 if column.max_length > 255 else 1
+        if prefix == 1:
+            lines = ["n = data[off]"]
+        elif prefix == 2:
+            lines = ["n = _u16(data, off)[0]"]
+        else:
+            lines = [f"n = _from_bytes(data[off : off + {prefix}], 'little')"]
+        lines.append(f"off += {prefix}")
+        if t == FIELD_TYPE.JSON:  # an empty value is None, as the library reads it
+            return [
+                *lines,
+                "if n:",
+                f"    v{i} = _parse_json(data[off], data[off + 1 : off + n])",
+                "    off += n",
+                "else:",
+                f"    v{i} = None",
+            ]
+        lines += [f"v{i} = data[off : off + n]", "off += n"]
+        decode = _text_decoder(column)
+        if decode is not None:
+            env[f"D{i}"] = decode
+            lines.append(f"v{i} = D{i}(v{i})")
+        return lines
+    return None
+
+
 class TableDecoder:
-    """Reads the row images of one table map's row events."""
+    """Reads the row images of one table map's row events with code generated for its columns.
+
+    The generated ``image(data, off, sources)`` reads the null bitmap as one
+    integer and each column in line (or through its reader, for the temporal
+    and decimal types); names and helpers come from its namespace, never from
+    the source text, so no column name is ever part of generated code.
+    """
 
     def __init__(self, table: Any):
         self.names = [c.name for c in table.columns]
         if not all(isinstance(n, str) and n for n in self.names):
             raise _Unsupported("no column names in the table map (binlog_row_metadata is not FULL)")
-        self.readers = [column_reader(c) for c in table.columns]
-        self.count = len(self.readers)
+        self.count = len(self.names)
         self.null_bytes = (self.count + 7) // 8
         self.full = bytes([0xFF] * (self.count // 8)) + (
             bytes([(1 << (self.count % 8)) - 1]) if self.count % 8 else b""
         )
+        env: dict[str, Any] = {
+            "_u16": _u16,
+            "_from_bytes": int.from_bytes,
+            "_parse_json": parse_json,
+            "_error": struct.error,
+            "NULL": NONE_SOURCE.NULL,
+        }
+        body = [
+            f"end = off + {self.null_bytes}",
+            "if end > len(data):",
+            "    raise _error('a row image runs past the event')",
+            "nulls = _from_bytes(data[off:end], 'little')",
+            "off = end",
+            "none = None",
+        ]
+        for i, column in enumerate(table.columns):
+            env[f"N{i}"] = self.names[i]
+            inline = _inline(column, i, env)
+            if inline is None:
+                env[f"R{i}"] = column_reader(column)
+                read = [
+                    f"v{i}, off, why = R{i}(data, off)",
+                    f"if v{i} is None:",
+                    "    if why is not None:",
+                    f"        sources[N{i}] = why",
+                    f"    none = (none or []) + [N{i}]",
+                ]
+            else:
+                read = inline
+                if column.type == FIELD_TYPE.JSON:
+                    read += [f"if v{i} is None:", f"    none = (none or []) + [N{i}]"]
+            body += [
+                f"if nulls & {1 << i}:",
+                f"    v{i} = None",
+                f"    sources[N{i}] = NULL",
+                f"    none = (none or []) + [N{i}]",
+                "else:",
+            ]
+            body += ["    " + line for line in read]
+        body += [
+            "if off > len(data):",
+            "    raise _error('a row image runs past the event')",
+            "values = {" + ", ".join(f"N{i}: v{i}" for i in range(self.count)) + "}",
+            "return values, ({n: sources.get(n, NULL) for n in none} if none else {}), off",
+        ]
+        source = "def image(data, off, sources):\n" + "".join(f"    {line}\n" for line in body)
+        where = f"{getattr(table, 'schema', '?')}.{getattr(table, 'table', '?')}"
+        self.source = source
+        exec(compile(source, f"<row decoder of {where}>", "exec"), env)  # noqa: S102
+        self.image: Callable[[bytes, int, dict[str, str]], tuple[dict[str, Any], dict[str, str], int]] = env[
+            "image"
+        ]
 
     def covers(self, present: bytes) -> bool:
         """Whether a columns-present bitmap names every column (a FULL image)."""
@@ -349,41 +400,6 @@ class TableDecoder:
             return False
         last = self.full[-1]
         return present[-1] & last == last
-
-    def image(
-        self, data: bytes, off: int, sources: dict[str, str]
-    ) -> tuple[dict[str, Any], dict[str, str], int]:
-        """One row image at ``off``: (values, none sources, offset after it).
-
-        ``sources`` is the event's record of why a value is None, kept across
-        its rows as the library keeps it (its ``none_sources`` per image read it).
-        """
-        nulls = data[off : off + self.null_bytes]
-        if len(nulls) != self.null_bytes:
-            raise struct.error("a row image runs past the event")
-        off += self.null_bytes
-        values: dict[str, Any] = {}
-        names = self.names
-        none: list[str] | None = None
-        for i, read in enumerate(self.readers):
-            name = names[i]
-            if nulls[i >> 3] & (1 << (i & 7)):
-                sources[name] = NONE_SOURCE.NULL
-                values[name] = None
-                if none is None:
-                    none = []
-                none.append(name)
-                continue
-            value, off, why = read(data, off)
-            values[name] = value
-            if value is None:
-                if why is not None:
-                    sources[name] = why
-                if none is None:
-                    none = []
-                none.append(name)
-        none_sources = {n: sources.get(n, "null") for n in none} if none else {}
-        return values, none_sources, off
 
 
 def _decoder(table: Any) -> TableDecoder | None:
@@ -402,6 +418,7 @@ def _decoder(table: Any) -> TableDecoder | None:
 
 _library_fetch_rows = RowsEvent._fetch_rows
 _library_table_map_init = TableMapEvent.__init__
+_library_table_data = Table.data
 _table_maps: dict[bytes, dict[str, Any]] = {}
 _decoded: set[str] = set()  # tables whose rows this module decoded (tests ask; bounded)
 
@@ -525,12 +542,22 @@ _PER_EVENT = frozenset(
 )
 
 
+def _table_data(self: Any) -> dict[str, Any]:
+    # Table.data rebuilds a dict of the table's attributes on every call, and every row event asks it
+    # for the primary key: built once per table (nothing assigns a table's attributes after its map).
+    cached: dict[str, Any] | None = self.__dict__.get("_warp_data")
+    if cached is None:
+        cached = self.__dict__["_warp_data"] = _library_table_data.fget(self)
+    return cached
+
+
 def install() -> None:
     """Put the decoder in the library's place (once; a no-op when turned off)."""
     if not ENABLED or getattr(RowsEvent, "_warp_rowdecoder", False):
         return
     RowsEvent._fetch_rows = _fetch_rows
     TableMapEvent.__init__ = _table_map_init
+    Table.data = property(_table_data)
     RowsEvent._warp_rowdecoder = True
 
 
@@ -538,5 +565,6 @@ def uninstall() -> None:
     """The library's own decoding again (tests compare the two)."""
     RowsEvent._fetch_rows = _library_fetch_rows
     TableMapEvent.__init__ = _library_table_map_init
+    Table.data = _library_table_data
     RowsEvent._warp_rowdecoder = False
     _table_maps.clear()
