@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: cartridge-warp MongoDB -> PostgreSQL, synthetic and through the wire test server, against raw COPY.
 
-What it does (``make bench-mongo`` runs it with the defaults, in about four minutes; this is not a test):
+What it does (``make bench-mongo`` runs it with the defaults, in about two and a half minutes; this is not a test):
 
 1. waits (``--quiet-wait``) for an idle machine, then generates ``--docs`` small documents (nine fields:
    ObjectId or int ``_id``, two strings, an int32, a double, a Decimal128, a date, a bool and a small
