@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: cartridge-warp MongoDB -> PostgreSQL, synthetic and through the wire test server, against raw COPY.
 
-What it does (``make bench-mongo`` runs it with the defaults, in about two minutes; this is not a test):
+What it does (``make bench-mongo`` runs it with the defaults, in about two and a half minutes; this is not a test):
 
 1. waits (``--quiet-wait``) for an idle machine, then generates ``--docs`` small documents (nine fields:
    ObjectId or int ``_id``, two strings, an int32, a double, a Decimal128, a date, a bool and a small
@@ -36,17 +36,38 @@ What it does (``make bench-mongo`` runs it with the defaults, in about two minut
    connector) for the server's change-stream ceiling.  Catch-up (skip with ``--no-catch-up``): stops
    the process, writes as many changes again, restarts it on the same state directory and times
    until the marker arrives, which the server's write rate no longer limits;
-5. verifies row count and a checksum over seven columns on both sides of both runs (the synthetic
-   source's expected final state; the test server's collection), prints the figures (and JSON with
-   ``--json``), and drops the databases and schemas (``--keep`` keeps the PostgreSQL schemas and the
-   state directories; the test server's data lives in its memory and goes with it).
+5. **the OLTP shape** (skip with ``--skip-oltp``; ``--skip-bulk`` measures only this), reported apart
+   from the figures above, which are the bulk shape.  Documents like an e-commerce ``orders`` row
+   (``_id``, ``user_id``, ``product_id``, ``status``, ``quantity``, Decimal128 ``price``, ``note``
+   string or null, ``created_at`` / ``updated_at`` dates, an embedded ``payload`` {src, tags, n}),
+   and single-document changes: updates that ``$set`` four fields (``status``, ``quantity``,
+   ``note``, ``updated_at``), inserts and deletes, 20 : 5 : 2, each its own event, resume token and
+   transaction.  **Synthetic** (``OltpSource``): ``--oltp-docs`` orders copied, then
+   ``--oltp-events`` change events (default 270,000: 200k updates, 50k inserts, 20k deletes), each
+   encoded on its own and decoded one at a time as the connector decodes what ``try_next``
+   returns, with ``updatedFields`` and ``fullDocument`` as ``updateLookup`` gives them; timed as
+   the bulk stream (events/s, process CPU, CPU seconds per 1,000 events).  **Wire**: a test server
+   of its own with ``--oltp-wire-docs`` orders; with warp streaming, ``--oltp-wire-changes``
+   ``update_one({_id}, {$set: ...})`` / ``insert_one`` / ``delete_one`` calls back to back and a
+   marker, timed from the first write until the marker is in PostgreSQL; pymongo alone then reads
+   that change-stream range (``start_after`` the token taken before the burst, ``updateLookup``).
+   Catch-up: stop warp, the same writes again, restart, time until the marker arrives; pymongo
+   alone reads that range from warp's checkpoint.  Warp's CPU seconds per 1,000 events for both
+   (catch-up: from the 'streaming' log line on).  The test server's ``update_one`` and
+   ``delete_one`` scan the collection (mongomock), a few hundred calls a second with 1,000 orders,
+   so the live figure is the server's write rate; the catch-up is not limited by it;
+6. verifies row count and a checksum over seven columns (the orders: eight) on both sides of every
+   run (the synthetic source's expected final state; the test server's collection), prints the
+   figures (and JSON with ``--json``), and drops the databases and schemas (``--keep`` keeps the
+   PostgreSQL schemas and the state directories; the test server's data lives in its memory and
+   goes with it).
 
 Every timed phase also records the share of the machine that was busy and the CPU seconds of the
 process doing the work.  The header names the machine and the commit measured.  On a small shared VM
 absolute rates vary by +-15 % between runs (more while anything else runs); the ratios within one run
 are steadier.
 
-``--profile DIR`` runs the synthetic part under cProfile in every thread (main, snapshot writer, apply
+``--profile DIR`` runs the synthetic parts (bulk and OLTP) under cProfile in every thread (main, snapshot writer, apply
 workers), writes one ``.pstats`` file per phase to DIR and prints the shares of busy time (waits on
 queues and locks left out).  cProfile makes Python calls about three times slower here, so a profiled
 run's rates are low: read its shares, and the stage timers of an unprofiled run for seconds.
@@ -114,6 +135,9 @@ DB = "warp_bench_mongo"  # MongoDB database, PostgreSQL schema and cartridge-war
 SYN = "warp_bench_mongo_syn"  # PostgreSQL schema and cartridge-warp schema of the synthetic run
 RAW_SCHEMA = "warp_bench_mongo_raw"  # PostgreSQL schema of the raw COPY measurement
 COLL = "bench"
+OLTP_DB = "warp_bench_mongo_oltp"  # the OLTP shape through the wire server: MongoDB db, PG and warp schema
+OLTP_SYN = "warp_bench_mongo_oltp_syn"  # the OLTP shape, synthetic: PostgreSQL and cartridge-warp schema
+OLTP_COLL = "orders"
 PG_DSN = "postgresql://warp:warp@127.0.0.1:5432/warp_test"
 
 AIM_APPLY_DOCS = 20_000  # issue 3, point 7: applying at least 20,000 small documents/s
@@ -207,22 +231,12 @@ class Workload:
     ``updateLookup`` gives it) of a document no delete touches.
     """
 
+    coll = COLL
+
     def __init__(self, docs: Docs, count: int, events: int):
         if events // 10 + 1 >= count // 2:
             raise BenchError("--events / 10 must stay below half of --docs (deletes take the top ids)")
-        self.docs = docs
-        self.count = count
-        self.events = events
-        self.t0 = int(time.time()) - 3600
-        buf = bytearray()
-        self.offsets = [0]
-        for i in range(count):
-            buf += bson.encode(docs.doc(i))
-            self.offsets.append(len(buf))
-        self.snapshot_bson = bytes(buf)
-        self.versions: dict[int, int] = dict.fromkeys(range(count), 0)
-        self.deleted: set[int] = set()
-        self.ops = {"insert": 0, "update": 0, "delete": 0}
+        self._encode_snapshot(docs, count, events)
         self.event_batches: list[bytes] = []
         updatable = count - (events // 10 + 1)
         next_new, next_delete = count, count - 1
@@ -270,6 +284,21 @@ class Workload:
                 batch = bytearray()
         self.last_token = token if events else None
 
+    def _encode_snapshot(self, docs: Docs, count: int, events: int) -> None:
+        self.docs = docs
+        self.count = count
+        self.events = events
+        self.t0 = int(time.time()) - 3600
+        buf = bytearray()
+        self.offsets = [0]
+        for i in range(count):
+            buf += bson.encode(docs.doc(i))
+            self.offsets.append(len(buf))
+        self.snapshot_bson = bytes(buf)
+        self.versions: dict[int, int] = dict.fromkeys(range(count), 0)
+        self.deleted: set[int] = set()
+        self.ops = {"insert": 0, "update": 0, "delete": 0}
+
     def chunk(self, start: int, size: int) -> list[dict[str, Any]]:
         """Documents ``start`` .. ``start + size - 1``, decoded from BSON as pymongo decodes a reply."""
         end = min(self.count, start + size)
@@ -278,6 +307,156 @@ class Workload:
     def expected(self) -> dict[str, int]:
         """Count and checksum of the collection after every event."""
         return checksum(checksum_text(self.docs.doc(i, v)) for i, v in self.versions.items())
+
+    def pg_checksum(self, schema: str) -> dict[str, int]:
+        return pg_checksum(schema)
+
+
+# --------------------------------------------------------------------------- the OLTP shape
+ORDER_STATUSES = ("pending", "paid", "shipped", "delivered", "cancelled")
+ORDER_UPDATED = ("status", "quantity", "note", "updated_at")  # what one application update $sets
+OLTP_MIX = (20, 5, 2)  # updates : inserts : deletes, as 200k : 50k : 20k
+_OLTP_INSERTS = frozenset((2, 7, 12, 17, 22))  # j % 27 -> an insert_one ...
+_OLTP_DELETES = frozenset((9, 24))  # ... a delete_one; anything else an update_one
+
+
+def oltp_kind(j: int) -> str:
+    """The kind of the OLTP stream's ``j``-th change: 20 updates, 5 inserts and 2 deletes in 27."""
+    r = j % sum(OLTP_MIX)
+    return "insert" if r in _OLTP_INSERTS else "delete" if r in _OLTP_DELETES else "update"
+
+
+def oltp_mix(changes: int) -> dict[str, int]:
+    ops = {"insert": 0, "update": 0, "delete": 0}
+    for j in range(changes):
+        ops[oltp_kind(j)] += 1
+    return ops
+
+
+class Orders(Docs):
+    """An e-commerce ``orders`` collection: ``doc(i, v)`` is order ``i`` after ``v`` updates.
+
+    An update changes only :data:`ORDER_UPDATED` (``status``, ``quantity``, ``note``,
+    ``updated_at``), so ``{"$set": fields(i, v)}`` on ``doc(i, v - 1)`` gives ``doc(i, v)``.
+    """
+
+    def fields(self, i: int, v: int) -> dict[str, Any]:
+        return {
+            "status": ORDER_STATUSES[(i + v) % len(ORDER_STATUSES)],
+            "quantity": 1 + (i + v) % 9,
+            "note": (f"gift {i}" if i % 4 == 0 else None)
+            if v == 0
+            else (None if v % 3 == 0 else f"note {v}"),
+            "updated_at": EPOCH + _dt.timedelta(seconds=i + 60 * v, milliseconds=i % 1000),
+        }
+
+    def doc(self, i: int, v: int = 0) -> dict[str, Any]:
+        return {
+            "_id": self.id_of(i),
+            "user_id": (i * 7919) % 50_000,
+            "product_id": (i * 31) % 5_000,
+            "price": Decimal128(f"{i % 5_000 + 1}.{i % 100:02d}"),
+            "created_at": EPOCH + _dt.timedelta(seconds=i, milliseconds=i % 1000),
+            "payload": {"src": ("web", "app", "pos")[i % 3], "tags": ["o", f"t{i % 7}"], "n": i % 10},
+        } | self.fields(i, v)
+
+
+def order_checksum_text(doc: Mapping[str, Any]) -> str:
+    """What ORDERS_CHECKSUM_SQL hashes for one row (concat_ws skips a null ``note``)."""
+    price = doc["price"].to_decimal() if isinstance(doc["price"], Decimal128) else Decimal(doc["price"])
+    updated = doc["updated_at"]
+    if updated.tzinfo is None:
+        updated = updated.replace(tzinfo=_dt.UTC)
+    parts = [str(doc["_id"]), str(doc["user_id"]), str(doc["product_id"]), doc["status"]]
+    parts += [str(int(doc["quantity"])), str(price)]
+    if doc["note"] is not None:
+        parts.append(doc["note"])
+    parts.append(str(math.floor(updated.timestamp())))
+    return "|".join(parts)
+
+
+ORDERS_CHECKSUM_SQL = sql.SQL(
+    "SELECT count(*), sum(('x' || left(md5(concat_ws('|', \"_id\", user_id, product_id, status, quantity, "
+    "price, note, floor(extract(epoch FROM updated_at))::bigint)), 8))::bit(32)::bigint) FROM {}"
+)
+
+
+def pg_orders_checksum(schema: str) -> dict[str, int]:
+    conn = pg()
+    with conn, conn.cursor() as cur:
+        cur.execute(ORDERS_CHECKSUM_SQL.format(sql.Identifier(schema, OLTP_COLL)))
+        count, total = cur.fetchone()
+    conn.close()
+    return {"rows": int(count), "checksum": int(total or 0)}
+
+
+class OltpWorkload(Workload):
+    """The OLTP shape for the synthetic source: ``count`` orders, then ``events`` single-document changes.
+
+    Each change event is encoded on its own (``raw_events``), with its own resume token and cluster
+    time, as a change stream delivers the changes of single-document writes: each its own
+    transaction.  Event ``j`` is :func:`oltp_kind`: an update (``updatedFields`` the four fields an
+    application ``$set``\\ s, ``fullDocument`` as ``updateLookup`` returns it) of an order no delete
+    touches, an insert of a new order, or a delete of one of the highest ``_id``\\ s.
+    """
+
+    coll = OLTP_COLL
+
+    def __init__(self, docs: Orders, count: int, events: int):
+        ops = oltp_mix(events)
+        if ops["delete"] + 1 >= count // 2:
+            raise BenchError(
+                "the OLTP stream's deletes must stay below half of --oltp-docs (they take the top ids)"
+            )
+        self._encode_snapshot(docs, count, events)
+        self.orders = docs
+        self.raw_events: list[bytes] = []
+        updatable = count - (ops["delete"] + 1)
+        next_new, next_delete = count, count - 1
+        token: dict[str, str] | None = None
+        for j in range(events):
+            kind = oltp_kind(j)
+            token = {"_data": f"82{self.t0 + j // 1000:08X}{j % 1000 + 1:08X}{_TOKEN_TAIL}"}
+            ct = Timestamp(self.t0 + j // 1000, j % 1000 + 1)
+            change: dict[str, Any] = {
+                "_id": token,
+                "operationType": kind,
+                "clusterTime": ct,
+                "wallTime": _dt.datetime.fromtimestamp(ct.time, _dt.UTC),
+                "ns": {"db": OLTP_SYN, "coll": OLTP_COLL},
+            }
+            if kind == "insert":
+                i, next_new = next_new, next_new + 1
+                self.versions[i] = 0
+                doc = docs.doc(i)
+                change |= {"fullDocument": doc, "documentKey": {"_id": doc["_id"]}}
+            elif kind == "delete":
+                i, next_delete = next_delete, next_delete - 1
+                del self.versions[i]
+                self.deleted.add(i)
+                change |= {"documentKey": {"_id": docs.id_of(i)}}
+            else:
+                i = (j * 7919) % updatable
+                self.versions[i] += 1
+                doc = docs.doc(i, self.versions[i])
+                change |= {
+                    "documentKey": {"_id": doc["_id"]},
+                    "updateDescription": {
+                        "updatedFields": {k: doc[k] for k in ORDER_UPDATED},
+                        "removedFields": [],
+                        "truncatedArrays": [],
+                    },
+                    "fullDocument": doc,
+                }
+            self.ops[kind] += 1
+            self.raw_events.append(bson.encode(change))
+        self.last_token = token
+
+    def expected(self) -> dict[str, int]:
+        return checksum(order_checksum_text(self.orders.doc(i, v)) for i, v in self.versions.items())
+
+    def pg_checksum(self, schema: str) -> dict[str, int]:
+        return pg_orders_checksum(schema)
 
 
 # --------------------------------------------------------------------------- the synthetic source
@@ -359,10 +538,10 @@ class SyntheticMongoSource(MongoSource):
         return {"cluster_time": [self.workload.t0, 0]}
 
     def list_tables(self) -> list[str]:
-        return [COLL]
+        return [self.workload.coll]
 
     def table_exists(self, table: str) -> bool:
-        return table == COLL
+        return table == self.workload.coll
 
     def describe(self, table: str, key_columns: tuple[str, ...] | None = None) -> TableSchema:
         mapper = self.mapper(table)
@@ -444,6 +623,56 @@ class SyntheticMongoSource(MongoSource):
         pass
 
 
+class OltpSource(SyntheticMongoSource):
+    """:class:`SyntheticMongoSource` streaming :class:`OltpWorkload`'s events one at a time.
+
+    Each event is decoded on its own with the connector's codec options and handed to
+    ``MongoSource.change_events`` with its BSON size, as ``MongoSource.stream`` does with what
+    ``try_next`` returns; no ``Heartbeat`` until the end (a change stream that is behind returns full
+    batches, so ``try_next`` does not come back empty until it has caught up).
+    """
+
+    def stream(
+        self,
+        start: Position,
+        tables: MutableMapping[str, TableSchema],
+        included: Callable[[str], bool],
+        key_override: Callable[[str], tuple[str, ...] | None],
+        skipped: Callable[[str], bool] = lambda _t: False,
+    ) -> Iterator[Event]:
+        if self.finished:
+            raise BenchError("the synthetic stream was reopened (an error in the engine?)")
+        workload = self.workload
+        assert isinstance(workload, OltpWorkload)
+        self.on_phase("stream")
+        position: Position = start
+        clock, timers, decode = time.perf_counter, self.timers, bson.decode
+        decode_s = convert_s = 0.0
+        n = 0
+        for raw in workload.raw_events:
+            t0 = clock()
+            change = decode(raw, codec_options=CODEC_OPTIONS)
+            t1 = clock()
+            before, position = position, {"token": change["_id"]}
+            events = list(self.change_events(change, before, position, tables, included, len(raw)))
+            decode_s += t1 - t0
+            convert_s += clock() - t1
+            n += 1
+            if n == EVENT_BATCH:  # the stage timers take a lock: add them up a batch at a time
+                timers.add("stream: decode BSON, one event a call (main thread)", decode_s, n)
+                timers.add("stream: MongoSource.change_events: fit + row (main thread)", convert_s, n)
+                decode_s = convert_s = 0.0
+                n = 0
+            yield from events
+        if n:
+            timers.add("stream: decode BSON, one event a call (main thread)", decode_s, n)
+            timers.add("stream: MongoSource.change_events: fit + row (main thread)", convert_s, n)
+        self.finished = True
+        self.on_phase("stream done")
+        yield Heartbeat(position)
+        raise BenchError("the engine did not stop after the last event")
+
+
 # --------------------------------------------------------------------------- profiling
 class ThreadProfiles:
     """cProfile in every thread, by phase.
@@ -512,7 +741,7 @@ class ThreadProfiles:
                 return f"{file.split(marker, 1)[1]}:{fn}"
         return f"{file[len(ROOT) + 1 :] if file.startswith(ROOT + '/') else file}:{fn}"
 
-    def report(self, out_dir: str, top: int = 18) -> dict[str, Any]:
+    def report(self, out_dir: str, prefix: str = "synthetic", top: int = 18) -> dict[str, Any]:
         """Per phase: busy seconds per thread, and self / inclusive shares of the busy time."""
         os.makedirs(out_dir, exist_ok=True)
         out: dict[str, Any] = {}
@@ -541,7 +770,7 @@ class ThreadProfiles:
                     merged.add(st)
             if merged is None:
                 continue
-            path = os.path.join(out_dir, f"synthetic-{phase}.pstats")
+            path = os.path.join(out_dir, f"{prefix}-{phase}.pstats")
             merged.dump_stats(path)
             raw = merged.stats  # type: ignore[attr-defined]
             busy = sum(v[2] for k, v in raw.items() if not (k[0] == "~" and k[2].endswith(self.WAITS)))
@@ -678,9 +907,16 @@ def raw_map(workload: Workload, chunk_size: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the synthetic run
 def synthetic_run(
-    workload: Workload, profile_dir: str | None, gc_threshold: int | None, keep: bool
+    workload: Workload,
+    profile_dir: str | None,
+    gc_threshold: int | None,
+    keep: bool,
+    name: str = SYN,
+    source_cls: type[SyntheticMongoSource] = SyntheticMongoSource,
+    label: str = "synthetic",
 ) -> dict[str, Any]:
-    """SchemaRunner in this process, fed by SyntheticMongoSource; snapshot and stream timed."""
+    """SchemaRunner in this process, fed by ``source_cls`` (SyntheticMongoSource or OltpSource) with
+    ``workload``, replicating into schema ``name``; snapshot and stream timed."""
     import warpd.connectors.builtin  # noqa: F401 - registers the real "mongodb" first, to restore it after
     from warpd import logs
     from warpd.config import load_config
@@ -689,26 +925,26 @@ def synthetic_run(
     from warpd.engine.applier import TableApplier
     from warpd.engine.runner import SchemaRunner
 
-    state_dir = tempfile.mkdtemp(prefix="warp-bench-mongo-syn-")
+    state_dir = tempfile.mkdtemp(prefix=f"warp-bench-mongo-{label}-")
     config_path = os.path.join(state_dir, "config.yaml")
     with open(config_path, "w", encoding="utf-8") as f:
         json.dump(  # JSON is YAML
             {
                 "source": {
                     "type": "mongodb",
-                    "connection_string": f"mongodb://synthetic.invalid:27017/{SYN}",
+                    "connection_string": f"mongodb://synthetic.invalid:27017/{name}",
                 },
                 "destination": {"type": "postgresql", "connection_string": PG_DSN},
                 "state_dir": state_dir,
-                "schemas": [{"name": SYN}],
+                "schemas": [{"name": name}],
             },
             f,
         )
     config = load_config(config_path)
-    schema = config.schema(SYN)
-    settings = schema.table_settings(COLL)
+    schema = config.schema(name)
+    settings = schema.table_settings(workload.coll)
     logs.configure("WARNING")
-    drop_pg_schemas(SYN)
+    drop_pg_schemas(name)
 
     marks: dict[str, float] = {}
     cpu_marks: dict[str, tuple[float, CpuWindow]] = {}
@@ -732,7 +968,7 @@ def synthetic_run(
     sources: list[SyntheticMongoSource] = []
 
     def factory(uri: str, database: str, schema_name: str, options: dict[str, Any]) -> SyntheticMongoSource:
-        src = SyntheticMongoSource(uri, database, schema_name, options, workload, on_phase, timers)
+        src = source_cls(uri, database, schema_name, options, workload, on_phase, timers)
         sources.append(src)
         return src
 
@@ -748,7 +984,7 @@ def synthetic_run(
     registry.register_source("mongodb")(factory)
     store = StateStore(state_dir)
     say(
-        f"synthetic: SchemaRunner in this process, {workload.count:,} documents then {workload.events:,} "
+        f"{label}: SchemaRunner in this process, {workload.count:,} documents then {workload.events:,} "
         f"events ({workload.ops['insert']:,} inserts, {workload.ops['update']:,} updates, "
         f"{workload.ops['delete']:,} deletes); batch_size {settings.batch_size}, max_parallel_streams "
         f"{settings.max_parallel_streams}, snapshot_chunk_size {settings.snapshot_chunk_size}"
@@ -773,8 +1009,8 @@ def synthetic_run(
         if "stream" in cpu_marks:
             stream_cpu = process_cpu(os.getpid()) - cpu_marks["stream"][0]
             stream_busy = cpu_marks["stream"][1].stop()["machine_busy_pct"]
-        checkpoint = store.checkpoint(SYN)
-        progress = store.snapshot_progress(SYN).get(COLL)
+        checkpoint = store.checkpoint(name)
+        progress = store.snapshot_progress(name).get(workload.coll)
     finally:
         registry.register_source("mongodb")(real)
         timers.unwrap()
@@ -822,12 +1058,12 @@ def synthetic_run(
     )
     if runner.applied_events != k:
         raise BenchError(f"the engine applied {runner.applied_events} row events, expected {k}")
-    exp, got = workload.expected(), pg_checksum(SYN)
+    exp, got = workload.expected(), workload.pg_checksum(name)
     out["verify"] = {"equal": exp == got, "source": exp, "destination": got}
     if profiles is not None:
-        out["profile"] = profiles.report(profile_dir)  # type: ignore[arg-type]
+        out["profile"] = profiles.report(profile_dir, label)  # type: ignore[arg-type]
     if not keep:
-        drop_pg_schemas(SYN)
+        drop_pg_schemas(name)
         import shutil
 
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -877,8 +1113,9 @@ class WireServer:
 class Warp:
     """One ``python -m warpd --mode single`` child process, its log file and its state file."""
 
-    def __init__(self, source: str, state_dir: str):
+    def __init__(self, source: str, state_dir: str, schema: str = DB):
         self.source = source
+        self.schema = schema
         self.state_dir = state_dir
         self.log_path = os.path.join(state_dir, "warpd.log")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -887,7 +1124,7 @@ class Warp:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "warpd", "--mode", "single", "--source", self.source]
-        cmd += ["--destination", PG_DSN, "--schema", DB, "--state-dir", self.state_dir]
+        cmd += ["--destination", PG_DSN, "--schema", self.schema, "--state-dir", self.state_dir]
         with open(self.log_path, "ab") as log:
             self.started = time.monotonic()
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -984,13 +1221,13 @@ def wire_read(client: Any, count: int) -> dict[str, Any]:
     }
 
 
-def wait_snapshot(warp: Warp, count: int) -> dict[str, Any]:
+def wait_snapshot(warp: Warp, count: int, coll: str = COLL) -> dict[str, Any]:
     cpu = CpuWindow(warp.pid)
     store = warp.store()
     running_seen = None
     deadline = warp.started + max(600.0, count / 200)
     while time.monotonic() < deadline:
-        prog = store.snapshot_progress(DB).get(COLL)
+        prog = store.snapshot_progress(warp.schema).get(coll)
         now = time.monotonic()
         if prog is not None and prog.status == "running" and running_seen is None:
             running_seen = now
@@ -1085,14 +1322,26 @@ def wait_marker(
     raise BenchError("timed out waiting for the burst's marker in PostgreSQL")
 
 
-def wire_stream_read(client: Any, start: Timestamp, expected: int) -> dict[str, Any]:
-    """pymongo alone reads the burst's change-stream range, with the connector's options."""
-    say(f"wire: pymongo alone reads the burst's {expected:,} change events (fullDocument: updateLookup)")
-    db = client.get_database(DB, codec_options=CODEC_OPTIONS)
+def wire_stream_read(
+    client: Any,
+    start: Timestamp | None,
+    expected: int,
+    database: str = DB,
+    coll: str = COLL,
+    token: Mapping[str, Any] | None = None,
+    what: str = "wire",
+) -> dict[str, Any]:
+    """pymongo alone reads the burst's change-stream range, with the connector's options: from the
+    operation time ``start``, or (``token``) after that resume token, as the connector resumes."""
+    say(f"{what}: pymongo alone reads the burst's {expected:,} change events (fullDocument: updateLookup)")
+    db = client.get_database(database, codec_options=CODEC_OPTIONS)
     cpu = CpuWindow(os.getpid())
     t0 = time.monotonic()
     n = 0
-    with db.watch(start_at_operation_time=start, full_document="updateLookup", max_await_time_ms=500) as cs:
+    where: dict[str, Any] = (
+        {"start_after": token} if token is not None else {"start_at_operation_time": start}
+    )
+    with db.watch(full_document="updateLookup", max_await_time_ms=500, **where) as cs:
         idle = 0
         while n < expected and idle < 10:
             change = cs.try_next()
@@ -1100,7 +1349,7 @@ def wire_stream_read(client: Any, start: Timestamp, expected: int) -> dict[str, 
                 idle += 1
                 continue
             idle = 0
-            if change.get("ns", {}).get("coll") == COLL:
+            if change.get("ns", {}).get("coll") == coll:
                 n += 1
     seconds = time.monotonic() - t0
     used = cpu.stop()
@@ -1212,6 +1461,259 @@ def wire_run(docs: Docs, count: int, changes: int, catch_up: bool, keep: bool) -
     return out
 
 
+# --------------------------------------------------------------------------- the OLTP shape, wire
+def oltp_burst(
+    client: Any, orders: Orders, st: dict[str, Any], changes: int, marker: str, what: str
+) -> dict[str, Any]:
+    """``changes`` single-document writes as an application makes them, then a marker.
+
+    ``update_one({_id}, {$set: the four ORDER_UPDATED fields})``, ``insert_one`` and ``delete_one``
+    by :func:`oltp_kind` (20 : 5 : 2), one call each, back to back; the marker sets ``note`` of order 0
+    (never deleted).  ``st`` carries the orders' versions and the next ids across bursts.
+    """
+    db = client[OLTP_DB]
+    coll = db[OLTP_COLL]
+    start = db.command("ping")["operationTime"]
+    with db.watch(full_document="updateLookup", max_await_time_ms=10) as cs:
+        cs.try_next()
+        start_token = cs.resume_token  # the postBatchResumeToken: where a stream opened now starts
+    say(f"{what}: {changes:,} single-document writes (update_one / insert_one / delete_one) and a marker")
+    versions = st["versions"]
+    ops = {"insert": 0, "update": 0, "delete": 0}
+    t0 = time.monotonic()
+    for _ in range(changes):
+        j = st["j"]
+        st["j"] = j + 1
+        kind = oltp_kind(j)
+        if kind == "insert":
+            i = st["next_new"]
+            st["next_new"] = i + 1
+            versions[i] = 0
+            coll.insert_one(orders.doc(i))
+        elif kind == "delete":
+            i = st["next_delete"]
+            st["next_delete"] = i - 1
+            del versions[i]
+            if coll.delete_one({"_id": orders.id_of(i)}).deleted_count != 1:
+                raise BenchError(f"delete_one found no order {i}")
+        else:
+            i = (j * 7919) % st["updatable"]
+            versions[i] += 1
+            res = coll.update_one({"_id": orders.id_of(i)}, {"$set": orders.fields(i, versions[i])})
+            if res.matched_count != 1:
+                raise BenchError(f"update_one found no order {i}")
+        ops[kind] += 1
+    coll.update_one({"_id": orders.id_of(0)}, {"$set": {"note": marker}})
+    written = time.monotonic()
+    return {
+        "changes": changes + 1,
+        "ops": ops,
+        "started": t0,
+        "written": written,
+        "source_seconds": round(written - t0, 3),
+        "source_changes_per_s": round((changes + 1) / (written - t0)),
+        "start_time": start,
+        "start_token": start_token,
+    }
+
+
+def wait_orders(
+    warp: Warp,
+    marker_id: str,
+    marker: str,
+    expected: dict[str, int],
+    log_needle: tuple[str, int] | None = None,
+) -> dict[str, float | None]:
+    """Poll PostgreSQL until the marker (``note`` of order 0) is there, then until the whole table's
+    checksum is ``expected``: with two apply streams a batch commits in two transactions, so the
+    marker can be visible before the rest of its batch.  Times (monotonic) of both, of
+    ``log_needle`` (text, occurrence) in the log, and warp's CPU seconds when that was logged."""
+    out: dict[str, float | None] = {"marker": None, "all": None, "logged": None, "cpu_at_log": None}
+    conn = pg()
+    conn.autocommit = True
+    deadline = time.monotonic() + 600.0
+    query = sql.SQL("SELECT note FROM {} WHERE _id = %s").format(sql.Identifier(OLTP_DB, OLTP_COLL))
+    whole = ORDERS_CHECKSUM_SQL.format(sql.Identifier(OLTP_DB, OLTP_COLL))
+    try:
+        with conn.cursor() as cur:
+            while time.monotonic() < deadline:
+                now = time.monotonic()
+                if (
+                    log_needle
+                    and out["logged"] is None
+                    and warp.log_text().count(log_needle[0]) >= log_needle[1]
+                ):
+                    out["logged"], out["cpu_at_log"] = now, process_cpu(warp.pid)
+                if out["marker"] is None:
+                    cur.execute(query, (marker_id,))
+                    row = cur.fetchone()
+                    if row and row[0] == marker:
+                        out["marker"] = time.monotonic()
+                if out["marker"] is not None:
+                    cur.execute(whole)
+                    count, total = cur.fetchone()
+                    if {"rows": int(count), "checksum": int(total or 0)} == expected:
+                        out["all"] = time.monotonic()
+                        return out
+                warp.check_alive()
+                time.sleep(MARKER_POLL)
+    finally:
+        conn.close()
+    raise BenchError(
+        f"timed out waiting for the OLTP burst in PostgreSQL (marker seen: {out['marker'] is not None})"
+    )
+
+
+def expected_orders(orders: Orders, versions: Mapping[int, int], marker: str) -> dict[str, int]:
+    """Count and checksum of the orders after a burst: every order at its version, order 0's note the marker."""
+
+    def text(i: int, v: int) -> str:
+        doc = orders.doc(i, v)
+        if i == 0:
+            doc["note"] = marker
+        return order_checksum_text(doc)
+
+    return checksum(text(i, v) for i, v in versions.items())
+
+
+def oltp_wire_run(orders: Orders, count: int, changes: int, catch_up: bool, keep: bool) -> dict[str, Any]:
+    """The OLTP shape through the wire test server: a live stream of single-document writes, then catch-up."""
+    import pymongo
+
+    mix = oltp_mix(changes)
+    deletes = mix["delete"] * (2 if catch_up else 1)
+    if deletes + 1 >= count // 2:
+        raise BenchError("the OLTP bursts' deletes must stay below half of --oltp-wire-docs")
+    out: dict[str, Any] = {"documents": count, "changes": changes}
+    server = WireServer()
+    state_dir = tempfile.mkdtemp(prefix="warp-bench-mongo-oltp-wire-")
+    source = f"mongodb://127.0.0.1:{server.port}/{OLTP_DB}?replicaSet=rs0"
+    warp = Warp(source, state_dir, OLTP_DB)
+    client = pymongo.MongoClient(server.uri, tz_aware=True)
+    st: dict[str, Any] = {
+        "versions": dict.fromkeys(range(count), 0),
+        "next_new": count,
+        "next_delete": count - 1,
+        "updatable": count - deletes - 1,
+        "j": 0,
+    }
+    marker_id = str(orders.id_of(0))
+    try:
+        drop_pg_schemas(OLTP_DB)
+        client.drop_database(OLTP_DB)
+        say(f"oltp wire: inserting {count:,} orders into the test server")
+        for a in range(0, count, WIRE_WRITE_BATCH):
+            client[OLTP_DB][OLTP_COLL].insert_many(
+                [orders.doc(i) for i in range(a, min(count, a + WIRE_WRITE_BATCH))]
+            )
+        say(f"oltp wire: python -m warpd --mode single --source {source} --schema {OLTP_DB}")
+        warp.start()
+        out["snapshot"] = wait_snapshot(warp, count, OLTP_COLL)
+        warp.wait_log("streaming changes from")
+        time.sleep(1.0)
+        marker = f"marker-{time.time_ns()}"
+        cpu = CpuWindow(warp.pid)
+        server_cpu0 = process_cpu(server.pid)
+        burst = oltp_burst(client, orders, st, changes, marker, "oltp wire, while warp streams")
+        seen = wait_orders(warp, marker_id, marker, expected_orders(orders, st["versions"], marker))
+        used = cpu.stop()
+        visible = seen["all"]
+        assert visible is not None and seen["marker"] is not None
+        seconds = visible - burst["started"]
+        out["streaming"] = {
+            "events": burst["changes"],
+            "ops": burst["ops"],
+            "seconds": round(seconds, 3),
+            "events_per_s": round(burst["changes"] / seconds),
+            "source_seconds": burst["source_seconds"],
+            "source_changes_per_s": burst["source_changes_per_s"],
+            "lag_s": round(visible - burst["written"], 3),
+            "marker_early_s": round(visible - seen["marker"], 3),
+            "server_cpu_s": round(process_cpu(server.pid) - server_cpu0, 2),
+            "warp_cpu_s_per_1000": round(1000 * used["warp_cpu_s"] / burst["changes"], 3),
+        } | used
+        say(f"  streaming {out['streaming']['events_per_s']:,} events/s ({seconds:.2f}s)")
+        out["pymongo_stream"] = wire_stream_read(
+            client,
+            burst["start_time"],
+            burst["changes"],
+            OLTP_DB,
+            OLTP_COLL,
+            burst["start_token"],
+            "oltp wire",
+        )
+        if catch_up:
+            say("oltp wire: stopping warp (SIGTERM) for the catch-up phase")
+            warp.stop()
+            saved = StateStore(state_dir)
+            try:
+                checkpoint = saved.checkpoint(OLTP_DB) or {}
+            finally:
+                saved.close()
+            marker = f"marker-{time.time_ns()}"
+            burst = oltp_burst(client, orders, st, changes, marker, "oltp wire, while warp is stopped")
+            warp.start()
+            cpu = CpuWindow(warp.pid)
+            expected = expected_orders(orders, st["versions"], marker)
+            seen = wait_orders(warp, marker_id, marker, expected, ("streaming changes from", 2))
+            used = cpu.stop()
+            visible = seen["all"]
+            assert visible is not None and seen["marker"] is not None
+            streaming_at = seen["logged"] or visible
+            seconds = visible - warp.started
+            at_log = seen["cpu_at_log"]
+            streaming_cpu = used["warp_cpu_s"] - (at_log - cpu.proc0 if at_log is not None else 0.0)
+            out["catch_up"] = {
+                "events": burst["changes"],
+                "seconds": round(seconds, 3),
+                "events_per_s": round(burst["changes"] / seconds),
+                "startup_seconds": round(streaming_at - warp.started, 3),
+                "marker_early_s": round(visible - seen["marker"], 3),
+                "events_per_s_after_startup": round(burst["changes"] / max(1e-3, visible - streaming_at)),
+                # from the 'streaming' log line: the interpreter's start-up and imports left out
+                "warp_cpu_s_streaming": round(streaming_cpu, 2),
+                "warp_cpu_s_per_1000": round(1000 * streaming_cpu / burst["changes"], 3),
+                "resumed_from_token": "token" in checkpoint,
+            } | used
+            say(
+                f"  catch-up {out['catch_up']['events_per_s']:,} events/s ({seconds:.2f}s from process start)"
+            )
+            out["pymongo_catch_up"] = wire_stream_read(
+                client,
+                burst["start_time"],
+                burst["changes"],
+                OLTP_DB,
+                OLTP_COLL,
+                checkpoint.get("token") or burst["start_token"],
+                "oltp wire (catch-up range, from warp's checkpoint)",
+            )
+        src = checksum(
+            order_checksum_text(d)
+            for d in client.get_database(OLTP_DB, codec_options=CODEC_OPTIONS)[OLTP_COLL].find()
+        )
+        dst = pg_orders_checksum(OLTP_DB)
+        out["verify"] = {"equal": src == dst, "source": src, "destination": dst}
+        if src["rows"] != len(st["versions"]):
+            raise BenchError(f"the test server holds {src['rows']} orders, expected {len(st['versions'])}")
+    finally:
+        warp.stop()
+        if not keep:
+            try:
+                client.drop_database(OLTP_DB)
+            except Exception:  # noqa: BLE001 - the server goes away next anyway
+                pass
+        client.close()
+        server.stop()
+        if not keep:
+            drop_pg_schemas(OLTP_DB)
+            import shutil
+
+            shutil.rmtree(state_dir, ignore_errors=True)
+        else:
+            out["state_dir"] = state_dir
+    return out
+
+
 # --------------------------------------------------------------------------- the machine
 def machine() -> dict[str, Any]:
     conn = pg()
@@ -1234,6 +1736,93 @@ def machine() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- report
+def oltp_rows(fig: dict[str, Any], add: Callable[..., None]) -> None:
+    """The report's rows for the OLTP shape (orders, single-document changes)."""
+    osyn, owire = fig.get("oltp_synthetic"), fig.get("oltp_wire")
+    if not osyn and not owire:
+        return
+    add("OLTP shape: orders, one document a change", "", "each change its own event, token and transaction")
+    if osyn:
+        s, st, ops = osyn["snapshot"], osyn["streaming"], osyn["ops"]
+        add(
+            "oltp synthetic: orders / events",
+            f"{osyn['documents']:,} / {osyn['events']:,}",
+            f"{ops['update']:,} updates ($set of {len(ORDER_UPDATED)} fields, fullDocument), {ops['insert']:,} "
+            f"inserts, {ops['delete']:,} deletes",
+        )
+        add(
+            "oltp synthetic streaming",
+            f"{st['events_per_s']:,} events/s",
+            f"{st['seconds']}s; process CPU {st['cpu_s']}s ({1000 * st['cpu_s'] / osyn['events']:.3f} CPU s per "
+            f"1,000 events); machine {st['machine_busy_pct']}% busy",
+        )
+        bulk = (fig.get("synthetic") or {}).get("streaming", {}).get("events_per_s")
+        add("  oltp / bulk synthetic streaming", ratio(st["events_per_s"], bulk))
+        add(
+            "oltp synthetic snapshot (set-up)",
+            f"{s['docs_per_s']:,} docs/s",
+            f"{s['seconds']}s; process CPU {s['cpu_s']}s",
+        )
+        v = osyn["verify"]
+        add(
+            "oltp synthetic verification",
+            "OK" if v["equal"] and osyn["checkpoint_is_last_token"] else "MISMATCH",
+            f"{v['source']['rows']:,} rows, checksum {v['source']['checksum']} vs {v['destination']['rows']:,} / "
+            f"{v['destination']['checksum']}; checkpoint = last token: {osyn['checkpoint_is_last_token']}",
+        )
+    if owire:
+        st, cs = owire["streaming"], owire["pymongo_stream"]
+        ops = st["ops"]
+        add(
+            "oltp wire: orders / changes",
+            f"{owire['documents']:,} / {st['events']:,}",
+            f"{ops['update']:,} update_one, {ops['insert']:,} insert_one, {ops['delete']:,} delete_one, 1 marker",
+        )
+        add(
+            "oltp wire: streaming (first write -> all applied)",
+            f"{st['events_per_s']:,} docs/s",
+            f"{st['seconds']}s; the writes took {st['source_seconds']}s ({st['source_changes_per_s']:,}/s); lag "
+            f"{st['lag_s']}s (the marker {st['marker_early_s']}s before the rest); warp CPU {st['warp_cpu_s']}s "
+            f"({st['warp_cpu_s_per_1000']} s per 1,000 events), "
+            f"server CPU {st['server_cpu_s']}s; machine {st['machine_busy_pct']}% busy",
+        )
+        add(
+            "oltp wire: pymongo alone, change stream",
+            f"{cs['events_per_s']:,} docs/s",
+            f"{cs['seconds']}s, client CPU {cs['client_cpu_s']}s (the live range, updateLookup)",
+        )
+        add("  oltp wire streaming / server writes", ratio(st["events_per_s"], st["source_changes_per_s"]))
+        add("  oltp wire streaming / pymongo alone", ratio(st["events_per_s"], cs["events_per_s"]))
+        if owire.get("catch_up"):
+            cu, cc = owire["catch_up"], owire["pymongo_catch_up"]
+            add(
+                "oltp wire: catch-up after a restart",
+                f"{cu['events_per_s']:,} docs/s",
+                f"{cu['seconds']}s from process start; {cu['events_per_s_after_startup']:,} docs/s after the "
+                f"'streaming' log line ({cu['startup_seconds']}s start-up; the marker {cu['marker_early_s']}s before "
+                f"the rest); warp CPU {cu['warp_cpu_s']}s, "
+                f"{cu['warp_cpu_s_streaming']}s after start-up ({cu['warp_cpu_s_per_1000']} s per 1,000 events); "
+                f"machine {cu['machine_busy_pct']}% busy",
+            )
+            add(
+                "oltp wire: pymongo alone, catch-up range",
+                f"{cc['events_per_s']:,} docs/s",
+                f"{cc['seconds']}s, client CPU {cc['client_cpu_s']}s (after warp's checkpoint, updateLookup)",
+            )
+            add(
+                "  oltp wire catch-up / pymongo alone",
+                ratio(cu["events_per_s_after_startup"], cc["events_per_s"]),
+                "after start-up",
+            )
+        v = owire["verify"]
+        add(
+            "oltp wire verification",
+            "OK" if v["equal"] else "MISMATCH",
+            f"{v['source']['rows']:,} rows, checksum {v['source']['checksum']} vs {v['destination']['rows']:,} / "
+            f"{v['destination']['checksum']}",
+        )
+
+
 def report(fig: dict[str, Any]) -> str:
     m = fig["machine"]
     raw = fig.get("raw", {})
@@ -1246,12 +1835,13 @@ def report(fig: dict[str, Any]) -> str:
     def aim(rate: int) -> str:
         return f"aim >= {AIM_APPLY_DOCS:,}/s: {'met' if rate >= AIM_APPLY_DOCS else 'NOT met'}"
 
-    add(
-        "documents / events (synthetic)",
-        f"{fig['docs']:,} / {fig['events']:,}",
-        f"_id {fig['id_type']}; events: {fig['ops']['insert']:,} inserts, {fig['ops']['update']:,} updates, "
-        f"{fig['ops']['delete']:,} deletes",
-    )
+    if "ops" in fig:
+        add(
+            "documents / events (synthetic)",
+            f"{fig['docs']:,} / {fig['events']:,}",
+            f"_id {fig['id_type']}; events: {fig['ops']['insert']:,} inserts, {fig['ops']['update']:,} updates, "
+            f"{fig['ops']['delete']:,} deletes",
+        )
     if copy:
         c = raw["copy"]
         add(
@@ -1357,6 +1947,7 @@ def report(fig: dict[str, Any]) -> str:
             f"{v['source']['rows']:,} rows, checksum {v['source']['checksum']} vs {v['destination']['rows']:,} / "
             f"{v['destination']['checksum']}",
         )
+    oltp_rows(fig, add)
     lines = [
         f"cartridge-warp benchmark: MongoDB -> PostgreSQL ({time.strftime('%Y-%m-%d %H:%M')})",
         f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
@@ -1365,16 +1956,23 @@ def report(fig: dict[str, Any]) -> str:
         f"cartridge-warp: {fig.get('warpd', '?')}",
     ]
     lines += report_tail(fig, rows)
-    for phase, stages in (syn or {}).get("stages", {}).items():
-        wall = syn[phase if phase == "snapshot" else "streaming"]["seconds"]
-        lines += ["", f"synthetic {phase}: wall-clock seconds per stage (of {wall}s; threads overlap)"]
-        lines += [
-            f"    {sec:7.3f}s  {share:5.1f}%  {name}  ({calls:,} calls)" for name, sec, share, calls in stages
-        ]
-    for phase, prof in (syn or {}).get("profile", {}).items():
+    parts = [("synthetic", syn), ("OLTP synthetic", fig.get("oltp_synthetic"))]
+    for label, part in parts:
+        for phase, stages in (part or {}).get("stages", {}).items():
+            wall = part[phase if phase == "snapshot" else "streaming"]["seconds"]  # type: ignore[index]
+            lines += ["", f"{label} {phase}: wall-clock seconds per stage (of {wall}s; threads overlap)"]
+            lines += [
+                f"    {sec:7.3f}s  {share:5.1f}%  {name}  ({calls:,} calls)"
+                for name, sec, share, calls in stages
+            ]
+    for label, phase, prof in (
+        (label, phase, prof)
+        for label, part in parts
+        for phase, prof in (part or {}).get("profile", {}).items()
+    ):
         lines += [
             "",
-            f"cProfile of the synthetic {phase}: {prof['busy_seconds']}s busy in all threads, waits excluded "
+            f"cProfile of the {label} {phase}: {prof['busy_seconds']}s busy in all threads, waits excluded "
             f"({prof['pstats']})",
             "  threads, busy / waiting (s): "
             + ", ".join(f"{t} {b} / {w}" for t, (b, w) in prof["threads_busy_wait_s"].items()),
@@ -1427,6 +2025,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--profile", metavar="DIR", help="run the synthetic part under cProfile; .pstats go to DIR"
     )
+    p.add_argument(
+        "--oltp-events",
+        type=int,
+        default=270_000,
+        metavar="N",
+        help="OLTP shape, synthetic: single-document change events, updates : inserts : deletes 20 : 5 : 2 "
+        "(default 270,000: 200k / 50k / 20k)",
+    )
+    p.add_argument(
+        "--oltp-docs",
+        type=int,
+        default=100_000,
+        help="OLTP shape, synthetic: orders copied first (default 100,000)",
+    )
+    p.add_argument(
+        "--oltp-wire-changes",
+        type=int,
+        default=2_700,
+        metavar="N",
+        help="OLTP shape, wire: single-document writes per burst (default 2,700; the test server's "
+        "update_one / delete_one scan the collection, a few hundred a second)",
+    )
+    p.add_argument(
+        "--oltp-wire-docs",
+        type=int,
+        default=1_000,
+        help="OLTP shape, wire: orders in the test server (default 1,000)",
+    )
+    p.add_argument("--skip-oltp", action="store_true", help="do not measure the OLTP shape")
+    p.add_argument(
+        "--skip-bulk",
+        action="store_true",
+        help="do not measure the bulk shape (the figures above the OLTP ones, and raw COPY): OLTP only",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON too")
     p.add_argument(
         "--quiet-wait",
@@ -1438,6 +2070,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.docs < 1000 or args.events < 1 or args.wire_docs < 2 or args.wire_changes < 1:
         p.error("--docs must be >= 1000, --wire-docs >= 2, --events and --wire-changes >= 1")
+    if (
+        args.oltp_docs < 1000
+        or args.oltp_events < 1
+        or args.oltp_wire_docs < 10
+        or args.oltp_wire_changes < 1
+    ):
+        p.error(
+            "--oltp-docs must be >= 1000, --oltp-wire-docs >= 10, --oltp-events and --oltp-wire-changes >= 1"
+        )
 
     docs = Docs(args.id_type)
     fig: dict[str, Any] = {
@@ -1449,20 +2090,39 @@ def main(argv: list[str] | None = None) -> int:
     fig["machine"] = machine()
     fig["warpd"] = warpd_revision()
     fig["load"] = wait_for_quiet(args.quiet_wait)
-    say(f"generating {args.docs:,} documents and {args.events:,} change events (BSON in memory, not timed)")
-    workload = Workload(docs, args.docs, args.events)
-    fig["ops"] = workload.ops
-    if not args.skip_raw:
-        fig["raw"] = {"copy": raw_copy(workload), "map": raw_map(workload, READ_CHUNK)}
-    if not args.skip_synthetic:
-        fig["synthetic"] = synthetic_run(workload, args.profile, args.gc_threshold, args.keep)
-    del workload
-    if not args.skip_wire:
-        fig["wire"] = wire_run(docs, args.wire_docs, args.wire_changes, not args.no_catch_up, args.keep)
+    if not args.skip_bulk:
+        say(
+            f"generating {args.docs:,} documents and {args.events:,} change events (BSON in memory, not timed)"
+        )
+        workload = Workload(docs, args.docs, args.events)
+        fig["ops"] = workload.ops
+        if not args.skip_raw:
+            fig["raw"] = {"copy": raw_copy(workload), "map": raw_map(workload, READ_CHUNK)}
+        if not args.skip_synthetic:
+            fig["synthetic"] = synthetic_run(workload, args.profile, args.gc_threshold, args.keep)
+        del workload
+        if not args.skip_wire:
+            fig["wire"] = wire_run(docs, args.wire_docs, args.wire_changes, not args.no_catch_up, args.keep)
+    orders = Orders(args.id_type)
+    if not args.skip_oltp and not args.skip_synthetic:
+        say(
+            f"OLTP shape: generating {args.oltp_docs:,} orders and {args.oltp_events:,} single-document change "
+            "events, each encoded on its own (not timed)"
+        )
+        oltp = OltpWorkload(orders, args.oltp_docs, args.oltp_events)
+        fig["oltp_synthetic"] = synthetic_run(
+            oltp, args.profile, args.gc_threshold, args.keep, OLTP_SYN, OltpSource, "oltp-synthetic"
+        )
+        del oltp
+    if not args.skip_oltp and not args.skip_wire:
+        fig["oltp_wire"] = oltp_wire_run(
+            orders, args.oltp_wire_docs, args.oltp_wire_changes, not args.no_catch_up, args.keep
+        )
     print(report(fig))
     if args.json:
         print(json.dumps(fig, indent=2, default=str))
-    ok = all(fig[k]["verify"]["equal"] for k in ("synthetic", "wire") if k in fig)
+    parts = ("synthetic", "wire", "oltp_synthetic", "oltp_wire")
+    ok = all(fig[k]["verify"]["equal"] for k in parts if k in fig)
     return 0 if ok else 1
 
 
