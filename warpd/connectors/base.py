@@ -41,7 +41,8 @@ class RowChange:
 
     ``before`` is the old row image (UPDATE, DELETE), ``after`` the new one
     (INSERT, UPDATE).  Images hold canonical values (see :mod:`warpd.types`)
-    keyed by source column name; they may lack columns the event did not carry.
+    keyed by source column name; they may lack columns the event did not carry,
+    and an UPDATE's ``before`` may hold only the key (``update_before_keys_only``).
     """
 
     table: str
@@ -186,7 +187,7 @@ class Source(Protocol):
 
     Register a factory with :func:`warpd.connectors.registry.register_source`.
 
-    Five optional members, looked up with ``getattr``: ``configure(table_settings)``
+    Optional members, looked up with ``getattr``: ``configure(table_settings)``
     hands the source its per-table settings (``SchemaConfig.table_settings``);
     ``infers_shapes = True`` says that table shapes come from the data
     (MongoDB): ``describe()`` is then a sample, shapes only ever widen (through
@@ -210,7 +211,13 @@ class Source(Protocol):
     events older than a table's copy"), without it it re-copies as asked;
     ``bulk_formats`` (a set of
     format names such as :data:`PG_COPY_TEXT`) lists the encodings the
-    source can produce server-side for a snapshot (``bulk_format``).
+    source can produce server-side for a snapshot (``bulk_format``);
+    ``update_before_keys_only`` (a callable the engine sets) says whether an
+    UPDATE's ``before`` image may hold only the table's key columns (what the
+    engine reads of it: the old key), which saves decoding the rest; the
+    engine says no while it emulates foreign-key actions (they read the
+    parent's referenced columns) and for keyless tables the source keeps the
+    whole image anyway (their key is a hash of the row).
     """
 
     def check_prerequisites(self) -> None:

@@ -118,6 +118,10 @@ class SchemaRunner:
         self._infers_shapes = bool(getattr(self.source, "infers_shapes", False))
         # foreign-key actions the source's change log does not carry (refused, emulated or ignored)
         self.cascades = ForeignKeyCascades(self.name, schema, self.source, self._retry)
+        if hasattr(self.source, "update_before_keys_only"):
+            # the old key is all the engine reads of an UPDATE's before image, unless it emulates
+            # foreign-key actions (they read the parent's referenced columns)
+            self.source.update_before_keys_only = lambda: not self.cascades.active
         # a source whose every change is a resume point (MongoDB) checkpoints a busy stream too
         self._positions_per_change = bool(getattr(self.source, "positions_per_change", False))
         # orders a change-log event against a copy's start (Source.precedes); None: the source cannot

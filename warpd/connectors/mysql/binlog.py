@@ -309,6 +309,10 @@ class BinlogReader:
         convs = self.converters(table)
         ts = float(ev.timestamp)
         pos = self._txn_start
+        if isinstance(ev, UpdateRowsEvent) and self.source.update_before_keys_only():
+            key = self.tables[table].key
+            if key:  # the old key is all the engine reads of the before image (rowdecoder.py)
+                ev._warp_before_columns = frozenset(key)
         try:
             rows = ev.rows
         except (pymysql.err.MySQLError, OSError):

@@ -321,6 +321,50 @@ def _inline(column: Any, i: int, env: dict[str, Any]) -> list[str] | None:
     return None
 
 
+def _skip(column: Any) -> list[str]:
+    """Source lines moving ``off`` past a (non-NULL) value of ``column`` without decoding it."""
+    t = column.type
+    width = {
+        FIELD_TYPE.TINY: 1,
+        FIELD_TYPE.SHORT: 2,
+        FIELD_TYPE.INT24: 3,
+        FIELD_TYPE.LONG: 4,
+        FIELD_TYPE.LONGLONG: 8,
+        FIELD_TYPE.FLOAT: 4,
+        FIELD_TYPE.DOUBLE: 8,
+        FIELD_TYPE.YEAR: 1,
+        FIELD_TYPE.DATE: 3,
+    }.get(t)
+    if t == FIELD_TYPE.DATETIME2:
+        width = 5 + (column.fsp + 1) // 2
+    elif t == FIELD_TYPE.TIMESTAMP2:
+        width = 4 + (column.fsp + 1) // 2
+    elif t == FIELD_TYPE.TIME2:
+        width = 3 + (column.fsp + 1) // 2
+    elif t == FIELD_TYPE.NEWDECIMAL:
+        integral = column.precision - column.decimals
+        width = (
+            _COMPRESSED_BYTES[integral % 9]
+            + 4 * (integral // 9 + column.decimals // 9)
+            + _COMPRESSED_BYTES[column.decimals % 9]
+        )
+    if width is not None:
+        return [f"off += {width}"]
+    if t in (FIELD_TYPE.BLOB, FIELD_TYPE.JSON):
+        prefix = column.length_size
+    elif t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING):
+        prefix = 2 if column.max_length > 255 else 1
+    else:
+        raise _Unsupported(t)
+    length = {1: "data[off]", 2: "_u16(data, off)[0]"}.get(
+        prefix, f"_from_bytes(data[off : off + {prefix}], 'little')"
+    )
+    return [f"off += {prefix} + {length}"]
+
+
+_ImageReader = Callable[[bytes, int, dict[str, str]], tuple[dict[str, Any], dict[str, str], int]]
+
+
 class TableDecoder:
     """Reads the row images of one table map's row events with code generated for its columns.
 
@@ -328,9 +372,12 @@ class TableDecoder:
     integer and each column in line (or through its reader, for the temporal
     and decimal types); names and helpers come from its namespace, never from
     the source text, so no column name is ever part of generated code.
+    :meth:`partial` generates one that decodes some columns and steps over the
+    others (the old key of an UPDATE is all the engine reads of its before image).
     """
 
     def __init__(self, table: Any):
+        self.table = table
         self.names = [c.name for c in table.columns]
         if not all(isinstance(n, str) and n for n in self.names):
             raise _Unsupported("no column names in the table map (binlog_row_metadata is not FULL)")
@@ -339,6 +386,18 @@ class TableDecoder:
         self.full = bytes([0xFF] * (self.count // 8)) + (
             bytes([(1 << (self.count % 8)) - 1]) if self.count % 8 else b""
         )
+        self.image: _ImageReader = self._generate(frozenset(self.names))
+        self._partial: dict[frozenset[str], _ImageReader] = {}
+
+    def partial(self, wanted: frozenset[str]) -> _ImageReader:
+        """An image reader returning only the ``wanted`` columns (as the full reader reads them)."""
+        reader = self._partial.get(wanted)
+        if reader is None:
+            reader = self._partial[wanted] = self._generate(wanted & frozenset(self.names))
+        return reader
+
+    def _generate(self, wanted: frozenset[str]) -> _ImageReader:
+        table = self.table
         env: dict[str, Any] = {
             "_u16": _u16,
             "_from_bytes": int.from_bytes,
@@ -354,7 +413,12 @@ class TableDecoder:
             "off = end",
             "none = None",
         ]
+        kept = []
         for i, column in enumerate(table.columns):
+            if self.names[i] not in wanted:
+                body += [f"if not nulls & {1 << i}:"] + ["    " + line for line in _skip(column)]
+                continue
+            kept.append(i)
             env[f"N{i}"] = self.names[i]
             inline = _inline(column, i, env)
             if inline is None:
@@ -381,16 +445,14 @@ class TableDecoder:
         body += [
             "if off > len(data):",
             "    raise _error('a row image runs past the event')",
-            "values = {" + ", ".join(f"N{i}: v{i}" for i in range(self.count)) + "}",
+            "values = {" + ", ".join(f"N{i}: v{i}" for i in kept) + "}",
             "return values, ({n: sources.get(n, NULL) for n in none} if none else {}), off",
         ]
         source = "def image(data, off, sources):\n" + "".join(f"    {line}\n" for line in body)
         where = f"{getattr(table, 'schema', '?')}.{getattr(table, 'table', '?')}"
-        self.source = source
         exec(compile(source, f"<row decoder of {where}>", "exec"), env)  # noqa: S102
-        self.image: Callable[[bytes, int, dict[str, str]], tuple[dict[str, Any], dict[str, str], int]] = env[
-            "image"
-        ]
+        reader: _ImageReader = env["image"]
+        return reader
 
     def covers(self, present: bytes) -> bool:
         """Whether a columns-present bitmap names every column (a FULL image)."""
@@ -459,8 +521,10 @@ def _fetch_rows(self: Any) -> None:
     off = 0
     image = decoder.image
     if update:
+        wanted = self.__dict__.get("_warp_before_columns")  # set by the reader: only these are read
+        before_image = decoder.partial(wanted) if wanted else image
         while off < size:
-            before, before_none, off = image(data, off, sources)
+            before, before_none, off = before_image(data, off, sources)
             after, after_none, off = image(data, off, sources)
             rows.append(
                 {

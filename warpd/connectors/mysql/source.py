@@ -100,6 +100,8 @@ class MySQLSource:
         self._stream: Any = None
         # table -> binlog position read just after its last copy; see table_copied()
         self.copied_at: dict[str, Position] = {}
+        # whether an UPDATE's before image may hold only the key (the engine says; Source in base.py)
+        self.update_before_keys_only: Callable[[], bool] = lambda: False
 
     # -- plumbing ------------------------------------------------------------
     @property
