@@ -132,7 +132,9 @@ class SchemaRunner:
         # table -> (the position read before its shape was described, that shape): the start of its next copy
         self._described_at: dict[str, tuple[Position, TableSchema]] = {}
         self.skipped_in_copy: Counter[str] = Counter()
-        # the streaming batch being applied by the committer thread while the stream reads on (_flush)
+        # the streaming batch being applied by the committer thread while the stream reads on (_flush),
+        # for a source that says it gains from it (Source in base.py: pipelined_apply)
+        self._pipelined = bool(getattr(self.source, "pipelined_apply", False))
         self._committer: ThreadPoolExecutor | None = None
         self._inflight: tuple[Future[None], _Batch] | None = None
         self._check_capabilities()
@@ -721,7 +723,7 @@ class SchemaRunner:
                 count >= self.schema.table_settings(event.table).batch_size
                 or self.pending_bytes >= BATCH_BYTES
             ):
-                self._flush(wait=False)
+                self._flush(wait=not self._pipelined)
         elif isinstance(event, Heartbeat):
             if event.position is not None:
                 self.safe_pos = dict(event.position)
@@ -746,7 +748,7 @@ class SchemaRunner:
         if self._inflight is not None and self._inflight[0].done():
             self._drain()  # committed: store its checkpoint now, not at the next flush
         if self.pending and now - self.batch_started >= self.schema.max_batch_latency:
-            self._flush(wait=False)
+            self._flush(wait=not self._pipelined)
         elif (
             not self.pending
             and self.safe_pos != self.saved_pos
@@ -820,8 +822,9 @@ class SchemaRunner:
     def _flush(self, wait: bool = True) -> None:
         """Apply the pending changes as one batch, then store the checkpoint that covers them.
 
-        With ``wait`` False (a full batch on a busy stream) the batch is applied
-        by the committer thread while this thread reads on: the next flush,
+        With ``wait`` False (a full batch on a busy stream, for a source with
+        ``pipelined_apply``) the batch is applied by the committer thread while
+        this thread reads on: the next flush,
         checkpoint, schema change or stop first waits for it (:meth:`_drain`),
         and only then stores its checkpoint.  At most one batch is in flight.
         """
