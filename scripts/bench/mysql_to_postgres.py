@@ -20,8 +20,11 @@ What it does (``make bench`` runs it with the defaults; this is not a test):
    events / (time from the burst's first commit until the marker is visible in PostgreSQL); lag =
    last source commit -> marker visible; also when the stored checkpoint reaches the source's
    binlog position.  Then the latency of single changes on an idle stream;
-5. catch-up (skip with ``--no-catch-up``): stops the process (SIGTERM), commits another burst, restarts
-   it on the same state directory and times the backlog from process start until the marker arrives;
+5. catch-up (skip with ``--no-catch-up``): stops the process (SIGTERM), commits another burst
+   (``--catch-up-updates`` rows, default ``--updates``), restarts it on the same state directory and
+   times the backlog from process start until the marker arrives and the checkpoint covers the burst,
+   sampling the process's RSS (start, lowest after 10 s, peak, end: flat when memory does not grow
+   with the backlog);
 6. (c) parses the first burst's binlog range with pymysqlreplication alone (the library cartridge-warp
    uses, same settings), as the parse-rate ceiling of the streaming path;
 7. verifies row count and a checksum over eight columns on both sides, prints the figures (and JSON
@@ -69,6 +72,7 @@ from common import (  # the checkout's warpd, first on sys.path (see common.py)
     BenchError,
     CpuWindow,
     Profiler,
+    RssSampler,
     Warp,
     analyse_profile,
     ratio,
@@ -529,7 +533,12 @@ def report(fig: dict[str, Any]) -> str:
             "streaming, catch-up after restart",
             f"{cu['events_per_s']:,} events/s",
             f"{cu['seconds']}s from process start; {cu['events_per_s_after_startup']:,} events/s "
-            f"after the 'streaming' log line ({cu['startup_seconds']}s start-up)",
+            f"after the 'streaming' log line ({cu['startup_seconds']}s start-up); until the checkpoint covers it",
+        )
+        add(
+            "  warp RSS start / min after 10 s / peak / end",
+            f"{cu['rss_start_mib']} / {cu['rss_after_10s_min_mib']} / {cu['rss_peak_mib']} / {cu['rss_end_mib']} MiB",
+            "VmRSS every 0.5 s: flat when it does not grow with the backlog (--catch-up-updates)",
         )
     add(
         "  streaming / pymysqlreplication parse",
@@ -579,6 +588,12 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", action="store_true", help="keep warp_bench on both sides and the state directory"
     )
     p.add_argument("--skip-raw", action="store_true", help="do not measure the raw limits")
+    p.add_argument(
+        "--catch-up-updates",
+        type=int,
+        default=0,
+        help="row updates in the catch-up burst (default: --updates); millions show whether RSS stays flat",
+    )
     p.add_argument(
         "--no-catch-up", action="store_true", help="skip the stop / burst / restart catch-up phase"
     )
@@ -687,19 +702,28 @@ def main(argv: list[str] | None = None) -> int:
             if rc != 0:
                 raise BenchError(f"cartridge-warp exited with {rc} on SIGTERM:\n{warp.log_tail()}")
             marker2 = f"marker-{uuid.uuid4().hex}"
-            b2 = burst(args.updates, args.txn_rows, args.rows, marker_id, marker2)
+            b2 = burst(args.catch_up_updates or args.updates, args.txn_rows, args.rows, marker_id, marker2)
             pg_superuser_checkpoint()
             started = warp.start()
             cpu = CpuWindow(warp.pid)
-            streaming_at = warp.wait_log("streaming changes from", occurrence=2)
-            visible2, ckpt2 = wait_applied(warp, DB, TABLE, "name", marker_id, marker2, b2["end"])
-            total = visible2 - started
+            rss = RssSampler(warp.pid).start()
+            try:
+                streaming_at = warp.wait_log("streaming changes from", occurrence=2)
+                visible2, ckpt2 = wait_applied(warp, DB, TABLE, "name", marker_id, marker2, b2["end"])
+            finally:
+                rss.stop()
+            total = max(visible2, ckpt2) - started
+            steady = [mib for t, mib in rss.samples if t >= streaming_at + 10]
             fig["catch_up"] = {
+                "rss_start_mib": round(rss.at(streaming_at) or 0, 1),
+                "rss_after_10s_min_mib": round(min(steady), 1) if steady else None,
+                "rss_peak_mib": round(rss.peak() or 0, 1),
+                "rss_end_mib": round(rss.samples[-1][1], 1) if rss.samples else None,
                 "events": b2["events"],
                 "seconds": round(total, 2),
                 "events_per_s": round(b2["events"] / total),
                 "startup_seconds": round(streaming_at - started, 2),
-                "events_per_s_after_startup": round(b2["events"] / (visible2 - streaming_at)),
+                "events_per_s_after_startup": round(b2["events"] / (max(visible2, ckpt2) - streaming_at)),
                 "checkpoint_seconds": round(ckpt2 - started, 2),
             } | cpu.stop()
             say(f"  {fig['catch_up']['events_per_s']:,} row events/s from process start")
