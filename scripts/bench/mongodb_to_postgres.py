@@ -31,11 +31,12 @@ What it does (``make bench-mongo`` runs it with the defaults, in about two and a
    ``python -m warpd --mode single --source mongodb://127.0.0.1:P/warp_bench_mongo?replicaSet=rs0 ...``
    and times the snapshot until the state file marks the collection done.  With it streaming, writes
    ``--wire-changes`` changes (``update_many`` over ``_id`` ranges and ``insert_many``, 1,000 documents
-   a call, 4 : 1) and a marker, and times from the first write until the marker is in PostgreSQL;
-   then reads that change-stream range with pymongo alone (``fullDocument: updateLookup``, as the
+   a call, 4 : 1) and a marker, and times from the first write until the marker is in PostgreSQL and
+   the table's checksum equals the test server's (taken after the writes; the marker's apply worker
+   may commit before the other's); then reads that change-stream range with pymongo alone (``fullDocument: updateLookup``, as the
    connector) for the server's change-stream ceiling.  Catch-up (skip with ``--no-catch-up``): stops
    the process, writes as many changes again, restarts it on the same state directory and times
-   until the marker arrives, which the server's write rate no longer limits;
+   until everything has arrived (marker and checksum), which the server's write rate no longer limits;
 5. **the OLTP shape** (skip with ``--skip-oltp``; ``--skip-bulk`` measures only this), reported apart
    from the figures above, which are the bulk shape.  Documents like an e-commerce ``orders`` row
    (``_id``, ``user_id``, ``product_id``, ``status``, ``quantity``, Decimal128 ``price``, ``note``
@@ -1322,6 +1323,38 @@ def wait_marker(
     raise BenchError("timed out waiting for the burst's marker in PostgreSQL")
 
 
+def wait_equal(warp: Warp, expected: Callable[[], dict[str, int]], timeout: float = 600.0) -> float:
+    """When the PostgreSQL table's checksum first equalled the test server's: the marker's apply worker
+    may commit before the other worker's rows, so the marker alone can be early.  PostgreSQL is polled
+    from the start, in a thread, while ``expected()`` reads the server's checksum (about a second), so
+    that read never delays the time found."""
+    samples: list[tuple[float, dict[str, int]]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            samples.append((time.monotonic(), pg_checksum(DB)))
+            stop.wait(MARKER_POLL)
+
+    poller = threading.Thread(target=poll, name="checksum-poller", daemon=True)
+    poller.start()
+    try:
+        target = expected()
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for when, value in samples[seen:]:
+                if value == target:
+                    return when
+            seen = len(samples)
+            warp.check_alive()
+            time.sleep(MARKER_POLL)
+    finally:
+        stop.set()
+        poller.join()
+    raise BenchError(f"timed out waiting for PostgreSQL to equal the test server ({target})")
+
+
 def wire_stream_read(
     client: Any,
     start: Timestamp | None,
@@ -1396,7 +1429,8 @@ def wire_run(docs: Docs, count: int, changes: int, catch_up: bool, keep: bool) -
         cpu = CpuWindow(warp.pid)
         server_cpu0 = process_cpu(server.pid)
         burst = wire_burst(client, docs, count, count, changes, marker, "while warp streams")
-        visible, _ = wait_marker(warp, str(docs.id_of(count - 1)), marker)
+        marked, _ = wait_marker(warp, str(docs.id_of(count - 1)), marker)
+        visible = max(marked, wait_equal(warp, lambda: wire_checksum(client)))
         used = cpu.stop()
         seconds = visible - burst["started"]
         out["streaming"] = {
@@ -1408,6 +1442,7 @@ def wire_run(docs: Docs, count: int, changes: int, catch_up: bool, keep: bool) -
             "source_seconds": burst["source_seconds"],
             "source_changes_per_s": burst["source_changes_per_s"],
             "lag_s": round(visible - burst["written"], 3),
+            "marker_early_s": round(visible - marked, 3),
             "server_cpu_s": round(process_cpu(server.pid) - server_cpu0, 2),
         } | used
         say(f"  streaming {out['streaming']['events_per_s']:,} events/s ({seconds:.2f}s)")
@@ -1419,11 +1454,13 @@ def wire_run(docs: Docs, count: int, changes: int, catch_up: bool, keep: bool) -
             burst = wire_burst(
                 client, docs, count, burst["documents_after"], changes, marker, "while warp is stopped"
             )
+            expected = wire_checksum(client)  # before the start: nothing reads the server meanwhile
             warp.start()
             cpu = CpuWindow(warp.pid)
-            visible, streaming_at = wait_marker(
+            marked, streaming_at = wait_marker(
                 warp, str(docs.id_of(count - 1)), marker, ("streaming changes from", 2)
             )
+            visible = max(marked, wait_equal(warp, lambda: expected))
             streaming_at = streaming_at or visible
             seconds = visible - warp.started
             out["catch_up"] = {
@@ -1432,6 +1469,7 @@ def wire_run(docs: Docs, count: int, changes: int, catch_up: bool, keep: bool) -
                 "events_per_s": round(burst["changes"] / seconds),
                 "startup_seconds": round(streaming_at - warp.started, 3),
                 "events_per_s_after_startup": round(burst["changes"] / (visible - streaming_at)),
+                "marker_early_s": round(visible - marked, 3),
             } | cpu.stop()
             say(
                 f"  catch-up {out['catch_up']['events_per_s']:,} events/s ({seconds:.2f}s from process start)"
@@ -1921,10 +1959,10 @@ def report(fig: dict[str, Any]) -> str:
             f"{cs['seconds']}s, client CPU {cs['client_cpu_s']}s",
         )
         add(
-            "wire: streaming (first write -> marker)",
+            "wire: streaming (first write -> all applied)",
             f"{st['events_per_s']:,} events/s",
             f"{st['seconds']}s; the writes took {st['source_seconds']}s ({st['source_changes_per_s']:,}/s); lag "
-            f"{st['lag_s']}s; warp CPU {st['warp_cpu_s']}s, server CPU {st['server_cpu_s']}s; machine "
+            f"{st['lag_s']}s (the marker {st['marker_early_s']}s before the rest); warp CPU {st['warp_cpu_s']}s, server CPU {st['server_cpu_s']}s; machine "
             f"{st['machine_busy_pct']}% busy",
         )
         add("  wire streaming / server writes", ratio(st["events_per_s"], st["source_changes_per_s"]))
@@ -1934,7 +1972,8 @@ def report(fig: dict[str, Any]) -> str:
                 "wire: catch-up after a restart",
                 f"{cu['events_per_s']:,} events/s",
                 f"{cu['seconds']}s from process start; {cu['events_per_s_after_startup']:,} events/s after the "
-                f"'streaming' log line ({cu['startup_seconds']}s start-up); warp CPU {cu['warp_cpu_s']}s; "
+                f"'streaming' log line ({cu['startup_seconds']}s start-up; the marker {cu['marker_early_s']}s "
+                f"before the rest); warp CPU {cu['warp_cpu_s']}s; "
                 f"machine {cu['machine_busy_pct']}% busy",
             )
             add(
