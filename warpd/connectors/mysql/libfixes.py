@@ -67,6 +67,24 @@ def _read_column_names(self: Any, length: int) -> list[str]:
     return names
 
 
+def column_text_decoder(column: Any) -> Callable[[bytes], str] | None:
+    """How a text value of a table-map ``column`` is decoded: as MySQL decodes its charset (latin1 is
+    MySQL's cp1252 variant), None (keep the bytes) for a charset Python does not know, and
+    :class:`UndecodableValue` naming the column for a value no codec can decode."""
+    decode = text_decoder(column.character_set_name or "utf8")  # no metadata: UTF-8, as the library
+    if decode is None:
+        return None
+
+    def checked(raw: bytes) -> str:
+        try:
+            return decode(raw)
+        except UnicodeDecodeError as exc:
+            collation = getattr(column, "collation_name", None) or column.character_set_name or "unknown"
+            raise UndecodableValue(column.name, collation, exc) from exc
+
+    return checked
+
+
 def _read_string(self: Any, size: int, column: Any) -> Any:
     # The library decodes latin1 with Python's cp1252, which rejects the five bytes MySQL maps
     # to C1 controls (0x81 ...): one such value crashed the whole stream.  Decode as MySQL
@@ -74,14 +92,8 @@ def _read_string(self: Any, size: int, column: Any) -> Any:
     # library's bytes for charsets Python does not know (the converters decode those), and
     # name the column when a value really cannot be decoded.
     raw = self.packet.read_length_coded_pascal_string(size)
-    decode = text_decoder(column.character_set_name or "utf8")  # no metadata: UTF-8, as the library
-    if decode is None:
-        return raw
-    try:
-        return decode(raw)
-    except UnicodeDecodeError as exc:
-        collation = getattr(column, "collation_name", None) or column.character_set_name or "unknown"
-        raise UndecodableValue(column.name, collation, exc) from exc
+    decode = column_text_decoder(column)
+    return raw if decode is None else decode(raw)
 
 
 # -- compressed events -------------------------------------------------------------

@@ -51,8 +51,7 @@ from pymysqlreplication.row_event import (
 )
 from pymysqlreplication.table import Table
 
-from warpd.connectors.mysql.libfixes import UndecodableValue
-from warpd.connectors.mysql.types import text_decoder
+from warpd.connectors.mysql.libfixes import column_text_decoder
 
 log = logging.getLogger(__name__)
 
@@ -256,24 +255,6 @@ def column_reader(column: Any) -> Reader:
     raise _Unsupported(t)
 
 
-def _text_decoder(column: Any) -> Callable[[bytes], str] | None:
-    """The column's text decoding, as libfixes._read_string: MySQL's own decoding of its charset,
-    None (keep the bytes) for a charset Python does not know, the column named when a value
-    cannot be decoded."""
-    decode = text_decoder(column.character_set_name or "utf8")
-    if decode is None:
-        return None
-
-    def checked(raw: bytes) -> str:
-        try:
-            return decode(raw)
-        except UnicodeDecodeError as exc:
-            collation = getattr(column, "collation_name", None) or column.character_set_name or "unknown"
-            raise UndecodableValue(column.name, collation, exc) from exc
-
-    return checked
-
-
 def _inline(column: Any, i: int, env: dict[str, Any]) -> list[str] | None:
     """Source lines reading column ``i`` into ``v{i}`` (advancing ``off``), for the types simple
     enough to read in line; None for the others, which call their :func:`column_reader`."""
@@ -313,7 +294,7 @@ def _inline(column: Any, i: int, env: dict[str, Any]) -> list[str] | None:
                 f"    v{i} = None",
             ]
         lines += [f"v{i} = data[off : off + n]", "off += n"]
-        decode = _text_decoder(column)
+        decode = column_text_decoder(column)
         if decode is not None:
             env[f"D{i}"] = decode
             lines.append(f"v{i} = D{i}(v{i})")
