@@ -7,14 +7,14 @@ PY      = $(BIN)/python
 STAMP   = $(VENV)/.installed-$(EXTRAS)
 EXTRAS ?= test
 
-.PHONY: help venv install install-dev install-all setup-db demo test test-fast format lint type-check import-check check bench bench-oltp bench-mysql bench-mongo clean
+.PHONY: help venv install install-dev install-all setup-db setup-bigquery demo test test-fast format lint type-check import-check check bench bench-oltp bench-mysql bench-mongo clean
 
 help:
 	@echo "make demo        replicate generated MariaDB and MongoDB sample databases into PostgreSQL, live"
 	@echo "make test        run the test suite against the local MariaDB and PostgreSQL"
 	@echo "make check       ruff, mypy and the import contract (lint-imports), as CI runs them"
 	@echo "make bench-oltp  benchmark MariaDB -> PostgreSQL with one-row statements: catch-up, library parse, live lag"
-	@echo "make install-dev / install-all / format / lint / type-check / import-check / bench / bench-mysql / bench-mongo / setup-db"
+	@echo "make install-dev / install-all / format / lint / type-check / import-check / bench / bench-mysql / bench-mongo / setup-db / setup-bigquery"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ install-all: $(VENV)/.installed-dev,test,bigquery
 
 setup-db:
 	bash scripts/setup-databases.sh
+
+# the local BigQuery emulator alone (setup-db runs it too); stop it with
+# `bash scripts/setup-bigquery-emulator.sh stop`
+setup-bigquery:
+	bash scripts/setup-bigquery-emulator.sh
 
 demo: install setup-db
 	$(PY) scripts/demo.py

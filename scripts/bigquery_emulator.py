@@ -41,7 +41,9 @@ EXTENSION_DIRECTORY = pathlib.Path(sys.prefix) / "duckdb_extensions"
 _duckdb_connect = duckdb.connect
 
 
-def connect(database: Any = ":memory:", read_only: bool = False, config: dict[str, Any] | None = None, **kw: Any):
+def connect(
+    database: Any = ":memory:", read_only: bool = False, config: dict[str, Any] | None = None, **kw: Any
+):
     """``duckdb.connect`` with the emulator's options made to work offline on DuckDB 1.5 (see above)."""
     options = dict(config or {})
     time_zone = options.pop("TimeZone", None)

@@ -13,7 +13,8 @@
 # Environment:
 #   WARP_BQ_EMULATOR_HOME       venv, data, pid and log files (default /var/lib/cartridge-warp-bq-emulator
 #                               as root, else ~/.cache/cartridge-warp-bq-emulator)
-#   WARP_BQ_EMULATOR_PORT       REST port (default 9050); WARP_BQ_EMULATOR_GRPC_PORT gRPC port (default 9060)
+#   WARP_BQ_EMULATOR_PORT       REST port (default 9050); WARP_BQ_EMULATOR_GRPC_PORT gRPC port (default
+#                               the REST port + 10: 9060)
 #   WARP_PYTHON313              the Python 3.13 to build the venv with (else python3.13 on PATH, else
 #                               /root/.pyenv/versions/3.13.0/bin/python)
 set -euo pipefail
@@ -30,7 +31,12 @@ else default_home=${XDG_CACHE_HOME:-$HOME/.cache}/cartridge-warp-bq-emulator; fi
 home=${WARP_BQ_EMULATOR_HOME:-$default_home}
 host=127.0.0.1
 port=${WARP_BQ_EMULATOR_PORT:-9050}
-grpc_port=${WARP_BQ_EMULATOR_GRPC_PORT:-9060}
+# gRPC (the storage read API) next to it: port + 10 unless set, so that two instances never share one
+# (gRPC sets SO_REUSEPORT: a second server on a taken port would not even fail)
+grpc_port=${WARP_BQ_EMULATOR_GRPC_PORT:-$((port + 10))}
+for p in "$port" "$grpc_port"; do
+  [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -ge 1 ] && [ "$p" -le 65535 ] || fail "not a TCP port: $p"
+done
 venv=$home/venv
 stamp=$venv/.warp-requirements.sha256
 # one data dir, pid file and log per port: instances on other ports live side by side
@@ -133,8 +139,12 @@ try:
         body = response.read()
 except urllib.error.HTTPError:
     sys.exit(2)
-except OSError:
+except urllib.error.URLError as exc:  # nothing listening (yet), or no answer in time: 1; else 2
+    sys.exit(1 if isinstance(exc.reason, (ConnectionRefusedError, TimeoutError)) else 2)
+except (ConnectionRefusedError, TimeoutError):
     sys.exit(1)
+except Exception:  # answered, but not HTTP (another server's protocol)
+    sys.exit(2)
 try:
     json.loads(body)
 except ValueError:
@@ -175,6 +185,7 @@ for _ in $(seq 1 120); do
   fi
   sleep 0.5
 done
+kill -0 "$pid" 2>/dev/null || rm -f "$pid_file"
 say "the emulator did not answer on $url; last lines of $log_file:" >&2
 tail -n 30 "$log_file" >&2 || true
 exit 1

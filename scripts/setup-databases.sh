@@ -2,7 +2,8 @@
 # Configure the local MariaDB and PostgreSQL for cartridge-warp's demo and
 # tests, idempotently: MariaDB's binlog in ROW format with full row metadata
 # (the binlog library needs column names), PostgreSQL's wal_level=logical,
-# and a replication user plus test databases.  Safe to run any number of times.
+# and a replication user plus test databases; then the local BigQuery emulator
+# (scripts/setup-bigquery-emulator.sh).  Safe to run any number of times.
 #
 # Environment: WARP_MYSQL_ROOT (default "mariadb -uroot"), WARP_PG_SUPERUSER
 # (default postgres).  Needs root to write /etc/mysql and restart services.
@@ -107,4 +108,8 @@ for db in warp_test warp_demo; do
   fi
 done
 say "PostgreSQL: wal_level=$(psql -h 127.0.0.1 -U "$pg_user" -d postgres -Atc 'show wal_level')"
+
+# --- BigQuery: the local emulator -------------------------------------------
+# installs (once) and starts it on 127.0.0.1:${WARP_BQ_EMULATOR_PORT:-9050} for the BigQuery tests
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-bigquery-emulator.sh"
 say "ready"

@@ -127,8 +127,24 @@ def test_parquet_load_into_expiring_table(bq: bigquery.Client, dataset: str) -> 
     assert staging.expires is not None and staging.expires > datetime.datetime.now(UTC)
     assert staging.num_rows == 2
     assert rows_of(bq, f"{dataset}.staging") == [
-        {"id": 1, "name": "a", "amount": "1.50", "changed_at": T0, "_warp_pos": "p1", "_warp_del": False, "_warp_ord": 1},
-        {"id": 2, "name": None, "amount": None, "changed_at": None, "_warp_pos": "p2", "_warp_del": True, "_warp_ord": 2},
+        {
+            "id": 1,
+            "name": "a",
+            "amount": "1.50",
+            "changed_at": T0,
+            "_warp_pos": "p1",
+            "_warp_del": False,
+            "_warp_ord": 1,
+        },
+        {
+            "id": 2,
+            "name": None,
+            "amount": None,
+            "changed_at": None,
+            "_warp_pos": "p2",
+            "_warp_del": True,
+            "_warp_ord": 2,
+        },
     ]
 
 
