@@ -82,16 +82,19 @@ case "${1:-start}" in
 esac
 
 # --- the venv ------------------------------------------------------------------------------------
+is_python313() { "$1" -c 'import sys, venv; sys.exit(sys.version_info[:2] < (3, 13))' >/dev/null 2>&1; }
 find_python313() {
   local candidate
-  for candidate in "${WARP_PYTHON313:-}" "$(command -v python3.13 2>/dev/null || true)" \
-      /root/.pyenv/versions/3.13.0/bin/python; do
-    [ -n "$candidate" ] || continue
-    if "$candidate" -c 'import sys, venv; sys.exit(sys.version_info[:2] < (3, 13))' >/dev/null 2>&1; then
+  if [ -n "${WARP_PYTHON313:-}" ]; then  # asked for: that one or an error, never a silent fallback
+    is_python313 "$WARP_PYTHON313" || fail "WARP_PYTHON313=$WARP_PYTHON313 is not a Python >= 3.13 with venv"
+    printf '%s\n' "$WARP_PYTHON313"; return 0
+  fi
+  for candidate in "$(command -v python3.13 2>/dev/null || true)" /root/.pyenv/versions/3.13.0/bin/python; do
+    if [ -n "$candidate" ] && is_python313 "$candidate"; then
       printf '%s\n' "$candidate"; return 0
     fi
   done
-  return 1
+  fail "no Python >= 3.13 found (the emulator needs it): set WARP_PYTHON313, put python3.13 on PATH, or install /root/.pyenv/versions/3.13.0"
 }
 
 mkdir -p "$home" || fail "cannot create $home; set WARP_BQ_EMULATOR_HOME to a writable directory"
@@ -101,7 +104,7 @@ if [ -x "$venv/bin/python" ]; then
   want="$want $("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])' 2>/dev/null || echo broken)"
 fi
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  python313=$(find_python313) || fail "no Python >= 3.13 found (the emulator needs it): set WARP_PYTHON313, put python3.13 on PATH, or install /root/.pyenv/versions/3.13.0"
+  python313=$(find_python313) || exit 1
   if [ -e "$venv" ]; then
     stale=$(cat "$pid_file" 2>/dev/null || true)
     if [ -n "$stale" ] && our_server "$stale"; then
