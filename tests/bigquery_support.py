@@ -2,7 +2,8 @@
 
 ``scripts/setup-bigquery-emulator.sh`` (run by ``make setup-db``, ``make test`` and ``.ci/run``)
 installs the emulator and starts it on 127.0.0.1:9050.  ``WARP_TEST_BIGQUERY_ENDPOINT`` points the
-tests at another one.  An emulator that does not answer fails the test, with the command that starts
+tests at another one; ``WARP_TEST_BIGQUERY_PROJECT`` runs them against real BigQuery in that project
+(Application Default Credentials).  An emulator that does not answer fails the test, with the command that starts
 it: BigQuery coverage must not vanish quietly.  ``WARP_TEST_BIGQUERY=off`` skips the BigQuery tests
 instead, on purpose.
 """
@@ -25,6 +26,16 @@ from google.cloud import bigquery
 
 PROJECT = "warp"
 DEFAULT_ENDPOINT = "http://127.0.0.1:9050"
+
+
+def real_project() -> str | None:
+    """``WARP_TEST_BIGQUERY_PROJECT``: run the BigQuery tests against real BigQuery in this project
+    (Application Default Credentials) instead of the emulator."""
+    return os.environ.get("WARP_TEST_BIGQUERY_PROJECT") or None
+
+
+def emulated() -> bool:
+    return real_project() is None
 
 
 def endpoint() -> str:
@@ -52,6 +63,8 @@ def require_emulator() -> None:
     """Skip when ``WARP_TEST_BIGQUERY=off``; fail, saying how to start it, when the emulator does not answer."""
     if not enabled():
         pytest.skip("WARP_TEST_BIGQUERY=off: BigQuery emulator tests switched off")
+    if real_project():
+        return
     problem = _unreachable(endpoint())
     if problem is not None:
         pytest.fail(
@@ -63,8 +76,10 @@ def require_emulator() -> None:
 
 
 def client() -> bigquery.Client:
-    """A client of the emulator in project ``warp``, with anonymous credentials."""
+    """A client of the emulator in project ``warp``, with anonymous credentials (or of real BigQuery)."""
     require_emulator()
+    if real_project():
+        return bigquery.Client(project=real_project())
     return bigquery.Client(
         project=PROJECT,
         credentials=AnonymousCredentials(),
@@ -81,3 +96,11 @@ def temporary_dataset(bq: bigquery.Client, prefix: str = "warp_t") -> Iterator[s
         yield dataset_id
     finally:
         bq.delete_dataset(f"{bq.project}.{dataset_id}", delete_contents=True, not_found_ok=True)
+
+
+def destination_uri(min_flush_interval: float = 0.2) -> str:
+    """The ``--destination`` of a test run (a short flush interval: the tests wait for convergence)."""
+    project = real_project()
+    if project:
+        return f"bigquery://{project}?min_flush_interval={min_flush_interval:g}"
+    return f"bigquery://{PROJECT}?api_endpoint={endpoint()}&min_flush_interval={min_flush_interval:g}"

@@ -24,7 +24,13 @@ import pymysql
 import pytest
 from psycopg2 import sql
 
-from tests.destinations import KINDS, DestinationUnderTest, destination_under_test, with_destination_schema
+from tests.destinations import (
+    BIGQUERY,
+    KINDS,
+    DestinationUnderTest,
+    destination_under_test,
+    with_destination_schema,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MYSQL_HOST = os.environ.get("WARP_TEST_MYSQL_HOST", "127.0.0.1")
@@ -86,8 +92,11 @@ def wait_stopped(pid: int, timeout: float = 10.0) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # tests marked ``destinations`` run once per destination kind
-    if "destination_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("destinations"):
-        metafunc.parametrize("destination_kind", KINDS, indirect=True)
+    # (``destinations(bigquery=True)``: also against the BigQuery emulator, tests/bigquery_support.py)
+    marker = metafunc.definition.get_closest_marker("destinations")
+    if "destination_kind" in metafunc.fixturenames and marker:
+        kinds = KINDS + ((BIGQUERY,) if marker.kwargs.get("bigquery") else ())
+        metafunc.parametrize("destination_kind", kinds, indirect=True)
 
 
 @pytest.fixture

@@ -38,6 +38,9 @@ MYSQL_PORT = int(os.environ.get("WARP_TEST_MYSQL_PORT", "3306"))
 PG_DSN = os.environ.get("WARP_TEST_PG_DSN", "postgresql://warp:warp@127.0.0.1:5432/warp_test")
 
 KINDS = ("postgresql", "mysql")
+# tests marked ``destinations(bigquery=True)`` also run against the BigQuery emulator (or real BigQuery:
+# WARP_TEST_BIGQUERY_PROJECT); tests/bigquery_support.py
+BIGQUERY = "bigquery"
 
 
 class DestinationUnderTest:
@@ -196,6 +199,63 @@ class MySQLUnderTest(DestinationUnderTest):
         self.conn.close()
 
 
+class BigQueryUnderTest(DestinationUnderTest):
+    """A dataset of its own in the BigQuery emulator (tests/bigquery_support.py), read through the
+    client's DB-API (``%s`` parameters work as on the other drivers)."""
+
+    kind = BIGQUERY
+
+    def __init__(self, schema: str):
+        from google.cloud.bigquery import dbapi
+
+        from tests import bigquery_support
+
+        super().__init__(schema)
+        self.uri = bigquery_support.destination_uri()
+        self.client = bigquery_support.client()
+        self.project = self.client.project
+        self.conn = dbapi.connect(self.client)
+
+    def ident(self, table: str) -> str:
+        return "`" + f"{self.project}.{self.schema}.{table}".replace("`", "\\`") + "`"
+
+    def query(self, statement: str, *tables: str, args: Any = None) -> list[tuple[Any, ...]]:
+        text = statement.format(*(self.ident(t) for t in tables)) if tables else statement
+        cur = self.conn.cursor()
+        try:
+            cur.execute(text, args)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+        finally:
+            cur.close()
+
+    def tables(self) -> list[str]:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return sorted(
+                t.table_id
+                for t in self.client.list_tables(f"{self.project}.{self.schema}")
+                if not t.table_id.startswith("_warp_stage_")
+            )
+        except NotFound:
+            return []
+
+    def column_types(self, table: str) -> list[tuple[str, str]]:
+        # tables.get, not INFORMATION_SCHEMA (the emulator's misses columns added later)
+        t = self.client.get_table(f"{self.project}.{self.schema}.{table}")
+        return [(f.name, f.field_type.lower()) for f in t.schema]
+
+    def kill_sessions(self, pid: int) -> int:
+        raise NotImplementedError("BigQuery has no sessions to end; the fault tests use an HTTP proxy")
+
+    def drop(self) -> None:
+        self.client.delete_dataset(f"{self.project}.{self.schema}", delete_contents=True, not_found_ok=True)
+
+    def close(self) -> None:
+        self.conn.close()
+        self.client.close()
+
+
 def local_ports(pid: int) -> set[int]:
     """The local TCP ports of the sockets process ``pid`` holds open (read from /proc)."""
     inodes = set()
@@ -230,6 +290,8 @@ def destination_under_test(kind: str, source_name: str) -> DestinationUnderTest:
     if kind == "mysql":
         # another database on the source's server: it cannot have the source database's name
         return MySQLUnderTest(source_name + "_d")
+    if kind == BIGQUERY:
+        return BigQueryUnderTest(source_name)
     raise ValueError(f"no destination kind {kind!r}")
 
 

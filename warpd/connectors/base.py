@@ -339,6 +339,11 @@ class Capabilities:
     # converts existing values in place when a column widens into JSON (SchemaOpKind.EVOLVE), each
     # rendered by the shared rule of warpd.types; False: the engine copies such a table again
     json_widening: bool = False
+    # seconds between two writes to one table: the engine coalesces changes up to it (a destination
+    # whose every write is a billed job with per-table limits: BigQuery's MERGE); 0: no minimum
+    min_flush_interval: float = 0.0
+    # most connections writing one table at once (0: as many as max_parallel_streams asks)
+    writers_per_table: int = 0
     notes: tuple[str, ...] = ()  # said once at start-up (e.g. which load path was chosen and why)
 
 

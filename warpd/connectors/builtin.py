@@ -25,6 +25,12 @@ def _check_mongodb(uri: str) -> None:
     check_uri(uri)
 
 
+def _check_bigquery(uri: str) -> None:
+    from warpd.connectors.bigquery.uri import check_uri
+
+    check_uri(uri)
+
+
 def _check_postgresql(uri: str) -> None:
     from warpd.connectors.postgresql.uri import check_uri
 
@@ -58,3 +64,10 @@ def mysql_destination(uri: str, application_name: str) -> Any:
     from warpd.connectors.mysql.destination import MySQLDestination
 
     return MySQLDestination(uri, application_name=application_name)
+
+
+@register_destination("bigquery", check_uri=_check_bigquery)
+def bigquery_destination(uri: str, application_name: str) -> Any:
+    from warpd.connectors.bigquery.destination import BigQueryDestination
+
+    return BigQueryDestination(uri, application_name=application_name)

@@ -17,7 +17,7 @@ from typing import Any
 
 from warpd import metrics
 from warpd.config import RetryPolicy, TableSettings
-from warpd.connectors.base import Destination, Position, Row, SnapshotChunk, TablePlan
+from warpd.connectors.base import Capabilities, Destination, Position, Row, SnapshotChunk, TablePlan
 from warpd.engine.batch import FinalState
 from warpd.engine.retry import call_with_retry
 from warpd.redact import redact
@@ -38,8 +38,9 @@ class DestinationPool:
     at the most threads ever writing at once, however often that happens.
     """
 
-    def __init__(self, factory: Callable[[], Destination]):
+    def __init__(self, factory: Callable[[], Destination], capabilities: Capabilities | None = None):
         self._factory = factory
+        self.capabilities = capabilities
         self._local = threading.local()
         self._all: list[tuple[threading.Thread, Destination]] = []  # (owner, connection)
         self._lock = threading.Lock()
@@ -155,6 +156,9 @@ class TableApplier:
         self.on_dead_letter = on_dead_letter
         self.should_stop = should_stop
         self.workers = max(1, settings.max_parallel_streams)
+        cap = pool.capabilities.writers_per_table if pool.capabilities is not None else 0
+        if cap:
+            self.workers = min(self.workers, cap)  # e.g. BigQuery: DML jobs on one table queue up
         self._executor = ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix=f"apply-{plan.source.name[:20]}"
         )

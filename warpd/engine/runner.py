@@ -98,7 +98,9 @@ class SchemaRunner:
         make_dest = destination_factory(config.destination.type)
         app = f"cartridge-warp {schema.name}"[:63]
         self.dest: Destination = make_dest(config.destination.connection_string, app)
-        self.pool = DestinationPool(lambda: make_dest(config.destination.connection_string, app))
+        self.pool = DestinationPool(
+            lambda: make_dest(config.destination.connection_string, app), self.dest.capabilities
+        )
         caps = self.dest.capabilities
         # the source encodes snapshot rows server-side only in a format the destination loads as it is
         self._bulk_format: str | None = min(
@@ -135,6 +137,10 @@ class SchemaRunner:
         # the streaming batch being applied by the committer thread while the stream reads on (_flush),
         # for a source that says it gains from it (Source in base.py: pipelined_apply)
         self._pipelined = bool(getattr(self.source, "pipelined_apply", False))
+        # a destination whose writes are billed jobs (BigQuery) asks for a pause between two flushes:
+        # full batches and the latency bound wait for it, coalescing (schema changes and stops do not)
+        self._min_flush = float(self.dest.capabilities.min_flush_interval or 0.0)
+        self._flushed_at = 0.0
         self._committer: ThreadPoolExecutor | None = None
         self._inflight: tuple[Future[None], _Batch] | None = None
         self._check_capabilities()
@@ -721,8 +727,8 @@ class SchemaRunner:
             self.pending_counts[event.table] = count
             if (
                 count >= self.schema.table_settings(event.table).batch_size
-                or self.pending_bytes >= BATCH_BYTES
-            ):
+                and now - self._flushed_at >= self._min_flush
+            ) or self.pending_bytes >= BATCH_BYTES:
                 self._flush(wait=not self._pipelined)
         elif isinstance(event, Heartbeat):
             if event.position is not None:
@@ -747,7 +753,11 @@ class SchemaRunner:
             self._save(event.source_ts)
         if self._inflight is not None and self._inflight[0].done():
             self._drain()  # committed: store its checkpoint now, not at the next flush
-        if self.pending and now - self.batch_started >= self.schema.max_batch_latency:
+        if (
+            self.pending
+            and now - self.batch_started >= self.schema.max_batch_latency
+            and now - self._flushed_at >= self._min_flush
+        ):
             self._flush(wait=not self._pipelined)
         elif (
             not self.pending
@@ -834,6 +844,7 @@ class SchemaRunner:
                 self._save(self.last_source_ts)
             return
         self._drain()  # first: a failed batch in flight goes back in front of the pending changes
+        self._flushed_at = time.monotonic()
         self.batch_id += 1
         batch = _Batch(self.batch_id, self.pending, dict(self.safe_pos), self.pending[-1].source_ts)
         self.pending = []

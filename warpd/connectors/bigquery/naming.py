@@ -1,0 +1,56 @@
+"""BigQuery names for source identifiers: deterministic, documented renames (docs/bigquery.md).
+
+Column names may hold only letters, digits and underscores, must not start
+with a digit or a reserved prefix (``_TABLE_``, ``_FILE_``, ``_PARTITION``,
+``_ROW_TIMESTAMP``, ``__ROOT__``, ``_COLIDENTIFIER``), are at most 300
+characters and are compared without regard to case.  A source name that
+breaks a rule has every other character replaced by ``_``, a leading digit or
+reserved prefix gets ``c_`` in front, and, as renamed names can meet, the
+shared rule of :func:`warpd.connectors.postgresql.naming.map_columns` then
+applies: a name over the limit is cut and gains ``_`` plus 8 hex digits of
+the SHA-1 of the source name, and the later of two equal names (case
+ignored) gains ``_2``, ``_3``...
+
+Dataset and table names get the same cleaning (dataset names: letters,
+digits, underscores, 1,024 characters); a table whose name had to change
+also gains the 8-digit hash of its source name, so two source tables never
+meet in one destination table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+from warpd.connectors.postgresql.naming import fit_identifier, map_columns
+
+MAX_COLUMN_CHARS = 300
+MAX_TABLE_CHARS = 1024
+_BAD = re.compile(r"[^A-Za-z0-9_]")
+_RESERVED_PREFIXES = ("_table_", "_file_", "_partition", "_row_timestamp", "__root__", "_colidentifier")
+
+
+def clean(name: str) -> str:
+    """``name`` with BigQuery's column-name rules applied (unchanged when it follows them)."""
+    out = _BAD.sub("_", name) or "_"
+    if out[0].isdigit() or out.lower().startswith(_RESERVED_PREFIXES):
+        out = "c_" + out
+    return out
+
+
+def column_names(names: Iterable[str], reserved: Iterable[str]) -> dict[str, str]:
+    return map_columns(
+        names, reserved, limit=MAX_COLUMN_CHARS, unit="characters", fold=str.lower, clean=clean
+    )
+
+
+def table_name(name: str) -> str:
+    cleaned = clean(name)
+    if cleaned != name:
+        cleaned = f"{cleaned}_{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
+    return fit_identifier(cleaned, MAX_TABLE_CHARS, "characters")
+
+
+def dataset_name(name: str) -> str:
+    return table_name(name)

@@ -1,0 +1,104 @@
+"""``bigquery://PROJECT?location=...&credentials=...`` connection strings.
+
+The project is the URI's host part (empty: the one Application Default
+Credentials name); the dataset is the schema's ``destination_schema``.  Query
+parameters:
+
+- ``location``: where datasets are created and jobs run (``US``, ``EU``, ``europe-west1``...);
+- ``credentials``: path of a service-account key file (the path may be shown, the key never is);
+  without it, Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, the
+  metadata server);
+- ``api_endpoint``: another API root, e.g. ``http://127.0.0.1:9050`` for a local emulator (then
+  anonymous credentials unless ``credentials`` is given);
+- ``min_flush_interval``: seconds between two merges into one table (default 5);
+- ``job_timeout``: seconds one load or query job may take before it counts as failed and is retried
+  (default 300).
+
+See docs/bigquery.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from warpd.errors import ConfigError
+
+DEFAULT_MIN_FLUSH_INTERVAL = 5.0
+DEFAULT_JOB_TIMEOUT = 300.0
+KNOWN = ("location", "credentials", "api_endpoint", "min_flush_interval", "job_timeout")
+# Google Cloud project ids: 6-30 lower-case letters, digits and hyphens (and the legacy
+# "domain.com:project" form); the emulator takes any simple name
+_PROJECT = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class BigQueryTarget:
+    project: str | None
+    location: str | None = None
+    credentials: str | None = None
+    api_endpoint: str | None = None
+    min_flush_interval: float = DEFAULT_MIN_FLUSH_INTERVAL
+    job_timeout: float = DEFAULT_JOB_TIMEOUT
+
+
+def _seconds(name: str, text: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise ConfigError(
+            f"destination.connection_string: {name}={text!r} must be a number of seconds from {low:g} to {high:g}"
+        )
+    return value
+
+
+def parse_uri(uri: str) -> BigQueryTarget:
+    """The target a ``bigquery://`` URI names; raises ConfigError naming the problem."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "bigquery":
+        raise ConfigError(
+            "destination.connection_string: a BigQuery destination is written bigquery://PROJECT"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(
+            "destination.connection_string: a bigquery:// URI carries no user or password; give a "
+            "service-account key file with ?credentials=/path/key.json, or use Application Default Credentials"
+        )
+    project = unquote(parts.netloc) or None
+    if project is not None and not _PROJECT.match(project):
+        raise ConfigError(
+            f"destination.connection_string: {project!r} is not a Google Cloud project id "
+            "(lower-case letters, digits and hyphens, starting with a letter)"
+        )
+    if parts.path not in ("", "/"):
+        raise ConfigError(
+            "destination.connection_string: the dataset is not part of a bigquery:// URI; it is the "
+            "schema's destination_schema (default: the schema name)"
+        )
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in KNOWN:
+            raise ConfigError(
+                f"destination.connection_string: unknown parameter {key!r}; known: {', '.join(KNOWN)}"
+            )
+        params[key] = value
+    endpoint = params.get("api_endpoint") or None
+    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+        raise ConfigError("destination.connection_string: api_endpoint must be an http:// or https:// URL")
+    return BigQueryTarget(
+        project=project,
+        location=params.get("location") or None,
+        credentials=params.get("credentials") or None,
+        api_endpoint=endpoint,
+        min_flush_interval=_seconds(
+            "min_flush_interval", params.get("min_flush_interval", str(DEFAULT_MIN_FLUSH_INTERVAL)), 0, 3600
+        ),
+        job_timeout=_seconds("job_timeout", params.get("job_timeout", str(DEFAULT_JOB_TIMEOUT)), 1, 86400),
+    )
+
+
+def check_uri(uri: str) -> None:
+    parse_uri(uri)
