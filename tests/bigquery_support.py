@@ -11,8 +11,10 @@ instead, on purpose.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 import uuid
@@ -104,3 +106,19 @@ def destination_uri(min_flush_interval: float = 0.2) -> str:
     if project:
         return f"bigquery://{project}?min_flush_interval={min_flush_interval:g}"
     return f"bigquery://{PROJECT}?api_endpoint={endpoint()}&min_flush_interval={min_flush_interval:g}"
+
+
+def documented_name(name: str, table: bool = False) -> str:
+    """docs/bigquery.md, "Names" (without the length and collision rules), written out independently of
+    the connector's code: what a source name becomes at BigQuery."""
+    out = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    reserved = ("_table_", "_file_", "_partition", "_row_timestamp", "__root__", "_colidentifier")
+    if out[0].isdigit() or out.lower().startswith(reserved):
+        out = "c_" + out
+    if table and out != name:
+        out += "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return out
+
+
+def valid_column_name(name: str) -> bool:
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,299}", name) is not None

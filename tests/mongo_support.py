@@ -147,9 +147,12 @@ class MongoDatabases:
 
 
 def column(m: MongoDatabases, name: str) -> str:
-    """``name`` quoted as a column of ``m``'s destination (backticks for MySQL, double quotes else)."""
+    """``name`` quoted as a column of ``m``'s destination (backticks for MySQL and BigQuery, double quotes
+    else)."""
     if m.dest.kind == "mysql":
         return "`" + name.replace("`", "``") + "`"
+    if m.dest.kind == "bigquery":
+        return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -163,8 +166,9 @@ def dest_rows(
 
 
 def json_value(m: MongoDatabases, value: Any) -> Any:
-    """A JSON column's value as Python data: ``jsonb`` arrives decoded (a JSON string as a str), MySQL's as text."""
-    if m.dest.kind == "postgresql" or value is None:
+    """A JSON column's value as Python data: ``jsonb`` and BigQuery's JSON arrive decoded (a JSON string as a
+    str), MySQL's as text."""
+    if m.dest.kind in ("postgresql", "bigquery") or value is None:
         return value
     return json.loads(value)
 

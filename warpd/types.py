@@ -59,8 +59,15 @@ instead of converting.)
 
 from __future__ import annotations
 
+import datetime as _dt
 import enum
+import json
+import math
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from warpd.errors import FatalError
 
 
 class Kind(enum.StrEnum):
@@ -174,3 +181,45 @@ def is_widening(old: ColumnType, new: ColumnType) -> bool:
     if old.kind is new.kind and old.kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.TIME):
         return (new.precision or 0) >= (old.precision or 0)
     return False
+
+
+def _numeric_json(value: Decimal) -> str:
+    if value.is_nan():
+        return '"NaN"'
+    if value.is_infinite():
+        return '"Infinity"' if value > 0 else '"-Infinity"'
+    text = format(value, "f")
+    return text[1:] if value.is_zero() and text.startswith("-") else text  # numeric has no -0
+
+
+def json_of(ct: ColumnType, value: Any) -> str | None:
+    """A canonical value of ``ct`` as JSON text, by the shared rule of :mod:`warpd.types`.
+
+    ("Converting into JSON": what PostgreSQL's ``to_jsonb`` gives in a UTC
+    session, and what a source writes for a fresh scalar in a JSON column.)
+    """
+    if value is None:
+        return None
+    kind = ct.kind
+    if kind in (Kind.TEXT, Kind.UUID):
+        return json.dumps(str(value), ensure_ascii=False)
+    if kind is Kind.BOOLEAN:
+        return "true" if value else "false"
+    if kind is Kind.INT:
+        return str(int(value))
+    if kind is Kind.FLOAT:
+        if math.isfinite(value):
+            return _numeric_json(Decimal(repr(float(value)).removesuffix(".0")))
+        return _numeric_json(Decimal(repr(float(value)).replace("inf", "Infinity").replace("nan", "NaN")))
+    if kind is Kind.DECIMAL:
+        return _numeric_json(Decimal(value))
+    if kind is Kind.TIMESTAMPTZ:
+        value = value.astimezone(_dt.UTC) if value.tzinfo else value
+        base = value.replace(microsecond=0, tzinfo=None).isoformat()
+        fraction = f".{value.microsecond:06d}".rstrip("0") if value.microsecond else ""
+        return json.dumps(f"{base}{fraction}+00:00")
+    if kind is Kind.BYTES:
+        return json.dumps("\\x" + bytes(value).hex())
+    if kind in (Kind.JSON, Kind.TEXT_ARRAY):
+        return json.dumps(value, ensure_ascii=False) if kind is Kind.TEXT_ARRAY else str(value)
+    raise FatalError(f"no rule turns a {ct.describe()} value into JSON in place; copy the table again")

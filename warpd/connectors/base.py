@@ -218,6 +218,11 @@ class Source(Protocol):
     engine says no while it emulates foreign-key actions (they read the
     parent's referenced columns) and for keyless tables the source keeps the
     whole image anyway (their key is a hash of the row);
+    ``order_key(change) -> str`` gives the text by which the source's changes sort in the order
+    they happened, the same for a change and its replay and different for any two changes (MySQL:
+    binlog file, event position, row index); the engine hands it to a destination with
+    ``capabilities.ordered_writes``, which then refuses to take a row back to an older change
+    (BigQuery: a replay after a crash changes nothing);
     ``pipelined_apply = True`` asks the engine to apply a full batch on a
     thread of its own while the stream reads the next (a gain where reading is
     light and the destination's work long: MySQL binlog rows, +7 % on two
@@ -344,6 +349,9 @@ class Capabilities:
     min_flush_interval: float = 0.0
     # most connections writing one table at once (0: as many as max_parallel_streams asks)
     writers_per_table: int = 0
+    # stores each row's source order (Source.order_key) and applies a change only over an older one:
+    # the engine then calls ``encode(..., order=key)`` for the changes of sources that give one
+    ordered_writes: bool = False
     notes: tuple[str, ...] = ()  # said once at start-up (e.g. which load path was chosen and why)
 
 
@@ -511,7 +519,10 @@ class Destination(Protocol):
 
     # -- rows -----------------------------------------------------------------
     def encode(self, plan: TablePlan, row: Row, op: str, source_ts: float | None) -> Any:
-        """One record for ``row`` (raises ValueError/TypeError/OverflowError on a value it cannot hold)."""
+        """One record for ``row`` (raises ValueError/TypeError/OverflowError on a value it cannot hold).
+
+        A destination with ``capabilities.ordered_writes`` also takes ``order``, the change's
+        :meth:`Source.order_key` (None for snapshot rows and sources without one)."""
 
     def encode_chunk(self, plan: TablePlan, chunk: SnapshotChunk) -> EncodedChunk:
         """Records for a snapshot chunk (which may hold :attr:`SnapshotChunk.encoded` lines)."""

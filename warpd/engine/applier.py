@@ -200,7 +200,10 @@ class TableApplier:
         out = []
         for st in states:
             try:
-                out.append((st, dest.encode(self.plan, st.row, st.op, st.source_ts)))
+                if st.order is None:
+                    out.append((st, dest.encode(self.plan, st.row, st.op, st.source_ts)))
+                else:  # only for a destination with ordered_writes (runner.py)
+                    out.append((st, dest.encode(self.plan, st.row, st.op, st.source_ts, order=st.order)))  # type: ignore[call-arg]
             except (ValueError, TypeError, OverflowError) as exc:
                 self._dead_letter(st, f"value cannot be encoded for {dest.capabilities.name}: {exc}")
         return out

@@ -140,6 +140,10 @@ class SchemaRunner:
         # a destination whose writes are billed jobs (BigQuery) asks for a pause between two flushes:
         # full batches and the latency bound wait for it, coalescing (schema changes and stops do not)
         self._min_flush = float(self.dest.capabilities.min_flush_interval or 0.0)
+        # a destination that keeps each row's source order gets it from sources that have one
+        self._order_of = (
+            getattr(self.source, "order_key", None) if self.dest.capabilities.ordered_writes else None
+        )
         self._flushed_at = 0.0
         self._committer: ThreadPoolExecutor | None = None
         self._inflight: tuple[Future[None], _Batch] | None = None
@@ -873,7 +877,7 @@ class SchemaRunner:
             applier = self.appliers.get(name)
             if applier is None or self.hooks.skips(name):
                 continue
-            states = compact(changes, applier.key_of)
+            states = compact(changes, applier.key_of, self._order_of)
             with logs.bind(table=name, batch=batch.id):
                 with self.hooks.applying(name, states):
                     applier.apply(states.values())

@@ -61,13 +61,16 @@ from warpd.connectors.bigquery.types import (
     stage_expr,
 )
 from warpd.connectors.bigquery.uri import BigQueryTarget, parse_uri
+from warpd.connectors.postgresql.naming import fit_identifier
 from warpd.errors import FatalError
 from warpd.redact import redact
-from warpd.types import Column, Kind, TableSchema
+from warpd.types import Column, ColumnType, Kind, TableSchema, json_of
 
 log = logging.getLogger(__name__)
 
 STAGE_PREFIX = "_warp_stage_"
+# each row's source order (Source.order_key): a change is merged only over an older one
+ORDER_COLUMN = "_warp_order"
 STAGE_LIFETIME = _dt.timedelta(hours=1)
 API_TIMEOUT = 60.0  # seconds for one HTTP call (jobs are bounded by job_timeout)
 _META_TYPES = {
@@ -115,7 +118,7 @@ def _message(exc: BaseException) -> str:
 
 
 def make_plan(schema: TableSchema, dest_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
-    columns = column_names((c.name for c in schema.columns), RESERVED_COLUMNS)
+    columns = column_names((c.name for c in schema.columns), (*RESERVED_COLUMNS, ORDER_COLUMN))
     key = tuple(columns[k] for k in schema.key) if schema.key else (ROW_KEY,)
     return TablePlan(
         source=schema,
@@ -136,6 +139,8 @@ class BigQueryDestination:
         self.target: BigQueryTarget = parse_uri(uri)
         self.application_name = application_name
         self._client: Any = None
+        # one HTTP call may take no longer than a job (a call that hangs is abandoned and retried)
+        self._api_timeout = min(API_TIMEOUT, self.target.job_timeout)
         self.capabilities = Capabilities(
             name="BigQuery",
             max_identifier_length=MAX_COLUMN_CHARS,
@@ -145,7 +150,8 @@ class BigQueryDestination:
             max_decimal_precision=76,
             transactional_ddl=False,
             foreign_key_actions=False,
-            json_widening=False,
+            json_widening=True,
+            ordered_writes=True,
             min_flush_interval=self.target.min_flush_interval,
             writers_per_table=1,
             notes=(
@@ -211,7 +217,7 @@ class BigQueryDestination:
 
     def connect(self) -> None:
         try:
-            list(self.client.list_datasets(max_results=1, retry=None, timeout=API_TIMEOUT))
+            list(self.client.list_datasets(max_results=1, retry=None, timeout=self._api_timeout))
         except Exception as exc:
             if self.is_transient(exc):
                 raise
@@ -283,7 +289,7 @@ class BigQueryDestination:
 
     # -- jobs ---------------------------------------------------------------------
     def _query(self, statement: str) -> Any:
-        job = self.client.query(statement, retry=None, job_retry=None, timeout=API_TIMEOUT)
+        job = self.client.query(statement, retry=None, job_retry=None, timeout=self._api_timeout)
         return job.result(timeout=self.target.job_timeout, retry=None)
 
     def _execute(self, statements: list[str]) -> list[str]:
@@ -297,14 +303,14 @@ class BigQueryDestination:
         dataset = bigquery.Dataset(f"{self.client.project}.{plan.dest_schema}")
         if self.target.location:
             dataset.location = self.target.location
-        self.client.create_dataset(dataset, exists_ok=True, retry=None, timeout=API_TIMEOUT)
+        self.client.create_dataset(dataset, exists_ok=True, retry=None, timeout=self._api_timeout)
 
     def live_columns(self, plan: TablePlan, name: str | None = None) -> dict[str, str] | None:
         """The live table's columns (lower-cased name -> API type), None when it does not exist."""
         from google.api_core.exceptions import NotFound
 
         try:
-            table = self.client.get_table(self._table_id(plan, name), retry=None, timeout=API_TIMEOUT)
+            table = self.client.get_table(self._table_id(plan, name), retry=None, timeout=self._api_timeout)
         except NotFound:
             return None
         return {f.name.lower(): f.field_type for f in table.schema}
@@ -327,6 +333,7 @@ class BigQueryDestination:
             out += [(n, _META_TYPES[n], False) for n in (OP_COLUMN, SOURCE_TS_COLUMN, SYNCED_AT_COLUMN)]
         if plan.soft_delete:
             out.append((DELETED_AT_COLUMN, _META_TYPES[DELETED_AT_COLUMN], False))
+        out.append((ORDER_COLUMN, "STRING", False))
         return out
 
     def create_sql(self, plan: TablePlan, name: str | None = None) -> list[str]:
@@ -463,12 +470,115 @@ class BigQueryDestination:
         if live is None:
             self._ensure_dataset(new)
             return self._execute(self.create_sql(new))
-        done = self._execute(self._missing_sql(new, set(live)))
+        done: list[str] = []
         for col in new.source.columns:
             before = old.source.column(col.name)
-            if before is not None and new.columns[col.name].lower() in live:
+            name = new.columns[col.name]
+            if before is None:
+                continue
+            if col.type.kind is Kind.JSON and before.type.kind is not Kind.JSON:
+                done += self._into_json(old, new, col, before.type, live)
+            elif name.lower() in live:
                 done += self._retype(new, col, live)
+        return done + self._execute(self._missing_sql(new, set(live)))
+
+    def _into_json(
+        self, old: TablePlan, plan: TablePlan, col: Column, before: ColumnType, live: dict[str, str]
+    ) -> list[str]:
+        """Turn column ``col`` (now JSON, before ``before``) into JSON, each value by the shared rule.
+
+        The values are read, converted here (:func:`warpd.types.json_of`: what PostgreSQL's
+        ``to_jsonb`` gives, and what a source writes for a fresh value), merged into a JSON column
+        beside the old one (``_warp_json_<name>``), which then takes the old one's place (DROP COLUMN,
+        RENAME COLUMN).  A key column is first taken out of the table's clustering (JSON cannot
+        cluster).  Each step checks the live table first, so a replay after a crash finishes what is
+        missing.
+        """
+        name = plan.columns[col.name]
+        if live.get(name.lower()) == "JSON":
+            return []
+        tmp = fit_identifier(f"_warp_json_{name}", MAX_COLUMN_CHARS, "characters")
+        target = self._table(plan)
+        done: list[str] = []
+        if name.lower() not in live:  # stopped between the drop and the rename
+            if tmp.lower() in live:
+                done += self._execute([f"ALTER TABLE {target} RENAME COLUMN {_q(tmp)} TO {_q(name)}"])
+                live[name.lower()] = live.pop(tmp.lower())
+            return done
+        if name in plan.key:
+            done += self._uncluster(plan, name)
+        if tmp.lower() not in live:
+            done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} JSON"])
+            live[tmp.lower()] = "JSON"
+        # the rows are found by their key as the live table holds it (the old plan's types)
+        keys = [(k, self._key_encoder(old, k)) for k in old.key]
+        select = ", ".join(
+            [*(f"{_q(k)} AS {_q(f'k{i}')}" for i, (k, _e) in enumerate(keys)), f"{_q(name)} AS v"]
+        )
+        records = [
+            [
+                *(enc(row[i]) for i, (_k, enc) in enumerate(keys)),
+                json_of(before, canonical(before, row[len(keys)])),
+            ]
+            for row in self._query(f"SELECT {select} FROM {target} WHERE {_q(name)} IS NOT NULL")
+        ]
+        if records:
+            stage = self._stage_name(plan)
+            try:
+                self._load(plan, stage, records, 0)
+                casts = ", ".join(
+                    f"{self._key_expr(old, k, f's{i}')} AS {_q(f'f{i}')}" for i, (k, _e) in enumerate(keys)
+                )
+                on = " AND ".join(self._same_key(old, k, f"f{i}") for i, (k, _e) in enumerate(keys))
+                self._query(
+                    f"MERGE {target} AS T USING (SELECT {casts}, PARSE_JSON({_q(f's{len(keys)}')}) AS j "
+                    f"FROM {self._table(plan, stage)}) AS S ON {on} WHEN MATCHED THEN UPDATE SET {_q(tmp)} = S.j"
+                )
+            finally:
+                self._drop_stage(plan, stage)
+            done.append(f"-- {len(records)} values of {name} converted into JSON")
+        done += self._execute(
+            [
+                f"ALTER TABLE {target} DROP COLUMN {_q(name)}",
+                f"ALTER TABLE {target} RENAME COLUMN {_q(tmp)} TO {_q(name)}",
+            ]
+        )
+        live.pop(tmp.lower(), None)
+        live[name.lower()] = "JSON"
         return done
+
+    def _uncluster(self, plan: TablePlan, name: str) -> list[str]:
+        """Cluster the table by its other clusterable key columns only (or not at all)."""
+        table = self.client.get_table(self._table_id(plan), retry=None, timeout=self._api_timeout)
+        fields = list(table.clustering_fields or [])
+        if name.lower() not in (f.lower() for f in fields):
+            return []
+        table.clustering_fields = [f for f in fields if f.lower() != name.lower()] or None
+        self.client.update_table(table, ["clustering_fields"], retry=None, timeout=self._api_timeout)
+        return [f"-- {plan.where}: clustered by {', '.join(table.clustering_fields or []) or 'nothing'}"]
+
+    def _same_key(self, plan: TablePlan, key: str, field: str) -> str:
+        """SQL: the target row ``T`` has the staged key ``S.field`` (JSON has no equality: compared as text)."""
+        col = self._key_column(plan, key)
+        left, right = f"T.{_q(key)}", f"S.{_q(field)}"
+        if col is not None and col.type.kind in (Kind.JSON, Kind.TEXT_ARRAY):
+            return f"TO_JSON_STRING({left}) = TO_JSON_STRING({right})"
+        return f"{left} = {right}"
+
+    def _key_column(self, plan: TablePlan, key: str) -> Column | None:
+        return next((c for c in plan.source.columns if plan.columns[c.name] == key), None)
+
+    def _key_encoder(self, plan: TablePlan, key: str) -> Any:
+        """How a key value read back from the table is written as a staged field."""
+        col = self._key_column(plan, key)
+        if col is None:  # the row key of a keyless table: a STRING
+            return lambda value: field_encoder(ColumnType(Kind.TEXT))(value)
+        encode = field_encoder(col.type)
+        return lambda value: encode(canonical(col.type, value))
+
+    def _key_expr(self, plan: TablePlan, key: str, field: str) -> str:
+        col = self._key_column(plan, key)
+        return _q(field) if col is None else stage_expr(col.type, _q(field))
 
     # -- records --------------------------------------------------------------------
     def fields(self, plan: TablePlan) -> list[str]:
@@ -476,9 +586,14 @@ class BigQueryDestination:
         cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns()
         if plan.metadata:
             cols += [OP_COLUMN, SOURCE_TS_COLUMN]
-        return cols
+        return [*cols, ORDER_COLUMN]
 
-    def encode(self, plan: TablePlan, row: Row, op: str, source_ts: float | None) -> list[str]:
+    def encode(
+        self, plan: TablePlan, row: Row, op: str, source_ts: float | None, order: str | None = None
+    ) -> list[str]:
+        for key in plan.source.key:  # no constraint would refuse it: the merge could not find the row again
+            if row.get(key) is None:
+                raise ValueError(f"the key column {key!r} is NULL; a row needs its key")
         fields = plan.encode(row)
         if plan.keyless:
             fields.insert(0, plan.row_key(fields))
@@ -491,6 +606,7 @@ class BigQueryDestination:
                     sep=" ", timespec="microseconds"
                 )
             )
+        fields.append(NULL_FIELD if order is None else order)
         return fields
 
     def encode_chunk(self, plan: TablePlan, chunk: SnapshotChunk) -> EncodedChunk:
@@ -514,6 +630,7 @@ class BigQueryDestination:
         out += [(plan.columns[c.name], stage_expr(c.type, "{}")) for c in plan.source.columns]
         if plan.metadata:
             out += [(OP_COLUMN, "{}"), (SOURCE_TS_COLUMN, "CAST({} AS TIMESTAMP)")]
+        out.append((ORDER_COLUMN, "{}"))
         return [(name, expr.format(_q(f"s{i}"))) for i, (name, expr) in enumerate(out)]
 
     def _stage_name(self, plan: TablePlan) -> str:
@@ -526,7 +643,7 @@ class BigQueryDestination:
         import pyarrow.parquet as pq
         from google.cloud import bigquery
 
-        width = len(self.fields(plan))
+        width = len(records[0]) if records else len(self.fields(plan))
         columns = list(zip(*records, strict=True)) if records else [() for _ in range(width)]
         arrays = {
             f"s{i}": pa.array([field_text(v) for v in col], pa.string()) for i, col in enumerate(columns)
@@ -540,14 +657,14 @@ class BigQueryDestination:
         schema += [bigquery.SchemaField("_warp_del", "BOOL"), bigquery.SchemaField("_warp_ord", "INT64")]
         table = bigquery.Table(self._table_id(plan, stage), schema=schema)
         table.expires = _dt.datetime.now(_dt.UTC) + STAGE_LIFETIME
-        self.client.create_table(table, retry=None, timeout=API_TIMEOUT)
+        self.client.create_table(table, retry=None, timeout=self._api_timeout)
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
             schema=schema,
         )
         job = self.client.load_table_from_file(
-            buf, self._table_id(plan, stage), job_config=config, num_retries=0, timeout=API_TIMEOUT
+            buf, self._table_id(plan, stage), job_config=config, num_retries=0, timeout=self._api_timeout
         )
         job.result(timeout=self.target.job_timeout, retry=None)
 
@@ -555,17 +672,10 @@ class BigQueryDestination:
         exprs = self._stage_exprs(plan)
         names = [name for name, _e in exprs]
         index = {name: i for i, name in enumerate(names)}
-        kinds = {plan.columns[c.name]: c.type.kind for c in plan.source.columns}
         select = ", ".join(f"{expr} AS {_q(f'f{i}')}" for i, (_n, expr) in enumerate(exprs))
         partition = ", ".join(_q(f"s{index[k]}") for k in plan.key)
 
-        def same(k: str) -> str:
-            left, right = f"T.{_q(k)}", f"S.{_q(f'f{index[k]}')}"
-            if kinds.get(k) in (Kind.JSON, Kind.TEXT_ARRAY):  # JSON has no equality
-                return f"TO_JSON_STRING({left}) = TO_JSON_STRING({right})"
-            return f"{left} = {right}"
-
-        on = " AND ".join(same(k) for k in plan.key)
+        on = " AND ".join(self._same_key(plan, k, f"f{index[k]}") for k in plan.key)
         sets = [f"{_q(n)} = S.{_q(f'f{i}')}" for i, n in enumerate(names) if n not in plan.key]
         ins_cols = list(names)
         ins_vals = [f"S.{_q(f'f{i}')}" for i in range(len(names))]
@@ -578,7 +688,10 @@ class BigQueryDestination:
                 f"{_q(DELETED_AT_COLUMN)} = CAST(NULL AS TIMESTAMP)"
             )  # (the emulator cannot parse a bare NULL there)
         if plan.soft_delete:
-            marks = [f"{_q(DELETED_AT_COLUMN)} = COALESCE(T.{_q(DELETED_AT_COLUMN)}, CURRENT_TIMESTAMP())"]
+            marks = [
+                f"{_q(DELETED_AT_COLUMN)} = COALESCE(T.{_q(DELETED_AT_COLUMN)}, CURRENT_TIMESTAMP())",
+                f"{_q(ORDER_COLUMN)} = S.{_q(f'f{index[ORDER_COLUMN]}')}",
+            ]
             if plan.metadata:
                 marks += [
                     f"{_q(OP_COLUMN)} = S.{_q(f'f{index[OP_COLUMN]}')}",
@@ -588,9 +701,13 @@ class BigQueryDestination:
             on_delete = f"UPDATE SET {', '.join(marks)}"
         else:
             on_delete = "DELETE"
-        clauses = [f"WHEN MATCHED AND S._warp_del THEN {on_delete}"]
+        # the position guard: a change applies only over an older one (or where either has no order:
+        # snapshot rows, sources without Source.order_key), so a replay after a crash changes nothing
+        mine, theirs = f"S.{_q(f'f{index[ORDER_COLUMN]}')}", f"T.{_q(ORDER_COLUMN)}"
+        newer = f"({mine} IS NULL OR {theirs} IS NULL OR {mine} > {theirs})"
+        clauses = [f"WHEN MATCHED AND S._warp_del AND {newer} THEN {on_delete}"]
         if not keep_existing and sets:
-            clauses.append(f"WHEN MATCHED AND NOT S._warp_del THEN UPDATE SET {', '.join(sets)}")
+            clauses.append(f"WHEN MATCHED AND NOT S._warp_del AND {newer} THEN UPDATE SET {', '.join(sets)}")
         clauses.append(
             f"WHEN NOT MATCHED AND NOT S._warp_del THEN INSERT ({', '.join(map(_q, ins_cols))}) "
             f"VALUES ({', '.join(ins_vals)})"
@@ -628,7 +745,7 @@ class BigQueryDestination:
             return
         try:
             self.client.delete_table(
-                self._table_id(plan, stage), not_found_ok=True, retry=None, timeout=API_TIMEOUT
+                self._table_id(plan, stage), not_found_ok=True, retry=None, timeout=self._api_timeout
             )
         except Exception as exc:  # noqa: BLE001 - it expires within the hour anyway
             log.warning(

@@ -325,18 +325,15 @@ class BinlogReader:
                 "correct or delete the row at the source (later events then carry a decodable value).",
             ) from exc
         checks = not (getattr(ev, "flags", 0) & NO_FOREIGN_KEY_CHECKS)
-        for row in rows:
+        for index, row in enumerate(rows):
+            at = {**here, "row": index}  # the row's place in the log (MySQLSource.order_key)
             try:
                 if isinstance(ev, WriteRowsEvent):
                     after = self._image(table, convs, row["values"], row.get("none_sources"), here)
-                    yield RowChange(
-                        table, Op.INSERT, None, after, pos, ts, foreign_key_checks=checks, at=here
-                    )
+                    yield RowChange(table, Op.INSERT, None, after, pos, ts, foreign_key_checks=checks, at=at)
                 elif isinstance(ev, DeleteRowsEvent):
                     before = self._image(table, convs, row["values"], row.get("none_sources"), here)
-                    yield RowChange(
-                        table, Op.DELETE, before, None, pos, ts, foreign_key_checks=checks, at=here
-                    )
+                    yield RowChange(table, Op.DELETE, before, None, pos, ts, foreign_key_checks=checks, at=at)
                 else:
                     before = self._image(
                         table, convs, row["before_values"], row.get("before_none_sources"), here
@@ -345,7 +342,7 @@ class BinlogReader:
                         table, convs, row["after_values"], row.get("after_none_sources"), here
                     )
                     yield RowChange(
-                        table, Op.UPDATE, before, after, pos, ts, foreign_key_checks=checks, at=here
+                        table, Op.UPDATE, before, after, pos, ts, foreign_key_checks=checks, at=at
                     )
             except _UnknownColumn as unknown:
                 # the engine copies the table again, unless its copy holds this event (engine/runner.py)
@@ -483,9 +480,9 @@ class BinlogReader:
                 yield SchemaChange(table, SchemaOpKind.RESYNC_TABLE, here, statement, source_ts=ts)
         elif verb == "COMMIT":
             # the rows were logged with the prepare, but take effect here (what a copy orders them by)
-            for change in rows or ():
+            for index, change in enumerate(rows or ()):
                 if isinstance(change, RowChange):
-                    yield dataclasses.replace(change, at=here)
+                    yield dataclasses.replace(change, at={**here, "row": index})
                 elif isinstance(change, SchemaChange):
                     yield dataclasses.replace(change, at=here)
                 else:

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -74,7 +72,7 @@ from warpd.connectors.mysql.dest_types import (
 from warpd.connectors.postgresql.naming import fit_identifier, map_columns
 from warpd.errors import FatalError, TransientError
 from warpd.redact import redact
-from warpd.types import Column, ColumnType, Kind, TableSchema
+from warpd.types import Column, ColumnType, Kind, TableSchema, json_of
 
 log = logging.getLogger(__name__)
 
@@ -1006,45 +1004,3 @@ def _float_decimal_text(ct: ColumnType, value: Any) -> str | None:
     if value is None:
         return None
     return plain_decimal(format(Decimal(repr(float(value)).removesuffix(".0")), "f"))
-
-
-def _numeric_json(value: Decimal) -> str:
-    if value.is_nan():
-        return '"NaN"'
-    if value.is_infinite():
-        return '"Infinity"' if value > 0 else '"-Infinity"'
-    text = format(value, "f")
-    return text[1:] if value.is_zero() and text.startswith("-") else text  # numeric has no -0
-
-
-def json_of(ct: ColumnType, value: Any) -> str | None:
-    """A canonical value of ``ct`` as JSON text, by the shared rule of :mod:`warpd.types`.
-
-    ("Converting into JSON": what PostgreSQL's ``to_jsonb`` gives in a UTC
-    session, and what a source writes for a fresh scalar in a JSON column.)
-    """
-    if value is None:
-        return None
-    kind = ct.kind
-    if kind in (Kind.TEXT, Kind.UUID):
-        return json.dumps(str(value), ensure_ascii=False)
-    if kind is Kind.BOOLEAN:
-        return "true" if value else "false"
-    if kind is Kind.INT:
-        return str(int(value))
-    if kind is Kind.FLOAT:
-        if math.isfinite(value):
-            return _numeric_json(Decimal(repr(float(value)).removesuffix(".0")))
-        return _numeric_json(Decimal(repr(float(value)).replace("inf", "Infinity").replace("nan", "NaN")))
-    if kind is Kind.DECIMAL:
-        return _numeric_json(Decimal(value))
-    if kind is Kind.TIMESTAMPTZ:
-        value = value.astimezone(_dt.UTC) if value.tzinfo else value
-        base = value.replace(microsecond=0, tzinfo=None).isoformat()
-        fraction = f".{value.microsecond:06d}".rstrip("0") if value.microsecond else ""
-        return json.dumps(f"{base}{fraction}+00:00")
-    if kind is Kind.BYTES:
-        return json.dumps("\\x" + bytes(value).hex())
-    if kind in (Kind.JSON, Kind.TEXT_ARRAY):
-        return json.dumps(value, ensure_ascii=False) if kind is Kind.TEXT_ARRAY else str(value)
-    raise FatalError(f"no rule turns a {ct.describe()} value into JSON in place; copy the table again")

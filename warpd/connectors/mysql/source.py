@@ -13,7 +13,15 @@ from typing import Any
 
 import pymysql
 
-from warpd.connectors.base import CASCADING_RULES, PG_COPY_TEXT, Event, ForeignKey, Position, SnapshotChunk
+from warpd.connectors.base import (
+    CASCADING_RULES,
+    PG_COPY_TEXT,
+    Event,
+    ForeignKey,
+    Position,
+    RowChange,
+    SnapshotChunk,
+)
 from warpd.connectors.mysql import copytext
 from warpd.connectors.mysql import types as mtypes
 from warpd.connectors.mysql.chunks import ChunkReader
@@ -476,6 +484,14 @@ class MySQLSource:
         mark = dict(position) if position is not None else dict(self.current_position())
         self.copied_at[table] = mark
         return mark
+
+    def order_key(self, change: RowChange) -> str:
+        """Where ``change`` lies in the binlog, as text that sorts in log order (file sequence number,
+        position of its row event, the row's index in it): equal for a change and its replay, and
+        different for any two changes (see :class:`~warpd.connectors.base.Source`)."""
+        at = change.at or change.position
+        file, pos = binlog_order(at)
+        return f"{file:010d}.{pos:020d}.{int(at.get('row', 0)):010d}"
 
     def precedes(self, at: Position, mark: Position) -> bool:
         """Whether the binlog event ending at ``at`` lies at or before ``mark``; see :class:`~warpd.connectors.base.Source`.
