@@ -214,9 +214,9 @@ def raw_parse(
 
 
 # --------------------------------------------------------------------------- the source read reference
-def raw_read(db: str, table: str, rows: int) -> dict[str, Any]:
-    """(b) SELECT of the whole table through PyMySQL's unbuffered SSCursor, rows converted to Python."""
-    say("raw (b): reading the whole table with PyMySQL SSCursor")
+def raw_read(db: str, table: str, rows: int, label: str = "raw (b)") -> dict[str, Any]:
+    """SELECT of the whole table through PyMySQL's unbuffered SSCursor, rows converted to Python."""
+    say(f"{label}: reading the whole table with PyMySQL SSCursor")
     conn = mysql(db, cursorclass=pymysql.cursors.SSCursor)
     count = 0
     try:

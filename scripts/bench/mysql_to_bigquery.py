@@ -92,6 +92,7 @@ from mysql_common import (
     wait_visible,
 )
 
+from warpd.config.model import DEFAULT_SNAPSHOT_CHUNK_SIZE
 from warpd.connectors.bigquery.destination import BigQueryDestination
 from warpd.connectors.bigquery.types import field_text
 from warpd.connectors.mysql.source import MySQLSource
@@ -235,8 +236,9 @@ def bq_scalar(bq: Any, sql: str) -> Any:
 
 
 # --------------------------------------------------------------------------- 2. raw limits
-def raw_load_merge(db: str, rows: int, dest_uri: str, bq: Any) -> dict[str, Any]:
-    """(a) one Parquet load job of the rows as cartridge-warp stages them; (b) its MERGE, twice."""
+def raw_load_merge(db: str, rows: int, dest_uri: str, bq: Any, chunk_rows: int) -> dict[str, Any]:
+    """(a) one Parquet load job of the rows as cartridge-warp stages them; (b) its MERGE, twice;
+    (e) load, MERGE and drop per snapshot chunk into a growing table, as the snapshot does."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from google.cloud import bigquery
@@ -266,12 +268,20 @@ def raw_load_merge(db: str, rows: int, dest_uri: str, bq: Any) -> dict[str, Any]
         }
         arrays["_warp_del"] = pa.array([False] * rows, pa.bool_())
         arrays["_warp_ord"] = pa.array(range(rows), pa.int64())
+        staged = pa.table(arrays)
         buf = io.BytesIO()
-        pq.write_table(pa.table(arrays), buf)
+        pq.write_table(staged, buf)
         parquet_seconds = time.monotonic() - t0
         size = buf.tell()
         buf.seek(0)
         del records, columns, arrays
+        pieces = []  # (e): the same rows as Parquet files of one snapshot chunk each
+        for offset in range(0, rows, chunk_rows):
+            piece = io.BytesIO()
+            pq.write_table(staged.slice(offset, chunk_rows), piece)
+            piece.seek(0)
+            pieces.append(piece)
+        del staged
 
         bq.create_dataset(f"{PROJECT}.{raw_ds}", exists_ok=True)
         schema = [bigquery.SchemaField(f"s{i}", "STRING") for i in range(width)]
@@ -304,9 +314,31 @@ def raw_load_merge(db: str, rows: int, dest_uri: str, bq: Any) -> dict[str, Any]
                 "emulator_cpu_s": used.get("warp_cpu_s"),
             }
             say(f"  {rows / seconds:,.0f} rows/s ({seconds:.2f}s)")
-        merged = bq_scalar(bq, f"SELECT COUNT(*) FROM `{PROJECT}.{raw_ds}.{plan.dest_table}`")[0]
+        target = f"`{PROJECT}.{raw_ds}.{plan.dest_table}`"
+        merged = bq_scalar(bq, f"SELECT COUNT(*) FROM {target}")[0]
         if merged != rows:
             raise BenchError(f"the raw MERGE left {merged} rows, expected {rows}")
+
+        bq.query(f"DROP TABLE {target}").result()
+        for stmt in dest.create_sql(plan):
+            bq.query(stmt).result()
+        say(
+            f"raw (e): the snapshot's pattern without cartridge-warp: per {chunk_rows:,}-row chunk a load job into "
+            f"a fresh table, the MERGE, the drop ({len(pieces)} chunks)"
+        )
+        cpu = CpuWindow(emu)
+        t0 = time.monotonic()
+        for i, piece in enumerate(pieces):
+            stage = f"stage_{i}"
+            bq.load_table_from_file(piece, f"{PROJECT}.{raw_ds}.{stage}", job_config=config).result()
+            bq.query(dest.merge_sql(plan, stage)).result()
+            bq.delete_table(f"{PROJECT}.{raw_ds}.{stage}")
+        chunked_seconds = time.monotonic() - t0
+        chunked_cpu = cpu.stop()
+        merged = bq_scalar(bq, f"SELECT COUNT(*) FROM {target}")[0]
+        if merged != rows:
+            raise BenchError(f"the chunked raw MERGE left {merged} rows, expected {rows}")
+        say(f"  {rows / chunked_seconds:,.0f} rows/s ({chunked_seconds:.2f}s)")
     finally:
         src.close()
         dest.close()
@@ -323,6 +355,14 @@ def raw_load_merge(db: str, rows: int, dest_uri: str, bq: Any) -> dict[str, Any]
         "parquet": {"seconds": round(parquet_seconds, 3), "rows_per_s": round(rows / parquet_seconds)},
         "read_and_encode": {"seconds": round(encode_seconds, 3), "rows_per_s": round(rows / encode_seconds)},
         "merge": out_merge,
+        "chunked": {
+            "chunk_rows": chunk_rows,
+            "chunks": len(pieces),
+            "seconds": round(chunked_seconds, 3),
+            "rows_per_s": round(rows / chunked_seconds),
+            "machine_busy_pct": chunked_cpu["machine_busy_pct"],
+            "emulator_cpu_s": chunked_cpu.get("warp_cpu_s"),
+        },
     }
 
 
@@ -478,6 +518,13 @@ def report(fig: dict[str, Any]) -> str:
             f"{r['merge']['update']['seconds']}s; every row matched",
         )
         add("raw (a)+(b) load then merge, one job each", f"{both:,} rows/s", "1 / (1/a + 1/b_inserts)")
+        ch = r["chunked"]
+        add(
+            f"raw (e) load + MERGE + drop per {ch['chunk_rows']:,}-row chunk",
+            f"{ch['rows_per_s']:,} rows/s",
+            f"{ch['seconds']}s, {ch['chunks']} chunk(s) into a growing table, as the snapshot; emulator CPU "
+            f"{ch['emulator_cpu_s']}s; machine {ch['machine_busy_pct']}% busy",
+        )
     else:
         add("raw (a), (b) load and MERGE", "skipped")
     add(
@@ -511,10 +558,12 @@ def report(fig: dict[str, Any]) -> str:
         )
     add("  snapshot / raw (a) load", ratio(snap["rows_per_s"], load))
     add("  snapshot / raw (b) MERGE", ratio(snap["rows_per_s"], merge_i))
+    chunked = raw.get("chunked", {}).get("rows_per_s")
+    add("  snapshot / raw (a)+(b) load then merge", ratio(snap["rows_per_s"], both), "one job each")
     add(
-        "  snapshot / raw (a)+(b) load then merge",
-        ratio(snap["rows_per_s"], both),
-        "the destination's ceiling",
+        "  snapshot / raw (e) chunked load + MERGE",
+        ratio(snap["rows_per_s"], chunked),
+        "the destination's ceiling at this chunk size",
     )
     add("  snapshot / raw (c) PyMySQL read", ratio(snap["rows_per_s"], read))
     k = live["by_kind"]
@@ -528,7 +577,7 @@ def report(fig: dict[str, Any]) -> str:
         f"{live['machine_busy_pct']}% busy",
     )
     add("  streaming / raw (d) parse", ratio(live["events_per_s"], parse))
-    add("  streaming / raw (a)+(b) load then merge", ratio(live["events_per_s"], both))
+    add("  streaming / raw (e) chunked load + MERGE", ratio(live["events_per_s"], chunked))
     add("lag: last commit -> visible in BigQuery", f"{live['lag_s']:.2f}s", f"polled every {fig['poll']:g} s")
     add(
         "lag: last commit -> checkpoint caught up",
@@ -604,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--rows must be >= 10, --changes from 1 to --rows / 2, --txn-rows >= 1")
 
     endpoint = args.endpoint.rstrip("/")
+    # the snapshot's chunk size: warpd's default unless the child is told otherwise
+    chunk_rows = int(os.environ.get("CARTRIDGE_WARP_SNAPSHOT_CHUNK_SIZE") or DEFAULT_SNAPSHOT_CHUNK_SIZE)
     db = f"warp_bench_bq_{uuid.uuid4().hex[:8]}"  # MariaDB database, cartridge-warp schema and dataset
     dest_uri = f"bigquery://{PROJECT}?api_endpoint={endpoint}&min_flush_interval={args.min_flush_interval:g}"
     fig: dict[str, Any] = {
@@ -649,8 +700,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fig["source"] = create_source(db, args.rows)
         if not args.skip_raw:
-            fig["raw"] = raw_load_merge(db, args.rows, dest_uri, bq)
-            fig["raw"]["pymysql_read"] = raw_read(db, TABLE, args.rows)
+            fig["raw"] = raw_load_merge(db, args.rows, dest_uri, bq, chunk_rows)
+            fig["raw"]["pymysql_read"] = raw_read(db, TABLE, args.rows, "raw (c)")
 
         say(f"snapshot: starting cartridge-warp (state {state_dir}, log {warp.log_path})")
         emu_cpu = CpuWindow(emu)
