@@ -7,14 +7,14 @@ PY      = $(BIN)/python
 STAMP   = $(VENV)/.installed-$(EXTRAS)
 EXTRAS ?= test
 
-.PHONY: help venv install install-dev install-all setup-db setup-bigquery demo test test-fast format lint type-check import-check check bench bench-oltp bench-mysql bench-mongo clean
+.PHONY: help venv install install-dev install-all setup-db setup-bigquery demo test test-fast format lint type-check import-check check bench bench-oltp bench-mysql bench-mongo bench-bigquery clean
 
 help:
 	@echo "make demo        replicate generated MariaDB and MongoDB sample databases into PostgreSQL, live"
 	@echo "make test        run the test suite against the local MariaDB and PostgreSQL"
 	@echo "make check       ruff, mypy and the import contract (lint-imports), as CI runs them"
 	@echo "make bench-oltp  benchmark MariaDB -> PostgreSQL with one-row statements: catch-up, library parse, live lag"
-	@echo "make install-dev / install-all / format / lint / type-check / import-check / bench / bench-mysql / bench-mongo / setup-db / setup-bigquery"
+	@echo "make install-dev / install-all / format / lint / type-check / import-check / bench / bench-mysql / bench-mongo / bench-bigquery / setup-db / setup-bigquery"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ bench-mysql: install setup-db
 
 bench-mongo: install setup-db
 	$(PY) scripts/bench/mongodb_to_postgres.py
+
+# MariaDB -> the local BigQuery emulator (setup-db starts it); needs the bigquery extra
+bench-bigquery: install-all setup-db
+	$(PY) scripts/bench/mysql_to_bigquery.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -327,11 +327,13 @@ class Warp:
 
 # --------------------------------------------------------------------------- profiling
 class Profiler:
-    """py-spy record attached to a running process, stopped with SIGINT."""
+    """py-spy record attached to a running process, stopped with SIGINT.  ``gil``: only the thread holding
+    the GIL (on-CPU Python time); ``idle``: idle threads too (wall time, waits included)."""
 
-    def __init__(self, out_dir: str | None, gil: bool = True):
+    def __init__(self, out_dir: str | None, gil: bool = True, idle: bool = False):
         self.out_dir = out_dir
         self.gil = gil
+        self.idle = idle
         self.proc: subprocess.Popen[bytes] | None = None
         self.path = ""
         # the virtualenv's py-spy when the script runs as .venv/bin/python without the venv on PATH
@@ -362,6 +364,7 @@ class Profiler:
                 "-o",
                 self.path,
                 *(["--gil"] if self.gil else []),
+                *(["--idle"] if self.idle else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -8,18 +8,22 @@ settings, the pymysqlreplication-alone parse reference, waiting for a marker row
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
 import pymysql
+import pymysql.cursors
 from common import BenchError, CpuWindow, Warp, host_facts, package_version, say
 
 MYSQL_ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "charset": "utf8mb4"}
 PG_DSN = "postgresql://warp:warp@127.0.0.1:5432/warp_test"
 PG_SUPERUSER = os.environ.get("WARP_BENCH_PG_SUPERUSER", "postgres")
 MARKER_POLL = 0.02  # seconds between destination polls (streaming)
+STATE_POLL = 0.2  # seconds between state-file polls (snapshot)
 
 
 # --------------------------------------------------------------------------- connections
@@ -209,7 +213,104 @@ def raw_parse(
     }
 
 
+# --------------------------------------------------------------------------- the source read reference
+def raw_read(db: str, table: str, rows: int, label: str = "raw (b)") -> dict[str, Any]:
+    """SELECT of the whole table through PyMySQL's unbuffered SSCursor, rows converted to Python."""
+    say(f"{label}: reading the whole table with PyMySQL SSCursor")
+    conn = mysql(db, cursorclass=pymysql.cursors.SSCursor)
+    count = 0
+    try:
+        cpu = CpuWindow(os.getpid())
+        t0 = time.monotonic()
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT * FROM `{table}`")  # noqa: S608 - the benchmark's own name
+            while batch := cur.fetchmany(10_000):
+                count += len(batch)
+        seconds = time.monotonic() - t0
+        used = cpu.stop()
+    finally:
+        conn.close()
+    if count != rows:
+        raise BenchError(f"PyMySQL read {count} rows, expected {rows}")
+    say(f"  {rows / seconds:,.0f} rows/s ({seconds:.2f}s)")
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds),
+        "machine_busy_pct": used["machine_busy_pct"],
+        "client_cpu_s": used["warp_cpu_s"],
+    }
+
+
+# --------------------------------------------------------------------------- waiting for the snapshot
+def wait_snapshot(warp: Warp, schema: str, table: str, rows: int) -> dict[str, Any]:
+    """Poll the state file until ``schema.table``'s snapshot is done; rates from process start and
+    from the first 'running' mark, the rate cartridge-warp logs, and its CPU time."""
+    cpu = CpuWindow(warp.pid)
+    store = warp.store()
+    running_seen = None
+    deadline = warp.started + max(900.0, rows / 500)
+    while time.monotonic() < deadline:
+        prog = store.snapshot_progress(schema).get(table)
+        now = time.monotonic()
+        if prog is not None and prog.status == "running" and running_seen is None:
+            running_seen = now
+        if prog is not None and prog.status == "done":
+            total = now - warp.started
+            copy = now - running_seen if running_seen else None
+            out = {
+                "rows": prog.rows_copied,
+                "seconds_from_start": round(total, 2),
+                "rows_per_s": round(prog.rows_copied / total),
+                "copy_seconds": round(copy, 2) if copy else None,
+                "copy_rows_per_s": round(prog.rows_copied / copy) if copy else None,
+            }
+            m = re.search(
+                r"snapshot \S+: done, ([\d,]+) rows \(([\d,]+) in \S+, ([\d,]+) rows/s\)", warp.log_text()
+            )
+            out["warp_reported_rows_per_s"] = int(m.group(3).replace(",", "")) if m else None
+            out |= cpu.stop()
+            out["cpu_s_per_million_rows"] = round(out["warp_cpu_s"] * 1e6 / prog.rows_copied, 2)
+            if prog.rows_copied != rows:
+                raise BenchError(f"the snapshot copied {prog.rows_copied} rows, expected {rows}")
+            return out
+        warp.check_alive()
+        time.sleep(STATE_POLL)
+    raise BenchError("timed out waiting for the snapshot:\n" + warp.log_tail())
+
+
 # --------------------------------------------------------------------------- waiting for a change
+def wait_visible(
+    warp: Warp,
+    schema: str,
+    visible_now: Callable[[], bool],
+    end: tuple[str, int],
+    timeout: float = 900.0,
+    poll: float = MARKER_POLL,
+) -> tuple[float, float]:
+    """Poll ``visible_now()`` (the destination holds the change) until it is true and the state file
+    until the stored checkpoint of ``schema`` reaches ``end``; return both times (time.monotonic())."""
+    store = warp.store()
+    visible = ckpt = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        if visible is None and visible_now():
+            visible = now
+        if ckpt is None:
+            pos = store.checkpoint(schema)
+            if pos and (str(pos["file"]), int(pos["pos"])) >= end:
+                ckpt = now
+        if visible is not None and ckpt is not None:
+            return visible, ckpt
+        warp.check_alive()
+        time.sleep(poll)
+    raise BenchError(
+        f"timed out waiting for the changes to arrive (seen at the destination: {visible is not None}, "
+        f"checkpoint caught up: {ckpt is not None}):\n{warp.log_tail()}"
+    )
+
+
 def wait_applied(
     warp: Warp,
     schema: str,
@@ -229,32 +330,17 @@ def wait_applied(
     )
     conn = pg()
     conn.autocommit = True
-    store = warp.store()
-    visible = ckpt = None
-    deadline = time.monotonic() + timeout
-    try:
+
+    def seen() -> bool:
         with conn.cursor() as cur:
-            while time.monotonic() < deadline:
-                now = time.monotonic()
-                if visible is None:
-                    cur.execute(query, (row_id,))
-                    row = cur.fetchone()
-                    if row and row[0] == marker:
-                        visible = now
-                if ckpt is None:
-                    pos = store.checkpoint(schema)
-                    if pos and (str(pos["file"]), int(pos["pos"])) >= end:
-                        ckpt = now
-                if visible is not None and ckpt is not None:
-                    return visible, ckpt
-                warp.check_alive()
-                time.sleep(MARKER_POLL)
+            cur.execute(query, (row_id,))
+            row = cur.fetchone()
+        return bool(row and row[0] == marker)
+
+    try:
+        return wait_visible(warp, schema, seen, end, timeout)
     finally:
         conn.close()
-    raise BenchError(
-        f"timed out waiting for the changes to arrive (marker seen: {visible is not None}, "
-        f"checkpoint caught up: {ckpt is not None}):\n{warp.log_tail()}"
-    )
 
 
 # --------------------------------------------------------------------------- profile stages

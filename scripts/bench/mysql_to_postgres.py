@@ -56,7 +56,6 @@ import argparse
 import io
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -92,7 +91,9 @@ from mysql_common import (
     pg_superuser_checkpoint,
     profile_lines,
     raw_parse,
+    raw_read,
     wait_applied,
+    wait_snapshot,
 )
 
 from warpd.connectors.mysql.source import MySQLSource
@@ -104,7 +105,6 @@ RAW_SCHEMA = "warp_bench_raw"  # PostgreSQL schema of the raw COPY measurement
 SOURCE_URI = f"mysql://warp:warp@127.0.0.1:3306/{DB}"
 
 LOAD_CHUNK = 100_000
-STATE_POLL = 0.2  # seconds between state-file polls (snapshot)
 
 # Aims and reference points of the project brief (2-core machine, MariaDB -> PostgreSQL, 1.1M rows).
 AIM_SNAPSHOT_VS_COPY = 0.5
@@ -288,69 +288,7 @@ def raw_copy(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
     } | busy, encoded_read
 
 
-def raw_read(rows: int) -> dict[str, Any]:
-    """(b) SELECT of the whole table through PyMySQL's unbuffered SSCursor, rows converted to Python."""
-    say("raw (b): reading the whole table with PyMySQL SSCursor")
-    conn = mysql(DB, cursorclass=pymysql.cursors.SSCursor)
-    count = 0
-    try:
-        cpu = CpuWindow(os.getpid())
-        t0 = time.monotonic()
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT * FROM {TABLE}")  # noqa: S608 - constants
-            while batch := cur.fetchmany(10_000):
-                count += len(batch)
-        seconds = time.monotonic() - t0
-        used = cpu.stop()
-    finally:
-        conn.close()
-    if count != rows:
-        raise BenchError(f"PyMySQL read {count} rows, expected {rows}")
-    say(f"  {rows / seconds:,.0f} rows/s ({seconds:.2f}s)")
-    return {
-        "rows": rows,
-        "seconds": round(seconds, 3),
-        "rows_per_s": round(rows / seconds),
-        "machine_busy_pct": used["machine_busy_pct"],
-        "client_cpu_s": used["warp_cpu_s"],
-    }
-
-
 # --------------------------------------------------------------------------- measurements
-def wait_snapshot(warp: Warp, rows: int) -> dict[str, Any]:
-    cpu = CpuWindow(warp.pid)
-    store = warp.store()
-    running_seen = None
-    deadline = warp.started + max(900.0, rows / 500)
-    while time.monotonic() < deadline:
-        prog = store.snapshot_progress(DB).get(TABLE)
-        now = time.monotonic()
-        if prog is not None and prog.status == "running" and running_seen is None:
-            running_seen = now
-        if prog is not None and prog.status == "done":
-            total = now - warp.started
-            copy = now - running_seen if running_seen else None
-            out = {
-                "rows": prog.rows_copied,
-                "seconds_from_start": round(total, 2),
-                "rows_per_s": round(prog.rows_copied / total),
-                "copy_seconds": round(copy, 2) if copy else None,
-                "copy_rows_per_s": round(prog.rows_copied / copy) if copy else None,
-            }
-            m = re.search(
-                r"snapshot \S+: done, ([\d,]+) rows \(([\d,]+) in \S+, ([\d,]+) rows/s\)", warp.log_text()
-            )
-            out["warp_reported_rows_per_s"] = int(m.group(3).replace(",", "")) if m else None
-            out |= cpu.stop()
-            out["cpu_s_per_million_rows"] = round(out["warp_cpu_s"] * 1e6 / prog.rows_copied, 2)
-            if prog.rows_copied != rows:
-                raise BenchError(f"the snapshot copied {prog.rows_copied} rows, expected {rows}")
-            return out
-        warp.check_alive()
-        time.sleep(STATE_POLL)
-    raise BenchError("timed out waiting for the snapshot:\n" + warp.log_tail())
-
-
 def burst(updates: int, txn_rows: int, rows: int, marker_id: int, marker: str) -> dict[str, Any]:
     """``updates`` row updates in transactions of ``txn_rows``; the last one also writes ``marker``."""
     conn = mysql(DB)
@@ -647,14 +585,14 @@ def main(argv: list[str] | None = None) -> int:
             copy, encoded_read = raw_copy(args.rows)
             fig["raw"] = {"copy": copy, "pymysql_read_encoded": encoded_read}
             pg_superuser_checkpoint()
-            fig["raw"]["pymysql_read"] = raw_read(args.rows)
+            fig["raw"]["pymysql_read"] = raw_read(DB, TABLE, args.rows)
 
         say(f"snapshot: starting cartridge-warp (state {state_dir}, log {warp.log_path})")
         warp.start()
         if args.profile:
             warp.store()  # the interpreter is up once it has created the state file
             profiler.start(warp.pid, "snapshot")
-        fig["snapshot"] = wait_snapshot(warp, args.rows)
+        fig["snapshot"] = wait_snapshot(warp, DB, TABLE, args.rows)
         if path := profiler.stop():
             fig.setdefault("profile", {})["snapshot"] = analyse_profile(path, STAGES)
         say(
