@@ -22,6 +22,7 @@ from typing import Any
 import psycopg2
 import pymysql
 import pytest
+from google.api_core.exceptions import GoogleAPICallError
 from psycopg2 import sql
 
 from tests.destinations import (
@@ -313,7 +314,7 @@ def wait_matching(
     differences: Callable[[], list[str]],
     w: Warp | None,
     timeout: float,
-    passing: tuple[type[BaseException], ...] = (psycopg2.Error, pymysql.err.MySQLError),
+    passing: tuple[type[BaseException], ...] = (psycopg2.Error, pymysql.err.MySQLError, GoogleAPICallError),
 ) -> None:
     """Wait until ``differences()`` is empty while ``w`` stays up; ``passing`` errors count as differences."""
     problems: list[str] = []

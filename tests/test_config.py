@@ -874,3 +874,58 @@ def test_retry_bounds_are_validated(tmp_path):
         "retry.max_attempts: 0 is less than the minimum of 1",
         "retry.multiplier: 0.5 is less than the minimum of 1",
     ]
+
+
+# ---------------------------------------------------------------------------
+# BigQuery destination keys (docs/bigquery.md, "Connection string")
+
+
+def test_bigquery_section_keys_fold_into_the_connection_string(tmp_path):
+    data = config_with(
+        destination={
+            "type": "bigquery",
+            "connection_string": "bigquery://?location=US",
+            "project": "my-proj",
+            "dataset": "analytics",
+            "location": "EU",
+            "min_flush_interval": 10,
+        },
+        schemas=[{"name": "shop"}, {"name": "crm", "destination_schema": "crm_copy"}],
+    )
+    config = load(tmp_path, data)
+    assert config.destination.type == "bigquery"
+    assert config.destination.connection_string == "bigquery://my-proj?location=EU&min_flush_interval=10"
+    # dataset is the default destination schema; an explicit one still wins
+    assert [s.destination_schema for s in config.schemas] == ["analytics", "crm_copy"]
+
+
+def test_bigquery_dataset_shared_by_two_schemas_is_refused(tmp_path):
+    data = config_with(
+        destination={"connection_string": "bigquery://my-proj", "dataset": "analytics"},
+        schemas=[{"name": "shop"}, {"name": "crm"}],
+    )
+    message = error_of(tmp_path, data)
+    assert "both write destination schema 'analytics'" in message
+    assert "did you mean" not in message  # dataset is a BigQuery key, not a misspelt database
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"min_flush_interval": -1}, "min_flush_interval='-1' must be a number of seconds from 0 to 3600"),
+        ({"job_timeout": "soon"}, "job_timeout='soon' must be a number of seconds"),
+        ({"api_endpoint": "127.0.0.1:9050"}, "api_endpoint must be an http:// or https:// URL"),
+        ({"project": "Not A Project!"}, "is not a Google Cloud project id"),
+    ],
+)
+def test_bad_bigquery_settings_are_named(tmp_path, extra, expected):
+    data = config_with(destination={"type": "bigquery", "connection_string": "bigquery://p-1", **extra})
+    assert expected in error_of(tmp_path, data)
+
+
+def test_bigquery_uri_parameters_are_checked(tmp_path):
+    data = config_with(destination={"connection_string": "bigquery://p-1?bogus=1"})
+    assert "unknown parameter 'bogus'" in error_of(tmp_path, data)
+    data = config_with(destination={"connection_string": "bigquery://user:pw@p-1"})
+    message = error_of(tmp_path, data)
+    assert "carries no user or password" in message and "pw" not in message

@@ -437,10 +437,8 @@ def test_hostile_field_and_collection_names(mdb, mwarp, state_dir, tmp_path):
     wait_mongo(mdb, w, state_dir, flatten_depth=1)
     mdb.db[coll_name].insert_one({**doc, "_id": 2, "select": 40})
     wait_mongo(mdb, w, state_dir, flatten_depth=1)
-    cols = mdb.dest.columns(coll_name)
-    for name in ("a.b", "meta__$price", "meta__x.y", "with space", "select", "Ünïcødé", 'quote"d', "a__b"):
-        assert name in cols
     if mdb.dest.kind == "bigquery":  # letters, digits and underscores only (docs/bigquery.md, "Names")
+        cols = mdb.dest.columns(documented_name(coll_name, table=True))
         assert all(valid_column_name(c) for c in cols) and len({c.lower() for c in cols}) == len(cols), cols
         assert "select" in cols and "with_space" in cols and "meta__x_y" in cols
         assert mdb.dest.tables() == sorted(
@@ -448,9 +446,12 @@ def test_hostile_field_and_collection_names(mdb, mwarp, state_dir, tmp_path):
         )
         notes = documented_name("notes ", table=True)
         assert mdb.dest.columns(notes) == ["_id", "tag_", "note_"]
-        assert mdb.dest.query("SELECT * FROM {}", notes) == [(1, "rocket", "n")]
+        assert mdb.dest.query("SELECT _id, tag_, note_ FROM {}", notes) == [(1, "rocket", "n")]
         assert w.stop() == 0
         return
+    cols = mdb.dest.columns(coll_name)
+    for name in ("a.b", "meta__$price", "meta__x.y", "with space", "select", "Ünïcødé", 'quote"d', "a__b"):
+        assert name in cols
     # PostgreSQL names hold 63 bytes, MySQL's 64 characters and ignore case
     if mdb.dest.kind == "postgresql":
         assert len(set(cols)) == len(cols) and all(len(c.encode()) <= 63 for c in cols)
@@ -947,7 +948,13 @@ def test_id_widened_into_json_while_streaming_stays_the_primary_key(mdb, mwarp, 
     coll.delete_one({"_id": "s"})
     coll.insert_one({"_id": {"b": 1, "a": 2}, "n": 12})
     wait_mongo(mdb, w, state_dir)
-    got = sorted((repr(mdb.dest.json(i)), n) for i, n in mdb.dest.query("SELECT _id, n FROM {}", "keys"))
+
+    def shown(value: Any) -> str:  # BigQuery promises no order of an object's keys: compared sorted
+        if mdb.dest.kind == "bigquery" and isinstance(value, dict):
+            value = dict(sorted(value.items()))
+        return repr(value)
+
+    got = sorted((shown(mdb.dest.json(i)), n) for i, n in mdb.dest.query("SELECT _id, n FROM {}", "keys"))
     # MySQL keeps the key's JSON text as MongoDB wrote it; jsonb orders an object's keys
     last = "{'b': 1, 'a': 2}" if mdb.dest.kind == "mysql" else "{'a': 2, 'b': 1}"
     assert got == sorted([("0", 0), ("1", 100), ("2", 2), ("{'k': 1}", 11), (last, 12)]), got

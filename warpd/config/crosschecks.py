@@ -26,7 +26,7 @@ def cross_problems(data: Mapping[str, Any], environ: Mapping[str, str]) -> list[
     schemas = data.get("schemas")
     return [
         *_endpoint_problems(data),
-        *_destination_schema_problems(schemas),
+        *_destination_schema_problems(schemas, _default_dataset(data)),
         *_server_id_problems(data, len(schemas) if isinstance(schemas, list) else 0),
         *_metrics_dir_problems(data, environ),
     ]
@@ -60,6 +60,10 @@ def _endpoint_problems(data: Mapping[str, Any]) -> Iterator[Problem]:
             continue
         uri = endpoint["connection_string"]
         try:
+            if kind == "bigquery":  # keys of the section fold into the URI (config/model.py)
+                from warpd.connectors.bigquery.uri import with_options
+
+                uri = with_options(uri, dict(endpoint))
             check_endpoint(section, kind, uri)
         except ConfigError as exc:
             message = redact(exc)
@@ -74,7 +78,14 @@ def _endpoint_problems(data: Mapping[str, Any]) -> Iterator[Problem]:
             yield path, message
 
 
-def _destination_schema_problems(schemas: Any) -> Iterator[Problem]:
+def _default_dataset(data: Mapping[str, Any]) -> str | None:
+    """A BigQuery destination's ``dataset``: the destination schema of every schema that names none."""
+    dest = data.get("destination")
+    dataset = dest.get("dataset") if isinstance(dest, dict) else None
+    return dataset if isinstance(dataset, str) and dataset else None
+
+
+def _destination_schema_problems(schemas: Any, default: str | None = None) -> Iterator[Problem]:
     """Two schemas writing one destination schema would TRUNCATE each other's tables at every snapshot."""
     if not isinstance(schemas, list):
         return
@@ -85,7 +96,7 @@ def _destination_schema_problems(schemas: Any) -> Iterator[Problem]:
             continue
         name = schema.get("name")
         explicit = schema.get("destination_schema")
-        target = explicit or name
+        target = explicit or default or name
         if not isinstance(target, str) or not isinstance(name, str) or name in names:
             continue  # a repeated name is reported as such
         names.add(name)
@@ -96,7 +107,8 @@ def _destination_schema_problems(schemas: Any) -> Iterator[Problem]:
                 path,
                 f"{format_path(path)}: schemas {other!r} (schemas[{j}]) and {name!r} (schemas[{i}]) both "
                 f"write destination schema {target!r}; each one's snapshot would empty the other's tables. "
-                f"Give each schema its own destination_schema (the default is the schema's name)",
+                f"Give each schema its own destination_schema (the default is the schema's name, or "
+                f"the BigQuery destination's dataset)",
             )
         else:
             first[target] = (i, name)

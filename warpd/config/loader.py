@@ -417,7 +417,12 @@ def _consistency(data: Mapping[str, Any]) -> list[Problem]:
         endpoint = data.get(section)
         if not isinstance(endpoint, dict):
             continue
+        bigquery = endpoint.get("type") == "bigquery" or str(
+            endpoint.get("connection_string", "")
+        ).startswith("bigquery:")
         for key in endpoint:
+            if bigquery and key == "dataset":
+                continue  # a BigQuery destination's key (docs/bigquery.md), not a misspelt "database"
             # Connector options are free-form, so a misspelt connection_string would pass silently.
             close = difflib.get_close_matches(str(key), _ENDPOINT_KEYS, n=1, cutoff=0.8)
             if close and close[0] != key:

@@ -383,8 +383,14 @@ def build_endpoint(section: Mapping[str, Any]) -> EndpointConfig:
     """An :class:`EndpointConfig` from a validated ``source:``/``destination:`` mapping."""
     uri = section["connection_string"]
     options = {k: v for k, v in section.items() if k not in ("type", "connection_string", "database")}
+    kind = section.get("type") or scheme_to_type(uri)
+    if kind == "bigquery":  # project, location, credentials... may be keys of the section (docs/bigquery.md)
+        from warpd.connectors.bigquery.uri import OPTION_KEYS, with_options
+
+        uri = with_options(uri, options)
+        options = {k: v for k, v in options.items() if k not in OPTION_KEYS}
     return EndpointConfig(
-        type=section.get("type") or scheme_to_type(uri),
+        type=kind,
         connection_string=uri,
         database=section.get("database") or database_from_uri(uri),
         options=_freeze(options),
@@ -402,12 +408,14 @@ def _build_schema(
     data: Mapping[str, Any], top: Mapping[str, Any], source: EndpointConfig, index: int
 ) -> SchemaConfig:
     name = data["name"]
+    # a BigQuery destination's ``dataset`` is every schema's default destination schema
+    default_dataset = (top.get("destination") or {}).get("dataset")
     tables = data.get("tables") or []
     return SchemaConfig(
         name=name,
         mode=data.get("mode", DEFAULT_MODE),
         source_database=data.get("source_database") or source.database or name,
-        destination_schema=data.get("destination_schema") or name,
+        destination_schema=data.get("destination_schema") or default_dataset or name,
         on_position_lost=_first(
             DEFAULT_ON_POSITION_LOST, (data, "on_position_lost"), (top, "on_position_lost")
         ),

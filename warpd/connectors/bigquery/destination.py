@@ -93,7 +93,8 @@ _TRANSIENT_REASONS = {
 _CONCURRENT = re.compile(r"concurrent update|could not serialize access", re.I)
 # what a refused value says (a cast, a JSON text, a number out of range), as opposed to a query fault
 _VALUE_REFUSED = re.compile(
-    r"could not (?:convert|cast|decode)|malformed json|invalid (?:numeric|bignumeric|timestamp|datetime|date|"
+    r"could not (?:convert|cast|decode)|malformed json|invalid input to|cannot be stored without loss|"
+    r"invalid (?:numeric|bignumeric|timestamp|datetime|date|"
     r"interval|json|utf-?8|value)|out of range|bad (?:int64|double|bool|numeric) value|overflow",
     re.I,
 )
@@ -177,8 +178,9 @@ class BigQueryDestination:
             except (OSError, ValueError) as exc:
                 # the message of a malformed key could quote it: name the file and the kind of fault only
                 raise FatalError(
-                    f"BigQuery destination: cannot use the service-account key file {t.credentials!r} "
-                    f"({type(exc).__name__}); it must be a readable JSON key of a service account"
+                    f"BigQuery destination: cannot use the service-account key file named by credentials= "
+                    f"({type(exc).__name__}); check the path, that the cartridge-warp user can read it, and "
+                    "that it is a JSON key of a service account"
                 ) from None
         if t.api_endpoint:
             from google.auth.credentials import AnonymousCredentials

@@ -201,9 +201,34 @@ def _timestamptz(value: Any) -> str:
     return value.astimezone(_dt.UTC).isoformat(sep=" ", timespec="microseconds")
 
 
+def _exact_int(text: str) -> int:
+    number = int(text)
+    if not -(2**63) <= number < 2**64:
+        raise ValueError(f"the JSON number {text} is beyond what BigQuery's JSON holds (64-bit integers)")
+    return number
+
+
+def _exact_float(text: str) -> float:
+    number = float(text)
+    # held exactly: the double reads back as the same decimal (0.1 does; 3.141592653589793238462 does not)
+    if not math.isfinite(number) or Decimal(repr(number)) != Decimal(text):
+        raise ValueError(
+            f"the JSON number {text} cannot be held exactly by BigQuery's JSON (a double); it would be rounded"
+        )
+    return number
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
 def _json(value: Any) -> str:
+    """JSON text, checked here: BigQuery's JSON holds numbers as 64-bit integers or doubles, and
+    ``PARSE_JSON`` refuses (or, elsewhere, rounds) any other; refused here, the row goes to the dead
+    letters with this reason, whatever the server does."""
     text = value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
     text.encode("utf-8")
+    json.loads(text, parse_int=_exact_int, parse_float=_exact_float, parse_constant=_no_constant)
     return text
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from warpd.errors import ConfigError
 
@@ -102,3 +102,22 @@ def parse_uri(uri: str) -> BigQueryTarget:
 
 def check_uri(uri: str) -> None:
     parse_uri(uri)
+
+
+# keys of a ``destination:`` section of type bigquery that the connection string can also say
+OPTION_KEYS = ("project", *KNOWN)
+
+
+def with_options(uri: str, options: dict[str, object]) -> str:
+    """``uri`` with the BigQuery keys of a ``destination:`` section folded in (``project`` as the host,
+    the others as query parameters; a key set in both places takes the section's value)."""
+    from urllib.parse import urlencode
+
+    parts = urlsplit(uri)
+    project = options.get("project")
+    netloc = quote(str(project), safe="") if project else parts.netloc
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    for key in KNOWN:
+        if options.get(key) is not None:
+            params[key] = str(options[key])
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(params), ""))
