@@ -434,3 +434,32 @@ def test_a_replay_after_a_crash_before_the_checkpoint_changes_nothing(
         k: (synced.get(k), again.get(k)) for k in set(synced) | set(again) if synced.get(k) != again.get(k)
     }
     assert w2.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "held"),
+    [
+        (
+            '{"a": 0.1, "b": 2.50, "c": 1E2, "d": -0.0, "e": [18446744073709551615, -9223372036854775808]}',
+            True,
+        ),
+        ("[1" + "0" * 300 + "]", True),  # 1e300: a MongoDB double written out in full, held by a double
+        ('{"n": 3.141592653589793238462}', False),  # more digits than a double keeps
+        ("[123456789012345678901234567890]", False),  # beyond 64-bit integers and a double
+        ("[1e400]", False),
+        ("[NaN]", False),
+        ("{not json", False),
+    ],
+)
+def test_json_numbers_bigquery_cannot_hold_exactly_are_refused_before_the_load(text: str, held: bool) -> None:
+    """docs/bigquery.md, "Type mapping": refused here (the row goes to the dead letters), never rounded by
+    PARSE_JSON, whatever the server does with it."""
+    from warpd.connectors.bigquery.types import field_encoder
+    from warpd.types import ColumnType, Kind
+
+    encode = field_encoder(ColumnType(Kind.JSON))
+    if held:
+        assert encode(text) == text
+    else:
+        with pytest.raises(ValueError):
+            encode(text)

@@ -120,9 +120,9 @@ def _json_numbers_exact(value: Any) -> bool:
         return all(_json_numbers_exact(v) for v in value)
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return True
-    if isinstance(value, int):
-        return -(2**63) <= value < 2**64
-    return Decimal(repr(float(value))) == value  # the double reads back as the same decimal
+    if isinstance(value, int) and -(2**63) <= value < 2**64:
+        return True
+    return Decimal(repr(float(value))) == value  # a double reads back as the same decimal
 
 
 # the BigQuery type of each shared kind, as tables.get spells it (docs/bigquery.md, "Type mapping")

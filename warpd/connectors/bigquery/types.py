@@ -201,21 +201,22 @@ def _timestamptz(value: Any) -> str:
     return value.astimezone(_dt.UTC).isoformat(sep=" ", timespec="microseconds")
 
 
-def _exact_int(text: str) -> int:
-    number = int(text)
-    if not -(2**63) <= number < 2**64:
-        raise ValueError(f"the JSON number {text} is beyond what BigQuery's JSON holds (64-bit integers)")
-    return number
-
-
 def _exact_float(text: str) -> float:
     number = float(text)
     # held exactly: the double reads back as the same decimal (0.1 does; 3.141592653589793238462 does not)
     if not math.isfinite(number) or Decimal(repr(number)) != Decimal(text):
         raise ValueError(
-            f"the JSON number {text} cannot be held exactly by BigQuery's JSON (a double); it would be rounded"
+            f"the JSON number {text} cannot be held exactly by BigQuery's JSON (a 64-bit integer or a double); "
+            "it would be rounded"
         )
     return number
+
+
+def _exact_int(text: str) -> Any:
+    number = int(text)
+    if -(2**63) <= number < 2**64:
+        return number
+    return _exact_float(text)  # a double may hold it exactly (10**300, a MongoDB double written out)
 
 
 def _no_constant(text: str) -> Any:
