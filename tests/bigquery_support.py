@@ -108,14 +108,14 @@ def destination_uri(min_flush_interval: float = 0.2) -> str:
     return f"bigquery://{PROJECT}?api_endpoint={endpoint()}&min_flush_interval={min_flush_interval:g}"
 
 
-def documented_name(name: str, table: bool = False) -> str:
+def documented_name(name: str) -> str:
     """docs/bigquery.md, "Names" (without the length and collision rules), written out independently of
     the connector's code: what a source name becomes at BigQuery."""
     out = re.sub(r"[^A-Za-z0-9_]", "_", name)
     reserved = ("_table_", "_file_", "_partition", "_row_timestamp", "__root__", "_colidentifier")
     if out[0].isdigit() or out.lower().startswith(reserved):
         out = "c_" + out
-    if table and out != name:
+    if out != name:
         out += "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
     return out
 

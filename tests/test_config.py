@@ -916,6 +916,10 @@ def test_bigquery_dataset_shared_by_two_schemas_is_refused(tmp_path):
         ({"job_timeout": "soon"}, "job_timeout='soon' must be a number of seconds"),
         ({"api_endpoint": "127.0.0.1:9050"}, "api_endpoint must be an http:// or https:// URL"),
         ({"project": "Not A Project!"}, "is not a Google Cloud project id"),
+        (
+            {"api_endpoint": "http://bq.internal:9050", "credentials": "/k.json"},
+            "would send the access token unencrypted",
+        ),
     ],
 )
 def test_bad_bigquery_settings_are_named(tmp_path, extra, expected):

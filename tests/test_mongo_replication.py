@@ -438,15 +438,18 @@ def test_hostile_field_and_collection_names(mdb, mwarp, state_dir, tmp_path):
     mdb.db[coll_name].insert_one({**doc, "_id": 2, "select": 40})
     wait_mongo(mdb, w, state_dir, flatten_depth=1)
     if mdb.dest.kind == "bigquery":  # letters, digits and underscores only (docs/bigquery.md, "Names")
-        cols = mdb.dest.columns(documented_name(coll_name, table=True))
+        cols = mdb.dest.columns(documented_name(coll_name))
         assert all(valid_column_name(c) for c in cols) and len({c.lower() for c in cols}) == len(cols), cols
-        assert "select" in cols and "with_space" in cols and "meta__x_y" in cols
-        assert mdb.dest.tables() == sorted(
-            [documented_name(coll_name, table=True), documented_name("notes ", True)]
+        assert (
+            "select" in cols
+            and documented_name("with space") in cols
+            and documented_name("meta__x.y") in cols
         )
-        notes = documented_name("notes ", table=True)
-        assert mdb.dest.columns(notes) == ["_id", "tag_", "note_"]
-        assert mdb.dest.query("SELECT _id, tag_, note_ FROM {}", notes) == [(1, "rocket", "n")]
+        assert mdb.dest.tables() == sorted([documented_name(coll_name), documented_name("notes ")])
+        notes = documented_name("notes ")
+        tag, note = documented_name("tag🚀"), documented_name("note ")
+        assert mdb.dest.columns(notes) == ["_id", tag, note]
+        assert mdb.dest.query(f"SELECT _id, {tag}, {note} FROM {{}}", notes) == [(1, "rocket", "n")]
         assert w.stop() == 0
         return
     cols = mdb.dest.columns(coll_name)

@@ -63,6 +63,9 @@ IDLE_CHECKPOINT_SECONDS = 1.0
 # A batch is applied once its changes take about this much memory, whatever batch_size says
 # (sources that know their events' sizes: MongoDB documents can reach 16 MB each).
 BATCH_BYTES = 64 * 1024 * 1024
+# While a destination's min_flush_interval holds full batches back, at most this many batches of one
+# table's changes wait for it (a bound on memory where the source gives no event sizes: MySQL).
+COALESCE_BATCHES = 20
 STATS_EVERY_SECONDS = 30.0
 
 
@@ -729,10 +732,12 @@ class SchemaRunner:
                 self.safe_pos = event.position  # saved once this change is applied (_flush)
             count = self.pending_counts.get(event.table, 0) + 1
             self.pending_counts[event.table] = count
+            batch_size = self.schema.table_settings(event.table).batch_size
             if (
-                count >= self.schema.table_settings(event.table).batch_size
-                and now - self._flushed_at >= self._min_flush
-            ) or self.pending_bytes >= BATCH_BYTES:
+                (count >= batch_size and now - self._flushed_at >= self._min_flush)
+                or count >= batch_size * COALESCE_BATCHES  # memory, where the source gives no sizes (MySQL)
+                or self.pending_bytes >= BATCH_BYTES
+            ):
                 self._flush(wait=not self._pipelined)
         elif isinstance(event, Heartbeat):
             if event.position is not None:

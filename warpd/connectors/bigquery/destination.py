@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from warpd.connectors.base import (
@@ -59,6 +60,7 @@ from warpd.connectors.bigquery.types import (
     field_encoder,
     field_text,
     stage_expr,
+    value_encoder,
 )
 from warpd.connectors.bigquery.uri import BigQueryTarget, parse_uri
 from warpd.connectors.postgresql.naming import fit_identifier
@@ -91,11 +93,13 @@ _TRANSIENT_REASONS = {
 }
 # a MERGE that met another DML job on the same table: BigQuery asks to retry it
 _CONCURRENT = re.compile(r"concurrent update|could not serialize access", re.I)
-# what a refused value says (a cast, a JSON text, a number out of range), as opposed to a query fault
+# what a refused value says (a cast, a JSON text, a number out of range), as opposed to a query or
+# request fault: anchored on the value messages of BigQuery (and of the emulator), never on a bare
+# "invalid" (a malformed request says "Invalid JSON payload received")
 _VALUE_REFUSED = re.compile(
-    r"could not (?:convert|cast|decode)|malformed json|invalid input to|cannot be stored without loss|"
-    r"invalid (?:numeric|bignumeric|timestamp|datetime|date|"
-    r"interval|json|utf-?8|value)|out of range|bad (?:int64|double|bool|numeric) value|overflow",
+    r"could not (?:convert|cast|decode) |malformed json|invalid input to parse_json|"
+    r"cannot be stored without loss|invalid (?:numeric|bignumeric|timestamp|datetime|date|time|interval) "
+    r"(?:value|string)|bad (?:int64|double|bool|numeric|bignumeric) value|out of range for |numeric overflow",
     re.I,
 )
 
@@ -118,10 +122,24 @@ def _message(exc: BaseException) -> str:
     return redact(str(getattr(exc, "message", None) or exc).strip())
 
 
+@dataclass(frozen=True)
+class BigQueryPlan(TablePlan):
+    """A plan whose row key (tables without a key) hashes an unambiguous rendering of the fields.
+
+    BigQuery's staged fields are the values' text as it is (tabs included), so the shared
+    tab-joined hash could give two different rows one key ('x\ty', 'z' and 'x', 'y\tz'); each field
+    is escaped first here.
+    """
+
+    def row_key(self, fields: list[str]) -> str:
+        text = "\t".join(f.replace("\\", "\\\\").replace("\t", "\\t") for f in fields)
+        return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+
 def make_plan(schema: TableSchema, dest_schema: str, *, soft_delete: bool, metadata: bool) -> TablePlan:
     columns = column_names((c.name for c in schema.columns), (*RESERVED_COLUMNS, ORDER_COLUMN))
     key = tuple(columns[k] for k in schema.key) if schema.key else (ROW_KEY,)
-    return TablePlan(
+    return BigQueryPlan(
         source=schema,
         dest_schema=dataset_name(dest_schema),
         dest_table=table_name(schema.name),
@@ -242,6 +260,10 @@ class BigQueryDestination:
 
         if isinstance(exc, (FutureTimeout, TimeoutError, ConnectionError)):
             return True
+        import google.auth.exceptions
+
+        if isinstance(exc, google.auth.exceptions.TransportError):  # the token's refresh met the network
+            return True
         try:
             import requests
 
@@ -274,7 +296,10 @@ class BigQueryDestination:
     def rejects_rows(self, exc: BaseException) -> bool:
         from google.api_core import exceptions as gexc
 
-        return isinstance(exc, gexc.BadRequest) and bool(_VALUE_REFUSED.search(str(exc)))
+        if not isinstance(exc, gexc.BadRequest) or _reason(exc) not in ("invalid", "invalidQuery"):
+            return False
+        text = str(exc)
+        return "payload" not in text.lower() and bool(_VALUE_REFUSED.search(text))
 
     def is_duplicate(self, exc: BaseException) -> bool:
         return False  # no unique constraints: every write merges
@@ -292,7 +317,21 @@ class BigQueryDestination:
     # -- jobs ---------------------------------------------------------------------
     def _query(self, statement: str) -> Any:
         job = self.client.query(statement, retry=None, job_retry=None, timeout=self._api_timeout)
-        return job.result(timeout=self.target.job_timeout, retry=None)
+        return self._wait(job)
+
+    def _wait(self, job: Any) -> Any:
+        """A job's result within ``job_timeout``; a job over it is cancelled (best effort) and the error
+        raised is transient: the write is retried, and a retried merge changes nothing applied."""
+        try:
+            return job.result(timeout=self.target.job_timeout, retry=None)
+        except FutureTimeout:
+            try:
+                job.cancel(retry=None, timeout=self._api_timeout)
+            except Exception as exc:  # noqa: BLE001 - the timeout is what to report
+                log.warning(
+                    "could not cancel BigQuery job %s after job_timeout: %s", job.job_id, _message(exc)
+                )
+            raise
 
     def _execute(self, statements: list[str]) -> list[str]:
         for stmt in statements:
@@ -507,23 +546,34 @@ class BigQueryDestination:
                 done += self._execute([f"ALTER TABLE {target} RENAME COLUMN {_q(tmp)} TO {_q(name)}"])
                 live[name.lower()] = live.pop(tmp.lower())
             return done
+        # First read and convert every value, before any change to the table: a value whose JSON
+        # BigQuery cannot hold exactly stops here, with the table as it was.  The rows are found by
+        # their key as the live table holds it (the old plan's types; JSON keys as their JSON text).
+        keys = [(k, self._key_encoder(old, k)) for k in old.key]
+        select = ", ".join(
+            [
+                *(f"{self._key_select(old, k)} AS {_q(f'k{i}')}" for i, (k, _e) in enumerate(keys)),
+                f"{_q(name)} AS v",
+            ]
+        )
+        check = value_encoder(ColumnType(Kind.JSON))
+        records = []
+        for row in self._query(f"SELECT {select} FROM {target} WHERE {_q(name)} IS NOT NULL"):
+            text = json_of(before, canonical(before, row[len(keys)]))
+            try:
+                check(text)
+            except ValueError as exc:
+                raise FatalError(
+                    f"{plan.where}.{name} must hold JSON from now on, and one of its values cannot be "
+                    f"converted exactly ({exc}); run warpctl resync for this table to copy it again (such "
+                    "rows then go to the dead letters)"
+                ) from None
+            records.append([*(enc(row[i]) for i, (_k, enc) in enumerate(keys)), text])
         if name in plan.key:
             done += self._uncluster(plan, name)
         if tmp.lower() not in live:
             done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} JSON"])
             live[tmp.lower()] = "JSON"
-        # the rows are found by their key as the live table holds it (the old plan's types)
-        keys = [(k, self._key_encoder(old, k)) for k in old.key]
-        select = ", ".join(
-            [*(f"{_q(k)} AS {_q(f'k{i}')}" for i, (k, _e) in enumerate(keys)), f"{_q(name)} AS v"]
-        )
-        records = [
-            [
-                *(enc(row[i]) for i, (_k, enc) in enumerate(keys)),
-                json_of(before, canonical(before, row[len(keys)])),
-            ]
-            for row in self._query(f"SELECT {select} FROM {target} WHERE {_q(name)} IS NOT NULL")
-        ]
         if records:
             stage = self._stage_name(plan)
             try:
@@ -559,6 +609,13 @@ class BigQueryDestination:
         self.client.update_table(table, ["clustering_fields"], retry=None, timeout=self._api_timeout)
         return [f"-- {plan.where}: clustered by {', '.join(table.clustering_fields or []) or 'nothing'}"]
 
+    def _partition_key(self, plan: TablePlan, key: str, field: str) -> str:
+        """A staged key field as the merge's ON clause compares it (JSON: its normalised text)."""
+        col = self._key_column(plan, key)
+        if col is not None and col.type.kind in (Kind.JSON, Kind.TEXT_ARRAY):
+            return f"TO_JSON_STRING(PARSE_JSON({_q(field)}))"
+        return _q(field)
+
     def _same_key(self, plan: TablePlan, key: str, field: str) -> str:
         """SQL: the target row ``T`` has the staged key ``S.field`` (JSON has no equality: compared as text)."""
         col = self._key_column(plan, key)
@@ -570,11 +627,19 @@ class BigQueryDestination:
     def _key_column(self, plan: TablePlan, key: str) -> Column | None:
         return next((c for c in plan.source.columns if plan.columns[c.name] == key), None)
 
-    def _key_encoder(self, plan: TablePlan, key: str) -> Any:
-        """How a key value read back from the table is written as a staged field."""
+    def _key_select(self, plan: TablePlan, key: str) -> str:
+        """SQL reading a key column back for :meth:`_key_encoder` (a JSON key as its JSON text)."""
         col = self._key_column(plan, key)
-        if col is None:  # the row key of a keyless table: a STRING
-            return lambda value: field_encoder(ColumnType(Kind.TEXT))(value)
+        if col is not None and col.type.kind in (Kind.JSON, Kind.TEXT_ARRAY):
+            return f"TO_JSON_STRING({_q(key)})"
+        return _q(key)
+
+    def _key_encoder(self, plan: TablePlan, key: str) -> Any:
+        """How a key value read back (:meth:`_key_select`) is written as a staged field."""
+        col = self._key_column(plan, key)
+        if col is None or col.type.kind in (Kind.JSON, Kind.TEXT_ARRAY):
+            # the row key of a keyless table, or a JSON key's text: staged as it is
+            return field_encoder(ColumnType(Kind.TEXT))
         encode = field_encoder(col.type)
         return lambda value: encode(canonical(col.type, value))
 
@@ -668,14 +733,14 @@ class BigQueryDestination:
         job = self.client.load_table_from_file(
             buf, self._table_id(plan, stage), job_config=config, num_retries=0, timeout=self._api_timeout
         )
-        job.result(timeout=self.target.job_timeout, retry=None)
+        self._wait(job)
 
     def merge_sql(self, plan: TablePlan, stage: str, *, keep_existing: bool = False) -> str:
         exprs = self._stage_exprs(plan)
         names = [name for name, _e in exprs]
         index = {name: i for i, name in enumerate(names)}
         select = ", ".join(f"{expr} AS {_q(f'f{i}')}" for i, (_n, expr) in enumerate(exprs))
-        partition = ", ".join(_q(f"s{index[k]}") for k in plan.key)
+        partition = ", ".join(self._partition_key(plan, k, f"s{index[k]}") for k in plan.key)
 
         on = " AND ".join(self._same_key(plan, k, f"f{index[k]}") for k in plan.key)
         sets = [f"{_q(n)} = S.{_q(f'f{i}')}" for i, n in enumerate(names) if n not in plan.key]

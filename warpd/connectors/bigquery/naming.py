@@ -5,16 +5,17 @@ with a digit or a reserved prefix (``_TABLE_``, ``_FILE_``, ``_PARTITION``,
 ``_ROW_TIMESTAMP``, ``__ROOT__``, ``_COLIDENTIFIER``), are at most 300
 characters and are compared without regard to case.  A source name that
 breaks a rule has every other character replaced by ``_``, a leading digit or
-reserved prefix gets ``c_`` in front, and, as renamed names can meet, the
-shared rule of :func:`warpd.connectors.postgresql.naming.map_columns` then
-applies: a name over the limit is cut and gains ``_`` plus 8 hex digits of
-the SHA-1 of the source name, and the later of two equal names (case
-ignored) gains ``_2``, ``_3``...
+reserved prefix gets ``c_`` in front, and it gains ``_`` plus the first 8 hex
+digits of the SHA-1 of the source name.  The hash makes the rename depend on
+the name alone, never on the other columns: ``a-b`` and ``a_b`` in one table
+stay apart whatever their order, and dropping one, or adding a column before
+it, never moves another's data to a new name.  Then the shared rule of
+:func:`warpd.connectors.postgresql.naming.map_columns` applies: a name over
+the limit is cut and gains the hash, and the later of two names still equal
+(case ignored: ``Id`` and ``id`` from MongoDB) gains ``_2``, ``_3``...
 
-Dataset and table names get the same cleaning (dataset names: letters,
-digits, underscores, 1,024 characters); a table whose name had to change
-also gains the 8-digit hash of its source name, so two source tables never
-meet in one destination table.
+Dataset and table names get the same rule (dataset names: letters, digits,
+underscores, 1,024 characters).
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ _RESERVED_PREFIXES = ("_table_", "_file_", "_partition", "_row_timestamp", "__ro
 
 
 def clean(name: str) -> str:
-    """``name`` with BigQuery's column-name rules applied (unchanged when it follows them)."""
+    """``name`` with BigQuery's naming rules applied: unchanged when it follows them, else cleaned and
+    suffixed with a hash of the source name."""
     out = _BAD.sub("_", name) or "_"
     if out[0].isdigit() or out.lower().startswith(_RESERVED_PREFIXES):
         out = "c_" + out
+    if out != name:
+        out = f"{out}_{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
     return out
 
 
@@ -46,10 +50,7 @@ def column_names(names: Iterable[str], reserved: Iterable[str]) -> dict[str, str
 
 
 def table_name(name: str) -> str:
-    cleaned = clean(name)
-    if cleaned != name:
-        cleaned = f"{cleaned}_{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
-    return fit_identifier(cleaned, MAX_TABLE_CHARS, "characters")
+    return fit_identifier(clean(name), MAX_TABLE_CHARS, "characters")
 
 
 def dataset_name(name: str) -> str:

@@ -117,6 +117,17 @@ def stage_expr(ct: ColumnType, field: str) -> str:
     return f"CAST({field} AS {target})"
 
 
+def _strip_zeros(value: Decimal) -> Decimal:
+    """``value`` without the trailing fractional zeros (exactly: no context rounding, unlike normalize)."""
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    while exponent < 0 and len(digits) > 1 and digits[-1] == 0:
+        digits, exponent = digits[:-1], exponent + 1
+    if exponent < 0 and digits == (0,):
+        exponent = 0
+    return Decimal((sign, digits, exponent))
+
+
 def _digits(value: Decimal) -> tuple[int, int]:
     """(integer digits, fractional digits) of a finite decimal as plain notation writes it."""
     sign, digits, exponent = value.as_tuple()
@@ -132,6 +143,7 @@ def _decimal(limits: tuple[int, int] | None) -> Encoder:
         if not number.is_finite():
             raise ValueError(f"{number} has no BigQuery NUMERIC/BIGNUMERIC value")
         if limits is not None:
+            number = _strip_zeros(number)  # 1.5000...0 fits where its zeros would not
             whole, frac = _digits(number)
             if whole > limits[0] or frac > limits[1]:
                 raise ValueError(
@@ -234,7 +246,9 @@ def _json(value: Any) -> str:
 
 
 def _text_array(value: Any) -> str:
-    return json.dumps(list(value), ensure_ascii=False)
+    text = json.dumps(list(value), ensure_ascii=False)
+    text.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError (a ValueError)
+    return text
 
 
 def value_encoder(ct: ColumnType) -> Encoder:

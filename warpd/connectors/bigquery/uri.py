@@ -88,6 +88,11 @@ def parse_uri(uri: str) -> BigQueryTarget:
     endpoint = params.get("api_endpoint") or None
     if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
         raise ConfigError("destination.connection_string: api_endpoint must be an http:// or https:// URL")
+    if endpoint is not None and urlsplit(endpoint).scheme == "http" and params.get("credentials"):
+        raise ConfigError(
+            "destination.connection_string: credentials with an http:// api_endpoint would send the access "
+            "token unencrypted; use https://, or leave credentials out (an emulator takes anonymous ones)"
+        )
     return BigQueryTarget(
         project=project,
         location=params.get("location") or None,
