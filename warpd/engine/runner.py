@@ -143,6 +143,10 @@ class SchemaRunner:
         # a destination whose writes are billed jobs (BigQuery) asks for a pause between two flushes:
         # full batches and the latency bound wait for it, coalescing (schema changes and stops do not)
         self._min_flush = float(self.dest.capabilities.min_flush_interval or 0.0)
+        if self._min_flush > 0:
+            # its writes are jobs the destination runs while this thread waits on the network: the
+            # stream reads on meanwhile, and the next batch holds what arrived during the job
+            self._pipelined = True
         # a destination that keeps each row's source order gets it from sources that have one
         self._order_of = (
             getattr(self.source, "order_key", None) if self.dest.capabilities.ordered_writes else None
@@ -734,7 +738,7 @@ class SchemaRunner:
             self.pending_counts[event.table] = count
             batch_size = self.schema.table_settings(event.table).batch_size
             if (
-                (count >= batch_size and now - self._flushed_at >= self._min_flush)
+                (count >= batch_size and self._may_flush(now))
                 or count >= batch_size * COALESCE_BATCHES  # memory, where the source gives no sizes (MySQL)
                 or self.pending_bytes >= BATCH_BYTES
             ):
@@ -765,7 +769,7 @@ class SchemaRunner:
         if (
             self.pending
             and now - self.batch_started >= self.schema.max_batch_latency
-            and now - self._flushed_at >= self._min_flush
+            and self._may_flush(now)
         ):
             self._flush(wait=not self._pipelined)
         elif (
@@ -779,6 +783,16 @@ class SchemaRunner:
             lag = time.time() - self.last_source_ts if self.last_source_ts else 0.0
             log.info("schema %s: %.0f events/s, lag %.1fs, position %s", self.name, rate, lag, self.saved_pos)
             self._stats_at, self._stats_events = now, self.applied_events
+
+    def _may_flush(self, now: float) -> bool:
+        """Whether a full or overdue batch may be flushed now.  Always, but for a destination with a
+        minimum flush interval: not before the interval since the last flush, and not while a batch
+        is still being written (the next one grows meanwhile: one job per table for all of it)."""
+        if not self._min_flush:
+            return True
+        if now - self._flushed_at < self._min_flush:
+            return False
+        return self._inflight is None or self._inflight[0].done()
 
     def _copy_start(self) -> Position | None:
         """The source position to read before a copy's shape is, when the source can order events by it."""
