@@ -371,7 +371,7 @@ def test_mode_multi_is_the_supervisor(tmp_path):
     # the daemon itself runs in test_daemon.py; here: it validates like warpd and refuses --schema
     result = run_cli("--mode", "multi", "--config", str(EXAMPLES / "config.yaml"), "--validate-config")
     assert result.returncode == 0, (result.stdout, result.stderr)
-    assert "2 schema(s) (shop, billing)" in result.stdout
+    assert "4 schema(s) (shop, billing, catalog, reports)" in result.stdout
     result = run_cli("--mode", "multi", "--config", str(EXAMPLES / "config.yaml"), "--schema", "shop")
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert_no_traceback(result.stdout + result.stderr)

@@ -23,6 +23,7 @@ from warpd.config import (
     load_config,
     scheme_to_type,
 )
+from warpd.config.model import SafetyLag
 from warpd.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -933,3 +934,107 @@ def test_bigquery_uri_parameters_are_checked(tmp_path):
     data = config_with(destination={"connection_string": "bigquery://user:pw@p-1"})
     message = error_of(tmp_path, data)
     assert "carries no user or password" in message and "pw" not in message
+
+
+# ---------------------------------------------------------------------------
+# mode: batch (docs/batch-mode.md): what cannot work is refused at validation
+
+
+def batch_schema(**keys) -> dict:
+    schema = {"name": "shop", "mode": "batch", "schedule": {"every": "15m"}}
+    schema.update(keys)
+    return schema
+
+
+def test_batch_settings_resolve_per_table(tmp_path):
+    data = config_with(
+        schemas=[
+            batch_schema(
+                safety_lag="2m",
+                tables=[
+                    {"name": "orders", "cursor_column": "updated_at"},
+                    {"name": "events", "cursor_column": "id", "safety_lag": 500},
+                    {"name": "dims", "delete_detection": "key_scan"},
+                ],
+            )
+        ]
+    )
+    schema = load(tmp_path, data).schema("shop")
+    assert schema.batch and schema.schedule is not None and schema.schedule.describe() == "every 15m"
+    orders, events, dims = (schema.table_settings(t) for t in ("orders", "events", "dims"))
+    assert (orders.sync, orders.cursor_column) == ("incremental", "updated_at")
+    assert orders.safety_lag == SafetyLag(120, duration=True)
+    assert events.safety_lag == SafetyLag(500, duration=False)
+    assert (dims.sync, dims.delete_detection) == ("full_refresh", "key_scan")
+    assert schema.table_settings("unlisted").sync == "full_refresh"
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        (
+            {"name": "shop", "mode": "batch"},
+            "schemas[0].schedule: mode: batch needs a schedule, e.g. schedule: {every: 15m}",
+        ),
+        (batch_schema(schedule={"every": "0s"}), "schemas[0].schedule.every: must be longer than 0 seconds"),
+        (batch_schema(schedule={"every": "fortnightly"}), "schemas[0].schedule.every:"),
+        (
+            batch_schema(schedule={"cron": "61 * * * *"}),
+            "schemas[0].schedule.cron: '61 * * * *' is not a cron expression",
+        ),
+        (batch_schema(schedule={"every": "1h", "cron": "0 * * * *"}), "schemas[0].schedule"),
+        (
+            batch_schema(tables=[{"name": "t", "sync": "incremental"}]),
+            "schemas[0].tables[0]: sync: incremental needs a cursor_column",
+        ),
+        (
+            batch_schema(tables=[{"name": "t", "sync": "full_refresh", "cursor_column": "id"}]),
+            "schemas[0].tables[0].sync: a full refresh copies the whole table and reads no cursor",
+        ),
+        (
+            batch_schema(tables=[{"name": "t", "cursor_column": "id", "cursor_field": "id"}]),
+            "schemas[0].tables[0].cursor_field: cursor_column and cursor_field are the same setting",
+        ),
+        (
+            batch_schema(sync="incremental", tables=[{"name": "a", "cursor_column": "id"}, {"name": "b"}]),
+            "schemas[0].sync: sync: incremental for every table needs each table's cursor_column",
+        ),
+        (
+            {"name": "shop", "schedule": {"every": "1h"}},
+            "schemas[0].schedule: schedule is a setting of mode: batch, and schema 'shop' streams",
+        ),
+        (
+            {"name": "shop", "tables": [{"name": "t", "cursor_column": "id"}]},
+            "schemas[0].tables[0].cursor_column: cursor_column is a setting of mode: batch",
+        ),
+    ],
+)
+def test_batch_configuration_mistakes_are_refused_with_their_path(tmp_path, schema, message):
+    assert message in error_of(tmp_path, config_with(schemas=[schema]))
+
+
+def test_a_source_without_a_batch_reader_refuses_mode_batch(tmp_path):
+    data = config_with(
+        source={"connection_string": "mongodb://db1:27017/?replicaSet=rs0"},
+        schemas=[batch_schema()],
+    )
+    assert error_of(tmp_path, data) == (
+        "schemas[0].mode: the mongodb source cannot run mode: batch (it cannot read rows by a cursor "
+        "column or copy tables periodically); use mode: stream"
+    )
+
+
+def test_validate_config_exits_2_on_a_batch_mistake(tmp_path):
+    import subprocess
+    import sys
+
+    path = write(tmp_path, config_with(schemas=[{"name": "shop", "mode": "batch"}]))
+    result = subprocess.run(
+        [sys.executable, "-m", "warpd", "--config", path, "--validate-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "schemas[0].schedule: mode: batch needs a schedule" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -171,7 +171,12 @@ def test_shipped_example_gives_each_schema_its_own_server_id():
         ).server_id
         for s in config.schemas
     ]
-    assert ids == [4201, 4202]  # source.server_id is the base, schema i adds i (docs/configuration.md)
+    assert ids == [
+        4201,
+        4202,
+        4203,
+        4204,
+    ]  # source.server_id is the base, schema i adds i (docs/configuration.md)
     # without server_id each schema derives its own from its name
     derived = load_config(None, environ={}, cli=_cli(SRC, schema="x"))
     one = make(SRC, "x", "x", derived.schemas[0].source_options(derived.source)).server_id

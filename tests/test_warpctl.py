@@ -16,7 +16,7 @@ import time
 
 import pytest
 from conftest import wait_converged
-from daemon_support import Daemon, Writer, make_items, pid_alive, run_warpctl
+from daemon_support import Daemon, Writer, config_text, make_items, pid_alive, run_warpctl
 
 from warpd.state.store import StateStore
 
@@ -520,3 +520,101 @@ def test_single_mode_honours_a_stored_table_pause_and_resync_and_writes_its_stat
     assert "stopped cleanly" in w.output
     final = read_status(status_file)
     assert final is not None and final["pid"] == w.proc.pid and final["phase"] == "stopped"
+
+
+# ---------------------------------------------------------------------------
+# mode: batch under warpd: warpctl sync runs one now, status shows the runs (docs/batch-mode.md)
+
+
+def test_sync_runs_a_batch_schema_now_and_status_shows_its_runs(daemon: Daemon, dbs, databases):
+    make_items(dbs, 50)
+    make_items(dbs, 20, table="ref")
+    streamed = databases()
+    make_items(streamed, 5)
+    stream_entry = f"  - name: {streamed.name}\n"
+    batch_entry = (
+        f"  - name: {dbs.name}\n    mode: batch\n    schedule: {{every: 1h}}\n    tables:\n"
+        "      - name: items\n        cursor_column: id\n        safety_lag: 0\n"
+        "      - name: ref\n        sync: full_refresh\n"
+    )
+    text = config_text(daemon.state_dir, []).removesuffix("schemas:\n") + "schemas:\n"
+    daemon.write_config([], text=text + batch_entry + stream_entry)
+    daemon.start()
+    daemon.streaming(streamed.name)
+
+    def first_run_done(s):
+        return all(
+            (s["tables"].get(t, {}).get("last_run") or {}).get("status") == "ok" for t in ("items", "ref")
+        )
+
+    # the first run is due at start-up (never ran); the next one only in an hour
+    entry = daemon.wait_for(dbs.name, first_run_done, what="the first batch run")
+    wait_until(lambda: dbs.pg_count("items") == 50 and dbs.pg_count("ref") == 20, "the first run's rows")
+    assert entry["tables"]["items"]["high_water_mark"] is not None
+    dbs.many("INSERT INTO items (id, v) VALUES (%s, %s)", [(i, f"v{i}") for i in range(51, 61)])
+    dbs.sql("DELETE FROM ref WHERE id <= 5")
+    time.sleep(1.5)
+    assert dbs.pg_count("items") == 50, "no run before the schedule says so"
+
+    synced = daemon.warpctl("sync", f"{dbs.name}.items")
+    assert synced.returncode == 0, synced.stderr
+    assert "synced" in synced.stdout, synced.stdout
+    assert dbs.pg_count("items") == 60, "warpctl sync returns once the run committed"
+    assert dbs.pg_count("ref") == 20, "a table sync runs that table only"
+    synced = daemon.warpctl("sync", dbs.name)
+    assert synced.returncode == 0, synced.stderr
+    assert dbs.pg_count("ref") == 15, "a schema sync runs every table; the full refresh drops deleted rows"
+
+    def ran_again(s):
+        return s["tables"]["ref"]["last_run"]["started_at"] > entry["tables"]["ref"]["last_run"]["started_at"]
+
+    daemon.wait_for(dbs.name, ran_again, what="the status of the last run")  # written every second or so
+    status = daemon.warpctl("status")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("BATCH SCHEMA / TABLE"))
+    assert "HIGH-WATER MARK" in lines[header] and "NEXT RUN" in lines[header]
+    schema_row = next(line for line in lines[header:] if line.startswith(dbs.name))
+    assert "every 1h" in schema_row
+    items_row = next(line for line in lines[header:] if line.startswith("  items"))
+    assert "incremental" in items_row and " ok " in items_row and "60" in items_row
+    ref_row = next(line for line in lines[header:] if line.startswith("  ref"))
+    assert "full refresh" in ref_row and "15" in ref_row, status.stdout
+    doc = daemon.status()
+    batch_doc = next(s for s in doc["schemas"] if s["name"] == dbs.name)
+    assert batch_doc["batch"]["schedule"] == "every 1h" and batch_doc["batch"]["next_run"]
+    items = batch_doc["tables"]["items"]
+    assert items["last_run"]["rows"] == 1, "the schema sync read again only the row at the mark (id 60)"
+    assert items["high_water_mark"] == 60
+
+    refused = daemon.warpctl("sync", streamed.name)
+    assert refused.returncode == 1 and "streams (mode: stream)" in refused.stderr
+    refused = daemon.warpctl("resync", f"{dbs.name}.items")
+    assert refused.returncode == 1 and f"warpctl sync {dbs.name}.items runs it now" in refused.stderr
+    assert daemon.warpctl("sync", f"{dbs.name}.nosuchtable").returncode == 1
+
+    # a paused table is left out of the runs until resumed; nothing is lost meanwhile
+    paused = daemon.warpctl("pause", f"{dbs.name}.ref")
+    assert paused.returncode == 0 and "batch runs skip it" in paused.stdout, paused.stderr
+    dbs.sql("DELETE FROM ref WHERE id <= 10")
+    assert daemon.warpctl("sync", dbs.name).returncode == 0
+    assert dbs.pg_count("ref") == 15, "a paused table is not run"
+    refused = daemon.warpctl("sync", f"{dbs.name}.ref")
+    assert refused.returncode == 1 and "is paused" in refused.stderr
+    resumed = daemon.warpctl("resume", f"{dbs.name}.ref")
+    assert resumed.returncode == 0, resumed.stderr
+    assert daemon.warpctl("sync", f"{dbs.name}.ref").returncode == 0
+    assert dbs.pg_count("ref") == 10
+
+    # a row the destination refuses goes to the dead letters; a replay between runs writes it
+    dbs.pg_rows(f'ALTER TABLE "{dbs.name}".items ADD CONSTRAINT short_v CHECK (length(v) < 20)')
+    dbs.sql("INSERT INTO items (id, v) VALUES (61, 'far too long for the destination'), (62, 'fine')")
+    assert daemon.warpctl("sync", f"{dbs.name}.items").returncode == 0
+    assert pg_value(dbs, "items", 62) == "fine"
+    letters = json.loads(daemon.warpctl("dlq", "list", "--json").stdout)
+    assert [(letter["table"], str(letter["row"]["id"])) for letter in letters] == [("items", "61")]
+    dbs.pg_rows(f'ALTER TABLE "{dbs.name}".items DROP CONSTRAINT short_v')
+    replayed = daemon.warpctl("dlq", "replay", "--all")
+    assert replayed.returncode == 0 and "1 replayed, 0 kept" in replayed.stdout, replayed.stderr
+    assert pg_value(dbs, "items", 61) == "far too long for the destination"
+    assert daemon.stop() == 0

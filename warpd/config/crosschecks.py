@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from datetime import UTC
 from typing import Any
 
-from warpd.config.model import DEFAULT_STATE_DIR, ENDPOINT_TYPES, MAX_SERVER_ID, scheme_to_type
+from warpd.config.model import (
+    BATCH_ONLY_KEYS,
+    DEFAULT_MODE,
+    DEFAULT_STATE_DIR,
+    ENDPOINT_TYPES,
+    MAX_SERVER_ID,
+    parse_duration,
+    scheme_to_type,
+)
 from warpd.config.reading import format_path
 from warpd.errors import ConfigError
 from warpd.redact import redact
@@ -29,6 +38,7 @@ def cross_problems(data: Mapping[str, Any], environ: Mapping[str, str]) -> list[
         *_destination_schema_problems(schemas, _default_dataset(data)),
         *_server_id_problems(data, len(schemas) if isinstance(schemas, list) else 0),
         *_metrics_dir_problems(data, environ),
+        *_mode_problems(data),
     ]
 
 
@@ -149,3 +159,136 @@ def _metrics_dir_problems(data: Mapping[str, Any], environ: Mapping[str, str]) -
             "files at start-up, so it needs a directory of its own: point the variable elsewhere "
             f"(e.g. {os.path.join(state_dir, 'run', 'metrics')}) or unset it",
         )
+
+
+def _mode_problems(data: Mapping[str, Any]) -> Iterator[Problem]:
+    """Each schema's mode suits its source, and the batch settings are complete and used (docs/batch-mode.md)."""
+    schemas = data.get("schemas")
+    if not isinstance(schemas, list):
+        return
+    source = data.get("source")
+    kind = _endpoint_type(source) if isinstance(source, dict) else None
+    modes: tuple[str, ...] | None = None
+    if kind is not None:
+        from warpd.connectors.registry import source_modes
+
+        try:
+            modes = source_modes(kind)
+        except ConfigError:
+            modes = None  # reported by _endpoint_problems
+    for i, schema in enumerate(schemas):
+        if not isinstance(schema, dict):
+            continue
+        mode = schema.get("mode", DEFAULT_MODE)
+        if mode not in ("stream", "batch"):
+            continue  # the schema's enum reports it
+        if modes is not None and mode not in modes:
+            path: Path = ("schemas", i, "mode")
+            other = " or ".join(f"mode: {m}" for m in modes)
+            why = (
+                "it reads no change log"
+                if mode == "stream"
+                else "it cannot read rows by a cursor column or copy tables periodically"
+            )
+            yield (
+                path,
+                f"{format_path(path)}: the {kind} source cannot run mode: {mode} ({why}); use {other}",
+            )
+        if mode == "batch":
+            yield from _batch_problems(schema, i)
+        else:
+            yield from _stream_problems(schema, i)
+
+
+def _stream_problems(schema: Mapping[str, Any], i: int) -> Iterator[Problem]:
+    """Batch settings in a streaming schema would be silently ignored: refuse them."""
+    listed = schema.get("tables")
+    tables: list[Any] = listed if isinstance(listed, list) else []
+    places: list[tuple[Path, Mapping[str, Any]]] = [(("schemas", i), schema)]
+    places += [(("schemas", i, "tables", j), t) for j, t in enumerate(tables) if isinstance(t, dict)]
+    for base, level in places:
+        for key in BATCH_ONLY_KEYS:
+            if key in level:
+                path = (*base, key)
+                yield (
+                    path,
+                    f"{format_path(path)}: {key} is a setting of mode: batch, and schema "
+                    f"{schema.get('name')!r} streams (mode: stream); remove it or set mode: batch",
+                )
+
+
+def _batch_problems(schema: Mapping[str, Any], i: int) -> Iterator[Problem]:
+    path: Path = ("schemas", i, "schedule")
+    schedule = schema.get("schedule")
+    if not isinstance(schedule, dict):
+        yield (
+            path,
+            f"{format_path(path)}: mode: batch needs a schedule, e.g. schedule: {{every: 15m}} or "
+            'schedule: {cron: "0 * * * *"} (UTC)',
+        )
+    elif "every" in schedule:
+        try:
+            every = parse_duration(schedule["every"])
+        except ConfigError as exc:
+            yield (*path, "every"), f"{format_path((*path, 'every'))}: {exc}"
+        else:
+            if every <= 0:
+                yield (*path, "every"), f"{format_path((*path, 'every'))}: must be longer than 0 seconds"
+    elif isinstance(schedule.get("cron"), str):
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(schedule["cron"], datetime.now(UTC))
+        except CronSimError as exc:
+            yield (
+                (*path, "cron"),
+                f"{format_path((*path, 'cron'))}: {schedule['cron']!r} is not a cron expression ({exc}); "
+                'five fields: minute hour day-of-month month day-of-week, e.g. "*/15 * * * *"',
+            )
+    listed = schema.get("tables")
+    tables: list[Any] = listed if isinstance(listed, list) else []
+    for j, table in enumerate(tables):
+        if not isinstance(table, dict):
+            continue
+        where: Path = ("schemas", i, "tables", j)
+        if "cursor_column" in table and "cursor_field" in table:
+            yield (
+                (*where, "cursor_field"),
+                f"{format_path((*where, 'cursor_field'))}: cursor_column and cursor_field are the same "
+                "setting; give one",
+            )
+        cursor = table.get("cursor_column") or table.get("cursor_field")
+        sync = table.get("sync") or (None if cursor else schema.get("sync"))
+        if sync is None:
+            continue  # incremental with a cursor, the schema's sync (or a full refresh) without (config/model.py)
+        if sync == "incremental" and not cursor:
+            yield (
+                (*where, "cursor_column"),
+                f"{format_path(where)}: sync: incremental needs a cursor_column (cursor_field for MongoDB): "
+                "a NOT NULL column that grows on every insert and update, such as updated_at; or use "
+                "sync: full_refresh",
+            )
+        if sync == "full_refresh" and cursor:
+            yield (
+                (*where, "sync"),
+                f"{format_path((*where, 'sync'))}: a full refresh copies the whole table and reads no "
+                f"cursor; remove cursor_column or set sync: incremental for table {table.get('name')!r}",
+            )
+    if schema.get("sync") == "incremental":
+        named = {
+            t.get("name")
+            for t in tables
+            if isinstance(t, dict) and (t.get("cursor_column") or t.get("cursor_field"))
+        }
+        if not tables or any(
+            isinstance(t, dict) and t.get("name") not in named and "sync" not in t for t in tables
+        ):
+            path = ("schemas", i, "sync")
+            yield (
+                path,
+                f"{format_path(path)}: sync: incremental for every table needs each table's cursor_column "
+                "(under tables:); tables without one cannot be read incrementally. List them with a "
+                "cursor_column, or set sync: full_refresh here and sync: incremental per table",
+            )

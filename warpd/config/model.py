@@ -34,6 +34,55 @@ DEFAULT_MODE = "stream"
 DEFAULT_ON_POSITION_LOST = "fail"
 DEFAULT_MAX_BATCH_LATENCY_MS = 200
 DEFAULT_FOREIGN_KEY_CASCADES = "refuse"
+DEFAULT_SYNC = "full_refresh"  # mode: batch; incremental needs a cursor_column
+DEFAULT_DELETE_DETECTION = "none"
+BATCH_ONLY_KEYS = ("schedule", "sync", "cursor_column", "cursor_field", "safety_lag", "delete_detection")
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in a validated duration: a number of seconds, or ``"500ms"``, ``"30s"``, ``"15m"``, ``"2h"``, ``"1d"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.fullmatch(str(value))
+    if match is None:
+        raise ConfigError(f"{value!r} is not a duration (a number of seconds, or e.g. 30s, 15m, 2h, 1d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class SafetyLag:
+    """How far before its high-water mark an incremental batch run reads again.
+
+    ``amount`` is seconds when ``duration`` (given with a unit, for a date/time cursor), otherwise
+    units of the cursor column (a plain number: ids for an integer cursor, seconds for a date/time one).
+    """
+
+    amount: float
+    duration: bool
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a batch schema's runs start: every ``every`` seconds, or at the times of a cron ``cron``."""
+
+    every: float | None = None
+    cron: str | None = None
+
+    def describe(self) -> str:
+        return (
+            f"every {format_duration(self.every)}" if self.every is not None else f"cron {self.cron!r} (UTC)"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` in the largest unit that divides it: 900 -> ``15m``, 5400 -> ``90m``, 1.5 -> ``1.5s``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
 
 ENDPOINT_TYPES = ("mysql", "postgresql", "mongodb", "bigquery")
 MAX_SERVER_ID = 2**32 - 1  # MySQL's server_id is an unsigned 32-bit number
@@ -199,6 +248,11 @@ class TableSettings:
     max_columns: int = DEFAULT_MAX_COLUMNS  # MongoDB sources only
     # refuse | emulate | ignore, for foreign keys whose child is this table (see engine/cascades.py)
     foreign_key_cascades: str = DEFAULT_FOREIGN_KEY_CASCADES
+    # mode: batch (docs/batch-mode.md)
+    sync: str = DEFAULT_SYNC
+    cursor_column: str | None = None  # cursor_field for MongoDB documents: the same setting
+    safety_lag: SafetyLag | None = None  # None: the cursor type's default (1 minute, or 1000 units)
+    delete_detection: str = DEFAULT_DELETE_DETECTION
 
 
 @dataclass(frozen=True)
@@ -224,6 +278,11 @@ class SchemaConfig:
     #: source connector options this schema gets instead of ``source``'s own: a MySQL replica's
     #: ``server_id`` is ``source.server_id`` + the schema's index, as two replicas with one id evict each other
     source_overrides: Mapping[str, Any] = field(default_factory=FrozenMapping, hash=False)
+    schedule: Schedule | None = None  # mode: batch
+
+    @property
+    def batch(self) -> bool:
+        return self.mode == "batch"
 
     def __post_init__(self) -> None:
         # Keeps hand-built instances (tests, tools) consistent with what build_config produces.
@@ -376,7 +435,38 @@ def _table_settings(
         foreign_key_cascades=_first(
             DEFAULT_FOREIGN_KEY_CASCADES, *((level, "foreign_key_cascades") for level in levels)
         ),
+        # a table's own sync, else incremental when it names a cursor, else the schema's sync
+        sync=table.get("sync")
+        or ("incremental" if table.get("cursor_column") or table.get("cursor_field") else None)
+        or schema.get("sync", DEFAULT_SYNC),
+        cursor_column=table.get("cursor_column") or table.get("cursor_field"),
+        safety_lag=_safety_lag(_first(None, (table, "safety_lag"), (schema, "safety_lag"))),
+        delete_detection=_first(
+            DEFAULT_DELETE_DETECTION, (table, "delete_detection"), (schema, "delete_detection")
+        ),
     )
+
+
+def _safety_lag(value: Any) -> SafetyLag | None:
+    if value is None:
+        return None
+    with_unit = (
+        isinstance(value, str)
+        and _DURATION.fullmatch(value) is not None
+        and (
+            _DURATION.fullmatch(value).group(2) is not None  # type: ignore[union-attr]
+        )
+    )
+    return SafetyLag(parse_duration(value), duration=with_unit)
+
+
+def _schedule(data: Mapping[str, Any]) -> Schedule | None:
+    section = data.get("schedule")
+    if not section:
+        return None
+    if "every" in section:
+        return Schedule(every=parse_duration(section["every"]))
+    return Schedule(cron=str(section["cron"]).strip())
 
 
 def build_endpoint(section: Mapping[str, Any]) -> EndpointConfig:
@@ -433,6 +523,7 @@ def _build_schema(
         default_settings=_table_settings({}, data, top),
         table_overrides=FrozenMapping({table["name"]: _table_settings(table, data, top) for table in tables}),
         source_overrides=_source_overrides(source, index),
+        schedule=_schedule(data),
     )
 
 

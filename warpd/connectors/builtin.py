@@ -37,7 +37,7 @@ def _check_postgresql(uri: str) -> None:
     check_uri(uri)
 
 
-@register_source("mysql", check_uri=_check_mysql)
+@register_source("mysql", check_uri=_check_mysql, modes=("stream", "batch"))
 def mysql_source(uri: str, database: str, schema_name: str, options: dict[str, Any]) -> Any:
     from warpd.connectors.mysql.source import MySQLSource, default_server_id
 

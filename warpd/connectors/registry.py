@@ -26,16 +26,23 @@ _SOURCES: dict[str, SourceFactory] = {}
 _DESTINATIONS: dict[str, DestinationFactory] = {}
 # (role, type) -> the connector's own URI check, run by configuration validation before any connection
 _URI_CHECKS: dict[tuple[str, str], UriCheck] = {}
+# source type -> the schema modes it can run ("stream": a change log; "batch": periodic reads)
+_SOURCE_MODES: dict[str, tuple[str, ...]] = {}
 _loaded_entry_points = False
 # entry point "name = module" -> why it failed to load; named whenever a connector is not found
 _BROKEN: dict[str, str] = {}
 
 
-def register_source(name: str, check_uri: UriCheck | None = None) -> Callable[[SourceFactory], SourceFactory]:
-    """Register a source factory; ``check_uri(uri)`` raises ConfigError for a URI the connector cannot use."""
+def register_source(
+    name: str, check_uri: UriCheck | None = None, modes: tuple[str, ...] = ("stream",)
+) -> Callable[[SourceFactory], SourceFactory]:
+    """Register a source factory; ``check_uri(uri)`` raises ConfigError for a URI the connector cannot use;
+    ``modes`` are the schema modes it can run: ``"stream"`` (it reads a change log: ``Source.stream``)
+    and/or ``"batch"`` (it reads rows by a cursor column: ``Source.read_since``; docs/batch-mode.md)."""
 
     def deco(factory: SourceFactory) -> SourceFactory:
         _SOURCES[name] = factory
+        _SOURCE_MODES[name] = tuple(modes)
         if check_uri is not None:
             _URI_CHECKS["source", name] = check_uri
         return factory
@@ -64,6 +71,12 @@ def check_endpoint(role: str, name: str, uri: str) -> None:
     check = _URI_CHECKS.get((role, name))
     if check is not None:
         check(uri)
+
+
+def source_modes(name: str) -> tuple[str, ...]:
+    """The schema modes the source connector of type *name* runs (ConfigError when there is none)."""
+    source_factory(name)
+    return _SOURCE_MODES.get(name, ("stream",))
 
 
 def plugin_scheme(scheme: str) -> str | None:

@@ -17,7 +17,15 @@ from typing import Any
 
 from warpd import metrics
 from warpd.config import RetryPolicy, TableSettings
-from warpd.connectors.base import Capabilities, Destination, Position, Row, SnapshotChunk, TablePlan
+from warpd.connectors.base import (
+    Capabilities,
+    Destination,
+    EncodedChunk,
+    Position,
+    Row,
+    SnapshotChunk,
+    TablePlan,
+)
 from warpd.engine.batch import FinalState
 from warpd.engine.retry import call_with_retry
 from warpd.redact import redact
@@ -267,6 +275,16 @@ class TableApplier:
                 raise
         # Some keys were there already (a chunk committed before a crash) or some row was refused:
         # merge, splitting down to the refused rows (write_records).
+        return self._merge(encoded)
+
+    def merge_chunk(self, chunk: SnapshotChunk) -> int:
+        """Upsert one chunk's rows (a batch-mode run: some keys are there already, with older values)."""
+        encoded = self.pool.get().encode_chunk(self.plan, chunk)
+        for row, reason in encoded.failed:
+            self._dead_letter(FinalState(row, False, "snapshot", None, None), reason)
+        return self._merge(encoded) if encoded.records else 0
+
+    def _merge(self, encoded: EncodedChunk) -> int:
         items = [(FinalState(row, False, "snapshot", None, None), rec) for row, rec in encoded.records]
         self._write(items, layout=encoded.layout)
         return len(items)

@@ -15,6 +15,7 @@ idempotent (final row images are upserted, deletes delete by key).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import gc
 import logging
@@ -22,7 +23,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -411,7 +412,7 @@ class SchemaRunner:
         # 700 allocations costs ~30 % of a MongoDB stream (scripts/bench/mongodb_to_postgres.py).
         gc.freeze()
         gc.set_threshold(100_000, 20, 20)
-        try:
+        with self.running():
             while True:
                 self._start()
                 self.phase = "snapshotting"
@@ -432,6 +433,13 @@ class SchemaRunner:
                     for name in list(self.appliers):
                         self._untrack(name)
                     self.store.reset_schema(self.name)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The life of :meth:`run`: a stop during a retry wait ends it quietly, an error is counted, and
+        the connections are closed whatever happens."""
+        try:
+            yield
         except Stopped:
             log.info("schema %s: stopped while waiting to retry", self.name)
         except Exception as exc:

@@ -137,7 +137,12 @@ def run_schema(config: Config, name: str, signals: queue.SimpleQueue[int], role:
         )
         if role.serve_probes:
             endpoint = _serve_probes(config, name, reporter)
-        runner = SchemaRunner(config, schema, store, should_stop=should_stop, hooks=control)
+        if schema.batch:
+            from warpd.engine.batch_mode import BatchRunner
+
+            runner: SchemaRunner = BatchRunner(config, schema, store, should_stop=should_stop, hooks=control)
+        else:
+            runner = SchemaRunner(config, schema, store, should_stop=should_stop, hooks=control)
         control.attach(runner)
         reporter.attach(runner, control)
         control.start()
@@ -192,7 +197,8 @@ def _serve_probes(config: Config, name: str, reporter: StatusReporter) -> Any:
 
     def ready() -> dict[str, Any]:
         doc = health()
-        doc["ok"] = doc["ok"] and doc["phase"] == "streaming"
+        # streaming: the snapshot is done; a batch schema between runs or in one is serving its last run
+        doc["ok"] = doc["ok"] and doc["phase"] in ("streaming", "waiting", "syncing")
         return doc
 
     try:

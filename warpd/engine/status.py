@@ -82,6 +82,26 @@ def read_status(path: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def batch_table_document(state: Any) -> dict[str, Any]:
+    """A batch-mode table's last run and high-water mark (a :class:`~warpd.state.store.BatchTable`)."""
+    from warpd.engine.batch_mode import mark_text
+
+    return {
+        "sync": state.sync,
+        "last_run": {
+            "started_at": state.run_started,
+            "finished_at": state.run_finished,
+            "status": state.run_status,
+            "rows": state.rows_moved,
+            "deleted": state.deleted,
+            "seconds": round(state.duration, 3) if state.duration is not None else None,
+            "error": state.run_error,
+        },
+        "last_success_at": state.last_success,
+        "high_water_mark": mark_text(state.mark),
+    }
+
+
 def percent(rows: int, estimated: int) -> float:
     total = max(estimated, rows)
     return round(100.0 * rows / total, 1) if total else 0.0
@@ -227,7 +247,13 @@ class StatusReporter:
             else None,
             "retrying": retry.document() if retry is not None else None,
             "tables": self._tables(phase),
+            **self._batch(),
         }
+
+    def _batch(self) -> dict[str, Any]:
+        """A batch-mode schema's schedule and next run (engine/batch_mode.py); nothing for a streaming one."""
+        document = getattr(self.runner, "batch_document", None)
+        return {"batch": document()} if document is not None else {}
 
     def _tables(self, phase: str) -> dict[str, dict[str, Any]]:
         runner, control = self.runner, self.control
@@ -235,7 +261,8 @@ class StatusReporter:
         letters = self.store.dead_letter_counts(self.schema)
         paused = control.paused_tables if control is not None else frozenset()
         resyncing = control.resyncing() if control is not None else frozenset()
-        names = set(progress) | set(paused)
+        batch = self.store.batch_tables(self.schema) if hasattr(runner, "batch_document") else {}
+        names = set(progress) | set(paused) | set(batch)
         if runner is not None:
             names |= set(runner.tables.snapshot())
         out: dict[str, dict[str, Any]] = {}
@@ -260,6 +287,13 @@ class StatusReporter:
                 "dead_letters": letters.get(name, 0),
                 "last_error": self.errors.by_table.get(name),
             }
+            if name in batch:
+                out[name].update(batch_table_document(batch[name]))
+                out[name]["state"] = (
+                    "syncing"
+                    if batch[name].run_status == "running" and phase == "syncing"
+                    else ("failed" if batch[name].run_status == "failed" else phase)
+                )
         return out
 
     def write(self, final: bool = False) -> None:

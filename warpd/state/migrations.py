@@ -79,4 +79,30 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE snapshot_progress ADD COLUMN copied_from TEXT;
     """,
+    # 5: mode: batch (engine/batch_mode.py): each table's high-water mark, committed only after the
+    #    destination committed the rows it covers, and the last run of each table and schema
+    """
+    CREATE TABLE batch_tables (
+        schema_name   TEXT NOT NULL,
+        table_name    TEXT NOT NULL,
+        sync          TEXT NOT NULL,        -- incremental | full_refresh
+        mark          TEXT,                 -- JSON, the source's: where the next incremental run reads from
+        run_started   REAL,                 -- the run in progress or last run
+        run_finished  REAL,
+        run_status    TEXT,                 -- running | ok | failed
+        run_error     TEXT,
+        rows_moved    INTEGER NOT NULL DEFAULT 0,
+        deleted       INTEGER NOT NULL DEFAULT 0,
+        duration      REAL,
+        last_success  REAL,
+        PRIMARY KEY (schema_name, table_name)
+    );
+    CREATE TABLE batch_schedule (
+        schema_name   TEXT PRIMARY KEY,
+        run_started   REAL,                 -- the scheduled run in progress or last started
+        run_finished  REAL,
+        run_status    TEXT,
+        next_run      REAL
+    );
+    """,
 )

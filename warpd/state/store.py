@@ -49,6 +49,31 @@ class ControlRequest:
 
 
 @dataclass(frozen=True)
+class BatchTable:
+    """A batch-mode table's state: its high-water mark and its last (or current) run."""
+
+    table: str
+    sync: str
+    mark: dict[str, Any] | None
+    run_started: float | None
+    run_finished: float | None
+    run_status: str | None
+    run_error: str | None
+    rows_moved: int
+    deleted: int
+    duration: float | None
+    last_success: float | None
+
+
+@dataclass(frozen=True)
+class BatchSchedule:
+    run_started: float | None
+    run_finished: float | None
+    run_status: str | None
+    next_run: float | None
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     id: int
     schema: str
@@ -233,7 +258,7 @@ class StateStore:
             self._conn()
             .execute(
                 "SELECT schema_name FROM checkpoints UNION SELECT schema_name FROM snapshot_progress "
-                "ORDER BY 1"
+                "UNION SELECT schema_name FROM batch_schedule ORDER BY 1"
             )
             .fetchall()
         )
@@ -587,6 +612,99 @@ class StateStore:
                     (schema, to, time.time()),
                 )
             return True
+
+    # -- mode: batch (engine/batch_mode.py) ------------------------------------------
+    def batch_tables(self, schema: str) -> dict[str, BatchTable]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT table_name, sync, mark, run_started, run_finished, run_status, run_error, rows_moved, "
+                "deleted, duration, last_success FROM batch_tables WHERE schema_name = ?",
+                (schema,),
+            )
+            .fetchall()
+        )
+        return {r[0]: BatchTable(r[0], r[1], json.loads(r[2]) if r[2] else None, *r[3:]) for r in rows}
+
+    def start_batch_table(self, schema: str, table: str, sync: str, started: float) -> None:
+        """A run of ``table`` starts: its counters restart; its mark stays until a chunk moves it."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO batch_tables (schema_name, table_name, sync, run_started, run_status, rows_moved, "
+                "deleted) VALUES (?, ?, ?, ?, 'running', 0, 0) ON CONFLICT (schema_name, table_name) DO UPDATE "
+                "SET sync = excluded.sync, run_started = excluded.run_started, run_status = 'running', "
+                "run_error = NULL, rows_moved = 0, deleted = 0, "
+                # a table that changed sync (full refresh -> incremental) starts from no mark
+                "mark = CASE WHEN batch_tables.sync = excluded.sync THEN batch_tables.mark END",
+                (schema, table, sync, started),
+            )
+
+    def advance_batch_table(
+        self, schema: str, table: str, mark: Mapping[str, Any] | None, rows: int, deleted: int = 0
+    ) -> None:
+        """Rows up to ``mark`` are committed at the destination (call only after its commit)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE batch_tables SET mark = COALESCE(?, mark), rows_moved = rows_moved + ?, "
+                "deleted = deleted + ? WHERE schema_name = ? AND table_name = ?",
+                (_dumps(dict(mark)) if mark is not None else None, rows, deleted, schema, table),
+            )
+
+    def finish_batch_table(self, schema: str, table: str, error: str | None, finished: float) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE batch_tables SET run_finished = ?, run_status = ?, run_error = ?, "
+                "duration = ? - run_started, last_success = CASE WHEN ? IS NULL THEN ? ELSE last_success END "
+                "WHERE schema_name = ? AND table_name = ?",
+                (finished, "failed" if error else "ok", error, finished, error, finished, schema, table),
+            )
+
+    def reset_batch_mark(self, schema: str, table: str) -> None:
+        """The next incremental run of ``table`` reads every row (its copy was made anew)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE batch_tables SET mark = NULL WHERE schema_name = ? AND table_name = ?",
+                (schema, table),
+            )
+
+    def forget_batch_table(self, schema: str, table: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM batch_tables WHERE schema_name = ? AND table_name = ?", (schema, table))
+
+    def batch_schedule(self, schema: str) -> BatchSchedule | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT run_started, run_finished, run_status, next_run FROM batch_schedule WHERE schema_name = ?",
+                (schema,),
+            )
+            .fetchone()
+        )
+        return BatchSchedule(*row) if row else None
+
+    def start_batch_run(self, schema: str, started: float) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO batch_schedule (schema_name, run_started, run_status) VALUES (?, ?, 'running') "
+                "ON CONFLICT (schema_name) DO UPDATE SET run_started = excluded.run_started, "
+                "run_status = 'running'",
+                (schema, started),
+            )
+
+    def finish_batch_run(self, schema: str, ok: bool, finished: float, next_run: float | None) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE batch_schedule SET run_finished = ?, run_status = ?, next_run = ? WHERE schema_name = ?",
+                (finished, "ok" if ok else "failed", next_run, schema),
+            )
+
+    def set_next_batch_run(self, schema: str, next_run: float) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO batch_schedule (schema_name, next_run) VALUES (?, ?) "
+                "ON CONFLICT (schema_name) DO UPDATE SET next_run = excluded.next_run",
+                (schema, next_run),
+            )
 
     # -- requests a schema process carries out (warpctl resync, dlq replay) ----
     def add_request(self, schema: str, kind: str, args: Mapping[str, Any]) -> int:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 ACK_TIMEOUT = 15.0  # how long warpctl waits for a schema process to pick up a request
 REPLAY_TIMEOUT = 300.0
+SYNC_TIMEOUT = 300.0  # how long warpctl sync waits for the run to finish before saying it is queued
 
 
 class Commands:
@@ -97,6 +98,12 @@ class Commands:
             newly = store.set_paused(schema, table)
         if not newly:
             return {"ok": True, "message": f"{schema}.{table} was already paused"}
+        if self.master.config.schema(schema).batch:
+            return {
+                "ok": True,
+                "message": f"paused {schema}.{table}: batch runs skip it from its next one on (a run in "
+                f"progress finishes); warpctl resume {schema}.{table} lets them read it again",
+            }
         message = (
             f"paused {schema}.{table}: its changes are skipped from now on; warpctl resume "
             f"{schema}.{table} copies it again beside the stream"
@@ -130,6 +137,15 @@ class Commands:
                 child.goal = Goal.RUN
                 child.retry()
                 return {"ok": True, "message": f"resumed schema {schema} (it was {was})"}
+            if self.master.config.schema(schema).batch:  # its rows wait in the source table: no copy needed
+                if table not in store.paused(schema).get(schema, set()):
+                    raise WarpError(f"{schema}.{table} is not paused")
+                store.clear_paused(schema, table)
+                return {
+                    "ok": True,
+                    "message": f"resumed {schema}.{table}: its next batch run (or warpctl sync "
+                    f"{schema}.{table}) reads what changed meanwhile",
+                }
             request = store.clear_paused(schema, table, resync=True)
         if request is None:
             raise WarpError(f"{schema}.{table} is not paused")
@@ -142,6 +158,11 @@ class Commands:
 
     def command_resync(self, args: dict[str, Any]) -> dict[str, Any] | Deferred:
         schema, table = self._target_of(str(args.get("target", "")), table_required=True)
+        if self.master.config.schema(schema).batch:
+            raise WarpError(
+                f"schema {schema} runs in batch mode: warpctl sync {schema}.{table} runs it now (a full "
+                "refresh copies the table again; an incremental table reads from its high-water mark)"
+            )
         with self.master.store() as store:
             if table in store.paused(schema).get(schema, set()):
                 request = store.clear_paused(schema, table, resync=True)
@@ -150,6 +171,28 @@ class Commands:
         assert request is not None
         return self._await(
             schema, request, f"resync of {schema}.{table} queued; it starts when schema {schema} runs"
+        )
+
+    def command_sync(self, args: dict[str, Any]) -> dict[str, Any] | Deferred:
+        """Run a batch-mode schema (or one of its tables) now, between its scheduled runs."""
+        schema, table = self._target_of(str(args.get("target", "")))
+        if not self.master.config.schema(schema).batch:
+            raise WarpError(
+                f"schema {schema} streams (mode: stream): it is always in sync; warpctl sync is for "
+                f"mode: batch schemas (warpctl resync {schema}.TABLE copies a table again)"
+            )
+        child = self.master.children[schema]
+        if child.goal is Goal.PAUSE:
+            raise WarpError(f"schema {schema} is paused; warpctl resume {schema} first")
+        with self.master.store() as store:
+            request = store.add_request(schema, "sync", {"table": table})
+        what = f"{schema}.{table}" if table else f"schema {schema}"
+        return self._await(
+            schema,
+            request,
+            f"sync of {what} queued; it runs after the run in progress, if any (see warpctl status)",
+            "synced",
+            timeout=SYNC_TIMEOUT,
         )
 
     def command_dlq_replay(self, args: dict[str, Any]) -> dict[str, Any] | Deferred:
@@ -211,7 +254,9 @@ class Commands:
             lambda: {"ok": False, "error": "the replay is still running; see warpctl dlq list"},
         )
 
-    def _await(self, schema: str, request: int, queued: str, verb: str = "") -> dict[str, Any] | Deferred:
+    def _await(
+        self, schema: str, request: int, queued: str, verb: str = "", timeout: float = 0.0
+    ) -> dict[str, Any] | Deferred:
         """Answer once the schema process has taken the request (or say it is queued)."""
         child = self.master.children[schema]
         if not child.alive:
@@ -231,5 +276,7 @@ class Commands:
             return {"ok": True, "message": f"{verb}: {message}" if verb else message}
 
         return Deferred(
-            poll, self.master.system.monotonic() + ACK_TIMEOUT, lambda: {"ok": True, "message": queued}
+            poll,
+            self.master.system.monotonic() + (timeout or ACK_TIMEOUT),
+            lambda: {"ok": True, "message": queued},
         )

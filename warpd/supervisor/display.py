@@ -144,7 +144,58 @@ def status(doc: dict[str, Any]) -> str:
         )
     if not rows:
         return head + "no schemas"
-    return head + table(header, rows, right=(4, 5, 6, 7, 8))
+    return head + table(header, rows, right=(4, 5, 6, 7, 8)) + batch_runs(doc)
+
+
+def batch_runs(doc: dict[str, Any]) -> str:
+    """The runs of batch-mode schemas: per table, its last run, rows moved, duration, next run, mark."""
+    header = [
+        "BATCH SCHEMA / TABLE",
+        "SYNC",
+        "LAST RUN",
+        "RESULT",
+        "ROWS",
+        "DURATION",
+        "NEXT RUN",
+        "HIGH-WATER MARK",
+    ]
+    rows: list[list[str]] = []
+    for schema in doc.get("schemas", []):
+        batch = schema.get("batch")
+        tables = {n: t for n, t in (schema.get("tables") or {}).items() if "sync" in t}
+        if not batch and not tables:
+            continue
+        rows.append(
+            [
+                schema["name"],
+                str((batch or {}).get("schedule") or "-"),
+                "",
+                "",
+                "",
+                "",
+                when((batch or {}).get("next_run")) if (batch or {}).get("next_run") else "-",
+                "",
+            ]
+        )
+        for name, info in tables.items():
+            last = info.get("last_run") or {}
+            mark = info.get("high_water_mark")
+            rows.append(
+                [
+                    "  " + name,
+                    str(info.get("sync", "-")).replace("_", " "),
+                    when(last.get("started_at")) if last.get("started_at") else "never",
+                    str(last.get("status") or "-"),
+                    number(last.get("rows"))
+                    + (f" (-{number(last['deleted'])})" if last.get("deleted") else ""),
+                    seconds(last.get("seconds")),
+                    "",
+                    one_line(str(mark), limit=40) if mark is not None else "-",
+                ]
+            )
+    if not rows:
+        return ""
+    return "\n\n" + table(header, rows, right=(4, 5))
 
 
 def checkpoints(entries: list[dict[str, Any]]) -> str:

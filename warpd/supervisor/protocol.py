@@ -28,6 +28,7 @@ COMMANDS = (
     "pause",
     "resume",
     "resync",
+    "sync",
     "checkpoints",
     "dlq_list",
     "dlq_replay",

@@ -124,6 +124,7 @@ def describe_schema(
         "rows_applied": doc.get("rows_applied") if live else None,
         "last_error": error,
         "last_error_at": error_at,
+        **({"batch": doc["batch"]} if isinstance(doc.get("batch"), dict) else {}),
         "busy": doc.get("busy") if live else None,
         "retrying": doc.get("retrying") if live else None,
         "paused": "" in paused,

@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         "resync", help="copy one table again while the rest of its schema keeps streaming"
     )
     resync.add_argument("target", metavar="SCHEMA.TABLE")
+    sync = sub.add_parser("sync", help="run a batch-mode schema, or one of its tables, now")
+    sync.add_argument("target", metavar="SCHEMA[.TABLE]")
     checkpoints = sub.add_parser("checkpoints", help="the stored source position of every schema")
     checkpoints.add_argument("--json", action="store_true")
     dlq = sub.add_parser("dlq", help="dead letters: rows the destination rejected")
@@ -128,7 +130,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if bool(args.ids) == bool(args.all):
             raise SystemExit(_usage("dlq replay: give dead-letter IDs or --all (not both)"))
         return "dlq_replay", {"ids": args.ids or None, "schema": args.schema}
-    if args.command in ("pause", "resume", "resync"):
+    if args.command in ("pause", "resume", "resync", "sync"):
         return args.command, {"target": args.target}
     return args.command, {}
 
@@ -146,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"warpctl: {redact(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    timeout = max(args.timeout, 330.0) if command == "dlq_replay" else args.timeout
+    timeout = max(args.timeout, 330.0) if command in ("dlq_replay", "sync") else args.timeout
     try:
         response = call(socket_path, command, request, timeout=timeout)
     except NotRunning:
@@ -213,7 +215,7 @@ def _offline(command: str, request: dict[str, Any], state_dir: str, as_json: boo
 
 
 def offline_status(store: Any, state_dir: str) -> dict[str, Any]:
-    from warpd.engine.status import RUN_DIR, read_status, status_path
+    from warpd.engine.status import RUN_DIR, batch_table_document, read_status, status_path
     from warpd.supervisor.report import describe_schema
 
     checkpoints = {c["schema"]: c["position"] for c in store.checkpoints()}
@@ -228,6 +230,8 @@ def offline_status(store: Any, state_dir: str) -> dict[str, Any]:
         tables = dict(doc.get("tables") or {})
         for table in store.snapshot_progress(name):
             tables.setdefault(table, {})
+        for table, batch in store.batch_tables(name).items():
+            tables.setdefault(table, {}).update(batch_table_document(batch))
         doc["tables"] = tables
         state = "paused" if "" in paused.get(name, set()) else "not running"
         schemas.append(

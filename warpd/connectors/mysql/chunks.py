@@ -84,15 +84,27 @@ class ChunkReader:
                 self.deferrable.append(_Deferrable(index, col, condition, copytext.python_encoder(col, fmt)))
         self.encoded = bool(fast)
         self.select = ([copytext.line_expr(exprs)] if fast else []) + slow_select + self.key_select
+        # mode: batch reads only the rows whose first "key" column (the cursor) is at or above a floor
+        self.floor: tuple[str, tuple[Any, ...]] = ("", ())
+
+    def set_floor(self, value: Any) -> None:
+        """Read only rows whose first order column (a batch run's cursor) is ``>= value``."""
+        self.floor = (f"{self.key_select[0]} >= {BIND}", (value,))
 
     def _bound(self, op: str, last: Sequence[Any] | None) -> tuple[str, tuple[Any, ...]]:
         if last is None:
             return "", ()
         return f"({self.order}) {op} ({', '.join([BIND] * self.nkey)})", tuple(last)
 
+    def _lower(self, last: Sequence[Any] | None) -> tuple[str, tuple[Any, ...]]:
+        """The chunk's lower bound: after ``last``, and at or above the floor."""
+        after, args = self._bound(">", last)
+        floor, floor_args = self.floor
+        return " AND ".join(w for w in (floor, after) if w), floor_args + args
+
     def read(self, conn: Any, last: Sequence[Any] | None, size: int) -> Chunk:
         """The ``size`` rows after key ``last`` (from the start when None)."""
-        where, args = self._bound(">", last)
+        where, args = self._lower(last)
         # identifiers quoted by quote_ident, values bound: nothing from the source is spliced raw
         query = (
             f"SELECT {', '.join(self.select)} FROM {self.source}"  # noqa: S608
@@ -116,7 +128,7 @@ class ChunkReader:
 
     def _fill_deferred(self, cur: Any, raw: list[tuple[Any, ...]], lines: list[str], last: Any) -> None:
         """Read the deferred values of this chunk raw and put their COPY text into ``lines``."""
-        lower, args = self._bound(">", last)
+        lower, args = self._lower(last)
         upper, upper_args = self._bound("<=", raw[-1][-self.nkey :])
         wanted = " OR ".join(d.condition for d in self.deferrable)
         where = " AND ".join(w for w in (lower, upper, f"({wanted})") if w)

@@ -372,6 +372,50 @@ class MySQLSource:
         ``bulk_format=PG_COPY_TEXT``.
         """
         fmt = bulk_format or (PG_COPY_TEXT if copy_text else None)
+        yield from self._read_keyed(schema, resume_after, chunk_size, fmt)
+
+    def read_since(
+        self,
+        schema: TableSchema,
+        cursor_column: str,
+        mark: Mapping[str, Any] | None,
+        lag: Any,
+        chunk_size: int,
+        bulk_format: str | None = None,
+    ) -> Iterator[SnapshotChunk]:
+        """mode: batch: the rows whose ``cursor_column`` is at or after ``mark``'s cursor minus ``lag``,
+        in (cursor, key) order; see :class:`~warpd.connectors.base.Source`.
+
+        ``lag`` is a :class:`datetime.timedelta` for a date/time cursor and a number otherwise. Each
+        chunk's ``resume_after`` is the next run's mark: ``{"cursor": ..., "key": [...]}``.
+        """
+        cursor = next((c for c in schema.columns if c.name == cursor_column), None)
+        if cursor is None:
+            raise FatalError(
+                f"MySQL source: table {schema.name!r} has no column {cursor_column!r} (cursor_column); "
+                f"its columns: {', '.join(c.name for c in schema.columns)}"
+            )
+        order = (cursor_column, *(k for k in schema.key if k != cursor_column))
+        floor = None
+        if mark is not None and mark.get("cursor") is not None:
+            floor = mtypes.snapshot_key_value(cursor, decode_key({"key": [mark["cursor"]]})[0])
+            if lag:
+                floor = floor - lag
+        yield from self._read_keyed(
+            dataclasses.replace(schema, key=order), None, chunk_size, bulk_format, floor=floor, cursor=True
+        )
+
+    def _read_keyed(
+        self,
+        schema: TableSchema,
+        resume_after: Mapping[str, Any] | None,
+        chunk_size: int,
+        fmt: str | None,
+        floor: Any = None,
+        cursor: bool = False,
+    ) -> Iterator[SnapshotChunk]:
+        """Chunks in ``schema.key`` order after ``resume_after``; with ``cursor`` (a batch run), the first
+        key column is the cursor, read from ``floor`` on, and each chunk's resume point says so."""
         if fmt is not None and fmt not in copytext.FORMATS:
             raise ValueError(f"the MySQL source encodes no {fmt!r}")
         cols = schema.columns
@@ -402,6 +446,8 @@ class MySQLSource:
                 cur.execute("SELECT @@max_allowed_packet")
                 max_packet = int(cur.fetchone()[0])
             reader = ChunkReader(self.database, schema, fast, slow_select, max_packet, fmt or PG_COPY_TEXT)
+            if floor is not None:
+                reader.set_floor(floor)
             nkey = len(schema.key)
             key_cols = [c for k in schema.key for c in cols if c.name == k]
             last = None
@@ -417,9 +463,7 @@ class MySQLSource:
                     raise classify(exc, self.params, f"snapshotting {schema.name!r}") from exc
                 raw = chunk.raw
                 if not raw:
-                    yield SnapshotChunk(
-                        schema.name, [], resume_after=encode_key(last) if last else None, done=True
-                    )
+                    yield SnapshotChunk(schema.name, [], resume_after=self._resume(last, cursor), done=True)
                     return
                 if slow:
                     rows = [
@@ -439,7 +483,7 @@ class MySQLSource:
                 yield SnapshotChunk(
                     schema.name,
                     rows,
-                    resume_after=encode_key(last),
+                    resume_after=self._resume(last, cursor),
                     done=done,
                     encoded=chunk.lines,
                     encoded_columns=tuple(c.name for c in fast),
@@ -448,6 +492,15 @@ class MySQLSource:
                     return
         finally:
             conn.close()
+
+    @staticmethod
+    def _resume(last: list[Any] | None, cursor: bool) -> dict[str, Any] | None:
+        if not last:
+            return None
+        stored = encode_key(last)
+        if cursor:  # a batch run's mark: the cursor apart, for the next run's floor and for status
+            return {"cursor": stored["key"][0], "key": stored["key"][1:]}
+        return stored
 
     def _snapshot_keyless(
         self,
