@@ -227,7 +227,19 @@ class Source(Protocol):
     thread of its own while the stream reads the next (a gain where reading is
     light and the destination's work long: MySQL binlog rows, +7 % on two
     cores; a loss where reading is heavy Python: MongoDB documents, -16 %,
-    as the two contend for the GIL; docs/performance.md).
+    as the two contend for the GIL; docs/performance.md);
+    ``read_since(schema, cursor_column, mark, lag, chunk_size, bulk_format=None)
+    -> Iterator[SnapshotChunk]`` (``mode: batch``, sync ``incremental``;
+    docs/batch-mode.md) reads the rows whose ``cursor_column`` is at or after
+    ``mark["cursor"]`` minus ``lag`` (``mark`` None: every row), in (cursor,
+    key) order, so that rows sharing the mark's cursor value are read again;
+    ``lag`` is a :class:`datetime.timedelta` for a date/time cursor, a number
+    of the cursor's type otherwise, or None; each chunk's ``resume_after`` is
+    the next run's mark, ``{"cursor": <encoded value>, "key": [...]}``, and
+    the engine stores it only after the destination committed the chunk. A
+    source without it runs full refreshes only; register it with
+    ``modes=("stream", "batch")`` (or ``("batch",)``) so validation accepts
+    ``mode: batch`` for it.
     """
 
     def check_prerequisites(self) -> None:
