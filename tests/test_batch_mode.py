@@ -309,6 +309,22 @@ def test_key_scan_deletes_rows_gone_from_the_source(dbs, warp, tmp_path):
     assert w.stop() == 0
 
 
+def test_a_key_scan_that_matches_no_key_deletes_nothing_and_stops(dbs, warp, tmp_path):
+    make_items(dbs, 30)
+    table = "      - name: items\n        cursor_column: id\n        safety_lag: 0\n        delete_detection: key_scan\n"
+    w = warp(batch_config(tmp_path, dbs.name, table, every="1h"))
+    wait_converged(dbs, w, 60)
+    assert w.stop() == 0
+    # the next incremental read finds nothing (the row at the mark is gone), and the destination's keys no
+    # longer match any of the source's, as keys read differently on the two sides would not
+    dbs.sql("DELETE FROM items WHERE id = 30")
+    dbs.pg_rows(f'UPDATE "{dbs.name}".items SET id = id + 100000')
+    w = warp(batch_config(tmp_path, dbs.name, table, every="0.5s"))
+    assert w.wait(60) == 1
+    assert "key_scan found none of the source's 29 keys among the destination's 30 rows" in w.output
+    assert dbs.pg_count("items") == 30, "nothing deleted"
+
+
 def test_a_nullable_cursor_stops_the_schema_with_the_fix(dbs, warp, tmp_path):
     dbs.sql("CREATE TABLE loose (id INT PRIMARY KEY, changed DATETIME NULL)")
     dbs.sql("INSERT INTO loose VALUES (1, NULL)")

@@ -25,6 +25,11 @@ from warpd.connectors.base import Destination, TablePlan
 from warpd.types import Kind
 
 
+def source_row(plan: TablePlan, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as a source's snapshot reads it, in the canonical values :func:`row_identity` takes."""
+    return {c.name: _canonical_src(c.type.kind, raw.get(c.name)) for c in plan.source.columns}
+
+
 def _canonical_src(kind: Kind, value: Any) -> Any:
     if value is None:
         return None
@@ -142,10 +147,10 @@ def destination_rows(dest: Destination, plan: TablePlan) -> dict[Any, dict[str, 
     rows = dest.read_rows(plan)
     if rows is None:
         return None
-    return {_key(plan, row): row for row in rows}
+    return {row_identity(plan, row): row for row in rows}
 
 
-def _key(plan: TablePlan, row: Mapping[str, Any]) -> Any:
+def row_identity(plan: TablePlan, row: Mapping[str, Any]) -> Any:
     """What identifies ``row`` (canonical values, JSON parsed): its key, or all its values when keyless."""
     kinds = {c.name: c.type.kind for c in plan.source.columns}
     names = plan.source.key or tuple(c.name for c in plan.source.columns)
@@ -178,8 +183,8 @@ def compare(
     seen = set()
     for raw in source_rows:
         diff.source_rows += 1
-        row = {c.name: _canonical_src(c.type.kind, raw.get(c.name)) for c in plan.source.columns}
-        key = _key(plan, row)
+        row = source_row(plan, raw)
+        key = row_identity(plan, row)
         seen.add(key)
         other = dest.get(key)
         if other is None:

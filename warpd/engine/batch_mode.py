@@ -46,6 +46,7 @@ from warpd.errors import FatalError
 from warpd.redact import redact
 from warpd.state.store import StateStore
 from warpd.types import Column, Kind, TableSchema, is_widening
+from warpd.verify import row_identity, source_row
 
 log = logging.getLogger(__name__)
 
@@ -470,23 +471,39 @@ class BatchRunner(SchemaRunner):
         return copied
 
     def _key_scan(self, name: str, result: TableRun) -> None:
-        """Delete the destination rows whose key the source no longer has."""
+        """Delete the destination rows whose key the source no longer has.
+
+        Both sides' keys are compared in the canonical values verification uses (warpd/verify.py).
+        """
         plan = self.plans[name]
         at_destination: dict[Any, dict[str, Any]] = {}
         rows = self._retry(lambda: self.dest.read_rows(plan), f"reading the keys of {plan.where}")
         for row in rows or ():
-            at_destination[plan.key_of(row)] = row
+            at_destination[row_identity(plan, row)] = row
         if not at_destination:
             return
+        present = len(at_destination)
+        source_rows = 0
         for chunk in self.source.snapshot(
             plan.source, None, self.schema.table_settings(name).snapshot_chunk_size
         ):
-            for row in chunk.rows:
-                at_destination.pop(plan.key_of(row), None)
+            for raw in chunk.rows:
+                source_rows += 1
+                at_destination.pop(row_identity(plan, source_row(plan, raw)), None)
             if chunk.done:
                 break
+            if self.should_stop():
+                raise Stopped(f"stopped during the key scan of {self.name}.{name}")
         if not at_destination:
             return
+        if source_rows and len(at_destination) == present:
+            # not one key in common although both sides hold rows: keys that do not compare (a type read
+            # differently on each side), never a table whose every row was replaced; delete nothing
+            raise FatalError(
+                f"{self.name}.{name}: key_scan found none of the source's {source_rows:,} keys among the "
+                f"destination's {present:,} rows, so it deletes nothing; if the source table was really "
+                "replaced, run it once with sync: full_refresh"
+            )
         gone = [FinalState(row, True, "delete", None, None) for row in at_destination.values()]
         self.appliers[name].apply(gone)
         result.deleted = len(gone)
