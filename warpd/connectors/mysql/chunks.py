@@ -68,6 +68,7 @@ class ChunkReader:
         self.source = qualified(database, schema.name)
         keys = [c for k in schema.key for c in schema.columns if c.name == k]
         self.order = ", ".join(quote_ident(k) for k in schema.key)
+        self.first = quote_ident(schema.key[0]) if schema.key else ""
         self.key_select = [mtypes.snapshot_key_expr(c, quote_ident(c.name)) for c in keys]
         self.nkey = len(keys)
         long_kinds = sum(1 for c in fast if c.type.kind in (Kind.TEXT, Kind.JSON, Kind.BYTES))
@@ -100,6 +101,10 @@ class ChunkReader:
         """The chunk's lower bound: after ``last``, and at or above the floor."""
         after, args = self._bound(">", last)
         floor, floor_args = self.floor
+        if last is not None and self.nkey > 1:
+            # implied by the row comparison, but MariaDB reads an index by a row comparison only through
+            # its first column's own bound: without it every chunk of a (cursor, key) read scans the table
+            after, args = f"{self.first} >= {BIND} AND {after}", (last[0], *args)
         return " AND ".join(w for w in (floor, after) if w), floor_args + args
 
     def read(self, conn: Any, last: Sequence[Any] | None, size: int) -> Chunk:
