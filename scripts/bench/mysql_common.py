@@ -242,6 +242,21 @@ def raw_read(db: str, table: str, rows: int, label: str = "raw (b)") -> dict[str
     }
 
 
+def copy_text_expr(col: Any) -> str:
+    """A MariaDB expression rendering ``col`` as a COPY text-format field (\\N for NULL, escaped)."""
+    name = f"`{col.name}`"
+    value = f"CAST({name} AS CHAR)"
+    if col.type.kind.value in ("text", "json"):
+        for raw, esc in (
+            ("CHAR(92)", "CONCAT(CHAR(92), CHAR(92))"),
+            ("CHAR(9)", "CONCAT(CHAR(92), 't')"),
+            ("CHAR(10)", "CONCAT(CHAR(92), 'n')"),
+            ("CHAR(13)", "CONCAT(CHAR(92), 'r')"),
+        ):
+            value = f"REPLACE({value}, {raw}, {esc})"
+    return f"COALESCE({value}, CONCAT(CHAR(92), 'N'))"
+
+
 # --------------------------------------------------------------------------- waiting for the snapshot
 def wait_snapshot(warp: Warp, schema: str, table: str, rows: int) -> dict[str, Any]:
     """Poll the state file until ``schema.table``'s snapshot is done; rates from process start and

@@ -83,6 +83,7 @@ from common import (  # the checkout's warpd, first on sys.path (see common.py)
 from mysql_common import (
     PG_DSN,
     STAGES,
+    copy_text_expr,
     machine,
     machine_header,
     master_position,
@@ -209,21 +210,6 @@ def source_plan(dest_schema: str) -> TablePlan:
 
 
 # --------------------------------------------------------------------------- 2. raw limits
-def _copy_text_expr(col: Any) -> str:
-    """A MariaDB expression rendering ``col`` as a COPY text-format field (\\N for NULL, escaped)."""
-    name = f"`{col.name}`"
-    value = f"CAST({name} AS CHAR)"
-    if col.type.kind.value in ("text", "json"):
-        for raw, esc in (
-            ("CHAR(92)", "CONCAT(CHAR(92), CHAR(92))"),
-            ("CHAR(9)", "CONCAT(CHAR(92), 't')"),
-            ("CHAR(10)", "CONCAT(CHAR(92), 'n')"),
-            ("CHAR(13)", "CONCAT(CHAR(92), 'r')"),
-        ):
-            value = f"REPLACE({value}, {raw}, {esc})"
-    return f"COALESCE({value}, CONCAT(CHAR(92), 'N'))"
-
-
 def raw_copy(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(a) COPY FROM STDIN of the whole table into an identical PostgreSQL table, one transaction.
 
@@ -235,7 +221,7 @@ def raw_copy(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
         "raw (a): producing the COPY text in memory (not timed for (a)); this is also raw (b2): PyMySQL "
         "reading COPY lines the server encoded"
     )
-    select = ", ".join(_copy_text_expr(c) for c in plan.source.columns)
+    select = ", ".join(copy_text_expr(c) for c in plan.source.columns)
     buf = io.BytesIO()
     conn = mysql(DB, cursorclass=pymysql.cursors.SSCursor)
     try:
