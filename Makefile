@@ -65,7 +65,7 @@ bench: install setup-db
 bench-oltp: install setup-db
 	$(PY) scripts/bench/oltp_mysql_to_postgres.py
 
-bench-batch: install
+bench-batch: install setup-db
 	$(PY) scripts/bench/batch_mysql_to_postgres.py $(BENCH_ARGS)
 
 bench-mysql: install setup-db
