@@ -19,6 +19,7 @@ from conftest import wait_converged
 from daemon_support import Daemon, Writer, config_text, make_items, pid_alive, run_warpctl
 
 from warpd.state.store import StateStore
+from warpd.supervisor.display import when
 
 
 def warpctl_as_nobody(*args: str) -> tuple[int, str]:
@@ -72,6 +73,14 @@ def test_without_a_daemon_every_command_exits_3_and_reads_the_state_file(daemon_
     store.add_dead_letter(
         "shop", "orders", "insert", {"id": 3, "note": "x"}, "rejected by PostgreSQL: nope", None
     )
+    # a batch schema's last run (docs/batch-mode.md)
+    store.start_batch_run("catalog", 1_700_000_000.0)
+    store.start_batch_table("catalog", "products", "incremental", 1_700_000_000.0)
+    store.advance_batch_table(
+        "catalog", "products", {"cursor": 41_977, "key": [41_977], "column": "id"}, 1290
+    )
+    store.finish_batch_table("catalog", "products", None, 1_700_000_012.5)
+    store.finish_batch_run("catalog", True, 1_700_000_012.5, 1_700_000_900.0)
     store.close()
     base = ["--state-dir", state_dir]
 
@@ -81,10 +90,21 @@ def test_without_a_daemon_every_command_exits_3_and_reads_the_state_file(daemon_
     shop = next(line for line in status.stdout.splitlines() if line.startswith("shop "))
     assert "not running" in shop and "mysql-bin.000007:4711" in shop
     assert any(line.startswith("  users") and "paused" in line for line in status.stdout.splitlines())
+    batch = status.stdout.split("BATCH SCHEMA / TABLE", 1)[1].splitlines()
+    assert (
+        next(line for line in batch if line.startswith("catalog")).split()[-2:]
+        == when(1_700_000_900.0).split()
+    )
+    products = next(line for line in batch if line.startswith("  products"))
+    assert products.split()[1] == "incremental" and "1,290" in products and "12.5s" in products
+    assert products.split()[-1] == "41977"
 
     as_json = run_warpctl(*base, "status", "--json")
     assert as_json.returncode == 3
-    assert json.loads(as_json.stdout)["schemas"][0]["position"] == {"file": "mysql-bin.000007", "pos": 4711}
+    by_name = {entry["name"]: entry for entry in json.loads(as_json.stdout)["schemas"]}
+    assert by_name["shop"]["position"] == {"file": "mysql-bin.000007", "pos": 4711}
+    assert by_name["catalog"]["batch"]["next_run"] == 1_700_000_900.0
+    assert by_name["catalog"]["tables"]["products"]["last_run"]["rows"] == 1290
 
     checkpoints = run_warpctl(*base, "checkpoints")
     assert checkpoints.returncode == 3 and "mysql-bin.000007:4711" in checkpoints.stdout

@@ -233,6 +233,9 @@ def offline_status(store: Any, state_dir: str) -> dict[str, Any]:
         for table, batch in store.batch_tables(name).items():
             tables.setdefault(table, {}).update(batch_table_document(batch))
         doc["tables"] = tables
+        schedule = store.batch_schedule(name)
+        if schedule is not None and not doc.get("batch"):  # no status file: what the state file knows
+            doc["batch"] = {"schedule": None, "next_run": schedule.next_run}
         state = "paused" if "" in paused.get(name, set()) else "not running"
         schemas.append(
             describe_schema(
