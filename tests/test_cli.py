@@ -279,6 +279,23 @@ def test_dry_run_prints_the_plan_and_writes_nothing(dbs, warp, tmp_path, how):
     assert not os.path.exists(os.path.join(state_dir, "state.db")), os.listdir(state_dir)
 
 
+def test_dry_run_of_a_batch_schema_shows_its_schedule_and_each_tables_sync(dbs, warp, tmp_path):
+    dbs.sql("CREATE TABLE orders (id BIGINT PRIMARY KEY, changed DATETIME(6) NOT NULL)")
+    dbs.sql("CREATE TABLE ref (code VARCHAR(5) PRIMARY KEY)")
+    config = write_config(
+        tmp_path,
+        f"schemas:\n  - name: {dbs.name}\n    mode: batch\n    schedule: {{every: 15m}}\n"
+        "    tables:\n      - name: orders\n        cursor_column: changed\n        safety_lag: 2m\n",
+    )
+    w = warp(config=config, extra=["--dry-run"])
+    assert w.wait(90) == 0, w.output
+    out = w.output
+    assert "batch mode: every 15m" in out
+    assert "batch: incremental by changed, safety_lag 120s, delete_detection none" in out
+    assert "batch: full refresh" in out
+    assert not _pg_schema_exists(dbs), "a dry run created the PostgreSQL schema"
+
+
 # ---------------------------------------------------------------------------
 # 4. shipped examples
 

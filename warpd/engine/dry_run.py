@@ -39,6 +39,8 @@ def _print(config: Config, schema: SchemaConfig, tables: list[dict[str, Any]], d
     )
     print(f"on_position_lost: {schema.on_position_lost}; state file: {config.state_dir}")
     print(f"destination {destination}")
+    if schema.batch and schema.schedule is not None:
+        print(f"batch mode: {schema.schedule.describe()} (docs/batch-mode.md)")
     if not tables:
         print("no source table matches the whitelist/blacklist")
     for t in tables:
@@ -48,5 +50,15 @@ def _print(config: Config, schema: SchemaConfig, tables: list[dict[str, Any]], d
             f"batch_size={t['batch_size']} snapshot_chunk_size={t['snapshot_chunk_size']} "
             f"deletes={t['deletes']} metadata_columns={str(t['metadata_columns']).lower()}"
         )
+        if schema.batch:
+            settings = schema.table_settings(t["table"])
+            how = settings.sync.replace("_", " ")
+            if settings.sync == "incremental":
+                lag = settings.safety_lag
+                how += f" by {settings.cursor_column}, safety_lag " + (
+                    "default" if lag is None else f"{lag.amount:g}{'s' if lag.duration else ''}"
+                )
+                how += f", delete_detection {settings.delete_detection}"
+            print(f"  batch: {how}")
         for stmt in t["ddl"] or ["(destination table already matches)"]:
             print(f"  {stmt};" if not stmt.startswith("(") else f"  {stmt}")
