@@ -188,3 +188,16 @@ def test_a_full_refresh_drops_deleted_documents_and_takes_new_fields(mdb, mwarp,
     assert dest_rows(mdb, "ref", "label", "extra", where="\"_id\" = 'c3'") == [("relabelled", 1.5)]
     # (a stop during a refresh leaves its unfinished copy beside the table until the next start drops it)
     assert w.stop() == 0
+
+
+def test_documents_sharing_a_cursor_value_across_id_types_are_all_read(mdb, mwarp, state_dir, tmp_path):
+    # one cursor value for all, _ids of two BSON types: chunks end inside the group of equal values, where
+    # an {_id: {$gt: x}} range would only see x's own type
+    docs = [{"_id": i, "v": "n", "updated_at": T0} for i in range(40)]
+    docs += [{"_id": f"s{i:03}", "v": "s", "updated_at": T0} for i in range(40)]
+    docs += [{"_id": 1000 + i, "v": "later", "updated_at": T0 + dt.timedelta(seconds=1)} for i in range(5)]
+    mdb.db["items"].insert_many(docs)
+    w = mwarp(batch(tmp_path, mdb.name, INCREMENTAL, every="1h", extra="    snapshot_chunk_size: 16\n"))
+    wait_until(lambda: mdb.pg_count("items") == 85, 30, "every document")
+    wait_mongo(mdb, w, state_dir, 30)
+    assert w.stop() == 0

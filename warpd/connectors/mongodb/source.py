@@ -521,15 +521,37 @@ class MongoSource:
             if not full:
                 return
             shape = wider
-            # after the last (cursor, _id) read: a range, not an offset, so writes meanwhile shift nothing
-            query = {
-                "$and": [
-                    of_type,
-                    {"$or": [{field: {"$gt": value}}, {field: value, "_id": {"$gt": last_id}}]}
-                    if field != "_id"
-                    else {"_id": {"$gt": value}},
-                ]
-            }
+            if field != "_id":
+                # the rest of the documents sharing the last cursor value, in _id order across BSON type
+                # brackets (an {_id: {$gt: x}} range matches x's own bracket only), then the values above it
+                for docs in self._ties(coll, {field: value}, last_id, chunk_size):
+                    rows, wider = _rows(mapper, shape, docs)
+                    resume = {
+                        "cursor": resume["cursor"],
+                        "key": [json_util.dumps(docs[-1]["_id"], json_options=_ID_JSON)],
+                    }
+                    yield SnapshotChunk(table, rows, resume, schema=wider if wider is not shape else None)
+                    shape = wider
+            # after the last cursor value read: a range, not an offset, so writes meanwhile shift nothing
+            query = {"$and": [of_type, {field: {"$gt": value}}]}
+
+    def _ties(self, coll: Any, same: Mapping[str, Any], last: Any, chunk_size: int) -> Iterator[list[Any]]:
+        """Chunks of the documents matching ``same`` whose ``_id`` comes after ``last`` in BSON order."""
+        bracket = _id_bracket(last)
+        while True:
+            query = {"$and": [dict(same), {"_id": {"$gt": last}}]}
+            docs, full = self._call(
+                partial(self._read_chunk, coll, query, chunk_size), f"reading {coll.name!r}"
+            )
+            if not full:
+                later = self._next_bracket_doc(coll, bracket, same)
+                if later is not None and all(d["_id"] != later["_id"] for d in docs):
+                    docs.append(later)
+            if not docs:
+                return
+            yield docs
+            last = docs[-1]["_id"]
+            bracket = _id_bracket(last)
 
     def _refuse_unreadable(self, coll: Any, column: Column, family: cursor.Family) -> None:
         """A FatalError, naming the fix, when documents lack a usable cursor value (see :mod:`.cursor`)."""
@@ -572,11 +594,16 @@ class MongoSource:
             batches.close()
         return docs, len(docs) >= limit
 
-    def _next_bracket_doc(self, coll: Any, bracket: int) -> Mapping[str, Any] | None:
+    def _next_bracket_doc(
+        self, coll: Any, bracket: int, within: Mapping[str, Any] | None = None
+    ) -> Mapping[str, Any] | None:
+        """The first document (matching ``within``) whose ``_id`` is of a type bracket after ``bracket``."""
         from pymongo import errors
 
         for types in _ID_BRACKETS[bracket + 1 :]:
-            query = {"$or": [{"_id": {"$type": alias}} for alias in types]}
+            query: dict[str, Any] = {"$or": [{"_id": {"$type": alias}} for alias in types]}
+            if within:
+                query = {"$and": [dict(within), query]}
             first = coll.find(query).sort("_id", 1).limit(1)
             try:
                 found: list[Any] = self._call(partial(list, first), f"copying {coll.name!r}")
