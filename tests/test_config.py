@@ -1013,15 +1013,31 @@ def test_batch_configuration_mistakes_are_refused_with_their_path(tmp_path, sche
     assert message in error_of(tmp_path, config_with(schemas=[schema]))
 
 
-def test_a_source_without_a_batch_reader_refuses_mode_batch(tmp_path):
+def test_a_source_without_a_batch_reader_refuses_mode_batch(tmp_path, monkeypatch):
+    from warpd.connectors import registry
+
+    # a plugin source registered with the default modes: it streams only
+    monkeypatch.setattr(registry, "_SOURCES", dict(registry._SOURCES))
+    monkeypatch.setattr(registry, "_SOURCE_MODES", dict(registry._SOURCE_MODES))
+    registry.register_source("streamonly")(lambda *_args: None)
     data = config_with(
-        source={"connection_string": "mongodb://db1:27017/?replicaSet=rs0"},
+        source={"type": "streamonly", "connection_string": "streamonly://db1/shop"},
         schemas=[batch_schema()],
     )
     assert error_of(tmp_path, data) == (
-        "schemas[0].mode: the mongodb source cannot run mode: batch (it cannot read rows by a cursor "
+        "schemas[0].mode: the streamonly source cannot run mode: batch (it cannot read rows by a cursor "
         "column or copy tables periodically); use mode: stream"
     )
+
+
+def test_the_mongodb_source_accepts_mode_batch_with_a_cursor_field(tmp_path):
+    data = config_with(
+        source={"connection_string": "mongodb://db1:27017/shop"},
+        schemas=[batch_schema(tables=[{"name": "orders", "cursor_field": "updated_at"}])],
+    )
+    config = load(tmp_path, data)
+    settings = config.schemas[0].table_settings("orders")
+    assert (settings.sync, settings.cursor_column) == ("incremental", "updated_at")
 
 
 def test_validate_config_exits_2_on_a_batch_mistake(tmp_path):

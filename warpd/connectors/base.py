@@ -236,10 +236,18 @@ class Source(Protocol):
     ``lag`` is a :class:`datetime.timedelta` for a date/time cursor, a number
     of the cursor's type otherwise, or None; each chunk's ``resume_after`` is
     the next run's mark, ``{"cursor": <encoded value>, "key": [...]}``, and
-    the engine stores it only after the destination committed the chunk. A
+    the engine stores it only after the destination committed the chunk; a
+    chunk's ``schema`` (a source that infers shapes) widens the destination
+    first, as in a snapshot. A
     source without it runs full refreshes only; register it with
     ``modes=("stream", "batch")`` (or ``("batch",)``) so validation accepts
-    ``mode: batch`` for it.
+    ``mode: batch`` for it;
+    ``cursor_column(schema, name) -> Column`` (``mode: batch``) checks the
+    cursor itself and returns the column whose type says what ``safety_lag``
+    counts in (a date/time kind: a duration); the engine then skips its own
+    refusal of nullable and unordered columns, and the source must refuse, at
+    each :meth:`read_since`, rows whose cursor it could not read (MongoDB,
+    where any field may be missing: warpd/connectors/mongodb/cursor.py).
     """
 
     def check_prerequisites(self) -> None:

@@ -45,7 +45,7 @@ def mysql_source(uri: str, database: str, schema_name: str, options: dict[str, A
     return MySQLSource(uri, database, server_id=server_id, options=options)
 
 
-@register_source("mongodb", check_uri=_check_mongodb)
+@register_source("mongodb", check_uri=_check_mongodb, modes=("stream", "batch"))
 def mongodb_source(uri: str, database: str, schema_name: str, options: dict[str, Any]) -> Any:
     from warpd.connectors.mongodb.source import MongoSource
 

@@ -30,7 +30,7 @@ import datetime as dt
 import decimal
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -327,9 +327,12 @@ class BatchRunner(SchemaRunner):
 
     def _shape(self, name: str) -> TableSchema:
         """The table's current shape, with the destination brought to it (created, columns added or widened);
-        returns it. A change the destination cannot follow in place re-copies the table (``_recopy``)."""
-        shape = self._describe(name)
+        returns it. A change the destination cannot follow in place re-copies the table (``_recopy``).
+
+        A source that infers shapes (MongoDB) describes a sample: its stored shape is kept, and widened by
+        the chunks that need more (``SnapshotChunk.schema``), as a stream does after a restart."""
         known = self.store.latest_schemas(self.name).get(name)
+        shape = known if self._infers_shapes and known is not None else self._describe(name)
         if known is None or name not in self.plans:
             if known is not None and known != shape and not _evolves(known, shape):
                 self._recopy(shape, known)
@@ -374,7 +377,7 @@ class BatchRunner(SchemaRunner):
             )
         settings = self.schema.table_settings(name)
         shape = self._shape(name)
-        cursor = _cursor(shape, settings.cursor_column, name)
+        cursor = _cursor(shape, settings.cursor_column, name, getattr(self.source, "cursor_column", None))
         if not shape.key:
             raise FatalError(
                 f"{self.name}.{name} has no primary key: an incremental run could not tell a changed row "
@@ -397,6 +400,9 @@ class BatchRunner(SchemaRunner):
         fmt = {"bulk_format": self._bulk_format} if self._bulk_format else {}
         chunks = self._read_since(shape, cursor.name, mark, lag, settings.snapshot_chunk_size, **fmt)
         for chunk in chunks:
+            if chunk.schema is not None and chunk.schema != self.tables.get(name):
+                self._evolve(chunk.schema, "batch run: rows need a wider shape", None)
+                applier = self.appliers[name]
             written = applier.merge_chunk(chunk) if chunk.rows else 0
             # only now, the destination having committed it, does the mark move past this chunk
             at = dict(chunk.resume_after, column=cursor.name) if chunk.resume_after is not None else None
@@ -420,7 +426,7 @@ class BatchRunner(SchemaRunner):
         plan = self._plan(shape)
         self.tables[name] = shape
         self.plans[name] = plan
-        result.rows = self._copy_beside(shape, plan)
+        result.rows, plan = self._copy_beside(shape, plan)
         self.store.advance_batch_table(self.name, name, None, result.rows)  # after the swap committed
 
     def _recopy(self, shape: TableSchema, old: TableSchema) -> None:
@@ -440,12 +446,14 @@ class BatchRunner(SchemaRunner):
             self.name, shape, "resync", "batch run: the source table changed shape"
         )
         metrics.schema_evolution(self.name, name, "resync_table")
-        self._copy_beside(shape, plan)
+        _copied, plan = self._copy_beside(shape, plan)
         self.store.reset_batch_mark(self.name, name)  # the incremental run after it reads every row again
-        self._track(shape)
+        self._track(plan.source)
 
-    def _copy_beside(self, shape: TableSchema, plan: TablePlan) -> int:
-        """Copy the whole table into a table beside ``plan``'s and swap it in; return the rows copied."""
+    def _copy_beside(self, shape: TableSchema, plan: TablePlan) -> tuple[int, TablePlan]:
+        """Copy the whole table into a table beside ``plan``'s and swap it in; return the rows copied and the
+        plan of the table swapped in (wider than ``plan`` when the rows of a source that infers shapes
+        needed more: ``SnapshotChunk.schema``)."""
         name = shape.name
         settings = self.schema.table_settings(name)
         beside = beside_plan(plan)
@@ -457,6 +465,12 @@ class BatchRunner(SchemaRunner):
         try:
             fmt = {"bulk_format": self._bulk_format} if self._bulk_format else {}
             for chunk in self.source.snapshot(shape, None, settings.snapshot_chunk_size, **fmt):
+                if chunk.schema is not None and chunk.schema != beside.source:
+                    applier.close()
+                    beside = self._widen_beside(beside, chunk.schema)
+                    applier = TableApplier(
+                        self.name, beside, settings, self.pool, self._dead_letter, self.should_stop
+                    )
                 copied += applier.copy_snapshot(chunk) if chunk.rows else 0
                 metrics.events_applied(self.name, name, "batch", len(chunk.rows))
                 if chunk.done:
@@ -465,10 +479,25 @@ class BatchRunner(SchemaRunner):
                     raise Stopped(f"stopped during the full refresh of {self.name}.{name}")
         finally:
             applier.close()
+        if beside.source != plan.source:  # widened on the way: the live table takes the copy's shape
+            plan = self._plan(beside.source)
+            self.store.record_schema_version(
+                self.name, plan.source, "evolve", "batch run: rows needed a wider shape"
+            )
+            self.tables[name] = plan.source
+            self.plans[name] = plan
         for stmt in self._retry(lambda: self.dest.swap_in(beside, plan), f"swapping {plan.where} in"):
             log.info("destination DDL: %s", stmt)
         self.applied_events += copied
-        return copied
+        return copied, plan
+
+    def _widen_beside(self, beside: TablePlan, wider: TableSchema) -> TablePlan:
+        """The copy beside the live table, with columns added or widened for ``wider``'s rows."""
+        self.refuse_json_widening(beside, wider)
+        new = beside_plan(self._plan(wider))
+        for stmt in self._retry(lambda: self.dest.evolve(beside, new), f"evolving {beside.where}"):
+            log.info("destination DDL: %s", stmt)
+        return new
 
     def _key_scan(self, name: str, result: TableRun) -> None:
         """Delete the destination rows whose key the source no longer has.
@@ -521,12 +550,18 @@ class BatchRunner(SchemaRunner):
         }
 
 
-def _cursor(shape: TableSchema, column: str | None, table: str) -> Column:
+def _cursor(
+    shape: TableSchema, column: str | None, table: str, by_source: Callable[[TableSchema, str], Column] | None
+) -> Column:
+    """The cursor column of ``table``; ``by_source`` is the source's own check (``Source.cursor_column``),
+    for sources whose columns are all nullable by nature (MongoDB): they refuse unreadable rows as they read."""
     if not column:
         raise FatalError(
             f"table {table!r} is synced incrementally (the schema's sync: incremental) but has no cursor_column; "
             "list it under tables: with a cursor_column, or give it sync: full_refresh"
         )
+    if by_source is not None:
+        return by_source(shape, column)
     found = shape.column(column)
     if found is None:
         raise FatalError(

@@ -1061,21 +1061,7 @@ class SchemaRunner:
         new_plan = self._plan(new)
         if is_beside(old_plan):  # a snapshot copying beside the live table widens its copy
             new_plan = beside_plan(new_plan)
-        if not self.dest.capabilities.json_widening:
-            into_json = [
-                c.name
-                for c in new.columns
-                if c.type.kind is Kind.JSON
-                and (before := old_plan.source.column(c.name)) is not None
-                and before.type.kind is not Kind.JSON
-            ]
-            if into_json:
-                raise FatalError(
-                    f"{new.name!r}: columns {', '.join(map(repr, into_json))} now need JSON, and the "
-                    f"{self.dest.capabilities.name} destination cannot convert the values it holds in place; "
-                    f"run warpctl resync {self.name}.{new.name} (or delete the state of this table) to copy "
-                    "it again in the new shape"
-                )
+        self.refuse_json_widening(old_plan, new)
         ddl = self._retry(
             lambda: self.dest.evolve(old_plan, new_plan),
             f"evolving {old_plan.dest_table!r}",
@@ -1087,6 +1073,25 @@ class SchemaRunner:
             self.name, new, "evolve", statement, position or self.store.checkpoint(self.name)
         )
         metrics.schema_evolution(self.name, new.name, "evolve")
+
+    def refuse_json_widening(self, old_plan: TablePlan, new: TableSchema) -> None:
+        """FatalError when ``new`` widens columns of ``old_plan`` into JSON and the destination cannot."""
+        if self.dest.capabilities.json_widening:
+            return
+        into_json = [
+            c.name
+            for c in new.columns
+            if c.type.kind is Kind.JSON
+            and (before := old_plan.source.column(c.name)) is not None
+            and before.type.kind is not Kind.JSON
+        ]
+        if into_json:
+            raise FatalError(
+                f"{new.name!r}: columns {', '.join(map(repr, into_json))} now need JSON, and the "
+                f"{self.dest.capabilities.name} destination cannot convert the values it holds in place; "
+                f"run warpctl resync {self.name}.{new.name} (or delete the state of this table) to copy "
+                "it again in the new shape"
+            )
 
     def _resync(self, name: str, ch: SchemaChange) -> None:
         """Re-copy one table from its current contents; the stream then carries on."""

@@ -39,10 +39,11 @@ from warpd.connectors.base import (
     SchemaOpKind,
     SnapshotChunk,
 )
+from warpd.connectors.mongodb import cursor
 from warpd.connectors.mongodb.mapping import DocumentMapper, MappingOptions
 from warpd.errors import ConfigError, FatalError, PositionLostError, TransientError
 from warpd.redact import redact
-from warpd.types import TableSchema
+from warpd.types import Column, TableSchema
 
 log = logging.getLogger(__name__)
 
@@ -455,18 +456,126 @@ class MongoSource:
             if not docs:
                 yield SnapshotChunk(table, [], resume_after, done=True)
                 return
-            before = shape
-            for doc in docs:
-                shape = mapper.fit(shape, doc)
-            rows = [mapper.row(shape, doc) for doc in docs]
+            rows, wider = _rows(mapper, shape, docs)
             last = docs[-1]["_id"]
             has_last = True
             bracket = _id_bracket(last)
             resume_after = {"_id": json_util.dumps(last, json_options=_ID_JSON)}
-            yield SnapshotChunk(table, rows, resume_after, schema=shape if shape is not before else None)
+            yield SnapshotChunk(table, rows, resume_after, schema=wider if wider is not shape else None)
+            shape = wider
 
-    def _read_chunk(self, coll: Any, query: Mapping[str, Any], limit: int) -> tuple[list[Any], bool]:
-        """Up to ``limit`` documents in ``_id`` order, but stopping at about CHUNK_BYTES of BSON.
+    def cursor_column(self, schema: TableSchema, name: str) -> Column:
+        """``mode: batch``: the collection's ``cursor_field`` as the engine reads ``safety_lag`` for it (a
+        FatalError when its BSON type cannot be a cursor; see :mod:`.cursor`).  Every inferred column may be
+        absent, so :meth:`read_since` refuses documents without a usable value instead."""
+        return cursor.cursor_column(schema, name)
+
+    def read_since(
+        self,
+        schema: TableSchema,
+        cursor_column: str,
+        mark: Mapping[str, Any] | None,
+        lag: Any,
+        chunk_size: int,
+        bulk_format: str | None = None,
+    ) -> Iterator[SnapshotChunk]:
+        """``mode: batch``: the documents whose ``cursor_column`` is at or after ``mark``'s cursor minus
+        ``lag``, in (cursor, ``_id``) order, each chunk a range query after the last one's (cursor, ``_id``);
+        see :class:`~warpd.connectors.base.Source`.  Plain finds: no replica set or change stream needed.
+
+        Before reading, counts the documents whose cursor field is missing, null or of another type (they
+        would never be read) and refuses the run while there are any.
+        """
+        table = schema.name
+        coll = self.db[table]
+        column = schema.column(cursor_column)
+        if column is None:
+            raise FatalError(f"collection {table!r} has no field {cursor_column!r} (cursor_field)")
+        family = cursor.family_of(table, column)
+        field = cursor.path(column)
+        self._refuse_unreadable(coll, column, family)
+        mapper = self.mapper(table)
+        shape = schema
+        of_type: dict[str, Any] = {field: {"$type": family.query_type}}
+        low = cursor.floor(mark, family, lag)
+        query: dict[str, Any] = (
+            {field: {"$type": family.query_type, "$gte": low}} if low is not None else of_type
+        )
+        order = [(field, 1), ("_id", 1)] if field != "_id" else [("_id", 1)]
+        while True:
+            docs, full = self._call(
+                partial(self._read_chunk, coll, query, chunk_size, order), f"reading {table!r} by {field!r}"
+            )
+            if not docs:
+                yield SnapshotChunk(table, [], None, done=True)
+                return
+            rows, wider = _rows(mapper, shape, docs)
+            value, last_id = _field(docs[-1], column.path or ()), docs[-1]["_id"]
+            resume = {
+                "cursor": cursor.encode(value),
+                "key": [json_util.dumps(last_id, json_options=_ID_JSON)],
+            }
+            yield SnapshotChunk(
+                table, rows, resume, done=not full, schema=wider if wider is not shape else None
+            )
+            if not full:
+                return
+            shape = wider
+            if field != "_id":
+                # the rest of the documents sharing the last cursor value, in _id order across BSON type
+                # brackets (an {_id: {$gt: x}} range matches x's own bracket only), then the values above it
+                for docs in self._ties(coll, {field: value}, last_id, chunk_size):
+                    rows, wider = _rows(mapper, shape, docs)
+                    resume = {
+                        "cursor": resume["cursor"],
+                        "key": [json_util.dumps(docs[-1]["_id"], json_options=_ID_JSON)],
+                    }
+                    yield SnapshotChunk(table, rows, resume, schema=wider if wider is not shape else None)
+                    shape = wider
+            # after the last cursor value read: a range, not an offset, so writes meanwhile shift nothing
+            query = {"$and": [of_type, {field: {"$gt": value}}]}
+
+    def _ties(self, coll: Any, same: Mapping[str, Any], last: Any, chunk_size: int) -> Iterator[list[Any]]:
+        """Chunks of the documents matching ``same`` whose ``_id`` comes after ``last`` in BSON order."""
+        bracket = _id_bracket(last)
+        while True:
+            query = {"$and": [dict(same), {"_id": {"$gt": last}}]}
+            docs, full = self._call(
+                partial(self._read_chunk, coll, query, chunk_size), f"reading {coll.name!r}"
+            )
+            if not full:
+                later = self._next_bracket_doc(coll, bracket, same)
+                if later is not None and all(d["_id"] != later["_id"] for d in docs):
+                    docs.append(later)
+            if not docs:
+                return
+            yield docs
+            last = docs[-1]["_id"]
+            bracket = _id_bracket(last)
+
+    def _refuse_unreadable(self, coll: Any, column: Column, family: cursor.Family) -> None:
+        """A FatalError, naming the fix, when documents lack a usable cursor value (see :mod:`.cursor`)."""
+        query = cursor.outside(column, family)
+        count = self._call(lambda: coll.count_documents(query), f"checking {coll.name!r}'s cursor_field")
+        if not count:
+            return
+        field = cursor.path(column)
+        sample = self._call(
+            lambda: [d["_id"] for d in coll.find(query, {"_id": 1}).sort("_id", 1).limit(3)],
+            f"checking {coll.name!r}'s cursor_field",
+        )
+        raise FatalError(
+            f"collection {coll.name!r}: {count:,} document(s) have no {family.name} in cursor_field {field!r} "
+            f"(missing, null, an array or another BSON type; e.g. _id {', '.join(map(repr, sample))}), and an "
+            "incremental run would never read them, so this run is refused. Give every document a "
+            f"{family.name} there (e.g. db.{coll.name}.updateMany({{{field!r}: null}}, "
+            f"{{$currentDate: {{{field!r}: true}}}}) for a date), or use sync: full_refresh for this collection"
+        )
+
+    def _read_chunk(
+        self, coll: Any, query: Mapping[str, Any], limit: int, order: list[tuple[str, int]] | None = None
+    ) -> tuple[list[Any], bool]:
+        """Up to ``limit`` documents in ``order`` (``_id`` by default), stopping at about CHUNK_BYTES of BSON.
 
         Returns the documents and whether the chunk is full (a limit or the byte budget ended
         it, so more may follow). Raw batches keep a collection of 15 MB documents from
@@ -474,25 +583,30 @@ class MongoSource:
         """
         docs: list[Any] = []
         size = 0
-        cursor = coll.find_raw_batches(query, sort=[("_id", 1)], limit=limit)
+        batches = coll.find_raw_batches(query, sort=order or [("_id", 1)], limit=limit)
         try:
-            for batch in cursor:
+            for batch in batches:
                 size += len(batch)
                 docs.extend(bson.decode_all(batch, CODEC_OPTIONS))
                 if size >= CHUNK_BYTES and len(docs) < limit:
                     return docs, True
         finally:
-            cursor.close()
+            batches.close()
         return docs, len(docs) >= limit
 
-    def _next_bracket_doc(self, coll: Any, bracket: int) -> Mapping[str, Any] | None:
+    def _next_bracket_doc(
+        self, coll: Any, bracket: int, within: Mapping[str, Any] | None = None
+    ) -> Mapping[str, Any] | None:
+        """The first document (matching ``within``) whose ``_id`` is of a type bracket after ``bracket``."""
         from pymongo import errors
 
         for types in _ID_BRACKETS[bracket + 1 :]:
-            query = {"$or": [{"_id": {"$type": alias}} for alias in types]}
-            cursor = coll.find(query).sort("_id", 1).limit(1)
+            query: dict[str, Any] = {"$or": [{"_id": {"$type": alias}} for alias in types]}
+            if within:
+                query = {"$and": [dict(within), query]}
+            first = coll.find(query).sort("_id", 1).limit(1)
             try:
-                found: list[Any] = self._call(partial(list, cursor), f"copying {coll.name!r}")
+                found: list[Any] = self._call(partial(list, first), f"copying {coll.name!r}")
             except errors.OperationFailure as exc:
                 if exc.code != NOT_IMPLEMENTED:
                     raise
@@ -769,6 +883,23 @@ class MongoSource:
         row = mapper.row(shape, doc)
         kind = Op.INSERT if op == "insert" else Op.UPDATE
         yield RowChange(table, kind, None, row, position, source_ts, size)
+
+
+def _rows(
+    mapper: DocumentMapper, shape: TableSchema, docs: list[Any]
+) -> tuple[list[dict[str, Any]], TableSchema]:
+    """The rows of ``docs`` and the shape that holds them (``shape`` itself, or one widened for them)."""
+    for doc in docs:
+        shape = mapper.fit(shape, doc)
+    return [mapper.row(shape, doc) for doc in docs], shape
+
+
+def _field(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in ``doc`` (a flattened column's path goes into sub-documents)."""
+    value: Any = doc
+    for segment in path:
+        value = value.get(segment) if isinstance(value, Mapping) else None
+    return value
 
 
 def _next(stream: Any) -> tuple[Any, int]:

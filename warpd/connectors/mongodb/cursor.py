@@ -1,0 +1,142 @@
+"""``cursor_field`` of a ``mode: batch`` MongoDB collection: which BSON types can order changes, the
+filters an incremental read runs, and how its high-water mark is stored (docs/batch-mode.md, "MongoDB").
+
+MongoDB compares values of different BSON types by type first (numbers < strings < objects < ... <
+ObjectId < bool < date < timestamp), and a range query such as ``{updated_at: {$gte: <date>}}`` only
+matches values of the bound's own type.  So a cursor field must hold one kind of value in every document:
+a document where it is missing, null or of another type would never be read by an incremental run.  The
+field's kinds are the *families* below; each run counts the documents outside the family and refuses to
+run while there are any.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from bson import Decimal128, ObjectId, json_util
+from bson.binary import UuidRepresentation
+from bson.codec_options import DatetimeConversion
+from bson.timestamp import Timestamp
+
+from warpd.errors import FatalError
+from warpd.types import Column, ColumnType, Kind, TableSchema
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """BSON types that compare with one another, usable together as a cursor."""
+
+    name: str  # for messages
+    aliases: tuple[str, ...]  # the $type names of Column.source_type
+    query_type: str  # the $type alias that matches them all
+    lag_kind: Kind | None  # what safety_lag counts in: TIMESTAMPTZ a duration; None the column's own number
+
+
+FAMILIES = (
+    Family("date", ("date",), "date", Kind.TIMESTAMPTZ),
+    Family("number", ("int", "long", "double", "decimal"), "number", None),
+    # a BSON timestamp is (seconds, increment): a duration counts back its seconds
+    Family("timestamp", ("timestamp",), "timestamp", Kind.TIMESTAMPTZ),
+    # an ObjectId starts with its creation second: a duration counts back that second; inserts only
+    Family("ObjectId", ("objectId",), "objectId", Kind.TIMESTAMPTZ),
+)
+
+# the mark's cursor: Relaxed Extended JSON (a date reads as its ISO text in warpctl status), exact for
+# every type a family holds (a date outside 1970-9999 falls back to the canonical form by itself)
+_MARK_JSON = json_util.JSONOptions(
+    json_mode=json_util.JSONMode.RELAXED,
+    uuid_representation=UuidRepresentation.STANDARD,
+    tz_aware=True,
+    tzinfo=_dt.UTC,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
+
+
+def family_of(table: str, column: Column) -> Family:
+    """The family of the cursor field ``column``, or a FatalError naming the fix."""
+    aliases = {a for a in (column.source_type or "").split("|") if a}
+    for family in FAMILIES:
+        if aliases and aliases <= set(family.aliases):
+            if family.name == "date" and column.type.kind is not Kind.TIMESTAMPTZ:
+                break  # dates outside years 1-9999 (held as JSON): not comparable here
+            return family
+    if len(aliases) > 1:
+        raise FatalError(
+            f"collection {table!r}: cursor_field {column.name!r} holds values of several BSON types "
+            f"({', '.join(sorted(aliases))}); MongoDB orders values by type before value, so an incremental "
+            "run would read only those of one type. Give the field one type in every document (e.g. dates "
+            "only: db.<collection>.updateMany({field: {$type: 'string'}}, [{$set: {field: {$toDate: "
+            "'$field'}}}])), or use sync: full_refresh"
+        )
+    raise FatalError(
+        f"collection {table!r}: cursor_field {column.name!r} is a BSON {column.source_type or 'value'}, which "
+        "cannot order changes; use a date (updatedAt), a number, a timestamp or an ObjectId field, or "
+        "sync: full_refresh"
+    )
+
+
+def cursor_column(schema: TableSchema, name: str) -> Column:
+    """The cursor field of ``schema`` as the engine computes ``safety_lag`` from (a duration for dates,
+    timestamps and ObjectIds, a number for numbers); a FatalError when it cannot be a cursor."""
+    column = schema.column(name)
+    if column is None or column.path is None:
+        raise FatalError(
+            f"collection {schema.name!r}: no document read so far has a field {name!r} (its cursor_field); "
+            f"its fields: {', '.join(c.name for c in schema.columns)}"
+        )
+    if name == "_id" and column.source_type != "objectId":
+        raise FatalError(
+            f"collection {schema.name!r}: cursor_field _id is a BSON {column.source_type}; only an ObjectId "
+            "_id grows as documents are inserted. Use a date or number field, or sync: full_refresh"
+        )
+    family = family_of(schema.name, column)
+    if family.lag_kind is None:
+        return column
+    return dataclasses.replace(column, type=ColumnType(family.lag_kind))
+
+
+def path(column: Column) -> str:
+    """The dotted field path of ``column`` in a query."""
+    assert column.path is not None
+    return ".".join(column.path)
+
+
+def outside(column: Column, family: Family) -> dict[str, Any]:
+    """The documents an incremental read of ``column`` would never see: the field missing, null, of another
+    type, or an array (which sorts and compares by its elements)."""
+    field = path(column)
+    return {"$or": [{field: {"$not": {"$type": family.query_type}}}, {field: {"$type": "array"}}]}
+
+
+def floor(mark: Mapping[str, Any] | None, family: Family, lag: Any) -> Any:
+    """The lowest cursor value a run reads: the mark's cursor minus ``lag``; None without a mark."""
+    if mark is None or mark.get("cursor") is None:
+        return None
+    value = decode(mark["cursor"])
+    if not lag:
+        return value
+    if isinstance(value, _dt.datetime):
+        return value - lag
+    if isinstance(value, Timestamp):
+        return Timestamp(max(0, value.time - int(lag.total_seconds())), 0)
+    if isinstance(value, ObjectId):
+        start = max(value.generation_time - lag, _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC))
+        return ObjectId.from_datetime(start)
+    if isinstance(value, Decimal128) or isinstance(lag, decimal.Decimal):
+        base = value.to_decimal() if isinstance(value, Decimal128) else decimal.Decimal(str(value))
+        return Decimal128(base - decimal.Decimal(str(lag)))
+    return value - lag
+
+
+def encode(value: Any) -> Any:
+    """A cursor value as the mark stores it (JSON)."""
+    return json.loads(json_util.dumps(value, json_options=_MARK_JSON))
+
+
+def decode(stored: Any) -> Any:
+    return json_util.loads(json.dumps(stored), json_options=_MARK_JSON)
