@@ -38,7 +38,7 @@ from conftest import (
 )
 from servers import MariaDBServer, PostgresCluster
 
-from warpd.connectors.mysql.keycodec import decode_key
+from warpd.connectors.keycodec import decode_key
 from warpd.state.store import StateStore
 
 STREAMING = "streaming changes from"

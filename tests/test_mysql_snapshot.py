@@ -280,7 +280,7 @@ def test_every_key_type_copies_every_row_with_one_row_chunks(
 def test_a_snapshot_resumes_from_a_label_stored_by_an_older_version(dbs: Databases) -> None:
     """Older versions stored an ENUM/SET key as its label and BIT as bytes; resuming must still
     continue after that row in ORDER BY order."""
-    from warpd.connectors.mysql.keycodec import encode_key
+    from warpd.connectors.keycodec import encode_key
 
     dbs.sql(
         "CREATE TABLE e (k ENUM('zebra','apple','mango'), s SET('x','y'), b BIT(4), PRIMARY KEY (k, s, b))"

@@ -69,6 +69,8 @@ def _endpoint_problems(data: Mapping[str, Any]) -> Iterator[Problem]:
         if kind is None or not isinstance(endpoint, dict):
             continue
         uri = endpoint["connection_string"]
+        if kind == "bigquery":
+            yield from _bigquery_keys(section, endpoint)
         try:
             if kind == "bigquery":  # keys of the section fold into the URI (config/model.py)
                 from warpd.connectors.bigquery.uri import with_options
@@ -86,6 +88,25 @@ def _endpoint_problems(data: Mapping[str, Any]) -> Iterator[Problem]:
                 message = message.removeprefix(f"{section}.connection_string: ")
                 message = f"{format_path(path)}: {message}"
             yield path, message
+
+
+def _bigquery_keys(section: str, endpoint: Mapping[str, Any]) -> Iterator[Problem]:
+    """A key of a BigQuery section that no code reads would be silently ignored: refuse it."""
+    from warpd.connectors.bigquery.uri import OPTION_KEYS
+
+    known = {"type", "connection_string", "database", *OPTION_KEYS}
+    if section == "destination":
+        known.add("dataset")
+    for key in sorted(set(endpoint) - known):
+        path: Path = (section, key)
+        if key == "dataset":
+            hint = (
+                "the dataset a BigQuery source reads is each schema's source_database; give the default of "
+                "every schema as database: under source:"
+            )
+        else:
+            hint = f"known keys: {', '.join(sorted(known))}"
+        yield path, f"{format_path(path)}: unknown key for a BigQuery {section}; {hint}"
 
 
 def _default_dataset(data: Mapping[str, Any]) -> str | None:

@@ -31,6 +31,12 @@ def _check_bigquery(uri: str) -> None:
     check_uri(uri)
 
 
+def _check_bigquery_source(uri: str) -> None:
+    from warpd.connectors.bigquery.uri import check_source_uri
+
+    check_source_uri(uri)
+
+
 def _check_postgresql(uri: str) -> None:
     from warpd.connectors.postgresql.uri import check_uri
 
@@ -50,6 +56,14 @@ def mongodb_source(uri: str, database: str, schema_name: str, options: dict[str,
     from warpd.connectors.mongodb.source import MongoSource
 
     return MongoSource(uri, database, schema_name, options)
+
+
+# BigQuery keeps no change log a replica could follow: batch schemas only (docs/bigquery.md)
+@register_source("bigquery", check_uri=_check_bigquery_source, modes=("batch",))
+def bigquery_source(uri: str, database: str, schema_name: str, options: dict[str, Any]) -> Any:
+    from warpd.connectors.bigquery.source import BigQuerySource
+
+    return BigQuerySource(uri, database, schema_name, options)
 
 
 @register_destination("postgresql", check_uri=_check_postgresql)

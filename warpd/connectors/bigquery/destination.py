@@ -30,7 +30,6 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +48,7 @@ from warpd.connectors.base import (
     SnapshotChunk,
     TablePlan,
 )
+from warpd.connectors.bigquery.client import api_timeout, is_transient, message, open_client, reason, wait
 from warpd.connectors.bigquery.naming import MAX_COLUMN_CHARS, column_names, dataset_name, table_name
 from warpd.connectors.bigquery.types import (
     CLUSTERABLE,
@@ -65,7 +65,6 @@ from warpd.connectors.bigquery.types import (
 from warpd.connectors.bigquery.uri import BigQueryTarget, parse_uri
 from warpd.connectors.postgresql.naming import fit_identifier
 from warpd.errors import FatalError
-from warpd.redact import redact
 from warpd.types import Column, ColumnType, Kind, TableSchema, json_of
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,6 @@ STAGE_PREFIX = "_warp_stage_"
 # each row's source order (Source.order_key): a change is merged only over an older one
 ORDER_COLUMN = "_warp_order"
 STAGE_LIFETIME = _dt.timedelta(hours=1)
-API_TIMEOUT = 60.0  # seconds for one HTTP call (jobs are bounded by job_timeout)
 _META_TYPES = {
     ROW_KEY: "STRING",
     OP_COLUMN: "STRING",
@@ -82,17 +80,6 @@ _META_TYPES = {
     SYNCED_AT_COLUMN: "TIMESTAMP",
     DELETED_AT_COLUMN: "TIMESTAMP",
 }
-# error reasons (https://cloud.google.com/bigquery/docs/error-messages) worth retrying
-_TRANSIENT_REASONS = {
-    "backendError",
-    "internalError",
-    "jobBackendError",
-    "jobInternalError",
-    "rateLimitExceeded",
-    "tableUnavailable",
-}
-# a MERGE that met another DML job on the same table: BigQuery asks to retry it
-_CONCURRENT = re.compile(r"concurrent update|could not serialize access", re.I)
 # what a refused value says (a cast, a JSON text, a number out of range), as opposed to a query or
 # request fault: anchored on the value messages of BigQuery (and of the emulator), never on a bare
 # "invalid" (a malformed request says "Invalid JSON payload received")
@@ -108,18 +95,6 @@ def _q(name: str) -> str:
     """A BigQuery identifier in backticks (names are cleaned to letters, digits and underscores first;
     backticks and backslashes are escaped all the same)."""
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-def _reason(exc: BaseException) -> str:
-    errors = getattr(exc, "errors", None) or []
-    for err in errors:
-        if isinstance(err, dict) and err.get("reason"):
-            return str(err["reason"])
-    return ""
-
-
-def _message(exc: BaseException) -> str:
-    return redact(str(getattr(exc, "message", None) or exc).strip())
 
 
 @dataclass(frozen=True)
@@ -159,7 +134,7 @@ class BigQueryDestination:
         self.application_name = application_name
         self._client: Any = None
         # one HTTP call may take no longer than a job (a call that hangs is abandoned and retried)
-        self._api_timeout = min(API_TIMEOUT, self.target.job_timeout)
+        self._api_timeout = api_timeout(self.target)
         self.capabilities = Capabilities(
             name="BigQuery",
             max_identifier_length=MAX_COLUMN_CHARS,
@@ -186,54 +161,8 @@ class BigQueryDestination:
             self._client = self._open()
         return self._client
 
-    def _credentials(self) -> Any:
-        t = self.target
-        if t.credentials:
-            from google.oauth2 import service_account
-
-            try:
-                return service_account.Credentials.from_service_account_file(t.credentials)
-            except (OSError, ValueError) as exc:
-                # the message of a malformed key could quote it: name the file and the kind of fault only
-                raise FatalError(
-                    f"BigQuery destination: cannot use the service-account key file named by credentials= "
-                    f"({type(exc).__name__}); check the path, that the cartridge-warp user can read it, and "
-                    "that it is a JSON key of a service account"
-                ) from None
-        if t.api_endpoint:
-            from google.auth.credentials import AnonymousCredentials
-
-            return AnonymousCredentials()
-        return None  # Application Default Credentials, found by the client
-
     def _open(self) -> Any:
-        try:
-            from google.api_core.client_info import ClientInfo
-            from google.api_core.client_options import ClientOptions
-            from google.cloud import bigquery
-        except ImportError:
-            raise FatalError(
-                "the BigQuery destination needs google-cloud-bigquery and pyarrow: "
-                "pip install 'cartridge-warp[bigquery]'"
-            ) from None
-        import google.auth.exceptions
-
-        options = ClientOptions(api_endpoint=self.target.api_endpoint) if self.target.api_endpoint else None
-        try:
-            return bigquery.Client(
-                project=self.target.project,
-                credentials=self._credentials(),
-                location=self.target.location,
-                client_options=options,
-                client_info=ClientInfo(user_agent=self.application_name.replace(" ", "-")),
-            )
-        except google.auth.exceptions.DefaultCredentialsError:
-            raise FatalError(
-                "BigQuery destination: no credentials found; set GOOGLE_APPLICATION_CREDENTIALS, run "
-                "'gcloud auth application-default login', or give ?credentials=/path/key.json in the URI"
-            ) from None
-        except OSError as exc:
-            raise FatalError(f"BigQuery destination: cannot create the client: {_message(exc)}") from None
+        return open_client(self.target, self.application_name, "destination")
 
     def connect(self) -> None:
         try:
@@ -243,7 +172,7 @@ class BigQueryDestination:
                 raise
             raise FatalError(
                 f"BigQuery destination: cannot list the datasets of project {self.client.project!r}: "
-                f"{_message(exc)} (the service account needs roles/bigquery.dataEditor and "
+                f"{message(exc)} (the service account needs roles/bigquery.dataEditor and "
                 "roles/bigquery.jobUser; docs/bigquery.md)"
             ) from None
 
@@ -256,47 +185,12 @@ class BigQueryDestination:
             client.close()
 
     def is_transient(self, exc: BaseException) -> bool:
-        from google.api_core import exceptions as gexc
-
-        if isinstance(exc, (FutureTimeout, TimeoutError, ConnectionError)):
-            return True
-        import google.auth.exceptions
-
-        if isinstance(exc, google.auth.exceptions.TransportError):  # the token's refresh met the network
-            return True
-        try:
-            import requests
-
-            if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-                return True
-        except ImportError:  # pragma: no cover - the client depends on requests
-            pass
-        if isinstance(
-            exc,
-            (
-                gexc.TooManyRequests,
-                gexc.InternalServerError,
-                gexc.BadGateway,
-                gexc.ServiceUnavailable,
-                gexc.GatewayTimeout,
-            ),
-        ):
-            return True
-        if isinstance(exc, gexc.GoogleAPICallError):
-            reason = _reason(exc)
-            if reason == "quotaExceeded":
-                raise FatalError(
-                    f"BigQuery quota exceeded, which no retry fixes: {_message(exc)} (see the quota named "
-                    "there in the Google Cloud console, IAM & Admin > Quotas; docs/bigquery.md)"
-                ) from None
-            if reason in _TRANSIENT_REASONS or _CONCURRENT.search(str(exc)):
-                return True
-        return False
+        return is_transient(exc)
 
     def rejects_rows(self, exc: BaseException) -> bool:
         from google.api_core import exceptions as gexc
 
-        if not isinstance(exc, gexc.BadRequest) or _reason(exc) not in ("invalid", "invalidQuery"):
+        if not isinstance(exc, gexc.BadRequest) or reason(exc) not in ("invalid", "invalidQuery"):
             return False
         text = str(exc)
         return "payload" not in text.lower() and bool(_VALUE_REFUSED.search(text))
@@ -320,18 +214,9 @@ class BigQueryDestination:
         return self._wait(job)
 
     def _wait(self, job: Any) -> Any:
-        """A job's result within ``job_timeout``; a job over it is cancelled (best effort) and the error
-        raised is transient: the write is retried, and a retried merge changes nothing applied."""
-        try:
-            return job.result(timeout=self.target.job_timeout, retry=None)
-        except FutureTimeout:
-            try:
-                job.cancel(retry=None, timeout=self._api_timeout)
-            except Exception as exc:  # noqa: BLE001 - the timeout is what to report
-                log.warning(
-                    "could not cancel BigQuery job %s after job_timeout: %s", job.job_id, _message(exc)
-                )
-            raise
+        """A job's result within ``job_timeout`` (a job over it is cancelled and the error is transient:
+        the write is retried, and a retried merge changes nothing applied)."""
+        return wait(job, self.target)
 
     def _execute(self, statements: list[str]) -> list[str]:
         for stmt in statements:
@@ -816,7 +701,7 @@ class BigQueryDestination:
             )
         except Exception as exc:  # noqa: BLE001 - it expires within the hour anyway
             log.warning(
-                "could not drop the staging table %s (it expires within the hour): %s", stage, _message(exc)
+                "could not drop the staging table %s (it expires within the hour): %s", stage, message(exc)
             )
 
     # -- reading back -------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """``bigquery://PROJECT?location=...&credentials=...`` connection strings.
 
 The project is the URI's host part (empty: the one Application Default
-Credentials name); the dataset is the schema's ``destination_schema``.  Query
-parameters:
+Credentials name); the dataset is the schema's ``destination_schema`` (a
+destination) or ``source_database`` (a source).  Query parameters:
 
 - ``location``: where datasets are created and jobs run (``US``, ``EU``, ``europe-west1``...);
 - ``credentials``: path of a service-account key file (the path may be shown, the key never is);
@@ -10,9 +10,11 @@ parameters:
   metadata server);
 - ``api_endpoint``: another API root, e.g. ``http://127.0.0.1:9050`` for a local emulator (then
   anonymous credentials unless ``credentials`` is given);
-- ``min_flush_interval``: seconds between two merges into one table (default 5);
+- ``min_flush_interval``: seconds between two merges into one table (default 5; destination only);
 - ``job_timeout``: seconds one load or query job may take before it counts as failed and is retried
-  (default 300).
+  (default 300);
+- ``max_bytes_billed``: bytes one query job may bill at most; a query over it fails without cost
+  (``maximum_bytes_billed``; source only).
 
 See docs/bigquery.md.
 """
@@ -28,6 +30,8 @@ from warpd.errors import ConfigError
 DEFAULT_MIN_FLUSH_INTERVAL = 5.0
 DEFAULT_JOB_TIMEOUT = 300.0
 KNOWN = ("location", "credentials", "api_endpoint", "min_flush_interval", "job_timeout")
+SOURCE_KNOWN = ("location", "credentials", "api_endpoint", "job_timeout", "max_bytes_billed")
+ROLE_KNOWN = {"destination": KNOWN, "source": SOURCE_KNOWN}
 # Google Cloud project ids: 6-30 lower-case letters, digits and hyphens (and the legacy
 # "domain.com:project" form); the emulator takes any simple name
 _PROJECT = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{0,62}$")
@@ -41,56 +45,61 @@ class BigQueryTarget:
     api_endpoint: str | None = None
     min_flush_interval: float = DEFAULT_MIN_FLUSH_INTERVAL
     job_timeout: float = DEFAULT_JOB_TIMEOUT
+    max_bytes_billed: int | None = None
 
 
-def _seconds(name: str, text: str, low: float, high: float) -> float:
+def _bytes(where: str, text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{where}: max_bytes_billed={text!r} must be a whole number of bytes, 1 or more")
+    return int(text)
+
+
+def _seconds(where: str, name: str, text: str, low: float, high: float) -> float:
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not low <= value <= high:
-        raise ConfigError(
-            f"destination.connection_string: {name}={text!r} must be a number of seconds from {low:g} to {high:g}"
-        )
+        raise ConfigError(f"{where}: {name}={text!r} must be a number of seconds from {low:g} to {high:g}")
     return value
 
 
-def parse_uri(uri: str) -> BigQueryTarget:
-    """The target a ``bigquery://`` URI names; raises ConfigError naming the problem."""
+def parse_uri(uri: str, role: str = "destination") -> BigQueryTarget:
+    """The target a ``bigquery://`` URI names for a ``role`` (``"destination"`` or ``"source"``); raises
+    ConfigError naming the problem."""
+    where = f"{role}.connection_string"
+    known = ROLE_KNOWN[role]
+    dataset_key = "destination_schema" if role == "destination" else "source_database"
     parts = urlsplit(uri)
     if parts.scheme.lower() != "bigquery":
-        raise ConfigError(
-            "destination.connection_string: a BigQuery destination is written bigquery://PROJECT"
-        )
+        raise ConfigError(f"{where}: a BigQuery {role} is written bigquery://PROJECT")
     if parts.username or parts.password:
         raise ConfigError(
-            "destination.connection_string: a bigquery:// URI carries no user or password; give a "
+            f"{where}: a bigquery:// URI carries no user or password; give a "
             "service-account key file with ?credentials=/path/key.json, or use Application Default Credentials"
         )
     project = unquote(parts.netloc) or None
     if project is not None and not _PROJECT.match(project):
         raise ConfigError(
-            f"destination.connection_string: {project!r} is not a Google Cloud project id "
+            f"{where}: {project!r} is not a Google Cloud project id "
             "(lower-case letters, digits and hyphens, starting with a letter)"
         )
     if parts.path not in ("", "/"):
         raise ConfigError(
-            "destination.connection_string: the dataset is not part of a bigquery:// URI; it is the "
-            "schema's destination_schema (default: the schema name)"
+            f"{where}: the dataset is not part of a bigquery:// URI; it is the "
+            f"schema's {dataset_key} (default: the schema name)"
         )
     params: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in KNOWN:
-            raise ConfigError(
-                f"destination.connection_string: unknown parameter {key!r}; known: {', '.join(KNOWN)}"
-            )
+        if key not in known:
+            raise ConfigError(f"{where}: unknown parameter {key!r}; known: {', '.join(known)}")
         params[key] = value
     endpoint = params.get("api_endpoint") or None
     if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-        raise ConfigError("destination.connection_string: api_endpoint must be an http:// or https:// URL")
+        raise ConfigError(f"{where}: api_endpoint must be an http:// or https:// URL")
     if endpoint is not None and urlsplit(endpoint).scheme == "http" and params.get("credentials"):
         raise ConfigError(
-            "destination.connection_string: credentials with an http:// api_endpoint would send the access "
+            f"{where}: credentials with an http:// api_endpoint would send the access "
             "token unencrypted; use https://, or leave credentials out (an emulator takes anonymous ones)"
         )
     return BigQueryTarget(
@@ -99,9 +108,18 @@ def parse_uri(uri: str) -> BigQueryTarget:
         credentials=params.get("credentials") or None,
         api_endpoint=endpoint,
         min_flush_interval=_seconds(
-            "min_flush_interval", params.get("min_flush_interval", str(DEFAULT_MIN_FLUSH_INTERVAL)), 0, 3600
+            where,
+            "min_flush_interval",
+            params.get("min_flush_interval", str(DEFAULT_MIN_FLUSH_INTERVAL)),
+            0,
+            3600,
         ),
-        job_timeout=_seconds("job_timeout", params.get("job_timeout", str(DEFAULT_JOB_TIMEOUT)), 1, 86400),
+        job_timeout=_seconds(
+            where, "job_timeout", params.get("job_timeout", str(DEFAULT_JOB_TIMEOUT)), 1, 86400
+        ),
+        max_bytes_billed=_bytes(where, params["max_bytes_billed"])
+        if params.get("max_bytes_billed")
+        else None,
     )
 
 
@@ -109,12 +127,16 @@ def check_uri(uri: str) -> None:
     parse_uri(uri)
 
 
-# keys of a ``destination:`` section of type bigquery that the connection string can also say
-OPTION_KEYS = ("project", *KNOWN)
+def check_source_uri(uri: str) -> None:
+    parse_uri(uri, "source")
+
+
+# keys of a ``source:``/``destination:`` section of type bigquery that the connection string can also say
+OPTION_KEYS = ("project", *dict.fromkeys((*KNOWN, *SOURCE_KNOWN)))
 
 
 def with_options(uri: str, options: dict[str, object]) -> str:
-    """``uri`` with the BigQuery keys of a ``destination:`` section folded in (``project`` as the host,
+    """``uri`` with the BigQuery keys of a ``source:``/``destination:`` section folded in (``project`` as the host,
     the others as query parameters; a key set in both places takes the section's value)."""
     from urllib.parse import urlencode
 
@@ -122,7 +144,7 @@ def with_options(uri: str, options: dict[str, object]) -> str:
     project = options.get("project")
     netloc = quote(str(project), safe="") if project else parts.netloc
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
-    for key in KNOWN:
+    for key in OPTION_KEYS[1:]:
         if options.get(key) is not None:
             params[key] = str(options[key])
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(params), ""))

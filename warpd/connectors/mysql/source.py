@@ -22,6 +22,7 @@ from warpd.connectors.base import (
     RowChange,
     SnapshotChunk,
 )
+from warpd.connectors.keycodec import decode_key, encode_key
 from warpd.connectors.mysql import copytext
 from warpd.connectors.mysql import types as mtypes
 from warpd.connectors.mysql.chunks import ChunkReader
@@ -34,7 +35,6 @@ from warpd.connectors.mysql.connection import (
     qualified,
     quote_ident,
 )
-from warpd.connectors.mysql.keycodec import decode_key, encode_key
 from warpd.errors import FatalError, PositionLostError
 from warpd.types import Column, TableSchema
 

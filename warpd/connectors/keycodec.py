@@ -1,7 +1,8 @@
-"""JSON encoding of raw MySQL key values, for snapshot resume points.
+"""JSON encoding of raw key values, for snapshot resume points and batch high-water marks.
 
-A resume point must give back exactly the value MySQL compares against, so
-bytes, decimals and temporal values are tagged rather than stringified.
+A resume point must give back exactly the value the source compares against
+(MySQL, BigQuery), so bytes, decimals and temporal values are tagged rather
+than stringified; an aware datetime keeps its offset.
 """
 
 from __future__ import annotations

@@ -1,0 +1,395 @@
+"""BigQuery as a source (mode: batch only) against the BigQuery emulator (or real BigQuery:
+``WARP_TEST_BIGQUERY_PROJECT``), into real PostgreSQL and MariaDB destinations (docs/bigquery.md,
+"Reading from BigQuery")."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from conftest import ROOT, Warp, wait_matching, wait_until, write_config
+from google.cloud import bigquery
+
+from tests import bigquery_support as bqs
+from tests.destinations import DestinationUnderTest, destination_under_test
+from warpd.connectors.bigquery.source import BigQuerySource
+from warpd.connectors.bigquery.source_types import interval_text, range_json, read_column
+from warpd.errors import FatalError
+from warpd.verify import table_difference
+
+
+@dataclass
+class BigQueryRun:
+    """A test's source dataset in BigQuery and its destination: what conftest's Warp needs of ``dbs``."""
+
+    name: str  # the dataset, the schema's name and the destination schema
+    source_uri: str
+    dest: DestinationUnderTest
+    bq: bigquery.Client
+
+    @property
+    def dest_uri(self) -> str:
+        return self.dest.uri
+
+    @property
+    def dest_schema(self) -> str:
+        return self.dest.schema
+
+    def sql(self, statement: str, **params: Any) -> list[Any]:
+        """One statement at the source (``{ds}`` stands for the dataset), values as query parameters."""
+        config = bigquery.QueryJobConfig(
+            query_parameters=[bigquery.ScalarQueryParameter(k, None, v) for k, v in params.items()]
+        )
+        return list(self.bq.query(statement.format(ds=f"`{self.bq.project}.{self.name}`"), job_config=config))
+
+    def source(self, **options: str) -> BigQuerySource:
+        extra = "".join(f"&{k}={v}" for k, v in options.items())
+        return BigQuerySource(self.source_uri + extra, self.name, self.name, {})
+
+    def differences(self, tables: list[str]) -> list[str]:
+        source, dest = self.source(), self.dest.connector()
+        try:
+            problems = []
+            for table in tables:
+                plan = dest.plan(source.describe(table), self.dest_schema, soft_delete=False, metadata=False)
+                problem = table_difference(source, dest, plan)
+                if problem:
+                    problems.append(problem)
+            return problems
+        finally:
+            source.close()
+            dest.close()
+
+
+def source_uri() -> str:
+    project = bqs.real_project()
+    if project:
+        return f"bigquery://{project}?job_timeout=120"
+    return f"bigquery://{bqs.PROJECT}?api_endpoint={bqs.endpoint()}&job_timeout=120"
+
+
+@pytest.fixture
+def bqrun(destination_kind: str) -> Iterator[BigQueryRun]:
+    client = bqs.client()  # skips or fails, as the other BigQuery tests do, without an emulator
+    with bqs.temporary_dataset(client, "warp_bqs") as dataset:
+        dest = destination_under_test(destination_kind, dataset)
+        try:
+            yield BigQueryRun(dataset, source_uri(), dest, client)
+        finally:
+            try:
+                dest.drop()
+            finally:
+                dest.close()
+
+
+@pytest.fixture
+def run_warp(bqrun: BigQueryRun, tmp_path: Any) -> Iterator[Any]:
+    started: list[Warp] = []
+    state_dir = str(tmp_path / "state")
+    os.makedirs(state_dir, exist_ok=True)
+
+    def make(config: str) -> Warp:
+        w = Warp(bqrun, state_dir, config, [], {})  # type: ignore[arg-type]  # duck-typed like Databases
+        started.append(w)
+        return w.start()
+
+    yield make
+    for w in started:
+        if w.alive():
+            w.kill()
+
+
+def batch_config(tmp_path: Any, name: str, tables: str) -> str:
+    return write_config(
+        tmp_path,
+        f"schemas:\n  - name: {name}\n    mode: batch\n    schedule: {{every: 1s}}\n    tables:\n{tables}",
+    )
+
+
+def wait_equal(bqrun: BigQueryRun, w: Warp, tables: list[str], timeout: float = 90) -> None:
+    wait_matching(lambda: bqrun.differences(tables), w, timeout)
+
+
+# -- validation: no emulator needed ---------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "warpd", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_streaming_schema_with_a_bigquery_source_is_refused_by_validate_config(tmp_path):
+    config = write_config(
+        tmp_path,
+        "source:\n  connection_string: 'bigquery://warp?api_endpoint=http://127.0.0.1:9050'\n"
+        "destination:\n  connection_string: 'postgresql://warp@127.0.0.1/warp_test'\n"
+        f"state_dir: {tmp_path}/state\n"
+        "schemas:\n  - name: shop\n  - name: sales\n    mode: batch\n    schedule: {every: 1h}\n",
+    )
+    result = run_cli("--config", config, "--validate-config")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (
+        "schemas[0].mode: the bigquery source cannot run mode: stream (it reads no change log); use mode: batch"
+        in result.stderr
+    )
+    assert "schemas[1]" not in result.stderr  # the batch schema is fine
+
+
+def test_source_only_and_destination_only_uri_parameters_are_refused_where_they_mean_nothing(tmp_path):
+    config = write_config(
+        tmp_path,
+        "source:\n  connection_string: 'bigquery://warp?min_flush_interval=3'\n"
+        "destination:\n  connection_string: 'bigquery://warp?max_bytes_billed=1000'\n"
+        f"state_dir: {tmp_path}/state\n"
+        "schemas:\n  - name: shop\n    mode: batch\n    schedule: {every: 1h}\n    destination_schema: copy\n",
+    )
+    result = run_cli("--config", config, "--validate-config")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "source.connection_string: unknown parameter 'min_flush_interval'" in result.stderr
+    assert "destination.connection_string: unknown parameter 'max_bytes_billed'" in result.stderr
+
+
+def test_a_key_no_bigquery_section_reads_is_refused_not_ignored(tmp_path):
+    config = write_config(
+        tmp_path,
+        "source:\n  connection_string: 'bigquery://warp'\n  dataset: sales\n"
+        "destination:\n  connection_string: 'bigquery://warp'\n  datset: copy\n"
+        f"state_dir: {tmp_path}/state\n"
+        "schemas:\n  - name: shop\n    mode: batch\n    schedule: {every: 1h}\n    destination_schema: copy\n",
+    )
+    result = run_cli("--config", config, "--validate-config")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (
+        "source.dataset: unknown key for a BigQuery source; the dataset a BigQuery source reads is each "
+        "schema's source_database" in result.stderr
+    )
+    assert "destination.datset: unknown key for a BigQuery destination; known keys:" in result.stderr
+
+
+# -- type mapping without the emulator ---------------------------------------------
+
+
+def test_interval_range_and_unmappable_types():
+    from dateutil.relativedelta import relativedelta
+
+    assert (
+        interval_text(relativedelta(years=1, months=2, days=3, hours=4, minutes=5, seconds=6))
+        == "P1Y2M3DT4H5M6S"
+    )
+    assert interval_text(relativedelta(months=-1)) == "P-1M"
+    assert interval_text(relativedelta(seconds=-1, microseconds=500000)) == "PT-0.5S"
+    assert interval_text(relativedelta()) == "PT0S"
+    assert range_json({"start": dt.date(2024, 1, 1), "end": None}) == '{"start":"2024-01-01","end":null}'
+    start = dt.datetime(2024, 1, 1, 12, tzinfo=dt.UTC)
+    assert range_json({"start": start, "end": None}) == '{"start":"2024-01-01T12:00:00+00:00","end":null}'
+    with pytest.raises(FatalError, match=r"table 't', column 'x' is of type WIDGET"):
+        read_column("t", bigquery.SchemaField("x", "WIDGET"))
+    big = read_column("t", bigquery.SchemaField("b", "BIGNUMERIC"))
+    assert (big.column.type.precision, big.column.type.scale) == (77, 38)
+    numeric = read_column("t", bigquery.SchemaField("n", "NUMERIC", precision=10, scale=2))
+    assert (numeric.column.type.precision, numeric.column.type.scale) == (10, 2)
+
+
+def test_max_bytes_billed_is_set_on_every_query_job():
+    source = BigQuerySource("bigquery://warp?max_bytes_billed=5000000", "d", "s", {})
+    assert source._job_config([]).maximum_bytes_billed == 5_000_000
+    assert BigQuerySource("bigquery://warp", "d", "s", {})._job_config([]).maximum_bytes_billed is None
+
+
+# -- against the emulator, into PostgreSQL and MariaDB --------------------------------
+
+
+@pytest.mark.destinations
+def test_incremental_and_full_refresh_tables_converge_and_follow_dml(bqrun, run_warp, tmp_path):
+    bqrun.sql(
+        "CREATE TABLE {ds}.items (id INT64 NOT NULL, v STRING, updated_at TIMESTAMP NOT NULL, "
+        "PRIMARY KEY (id) NOT ENFORCED)"
+    )
+    bqrun.sql(
+        "INSERT INTO {ds}.items (id, v, updated_at) SELECT id, CONCAT('v', CAST(id AS STRING)), "
+        "TIMESTAMP_ADD(TIMESTAMP '2026-01-01 00:00:00+00', INTERVAL id SECOND) FROM UNNEST(GENERATE_ARRAY(1, 40)) AS id"
+    )
+    bqrun.sql("CREATE TABLE {ds}.ref (code STRING NOT NULL, label STRING, PRIMARY KEY (code) NOT ENFORCED)")
+    bqrun.sql("INSERT INTO {ds}.ref (code, label) VALUES ('a', 'A'), ('b', 'B'), ('c', 'C')")
+    bqrun.sql("CREATE TABLE {ds}.nokey (n INT64, label STRING)")  # keyless: full refresh works on it
+    bqrun.sql("INSERT INTO {ds}.nokey (n, label) VALUES (1, 'one'), (1, 'one'), (2, 'two')")
+    config = batch_config(
+        tmp_path,
+        bqrun.name,
+        "      - name: items\n        cursor_column: updated_at\n        safety_lag: 1s\n"
+        "        snapshot_chunk_size: 7\n"
+        "      - name: ref\n        sync: full_refresh\n        snapshot_chunk_size: 2\n",
+    )
+    w = run_warp(config)
+    wait_equal(bqrun, w, ["items", "ref", "nokey"])
+
+    bqrun.sql(
+        "UPDATE {ds}.items SET v = 'changed', updated_at = TIMESTAMP '2026-02-01 00:00:00+00' WHERE id <= 3"
+    )
+    bqrun.sql(
+        "INSERT INTO {ds}.items (id, v, updated_at) VALUES (100, 'new', TIMESTAMP '2026-02-01 00:00:01+00')"
+    )
+    bqrun.sql("DELETE FROM {ds}.items WHERE id = 40")  # an incremental table does not see deletes
+    bqrun.sql("DELETE FROM {ds}.ref WHERE code = 'a'")
+    bqrun.sql("UPDATE {ds}.ref SET label = 'relabelled' WHERE code = 'b'")
+    bqrun.sql("DELETE FROM {ds}.nokey WHERE n = 2")
+    wait_equal(bqrun, w, ["ref", "nokey"])
+    wait_until(lambda: bqrun.dest.count("items") == 41, 90, "the new item")
+    rows = dict(bqrun.dest.query("SELECT id, v FROM {} WHERE id <= 3 OR id >= 40", "items"))
+    assert rows == {1: "changed", 2: "changed", 3: "changed", 40: "v40", 100: "new"}
+    assert sorted(bqrun.dest.query("SELECT code, label FROM {}", "ref")) == [("b", "relabelled"), ("c", "C")]
+    assert w.stop() == 0
+    assert not [t for t in bqrun.dest.tables() if t.startswith("_warp_")], "no table beside is left behind"
+
+
+@pytest.mark.destinations
+def test_every_type_the_emulator_holds_arrives_exactly(bqrun, run_warp, tmp_path):
+    bqrun.sql(
+        "CREATE TABLE {ds}.types (id INT64 NOT NULL, i INT64, n NUMERIC, n2 NUMERIC(10, 2), bn BIGNUMERIC, "
+        "f FLOAT64, b BOOL, s STRING, s20 STRING(20), by BYTES, d DATE, dtm DATETIME, ts TIMESTAMP, tm TIME, "
+        "j JSON, g GEOGRAPHY, st STRUCT<a INT64, b STRING>, ar ARRAY<STRING>, iv INTERVAL, rg RANGE<DATE>, "
+        "PRIMARY KEY (id) NOT ENFORCED)"
+    )
+    bqrun.sql(
+        "INSERT INTO {ds}.types VALUES (1, -9223372036854775808, NUMERIC '-99999999999999999999999999999.999999999', "
+        "NUMERIC '12345678.91', BIGNUMERIC '12345678901234567890.123456789012345678', 0.1, TRUE, "
+        "'naïve ☃', 'short', b'\\x00\\xff', DATE '0001-01-01', DATETIME '9999-12-31 23:59:59.999999', "
+        "TIMESTAMP '2024-02-29 12:34:56.789012+00', TIME '23:59:59.999999', JSON '{{\"k\": [1, 2.5, null]}}', "
+        "ST_GEOGPOINT(1.5, 2), STRUCT(7 AS a, 'x' AS b), ['p', 'q'], INTERVAL 3 DAY, "
+        "RANGE(DATE '2024-01-01', NULL))"
+    )
+    bqrun.sql(
+        "INSERT INTO {ds}.types (id, ar) VALUES (2, [])"  # every other column NULL
+    )
+    w = run_warp(batch_config(tmp_path, bqrun.name, "      - name: types\n        sync: full_refresh\n"))
+    wait_equal(bqrun, w, ["types"])
+    assert w.stop() == 0
+    source = bqrun.source()
+    try:
+        shape = source.describe("types")
+        (row,) = [r for chunk in source.snapshot(shape, None, 10) for r in chunk.rows if r["id"] == 1]
+    finally:
+        source.close()
+    assert row["n"] == Decimal("-99999999999999999999999999999.999999999")
+    assert row["bn"] == Decimal("12345678901234567890.123456789012345678")
+    assert row["dtm"] == dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+    assert row["ts"] == dt.datetime(2024, 2, 29, 12, 34, 56, 789012, tzinfo=dt.UTC)
+    assert row["tm"] == dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999999)
+    assert row["g"] == "POINT(1.5 2)"
+    assert row["iv"] == "P3D"
+    assert row["rg"] == '{"start":"2024-01-01","end":null}'
+    (held,) = bqrun.dest.query("SELECT n, bn, s, j, st, ar FROM {} WHERE id = 1", "types")
+    assert Decimal(str(held[0])) == row["n"]
+    assert Decimal(str(held[1])) == row["bn"]
+    assert held[2] == "naïve ☃"
+    assert bqrun.dest.json(held[3]) == {"k": [1, 2.5, None]}
+    assert bqrun.dest.json(held[4]) == {"a": 7, "b": "x"}
+    assert bqrun.dest.json(held[5]) == ["p", "q"]
+
+
+def test_bignumeric_holds_76_digits(bqrun):
+    if bqs.emulated():
+        pytest.skip(
+            "emulator gap: the BigQuery emulator holds BIGNUMERIC as DECIMAL(38, 18) (it refuses "
+            "BIGNUMERIC '...' with 38 integer and 38 fractional digits); real BigQuery: WARP_TEST_BIGQUERY_PROJECT"
+        )
+    value = "57896044618658097711785492504343953926.63499233282028201972879200395656481996"
+    bqrun.sql("CREATE TABLE {ds}.big (id INT64 NOT NULL, v BIGNUMERIC, PRIMARY KEY (id) NOT ENFORCED)")
+    bqrun.sql(f"INSERT INTO {{ds}}.big VALUES (1, BIGNUMERIC '{value}')")
+    source = bqrun.source()
+    try:
+        rows = [r for chunk in source.snapshot(source.describe("big"), None, 10) for r in chunk.rows]
+    finally:
+        source.close()
+    assert rows == [{"id": 1, "v": Decimal(value)}]
+
+
+def test_a_full_refresh_reads_one_point_in_time(bqrun):
+    """Rows written after the read started are not in it, even in a later chunk (FOR SYSTEM_TIME AS OF)."""
+    bqrun.sql("CREATE TABLE {ds}.t (id INT64 NOT NULL, PRIMARY KEY (id) NOT ENFORCED)")
+    bqrun.sql("INSERT INTO {ds}.t (id) SELECT id FROM UNNEST(GENERATE_ARRAY(1, 6)) AS id")
+    source = bqrun.source()
+    try:
+        chunks = source.snapshot(source.describe("t"), None, 2)
+        first = next(chunks)
+        bqrun.sql("INSERT INTO {ds}.t (id) VALUES (7), (8)")
+        bqrun.sql("DELETE FROM {ds}.t WHERE id = 6")
+        rest = [r["id"] for chunk in chunks for r in chunk.rows]
+    finally:
+        source.close()
+    assert [r["id"] for r in first.rows] + rest == [1, 2, 3, 4, 5, 6]
+    assert first.resume_after == {"key": [2]}
+
+
+def test_max_bytes_billed_stops_a_query_over_it(bqrun):
+    if bqs.emulated():
+        pytest.skip("emulator gap: the BigQuery emulator bills nothing and ignores maximum_bytes_billed")
+    bqrun.sql("CREATE TABLE {ds}.t (id INT64 NOT NULL, s STRING)")
+    bqrun.sql(
+        "INSERT INTO {ds}.t (id, s) SELECT id, REPEAT('x', 1000) FROM UNNEST(GENERATE_ARRAY(1, 20000)) AS id"
+    )
+    source = bqrun.source(max_bytes_billed="1")
+    try:
+        with pytest.raises(Exception, match="(?i)bytes billed"):
+            list(source.snapshot(source.describe("t"), None, 100))
+    finally:
+        source.close()
+
+
+def test_incremental_resume_points_carry_the_cursor_and_the_key(bqrun):
+    bqrun.sql(
+        "CREATE TABLE {ds}.t (id INT64 NOT NULL, version NUMERIC NOT NULL, PRIMARY KEY (id) NOT ENFORCED)"
+    )
+    bqrun.sql("INSERT INTO {ds}.t VALUES (1, 5), (2, 5), (3, 7), (4, 9)")
+    source = bqrun.source()
+    try:
+        shape = source.describe("t")
+        chunks = list(source.read_since(shape, "version", None, None, 2))
+        assert [[r["id"] for r in c.rows] for c in chunks] == [[1, 2], [3, 4], []]
+        assert chunks[0].resume_after == {"cursor": {"$dec": "5"}, "key": [2]}
+        # from the mark 7 minus a lag of 2: rows at 5 and up, read again
+        again = list(source.read_since(shape, "version", {"cursor": {"$dec": "7"}}, Decimal(2), 10))
+        assert [r["id"] for c in again for r in c.rows] == [1, 2, 3, 4]
+        later = list(source.read_since(shape, "version", {"cursor": {"$dec": "9"}}, Decimal(0), 10))
+        assert [r["id"] for c in later for r in c.rows] == [4]
+        with pytest.raises(FatalError, match="has no column 'nope'"):
+            list(source.read_since(shape, "nope", None, None, 10))
+    finally:
+        source.close()
+
+
+def test_a_table_without_a_primary_key_is_keyless_and_key_columns_supply_one(bqrun):
+    bqrun.sql("CREATE TABLE {ds}.t (a INT64, b STRING)")
+    source = bqrun.source()
+    try:
+        assert source.describe("t").key == ()
+        assert source.describe("t", ("b", "a")).key == ("b", "a")
+        with pytest.raises(FatalError, match=r"key_columns \['c'\] are not columns"):
+            source.describe("t", ("c",))
+        assert source.list_tables() == ["t"]
+    finally:
+        source.close()
+
+
+def test_a_missing_dataset_is_named(bqrun):
+    source = BigQuerySource(bqrun.source_uri, f"nope_{uuid.uuid4().hex[:8]}", "s", {})
+    try:
+        with pytest.raises(FatalError, match="there is no dataset 'nope_"):
+            source.list_tables()
+    finally:
+        source.close()
