@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import gc
 import logging
+import math
 import queue
 import threading
 import time
@@ -152,7 +153,7 @@ class SchemaRunner:
         self._order_of = (
             getattr(self.source, "order_key", None) if self.dest.capabilities.ordered_writes else None
         )
-        self._flushed_at = 0.0
+        self._flushed_at = -math.inf  # monotonic() starts near 0 at boot: the first flush is never held back
         self._committer: ThreadPoolExecutor | None = None
         self._inflight: tuple[Future[None], _Batch] | None = None
         self._check_capabilities()
