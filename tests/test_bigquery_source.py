@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -393,3 +394,48 @@ def test_a_missing_dataset_is_named(bqrun):
             source.list_tables()
     finally:
         source.close()
+
+
+def test_a_partition_filter_bounds_every_read_of_the_table(bqrun, run_warp, tmp_path):
+    bqrun.sql("CREATE TABLE {ds}.events (id INT64 NOT NULL, d DATE NOT NULL, PRIMARY KEY (id) NOT ENFORCED)")
+    bqrun.sql(
+        "INSERT INTO {ds}.events (id, d) VALUES (1, DATE '2025-12-30'), (2, DATE '2025-12-31'), "
+        "(3, DATE '2026-01-01'), (4, DATE '2026-01-02')"
+    )
+    bqrun.sql("CREATE TABLE {ds}.daily (id INT64 NOT NULL, d DATE NOT NULL, PRIMARY KEY (id) NOT ENFORCED)")
+    bqrun.sql("INSERT INTO {ds}.daily (id, d) VALUES (1, DATE '2025-12-31'), (2, DATE '2026-01-01')")
+    since = "        partition_filter: \"d >= DATE '2026-01-01'\"\n"
+    config = batch_config(
+        tmp_path,
+        bqrun.name,
+        "      - name: events\n        cursor_column: id\n        safety_lag: 0\n        snapshot_chunk_size: 1\n"
+        + since
+        + "      - name: daily\n        sync: full_refresh\n"
+        + since,
+    )
+    w = run_warp(config)
+    wait_until(
+        lambda: bqrun.dest.count("events") == 2 and bqrun.dest.count("daily") == 1, 90, "the first run"
+    )
+    bqrun.sql("INSERT INTO {ds}.events (id, d) VALUES (5, DATE '2025-01-01'), (6, DATE '2026-03-01')")
+    wait_until(lambda: bqrun.dest.count("events") == 3, 90, "the next run")
+    time.sleep(2)  # more runs
+    assert sorted(r[0] for r in bqrun.dest.query("SELECT id FROM {}", "events")) == [3, 4, 6]
+    assert [r[0] for r in bqrun.dest.query("SELECT id FROM {}", "daily")] == [2]
+    assert w.stop() == 0
+
+
+def test_a_partition_filter_for_another_source_is_refused(tmp_path):
+    config = write_config(
+        tmp_path,
+        "source:\n  connection_string: 'mysql://warp@127.0.0.1:3306'\n"
+        "destination:\n  connection_string: 'postgresql://warp@127.0.0.1:5432/warp_test'\n"
+        f"state_dir: {tmp_path}/state\n"
+        "schemas:\n  - name: shop\n    mode: batch\n    schedule: {every: 1h}\n    tables:\n"
+        "      - name: t\n        partition_filter: 'id > 3'\n",
+    )
+    result = run_cli("--config", config, "--validate-config")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "schemas[0].tables[0].partition_filter: partition_filter is read by the BigQuery source only" in (
+        result.stderr
+    )

@@ -87,11 +87,13 @@ def test_yaml_and_json_forms_load_to_the_same_config(tmp_path):
     assert from_json.monitoring.prometheus.port == 9100
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "multi-schema-config.json", "mongodb-quickstart.yaml"])
+@pytest.mark.parametrize(
+    "name", ["config.yaml", "multi-schema-config.json", "mongodb-quickstart.yaml", "bigquery-batch.yaml"]
+)
 def test_shipped_examples_validate(name):
     config = load_config(str(EXAMPLES / name), environ={})
     assert config.schemas
-    assert config.source.type in ("mysql", "mongodb")
+    assert config.source.type in ("mysql", "mongodb", "bigquery")
     assert config.destination.type == "postgresql"
 
 
@@ -133,7 +135,9 @@ def _keys_used(node, out: set[str]) -> set[str]:
 def test_commented_example_shows_every_key():
     schema_keys = _property_names(config_schema(), set())
     used = _keys_used(yaml.safe_load((EXAMPLES / "config.yaml").read_text()), set())
-    assert sorted(schema_keys - used) == []
+    # a BigQuery source's own keys are shown by the example of that source (config.yaml reads MySQL)
+    bigquery = _keys_used(yaml.safe_load((EXAMPLES / "bigquery-batch.yaml").read_text()), set())
+    assert sorted(schema_keys - used - (bigquery & {"partition_filter"})) == []
 
 
 def test_reference_documents_every_key():

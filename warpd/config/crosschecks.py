@@ -217,6 +217,8 @@ def _mode_problems(data: Mapping[str, Any]) -> Iterator[Problem]:
             )
         if mode == "batch":
             yield from _batch_problems(schema, i)
+            if kind is not None and kind != "bigquery":
+                yield from _partition_filter_problems(schema, i, kind)
         else:
             yield from _stream_problems(schema, i)
 
@@ -236,6 +238,19 @@ def _stream_problems(schema: Mapping[str, Any], i: int) -> Iterator[Problem]:
                     f"{format_path(path)}: {key} is a setting of mode: batch, and schema "
                     f"{schema.get('name')!r} streams (mode: stream); remove it or set mode: batch",
                 )
+
+
+def _partition_filter_problems(schema: Mapping[str, Any], i: int, kind: str) -> Iterator[Problem]:
+    """``partition_filter`` is read by the BigQuery source only; elsewhere it would be ignored."""
+    listed = schema.get("tables")
+    for j, table in enumerate(listed if isinstance(listed, list) else []):
+        if isinstance(table, dict) and "partition_filter" in table:
+            path: Path = ("schemas", i, "tables", j, "partition_filter")
+            yield (
+                path,
+                f"{format_path(path)}: partition_filter is read by the BigQuery source only, and this "
+                f"source is {kind}; remove it (use the table filters, or a view at the source)",
+            )
 
 
 def _batch_problems(schema: Mapping[str, Any], i: int) -> Iterator[Problem]:

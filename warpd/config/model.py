@@ -36,7 +36,15 @@ DEFAULT_MAX_BATCH_LATENCY_MS = 200
 DEFAULT_FOREIGN_KEY_CASCADES = "refuse"
 DEFAULT_SYNC = "full_refresh"  # mode: batch; incremental needs a cursor_column
 DEFAULT_DELETE_DETECTION = "none"
-BATCH_ONLY_KEYS = ("schedule", "sync", "cursor_column", "cursor_field", "safety_lag", "delete_detection")
+BATCH_ONLY_KEYS = (
+    "schedule",
+    "sync",
+    "cursor_column",
+    "cursor_field",
+    "safety_lag",
+    "delete_detection",
+    "partition_filter",
+)
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -253,6 +261,7 @@ class TableSettings:
     cursor_column: str | None = None  # cursor_field for MongoDB documents: the same setting
     safety_lag: SafetyLag | None = None  # None: the cursor type's default (1 minute, or 1000 units)
     delete_detection: str = DEFAULT_DELETE_DETECTION
+    partition_filter: str | None = None  # BigQuery sources: a condition added to every read of the table
 
 
 @dataclass(frozen=True)
@@ -444,6 +453,7 @@ def _table_settings(
         delete_detection=_first(
             DEFAULT_DELETE_DETECTION, (table, "delete_detection"), (schema, "delete_detection")
         ),
+        partition_filter=table.get("partition_filter"),
     )
 
 

@@ -64,6 +64,18 @@ class BigQuerySource:
         self._client: Any = None
         self._api_timeout = api_timeout(self.target)
         self._columns: dict[str, dict[str, ReadColumn]] = {}  # table -> column name -> how it is read
+        self._settings: Any = None  # SchemaConfig.table_settings, handed over by configure()
+
+    def configure(self, table_settings: Any) -> None:
+        """The engine hands over the per-table settings (``partition_filter``)."""
+        self._settings = table_settings
+
+    def _filter(self, table: str) -> list[str]:
+        """The table's ``partition_filter``, as a condition of every read of it (the user's own SQL)."""
+        if self._settings is None:
+            return []
+        condition = getattr(self._settings(table), "partition_filter", None)
+        return [f"({condition})"] if condition else []
 
     # -- plumbing ----------------------------------------------------------------
     @property
@@ -215,10 +227,11 @@ class BigQuerySource:
         pinned = next(iter(self._run("SELECT CURRENT_TIMESTAMP()", [])))[0]
         log.debug("BigQuery source: reading %s.%s as of %s", self.dataset, schema.name, pinned.isoformat())
         params = [bigquery.ScalarQueryParameter("warp_at", "TIMESTAMP", pinned)]
-        where = ""
+        where = self._filter(schema.name)
         if resume_after and schema.key:
             after = [decode_value(v) for v in resume_after["key"]]
-            where, more = self._after(schema, list(schema.key), after)
+            condition, more = self._after(schema, list(schema.key), after)
+            where.append(condition)
             params += more
         statement = self._select(schema, reads, "FOR SYSTEM_TIME AS OF @warp_at", where, list(schema.key))
         yield from self._chunks(schema, reads, self._run(statement, params, chunk_size), chunk_size, None)
@@ -251,29 +264,30 @@ class BigQuerySource:
                 f"{', '.join(CURSOR_TYPES)}"
             )
         order = [cursor_column, *(k for k in schema.key if k != cursor_column)]
-        where, params = "", []
+        where, params = self._filter(schema.name), []
         if mark is not None and mark.get("cursor") is not None:
             floor = decode_value(mark["cursor"])
             if lag:
                 with decimal.localcontext() as ctx:
                     ctx.prec = 100  # a BIGNUMERIC mark minus the lag, exactly (the default 28 digits round)
                     floor = floor - lag
-            where = f"WHERE {_q(cursor_column)} >= @warp_floor"
+            where.append(f"{_q(cursor_column)} >= @warp_floor")
             params.append(bigquery.ScalarQueryParameter("warp_floor", cursor.sql_type, floor))
         statement = self._select(schema, reads, "", where, order)
         yield from self._chunks(schema, reads, self._run(statement, params, chunk_size), chunk_size, order)
 
     def _select(
-        self, schema: TableSchema, reads: list[ReadColumn], at: str, where: str, order: list[str]
+        self, schema: TableSchema, reads: list[ReadColumn], at: str, where: list[str], order: list[str]
     ) -> str:
         columns = ", ".join(f"{r.select(_q(r.column.name))} AS _c{i}" for i, r in enumerate(reads))
-        text = f"SELECT {columns} FROM {_q(self._table_id(schema.name))} {at} {where}".rstrip()
+        condition = f"WHERE {' AND '.join(where)}" if where else ""
+        text = f"SELECT {columns} FROM {_q(self._table_id(schema.name))} {at} {condition}".rstrip()
         if order:
             text += " ORDER BY " + ", ".join(_q(k) for k in order)
         return text
 
     def _after(self, schema: TableSchema, key: list[str], values: list[Any]) -> tuple[str, list[Any]]:
-        """``WHERE (key) > (values)``, spelled out (BigQuery compares no tuples): k1 > v1 OR (k1 = v1 AND ...)."""
+        """``(key) > (values)``, spelled out (BigQuery compares no tuples): k1 > v1 OR (k1 = v1 AND ...)."""
         from google.cloud import bigquery
 
         if None in values:
@@ -290,7 +304,7 @@ class BigQuerySource:
         for i in range(len(key)):
             equal = [f"{_q(key[j])} = @warp_k{j}" for j in range(i)]
             terms.append("(" + " AND ".join([*equal, f"{_q(key[i])} > @warp_k{i}"]) + ")")
-        return "WHERE " + " OR ".join(terms), params
+        return "(" + " OR ".join(terms) + ")", params
 
     def _chunks(
         self,
