@@ -527,6 +527,7 @@ def test_a_kill_during_a_run_resumes_without_loss_or_duplicates(bqrun, run_warp,
     assert w.stop() == 0
 
 
+@pytest.mark.destinations
 def test_key_scan_deletes_rows_gone_from_the_source(bqrun, run_warp, tmp_path):
     bqrun.sql(
         "CREATE TABLE {ds}.items (id INT64 NOT NULL, v STRING, updated_at TIMESTAMP NOT NULL, "
