@@ -23,7 +23,9 @@ from tests import bigquery_support as bqs
 from tests.destinations import DestinationUnderTest, destination_under_test
 from warpd.connectors.bigquery.source import BigQuerySource
 from warpd.connectors.bigquery.source_types import interval_text, range_json, read_column
+from warpd.connectors.keycodec import decode_value
 from warpd.errors import FatalError
+from warpd.state.store import StateStore
 from warpd.verify import table_difference
 
 
@@ -117,6 +119,20 @@ def batch_config(tmp_path: Any, name: str, tables: str) -> str:
 
 def wait_equal(bqrun: BigQueryRun, w: Warp, tables: list[str], timeout: float = 90) -> None:
     wait_matching(lambda: bqrun.differences(tables), w, timeout)
+
+
+def batch_state(state_dir: str, schema: str) -> tuple[dict[str, Any], Any]:
+    """The schema's batch tables and schedule as the state file holds them ({}, None before it exists)."""
+    if not os.path.exists(os.path.join(state_dir, "state.db")):
+        return {}, None
+    try:
+        store = StateStore(state_dir, read_only=True)
+    except FatalError:  # the process is still creating it (its migrations not all applied)
+        return {}, None
+    try:
+        return store.batch_tables(schema), store.batch_schedule(schema)
+    finally:
+        store.close()
 
 
 # -- validation: no emulator needed ---------------------------------------------
@@ -439,3 +455,117 @@ def test_a_partition_filter_for_another_source_is_refused(tmp_path):
     assert "schemas[0].tables[0].partition_filter: partition_filter is read by the BigQuery source only" in (
         result.stderr
     )
+
+
+BIG_ROWS = 1200
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("sync", "cursor"),
+    [("incremental", "id"), ("incremental", "updated_at"), ("full_refresh", None)],
+    ids=["incremental-int64", "incremental-timestamp", "full_refresh"],
+)
+def test_a_kill_during_a_run_resumes_without_loss_or_duplicates(bqrun, run_warp, tmp_path, sync, cursor):
+    bqrun.sql(
+        "CREATE TABLE {ds}.big (id INT64 NOT NULL, v STRING NOT NULL, updated_at TIMESTAMP NOT NULL, "
+        "PRIMARY KEY (id) NOT ENFORCED)"
+    )
+    # three rows per timestamp: a chunk may end inside a group sharing one cursor value
+    bqrun.sql(
+        "INSERT INTO {ds}.big (id, v, updated_at) SELECT id, CONCAT('value ', CAST(id AS STRING)), "
+        "TIMESTAMP_ADD(TIMESTAMP '2026-01-01 00:00:00+00', INTERVAL DIV(id, 3) SECOND) "
+        f"FROM UNNEST(GENERATE_ARRAY(1, {BIG_ROWS})) AS id"
+    )
+    table = "      - name: big\n        snapshot_chunk_size: 20\n" + (
+        f"        cursor_column: {cursor}\n        safety_lag: 0\n"
+        if sync == "incremental"
+        else "        sync: full_refresh\n"
+    )
+    config = write_config(
+        tmp_path,
+        f"schemas:\n  - name: {bqrun.name}\n    mode: batch\n    schedule: {{every: 1h}}\n    tables:\n{table}",
+    )
+    state_dir = os.path.join(str(tmp_path), "state")
+    w = run_warp(config)
+
+    def partway() -> bool:
+        if sync == "incremental":
+            state = batch_state(state_dir, bqrun.name)[0].get("big")
+            return state is not None and 200 <= state.rows_moved < BIG_ROWS - 200
+        beside = [t for t in bqrun.dest.tables() if t.startswith("_warp_new_")]
+        return bool(beside) and 200 <= (bqrun.dest.count(beside[0]) or 0) < BIG_ROWS - 200
+
+    if sync == "full_refresh":
+        # a stop (SIGTERM) in the middle of the copy drops the unfinished copy beside the live table
+        wait_until(partway, 120, "the run to be part way", interval=0.05)
+        assert w.stop() == 0
+        assert not [t for t in bqrun.dest.tables() if t.startswith("_warp_new_")], "the stop dropped the copy"
+        assert bqrun.dest.count("big") in (None, 0)
+        w = run_warp(config)
+    wait_until(partway, 120, "the run to be part way", interval=0.05)
+    w.kill()
+    held = bqrun.dest.count("big")
+    if sync == "full_refresh":
+        assert held in (None, 0), "nothing is swapped in before the copy is complete"
+    else:
+        assert held is not None and 0 < held < BIG_ROWS
+        mark = batch_state(state_dir, bqrun.name)[0]["big"].mark
+        assert mark is not None and mark["column"] == cursor
+
+    w = run_warp(config)  # an unfinished run starts again at once, whatever the schedule says
+    wait_equal(bqrun, w, ["big"], timeout=180)
+    assert bqrun.dest.count("big") == BIG_ROWS
+    wait_until(
+        lambda: (
+            (batch_state(state_dir, bqrun.name)[1] or None) is not None
+            and batch_state(state_dir, bqrun.name)[1].run_status == "ok"
+        ),
+        60,
+        "the run to be recorded as finished",
+    )
+    assert not [t for t in bqrun.dest.tables() if t.startswith("_warp_new_")], "no copy beside is left"
+    tables, schedule = batch_state(state_dir, bqrun.name)
+    assert schedule.run_status == "ok" and tables["big"].run_status == "ok"
+    if sync == "incremental":
+        last = BIG_ROWS if cursor == "id" else T0 + dt.timedelta(seconds=BIG_ROWS // 3)
+        assert decode_value(tables["big"].mark["cursor"]) == last
+        assert tables["big"].rows_moved < BIG_ROWS, "the run went on from its last chunk, not from the start"
+    assert w.stop() == 0
+
+
+@pytest.mark.destinations
+def test_key_scan_deletes_rows_gone_from_the_source(bqrun, run_warp, tmp_path):
+    bqrun.sql(
+        "CREATE TABLE {ds}.items (id INT64 NOT NULL, v STRING, updated_at TIMESTAMP NOT NULL, "
+        "PRIMARY KEY (id) NOT ENFORCED)"
+    )
+    bqrun.sql(
+        "INSERT INTO {ds}.items (id, v, updated_at) SELECT id, CONCAT('v', CAST(id AS STRING)), "
+        "TIMESTAMP_ADD(TIMESTAMP '2026-01-01 00:00:00+00', INTERVAL id SECOND) "
+        "FROM UNNEST(GENERATE_ARRAY(1, 100)) AS id"
+    )
+    config = batch_config(
+        tmp_path,
+        bqrun.name,
+        "      - name: items\n        cursor_column: updated_at\n        safety_lag: 1s\n"
+        "        snapshot_chunk_size: 25\n        delete_detection: key_scan\n",
+    )
+    w = run_warp(config)
+    wait_equal(bqrun, w, ["items"])
+
+    bqrun.sql("DELETE FROM {ds}.items WHERE id > 90 OR id IN (7, 8)")
+    bqrun.sql(
+        "UPDATE {ds}.items SET v = 'changed', updated_at = TIMESTAMP '2026-02-01 00:00:00+00' WHERE id = 1"
+    )
+    bqrun.sql(
+        "INSERT INTO {ds}.items (id, v, updated_at) VALUES (200, 'new', TIMESTAMP '2026-02-01 00:00:01+00')"
+    )
+    wait_equal(bqrun, w, ["items"])
+    assert bqrun.dest.count("items") == 100 - 12 + 1
+    rows = dict(bqrun.dest.query("SELECT id, v FROM {} WHERE id IN (1, 7, 91, 200)", "items"))
+    assert rows == {1: "changed", 200: "new"}
+    assert "items: key scan deleted 12 rows gone from the source" in w.output
+    assert w.stop() == 0
+    tables, _ = batch_state(os.path.join(str(tmp_path), "state"), bqrun.name)
+    assert tables["items"].run_error is None

@@ -477,6 +477,18 @@ class BatchRunner(SchemaRunner):
                     break
                 if self.should_stop():
                     raise Stopped(f"stopped during the full refresh of {self.name}.{name}")
+        except Stopped:
+            # a stop (not a kill) drops the unfinished copy, as docs/batch-mode.md says; the next run
+            # copies the table again from the beginning whether or not this drop gets through
+            applier.close()
+            try:
+                for stmt in self.dest.drop(beside) or ():
+                    log.info("destination DDL: %s", stmt)
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out; the next run drops it
+                log.warning(
+                    "could not drop the unfinished copy %s on stopping: %s", beside.where, redact(exc)
+                )
+            raise
         finally:
             applier.close()
         if beside.source != plan.source:  # widened on the way: the live table takes the copy's shape
