@@ -585,8 +585,11 @@ def test_sync_runs_a_batch_schema_now_and_status_shows_its_runs(daemon: Daemon, 
     assert synced.returncode == 0, synced.stderr
     assert dbs.pg_count("ref") == 15, "a schema sync runs every table; the full refresh drops deleted rows"
 
-    def ran_again(s):
-        return s["tables"]["ref"]["last_run"]["started_at"] > entry["tables"]["ref"]["last_run"]["started_at"]
+    def ran_again(s):  # the status file follows the run a moment later: wait for the finished run
+        last = s["tables"]["ref"]["last_run"]
+        return (
+            last["started_at"] > entry["tables"]["ref"]["last_run"]["started_at"] and last["status"] == "ok"
+        )
 
     daemon.wait_for(dbs.name, ran_again, what="the status of the last run")  # written every second or so
     status = daemon.warpctl("status")
