@@ -297,3 +297,52 @@ def test_a_timestamp_cursor_counts_a_fractional_lag_back_in_whole_seconds(mdb, m
     ]
     assert w.stop() == 0
 
+
+def test_a_key_scan_deletes_the_documents_gone_from_the_collection(mdb, mwarp, state_dir, tmp_path):
+    items = mdb.db["items"]
+    # ObjectId _ids (the usual kind), one document older than the lag: a key scan reads them all
+    items.insert_many([{"v": i, "updated_at": T0 + dt.timedelta(seconds=i)} for i in range(20)])
+    items.insert_one({"v": -1, "updated_at": T0 - dt.timedelta(hours=2)})
+    scanned = INCREMENTAL + "        delete_detection: key_scan\n"
+    w = mwarp(batch(tmp_path, mdb.name, scanned, every="1h"))
+    wait_mongo(mdb, w, state_dir, 30)
+    assert mdb.pg_count("items") == 21
+
+    gone = [d["_id"] for d in items.find({"v": {"$in": [-1, 3, 7, 19]}})]
+    assert items.delete_many({"_id": {"$in": gone}}).deleted_count == 4
+    kept = items.insert_one({"v": 100, "updated_at": T0 + dt.timedelta(minutes=5)}).inserted_id
+    sync_now(state_dir, mdb.name, "items")
+    state = marks(state_dir, mdb.name)["items"]
+    assert state.run_status == "ok" and state.deleted == 4
+    remaining = sorted(str(d["_id"]) for d in items.find({}, {"_id": 1}))
+    assert str(kept) in remaining and len(remaining) == 18
+    assert [r[0] for r in dest_rows(mdb, "items", "_id")] == remaining
+    assert "key scan deleted 4 rows gone from the source" in w.output
+
+    # nothing more gone: the next scan deletes nothing
+    sync_now(state_dir, mdb.name, "items")
+    assert marks(state_dir, mdb.name)["items"].deleted == 0
+    assert mdb.pg_count("items") == 18
+    assert w.stop() == 0
+
+
+def test_a_key_scan_deletes_by_keys_of_several_bson_types_and_sub_documents(mdb, mwarp, state_dir, tmp_path):
+    # _ids of several types make a jsonb _id column, read back parsed: deleted by their JSON text again
+    keys: list[Any] = [1, 2.5, "a", {"k": 1, "j": [1, "x"]}, {"j": 2, "k": 1}, oid(S0, 1), oid(S0, 2)]
+    items = mdb.db["items"]
+    items.insert_many([{"_id": k, "updated_at": T0 + dt.timedelta(seconds=i)} for i, k in enumerate(keys)])
+    scanned = INCREMENTAL + "        delete_detection: key_scan\n"
+    w = mwarp(batch(tmp_path, mdb.name, scanned, every="1h"))
+    wait_mongo(mdb, w, state_dir, 30)
+    assert mdb.pg_count("items") == len(keys)
+
+    items.delete_many({"_id": {"$in": [2.5, {"k": 1, "j": [1, "x"]}, oid(S0, 2)]}})
+    sync_now(state_dir, mdb.name, "items")
+    state = marks(state_dir, mdb.name)["items"]
+    assert state.run_status == "ok" and state.deleted == 3
+    assert sorted(map(repr, (r[0] for r in dest_rows(mdb, "items", "_id")))) == sorted(
+        map(repr, [1, "a", {"j": 2, "k": 1}, str(oid(S0, 1))])
+    )
+    wait_mongo(mdb, w, state_dir, 30)  # the same documents on both sides, none dead-lettered
+    assert "dead-letter" not in w.output
+    assert w.stop() == 0
