@@ -346,3 +346,18 @@ def test_a_key_scan_deletes_by_keys_of_several_bson_types_and_sub_documents(mdb,
     wait_mongo(mdb, w, state_dir, 30)  # the same documents on both sides, none dead-lettered
     assert "dead-letter" not in w.output
     assert w.stop() == 0
+
+
+def test_nan_or_infinity_in_a_number_cursor_field_stops_the_run(mdb, mwarp, state_dir, tmp_path):
+    # NaN matches no range query, and an Infinity mark would leave every later finite value below the
+    # floor: either would be skipped while the mark advances, so the run is refused instead
+    items = mdb.db["items"]
+    items.insert_many([{"_id": i, "seq": float(i)} for i in range(5)])
+    tables = "      - name: items\n        sync: incremental\n        cursor_field: seq\n"
+    w = mwarp(batch(tmp_path, mdb.name, tables))
+    wait_mongo(mdb, w, state_dir, 30)
+    items.insert_many([{"_id": 10, "seq": float("nan")}, {"_id": 11, "seq": float("inf")}])
+    assert w.wait(30) == 1
+    assert "2 document(s) have no number in cursor_field 'seq'" in w.output
+    assert "e.g. _id 10, 11" in w.output
+    assert mdb.pg_count("items") == 5

@@ -10,6 +10,7 @@ types.  :func:`install` fills those gaps in mongomock's matcher, which the whole
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Callable
@@ -113,7 +114,26 @@ def _predicate(alias: Any) -> Callable[[Any], bool]:
     return predicate
 
 
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+_mongomock_in = filtering._in_op
+
+
+def in_op(doc_val: Any, search_val: Any) -> bool:
+    """``{field: {$in: [...]}}``, where a NaN matches a NaN as on a server (Python's NaN equals nothing)."""
+    if isinstance(search_val, (list, tuple)) and any(_is_nan(v) for v in search_val):
+        values = doc_val if isinstance(doc_val, (list, tuple)) else [doc_val]
+        if any(_is_nan(v) for v in values):
+            return True
+    return bool(_mongomock_in(doc_val, search_val))
+
+
 def install() -> None:
-    """Make mongomock's matcher and sorts use :func:`compare_type` and :func:`type_op` (idempotent)."""
+    """Make mongomock's matcher and sorts use :func:`compare_type`, :func:`type_op` and :func:`in_op`
+    (idempotent)."""
     filtering._get_compare_type = compare_type
     filtering._filterer_inst._operator_map["$type"] = type_op
+    filtering._filterer_inst._operator_map["$in"] = in_op
+    filtering._in_op = in_op  # $nin too
