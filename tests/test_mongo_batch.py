@@ -1,6 +1,7 @@
-"""mode: batch with a MongoDB source (docs/batch-mode.md, "MongoDB"): incremental runs by a date
-``cursor_field``, the safety lag, documents without a usable cursor value, a kill in the middle of a run,
-and full refreshes that drop deleted documents; against the wire test server and PostgreSQL."""
+"""mode: batch with a MongoDB source (docs/batch-mode.md, "MongoDB"): incremental runs by a date, an
+ObjectId or a timestamp ``cursor_field``, the safety lag, documents without a usable cursor value, a kill in
+the middle of a run, full refreshes and key scans that drop deleted documents; against the wire test
+server and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from bson import ObjectId
+from bson.timestamp import Timestamp
 from conftest import Warp, wait_until
 from test_mongo_replication import config, wait_mongo
 
@@ -21,6 +24,7 @@ from warpd.state.store import StateStore
 pytestmark = pytest.mark.mongodb
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+S0 = int(T0.timestamp())
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +82,31 @@ def marks(state_dir: str, schema: str) -> dict[str, Any]:
         return store.batch_tables(schema)
     finally:
         store.close()
+
+
+def sync_now(state_dir: str, schema: str, table: str) -> dict[str, Any]:
+    """Run ``table`` now, as ``warpctl sync SCHEMA.TABLE`` asks a running schema (a request in its state
+    file), and return the run's result (``message``, ``rows`` moved)."""
+    store = StateStore(state_dir)
+    try:
+        request = store.add_request(schema, "sync", {"table": table})
+
+        def taken() -> bool:
+            req = store.request(request)
+            return req is not None and req.status != "pending"
+
+        wait_until(taken, 30, f"the requested run of {table}")
+        done = store.request(request)
+    finally:
+        store.close()
+    assert done is not None and done.status == "done", done
+    assert done.result is not None
+    return done.result
+
+
+def oid(second: int, n: int = 0) -> ObjectId:
+    """An ObjectId made in ``second`` (Unix time), ``n`` in its other eight bytes."""
+    return ObjectId(second.to_bytes(4, "big") + n.to_bytes(8, "big"))
 
 
 def ids(m: MongoDatabases, table: str) -> list[Any]:
@@ -201,3 +230,134 @@ def test_documents_sharing_a_cursor_value_across_id_types_are_all_read(mdb, mwar
     wait_until(lambda: mdb.pg_count("items") == 85, 30, "every document")
     wait_mongo(mdb, w, state_dir, 30)
     assert w.stop() == 0
+
+
+def test_an_object_id_cursor_reads_new_documents_and_again_those_within_the_lag(mdb, mwarp, state_dir, tmp_path):
+    events = mdb.db["events"]
+    first = [oid(S0 + i, i) for i in range(5)]
+    events.insert_many([{"_id": o, "v": "first"} for o in first])
+    by_id = "      - name: events\n        cursor_field: _id\n        safety_lag: 1h\n"
+    w = mwarp(batch(tmp_path, mdb.name, by_id, every="1h"))  # one run at start; the others asked for
+    wait_mongo(mdb, w, state_dir, 30)
+    assert marks(state_dir, mdb.name)["events"].mark["cursor"] == {"$oid": str(first[-1])}
+
+    # ObjectIds are made by clients: one made before the mark may be inserted after the run read past it
+    late, too_late, new = oid(S0 - 1800, 1), oid(S0 - 5400, 1), oid(S0 + 3600, 1)
+    events.insert_many([{"_id": late, "v": "late"}, {"_id": too_late, "v": "too late"}, {"_id": new, "v": "new"}])
+    events.update_one({"_id": first[0]}, {"$set": {"v": "changed"}})  # within the lag: read again
+    assert sync_now(state_dir, mdb.name, "events")["rows"] == 7  # the first five again, late and new
+    assert dest_rows(mdb, "events", "_id", "v") == [
+        (str(late), "late"),
+        (str(first[0]), "changed"),
+        *((str(o), "first") for o in first[1:]),
+        (str(new), "new"),
+    ]
+
+    # the mark is now new's second; an hour back is the very second of first[0], the lowest ObjectId of
+    # which it is: read again, late is not
+    events.update_many({}, {"$set": {"v": "again"}})
+    assert sync_now(state_dir, mdb.name, "events")["rows"] == 6
+    assert dest_rows(mdb, "events", "_id", "v") == [
+        (str(late), "late"),
+        *((str(o), "again") for o in first),
+        (str(new), "again"),
+    ]
+    assert mdb.pg_count("events") == 7
+    assert w.stop() == 0
+
+
+def test_a_timestamp_cursor_counts_a_fractional_lag_back_in_whole_seconds(mdb, mwarp, state_dir, tmp_path):
+    events = mdb.db["events"]
+    events.insert_many([{"_id": i, "v": "first", "ts": Timestamp(S0 + i, 1)} for i in range(5)])
+    by_ts = "      - name: events\n        cursor_field: ts\n        safety_lag: 1.5s\n"
+    w = mwarp(batch(tmp_path, mdb.name, by_ts, every="1h"))
+    wait_mongo(mdb, w, state_dir, 30)
+    assert marks(state_dir, mdb.name)["events"].mark["cursor"] == {"$timestamp": {"t": S0 + 4, "i": 1}}
+
+    # 1.5 seconds before a mark in second S0+4 may fall in second S0+2: the run reads from its start
+    events.insert_many(
+        [
+            {"_id": 10, "v": "new", "ts": Timestamp(S0 + 10, 1)},
+            {"_id": 11, "v": "late", "ts": Timestamp(S0 + 2, 7)},
+            {"_id": 12, "v": "too late", "ts": Timestamp(S0 + 1, 9)},
+            {"_id": 13, "v": "below the mark by its increment", "ts": Timestamp(S0 + 4, 0)},
+        ]
+    )
+    events.update_many({"_id": {"$in": [1, 2]}}, {"$set": {"v": "changed"}})
+    assert sync_now(state_dir, mdb.name, "events")["rows"] == 6  # 2, 3, 4, 10, 11 and 13
+    assert dest_rows(mdb, "events", "_id", "v") == [
+        (0, "first"),
+        (1, "first"),  # second S0+1: outside the lag
+        (2, "changed"),
+        (3, "first"),
+        (4, "first"),
+        (10, "new"),
+        (11, "late"),
+        (13, "below the mark by its increment"),
+    ]
+    assert w.stop() == 0
+
+
+def test_a_key_scan_deletes_the_documents_gone_from_the_collection(mdb, mwarp, state_dir, tmp_path):
+    items = mdb.db["items"]
+    # ObjectId _ids (the usual kind), one document older than the lag: a key scan reads them all
+    items.insert_many([{"v": i, "updated_at": T0 + dt.timedelta(seconds=i)} for i in range(20)])
+    items.insert_one({"v": -1, "updated_at": T0 - dt.timedelta(hours=2)})
+    scanned = INCREMENTAL + "        delete_detection: key_scan\n"
+    w = mwarp(batch(tmp_path, mdb.name, scanned, every="1h"))
+    wait_mongo(mdb, w, state_dir, 30)
+    assert mdb.pg_count("items") == 21
+
+    gone = [d["_id"] for d in items.find({"v": {"$in": [-1, 3, 7, 19]}})]
+    assert items.delete_many({"_id": {"$in": gone}}).deleted_count == 4
+    kept = items.insert_one({"v": 100, "updated_at": T0 + dt.timedelta(minutes=5)}).inserted_id
+    sync_now(state_dir, mdb.name, "items")
+    state = marks(state_dir, mdb.name)["items"]
+    assert state.run_status == "ok" and state.deleted == 4
+    remaining = sorted(str(d["_id"]) for d in items.find({}, {"_id": 1}))
+    assert str(kept) in remaining and len(remaining) == 18
+    assert [r[0] for r in dest_rows(mdb, "items", "_id")] == remaining
+    assert "key scan deleted 4 rows gone from the source" in w.output
+
+    # nothing more gone: the next scan deletes nothing
+    sync_now(state_dir, mdb.name, "items")
+    assert marks(state_dir, mdb.name)["items"].deleted == 0
+    assert mdb.pg_count("items") == 18
+    assert w.stop() == 0
+
+
+def test_a_key_scan_deletes_by_keys_of_several_bson_types_and_sub_documents(mdb, mwarp, state_dir, tmp_path):
+    # _ids of several types make a jsonb _id column, read back parsed: deleted by their JSON text again
+    keys: list[Any] = [1, 2.5, "a", {"k": 1, "j": [1, "x"]}, {"j": 2, "k": 1}, oid(S0, 1), oid(S0, 2)]
+    items = mdb.db["items"]
+    items.insert_many([{"_id": k, "updated_at": T0 + dt.timedelta(seconds=i)} for i, k in enumerate(keys)])
+    scanned = INCREMENTAL + "        delete_detection: key_scan\n"
+    w = mwarp(batch(tmp_path, mdb.name, scanned, every="1h"))
+    wait_mongo(mdb, w, state_dir, 30)
+    assert mdb.pg_count("items") == len(keys)
+
+    items.delete_many({"_id": {"$in": [2.5, {"k": 1, "j": [1, "x"]}, oid(S0, 2)]}})
+    sync_now(state_dir, mdb.name, "items")
+    state = marks(state_dir, mdb.name)["items"]
+    assert state.run_status == "ok" and state.deleted == 3
+    assert sorted(map(repr, (r[0] for r in dest_rows(mdb, "items", "_id")))) == sorted(
+        map(repr, [1, "a", {"j": 2, "k": 1}, str(oid(S0, 1))])
+    )
+    wait_mongo(mdb, w, state_dir, 30)  # the same documents on both sides, none dead-lettered
+    assert "dead-letter" not in w.output
+    assert w.stop() == 0
+
+
+def test_nan_or_infinity_in_a_number_cursor_field_stops_the_run(mdb, mwarp, state_dir, tmp_path):
+    # NaN matches no range query, and an Infinity mark would leave every later finite value below the
+    # floor: either would be skipped while the mark advances, so the run is refused instead
+    items = mdb.db["items"]
+    items.insert_many([{"_id": i, "seq": float(i)} for i in range(5)])
+    tables = "      - name: items\n        sync: incremental\n        cursor_field: seq\n"
+    w = mwarp(batch(tmp_path, mdb.name, tables))
+    wait_mongo(mdb, w, state_dir, 30)
+    items.insert_many([{"_id": 10, "seq": float("nan")}, {"_id": 11, "seq": float("inf")}])
+    assert w.wait(30) == 1
+    assert "2 document(s) have no number in cursor_field 'seq'" in w.output
+    assert "e.g. _id 10, 11" in w.output
+    assert mdb.pg_count("items") == 5

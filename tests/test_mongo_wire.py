@@ -254,6 +254,55 @@ def test_cursor_batches(server: MongoTestServer) -> None:
         assert len(list(coll.aggregate([{"$match": {"n": 0}}, {"$sort": {"_id": 1}}], batchSize=20))) == 143
 
 
+def test_bson_type_order_and_type_matching_as_a_server_has_them(client: pymongo.MongoClient) -> None:
+    coll = client.db.typed
+    when = datetime.datetime(2026, 1, 1)
+    coll.insert_many(
+        [
+            {"_id": "ts late", "v": Timestamp(200, 1)},
+            {"_id": "ts", "v": Timestamp(100, 9)},
+            {"_id": "ts early", "v": Timestamp(100, 2)},
+            {"_id": "max", "v": MaxKey()},
+            {"_id": "code", "v": Code("f()")},
+            {"_id": "date", "v": when},
+            {"_id": "oid", "v": ObjectId("0" * 24)},
+            {"_id": "text", "v": "z"},
+            {"_id": "number", "v": 5},
+            {"_id": "null", "v": None},
+            {"_id": "min", "v": MinKey()},
+            {"_id": "array", "v": [Timestamp(1, 1)]},
+        ]
+    )
+    coll.insert_one({"_id": "missing"})
+
+    def ids(query: dict[str, Any], **options: Any) -> list[Any]:
+        return [d["_id"] for d in coll.find(query, **options)]
+
+    # the manual's comparison order: MinKey, null (and missing), numbers, strings, arrays (by their
+    # smallest element when ascending), ObjectId, date, timestamp, JavaScript, MaxKey
+    in_order = ids({"_id": {"$ne": "array"}}, sort=[("v", 1), ("_id", 1)])
+    assert in_order == [
+        "min", "missing", "null", "number", "text", "oid", "date", "ts early", "ts", "ts late", "code", "max"
+    ]  # fmt: skip
+    # timestamps compare by (seconds, increment); a range matches its bound's type only (no date, no code)
+    assert ids({"v": {"$gte": Timestamp(100, 5)}}, sort=[("v", 1)]) == ["ts", "ts late"]
+    assert ids({"v": {"$lt": Timestamp(100, 5)}}, sort=[("_id", 1)]) == ["array", "ts early"]
+    timestamps = ["array", "ts", "ts early", "ts late"]  # an array matches by its elements
+    assert ids({"v": {"$type": "timestamp"}}, sort=[("_id", 1)]) == timestamps
+    assert ids({"v": {"$type": 17}}, sort=[("_id", 1)]) == timestamps
+    assert ids({"v": {"$type": ["timestamp", "date"]}}, sort=[("_id", 1)]) == ["array", "date", *timestamps[1:]]
+    assert ids({"v": {"$type": "null"}}) == ["null"]  # not the missing field
+    assert ids({"v": {"$type": "string"}}) == ["text"]  # code is not a string
+    assert ids({"v": {"$type": "javascript"}}) == ["code"]
+    assert ids({"v": {"$type": "minKey"}}) + ids({"v": {"$type": 127}}) == ["min", "max"]
+    not_timestamp = {"v": {"$not": {"$type": "timestamp"}}}
+    assert coll.count_documents(not_timestamp) == 9  # missing included
+    for bad, message in (("stamp", "Unknown type name alias: stamp"), (99, "Invalid numerical type code: 99")):
+        with pytest.raises(OperationFailure) as failure:
+            ids({"v": {"$type": bad}})
+        assert failure.value.code == 2 and message in str(failure.value)
+
+
 def test_insert_many_ten_thousand_seen_by_a_database_stream(client: pymongo.MongoClient) -> None:
     with client.bulk.watch(max_await_time_ms=100) as stream:
         result = client.bulk.docs.insert_many([{"_id": i, "v": "x" * 20} for i in range(10_000)])

@@ -30,6 +30,16 @@ def source_row(plan: TablePlan, raw: Mapping[str, Any]) -> dict[str, Any]:
     return {c.name: _canonical_src(c.type.kind, raw.get(c.name)) for c in plan.source.columns}
 
 
+def as_source_row(plan: TablePlan, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row read back from the destination (canonical values: JSON parsed) in the values a source's rows
+    hold, which the applier encodes: a JSON value as JSON text again.  What a key scan deletes by."""
+    kinds = {c.name: c.type.kind for c in plan.source.columns}
+    return {
+        name: json.dumps(value, ensure_ascii=False) if kinds.get(name) is Kind.JSON and value is not None else value
+        for name, value in row.items()
+    }
+
+
 def _canonical_src(kind: Kind, value: Any) -> Any:
     if value is None:
         return None

@@ -17,6 +17,7 @@ import mongomock
 import mongomock.aggregate
 from bson.binary import Binary
 
+from . import bsontypes
 from .diff import describe_update, same_value
 from .errors import CommandError
 from .oplog import Oplog, OplogEntry
@@ -25,6 +26,8 @@ MAX_BSON_SIZE = 16 * 1024 * 1024
 
 # Databases a change stream never reports and clients cannot write to by accident.
 INTERNAL_DATABASES = frozenset({"admin", "config", "local"})
+
+bsontypes.install()  # timestamps, MinKey/MaxKey and code in queries and sorts, as a server has them
 
 
 @dataclass

@@ -46,7 +46,7 @@ from warpd.errors import FatalError
 from warpd.redact import redact
 from warpd.state.store import StateStore
 from warpd.types import Column, Kind, TableSchema, is_widening
-from warpd.verify import row_identity, source_row
+from warpd.verify import as_source_row, row_identity, source_row
 
 log = logging.getLogger(__name__)
 
@@ -545,7 +545,8 @@ class BatchRunner(SchemaRunner):
                 f"destination's {present:,} rows, so it deletes nothing; if the source table was really "
                 "replaced, run it once with sync: full_refresh"
             )
-        gone = [FinalState(row, True, "delete", None, None) for row in at_destination.values()]
+        # deleted by the key as read back, in the values a source gives (a jsonb _id parsed: JSON text again)
+        gone = [FinalState(as_source_row(plan, row), True, "delete", None, None) for row in at_destination.values()]
         self.appliers[name].apply(gone)
         result.deleted = len(gone)
         self.store.advance_batch_table(self.name, name, None, 0, len(gone))

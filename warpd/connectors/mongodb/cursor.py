@@ -15,12 +15,15 @@ import dataclasses
 import datetime as _dt
 import decimal
 import json
+import math
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 from bson import Decimal128, ObjectId, json_util
 from bson.binary import UuidRepresentation
 from bson.codec_options import DatetimeConversion
+from bson.decimal128 import create_decimal128_context
 from bson.timestamp import Timestamp
 
 from warpd.errors import FatalError
@@ -108,29 +111,57 @@ def path(column: Column) -> str:
 
 def outside(column: Column, family: Family) -> dict[str, Any]:
     """The documents an incremental read of ``column`` would never see: the field missing, null, of another
-    type, or an array (which sorts and compares by its elements)."""
+    type, or an array (which sorts and compares by its elements); for numbers also NaN and Infinity."""
     field = path(column)
-    return {"$or": [{field: {"$not": {"$type": family.query_type}}}, {field: {"$type": "array"}}]}
+    unseen: list[dict[str, Any]] = [{field: {"$not": {"$type": family.query_type}}}, {field: {"$type": "array"}}]
+    if family.name == "number":
+        # NaN matches no range at all; an Infinity mark would leave every later finite value below the floor
+        unseen.append({field: {"$in": [math.nan, math.inf]}})
+    return {"$or": unseen}
 
 
 def floor(mark: Mapping[str, Any] | None, family: Family, lag: Any) -> Any:
-    """The lowest cursor value a run reads: the mark's cursor minus ``lag``; None without a mark."""
+    """The lowest cursor value a run reads: the mark's cursor minus ``lag``, rounded down to a value of the
+    cursor's type (never above the exact difference, so a run never reads less far back than ``lag``);
+    None without a mark."""
     if mark is None or mark.get("cursor") is None:
         return None
     value = decode(mark["cursor"])
     if not lag:
         return value
     if isinstance(value, _dt.datetime):
-        return value - lag
+        return value - lag  # a query rounds it down to BSON's milliseconds
     if isinstance(value, Timestamp):
-        return Timestamp(max(0, value.time - int(lag.total_seconds())), 0)
+        return Timestamp(_seconds_back(value.time, lag), 0)
     if isinstance(value, ObjectId):
-        start = max(value.generation_time - lag, _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC))
-        return ObjectId.from_datetime(start)
+        second = _seconds_back(int.from_bytes(value.binary[:4], "big"), lag)
+        return ObjectId(second.to_bytes(4, "big") + bytes(8))  # the lowest ObjectId of that second
+    return _number_floor(value, lag)
+
+
+def _seconds_back(second: int, lag: _dt.timedelta) -> int:
+    """The first second a run reads of a cursor counted in whole seconds (a BSON timestamp, an ObjectId's
+    creation time): a value of second ``s`` was taken at some time within [s, s+1), so the lag is rounded
+    up to whole seconds (1.5s reads 2 seconds back: one second more, never less than the lag)."""
+    return max(0, second + (-lag // _dt.timedelta(seconds=1)))
+
+
+def _number_floor(value: Any, lag: Any) -> Any:
+    """``value - lag`` rounded down to a number MongoDB compares exactly: a Decimal128 for a decimal cursor
+    or lag, a double when either side is a double, an integer otherwise."""
     if isinstance(value, Decimal128) or isinstance(lag, decimal.Decimal):
-        base = value.to_decimal() if isinstance(value, Decimal128) else decimal.Decimal(str(value))
-        return Decimal128(base - decimal.Decimal(str(lag)))
-    return value - lag
+        base = value.to_decimal() if isinstance(value, Decimal128) else decimal.Decimal(value)  # exact
+        context = create_decimal128_context()
+        context.rounding = decimal.ROUND_FLOOR  # 34 digits: a longer difference rounds down, not to nearest
+        return Decimal128(context.subtract(base, decimal.Decimal(lag)))
+    if isinstance(value, int) and isinstance(lag, int):
+        return value - lag
+    exact = Fraction(value) - Fraction(lag)
+    try:
+        low = float(exact)
+    except OverflowError:
+        return -math.inf
+    return math.nextafter(low, -math.inf) if Fraction(low) > exact else low
 
 
 def encode(value: Any) -> Any:
