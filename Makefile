@@ -7,7 +7,7 @@ PY      = $(BIN)/python
 STAMP   = $(VENV)/.installed-$(EXTRAS)
 EXTRAS ?= test
 
-.PHONY: help venv install install-dev install-all setup-db setup-bigquery demo test test-fast format lint type-check import-check check bench bench-oltp bench-batch bench-mysql bench-mongo bench-bigquery clean
+.PHONY: help venv install install-dev install-all setup-db setup-bigquery demo test test-fast format lint type-check import-check check bench bench-oltp bench-batch bench-batch-bigquery bench-mysql bench-mongo bench-bigquery clean
 
 help:
 	@echo "make demo        replicate generated MariaDB and MongoDB sample databases into PostgreSQL, live"
@@ -15,6 +15,7 @@ help:
 	@echo "make check       ruff, mypy and the import contract (lint-imports), as CI runs them"
 	@echo "make bench-oltp  benchmark MariaDB -> PostgreSQL with one-row statements: catch-up, library parse, live lag"
 	@echo "make bench-batch mode: batch, MariaDB -> PostgreSQL: full refresh and incremental runs against raw read and COPY"
+	@echo "make bench-batch-bigquery  the same, BigQuery (the local emulator) -> PostgreSQL"
 	@echo "make install-dev / install-all / format / lint / type-check / import-check / bench / bench-mysql / bench-mongo / bench-bigquery / setup-db / setup-bigquery"
 
 $(PY):
@@ -67,6 +68,10 @@ bench-oltp: install setup-db
 
 bench-batch: install setup-db
 	$(PY) scripts/bench/batch_mysql_to_postgres.py $(BENCH_ARGS)
+
+# BigQuery (the local emulator, which setup-db starts) -> PostgreSQL; needs the bigquery extra
+bench-batch-bigquery: install-all setup-db
+	$(PY) scripts/bench/batch_bigquery_to_postgres.py $(BENCH_ARGS)
 
 bench-mysql: install setup-db
 	$(PY) scripts/bench/mysql_to_mysql.py

@@ -44,40 +44,24 @@ CARTRIDGE_WARP_SNAPSHOT_CHUNK_SIZE), which the child processes inherit.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
-import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from typing import Any
 
-import psycopg2
 import pymysql
 import pymysql.cursors
-from common import (  # the checkout's warpd, first on sys.path (see common.py)
-    BenchError,
-    CpuWindow,
-    Warp,
-    ratio,
-    report_tail,
-    say,
-    wait_for_quiet,
-    warpd_revision,
-)
-from mysql_common import PG_DSN, copy_text_expr, machine, machine_header, mysql, pg, pg_superuser_checkpoint
+from batch_common import TABLE, BatchSource, add_arguments, changed_rows, run, when
+from common import BenchError, rate, say  # the checkout's warpd, first on sys.path (see common.py)
+from mysql_common import copy_text_expr, machine, machine_header, mysql, raw_read
+from pg_common import raw_copy
 
 from warpd.connectors.mysql.source import MySQLSource
-from warpd.connectors.postgresql.destination import create_table_sql, make_plan
+from warpd.connectors.postgresql.destination import make_plan
 
-TABLE = "items"
 LOAD_CHUNK = 100_000
 UPDATE_STATEMENT_ROWS = 1_000
-SAFETY_LAG_S = 60  # the default safety_lag of a date/time cursor (warpd/engine/batch_mode.py)
-STATE_POLL = 0.1
 
 CREATE_TABLE = f"""CREATE TABLE {TABLE} (
     id          BIGINT NOT NULL PRIMARY KEY,
@@ -166,52 +150,22 @@ def change_rows(db: str, rows: int, changed: int) -> dict[str, Any]:
     return {"rows": done, "every_nth_id": step, "seconds": round(seconds, 2)}
 
 
-def drop_everything(db: str, pg_schemas: list[str]) -> None:
-    conn = mysql()
-    with conn.cursor() as cur:
-        cur.execute("SET SESSION sql_log_bin = 0")
-        cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
-    conn.close()
-    conn = pg()
-    with conn, conn.cursor() as cur:
-        for schema in pg_schemas:
-            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    conn.close()
-
-
 # --------------------------------------------------------------------------- raw limits
-def raw_limits(db: str, raw_schema: str, where: str = "", args: tuple[Any, ...] = ()) -> dict[str, Any]:
+def raw_limits(db: str, raw_schema: str, floor: Any | None, label: str) -> dict[str, Any]:
     """(b) typed SSCursor read, (b2) server-encoded COPY lines read and (a) COPY into an empty plain
-    table of cartridge-warp's DDL, of the rows of ``items`` that ``where`` selects (all by default),
-    in the cursor's order as a batch run reads them."""
+    table of cartridge-warp's DDL, of the rows of ``items`` at or after ``floor`` (all when None), in
+    the order a batch run reads them."""
+    where, args = ("WHERE updated_at >= %s", (floor,)) if floor is not None else ("", ())
     order = "ORDER BY updated_at, id" if where else "ORDER BY id"
-    label = "the changed rows" if where else "all rows"
-    out: dict[str, Any] = {}
-
-    say(f"raw (b): reading {label} with PyMySQL SSCursor, typed values")
-    conn = mysql(db, cursorclass=pymysql.cursors.SSCursor)
-    count = 0
-    try:
-        cpu = CpuWindow(os.getpid())
-        t0 = time.monotonic()
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT * FROM {TABLE} {where} {order}", args)  # noqa: S608 - constants
-            while batch := cur.fetchmany(10_000):
-                count += len(batch)
-        seconds = time.monotonic() - t0
-        used = cpu.stop()
-    finally:
-        conn.close()
-    out["read"] = {"rows": count, "seconds": round(seconds, 3), "rows_per_s": round(count / seconds)}
-    out["read"] |= {"machine_busy_pct": used["machine_busy_pct"], "client_cpu_s": used["warp_cpu_s"]}
-    say(f"  {count / seconds:,.0f} rows/s ({seconds:.2f}s, {count:,} rows)")
+    what = "the changed rows" if where else "all rows"
+    out = {"read": raw_read(db, TABLE, None, f"raw (b{label})", f"{where} {order}", args, what)}
 
     src = MySQLSource(f"mysql://warp:warp@127.0.0.1:3306/{db}", db, server_id=4_242_031)
     try:
         plan = make_plan(src.describe(TABLE), raw_schema, soft_delete=False, metadata=False)
     finally:
         src.close()
-    say(f"raw (b2): reading {label} as COPY lines the server encodes (the text for raw (a))")
+    say(f"raw (b2{label}): reading {what} as COPY lines the server encodes (the text for raw (a{label}))")
     select = ", ".join(copy_text_expr(c) for c in plan.source.columns)
     buf = io.BytesIO()
     conn = mysql(db, cursorclass=pymysql.cursors.SSCursor)
@@ -226,215 +180,63 @@ def raw_limits(db: str, raw_schema: str, where: str = "", args: tuple[Any, ...] 
         seconds = time.monotonic() - t0
     finally:
         conn.close()
-    out["read_encoded"] = {
-        "rows": encoded,
-        "seconds": round(seconds, 3),
-        "rows_per_s": round(encoded / seconds),
-    }
+    if encoded != out["read"]["rows"]:
+        raise BenchError(f"raw: read {out['read']['rows']} rows, then {encoded} encoded")
+    out["read_encoded"] = rate(encoded, seconds)
     say(f"  {encoded / seconds:,.0f} rows/s ({seconds:.2f}s)")
-
-    size = buf.tell()
-    conn = pg()
-    with conn, conn.cursor() as cur:
-        cur.execute(f'DROP SCHEMA IF EXISTS "{raw_schema}" CASCADE')
-        cur.execute(f'CREATE SCHEMA "{raw_schema}"')
-        for stmt in create_table_sql(plan):
-            cur.execute(stmt)
-    pg_superuser_checkpoint()
-    columns = ", ".join(f'"{c}"' for c in plan.data_columns())
-    say(f"raw (a): COPY of {encoded:,} rows ({size / 2**20:,.1f} MiB of text) into {raw_schema}.{TABLE}")
-    buf.seek(0)
-    cpu = CpuWindow()
-    t0 = time.monotonic()
-    with conn.cursor() as cur:
-        cur.copy_expert(f'COPY "{raw_schema}".{TABLE} ({columns}) FROM STDIN', buf, size=1 << 20)
-    conn.commit()
-    seconds = time.monotonic() - t0
-    busy = cpu.stop()
-    with conn, conn.cursor() as cur:
-        cur.execute(f'SELECT count(*) FROM "{raw_schema}".{TABLE}')  # noqa: S608 - constants
-        copied = cur.fetchone()[0]
-        cur.execute(f'DROP SCHEMA "{raw_schema}" CASCADE')
-    conn.close()
-    if copied != count or encoded != count:
-        raise BenchError(f"raw: read {count}, encoded {encoded}, COPY loaded {copied} rows")
-    out["copy"] = {"rows": copied, "seconds": round(seconds, 3), "rows_per_s": round(copied / seconds)}
-    out["copy"] |= {"mib": round(size / 2**20, 1)} | busy
-    say(f"  {copied / seconds:,.0f} rows/s ({seconds:.2f}s)")
+    out["copy"] = raw_copy(plan, buf, encoded, f"raw (a{label})")
     return out
 
 
-# --------------------------------------------------------------------------- cartridge-warp
-def write_config(path: str, db: str, dest_schema: str, incremental: bool) -> None:
-    schema: dict[str, Any] = {
-        "name": db,
-        "destination_schema": dest_schema,
-        "mode": "batch",
-        "schedule": {"every": "1d"},  # one run at start-up; later runs only when asked for
-        "sync": "full_refresh",
-    }
-    if incremental:
-        schema["tables"] = [{"name": TABLE, "cursor_column": "updated_at"}]
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(
-            {
-                "source": {"connection_string": f"mysql://warp:warp@127.0.0.1:3306/{db}"},
-                "destination": {"connection_string": PG_DSN},
-                "schemas": [schema],
-            },
-            f,
-        )
+# --------------------------------------------------------------------------- the source
+class MariaDBItems:
+    """The MariaDB side of the benchmark (scripts/bench/batch_common.py): the database ``name`` and its
+    table ``items``."""
 
+    read_label = "PyMySQL SSCursor read, typed"
+    errors: tuple[type[BaseException], ...] = (pymysql.err.MySQLError,)
 
-def wait_run(warp: Warp, schema: str, after: float, rows: int, label: str) -> dict[str, Any]:
-    """Poll the state file until a run of ``items`` started after ``after`` (Unix time) has finished;
-    its rows, its own duration (start and end as the state file has them) and the process's CPU."""
-    cpu = CpuWindow(warp.pid)
-    store = warp.store()
-    deadline = time.monotonic() + max(900.0, rows / 200)
-    while time.monotonic() < deadline:
-        t = store.batch_tables(schema).get(TABLE)
-        if t is not None and t.run_started and t.run_started > after and t.run_status in ("ok", "failed"):
-            seen = time.monotonic()
-            if t.run_status != "ok":
-                raise BenchError(f"the {label} run failed: {t.run_error}\n{warp.log_tail()}")
-            run_s = float(t.run_finished) - float(t.run_started)
-            out = {
-                "rows": t.rows_moved,
-                "run_seconds": round(run_s, 3),
-                "rows_per_s": round(t.rows_moved / run_s) if run_s > 0 else None,
-                "seen_at": seen,
-                "run_started": t.run_started,
-            }
-            out |= cpu.stop()
-            if t.rows_moved:
-                out["cpu_s_per_million_rows"] = round(out["warp_cpu_s"] * 1e6 / t.rows_moved, 2)
-            return out
-        warp.check_alive()
-        time.sleep(STATE_POLL)
-    raise BenchError(f"timed out waiting for the {label} run:\n{warp.log_tail()}")
+    def __init__(self, name: str):
+        self.name = name
+        self.connection_string = f"mysql://warp:warp@127.0.0.1:3306/{name}"
 
+    def machine(self) -> dict[str, Any]:
+        return machine()
 
-def first_run(warp: Warp, schema: str, rows: int, label: str) -> dict[str, Any]:
-    """Start the process and time its start-up run (schedule every 1d: the only one)."""
-    say(f"{label}: starting cartridge-warp (log {warp.log_path})")
-    before = time.time()
-    started = warp.start()
-    out = wait_run(warp, schema, before, rows, label)
-    total = out.pop("seen_at") - started
-    out["seconds_from_start"] = round(total, 2)
-    out["rows_per_s_from_start"] = round(out["rows"] / total)
-    out["startup_seconds"] = round(out["run_started"] - before, 2)  # process start -> run start (approx.)
-    say(
-        f"  {out['rows']:,} rows: {out['rows_per_s']:,} rows/s in the run ({out['run_seconds']}s), "
-        f"{out['rows_per_s_from_start']:,} rows/s from process start ({total:.2f}s)"
-    )
-    return out
+    def header(self, fig: dict[str, Any]) -> list[str]:
+        return machine_header("cartridge-warp benchmark: mode: batch, MariaDB -> PostgreSQL", fig)
 
+    def load(self, rows: int) -> dict[str, Any]:
+        return create_source(self.name, rows)
 
-def checksum_source(db: str) -> tuple[int, int, str]:
-    conn = mysql(db)
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*), sum(quantity), max(updated_at) FROM {TABLE}")  # noqa: S608
-        n, s, m = cur.fetchone()
-    conn.close()
-    return int(n), int(s or 0), _when(m)
+    def raw_limits(self, raw_schema: str, floor: Any | None, label: str) -> dict[str, Any]:
+        return raw_limits(self.name, raw_schema, floor, label)
 
+    def change(self, rows: int, changed: int) -> dict[str, Any]:
+        return change_rows(self.name, rows, changed)
 
-def checksum_pg(schema: str) -> tuple[int, int, str]:
-    conn = pg()
-    with conn, conn.cursor() as cur:
-        cur.execute(f'SELECT count(*), sum(quantity), max(updated_at) FROM "{schema}".{TABLE}')  # noqa: S608
-        n, s, m = cur.fetchone()
-    conn.close()
-    return int(n), int(s or 0), _when(m)
+    def max_cursor(self) -> Any:
+        return self._one(f"SELECT max(updated_at) FROM {TABLE}")[0]  # noqa: S608 - constants
 
+    def checksum(self) -> tuple[int, int, str]:
+        n, s, m = self._one(f"SELECT count(*), sum(quantity), max(updated_at) FROM {TABLE}")  # noqa: S608
+        return int(n), int(s or 0), when(m)
 
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(value, dt.datetime) else str(value)
+    def _one(self, statement: str) -> tuple[Any, ...]:
+        conn = mysql(self.name)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return tuple(cur.fetchone())
+        finally:
+            conn.close()
 
-
-# --------------------------------------------------------------------------- report
-def report(fig: dict[str, Any]) -> str:
-    raw, raw_c = fig.get("raw", {}), fig.get("raw_changed", {})
-    rows: list[tuple[str, str, str]] = []
-
-    def add(label: str, value: str, note: str = "") -> None:
-        rows.append((label, value, note))
-
-    def limits(r: dict[str, Any], tag: str, what: str) -> tuple[int | None, int | None, int | None]:
-        read = r.get("read", {}).get("rows_per_s")
-        copy = r.get("copy", {}).get("rows_per_s")
-        enc = r.get("read_encoded", {}).get("rows_per_s")
-        if not read:
-            add(f"raw ({tag}) limits, {what}", "skipped")
-            return None, None, None
-        add(
-            f"raw (b{tag}) PyMySQL SSCursor read, typed",
-            f"{read:,} rows/s",
-            f"{r['read']['rows']:,} rows ({what}) in {r['read']['seconds']}s; client CPU "
-            f"{r['read']['client_cpu_s']}s; machine {r['read']['machine_busy_pct']}% busy",
-        )
-        add(
-            f"raw (b2{tag}) PyMySQL read, server-encoded lines",
-            f"{enc:,} rows/s",
-            f"{r['read_encoded']['seconds']}s (the read side of warp's copy into PostgreSQL)",
-        )
-        add(
-            f"raw (a{tag}) PostgreSQL COPY FROM STDIN",
-            f"{copy:,} rows/s",
-            f"{r['copy']['seconds']}s, {r['copy']['mib']} MiB, one transaction, plain table; machine "
-            f"{r['copy']['machine_busy_pct']}% busy",
-        )
-        series = round(1 / (1 / read + 1 / copy))
-        add(f"raw (b{tag}) then (a{tag}) in series", f"{series:,} rows/s", "1 / (1/read + 1/COPY)")
-        return read, copy, series
-
-    def warp_line(label: str, run: dict[str, Any], lim: tuple[int | None, int | None, int | None]) -> None:
-        add(
-            label,
-            f"{run['rows_per_s']:,} rows/s",
-            f"{run['rows']:,} rows in {run['run_seconds']}s (the run, per the state file); warp CPU "
-            f"{run['warp_cpu_s']}s{' from process start' if 'seconds_from_start' in run else ''} ({run.get('cpu_s_per_million_rows', '-')}s per million rows); machine "
-            f"{run['machine_busy_pct']}% busy",
-        )
-        if "rows_per_s_from_start" in run:
-            add(
-                "  from process start",
-                f"{run['rows_per_s_from_start']:,} rows/s",
-                f"{run['seconds_from_start']}s, of which ~{run['startup_seconds']}s before the run started",
-            )
-        read, copy, series = lim
-        add("  / raw read (typed)", ratio(run["rows_per_s"], read))
-        add("  / raw COPY", ratio(run["rows_per_s"], copy))
-        add("  / raw read then COPY in series", ratio(run["rows_per_s"], series))
-
-    add(
-        "rows / changed",
-        f"{fig['rows']:,} / {fig['changed']['rows']:,}",
-        f"every {fig['changed']['every_nth_id']}th id",
-    )
-    full = limits(raw, "", "all rows")
-    warp_line("full refresh (copy beside, swap in)", fig["full_refresh"], full)
-    warp_line("incremental, first run (all rows by cursor)", fig["incremental_first"], full)
-    changed = limits(raw_c, "'", "the rows the second run reads")
-    second = fig["incremental_second"]
-    warp_line("incremental, second run (changed rows)", second, changed)
-    add(
-        "  request -> run done",
-        f"{second['request_to_done_s']}s",
-        "the sync request (as warpctl sync) is picked up within 0.5 s",
-    )
-    for key, label in (("full_refresh", "full refresh"), ("incremental", "incremental")):
-        v = fig["verify"][key]
-        add(
-            f"verification, {label}",
-            "OK" if v["equal"] else "MISMATCH",
-            f"count, sum(quantity), max(updated_at): source {v['source']} / destination {v['destination']}",
-        )
-    lines = machine_header("cartridge-warp benchmark: mode: batch, MariaDB -> PostgreSQL", fig)
-    lines += report_tail(fig, rows)
-    return "\n".join(lines)
+    def drop(self) -> None:
+        conn = mysql()
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_log_bin = 0")
+            cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
+        conn.close()
 
 
 # --------------------------------------------------------------------------- main
@@ -442,129 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--rows", type=int, default=1_000_000, help="rows in the table (default 1,000,000)")
-    p.add_argument(
-        "--changed", type=int, default=0, help="rows changed before the second run (default: 10%% of --rows)"
-    )
-    p.add_argument("--skip-raw", action="store_true", help="do not measure the raw limits")
-    p.add_argument("--keep", action="store_true", help="keep the databases, schemas and state directories")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=60.0,
-        metavar="S",
-        help="wait up to S seconds for an idle machine before starting (default 60)",
-    )
+    add_arguments(p, default_rows=1_000_000)
     args = p.parse_args(argv)
-    changed = args.changed or max(1, args.rows // 10)
-    if args.rows < 10 or not 1 <= changed <= args.rows:
-        p.error("--rows must be >= 10 and --changed between 1 and --rows")
-
-    db = f"warp_bench_batch_{uuid.uuid4().hex[:8]}"  # MariaDB database and cartridge-warp schema name
-    dest_full, dest_inc, raw_schema = f"{db}_full", f"{db}_inc", f"{db}_raw"
-    fig: dict[str, Any] = {"rows": args.rows, "database": db}
-    fig["machine"] = machine()
-    fig["load"] = wait_for_quiet(args.quiet_wait)
-    fig["loadavg"] = " ".join(open("/proc/loadavg", encoding="ascii").read().split()[:3])
-    fig["warpd"] = warpd_revision()
-    dirs = [tempfile.mkdtemp(prefix=f"warp-bench-batch-{what}-") for what in ("full", "inc")]
-    warps = []
-    for state_dir, dest, incremental in ((dirs[0], dest_full, False), (dirs[1], dest_inc, True)):
-        config = os.path.join(state_dir, "config.json")
-        write_config(config, db, dest, incremental)
-        warps.append(
-            Warp(state_dir, os.path.join(state_dir, "warpd.log"), ["--config", config, "--schema", db])
-        )
-    full_warp, inc_warp = warps
-    ok = False
-    try:
-        fig["source"] = create_source(db, args.rows)
-        if not args.skip_raw:
-            fig["raw"] = raw_limits(db, raw_schema)
-        pg_superuser_checkpoint()
-
-        fig["full_refresh"] = first_run(full_warp, db, args.rows, "full refresh")
-        full_warp.stop()
-        src_before = checksum_source(db)
-        dst_full = checksum_pg(dest_full)
-        pg_superuser_checkpoint()
-
-        fig["incremental_first"] = first_run(inc_warp, db, args.rows, "incremental, first run")
-        if fig["incremental_first"]["rows"] < args.rows:
-            raise BenchError(f"the first incremental run moved {fig['incremental_first']['rows']} rows")
-        conn = mysql(db)
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT max(updated_at) FROM {TABLE}")  # noqa: S608 - constants
-            first_max = cur.fetchone()[0]  # the first run's mark
-        conn.close()
-        fig["changed"] = change_rows(db, args.rows, changed)
-        pg_superuser_checkpoint()
-        time.sleep(1.0)
-
-        say("incremental, second run: asking for it as warpctl sync does (a request in the state file)")
-        store = inc_warp.store()
-        before = time.time()
-        asked = time.monotonic()
-        request = store.add_request(db, "sync", {"table": TABLE})
-        second = wait_run(
-            inc_warp, db, fig["incremental_first"]["run_started"], changed, "incremental, second"
-        )
-        while (req := store.request(request)) is not None and req.status == "pending":
-            inc_warp.check_alive()
-            time.sleep(STATE_POLL)
-        second["request_to_done_s"] = round(second.pop("seen_at") - asked, 2)
-        second["request_to_run_start_s"] = round(second["run_started"] - before, 2)
-        fig["incremental_second"] = second
-        say(
-            f"  {second['rows']:,} rows: {second['rows_per_s']:,} rows/s in the run ({second['run_seconds']}s)"
-        )
-        inc_warp.stop()
-
-        if not args.skip_raw:
-            floor = first_max - dt.timedelta(seconds=SAFETY_LAG_S)
-            fig["raw_changed"] = raw_limits(db, raw_schema, "WHERE updated_at >= %s", (floor,))
-            if fig["raw_changed"]["read"]["rows"] != second["rows"]:
-                say(
-                    f"  (the second run moved {second['rows']:,} rows, the raw read of updated_at >= "
-                    f"{floor} found {fig['raw_changed']['read']['rows']:,})"
-                )
-
-        say("verifying count, sum(quantity) and max(updated_at) on both sides")
-        src_after = checksum_source(db)
-        dst_inc = checksum_pg(dest_inc)
-        fig["verify"] = {
-            "full_refresh": {"equal": src_before == dst_full, "source": src_before, "destination": dst_full},
-            "incremental": {"equal": src_after == dst_inc, "source": src_after, "destination": dst_inc},
-        }
-        ok = all(v["equal"] for v in fig["verify"].values())
-    except BenchError as exc:
-        say(f"benchmark failed: {exc}")
-        return 1
-    except (pymysql.err.MySQLError, psycopg2.Error, OSError) as exc:
-        say(f"benchmark failed: {type(exc).__name__}: {exc} (was a database restarted meanwhile?)")
-        return 1
-    finally:
-        for warp in warps:
-            rc = warp.stop()
-            warp.close()
-            if rc not in (None, 0):
-                say(f"cartridge-warp exited with status {rc}:\n{warp.log_tail()}")
-        if args.keep:
-            say(f"kept: MariaDB database {db}, PostgreSQL schemas {dest_full}, {dest_inc}; state {dirs}")
-        else:
-            try:
-                drop_everything(db, [dest_full, dest_inc, raw_schema])
-            except (pymysql.err.MySQLError, psycopg2.Error) as exc:
-                say(f"could not drop {db}: {exc}")
-            for d in dirs:
-                shutil.rmtree(d, ignore_errors=True)
-    for run in ("full_refresh", "incremental_first", "incremental_second"):
-        fig[run].pop("run_started", None)
-    print(report(fig))
-    if args.json:
-        print(json.dumps(fig, indent=2, default=str))
-    return 0 if ok else 1
+    changed = changed_rows(p, args)
+    source: BatchSource = MariaDBItems(f"warp_bench_batch_{uuid.uuid4().hex[:8]}")
+    return run(source, args, changed, {})
 
 
 if __name__ == "__main__":

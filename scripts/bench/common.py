@@ -9,6 +9,7 @@ next to them rather than an installed copy.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import os
 import platform
@@ -251,6 +252,23 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def rate(rows: int, seconds: float, **more: Any) -> dict[str, Any]:
+    """The figures of ``rows`` moved in ``seconds``: rows, seconds, rows_per_s, then ``more``."""
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds), **more}
+
+
+def add_output_options(p: argparse.ArgumentParser, quiet_wait: float) -> None:
+    """``--json`` and ``--quiet-wait``, which every benchmark takes."""
+    p.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=quiet_wait,
+        metavar="S",
+        help=f"wait up to S seconds for an idle machine before starting (default {quiet_wait:g})",
+    )
+
+
 # --------------------------------------------------------------------------- the process
 class Warp:
     """One ``python -m warpd --mode single`` child process, its log file and its state file."""
@@ -323,6 +341,13 @@ class Warp:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def finish(self) -> None:
+        """Stop the process and close its state file; say how it exited when that was not cleanly."""
+        rc = self.stop()
+        self.close()
+        if rc not in (None, 0):
+            say(f"cartridge-warp exited with status {rc}:\n{self.log_tail()}")
 
 
 # --------------------------------------------------------------------------- profiling

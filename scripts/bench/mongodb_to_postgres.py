@@ -114,6 +114,7 @@ from bson.timestamp import Timestamp
 from common import (  # the checkout's warpd, first on sys.path (see common.py)
     ROOT,
     CpuWindow,
+    add_output_options,
     host_facts,
     package_version,
     process_cpu,
@@ -123,12 +124,14 @@ from common import (  # the checkout's warpd, first on sys.path (see common.py)
     wait_for_quiet,
     warpd_revision,
 )
+from pg_common import pg_facts
+from pg_common import raw_copy as pg_raw_copy
 from psycopg2 import sql
 
 from warpd.connectors.base import Event, Heartbeat, Position, SnapshotChunk
 from warpd.connectors.mongodb.mapping import DocumentMapper
 from warpd.connectors.mongodb.source import CODEC_OPTIONS, MongoSource
-from warpd.connectors.postgresql.destination import TablePlan, create_table_sql, make_plan
+from warpd.connectors.postgresql.destination import TablePlan, make_plan
 from warpd.state.store import StateStore
 from warpd.types import TableSchema
 
@@ -828,42 +831,11 @@ def raw_copy(workload: Workload) -> dict[str, Any]:
     """(a) COPY FROM STDIN of the mapped rows into a table with cartridge-warp's DDL, one transaction."""
     shape, rows = shape_and_rows(workload)
     plan = make_plan(shape, RAW_SCHEMA, soft_delete=False, metadata=False)
-    text = "".join("\t".join(plan.encode(row)) + "\n" for row in rows)
-    data = text.encode("utf-8")
-    say(
-        f"raw (a): COPY of {len(rows):,} rows ({len(data) / 2**20:,.1f} MiB of text) into {RAW_SCHEMA}.{COLL}"
-    )
-    conn = pg()
-    with conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(RAW_SCHEMA)))
-        for stmt in create_table_sql(plan):
-            cur.execute(stmt)
-    target = sql.Identifier(plan.dest_schema, plan.dest_table)
-    columns = sql.SQL(", ").join(map(sql.Identifier, plan.data_columns()))
-    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns).as_string(conn)
-    cpu = CpuWindow()
-    t0 = time.monotonic()
-    with conn.cursor() as cur:
-        cur.copy_expert(copy, io.BytesIO(data), size=1 << 20)
-    conn.commit()
-    seconds = time.monotonic() - t0
-    busy = cpu.stop()
-    with conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
-        copied = cur.fetchone()[0]
-        cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(RAW_SCHEMA)))
-    conn.close()
-    if copied != len(rows):
-        raise BenchError(f"raw COPY loaded {copied} rows, expected {len(rows)}")
-    say(f"  {len(rows) / seconds:,.0f} rows/s ({seconds:.2f}s)")
-    return {
-        "rows": len(rows),
-        "seconds": round(seconds, 3),
-        "rows_per_s": round(len(rows) / seconds),
-        "mib": round(len(data) / 2**20, 1),
-        "bytes_per_row": round(len(data) / len(rows)),
-        "columns": [f"{c.name} {c.type.describe()}" for c in shape.columns],
-    } | busy
+    data = io.BytesIO("".join("\t".join(plan.encode(row)) + "\n" for row in rows).encode("utf-8"))
+    out = pg_raw_copy(plan, data, len(rows))
+    out["bytes_per_row"] = round(len(data.getbuffer()) / len(rows))
+    out["columns"] = [f"{c.name} {c.type.describe()}" for c in shape.columns]
+    return out
 
 
 def raw_map(workload: Workload, chunk_size: int) -> dict[str, Any]:
@@ -1754,20 +1726,10 @@ def oltp_wire_run(orders: Orders, count: int, changes: int, catch_up: bool, keep
 
 # --------------------------------------------------------------------------- the machine
 def machine() -> dict[str, Any]:
-    conn = pg()
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT current_setting('server_version'), current_setting('shared_buffers'), "
-            "current_setting('synchronous_commit'), current_setting('max_wal_size')"
-        )
-        pv, shared, sync_commit, max_wal = cur.fetchone()
-    conn.close()
-
     version = package_version
     return {
         **host_facts(),
-        "postgresql": str(pv),
-        "postgresql_settings": f"shared_buffers={shared}, synchronous_commit={sync_commit}, max_wal_size={max_wal}",
+        **pg_facts(),
         "drivers": f"pymongo {version('pymongo')} (C extensions: {bson.has_c()}), psycopg2 "
         f"{version('psycopg2-binary')}, mongomock {version('mongomock')} (behind the wire test server)",
     }
@@ -2098,14 +2060,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not measure the bulk shape (the figures above the OLTP ones, and raw COPY): OLTP only",
     )
-    p.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=120.0,
-        metavar="S",
-        help="wait up to S seconds for an idle machine before starting (default 120)",
-    )
+    add_output_options(p, quiet_wait=120.0)
     args = p.parse_args(argv)
     if args.docs < 1000 or args.events < 1 or args.wire_docs < 2 or args.wire_changes < 1:
         p.error("--docs must be >= 1000, --wire-docs >= 2, --events and --wire-changes >= 1")

@@ -14,14 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psycopg2
 import pymysql
 import pymysql.cursors
-from common import BenchError, CpuWindow, Warp, host_facts, package_version, say
+from common import BenchError, CpuWindow, Warp, host_facts, package_version, rate, say
+from pg_common import pg, pg_facts
 
 MYSQL_ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "charset": "utf8mb4"}
-PG_DSN = "postgresql://warp:warp@127.0.0.1:5432/warp_test"
-PG_SUPERUSER = os.environ.get("WARP_BENCH_PG_SUPERUSER", "postgres")
 MARKER_POLL = 0.02  # seconds between destination polls (streaming)
 STATE_POLL = 0.2  # seconds between state-file polls (snapshot)
 
@@ -32,28 +30,6 @@ def mysql(db: str | None = None, **extra: Any) -> pymysql.connections.Connection
     with conn.cursor() as cur:
         cur.execute("SET SESSION time_zone = '+00:00'")
     return conn
-
-
-def pg(dsn: str = PG_DSN) -> psycopg2.extensions.connection:
-    conn = psycopg2.connect(dsn, application_name="warp-bench")
-    with conn.cursor() as cur:
-        cur.execute("SET TIME ZONE 'UTC'")
-    conn.commit()
-    return conn
-
-
-def pg_superuser_checkpoint() -> None:
-    """Flush PostgreSQL's dirty buffers between phases so one phase's WAL does not slow the next."""
-    try:
-        conn = psycopg2.connect(
-            host="127.0.0.1", port=5432, user=PG_SUPERUSER, dbname="warp_test", connect_timeout=5
-        )
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("CHECKPOINT")
-        conn.close()
-    except psycopg2.Error as exc:
-        say(f"(no CHECKPOINT between phases: {str(exc).strip()})")
 
 
 def master_position(conn: pymysql.connections.Connection) -> tuple[str, int]:
@@ -78,26 +54,14 @@ def machine() -> dict[str, Any]:
         )
         mv, pool, flush, sync_binlog, fmt, image = cur.fetchone()
     conn.close()
-    conn = pg()
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT current_setting('server_version'), current_setting('shared_buffers'), "
-            "current_setting('synchronous_commit'), current_setting('max_wal_size'), "
-            "current_setting('wal_level')"
-        )
-        pv, shared, sync_commit, max_wal, wal_level = cur.fetchone()
-    conn.close()
-
     version = package_version
     return {
         **host_facts(),
+        **pg_facts(),
         "mariadb": str(mv),
-        "postgresql": str(pv),
         "mariadb_settings": f"innodb_buffer_pool_size={int(pool) // 2**20}M, "
         f"innodb_flush_log_at_trx_commit={flush}, sync_binlog={sync_binlog}, "
         f"binlog_format={fmt}, binlog_row_image={image}",
-        "postgresql_settings": f"shared_buffers={shared}, synchronous_commit={sync_commit}, "
-        f"max_wal_size={max_wal}, wal_level={wal_level}",
         "drivers": f"PyMySQL {version('PyMySQL')}, psycopg2 {version('psycopg2-binary')}, "
         f"mysql-replication {version('mysql-replication')}",
     }
@@ -214,32 +178,36 @@ def raw_parse(
 
 
 # --------------------------------------------------------------------------- the source read reference
-def raw_read(db: str, table: str, rows: int, label: str = "raw (b)") -> dict[str, Any]:
-    """SELECT of the whole table through PyMySQL's unbuffered SSCursor, rows converted to Python."""
-    say(f"{label}: reading the whole table with PyMySQL SSCursor")
+def raw_read(
+    db: str,
+    table: str,
+    rows: int | None,
+    label: str = "raw (b)",
+    where: str = "",
+    args: tuple[Any, ...] = (),
+    what: str = "the whole table",
+) -> dict[str, Any]:
+    """``SELECT *`` of ``table`` through PyMySQL's unbuffered SSCursor, rows converted to Python; ``where``
+    (with its ``args``) selects and orders the rows, all of them by default.  ``rows``: the count expected,
+    when known."""
+    say(f"{label}: reading {what} with PyMySQL SSCursor, typed values")
     conn = mysql(db, cursorclass=pymysql.cursors.SSCursor)
     count = 0
     try:
         cpu = CpuWindow(os.getpid())
         t0 = time.monotonic()
         with conn.cursor() as cur:
-            cur.execute(f"SELECT * FROM `{table}`")  # noqa: S608 - the benchmark's own name
+            cur.execute(f"SELECT * FROM `{table}` {where}", args)  # noqa: S608 - the benchmark's own SQL
             while batch := cur.fetchmany(10_000):
                 count += len(batch)
         seconds = time.monotonic() - t0
         used = cpu.stop()
     finally:
         conn.close()
-    if count != rows:
+    if rows is not None and count != rows:
         raise BenchError(f"PyMySQL read {count} rows, expected {rows}")
-    say(f"  {rows / seconds:,.0f} rows/s ({seconds:.2f}s)")
-    return {
-        "rows": rows,
-        "seconds": round(seconds, 3),
-        "rows_per_s": round(rows / seconds),
-        "machine_busy_pct": used["machine_busy_pct"],
-        "client_cpu_s": used["warp_cpu_s"],
-    }
+    say(f"  {count / seconds:,.0f} rows/s ({seconds:.2f}s, {count:,} rows)")
+    return rate(count, seconds, machine_busy_pct=used["machine_busy_pct"], client_cpu_s=used["warp_cpu_s"])
 
 
 def copy_text_expr(col: Any) -> str:

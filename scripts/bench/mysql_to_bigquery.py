@@ -54,7 +54,6 @@ CARTRIDGE_WARP_SNAPSHOT_CHUNK_SIZE), which the child process inherits.
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import json
 import os
@@ -67,13 +66,14 @@ from decimal import Decimal
 from typing import Any
 
 import pymysql
+from bq_common import PROJECT, bigquery_drivers, bq_client, emulator_pid, emulator_version
 from common import (  # the checkout's warpd, first on sys.path (see common.py)
     BenchError,
     CpuWindow,
     Profiler,
     Warp,
+    add_output_options,
     analyse_profile,
-    package_version,
     ratio,
     report_tail,
     say,
@@ -98,8 +98,6 @@ from warpd.connectors.bigquery.types import field_text
 from warpd.connectors.mysql.source import MySQLSource
 from warpd.verify import table_difference
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROJECT = "warp"
 TABLE = "orders"
 MARKER_ID = 1  # the row whose note the last transaction of the burst sets (updates never touch note)
 LOAD_CHUNK = 100_000
@@ -180,55 +178,6 @@ def drop_everything(db: str, bq: Any) -> None:
     conn.close()
     for ds in (db, f"{db}_raw"):
         bq.delete_dataset(f"{PROJECT}.{ds}", delete_contents=True, not_found_ok=True)
-
-
-# --------------------------------------------------------------------------- the emulator
-def emulator_pid(endpoint: str) -> int | None:
-    """The emulator's pid from the set-up script's pid file (scripts/setup-bigquery-emulator.sh)."""
-    port = endpoint.rstrip("/").rsplit(":", 1)[-1]
-    homes = [os.environ.get("WARP_BQ_EMULATOR_HOME", "")]
-    homes += ["/var/lib/cartridge-warp-bq-emulator"]
-    homes += [
-        os.path.join(
-            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "cartridge-warp-bq-emulator"
-        )
-    ]
-    for home in filter(None, homes):
-        for path in glob.glob(os.path.join(home, f"emulator-{port}.pid")):
-            try:
-                with open(path, encoding="ascii") as f:
-                    pid = int(f.read().strip())
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"emulator" in f.read():
-                        return pid
-            except (OSError, ValueError):
-                continue
-    return None
-
-
-def emulator_version() -> str:
-    pins = {}
-    try:
-        with open(os.path.join(ROOT, "scripts", "bigquery-emulator-requirements.txt"), encoding="utf-8") as f:
-            for line in f:
-                name, _, version = line.strip().partition("==")
-                if name in ("local-bigquery", "duckdb"):
-                    pins[name] = version
-    except OSError:
-        pass
-    return f"local-bigquery {pins.get('local-bigquery', '?')} (DuckDB {pins.get('duckdb', '?')})"
-
-
-def bq_client(endpoint: str) -> Any:
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    return bigquery.Client(
-        project=PROJECT,
-        credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=endpoint),
-    )
 
 
 def bq_scalar(bq: Any, sql: str) -> Any:
@@ -640,14 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sample every thread, idle ones too (py-spy --idle): wall time, waits on jobs included",
     )
-    p.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=60.0,
-        metavar="S",
-        help="wait up to S seconds for an idle machine before starting (default 60)",
-    )
+    add_output_options(p, quiet_wait=60.0)
     args = p.parse_args(argv)
     if args.rows < 10 or args.changes < 1 or args.txn_rows < 1 or args.changes > args.rows // 2:
         p.error("--rows must be >= 10, --changes from 1 to --rows / 2, --txn-rows >= 1")
@@ -666,8 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         "endpoint": endpoint,
         "database": db,
         "emulator": emulator_version(),
-        "bigquery_drivers": f"google-cloud-bigquery {package_version('google-cloud-bigquery')}, "
-        f"pyarrow {package_version('pyarrow')}",
+        "bigquery_drivers": bigquery_drivers(),
     }
     try:
         bq = bq_client(endpoint)
@@ -767,10 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         profiler.stop()
-        rc = warp.stop()
-        warp.close()
-        if rc not in (None, 0):
-            say(f"cartridge-warp exited with status {rc}:\n{warp.log_tail()}")
+        warp.finish()
         if args.keep:
             say(f"kept: MariaDB database {db}, dataset {PROJECT}.{db}, state {state_dir}")
         else:

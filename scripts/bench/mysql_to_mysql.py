@@ -51,6 +51,7 @@ from common import (  # the checkout's warpd, first on sys.path (see common.py)
     CpuWindow,
     Profiler,
     Warp,
+    add_output_options,
     analyse_profile,
     host_facts,
     package_version,
@@ -527,14 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-raw", action="store_true", help="do not measure the raw LOAD DATA rate")
     p.add_argument("--no-catch-up", action="store_true", help="skip the stop / burst / restart phase")
     p.add_argument("--profile", metavar="DIR", help="sample cartridge-warp with py-spy; raw stacks go to DIR")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=60.0,
-        metavar="S",
-        help="wait up to S s for an idle machine (default 60)",
-    )
+    add_output_options(p, quiet_wait=60.0)
     args = p.parse_args(argv)
     if args.rows < 2 or args.updates < 1 or args.txn_rows < 1:
         p.error("--rows must be >= 2, --updates and --txn-rows >= 1")
@@ -631,10 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         profiler.stop()
-        rc = warp.stop()
-        warp.close()
-        if rc not in (None, 0):
-            say(f"cartridge-warp exited with status {rc}:\n{warp.log_tail()}")
+        warp.finish()
         if args.keep:
             say(f"kept: databases {DB}, {DEST_DB}, {RAW_DB}; state {state_dir}")
         else:

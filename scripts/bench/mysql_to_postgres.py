@@ -73,6 +73,7 @@ from common import (  # the checkout's warpd, first on sys.path (see common.py)
     Profiler,
     RssSampler,
     Warp,
+    add_output_options,
     analyse_profile,
     ratio,
     report_tail,
@@ -81,24 +82,22 @@ from common import (  # the checkout's warpd, first on sys.path (see common.py)
     warpd_revision,
 )
 from mysql_common import (
-    PG_DSN,
     STAGES,
     copy_text_expr,
     machine,
     machine_header,
     master_position,
     mysql,
-    pg,
-    pg_superuser_checkpoint,
     profile_lines,
     raw_parse,
     raw_read,
     wait_applied,
     wait_snapshot,
 )
+from pg_common import PG_DSN, pg, pg_superuser_checkpoint, raw_copy
 
 from warpd.connectors.mysql.source import MySQLSource
-from warpd.connectors.postgresql.destination import TablePlan, create_table_sql, make_plan
+from warpd.connectors.postgresql.destination import TablePlan, make_plan
 
 DB = "warp_bench"  # MariaDB database, PostgreSQL schema and cartridge-warp schema name
 TABLE = "bench"  # (LOAD_SQL and the CHECKSUM_* statements spell both out)
@@ -210,7 +209,7 @@ def source_plan(dest_schema: str) -> TablePlan:
 
 
 # --------------------------------------------------------------------------- 2. raw limits
-def raw_copy(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def raw_copy_limits(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(a) COPY FROM STDIN of the whole table into an identical PostgreSQL table, one transaction.
 
     Also returns (b2): the PyMySQL SSCursor read of the same rows encoded as COPY lines by the server
@@ -235,7 +234,6 @@ def raw_copy(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
         read_cpu = cpu.stop()
     finally:
         conn.close()
-    size = buf.tell()
     encoded_read = {
         "rows": rows,
         "seconds": round(read_seconds, 3),
@@ -244,34 +242,7 @@ def raw_copy(rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
         "client_cpu_s": read_cpu["warp_cpu_s"],
     }
     say(f"  (b2) {rows / read_seconds:,.0f} rows/s ({read_seconds:.2f}s)")
-    conn = pg()
-    with conn, conn.cursor() as cur:
-        for stmt in create_table_sql(plan):
-            cur.execute(stmt)
-    columns = ", ".join(f'"{c}"' for c in plan.data_columns())
-    say(f"raw (a): COPY of {rows:,} rows ({size / 2**20:,.0f} MiB of text) into {RAW_SCHEMA}.{TABLE}")
-    buf.seek(0)
-    cpu = CpuWindow()
-    t0 = time.monotonic()
-    with conn.cursor() as cur:
-        cur.copy_expert(f"COPY {RAW_SCHEMA}.{TABLE} ({columns}) FROM STDIN", buf, size=1 << 20)
-    conn.commit()
-    seconds = time.monotonic() - t0
-    busy = cpu.stop()
-    with conn, conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM {RAW_SCHEMA}.{TABLE}")  # noqa: S608 - constants
-        copied = cur.fetchone()[0]
-        cur.execute(f"DROP SCHEMA {RAW_SCHEMA} CASCADE")
-    conn.close()
-    if copied != rows:
-        raise BenchError(f"raw COPY loaded {copied} rows, expected {rows}")
-    say(f"  {rows / seconds:,.0f} rows/s ({seconds:.2f}s)")
-    return {
-        "rows": rows,
-        "seconds": round(seconds, 3),
-        "rows_per_s": round(rows / seconds),
-        "mib": round(size / 2**20, 1),
-    } | busy, encoded_read
+    return raw_copy(plan, buf, rows), encoded_read
 
 
 # --------------------------------------------------------------------------- measurements
@@ -527,14 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sample every active thread, not only the one holding the GIL (py-spy without --gil)",
     )
-    p.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=120.0,
-        metavar="S",
-        help="wait up to S seconds for an idle machine before starting (default 120)",
-    )
+    add_output_options(p, quiet_wait=120.0)
     args = p.parse_args(argv)
     if args.rows < 2 or args.updates < 1 or args.txn_rows < 1:
         p.error("--rows must be >= 2, --updates and --txn-rows >= 1")
@@ -568,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         fig["source"] = create_source(args.rows)
         reset_destination()
         if not args.skip_raw:
-            copy, encoded_read = raw_copy(args.rows)
+            copy, encoded_read = raw_copy_limits(args.rows)
             fig["raw"] = {"copy": copy, "pymysql_read_encoded": encoded_read}
             pg_superuser_checkpoint()
             fig["raw"]["pymysql_read"] = raw_read(DB, TABLE, args.rows)
@@ -669,10 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         profiler.stop()
-        rc = warp.stop()
-        warp.close()
-        if rc not in (None, 0):
-            say(f"cartridge-warp exited with status {rc}:\n{warp.log_tail()}")
+        warp.finish()
         if args.keep:
             say(f"kept: MariaDB database {DB}, PostgreSQL schema warp_test.{DB}, state {state_dir}")
         else:

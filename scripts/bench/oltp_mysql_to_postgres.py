@@ -80,6 +80,7 @@ from common import (  # the checkout's warpd, first on sys.path (see common.py)
     Profiler,
     RssSampler,
     Warp,
+    add_output_options,
     analyse_profile,
     ratio,
     report_tail,
@@ -88,18 +89,16 @@ from common import (  # the checkout's warpd, first on sys.path (see common.py)
     warpd_revision,
 )
 from mysql_common import (
-    PG_DSN,
     STAGES,
     machine,
     machine_header,
     master_position,
     mysql,
-    pg,
-    pg_superuser_checkpoint,
     profile_lines,
     raw_parse,
     wait_applied,
 )
+from pg_common import PG_DSN, pg, pg_superuser_checkpoint
 
 DB = "warp_bench_oltp"  # MariaDB database, PostgreSQL schema and cartridge-warp schema name
 TABLES = ("users", "products", "orders")
@@ -702,14 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--keep", action="store_true", help=f"keep {DB} on both sides and the state directory")
     p.add_argument("--profile", metavar="DIR", help="sample the catch-up with py-spy; raw stacks go to DIR")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=120.0,
-        metavar="S",
-        help="wait up to S seconds for an idle machine before starting (default 120)",
-    )
+    add_output_options(p, quiet_wait=120.0)
     args = p.parse_args(argv)
     if args.orders < args.deletes + 10 or min(args.users, args.products, args.commit_every) < 1:
         p.error("--orders must exceed --deletes by 10 or more; --users, --products, --commit-every >= 1")
@@ -812,10 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         profiler.stop()
-        rc = warp.stop()
-        warp.close()
-        if rc not in (None, 0):
-            say(f"cartridge-warp exited with status {rc}:\n{warp.log_tail()}")
+        warp.finish()
         if args.keep:
             say(f"kept: MariaDB database {DB}, PostgreSQL schema warp_test.{DB}, state {state_dir}")
         else:
