@@ -182,7 +182,7 @@ def test_a_full_refresh_swap_is_atomic_to_a_concurrent_reader(dbs, warp, tmp_pat
     )
     state_dir = os.path.join(str(tmp_path), "state")
     w = warp(config)
-    wait_until(lambda: dbs.pg_count("snap") == rows, 60, "the first copy")
+    wait_until(lambda: dbs.pg_count("snap") == rows, 180, "the first copy")
     first = runs_finished(state_dir, dbs.name, "snap")
     seen: list[int] = []
     errors: list[BaseException] = []
@@ -207,7 +207,7 @@ def test_a_full_refresh_swap_is_atomic_to_a_concurrent_reader(dbs, warp, tmp_pat
         # three more complete refreshes while the reader counts
         wait_until(
             lambda: (runs_finished(state_dir, dbs.name, "snap") or 0) > (first or 0) + 0.1 and len(seen) > 50,
-            60,
+            180,  # generous: a loaded machine copies 20k rows slowly
             "refreshes under the reader",
         )
         time.sleep(3)
