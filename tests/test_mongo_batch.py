@@ -1,23 +1,28 @@
 """mode: batch with a MongoDB source (docs/batch-mode.md, "MongoDB"): incremental runs by a date, an
 ObjectId or a timestamp ``cursor_field``, the safety lag, documents without a usable cursor value, a kill in
 the middle of a run, full refreshes and key scans that drop deleted documents; against the wire test
-server and PostgreSQL."""
+server and PostgreSQL. Fields that need a wider column past the sample run against PostgreSQL and MariaDB
+too, and against the SQLite example plugin, which cannot widen a column into JSON in place."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from bson import ObjectId
 from bson.timestamp import Timestamp
-from conftest import Warp, wait_until
-from test_mongo_replication import config, wait_mongo
+from conftest import ROOT, Warp, wait_until
+from test_connector_plugin import install
+from test_mongo_replication import config, config_with_source, wait_mongo
 
-from tests.mongo_support import Backend, MongoDatabases, backend, dest_rows
+from tests.mongo_support import Backend, MongoDatabases, backend, dest_rows, json_value
 from warpd.errors import FatalError
 from warpd.state.store import StateStore
 
@@ -33,8 +38,8 @@ def mongo_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 
 @pytest.fixture
-def mdb(mongo_backend: Backend) -> Iterator[MongoDatabases]:
-    m = MongoDatabases(mongo_backend)
+def mdb(mongo_backend: Backend, destination_kind: str) -> Iterator[MongoDatabases]:
+    m = MongoDatabases(mongo_backend, destination_kind)
     try:
         yield m
     finally:
@@ -63,7 +68,16 @@ def mwarp(mdb: MongoDatabases, state_dir: str) -> Iterator[Callable[..., Warp]]:
             w.kill()
 
 
-def batch(tmp_path: Any, name: str, tables: str, every: str = "0.5s", extra: str = "") -> str:
+def batch(
+    tmp_path: Any, name: str, tables: str, every: str = "0.5s", extra: str = "", source: str = ""
+) -> str:
+    if source:
+        return config_with_source(
+            tmp_path,
+            source,
+            f"schemas:\n  - name: {name}\n    mode: batch\n    schedule: {{every: {every}}}\n{extra}"
+            f"    tables:\n{tables}",
+        )
     return config(
         tmp_path,
         f"schemas:\n  - name: {name}\n    mode: batch\n    schedule: {{every: {every}}}\n{extra}"
@@ -232,7 +246,9 @@ def test_documents_sharing_a_cursor_value_across_id_types_are_all_read(mdb, mwar
     assert w.stop() == 0
 
 
-def test_an_object_id_cursor_reads_new_documents_and_again_those_within_the_lag(mdb, mwarp, state_dir, tmp_path):
+def test_an_object_id_cursor_reads_new_documents_and_again_those_within_the_lag(
+    mdb, mwarp, state_dir, tmp_path
+):
     events = mdb.db["events"]
     first = [oid(S0 + i, i) for i in range(5)]
     events.insert_many([{"_id": o, "v": "first"} for o in first])
@@ -243,7 +259,9 @@ def test_an_object_id_cursor_reads_new_documents_and_again_those_within_the_lag(
 
     # ObjectIds are made by clients: one made before the mark may be inserted after the run read past it
     late, too_late, new = oid(S0 - 1800, 1), oid(S0 - 5400, 1), oid(S0 + 3600, 1)
-    events.insert_many([{"_id": late, "v": "late"}, {"_id": too_late, "v": "too late"}, {"_id": new, "v": "new"}])
+    events.insert_many(
+        [{"_id": late, "v": "late"}, {"_id": too_late, "v": "too late"}, {"_id": new, "v": "new"}]
+    )
     events.update_one({"_id": first[0]}, {"$set": {"v": "changed"}})  # within the lag: read again
     assert sync_now(state_dir, mdb.name, "events")["rows"] == 7  # the first five again, late and new
     assert dest_rows(mdb, "events", "_id", "v") == [
@@ -361,3 +379,157 @@ def test_nan_or_infinity_in_a_number_cursor_field_stops_the_run(mdb, mwarp, stat
     assert "2 document(s) have no number in cursor_field 'seq'" in w.output
     assert "e.g. _id 10, 11" in w.output
     assert mdb.pg_count("items") == 5
+
+
+def history(state_dir: str, schema: str) -> list[tuple[str, dict[str, str]]]:
+    """Each recorded shape of ``schema``'s tables: the change, and each column's type."""
+    store = StateStore(state_dir, read_only=True)
+    try:
+        return [
+            (v["change"], {c["name"]: c["kind"] for c in v["columns"]}) for v in store.schema_history(schema)
+        ]
+    finally:
+        store.close()
+
+
+# the first 45 documents (past a sample of 10) hold an integer in v; then an object, later a string
+WIDENED_LATE: list[dict[str, Any]] = [{"_id": i, "v": i * 10, "label": f"l{i}"} for i in range(60)]
+WIDENED_LATE[45]["v"] = {"a": 1, "b": [1, "x"]}
+WIDENED_LATE[52]["v"] = "text"
+
+
+def full_refresh(tmp_path: Any, name: str, every: str) -> str:
+    tables = "      - name: items\n        sync: full_refresh\n"
+    return batch(tmp_path, name, tables, every, "    snapshot_chunk_size: 8\n", "sample_size: 10")
+
+
+def run_ended(state_dir: str, schema: str, w: Warp) -> Callable[[], bool]:
+    def ended() -> bool:
+        state = marks(state_dir, schema).get("items")
+        return not w.alive() or (state is not None and state.run_status in ("ok", "failed"))
+
+    return ended
+
+
+@pytest.mark.destinations
+def test_a_full_refresh_widening_into_json_past_the_sample_finishes_and_stays_wide(
+    mdb, mwarp, state_dir, tmp_path
+):
+    """A field the sample saw as an integer holds an object and a string further on: the run finishes with
+    every document (v as JSON), and the runs after it start from that shape, not from a new sample
+    (docs/batch-mode.md, "MongoDB")."""
+    mdb.db["items"].insert_many(WIDENED_LATE)
+    w = mwarp(full_refresh(tmp_path, mdb.name, "1h"))
+    wait_until(run_ended(state_dir, mdb.name, w), 60, "the first run to end")
+    assert marks(state_dir, mdb.name)["items"].run_status == "ok", w.output[-3000:]
+    got = {r[0]: (json_value(mdb, r[1]), r[2]) for r in dest_rows(mdb, "items", "_id", "v", "label")}
+    assert got == {d["_id"]: (d["v"], d["label"]) for d in WIDENED_LATE}
+    assert not [t for t in mdb.dest.tables() if t.startswith("_warp_new_")]
+    assert w.stop() == 0
+    versions = history(state_dir, mdb.name)
+    assert versions[-1][1]["v"] == "json"
+
+    # the runs after it: the copy is made in the wide shape at once, and no narrower shape is recorded
+    mdb.db["items"].insert_one({"_id": 100, "v": 7, "label": "later"})
+    w = mwarp(full_refresh(tmp_path, mdb.name, "0.5s"))
+    wait_until(lambda: mdb.pg_count("items") == 61 or not w.alive(), 60, "the second run")
+    wait_mongo(mdb, w, state_dir, 30)
+    assert w.stop() == 0
+    got = {r[0]: json_value(mdb, r[1]) for r in dest_rows(mdb, "items", "_id", "v")}
+    assert got == {**{d["_id"]: d["v"] for d in WIDENED_LATE}, 100: 7}
+    assert history(state_dir, mdb.name) == versions
+    assert "<v as JSON>" not in w.output  # nothing converted: v was JSON from the start of each copy
+    assert "warpctl resync" not in w.output
+
+
+class IntoSQLite:
+    """``cartridge-warp`` from the test's MongoDB database into the SQLite example plugin (no JSON widening)."""
+
+    def __init__(self, mdb: MongoDatabases, state_dir: str, tmp_path: Any):
+        self.mdb, self.state_dir, self.tmp_path = mdb, state_dir, tmp_path
+        self.site = tmp_path / "site"
+        self.site.mkdir()
+        install(self.site)
+        self.db_file = tmp_path / "x.db"
+        self.started: list[Warp] = []
+
+    def start(self, config: str) -> Warp:
+        w = Warp(self.mdb, self.state_dir, config, [], {"PYTHONPATH": f"{ROOT}:{self.site}"})
+        w.cmd[w.cmd.index(self.mdb.dest_uri)] = f"sqlite://{self.db_file}"
+        self.started.append(w)
+        return w.start()
+
+    def rows(self) -> dict[Any, Any]:
+        """``_id`` -> (v, label) of the items table; asserts no unfinished copy is left beside it."""
+        if not Path(self.db_file).exists():
+            return {}
+        with sqlite3.connect(self.db_file) as conn:
+            names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            if names != [f"{self.mdb.name}__items"]:
+                return {"tables": names}
+            found = conn.execute(f'SELECT "_id", "v", "label" FROM "{self.mdb.name}__items"').fetchall()
+        # v is an INTEGER column until it widens, then JSON text
+        return {r[0]: (json.loads(r[1]) if isinstance(r[1], str) else r[1], r[2]) for r in found}
+
+    def kill_all(self) -> None:
+        for w in self.started:
+            if w.alive():
+                w.kill()
+
+
+@pytest.fixture
+def into_sqlite(mdb: MongoDatabases, state_dir: str, tmp_path: Any) -> Iterator[IntoSQLite]:
+    target = IntoSQLite(mdb, state_dir, tmp_path)
+    yield target
+    target.kill_all()
+
+
+def test_a_full_refresh_into_a_destination_without_json_widening_copies_again_in_the_wider_shape(
+    mdb, state_dir, tmp_path, into_sqlite
+):
+    """The SQLite example plugin cannot convert stored values into JSON (json_widening false): the copy
+    beside the live table starts again with v as JSON instead of stopping, and the runs after it start
+    from that shape; the live table is replaced only by a complete copy."""
+    mdb.db["items"].insert_many(WIDENED_LATE)
+    want = {d["_id"]: (d["v"], d["label"]) for d in WIDENED_LATE}
+    w = into_sqlite.start(full_refresh(tmp_path, mdb.name, "1h"))
+    wait_until(run_ended(state_dir, mdb.name, w), 60, "the first run to end")
+    assert marks(state_dir, mdb.name)["items"].run_status == "ok", w.output[-3000:]
+    assert w.stop() == 0
+    assert into_sqlite.rows() == want
+    assert "column(s) 'v' need JSON, and the SQLite destination cannot convert" in w.output
+    assert "copying it again from the start in the wider shape" in w.output
+    assert "warpctl resync" not in w.output
+    versions = history(state_dir, mdb.name)
+    assert versions[-1][1]["v"] == "json"
+
+    mdb.db["items"].update_one({"_id": 3}, {"$set": {"v": {"c": 3}}})
+    want[3] = ({"c": 3}, "l3")
+    w = into_sqlite.start(full_refresh(tmp_path, mdb.name, "0.5s"))
+    wait_until(lambda: into_sqlite.rows() == want, 60, "the second run")
+    assert w.stop() == 0
+    assert "copying it again" not in w.output
+    assert history(state_dir, mdb.name) == versions
+
+
+def test_an_incremental_run_into_a_destination_without_json_widening_copies_the_table_again(
+    mdb, state_dir, tmp_path, into_sqlite
+):
+    """An incremental run whose rows need JSON where the destination cannot convert stored values copies
+    the table again beside the live one in the wider shape (what warpctl resync does for a stream, which
+    batch schemas have no use for), and goes on from there."""
+    docs = [dict(d, updated_at=T0 + dt.timedelta(seconds=d["_id"])) for d in WIDENED_LATE]
+    mdb.db["items"].insert_many(docs[:40])
+    tables = "      - name: items\n        cursor_field: updated_at\n        safety_lag: 0\n"
+    config = batch(tmp_path, mdb.name, tables, "0.5s", "    snapshot_chunk_size: 8\n", "sample_size: 10")
+    w = into_sqlite.start(config)
+    want = {d["_id"]: (d["v"], d["label"]) for d in WIDENED_LATE}
+    wait_until(lambda: into_sqlite.rows() == {i: want[i] for i in range(40)}, 60, "the first run")
+    mdb.db["items"].insert_many(docs[40:])
+    wait_until(lambda: into_sqlite.rows() == want or not w.alive(), 60, "the later documents")
+    assert w.alive(), w.output[-3000:]
+    assert into_sqlite.rows() == want
+    assert w.stop() == 0
+    assert "column(s) 'v' need JSON, and the SQLite destination cannot convert" in w.output
+    assert "warpctl resync" not in w.output
+    assert history(state_dir, mdb.name)[-1][1]["v"] == "json"

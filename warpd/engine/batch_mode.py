@@ -341,7 +341,7 @@ class BatchRunner(SchemaRunner):
                 self.tables[name] = known
                 self._track(known)
                 self._reread_for_new_columns(name, known, shape)
-                self._evolve(shape, "batch run: the source table has new or wider columns", None)
+                self._widen(shape, "batch run: the source table has new or wider columns")
                 return shape
             self._track(shape)
             self.store.record_schema_version(self.name, shape, "snapshot" if known is None else "batch")
@@ -351,7 +351,7 @@ class BatchRunner(SchemaRunner):
             return shape
         if _evolves(current, shape):
             self._reread_for_new_columns(name, current, shape)
-            self._evolve(shape, "batch run: the source table has new or wider columns", None)
+            self._widen(shape, "batch run: the source table has new or wider columns")
         else:
             self._recopy(shape, current)
         return shape
@@ -401,7 +401,12 @@ class BatchRunner(SchemaRunner):
         chunks = self._read_since(shape, cursor.name, mark, lag, settings.snapshot_chunk_size, **fmt)
         for chunk in chunks:
             if chunk.schema is not None and chunk.schema != self.tables.get(name):
-                self._evolve(chunk.schema, "batch run: rows need a wider shape", None)
+                copied = self._widen(chunk.schema, "batch run: rows need a wider shape")
+                if copied is not None:
+                    # the table was copied again in full and its mark reset: the next run reads from there
+                    result.rows += copied
+                    self.store.advance_batch_table(self.name, name, None, copied)
+                    return
                 applier = self.appliers[name]
             written = applier.merge_chunk(chunk) if chunk.rows else 0
             # only now, the destination having committed it, does the mark move past this chunk
@@ -414,9 +419,13 @@ class BatchRunner(SchemaRunner):
                 break
 
     def _full_refresh(self, name: str, result: TableRun) -> None:
-        """The whole table, copied beside the live one in its current shape and swapped in."""
-        shape = self._describe(name)
+        """The whole table, copied beside the live one in its current shape and swapped in.
+
+        A source that infers shapes (MongoDB) starts from its stored shape, the widest its copies have
+        needed, not from a new sample: a run never narrows what an earlier one widened, and a copy that
+        had to start again in a wider shape (``_copy_beside``) is not undone by the next run."""
         known = self.store.latest_schemas(self.name).get(name)
+        shape = known if self._infers_shapes and known is not None else self._describe(name)
         if known != shape:
             self.store.record_schema_version(
                 self.name, shape, "snapshot" if known is None else "resync", "batch run: full refresh"
@@ -429,9 +438,35 @@ class BatchRunner(SchemaRunner):
         result.rows, plan = self._copy_beside(shape, plan)
         self.store.advance_batch_table(self.name, name, None, result.rows)  # after the swap committed
 
-    def _recopy(self, shape: TableSchema, old: TableSchema) -> None:
+    def _widen(self, new: TableSchema, statement: str) -> int | None:
+        """Add and widen the live table's columns for ``new`` (``_evolve``); None when that was done in place.
+
+        When the destination cannot (a column that becomes JSON where it has no ``json_widening``, or its
+        ``evolve`` refusing), the table is copied again beside the live one in ``new``'s shape and swapped
+        in (``_recopy``), as ``warpctl resync`` would for a stream: returns the rows copied."""
+        plan = self.plans.get(new.name)
+        old = self.tables.get(new.name)
+        if plan is None or old is None:
+            return None  # not replicated
+        why = self._no_json_widening(plan, new)
+        if why is None:
+            try:
+                self._evolve(new, statement, None)
+                return None
+            except Stopped:
+                raise
+            except Exception as exc:  # noqa: BLE001 - transient ones are retried by the caller
+                if self._is_transient(exc):
+                    raise
+                reason = redact(str(exc).strip() or type(exc).__name__)
+                why = f"the table cannot be widened in place ({reason})"
+        log.warning("%s.%s: %s", self.name, new.name, why)
+        return self._recopy(new, old)
+
+    def _recopy(self, shape: TableSchema, old: TableSchema) -> int:
         """The table changed in a way the destination cannot follow in place: copy it again beside the
-        live one and swap it in; an incremental table's mark then starts from that copy."""
+        live one and swap it in; an incremental table's mark then starts from that copy. Returns the rows
+        copied."""
         name = shape.name
         log.warning(
             "%s.%s changed shape in a way the destination cannot follow in place; copying it again beside "
@@ -446,17 +481,56 @@ class BatchRunner(SchemaRunner):
             self.name, shape, "resync", "batch run: the source table changed shape"
         )
         metrics.schema_evolution(self.name, name, "resync_table")
-        _copied, plan = self._copy_beside(shape, plan)
+        copied, plan = self._copy_beside(shape, plan)
         self.store.reset_batch_mark(self.name, name)  # the incremental run after it reads every row again
         self._track(plan.source)
+        return copied
 
     def _copy_beside(self, shape: TableSchema, plan: TablePlan) -> tuple[int, TablePlan]:
         """Copy the whole table into a table beside ``plan``'s and swap it in; return the rows copied and the
         plan of the table swapped in (wider than ``plan`` when the rows of a source that infers shapes
-        needed more: ``SnapshotChunk.schema``)."""
+        needed more: ``SnapshotChunk.schema``).
+
+        A copy that needs a shape the destination cannot widen it to in place (``_widen_beside``) starts
+        again in that shape: the copy is disposable, and the live table is untouched until the swap. The
+        shape is recorded first, so a retry after a crash starts from it too; each new start is wider than
+        the last, so the copy finishes."""
+        name = shape.name
+        while True:
+            try:
+                copied, beside = self._copy_once(shape, plan)
+                break
+            except _CopyAgain as again:
+                log.warning(
+                    "%s.%s: %s; copying it again from the start in the wider shape",
+                    self.name,
+                    name,
+                    again.why,
+                )
+                shape = again.shape
+                self.store.record_schema_version(
+                    self.name, shape, "evolve", "batch run: rows needed a wider shape; copied again in it"
+                )
+                metrics.schema_evolution(self.name, name, "evolve")
+        if beside.source != plan.source:  # widened on the way: the live table takes the copy's shape
+            plan = self._plan(beside.source)
+            if self.store.latest_schemas(self.name).get(name) != plan.source:
+                self.store.record_schema_version(
+                    self.name, plan.source, "evolve", "batch run: rows needed a wider shape"
+                )
+            self.tables[name] = plan.source
+            self.plans[name] = plan
+        for stmt in self._retry(lambda: self.dest.swap_in(beside, plan), f"swapping {plan.where} in"):
+            log.info("destination DDL: %s", stmt)
+        self.applied_events += copied
+        return copied, plan
+
+    def _copy_once(self, shape: TableSchema, plan: TablePlan) -> tuple[int, TablePlan]:
+        """One copy of the whole table in ``shape`` beside ``plan``'s, not swapped in yet: the rows copied
+        and the copy's plan (widened for the rows read); ``_CopyAgain`` when it must start again."""
         name = shape.name
         settings = self.schema.table_settings(name)
-        beside = beside_plan(plan)
+        beside = beside_plan(self._plan(shape)) if shape != plan.source else beside_plan(plan)
         self._retry(lambda: self.dest.drop(beside), f"dropping {beside.dest_table!r}")  # an unfinished copy
         for stmt in self._retry(lambda: self.dest.prepare(beside), f"preparing {beside.where}"):
             log.info("destination DDL: %s", stmt)
@@ -491,25 +565,38 @@ class BatchRunner(SchemaRunner):
             raise
         finally:
             applier.close()
-        if beside.source != plan.source:  # widened on the way: the live table takes the copy's shape
-            plan = self._plan(beside.source)
-            self.store.record_schema_version(
-                self.name, plan.source, "evolve", "batch run: rows needed a wider shape"
-            )
-            self.tables[name] = plan.source
-            self.plans[name] = plan
-        for stmt in self._retry(lambda: self.dest.swap_in(beside, plan), f"swapping {plan.where} in"):
-            log.info("destination DDL: %s", stmt)
-        self.applied_events += copied
-        return copied, plan
+        return copied, beside
 
     def _widen_beside(self, beside: TablePlan, wider: TableSchema) -> TablePlan:
-        """The copy beside the live table, with columns added or widened for ``wider``'s rows."""
-        self.refuse_json_widening(beside, wider)
+        """The copy beside the live table, with columns added or widened for ``wider``'s rows;
+        ``_CopyAgain`` when the destination cannot do that in place."""
+        why = self._no_json_widening(beside, wider)
+        if why is not None:
+            raise _CopyAgain(wider, why)
         new = beside_plan(self._plan(wider))
-        for stmt in self._retry(lambda: self.dest.evolve(beside, new), f"evolving {beside.where}"):
+        try:
+            ddl = self._retry(lambda: self.dest.evolve(beside, new), f"evolving {beside.where}")
+        except Stopped:
+            raise
+        except Exception as exc:  # noqa: BLE001 - transient ones were retried; this one cannot be followed
+            if self._is_transient(exc):
+                raise
+            why = redact(str(exc).strip() or type(exc).__name__)
+            raise _CopyAgain(wider, f"the copy cannot be widened in place ({why})") from exc
+        for stmt in ddl:
             log.info("destination DDL: %s", stmt)
         return new
+
+    def _no_json_widening(self, plan: TablePlan, new: TableSchema) -> str | None:
+        """Why ``plan``'s table cannot take ``new`` in place: columns into JSON the destination cannot
+        convert (``Capabilities.json_widening``); None when it can."""
+        into_json = self.json_widenings_refused(plan, new)
+        if not into_json:
+            return None
+        return (
+            f"column(s) {', '.join(map(repr, into_json))} need JSON, and the "
+            f"{self.dest.capabilities.name} destination cannot convert the values it holds in place"
+        )
 
     def _key_scan(self, name: str, result: TableRun) -> None:
         """Delete the destination rows whose key the source no longer has.
@@ -561,6 +648,15 @@ class BatchRunner(SchemaRunner):
             "schedule": schedule.describe() if schedule is not None else None,
             "next_run": self.next_run,
         }
+
+
+class _CopyAgain(Exception):
+    """A copy beside the live table needs ``shape``, which the destination cannot widen it to in place."""
+
+    def __init__(self, shape: TableSchema, why: str):
+        super().__init__(why)
+        self.shape = shape
+        self.why = why
 
 
 def _cursor(

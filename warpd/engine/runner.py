@@ -1075,17 +1075,22 @@ class SchemaRunner:
         )
         metrics.schema_evolution(self.name, new.name, "evolve")
 
-    def refuse_json_widening(self, old_plan: TablePlan, new: TableSchema) -> None:
-        """FatalError when ``new`` widens columns of ``old_plan`` into JSON and the destination cannot."""
+    def json_widenings_refused(self, old_plan: TablePlan, new: TableSchema) -> list[str]:
+        """The columns ``new`` widens into JSON from ``old_plan``'s shape where the destination cannot
+        convert the values in place (no ``json_widening``); [] when it can, or none does."""
         if self.dest.capabilities.json_widening:
-            return
-        into_json = [
+            return []
+        return [
             c.name
             for c in new.columns
             if c.type.kind is Kind.JSON
             and (before := old_plan.source.column(c.name)) is not None
             and before.type.kind is not Kind.JSON
         ]
+
+    def refuse_json_widening(self, old_plan: TablePlan, new: TableSchema) -> None:
+        """FatalError when ``new`` widens columns of ``old_plan`` into JSON and the destination cannot."""
+        into_json = self.json_widenings_refused(old_plan, new)
         if into_json:
             raise FatalError(
                 f"{new.name!r}: columns {', '.join(map(repr, into_json))} now need JSON, and the "
