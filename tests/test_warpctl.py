@@ -363,17 +363,36 @@ def test_warpd_refuses_to_start_beside_a_running_one(daemon: Daemon, dbs):
     make_items(dbs, 1)
     daemon.write_config([dbs.name])
     daemon.start()
-    daemon.streaming(dbs.name)
-    second = subprocess.run(
-        [*daemon.launcher, "--config", daemon.config_path],
-        capture_output=True,
-        text=True,
-        env=daemon.env,
-        timeout=60,
-    )
-    assert second.returncode == 1
-    assert "another warpd already listens on" in second.stderr
+    child = daemon.streaming(dbs.name)["pid"]
+
+    def second(config_path: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*daemon.launcher, "--config", config_path],
+            capture_output=True,
+            text=True,
+            env=daemon.env,
+            timeout=60,
+        )
+
+    # the same state directory: refused by its lock, exit 2 (systemd does not restart it), the holder named
+    same = second(daemon.config_path)
+    assert same.returncode == 2, same.stderr
+    assert f"is already supervised by another warpd, process {daemon.proc.pid} " in same.stderr, same.stderr
+    # another state directory, but the first one's control socket
+    other = os.path.join(daemon.home, "other.yaml")
+    with open(other, "w", encoding="utf-8") as handle:
+        handle.write(
+            config_text(
+                os.path.join(daemon.home, "other-state"),
+                [dbs.name],
+                f"  control_socket: {os.path.join(daemon.state_dir, 'warpd.sock')}\n",
+            )
+        )
+    beside = second(other)
+    assert beside.returncode == 2, beside.stderr
+    assert "another warpd already listens on" in beside.stderr
     assert daemon.warpctl("status").returncode == 0, "the first one is unharmed"
+    assert daemon.streaming(dbs.name)["pid"] == child, "its schema process was not replaced"
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(40) == 0
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from warpd.errors import WarpError
+from warpd.errors import ConfigError, WarpError
 from warpd.nonblocking import close_quietly, send_some
 from warpd.supervisor.protocol import decode, encode
 
@@ -93,7 +93,7 @@ class ControlServer:
             os.makedirs(directory, mode=0o750, exist_ok=True)
         if os.path.lexists(self.path):
             if self._someone_listens():
-                raise WarpError(
+                raise ConfigError(
                     f"another warpd already listens on {self.path}; stop it first, or give this one its own "
                     "state_dir (or supervisor.control_socket)"
                 )

@@ -31,6 +31,7 @@ from typing import Any
 
 from warpd import __version__, logs, metrics
 from warpd.config import CliOverrides, Config, load_config
+from warpd.engine import schema_lock
 from warpd.engine.schema_process import set_title
 from warpd.engine.status import read_status, status_path
 from warpd.errors import ConfigError, WarpError
@@ -87,6 +88,7 @@ class Supervisor:
         self.started_at = time.time()
         self.metrics_server: Any = None
         self._quit = False
+        self._master_lock: schema_lock.SchemaLock | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -94,8 +96,13 @@ class Supervisor:
     # -- the loop --------------------------------------------------------------
     def run(self) -> int:
         set_title("warpd: master")
+        self._master_lock = schema_lock.acquire_master(self.config.state_dir)  # one warpd per state_dir
         self._install_signals()
-        self.control.open()
+        try:
+            self.control.open()
+        except BaseException:
+            self._master_lock.release()
+            raise
         try:
             self._serve_metrics()
             with self.store() as store:
@@ -129,6 +136,7 @@ class Supervisor:
                 self.metrics_server.stop()
             self.notifier.close()
             signal.set_wakeup_fd(-1)
+            self._master_lock.release()
 
     def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
         """One ready socket's callback; whatever a client sends, its failure never ends the loop."""
@@ -192,7 +200,8 @@ class Supervisor:
 
     def _close_inherited(self) -> None:
         """In a freshly forked child: let go of the master's sockets, pipes and selector."""
-        for fd in [self._wake_r, self._wake_w, *self.control.fds()]:
+        master_lock = self._master_lock.fileno() if self._master_lock is not None else None
+        for fd in [self._wake_r, self._wake_w, *self.control.fds(), *([master_lock] if master_lock else [])]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         if self.metrics_server is not None:
