@@ -1,7 +1,8 @@
 """The BigQuery back end for the tests: the local emulator, through the real client library.
 
 ``scripts/setup-bigquery-emulator.sh`` (run by ``make setup-db``, ``make test`` and ``.ci/run``)
-installs the emulator and starts it on 127.0.0.1:9050.  ``WARP_TEST_BIGQUERY_ENDPOINT`` points the
+installs the emulator and starts it on 127.0.0.1:9050, its Storage Read API (gRPC) on 127.0.0.1:9060.
+``WARP_TEST_BIGQUERY_ENDPOINT`` (and ``WARP_TEST_BIGQUERY_READ_ENDPOINT``, its gRPC host:port) point the
 tests at another one; ``WARP_TEST_BIGQUERY_PROJECT`` runs them against real BigQuery in that project
 (Application Default Credentials).  An emulator that does not answer fails the test, with the command that starts
 it: BigQuery coverage must not vanish quietly.  ``WARP_TEST_BIGQUERY=off`` skips the BigQuery tests
@@ -28,6 +29,7 @@ from google.cloud import bigquery
 
 PROJECT = "warp"
 DEFAULT_ENDPOINT = "http://127.0.0.1:9050"
+DEFAULT_READ_ENDPOINT = "127.0.0.1:9060"
 
 
 def real_project() -> str | None:
@@ -43,6 +45,11 @@ def emulated() -> bool:
 def endpoint() -> str:
     """The emulator's base URL (no trailing slash)."""
     return os.environ.get("WARP_TEST_BIGQUERY_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+
+
+def read_endpoint() -> str:
+    """The emulator's Storage Read API, gRPC ``host:port`` (the ``read_api_endpoint`` of a source)."""
+    return os.environ.get("WARP_TEST_BIGQUERY_READ_ENDPOINT", DEFAULT_READ_ENDPOINT)
 
 
 def enabled() -> bool:

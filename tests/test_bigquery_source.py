@@ -22,8 +22,8 @@ from google.cloud import bigquery
 from tests import bigquery_support as bqs
 from tests.destinations import DestinationUnderTest, destination_under_test
 from warpd.connectors.bigquery.source import BigQuerySource
-from warpd.connectors.bigquery.source_types import interval_text, range_json, read_column
-from warpd.connectors.keycodec import decode_value
+from warpd.connectors.bigquery.source_types import interval_text, range_json, read_column, storage_value
+from warpd.connectors.keycodec import decode_value, encode_value
 from warpd.errors import FatalError
 from warpd.state.store import StateStore
 from warpd.verify import table_difference
@@ -72,20 +72,40 @@ class BigQueryRun:
             dest.close()
 
 
-def source_uri() -> str:
+def source_uri(read_api: str = "auto") -> str:
+    """The source's URI; ``read_api`` "storage" or "rest" forces that read path (against the emulator,
+    "storage" also names its gRPC endpoint, without which ``auto`` reads through REST)."""
     project = bqs.real_project()
-    if project:
-        return f"bigquery://{project}?job_timeout=120"
-    return f"bigquery://{bqs.PROJECT}?api_endpoint={bqs.endpoint()}&job_timeout=120"
+    uri = (
+        f"bigquery://{project}?job_timeout=120"
+        if project
+        else f"bigquery://{bqs.PROJECT}?api_endpoint={bqs.endpoint()}&job_timeout=120"
+    )
+    if read_api != "auto":
+        uri += f"&read_api={read_api}"
+    if read_api == "storage" and not project:
+        uri += f"&read_api_endpoint={bqs.read_endpoint()}"
+    return uri
+
+
+# parametrize("read_api", BOTH_READ_APIS, indirect=True): a test run through each way of reading rows
+BOTH_READ_APIS = ["rest", "storage"]
 
 
 @pytest.fixture
-def bqrun(destination_kind: str) -> Iterator[BigQueryRun]:
+def read_api(request: Any) -> str:
+    """The bqrun source's read_api: "auto" (what a configuration without the key gets) unless the test is
+    parametrised with BOTH_READ_APIS."""
+    return getattr(request, "param", "auto")
+
+
+@pytest.fixture
+def bqrun(destination_kind: str, read_api: str) -> Iterator[BigQueryRun]:
     client = bqs.client()  # skips or fails, as the other BigQuery tests do, without an emulator
     with bqs.temporary_dataset(client, "warp_bqs") as dataset:
         dest = destination_under_test(destination_kind, dataset)
         try:
-            yield BigQueryRun(dataset, source_uri(), dest, client)
+            yield BigQueryRun(dataset, source_uri(read_api), dest, client)
         finally:
             try:
                 dest.drop()
@@ -198,6 +218,38 @@ def test_a_key_no_bigquery_section_reads_is_refused_not_ignored(tmp_path):
     assert "destination.datset: unknown key for a BigQuery destination; known keys:" in result.stderr
 
 
+def refused_by_validate_config(tmp_path: Any, source: str, destination: str) -> str:
+    """``--validate-config``'s complaints (it must refuse) about a batch schema ``shop`` between two
+    endpoints given as their YAML sections' lines."""
+    config = write_config(
+        tmp_path,
+        f"source:\n{source}destination:\n{destination}state_dir: {tmp_path}/state\n"
+        "schemas:\n  - name: shop\n    mode: batch\n    schedule: {every: 1h}\n    destination_schema: copy\n",
+    )
+    result = run_cli("--config", config, "--validate-config")
+    assert result.returncode == 2, result.stdout + result.stderr
+    return result.stderr
+
+
+def test_read_api_and_its_endpoint_are_validated_and_source_only(tmp_path):
+    stderr = refused_by_validate_config(
+        tmp_path,
+        "  connection_string: 'bigquery://warp'\n  read_api: fast\n",
+        "  connection_string: 'bigquery://warp?read_api=rest'\n",
+    )
+    assert "source.connection_string: read_api='fast' must be one of auto, storage, rest" in stderr
+    assert "destination.connection_string: unknown parameter 'read_api'" in stderr
+    stderr = refused_by_validate_config(
+        tmp_path,
+        "  connection_string: 'bigquery://warp?read_api_endpoint=http://127.0.0.1:9060'\n",
+        "  connection_string: 'postgresql://warp@127.0.0.1/warp_test'\n",
+    )
+    assert (
+        "source.connection_string: read_api_endpoint='http://127.0.0.1:9060' must be the Storage Read API's "
+        "gRPC host:port" in stderr
+    )
+
+
 # -- type mapping without the emulator ---------------------------------------------
 
 
@@ -222,6 +274,79 @@ def test_interval_range_and_unmappable_types():
     assert (numeric.column.type.precision, numeric.column.type.scale) == (10, 2)
 
 
+def test_storage_read_arrow_values_convert_as_the_rest_values_do():
+    """BigQuery's own Arrow shapes (which the emulator partly replaces by text), value by value: through
+    storage_value and the column's converter they give what the REST path gives."""
+    import pyarrow as pa
+    from dateutil.relativedelta import relativedelta
+
+    def field(kind: str, **kw: Any) -> Any:
+        return read_column("t", bigquery.SchemaField("c", kind, **kw))
+
+    def via_arrow(read: Any, array: Any) -> list[Any]:
+        return [None if v is None else read.convert(storage_value("t", read, v)) for v in array.to_pylist()]
+
+    def via_rest(read: Any, values: list[Any]) -> list[Any]:
+        return [None if v is None else read.convert(v) for v in values]
+
+    interval = field("INTERVAL")
+    arrow = pa.array(
+        [pa.MonthDayNano([14, 3, 90_000_000_000_000]), pa.MonthDayNano([-1, 0, -1_500_000_000]), None],
+        pa.month_day_nano_interval(),
+    )
+    rest = [
+        relativedelta(years=1, months=2, days=3, hours=25),
+        relativedelta(months=-1, seconds=-1, microseconds=-500000),
+        None,
+    ]
+    assert via_arrow(interval, arrow) == via_rest(interval, rest) == ["P1Y2M4DT1H", "P-1MT-1.5S", None]
+    assert via_arrow(interval, pa.array(["1-2 3 4:5:6.5", "-0-1 0 -0:0:1.5"])) == [
+        "P1Y2M3DT4H5M6.5S",
+        "P-1MT-1.5S",
+    ]
+
+    numeric = field("NUMERIC")
+    assert [
+        encode_value(v)
+        for v in via_arrow(numeric, pa.array([Decimal("5"), Decimal("1.1")], pa.decimal128(38, 9)))
+    ] == [
+        {"$dec": "5"},
+        {"$dec": "1.1"},
+    ]
+    big = pa.array([Decimal("-0.5"), Decimal("1" * 38)], pa.decimal256(76, 38))
+    assert [encode_value(v) for v in via_arrow(field("BIGNUMERIC"), big)] == [
+        {"$dec": "-0.5"},
+        {"$dec": "1" * 38},
+    ]
+
+    stamp = field("TIMESTAMP")
+    at = dt.datetime(2024, 2, 29, 12, 34, 56, 789012, tzinfo=dt.UTC)
+    assert via_arrow(stamp, pa.array([at], pa.timestamp("us", tz="UTC"))) == [at]
+    assert via_arrow(field("DATETIME"), pa.array([at.replace(tzinfo=None)], pa.timestamp("us"))) == [
+        at.replace(tzinfo=None)
+    ]
+    assert via_arrow(field("TIME"), pa.array([dt.time(23, 59, 59, 999999)], pa.time64("us"))) == [
+        dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999999)
+    ]
+    floats = via_arrow(field("FLOAT64"), pa.array([float("nan"), float("inf"), -0.0]))
+    assert floats[0] != floats[0] and floats[1:] == [float("inf"), -0.0]
+
+    ranges = field("RANGE", range_element_type="TIMESTAMP")
+    bounds = pa.struct([("start", pa.timestamp("us", tz="UTC")), ("end", pa.timestamp("us", tz="UTC"))])
+    assert via_arrow(ranges, pa.array([{"start": at, "end": None}], bounds)) == [
+        range_json({"start": at, "end": None})
+    ]
+
+    with pytest.raises(
+        FatalError, match=r"table 't', column 'c' \(INT64\): the Storage Read API returned str"
+    ):
+        storage_value("t", field("INT64"), "12")
+    with pytest.raises(FatalError, match=r"column 'c' \(TIMESTAMP\): the Storage Read API returned datetime"):
+        storage_value("t", stamp, at.replace(tzinfo=None))  # no time zone: which instant is unknown
+    with pytest.raises(FatalError, match="set read_api: rest"):
+        storage_value("t", interval, pa.MonthDayNano([0, 0, 1]))  # a nanosecond: not a BigQuery INTERVAL
+
+
 def test_max_bytes_billed_is_set_on_every_query_job():
     source = BigQuerySource("bigquery://warp?max_bytes_billed=5000000", "d", "s", {})
     assert source._job_config([]).maximum_bytes_billed == 5_000_000
@@ -232,7 +357,8 @@ def test_max_bytes_billed_is_set_on_every_query_job():
 
 
 @pytest.mark.destinations
-def test_incremental_and_full_refresh_tables_converge_and_follow_dml(bqrun, run_warp, tmp_path):
+@pytest.mark.parametrize("read_api", BOTH_READ_APIS, indirect=True)
+def test_incremental_and_full_refresh_tables_converge_and_follow_dml(bqrun, run_warp, tmp_path, read_api):
     bqrun.sql(
         "CREATE TABLE {ds}.items (id INT64 NOT NULL, v STRING, updated_at TIMESTAMP NOT NULL, "
         "PRIMARY KEY (id) NOT ENFORCED)"
@@ -271,10 +397,13 @@ def test_incremental_and_full_refresh_tables_converge_and_follow_dml(bqrun, run_
     assert rows == {1: "changed", 2: "changed", 3: "changed", 40: "v40", 100: "new"}
     assert sorted(bqrun.dest.query("SELECT code, label FROM {}", "ref")) == [("b", "relabelled"), ("c", "C")]
     assert w.stop() == 0
+    api = "the Storage Read API" if read_api == "storage" else "the REST API (jobs.getQueryResults pages)"
+    assert f"BigQuery source: dataset {bqrun.name} is read through {api} (read_api: {read_api}" in w.output
     assert not [t for t in bqrun.dest.tables() if t.startswith("_warp_")], "no table beside is left behind"
 
 
 @pytest.mark.destinations
+@pytest.mark.parametrize("read_api", BOTH_READ_APIS, indirect=True)
 def test_every_type_the_emulator_holds_arrives_exactly(bqrun, run_warp, tmp_path):
     bqrun.sql(
         "CREATE TABLE {ds}.types (id INT64 NOT NULL, i INT64, n NUMERIC, n2 NUMERIC(10, 2), bn BIGNUMERIC, "
@@ -336,6 +465,7 @@ def test_bignumeric_holds_76_digits(bqrun):
     assert rows == [{"id": 1, "v": Decimal(value)}]
 
 
+@pytest.mark.parametrize("read_api", BOTH_READ_APIS, indirect=True)
 def test_a_full_refresh_reads_one_point_in_time(bqrun):
     """Rows written after the read started are not in it, even in a later chunk (FOR SYSTEM_TIME AS OF)."""
     bqrun.sql("CREATE TABLE {ds}.t (id INT64 NOT NULL, PRIMARY KEY (id) NOT ENFORCED)")
@@ -368,6 +498,7 @@ def test_max_bytes_billed_stops_a_query_over_it(bqrun):
         source.close()
 
 
+@pytest.mark.parametrize("read_api", BOTH_READ_APIS, indirect=True)
 def test_incremental_resume_points_carry_the_cursor_and_the_key(bqrun):
     bqrun.sql(
         "CREATE TABLE {ds}.t (id INT64 NOT NULL, version NUMERIC NOT NULL, PRIMARY KEY (id) NOT ENFORCED)"
@@ -388,6 +519,89 @@ def test_incremental_resume_points_carry_the_cursor_and_the_key(bqrun):
             list(source.read_since(shape, "nope", None, None, 10))
     finally:
         source.close()
+
+
+def test_both_read_apis_give_the_same_values_in_the_same_order(bqrun):
+    """Every type, edge values and NULLs, in key order, and each chunk's resume point: the Storage Read API
+    path gives exactly what the REST path gives."""
+    bqrun.sql(
+        "CREATE TABLE {ds}.t (k STRING NOT NULL, id INT64 NOT NULL, n NUMERIC, bn BIGNUMERIC, f FLOAT64, b BOOL, "
+        "by BYTES, d DATE, dtm DATETIME, ts TIMESTAMP, tm TIME, j JSON, g GEOGRAPHY, "
+        "st STRUCT<a INT64, b ARRAY<STRING>>, ar ARRAY<INT64>, iv INTERVAL, rd RANGE<DATE>, "
+        "rdt RANGE<DATETIME>, rts RANGE<TIMESTAMP>, PRIMARY KEY (k, id) NOT ENFORCED)"
+    )
+    bqrun.sql(
+        "INSERT INTO {ds}.t VALUES ('b', 2, NUMERIC '5', BIGNUMERIC '-0.5', CAST('nan' AS FLOAT64), FALSE, b'', "
+        "DATE '9999-12-31', DATETIME '0001-01-01 00:00:00', TIMESTAMP '1970-01-01 00:00:00+00', TIME '00:00:00', "
+        "JSON 'null', ST_GEOGFROMTEXT('LINESTRING(0 0, 1 1)'), STRUCT(1 AS a, ['x'] AS b), [3, 1, 2], "
+        "INTERVAL '1-2 3 4:5:6.5' YEAR TO SECOND, RANGE(DATE '2024-01-01', DATE '2024-02-01'), "
+        "RANGE(DATETIME '2024-01-01 10:00:00', NULL), RANGE(NULL, TIMESTAMP '2024-01-01 10:00:00.5+00')), "
+        "('a', 9, NUMERIC '0.000000001', BIGNUMERIC '12345678901234567890.123456789012345678', "
+        "CAST('-inf' AS FLOAT64), TRUE, b'\\x00', DATE '2024-02-29', DATETIME '2024-02-29 23:59:59.999999', "
+        "TIMESTAMP '2024-02-29 12:34:56.789012+00', TIME '12:00:00.000001', JSON '{{\"a\": [1, \"é\"]}}', "
+        "ST_GEOGPOINT(-1.25, 2.5), NULL, [], INTERVAL 25 HOUR, NULL, NULL, NULL), "
+        "('a', 1, NULL, NULL, CAST('inf' AS FLOAT64), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+        "NULL, INTERVAL 0 DAY, NULL, NULL, NULL)"
+    )
+    bqrun.sql("INSERT INTO {ds}.t (k, id, f) SELECT 'c', id, id / 7 FROM UNNEST(GENERATE_ARRAY(1, 30)) AS id")
+
+    def read(read_api: str, chunk_size: int) -> list[Any]:
+        source = BigQuerySource(source_uri(read_api), bqrun.name, bqrun.name, {})
+        try:
+            shape = source.describe("t")
+            return [
+                ([{k: encode_value(v) for k, v in r.items()} for r in chunk.rows], chunk.resume_after)
+                for chunk in source.snapshot(shape, None, chunk_size)
+            ]
+        finally:
+            source.close()
+
+    for chunk_size in (2, 100):
+        rest, storage = read("rest", chunk_size), read("storage", chunk_size)
+        assert repr(storage) == repr(rest)  # repr: NaN is not equal to itself
+    rows = [row for chunk, _ in rest for row in chunk]
+    assert [(r["k"], r["id"]) for r in rows[:4]] == [("a", 1), ("a", 9), ("b", 2), ("c", 1)]
+    assert rows[1]["n"] == {"$dec": "1E-9"} and rows[2]["n"] == {"$dec": "5"}
+    assert rows[2]["iv"] == "P1Y2M3DT4H5M6.5S" and rows[1]["iv"] == "P1DT1H" and rows[0]["iv"] == "PT0S"
+    assert rows[2]["rd"] == '{"start":"2024-01-01","end":"2024-02-01"}'
+    assert rows[2]["rts"] == '{"start":null,"end":"2024-01-01T10:00:00.500000+00:00"}'
+    assert len(rows) == 33
+
+
+def test_read_api_storage_stops_where_there_is_no_storage_read_api_and_auto_reads_through_rest(bqrun, caplog):
+    if not bqs.emulated():
+        pytest.skip("points read_api_endpoint at the emulator's REST port, which speaks no gRPC")
+    bqrun.sql("CREATE TABLE {ds}.t (id INT64 NOT NULL, PRIMARY KEY (id) NOT ENFORCED)")
+    bqrun.sql("INSERT INTO {ds}.t (id) VALUES (1), (2), (3)")
+    rest_port = bqs.endpoint().rsplit("//", 1)[1]  # an endpoint that answers, but not the Storage Read API
+    source = bqrun.source(read_api="storage", read_api_endpoint=rest_port)
+    try:
+        with pytest.raises(FatalError) as stopped:
+            list(source.snapshot(source.describe("t"), None, 2))
+    finally:
+        source.close()
+    assert str(stopped.value).startswith(
+        "BigQuery source: read_api: storage, but the Storage Read API cannot be used: ServiceUnavailable: "
+    )
+    assert str(stopped.value).endswith(
+        "; check read_api_endpoint (its gRPC host:port), grant this identity roles/bigquery.readSessionUser, "
+        "or set read_api: rest (docs/bigquery.md)"
+    )
+    source = bqrun.source(read_api="auto", read_api_endpoint=rest_port)
+    try:
+        with caplog.at_level("INFO", logger="warpd.connectors.bigquery.source"):
+            shape = source.describe("t")
+            first = [r["id"] for chunk in source.snapshot(shape, None, 2) for r in chunk.rows]
+            again = [r["id"] for chunk in source.snapshot(shape, None, 2) for r in chunk.rows]
+    finally:
+        source.close()
+    assert first == again == [1, 2, 3]
+    settled = [r.getMessage() for r in caplog.records if "is read through" in r.getMessage()]
+    assert len(settled) == 1, settled  # one line, at the first read
+    assert settled[0].startswith(
+        f"BigQuery source: dataset {bqrun.name} is read through the REST API (jobs.getQueryResults pages) "
+        "(read_api: auto, and the Storage Read API cannot be used: ServiceUnavailable: "
+    )
 
 
 def test_a_table_without_a_primary_key_is_keyless_and_key_columns_supply_one(bqrun):
@@ -462,9 +676,22 @@ T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize(
-    ("sync", "cursor"),
-    [("incremental", "id"), ("incremental", "updated_at"), ("full_refresh", None)],
-    ids=["incremental-int64", "incremental-timestamp", "full_refresh"],
+    ("sync", "cursor", "read_api"),
+    [
+        ("incremental", "id", "auto"),
+        ("incremental", "updated_at", "auto"),
+        ("full_refresh", None, "auto"),
+        ("incremental", "updated_at", "storage"),
+        ("full_refresh", None, "storage"),
+    ],
+    ids=[
+        "incremental-int64",
+        "incremental-timestamp",
+        "full_refresh",
+        "incremental-timestamp-storage",
+        "full_refresh-storage",
+    ],
+    indirect=["read_api"],
 )
 def test_a_kill_during_a_run_resumes_without_loss_or_duplicates(bqrun, run_warp, tmp_path, sync, cursor):
     bqrun.sql(

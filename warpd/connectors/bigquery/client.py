@@ -54,7 +54,7 @@ def api_timeout(target: BigQueryTarget) -> float:
     return min(API_TIMEOUT, target.job_timeout)
 
 
-def _credentials(target: BigQueryTarget, role: str) -> Any:
+def credentials(target: BigQueryTarget, role: str) -> Any:
     if target.credentials:
         from google.oauth2 import service_account
 
@@ -90,7 +90,7 @@ def open_client(target: BigQueryTarget, application_name: str, role: str) -> Any
     try:
         return bigquery.Client(
             project=target.project,
-            credentials=_credentials(target, role),
+            credentials=credentials(target, role),
             location=target.location,
             client_options=options,
             client_info=ClientInfo(user_agent=application_name.replace(" ", "-")),

@@ -3,9 +3,12 @@
 BigQuery has no change log a replica could follow, so this source runs batch
 schemas only (it registers with ``modes=("batch",)``, and validation refuses
 ``mode: stream`` with it).  Each read is **one** query job whose result is
-paged through (``jobs.getQueryResults``, ``snapshot_chunk_size`` rows per
-chunk): BigQuery bills a query by the bytes of the columns it scans, whatever
-its ``LIMIT``, so one query per key range would bill the table once per chunk.
+read to the end, ``snapshot_chunk_size`` rows per chunk: BigQuery bills a
+query by the bytes of the columns it scans, whatever its ``LIMIT``, so one
+query per key range would bill the table once per chunk.  The job's result
+table is read through the Storage Read API (:mod:`.read_api`, one ordered
+stream) or paged through REST (``jobs.getQueryResults``), as ``read_api``
+says; ``auto`` settles on one at the first read and logs which and why.
 
 * A full refresh (:meth:`BigQuerySource.snapshot`) reads the table ``FOR
   SYSTEM_TIME AS OF`` the time it started (BigQuery's own clock), in key
@@ -29,8 +32,22 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from warpd.connectors.base import Position, SnapshotChunk
-from warpd.connectors.bigquery.client import api_timeout, is_transient, open_client, wait
-from warpd.connectors.bigquery.source_types import CURSOR_TYPES, ReadColumn, param_value, read_column
+from warpd.connectors.bigquery import read_api
+from warpd.connectors.bigquery.client import (
+    api_timeout,
+    credentials,
+    is_transient,
+    message,
+    open_client,
+    wait,
+)
+from warpd.connectors.bigquery.source_types import (
+    CURSOR_TYPES,
+    ReadColumn,
+    param_value,
+    read_column,
+    storage_value,
+)
 from warpd.connectors.bigquery.uri import BigQueryTarget, parse_uri
 from warpd.connectors.keycodec import decode_value, encode_value
 from warpd.errors import FatalError
@@ -65,6 +82,8 @@ class BigQuerySource:
         self._api_timeout = api_timeout(self.target)
         self._columns: dict[str, dict[str, ReadColumn]] = {}  # table -> column name -> how it is read
         self._settings: Any = None  # SchemaConfig.table_settings, handed over by configure()
+        self._read_client: Any = None  # the Storage Read API's client, once in use
+        self._read_path: str | None = None  # "storage" or "rest", settled at the first read (read_api)
 
     def configure(self, table_settings: Any) -> None:
         """The engine hands over the per-table settings (``partition_filter``)."""
@@ -94,6 +113,12 @@ class BigQuerySource:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+        self._close_read_client()
+
+    def _close_read_client(self) -> None:
+        reader, self._read_client = self._read_client, None
+        if reader is not None:
+            reader.transport.close()
 
     def _table_id(self, table: str) -> str:
         return f"{self.client.project}.{self.dataset}.{table}"
@@ -106,16 +131,81 @@ class BigQuerySource:
             config.maximum_bytes_billed = self.target.max_bytes_billed
         return config
 
-    def _run(self, statement: str, params: list[Any], page_size: int | None = None) -> Any:
-        """The rows of one query job (a RowIterator fetching ``page_size`` rows per page)."""
-        job = self.client.query(
+    def _query(self, statement: str, params: list[Any]) -> Any:
+        return self.client.query(
             statement,
             job_config=self._job_config(params),
             retry=None,
             job_retry=None,
             timeout=self._api_timeout,
         )
-        return wait(job, self.target, page_size=page_size)
+
+    def _run(self, statement: str, params: list[Any]) -> Any:
+        """The rows of one small query job, through REST."""
+        return wait(self._query(statement, params), self.target)
+
+    def _rows(
+        self, table: str, reads: list[ReadColumn], statement: str, params: list[Any], page_size: int
+    ) -> Iterator[Any]:
+        """The values of each row of one query job, in the query's order, as the client library reads them
+        from REST (a sequence per row): through the Storage Read API, or REST pages of ``page_size`` rows."""
+        from google.api_core.exceptions import GoogleAPICallError
+
+        job = self._query(statement, params)
+        if self.target.read_api == "rest" or self._read_path == "rest":
+            self._settle("rest", "read_api: rest")
+            return (row.values() for row in wait(job, self.target, page_size=page_size))
+        wait(job, self.target)  # done (its errors raised), no row fetched yet
+        if self._read_path == "storage":
+            return self._storage_rows(table, reads, self._session(job))
+        try:  # the first read: does the Storage Read API answer here?
+            session = self._session(job)
+        except (read_api.ReadApiUnavailable, GoogleAPICallError) as exc:
+            self._close_read_client()
+            why = (
+                str(exc)
+                if isinstance(exc, read_api.ReadApiUnavailable)
+                else f"{type(exc).__name__}: {message(exc)}"
+            )
+            if self.target.read_api == "storage":
+                raise FatalError(
+                    f"BigQuery source: read_api: storage, but the Storage Read API cannot be used: {why}; "
+                    "check read_api_endpoint (its gRPC host:port), grant this identity "
+                    "roles/bigquery.readSessionUser, or set read_api: rest (docs/bigquery.md)"
+                ) from None
+            self._settle("rest", f"read_api: auto, and the Storage Read API cannot be used: {why}")
+            return (row.values() for row in wait(job, self.target, page_size=page_size))
+        self._settle("storage", f"read_api: {self.target.read_api}, and it answered")
+        return self._storage_rows(table, reads, session)
+
+    def _session(self, job: Any) -> Any:
+        """A Storage Read session of the finished query job's result table."""
+        if self._read_client is None:
+            self._read_client = read_api.open_read_client(
+                self.target, credentials(self.target, "source"), f"cartridge-warp {self.schema_name}"
+            )
+        return read_api.open_session(
+            self._read_client, self.client.project, job.destination, self._api_timeout
+        )
+
+    def _settle(self, path: str, why: str) -> None:
+        if self._read_path is None:
+            api = "the Storage Read API" if path == "storage" else "the REST API (jobs.getQueryResults pages)"
+            log.info("BigQuery source: dataset %s is read through %s (%s)", self.dataset, api, why)
+        self._read_path = path
+
+    def _storage_rows(self, table: str, reads: list[ReadColumn], session: Any) -> Iterator[list[Any]]:
+        for batch in read_api.batches(self._read_client, session):
+            if batch.schema.names != [f"_c{i}" for i in range(len(reads))]:
+                raise FatalError(
+                    f"BigQuery source: table {table!r}: the Storage Read API returned the columns "
+                    f"{batch.schema.names}, not the ones selected; set read_api: rest"
+                )
+            columns = [
+                [None if v is None else storage_value(table, read, v) for v in column.to_pylist()]
+                for read, column in zip(reads, batch.columns, strict=True)
+            ]
+            yield from zip(*columns, strict=True)
 
     # -- checks ------------------------------------------------------------------
     def check_prerequisites(self) -> None:
@@ -234,7 +324,8 @@ class BigQuerySource:
             where.append(condition)
             params += more
         statement = self._select(schema, reads, "FOR SYSTEM_TIME AS OF @warp_at", where, list(schema.key))
-        yield from self._chunks(schema, reads, self._run(statement, params, chunk_size), chunk_size, None)
+        rows = self._rows(schema.name, reads, statement, params, chunk_size)
+        yield from self._chunks(schema, reads, rows, chunk_size, None)
 
     def read_since(
         self,
@@ -274,7 +365,8 @@ class BigQuerySource:
             where.append(f"{_q(cursor_column)} >= @warp_floor")
             params.append(bigquery.ScalarQueryParameter("warp_floor", cursor.sql_type, floor))
         statement = self._select(schema, reads, "", where, order)
-        yield from self._chunks(schema, reads, self._run(statement, params, chunk_size), chunk_size, order)
+        rows = self._rows(schema.name, reads, statement, params, chunk_size)
+        yield from self._chunks(schema, reads, rows, chunk_size, order)
 
     def _select(
         self, schema: TableSchema, reads: list[ReadColumn], at: str, where: list[str], order: list[str]
@@ -310,21 +402,21 @@ class BigQuerySource:
         self,
         schema: TableSchema,
         reads: list[ReadColumn],
-        rows: Any,
+        rows: Iterator[Any],
         chunk_size: int,
         cursor_order: list[str] | None,
     ) -> Iterator[SnapshotChunk]:
-        """The query's rows, ``chunk_size`` per chunk, each with its resume point: the key of its last row,
+        """The query's rows (each a sequence of values, as :meth:`_rows` gives them), ``chunk_size`` per chunk, each with its resume point: the key of its last row,
         or with ``cursor_order`` (a batch run) ``{"cursor": ..., "key": [...]}``."""
         names = [r.column.name for r in reads]
         key = cursor_order if cursor_order is not None else list(schema.key)
         by_name = {r.column.name: r for r in reads}
         chunk: list[dict[str, Any]] = []
         resume: dict[str, Any] | None = None
-        for raw in rows:
+        for values in rows:
             row = {
                 name: (read.convert(value) if value is not None else None)
-                for name, read, value in zip(names, reads, raw.values(), strict=True)
+                for name, read, value in zip(names, reads, values, strict=True)
             }
             chunk.append(row)
             if len(chunk) >= chunk_size:

@@ -34,12 +34,19 @@ RANGE<T>                          JSON                 ``{"start": ..., "end": .
 ================================  ===================  =========================================
 
 Any other type stops the run with the table, the column and the type named.
+
+Through the Storage Read API (``read_api``) the values arrive as Arrow values instead of the REST
+API's JSON; :func:`storage_value` turns each into what the client library makes of the JSON (NUMERIC
+without the trailing zeros of its fixed scale, INTERVAL and RANGE in the client's shapes), so that
+``convert`` gives the same canonical value on both paths.  An Arrow value of another shape stops
+the read, naming the column.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -214,6 +221,107 @@ def _spelling(field: Any, sql_type: str) -> str:
     if field.mode == "REPEATED":
         text = f"ARRAY<{text}>"
     return text
+
+
+# BigQuery's canonical INTERVAL text, "[sign]Y-M [sign]D [sign]H:M:S[.F]", as the REST API sends it
+_INTERVAL = re.compile(
+    r"^(?P<cs>-?)(?P<y>\d+)-(?P<mo>\d+) (?P<d>-?\d+) (?P<ts>-?)(?P<h>\d+):(?P<mi>\d+):(?P<s>\d+)(?:\.(?P<f>\d{1,6}))?$"
+)
+
+
+def _interval(value: Any) -> Any:
+    """An Arrow INTERVAL (month_day_nano, or the canonical text) as the client's ``relativedelta``."""
+    from dateutil.relativedelta import relativedelta
+
+    if isinstance(value, str) and (m := _INTERVAL.match(value)):
+        cs, ts = (-1 if m[k] == "-" else 1 for k in ("cs", "ts"))
+        return relativedelta(
+            years=cs * int(m["y"]),
+            months=cs * int(m["mo"]),
+            days=int(m["d"]),
+            hours=ts * int(m["h"]),
+            minutes=ts * int(m["mi"]),
+            seconds=ts * int(m["s"]),
+            microseconds=ts * int((m["f"] or "").ljust(6, "0")),
+        )
+    months, days, nanos = (getattr(value, k, None) for k in ("months", "days", "nanoseconds"))
+    if isinstance(months, int) and isinstance(days, int) and isinstance(nanos, int) and nanos % 1000 == 0:
+        # relativedelta carries microseconds up to days and months over 11 into years, as for the text
+        return relativedelta(months=months, days=days, microseconds=nanos // 1000)
+    return None
+
+
+def _range(value: Any) -> Any:
+    """An Arrow RANGE (a struct of its start and end, in that order) as the client's dict."""
+    if isinstance(value, dict) and len(value) == 2:
+        (first, start), (second, end) = value.items()
+        if first.endswith("start") and second.endswith("end"):
+            return {"start": start, "end": end}
+    return None
+
+
+def _plain_decimal(value: Any) -> Any:
+    """A Decimal of Arrow's fixed scale (``5.000000000``) as the REST API writes it (``5``)."""
+    if not isinstance(value, Decimal):
+        return None
+    text = format(value, "f")
+    return Decimal(text.rstrip("0").rstrip(".") if "." in text else text)
+
+
+def _aware(value: Any) -> Any:
+    return value if isinstance(value, _dt.datetime) and value.tzinfo is not None else None
+
+
+def _naive(value: Any) -> Any:
+    return value if isinstance(value, _dt.datetime) and value.tzinfo is None else None
+
+
+def _of(*kinds: type) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        # bool is an int, and datetime a date: neither passes for the other
+        exact = type(value) in kinds or (
+            not isinstance(value, bool | _dt.datetime) and isinstance(value, kinds)
+        )
+        return value if exact else None
+
+    return check
+
+
+# sql_type -> the Arrow value (not None) as the client library's value of the REST JSON, or None when
+# the value has a shape the source does not know; JSON, STRUCT, ARRAY and GEOGRAPHY are selected as text
+_FROM_ARROW: dict[str, Callable[[Any], Any]] = {
+    "INT64": _of(int),
+    "NUMERIC": _plain_decimal,
+    "BIGNUMERIC": _plain_decimal,
+    "FLOAT64": _of(float),
+    "BOOL": _of(bool),
+    "STRING": _of(str),
+    "BYTES": _of(bytes),
+    "DATE": _of(_dt.date),
+    "DATETIME": _naive,
+    "TIMESTAMP": _aware,
+    "TIME": _of(_dt.time),
+    "JSON": _of(str),
+    "STRUCT": _of(str),
+    "ARRAY": _of(str),
+    "GEOGRAPHY": _of(str),
+    "INTERVAL": _interval,
+    "RANGE": _range,
+}
+
+
+def storage_value(table: str, read: ReadColumn, value: Any) -> Any:
+    """A Storage Read API (Arrow) value of this column, not None, as the client library gives the same
+    value read through the REST API; FatalError naming the column for a value of another shape."""
+    found = _FROM_ARROW[read.sql_type](value)
+    if found is None:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise FatalError(
+            f"BigQuery source: table {table!r}, column {read.column.name!r} ({read.column.source_type}): the "
+            f"Storage Read API returned {type(value).__name__} {shown}, which cartridge-warp cannot read "
+            "exactly; set read_api: rest for this source (docs/bigquery.md)"
+        )
+    return found
 
 
 def param_value(read: ReadColumn, canonical: Any) -> Any:

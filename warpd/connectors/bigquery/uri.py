@@ -14,7 +14,11 @@ destination) or ``source_database`` (a source).  Query parameters:
 - ``job_timeout``: seconds one load or query job may take before it counts as failed and is retried
   (default 300);
 - ``max_bytes_billed``: bytes one query job may bill at most; a query over it fails without cost
-  (``maximum_bytes_billed``; source only).
+  (``maximum_bytes_billed``; source only);
+- ``read_api``: how the source reads a query's rows: ``auto`` (default: the Storage Read API when it
+  can be used, else REST), ``storage`` or ``rest`` (source only);
+- ``read_api_endpoint``: the Storage Read API's gRPC ``host:port``, needed with ``api_endpoint``
+  (plain, without TLS, when ``api_endpoint`` is ``http://``; source only).
 
 See docs/bigquery.md.
 """
@@ -30,11 +34,22 @@ from warpd.errors import ConfigError
 DEFAULT_MIN_FLUSH_INTERVAL = 5.0
 DEFAULT_JOB_TIMEOUT = 300.0
 KNOWN = ("location", "credentials", "api_endpoint", "min_flush_interval", "job_timeout")
-SOURCE_KNOWN = ("location", "credentials", "api_endpoint", "job_timeout", "max_bytes_billed")
+SOURCE_KNOWN = (
+    "location",
+    "credentials",
+    "api_endpoint",
+    "job_timeout",
+    "max_bytes_billed",
+    "read_api",
+    "read_api_endpoint",
+)
+READ_APIS = ("auto", "storage", "rest")
 ROLE_KNOWN = {"destination": KNOWN, "source": SOURCE_KNOWN}
 # Google Cloud project ids: 6-30 lower-case letters, digits and hyphens (and the legacy
 # "domain.com:project" form); the emulator takes any simple name
 _PROJECT = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{0,62}$")
+# a gRPC endpoint: host (a name, an IPv4 address or a bracketed IPv6 one) and port
+_HOST_PORT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$")
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,8 @@ class BigQueryTarget:
     min_flush_interval: float = DEFAULT_MIN_FLUSH_INTERVAL
     job_timeout: float = DEFAULT_JOB_TIMEOUT
     max_bytes_billed: int | None = None
+    read_api: str = "auto"
+    read_api_endpoint: str | None = None
 
 
 def _bytes(where: str, text: str) -> int:
@@ -102,6 +119,15 @@ def parse_uri(uri: str, role: str = "destination") -> BigQueryTarget:
             f"{where}: credentials with an http:// api_endpoint would send the access "
             "token unencrypted; use https://, or leave credentials out (an emulator takes anonymous ones)"
         )
+    read_api = params.get("read_api") or "auto"
+    if read_api not in READ_APIS:
+        raise ConfigError(f"{where}: read_api={read_api!r} must be one of {', '.join(READ_APIS)}")
+    read_endpoint = params.get("read_api_endpoint") or None
+    if read_endpoint is not None and not _HOST_PORT.match(read_endpoint):
+        raise ConfigError(
+            f"{where}: read_api_endpoint={read_endpoint!r} must be the Storage Read API's gRPC host:port "
+            "(no scheme), e.g. 127.0.0.1:9060"
+        )
     return BigQueryTarget(
         project=project,
         location=params.get("location") or None,
@@ -120,6 +146,8 @@ def parse_uri(uri: str, role: str = "destination") -> BigQueryTarget:
         max_bytes_billed=_bytes(where, params["max_bytes_billed"])
         if params.get("max_bytes_billed")
         else None,
+        read_api=read_api,
+        read_api_endpoint=read_endpoint,
     )
 
 
