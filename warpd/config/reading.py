@@ -63,6 +63,9 @@ class _StrictLoader(yaml.SafeLoader):
         return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            # "!!map [1, 2]" or "!!set x": PyYAML's own check raises the ConstructorError for it
+            return super().construct_mapping(node, deep=deep)
         seen: dict[str, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
