@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import queue
 import sys
 from collections.abc import Sequence
@@ -57,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # every user can read (ps, /proc/PID/cmdline) until the title replaces it.
         hide_command_line_secrets("cartridge-warp", sys.argv[1:])
     args = _parser().parse_args(argv)
-    logs.configure(args.log_level or os.environ.get("CARTRIDGE_WARP_MONITORING__LOG_LEVEL", "INFO"))
+    logs.configure_early(args.log_level)
     _warn_command_line_passwords(args)
     return run_reporting(lambda: _run(args), "cartridge-warp")
 

@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -92,6 +93,20 @@ class _JsonFormatter(logging.Formatter):
         if record.exc_text:
             doc["exception"] = record.exc_text
         return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # monitoring.log_level's choices (schema.json)
+EARLY_LEVEL_ENV = "CARTRIDGE_WARP_MONITORING__LOG_LEVEL"
+
+
+def configure_early(level: str | None) -> None:
+    """Logging before the configuration is read: *level* (``--log-level``) or the environment's, as given.
+
+    Neither is validated yet: an unknown level logs at INFO until validation reports it (exit 2);
+    before, ``--log-level bogus`` ended in a traceback.
+    """
+    asked = (level or os.environ.get(EARLY_LEVEL_ENV) or "INFO").strip()
+    configure(asked if asked.upper() in LEVELS else "INFO")
 
 
 def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:

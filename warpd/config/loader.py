@@ -30,7 +30,7 @@ from warpd.config.model import (
     build_config,
     scheme_to_type,
 )
-from warpd.config.reading import MAX_INT_DIGITS, data_problems, format_path, read_file
+from warpd.config.reading import MAX_INT_DIGITS, data_problems, format_path, read_file, shown
 from warpd.errors import ConfigError
 from warpd.redact import redact, remember_secret, remember_uri_secrets
 
@@ -123,10 +123,11 @@ def apply_environment(
     """Apply every ``CARTRIDGE_WARP_`` variable to *data*; return the problems, each naming its variable."""
     problems: list[Problem] = []
     overrides: list[tuple[Path, str, str]] = []
-    for variable, value in environ.items():
-        if not variable.startswith(ENV_PREFIX) or variable in RESERVED_ENV:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
             continue
-        segments = variable[len(ENV_PREFIX) :].split("__")
+        variable = shown(name)
+        segments = name[len(ENV_PREFIX) :].split("__")
         if not all(segments):
             problems.append(((), f"{variable}: empty key (separate keys with exactly two underscores)"))
             continue
@@ -190,7 +191,7 @@ def _schema_at(path: Path) -> Mapping[str, Any] | None:
         if kind == "array":
             if not isinstance(segment, int):
                 raise _OverrideError(
-                    f"{where} is a list: address an entry by its index, e.g. ...__0__{str(segment).upper()}"
+                    f"{where} is a list: address an entry by its index, e.g. ...__0__{shown(str(segment).upper())}"
                 )
             node = node.get("items", {})
         elif kind == "object":

@@ -63,6 +63,9 @@ class _StrictLoader(yaml.SafeLoader):
         return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            # "!!map [1, 2]" or "!!set x": PyYAML's own check raises the ConstructorError for it
+            return super().construct_mapping(node, deep=deep)
         seen: dict[str, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -100,9 +103,20 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_yaml_float(self, node: yaml.ScalarNode) -> Any:
         return self._scalar(node, yaml.SafeLoader.construct_yaml_float, "a number")
 
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        # YAML reads an unquoted 2020-13-45 as a date, and datetime raises a bare ValueError on its month
+        try:
+            return yaml.SafeLoader.construct_yaml_timestamp(self, node)
+        except (ValueError, OverflowError):
+            raise yaml.constructor.ConstructorError(
+                problem="reads as a date or time but is not a valid one (quote it if it is text)",
+                problem_mark=node.start_mark,
+            ) from None
+
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_yaml_float)
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictLoader.construct_yaml_timestamp)
 
 
 def _measure(node: yaml.Node, sizes: dict[int, int], open_: set[int], depth: int) -> int:
@@ -225,8 +239,16 @@ def format_path(path: Path) -> str:
     """``("schemas", 0, "tables", 1, "batch_size")`` -> ``"schemas[0].tables[1].batch_size"``."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{shown(part)}" if out else shown(part))
     return out or "(top level)"
+
+
+def shown(name: object) -> str:
+    """A key or variable name for a message: as written, or quoted and escaped when it holds a character
+    that is not printable (a newline would forge a second problem line, an escape sequence would drive the
+    operator's terminal)."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)
 
 
 def data_problems(data: Any) -> list[str]:

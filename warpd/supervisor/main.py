@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.configure(args.log_level or os.environ.get("CARTRIDGE_WARP_MONITORING__LOG_LEVEL", "INFO"))
+    logs.configure_early(args.log_level)
     if not args.config:
         print("warpd: --config FILE is required (or set CARTRIDGE_WARP_CONFIG)", file=sys.stderr)
         return EXIT_USAGE

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from warpd.errors import ConfigError
 
@@ -66,7 +66,8 @@ class BigQueryTarget:
 
 
 def _bytes(where: str, text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    # isascii: "²".isdigit() is true and int("²") raises
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ConfigError(f"{where}: max_bytes_billed={text!r} must be a whole number of bytes, 1 or more")
     return int(text)
 
@@ -81,13 +82,22 @@ def _seconds(where: str, name: str, text: str, low: float, high: float) -> float
     return value
 
 
+def _split(uri: str, where: str) -> SplitResult:
+    try:
+        return urlsplit(uri)
+    except ValueError:  # an unmatched "[" or "]" (Invalid IPv6 URL): never echo the URI
+        raise ConfigError(
+            f"{where}: cannot be parsed as a URI (an unmatched [ or ]); a BigQuery URI is bigquery://PROJECT"
+        ) from None
+
+
 def parse_uri(uri: str, role: str = "destination") -> BigQueryTarget:
     """The target a ``bigquery://`` URI names for a ``role`` (``"destination"`` or ``"source"``); raises
     ConfigError naming the problem."""
     where = f"{role}.connection_string"
     known = ROLE_KNOWN[role]
     dataset_key = "destination_schema" if role == "destination" else "source_database"
-    parts = urlsplit(uri)
+    parts = _split(uri, where)
     if parts.scheme.lower() != "bigquery":
         raise ConfigError(f"{where}: a BigQuery {role} is written bigquery://PROJECT")
     if parts.username or parts.password:
@@ -97,8 +107,10 @@ def parse_uri(uri: str, role: str = "destination") -> BigQueryTarget:
         )
     project = unquote(parts.netloc) or None
     if project is not None and not _PROJECT.match(project):
+        # bigquery://user:secret (a pasted database URI) has "user:secret" as its host: never echo that
+        shown = "the project (the host part)" if re.search(r"[:@\s]", project) else repr(project)
         raise ConfigError(
-            f"{where}: {project!r} is not a Google Cloud project id "
+            f"{where}: {shown} is not a Google Cloud project id "
             "(lower-case letters, digits and hyphens, starting with a letter)"
         )
     if parts.path not in ("", "/"):
@@ -168,7 +180,10 @@ def with_options(uri: str, options: dict[str, object]) -> str:
     the others as query parameters; a key set in both places takes the section's value)."""
     from urllib.parse import urlencode
 
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri  # parse_uri names the problem, for the right section
     project = options.get("project")
     netloc = quote(str(project), safe="") if project else parts.netloc
     params = dict(parse_qsl(parts.query, keep_blank_values=True))

@@ -56,9 +56,10 @@ def parse_uri(uri: str, where: str = "source.connection_string") -> MySQLParams:
     """The connection parameters of a ``mysql://`` or ``mariadb://`` URI; ConfigError naming what is wrong.
 
     Validation (``--validate-config``) and start-up both call this, so a URI
-    passes one exactly when it passes the other.  Messages never echo a part
-    of the URI: with an unescaped ``@`` or ``/`` in the password, the "host"
-    or "port" a parser sees is a piece of the password.
+    passes one exactly when it passes the other.  Messages never echo the URI
+    nor a part of it: with an unescaped ``@`` or ``/`` in the password, or no
+    ``@HOST`` at all (``mysql://warp:secret``), the "host" or "port" a parser
+    sees is the password or a piece of it, which no redaction can recognise.
     """
     try:
         parts = urllib.parse.urlsplit(uri)
@@ -66,17 +67,17 @@ def parse_uri(uri: str, where: str = "source.connection_string") -> MySQLParams:
         hostname = parts.hostname
         password = parts.password
     except ValueError:
-        raise ConfigError(f"{where}: {redact(uri)} cannot be parsed as a URI{escape_hint(uri)}") from None
+        raise ConfigError(f"{where}: cannot be parsed as a URI{escape_hint(uri)}") from None
     if parts.scheme.lower() not in ("mysql", "mariadb"):
-        raise ConfigError(f"{where}: {redact(uri)} is not a mysql:// or mariadb:// URI")
+        raise ConfigError(f"{where}: not a mysql:// or mariadb:// URI")
     if not hostname:
-        raise ConfigError(f"{where}: {redact(uri)} names no host (mysql://USER:PASSWORD@HOST:PORT/DATABASE)")
+        raise ConfigError(f"{where}: names no host (mysql://USER:PASSWORD@HOST:PORT/DATABASE)")
     if port_text.startswith("["):
         port_text = port_text.partition("]")[2]
     try:
         check_port(port_text.partition(":")[2] if ":" in port_text else None, uri)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {redact(uri)}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
     database = urllib.parse.unquote(parts.path.lstrip("/")) or None
     return MySQLParams(
         host=hostname,
