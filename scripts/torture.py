@@ -731,6 +731,10 @@ class Torture:
             self.mounted = False
 
     def _drop(self) -> None:
+        # another user of the machine may be restarting a database right now: give it two minutes
+        deadline = time.monotonic() + 120
+        while not (mariadb_answers() and postgres_answers()) and time.monotonic() < deadline:
+            time.sleep(1)
         try:
             conn = mysql_root()
             with conn.cursor() as cur:
