@@ -141,6 +141,12 @@ class PostgresCluster:
             capture_output=True,
         )
 
+    def stop(self) -> None:
+        """Stop the cluster (pg_ctlcluster's default, fast shutdown); ``ensure()`` starts it again."""
+        result = self._ctl("stop")
+        if result.returncode != 0:
+            raise AssertionError(result.stderr.decode(errors="replace").strip())
+
     def restart(self) -> None:
         result = self._ctl("restart")
         assert result.returncode == 0, result.stderr.decode(errors="replace")
