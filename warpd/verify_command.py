@@ -80,7 +80,11 @@ def _verify(args: argparse.Namespace) -> int:
     from warpd.engine.runner import SchemaRunner
     from warpd.verify_ranges import TableVerifier
 
-    probe = load_config(args.config, cli=CliOverrides(source=args.source, destination=args.destination))
+    # the schemas the file names, to tell a schema whose name holds a dot from SCHEMA.TABLE
+    first = args.target.split(".", 1)[0]
+    probe = load_config(
+        args.config, cli=CliOverrides(source=args.source, destination=args.destination, schema=first)
+    )
     name, table = _split(args.target, probe.schema_names)
     config = load_config(
         args.config, cli=CliOverrides(source=args.source, destination=args.destination, schema=name)

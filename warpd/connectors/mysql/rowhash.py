@@ -6,8 +6,8 @@ docs/verify.md): integers in decimal, decimals with trailing fractional zeros
 removed, text as its UTF-8, bytes as upper-case hex, bits as ``0``/``1``
 digits, dates ``YYYY-MM-DD``, date-times ``YYYY-MM-DD HH:MM:SS.ffffff`` in
 UTC, times as a signed number of microseconds.  A row is the ``,``-joined
-list of its values, each ``N`` when NULL and ``<bytes>:<text>`` otherwise, and
-hashes as its MD5.  A range's checksum is the row count and the exact sum of
+list of its values, each ``N`` when NULL, text as ``<bytes>:<text>`` (the one
+rendering that may hold a comma or be ``N``), and hashes as its MD5.  A range's checksum is the row count and the exact sum of
 the first 60 bits of every row hash (an unsigned DECIMAL here, a numeric in
 PostgreSQL: no overflow, no order dependence).
 
@@ -56,7 +56,9 @@ def _utf8(col: Column, q: str) -> str:
 
 def _part(col: Column, q: str) -> str:
     t = _utf8(col, q)
-    return f"COALESCE(IF({q} IS NULL, 'N', CONCAT(LENGTH({t}), ':', {t})), '?')"
+    if col.type.kind is Kind.TEXT:  # the one rendering that may hold a comma: prefixed by its length
+        return f"IF({q} IS NULL, 'N', CONCAT(LENGTH({t}), ':', {t}))"
+    return f"IFNULL({t}, 'N')"
 
 
 def _order(col: Column, q: str) -> str:

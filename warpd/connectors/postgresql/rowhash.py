@@ -39,9 +39,11 @@ def _text(col: Column, q: sql.Composable) -> sql.Composable:
 
 
 def _part(col: Column, q: sql.Composable) -> sql.Composable:
-    return sql.SQL(
-        "coalesce(CASE WHEN {0} IS NULL THEN 'N' ELSE octet_length({1}) || ':' || {1} END, '?')"
-    ).format(q, _text(col, q))
+    if col.type.kind is Kind.TEXT:  # the one rendering that may hold a comma: prefixed by its length
+        return sql.SQL(
+            "CASE WHEN {0} IS NULL THEN 'N' ELSE octet_length({0}::text) || ':' || {0}::text END"
+        ).format(q)
+    return sql.SQL("coalesce({}, 'N')").format(_text(col, q))
 
 
 def _order(col: Column, q: sql.Composable) -> sql.Composable:
