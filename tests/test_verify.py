@@ -222,3 +222,29 @@ def test_a_change_in_any_compared_column_is_found(
             dbs.dest.query(f"UPDATE {every} SET {quoted} = %s WHERE id = 1", args=(kept,))  # noqa: S608
     assert not missed
     verified(dbs, config, dbs.name, 0)
+
+
+def test_warpctl_verify_reads_the_daemons_configuration_and_an_unreachable_destination_exits_3(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    dbs.sql("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))")
+    dbs.sql("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    replicate(dbs, warp, config_for(dbs, tmp_path))
+    dbs.dest.query(f"UPDATE {dbs.dest.ident('t')} SET v = 'z' WHERE id = 2")  # noqa: S608
+    full = write_config(
+        tmp_path,
+        f"source:\n  connection_string: {dbs.source_uri}\ndestination:\n  connection_string: {dbs.dest_uri}\n"
+        f"schemas:\n  - name: {dbs.name}\n    destination_schema: {dbs.dest_schema}\n",
+    )
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    run = subprocess.run(
+        [sys.executable, "-m", "warpd.supervisor.warpctl", "--config", full, "verify", f"{dbs.name}.t", "--json"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert differences(json.loads(run.stdout)) == [("t", "different", {"id": "2"})]
+
+    closed = dbs.dest_uri.replace(":5432/", ":1/").replace(":3306/", ":1/")
+    run = verify(dbs, full, dbs.name, "--destination", closed)
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Sequence
 
 from warpd import logs
@@ -53,7 +54,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     logs.configure_early(args.log_level)
     if args.max_keys < 0:
-        print("cartridge-warp verify: --max-keys: must be 0 or more", flush=True)
+        print("cartridge-warp verify: --max-keys: must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
     finished = False
 
@@ -103,6 +104,12 @@ def _verify(args: argparse.Namespace) -> int:
             raise ConfigError(f"verify: table {table!r} does not exist at the source of schema {name!r}")
         else:
             tables = [table]
+        if not tables:
+            raise ConfigError(
+                f"verify: schema {name!r} has no table to compare: its source database holds none that "
+                "the whitelist/blacklist lets through (or does not exist, or this user cannot see it)"
+            )
+        runner.dest.connect()  # an unreachable destination stops here, before any table is read
         reports = []
         for t in tables:
             report = TableVerifier(
@@ -118,6 +125,4 @@ def _verify(args: argparse.Namespace) -> int:
         print(
             json.dumps({"schema": name, "equal": equal, "tables": [r.as_dict() for r in reports]}, indent=2)
         )
-    elif not reports:
-        print(f"schema {name}: no source table matches the whitelist/blacklist")
     return EXIT_OK if equal else EXIT_DIFFERENT
