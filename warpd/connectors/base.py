@@ -248,7 +248,9 @@ class Source(Protocol):
     counts in (a date/time kind: a duration); the engine then skips its own
     refusal of nullable and unordered columns, and the source must refuse, at
     each :meth:`read_since`, rows whose cursor it could not read (MongoDB,
-    where any field may be missing: warpd/connectors/mongodb/cursor.py).
+    where any field may be missing: warpd/connectors/mongodb/cursor.py);
+    ``verify_bounds``, ``range_checksum`` and ``range_rows`` (:class:`RangeBounds`,
+    :class:`RangeChecksums`) let ``cartridge-warp verify`` compare its tables (docs/verify.md).
     """
 
     def check_prerequisites(self) -> None:
