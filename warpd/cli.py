@@ -21,7 +21,8 @@ log = logging.getLogger("warpd")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cartridge-warp",
-        description="Keep a destination database in sync with a source database (snapshot, then every change).",
+        description="Keep a destination database in sync with a source database (snapshot, then every "
+        "change). `cartridge-warp verify --help`: compare source and destination tables (docs/verify.md).",
     )
     p.add_argument(
         "--mode",
@@ -55,7 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # First of all: a password given with --source/--destination is in the command line, which
         # every user can read (ps, /proc/PID/cmdline) until the title replaces it.
         hide_command_line_secrets("cartridge-warp", sys.argv[1:])
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["verify"]:
+        from warpd.verify_command import main as verify
+
+        return verify(arguments[1:])
+    args = _parser().parse_args(arguments)
     logs.configure_early(args.log_level)
     _warn_command_line_passwords(args)
     return run_reporting(lambda: _run(args), "cartridge-warp")

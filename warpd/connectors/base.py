@@ -21,7 +21,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from warpd.types import Column, TableSchema
+from warpd.errors import ConfigError
+from warpd.types import Column, Kind, TableSchema
 
 Position = Mapping[str, Any]
 """A JSON-serialisable source position, opaque to everything but its source."""
@@ -247,7 +248,9 @@ class Source(Protocol):
     counts in (a date/time kind: a duration); the engine then skips its own
     refusal of nullable and unordered columns, and the source must refuse, at
     each :meth:`read_since`, rows whose cursor it could not read (MongoDB,
-    where any field may be missing: warpd/connectors/mongodb/cursor.py).
+    where any field may be missing: warpd/connectors/mongodb/cursor.py);
+    ``verify_bounds``, ``range_checksum`` and ``range_rows`` (:class:`RangeBounds`,
+    :class:`RangeChecksums`) let ``cartridge-warp verify`` compare its tables (docs/verify.md).
     """
 
     def check_prerequisites(self) -> None:
@@ -422,6 +425,89 @@ class TablePlan:
         if self.keyless:
             return self.row_key(self.encode(row))
         return tuple(row.get(k) for k in self.source.key)
+
+
+# -- verify: key-range checksums computed by each database (docs/verify.md) ------------------------
+
+VERIFY_KINDS = frozenset(
+    {
+        Kind.BOOLEAN,
+        Kind.INT,
+        Kind.DECIMAL,
+        Kind.TEXT,
+        Kind.BYTES,
+        Kind.BITS,
+        Kind.DATE,
+        Kind.TIME,
+        Kind.TIMESTAMP,
+        Kind.TIMESTAMPTZ,
+        Kind.UUID,
+    }
+)
+"""Kinds whose values every database renders the same canonical text for (docs/verify.md); the
+columns of other kinds (FLOAT, JSON, TEXT_ARRAY) are not compared, and the report says so."""
+
+VERIFY_KEY_KINDS = frozenset(
+    {
+        Kind.INT,
+        Kind.DECIMAL,
+        Kind.TEXT,
+        Kind.UUID,
+        Kind.BYTES,
+        Kind.DATE,
+        Kind.TIME,
+        Kind.TIMESTAMP,
+        Kind.TIMESTAMPTZ,
+    }
+)
+"""Key kinds that order, and compare with a bound, identically at the source and the destination."""
+
+RangeBound = tuple[Any, ...] | None
+"""A key in the verify order, as the source's ``verify_bounds`` returned it; None: no bound."""
+
+RangeRows = list[tuple[tuple[str | None, ...], str]]
+"""``(key rendered as text, row hash)`` for each row of a range, in no particular order."""
+
+
+def verify_key_kind(plan: TablePlan, column: Column) -> None:
+    """Refuse (ConfigError: bad usage) a key column whose kind cannot bound a range on both sides."""
+    if column.type.kind not in VERIFY_KEY_KINDS:
+        raise ConfigError(
+            f"verify: table {plan.source.name!r}: key column {column.name!r} is {column.type.describe()}, "
+            "which cannot bound a key range the same way at the source and the destination; "
+            "verify supports keys of integers, decimals, text, UUIDs, bytes, dates, times and timestamps"
+        )
+
+
+class RangeChecksums(Protocol):
+    """Optional members of a source and a destination that ``verify`` needs (docs/verify.md).
+
+    Looked up with ``getattr``: a connector without them cannot be verified
+    (``verify`` says so).  ``columns`` are the source column names compared
+    (kinds in :data:`VERIFY_KINDS`); a range is the keys after ``lower`` up to
+    and including ``upper`` in the verify order (text keys by their UTF-8
+    bytes), either bound None for an open end.  A destination counts only its
+    live rows (soft-deleted rows are absent) and ignores its own columns.
+    """
+
+    def range_checksum(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> tuple[int, int]:
+        """``(rows, checksum)`` of the range, computed by the database."""
+
+    def range_rows(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeRows:
+        """Each row of the range as ``(rendered key, row hash)``, for a range small enough to list."""
+
+
+class RangeBounds(Protocol):
+    """The source's part of ``verify``: where to cut a key range (with :class:`RangeChecksums`)."""
+
+    def verify_bounds(
+        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
+    ) -> list[tuple[Any, ...]]:
+        """The key of every ``every``-th row of the range, in the verify order."""
 
 
 BESIDE_PREFIX = "_warp_new_"

@@ -384,6 +384,10 @@ class SchemaRunner:
             lambda: self.source.describe(table, self._key_override(table)), f"describing {table!r}"
         )
 
+    def plan_of(self, table: str) -> TablePlan:
+        """Where ``table``'s current shape at the source is written (``verify``)."""
+        return self._plan(self._describe(table))
+
     def plan_report(self) -> list[dict[str, Any]]:
         out = []
         current = self.discover()

@@ -82,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     resync.add_argument("target", metavar="SCHEMA.TABLE")
     sync = sub.add_parser("sync", help="run a batch-mode schema, or one of its tables, now")
     sync.add_argument("target", metavar="SCHEMA[.TABLE]")
+    verify = sub.add_parser(
+        "verify",
+        help="compare source and destination tables by key-range checksums (runs here, not in warpd; "
+        "exit 0 equal, 1 different, 2 usage, 3 could not finish: docs/verify.md)",
+    )
+    verify.add_argument("target", metavar="SCHEMA[.TABLE]")
+    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--max-keys", metavar="N", default="20", help="differing keys listed per table")
     checkpoints = sub.add_parser("checkpoints", help="the stored source position of every schema")
     checkpoints.add_argument("--json", action="store_true")
     dlq = sub.add_parser("dlq", help="dead letters: rows the destination rejected")
@@ -135,6 +143,16 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return args.command, {}
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """``cartridge-warp verify`` with warpd's configuration: it reads both databases itself, so it
+    needs no running daemon (and its exit codes are verify's, not the socket's)."""
+    from warpd.verify_command import main as verify
+
+    path = args.config or os.environ.get("CARTRIDGE_WARP_CONFIG") or DEFAULT_CONFIG
+    options = ["--config", path] if args.config or os.path.exists(path) else []
+    return verify([*options, args.target, "--max-keys", args.max_keys, *(["--json"] if args.json else [])])
+
+
 def _usage(message: str) -> int:
     print(f"warpctl: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -142,6 +160,8 @@ def _usage(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "verify":
+        return _verify(args)
     command, request = _request(args)
     try:
         socket_path, state_dir = locate(args)

@@ -69,6 +69,7 @@ from warpd.connectors.mysql.dest_types import (
     unescape,
     variable_length,
 )
+from warpd.connectors.mysql.rowhash import RangeChecksumMethods, RangeQueries
 from warpd.connectors.postgresql.naming import fit_identifier, map_columns
 from warpd.errors import FatalError, TransientError
 from warpd.redact import redact
@@ -184,7 +185,7 @@ _META_TYPES = {
 }
 
 
-class MySQLDestination:
+class MySQLDestination(RangeChecksumMethods):
     """One connection to a MySQL/MariaDB destination (implements :class:`warpd.connectors.base.Destination`)."""
 
     def __init__(self, uri: str, *, application_name: str = "cartridge-warp"):
@@ -862,6 +863,11 @@ class MySQLDestination:
                         sets = sets or [noop]
                     insert += f" ON DUPLICATE KEY UPDATE {', '.join(sets)}"
                 cur.execute(insert.replace("%", "%%"), ())
+
+    # -- verify (RangeChecksums in base.py; docs/verify.md) -------------------------
+    def _ranges(self, plan: TablePlan, columns: Sequence[str] = ()) -> RangeQueries:
+        live = f"{_q(DELETED_AT_COLUMN)} IS NULL" if plan.soft_delete else ""
+        return RangeQueries(plan, _table(plan), dict(plan.columns), columns, live)
 
     # -- reading back ------------------------------------------------------------
     def read_rows(self, plan: TablePlan) -> Iterator[Row] | None:

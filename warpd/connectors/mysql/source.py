@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pymysql
@@ -19,8 +19,10 @@ from warpd.connectors.base import (
     Event,
     ForeignKey,
     Position,
+    RangeBound,
     RowChange,
     SnapshotChunk,
+    TablePlan,
 )
 from warpd.connectors.keycodec import decode_key, encode_key
 from warpd.connectors.mysql import copytext
@@ -35,6 +37,7 @@ from warpd.connectors.mysql.connection import (
     qualified,
     quote_ident,
 )
+from warpd.connectors.mysql.rowhash import RangeChecksumMethods, RangeQueries
 from warpd.errors import FatalError, PositionLostError
 from warpd.types import Column, TableSchema
 
@@ -92,7 +95,7 @@ def _mysql_locked_position(cur: Any) -> tuple[Any, ...] | None:
     return tuple(row[:2]) if row else None
 
 
-class MySQLSource:
+class MySQLSource(RangeChecksumMethods):
     """Reads one MySQL/MariaDB database: snapshot and binlog changes."""
 
     is_transient = staticmethod(is_transient)
@@ -348,6 +351,16 @@ class MySQLSource:
             (self.database, table),
         )
         return int(rows[0][0] or 0) if rows else 0
+
+    # -- verify (RangeChecksums, RangeBounds in base.py; docs/verify.md) ------
+    def _ranges(self, plan: TablePlan, columns: Sequence[str] = ()) -> RangeQueries:
+        names = {c.name: c.name for c in plan.source.columns}
+        return RangeQueries(plan, qualified(self.database, plan.source.name), names, columns)
+
+    def verify_bounds(
+        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
+    ) -> list[tuple[Any, ...]]:
+        return self._ranges(plan).bounds(self.conn, lower, upper, every)
 
     # -- snapshot ------------------------------------------------------------
     def snapshot(

@@ -31,6 +31,8 @@ from warpd.connectors.base import (
     SYNCED_AT_COLUMN,
     Capabilities,
     EncodedChunk,
+    RangeBound,
+    RangeRows,
     Row,
     SchemaOpKind,
     SnapshotChunk,
@@ -39,6 +41,7 @@ from warpd.connectors.base import (
     is_beside,
 )
 from warpd.connectors.postgresql.naming import MAX_IDENTIFIER_BYTES, map_columns, pg_identifier
+from warpd.connectors.postgresql.rowhash import RangeQueries
 from warpd.connectors.postgresql.types import copy_encoder, pg_type_sql
 from warpd.errors import FatalError, TransientError
 from warpd.redact import redact
@@ -617,6 +620,17 @@ class PostgresDestination:
     def record_values(self, plan: TablePlan, record: Any, layout: Any = None) -> dict[str, Any]:
         fields = layout or self.copy_fields(plan)
         return self._with_fields({}, record, fields)
+
+    # -- verify (RangeChecksums in base.py; docs/verify.md) ---------------------
+    def range_checksum(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> tuple[int, int]:
+        return RangeQueries(plan, columns).checksum(self.conn, lower, upper)
+
+    def range_rows(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeRows:
+        return RangeQueries(plan, columns).rows(self.conn, lower, upper)
 
     def read_rows(self, plan: TablePlan) -> Iterator[Row] | None:
         from warpd.connectors.postgresql.reading import live_rows

@@ -1,0 +1,161 @@
+"""Key-range checksums for ``verify`` in MySQL/MariaDB, computed by the server (source and destination).
+
+Every compared value is rendered as text the same way PostgreSQL renders it
+(warpd/connectors/postgresql/rowhash.py; the rendering is specified in
+docs/verify.md): integers in decimal, decimals with trailing fractional zeros
+removed, text as its UTF-8, bytes as upper-case hex, bits as ``0``/``1``
+digits, dates ``YYYY-MM-DD``, date-times ``YYYY-MM-DD HH:MM:SS.ffffff`` in
+UTC, times as a signed number of microseconds.  A row is the ``,``-joined
+list of its values, each ``N`` when NULL, text as ``<bytes>:<text>`` (the one
+rendering that may hold a comma or be ``N``), and hashes as its MD5.  A range's checksum is the row count and the exact sum of
+the first 60 bits of every row hash (an unsigned DECIMAL here, a numeric in
+PostgreSQL: no overflow, no order dependence).
+
+Keys order by the same expression on both sides: text and UUID keys by the
+bytes of their UTF-8 text (MariaDB's collation and PostgreSQL's would order
+them differently), other keys by their value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from warpd.connectors.base import RangeBound, RangeRows, TablePlan, verify_key_kind
+from warpd.connectors.mysql.connection import BIND, execute_bound, quote_ident
+from warpd.types import Column, Kind
+
+
+def _text(col: Column, q: str) -> str:
+    kind = col.type.kind
+    if kind in (Kind.INT, Kind.UUID):
+        return f"CAST({q} AS CHAR)"
+    if kind is Kind.DECIMAL:
+        t = f"CAST({q} AS CHAR)"
+        return f"IF(LOCATE('.', {t}) > 0, TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {t})), {t})"
+    if kind is Kind.TEXT:
+        return q
+    if kind is Kind.BYTES:
+        return f"HEX({q})"
+    if kind is Kind.BOOLEAN:
+        return f"IF({q}, '1', '0')"
+    if kind is Kind.BITS:
+        return f"LPAD(BIN({q} + 0), {int(col.type.length or 1)}, '0')"
+    if kind is Kind.DATE:
+        return f"DATE_FORMAT({q}, '%Y-%m-%d')"
+    if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        return f"DATE_FORMAT({q}, '%Y-%m-%d %H:%i:%s.%f')"
+    if kind is Kind.TIME:
+        return f"CAST(ROUND(TIME_TO_SEC({q}) * 1000000) AS SIGNED)"
+    raise ValueError(f"verify: no rendering of {col.type.describe()}")
+
+
+def _utf8(col: Column, q: str) -> str:
+    return f"CONVERT({_text(col, q)} USING utf8mb4)"
+
+
+def _part(col: Column, q: str) -> str:
+    t = _utf8(col, q)
+    if col.type.kind is Kind.TEXT:  # the one rendering that may hold a comma: prefixed by its length
+        return f"IF({q} IS NULL, 'N', CONCAT(LENGTH({t}), ':', {t}))"
+    return f"IFNULL({t}, 'N')"
+
+
+def _order(col: Column, q: str) -> str:
+    if col.type.kind in (Kind.TEXT, Kind.UUID):
+        return f"CAST({_utf8(col, q)} AS BINARY)"
+    return q
+
+
+class RangeQueries:
+    """The verify queries over one table; ``names`` maps each source column to its name in ``table``.
+
+    ``table`` is the qualified, quoted table; ``live`` an extra condition on its rows (soft deletes).
+    """
+
+    def __init__(
+        self, plan: TablePlan, table: str, names: dict[str, str], columns: Sequence[str], live: str = ""
+    ):
+        by_name = {c.name: c for c in plan.source.columns}
+        keys = [by_name[k] for k in plan.source.key]
+        for k in keys:
+            verify_key_kind(plan, k)
+        self.table = table
+        self.live = live
+        self.nkey = len(keys)
+        self.order = [_order(c, quote_ident(names[c.name])) for c in keys]
+        self.key_text = [_utf8(c, quote_ident(names[c.name])) for c in keys]
+        parts = [_part(by_name[n], quote_ident(names[n])) for n in columns]
+        self.row_hash = "MD5(CONCAT_WS(',', " + (", ".join(parts) or "''") + "))"
+
+    def _where(self, lower: RangeBound, upper: RangeBound) -> tuple[str, tuple[Any, ...]]:
+        conds, args = [self.live] if self.live else [], ()
+        row = f"({', '.join(self.order)})"
+        marks = f"({', '.join([BIND] * self.nkey)})"
+        if lower is not None:
+            conds.append(f"{row} > {marks}")
+            args += tuple(lower)
+        if upper is not None:
+            conds.append(f"{row} <= {marks}")
+            args += tuple(upper)
+        return (" WHERE " + " AND ".join(conds) if conds else ""), args
+
+    def checksum(self, conn: Any, lower: RangeBound, upper: RangeBound) -> tuple[int, int]:
+        where, args = self._where(lower, upper)
+        # identifiers quoted by quote_ident, values bound at BIND marks
+        query = (
+            f"SELECT COUNT(*), COALESCE(SUM(CAST(CONV(LEFT({self.row_hash}, 15), 16, 10) AS UNSIGNED)), 0) "  # noqa: S608
+            f"FROM {self.table}{where}"
+        )
+        with conn.cursor() as cur:
+            execute_bound(cur, query, args)
+            count, total = cur.fetchone()
+        return int(count), int(total)
+
+    def rows(self, conn: Any, lower: RangeBound, upper: RangeBound) -> RangeRows:
+        where, args = self._where(lower, upper)
+        query = f"SELECT {', '.join(self.key_text)}, {self.row_hash} FROM {self.table}{where}"  # noqa: S608
+        with conn.cursor() as cur:
+            execute_bound(cur, query, args)
+            return [(tuple(r[: self.nkey]), str(r[self.nkey])) for r in cur.fetchall()]
+
+    def bounds(self, conn: Any, lower: RangeBound, upper: RangeBound, every: int) -> list[tuple[Any, ...]]:
+        """The key (in verify order) of every ``every``-th row after ``lower`` up to ``upper``."""
+        found: list[tuple[Any, ...]] = []
+        last = lower
+        with conn.cursor() as cur:
+            while True:
+                where, args = self._where(last, upper)
+                execute_bound(
+                    cur,
+                    f"SELECT {', '.join(self.order)} FROM {self.table}{where} "  # noqa: S608 - quoted
+                    f"ORDER BY {', '.join(self.order)} LIMIT 1 OFFSET {int(every) - 1}",
+                    args,
+                )
+                row = cur.fetchone()
+                if row is None:
+                    return found
+                last = tuple(row)
+                found.append(last)
+
+
+class RangeChecksumMethods:
+    """``range_checksum`` and ``range_rows`` (base.RangeChecksums) of a MySQL source or destination,
+    over the :class:`RangeQueries` its ``_ranges`` builds, on its ``conn``."""
+
+    @property
+    def conn(self) -> Any:
+        raise NotImplementedError
+
+    def _ranges(self, plan: TablePlan, columns: Sequence[str] = ()) -> RangeQueries:
+        raise NotImplementedError
+
+    def range_checksum(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> tuple[int, int]:
+        return self._ranges(plan, columns).checksum(self.conn, lower, upper)
+
+    def range_rows(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeRows:
+        return self._ranges(plan, columns).rows(self.conn, lower, upper)
