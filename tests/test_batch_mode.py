@@ -99,7 +99,10 @@ def test_a_late_commit_within_the_safety_lag_is_picked_up_and_one_older_is_not(d
     )
     w = warp(config)
     wait_until(lambda: dbs.pg_count("items") == 1, 60, "the first run")
-    tables, _ = batch_state(os.path.join(str(tmp_path), "state"), dbs.name)
+    state_dir = os.path.join(str(tmp_path), "state")
+    # the mark is stored after the destination committed the rows: wait for it, not only for the rows
+    wait_until(lambda: runs_finished(state_dir, dbs.name, "items"), 60, "the first run's mark")
+    tables, _ = batch_state(state_dir, dbs.name)
     assert tables["items"].mark["cursor"] == {"$dt": "2026-01-01T12:00:00"}
 
     # a transaction that took its cursor value before the last run but committed after it
