@@ -32,6 +32,7 @@ from warpd.engine.hooks import EngineHooks
 from warpd.engine.repair import repair_keys
 from warpd.engine.replay import replay
 from warpd.engine.resync import TableResync
+from warpd.engine.verify_schedule import ScheduledVerify
 from warpd.errors import FatalError
 from warpd.redact import redact
 
@@ -58,6 +59,7 @@ class ChildControl(EngineHooks):
         self._paused_guard = threading.Lock()
         self.rows_applied: dict[str, int] = {}
         self.runner: SchemaRunner | None = None
+        self.verifier: ScheduledVerify | None = None  # verify: {every: ...} (engine/verify_schedule.py)
         self._resyncs: dict[str, TableResync] = {}
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
@@ -72,13 +74,23 @@ class ChildControl(EngineHooks):
 
     def attach(self, runner: SchemaRunner) -> None:
         self.runner = runner
+        schedule = runner.schema.verify
+        if schedule is not None and self.verifier is None:
+            self.verifier = ScheduledVerify(
+                runner, schedule, self.lock, lambda: self.paused_tables | self.resyncing()
+            )
 
     def start(self) -> None:
         self._thread.start()
+        if self.verifier is not None:
+            self.verifier.start()
+            log.info("schema %s: verify %s (docs/verify.md)", self.name, self.verifier.schedule.describe())
 
     def close(self) -> None:
         """Stop polling and cancel running copies (their tables are copied again at the next start)."""
         self._stop.set()
+        if self.verifier is not None:
+            self.verifier.close()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         for resync in list(self._resyncs.values()):
