@@ -177,6 +177,11 @@ def _apply_repair(
     try:
         held = schema_lock.acquire(config.state_dir, schema, wait=0)
     except schema_lock.SchemaLocked:
+        if config.schema(schema).batch:  # its process applies requests only while it streams
+            raise ConfigError(
+                f"verify --repair: schema {schema!r} runs mode: batch and its process is running; repair "
+                "it while the process is stopped (or let its next full_refresh run copy the table)"
+            ) from None
         return _ask_running(config.state_dir, schema, plan.source.name, keys)
     try:
         settings = config.schema(schema).table_settings(plan.source.name)

@@ -75,6 +75,31 @@ class _Rejected:
         self.reasons.append(reason)
 
 
+def _match(
+    plan: TablePlan, wanted: Sequence[tuple[Any, ...]], rows: Sequence[dict[str, Any]]
+) -> dict[Hashable, dict[str, Any]]:
+    """The source's rows by the wanted key they hold exactly.
+
+    A row that holds none of them may come from a text key's collation (``'A'`` read for ``'a'``);
+    for any other key it means the key was not read back as ``verify`` rendered it, and a key taken
+    for absent would then be deleted although the source holds it: refuse instead.
+    """
+    asked = set(wanted)
+    held: dict[Hashable, dict[str, Any]] = {}
+    kinds = {c.name: c.type.kind for c in plan.source.columns}
+    loose = any(kinds[k] is Kind.TEXT for k in plan.source.key)
+    for row in rows:
+        key = tuple(row.get(k) for k in plan.source.key)
+        if key in asked:
+            held[key] = row
+        elif not loose:
+            raise FatalError(
+                f"verify --repair: table {plan.source.name!r}: the source returned key {key!r} for keys "
+                "that verify rendered otherwise; nothing of this batch was written (please report it)"
+            )
+    return held
+
+
 def repair_keys(
     schema_name: str,
     source: Any,
@@ -101,9 +126,7 @@ def repair_keys(
             wanted = [parse_key(plan, k) for k in keys[start : start + KEYS_PER_BATCH]]
             with guard:
                 rows = read(plan.source, wanted)
-                held: dict[Hashable, dict[str, Any]] = {}
-                for row in rows:
-                    held[tuple(row.get(k) for k in plan.source.key)] = row
+                held = _match(plan, wanted, rows)
                 states: dict[Hashable, FinalState] = {}
                 for key in wanted:
                     row = held.get(key)

@@ -365,8 +365,9 @@ class MySQLSource(RangeChecksumMethods):
         return self._ranges(plan).bounds(self.conn, lower, upper, every)
 
     def rows_by_key(self, schema: TableSchema, keys: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
-        """The current rows of ``keys`` (canonical values, as a snapshot reads them); absent keys are
-        left out.  ``verify --repair`` reads the differing keys again through it (docs/verify.md)."""
+        """The current rows whose key equals one of ``keys`` in the source's comparison (a collation may
+        match ``'A'`` to ``'a'``: the caller keeps the exact ones), as a snapshot reads them.  ``verify
+        --repair`` reads the differing keys again through it (docs/verify.md)."""
         if not keys:
             return []
         cols = schema.columns
@@ -384,10 +385,7 @@ class MySQLSource(RangeChecksumMethods):
                 raw = cur.fetchall()
         except pymysql.err.MySQLError as exc:
             raise classify(exc, self.params, f"reading keys of {schema.name!r}") from exc
-        wanted = set(keys)
-        rows = [{c.name: conv(v) for c, conv, v in zip(cols, converters, r, strict=True)} for r in raw]
-        # a collation may match 'a' to 'A': keep the rows whose key is one asked for, exactly
-        return [row for row in rows if tuple(row[k] for k in schema.key) in wanted]
+        return [{c.name: conv(v) for c, conv, v in zip(cols, converters, r, strict=True)} for r in raw]
 
     # -- snapshot ------------------------------------------------------------
     def snapshot(
