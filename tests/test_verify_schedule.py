@@ -135,3 +135,37 @@ def test_scheduled_verify_with_repair_true_repairs_what_it_finds(
     )
     wait_until(lambda: converged(dbs, ["t"]) == [], TIMEOUT, "the tables equal")
     wait_until(lambda: d.metric("verify_differences", **labels) == 0, TIMEOUT, "the metric back at 0")
+
+
+def test_a_verify_that_cannot_finish_warns_and_counts_as_failed_while_the_schema_streams_on(
+    dbs: Databases, daemon: Callable[[str], Daemon]
+) -> None:
+    d, labels = verified_once(dbs, daemon, "{every: 1s}")
+    dbs.sql("CREATE TABLE gone (id INT PRIMARY KEY)")
+    dbs.sql("INSERT INTO gone VALUES (1)")
+    wait_until(lambda: converged(dbs, ["gone"]) == [], TIMEOUT, "table gone replicated")
+    dbs.dest.query(f"DROP TABLE {dbs.dest.ident('gone')}")  # its checksum query fails from now on
+    wait_until(
+        lambda: (d.metric("verify_runs_total", schema=dbs.name, result="failed") or 0) >= 1,
+        TIMEOUT,
+        "a failed run",
+    )
+    assert "scheduled verify of " + dbs.name + ".gone could not finish" in d.output()
+    assert d.metric("process_up", schema=dbs.name) == 1
+
+    def last_verify() -> dict[str, Any]:
+        (schema,) = json.loads(d.warpctl("status", "--json").stdout)["schemas"]
+        return dict(schema["verify"]["last"] or {})
+
+    # (the status file is rewritten every second: it may still show the run before)
+    last = wait_until(lambda: (v := last_verify()).get("result") == "failed" and v, TIMEOUT, "status: failed")
+    assert "gone" in last["error"]
+    # the stream goes on, and the other table is still verified
+    dbs.sql("UPDATE t SET v = 'new' WHERE id = 3")
+    wait_until(lambda: converged(dbs, ["t"]) == [], TIMEOUT, "the stream applies changes")
+    before = d.metric("verify_last_success_timestamp_seconds", **labels) or 0
+    wait_until(
+        lambda: (d.metric("verify_last_success_timestamp_seconds", **labels) or 0) > before,
+        TIMEOUT,
+        "t verified again",
+    )
