@@ -152,8 +152,9 @@ def _verify(args: argparse.Namespace) -> int:
                 again = TableVerifier(runner.source, runner.dest, plan, max_keys=args.max_keys).run(
                     report.differing_ranges
                 )
-                # keys past the ones one repair holds were neither repaired nor checked again
-                report.differing_after_repair = again.differing + report.differing - len(keys)
+                # keys past the ones one repair holds were not repaired (their ranges may have been
+                # checked again, so count them once: never fewer than remain)
+                report.differing_after_repair = max(again.differing, report.differing - len(keys))
             reports.append(report)
             if not args.json:
                 print(report.describe(), flush=True)
