@@ -98,6 +98,23 @@ def replicate(dbs: Databases, warp: Callable[..., Warp], config: str) -> None:
     stop_cleanly(w)
 
 
+def daemon_config(dbs: Databases, tmp_path: Any, extra: str = "") -> str:
+    """A configuration file as warpd reads it: endpoints in the file."""
+    return write_config(
+        tmp_path,
+        f"source:\n  connection_string: {dbs.source_uri}\ndestination:\n  connection_string: {dbs.dest_uri}\n"
+        f"{extra}schemas:\n  - name: {dbs.name}\n    destination_schema: {dbs.dest_schema}\n",
+    )
+
+
+def warpctl_verify(config: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.run(
+        [sys.executable, "-m", "warpd.supervisor.warpctl", "--config", config, "verify", *args],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT, check=False,
+    )  # fmt: skip
+
+
 def test_every_type_verifies_equal_and_each_destination_edit_is_reported(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -231,16 +248,8 @@ def test_warpctl_verify_reads_the_daemons_configuration_and_an_unreachable_desti
     dbs.sql("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
     replicate(dbs, warp, config_for(dbs, tmp_path))
     dbs.dest.query(f"UPDATE {dbs.dest.ident('t')} SET v = 'z' WHERE id = 2")  # noqa: S608
-    full = write_config(
-        tmp_path,
-        f"source:\n  connection_string: {dbs.source_uri}\ndestination:\n  connection_string: {dbs.dest_uri}\n"
-        f"schemas:\n  - name: {dbs.name}\n    destination_schema: {dbs.dest_schema}\n",
-    )
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    run = subprocess.run(
-        [sys.executable, "-m", "warpd.supervisor.warpctl", "--config", full, "verify", f"{dbs.name}.t", "--json"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT, check=False,
-    )  # fmt: skip
+    full = daemon_config(dbs, tmp_path)
+    run = warpctl_verify(full, f"{dbs.name}.t", "--json")
     assert run.returncode == 1, run.stdout + run.stderr
     assert differences(json.loads(run.stdout)) == [("t", "different", {"id": "2"})]
 

@@ -116,6 +116,28 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("schema", "table", "result"),
         "mode: batch: finished runs of a table by result (ok, failed).",
     ),
+    "verify_differences": (
+        "gauge",
+        ("schema", "table"),
+        "Scheduled verify: keys (missing, extra or different) the table's last finished verify found, "
+        "before any repair; alert when above 0.",
+    ),
+    "verify_last_success_timestamp_seconds": (
+        "gauge",
+        ("schema", "table"),
+        "Scheduled verify: Unix time the table's last verify finished (equal or not); alert when time() "
+        "minus it grows past a few verify periods (verify stopped finishing).",
+    ),
+    "verify_repaired_keys_total": (
+        "counter",
+        ("schema", "table"),
+        "Scheduled verify with repair: true: differing keys re-copied from the source.",
+    ),
+    "verify_runs_total": (
+        "counter",
+        ("schema", "result"),
+        "Scheduled verify: runs over a schema's tables by result (equal, different, failed: could not finish).",
+    ),
 }
 
 
@@ -155,6 +177,10 @@ class _Metrics:
         self.batch_seconds = Gauge(**doc("batch_run_seconds"), multiprocess_mode="mostrecent")
         self.batch_success = Gauge(**doc("batch_last_success_timestamp_seconds"), multiprocess_mode="max")
         self.batch_runs = counter("batch_runs_total")
+        self.verify_differences = Gauge(**doc("verify_differences"), multiprocess_mode="mostrecent")
+        self.verify_success = Gauge(**doc("verify_last_success_timestamp_seconds"), multiprocess_mode="max")
+        self.verify_repaired = counter("verify_repaired_keys_total")
+        self.verify_runs = counter("verify_runs_total")
 
 
 _metrics: _Metrics | None = None
@@ -288,6 +314,23 @@ def batch_run(
     _metrics.batch_seconds.labels(schema, table).set(seconds)
     if last_success is not None:
         _metrics.batch_success.labels(schema, table).set(last_success)
+
+
+def verify_table(schema: str, table: str, differing: int, repaired: int, finished_at: float) -> None:
+    """A scheduled verify of ``table`` finished at ``finished_at``, finding ``differing`` keys and repairing
+    ``repaired`` of them."""
+    if _metrics is None:
+        return
+    _metrics.verify_differences.labels(schema, table).set(differing)
+    _metrics.verify_success.labels(schema, table).set(finished_at)
+    if repaired:
+        _metrics.verify_repaired.labels(schema, table).inc(repaired)
+
+
+def verify_run(schema: str, result: str) -> None:
+    """A scheduled verify of ``schema`` ended: ``equal``, ``different`` or ``failed``."""
+    if _metrics is not None:
+        _metrics.verify_runs.labels(schema, result).inc()
 
 
 def error(schema: str, error_type: str) -> None:

@@ -6,6 +6,13 @@ to the source and the destination, writes nothing and takes no lock: it runs
 beside a live stream.  Exit codes: 0 every table equal, 1 a difference, 2 bad
 usage (unknown schema or table, a table verify cannot compare), 3 the check
 could not finish (a database unreachable, a query failed).
+
+With ``--repair`` the differing keys are re-copied from the source
+(:mod:`warpd.engine.repair`): by the schema's running process when one holds
+the schema's lock (a ``repair`` request in the state file, applied under the
+table's lock, in the stream's order), else directly, holding the schema's lock
+so that no schema process starts meanwhile.  The ranges that held the
+differences are then checked again: exit 0 when they are equal now.
 """
 
 from __future__ import annotations
@@ -14,16 +21,19 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from warpd import logs
-from warpd.errors import ConfigError
+from warpd.errors import ConfigError, FatalError
 from warpd.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, run_reporting
 
 log = logging.getLogger("warpd")
 
 EXIT_DIFFERENT = 1
 EXIT_UNFINISHED = 3
+REQUEST_WAIT_SECONDS = 600.0  # how long a repair waits for the running schema process to take it
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML or JSON configuration file")
     p.add_argument("--source", metavar="URI", help="source URI (overrides the configuration)")
     p.add_argument("--destination", metavar="URI", help="destination URI (overrides the configuration)")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the schema's state directory (overrides the configuration; --repair only: where the schema's "
+        "lock and state file are)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument(
         "--max-keys",
@@ -44,6 +60,12 @@ def parser() -> argparse.ArgumentParser:
         default=20,
         metavar="N",
         help="list at most N differing keys per table (all are counted)",
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-copy the differing keys from the source (through the running schema process when there "
+        "is one), then check them again: exit 0 when they are equal now",
     )
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
     return p
@@ -78,6 +100,7 @@ def _split(target: str, names: Sequence[str]) -> tuple[str, str | None]:
 
 def _verify(args: argparse.Namespace) -> int:
     from warpd.config import CliOverrides, load_config
+    from warpd.engine.repair import MAX_REPAIR_KEYS
     from warpd.engine.runner import SchemaRunner
     from warpd.verify_ranges import TableVerifier
 
@@ -88,7 +111,10 @@ def _verify(args: argparse.Namespace) -> int:
     )
     name, table = _split(args.target, probe.schema_names)
     config = load_config(
-        args.config, cli=CliOverrides(source=args.source, destination=args.destination, schema=name)
+        args.config,
+        cli=CliOverrides(
+            source=args.source, destination=args.destination, schema=name, state_dir=args.state_dir
+        ),
     )
     logs.configure(config.monitoring.log_level, config.monitoring.log_format)
     schema = config.schema(name)
@@ -112,17 +138,87 @@ def _verify(args: argparse.Namespace) -> int:
         runner.dest.connect()  # an unreachable destination stops here, before any table is read
         reports = []
         for t in tables:
+            plan = runner.plan_of(t)
             report = TableVerifier(
-                runner.source, runner.dest, runner.plan_of(t), max_keys=args.max_keys
+                runner.source,
+                runner.dest,
+                plan,
+                max_keys=args.max_keys,
+                collect=MAX_REPAIR_KEYS if args.repair else 0,
             ).run()
+            if args.repair and not report.equal:
+                keys = [key for _kind, key in report.collected]
+                report.repaired = _apply_repair(config, name, runner, plan, keys)
+                again = TableVerifier(runner.source, runner.dest, plan, max_keys=args.max_keys).run(
+                    report.differing_ranges
+                )
+                # keys past the ones one repair holds were not repaired (their ranges may have been
+                # checked again, so count them once: never fewer than remain)
+                report.differing_after_repair = max(again.differing, report.differing - len(keys))
             reports.append(report)
             if not args.json:
                 print(report.describe(), flush=True)
     finally:
         runner.close()
-    equal = all(r.equal for r in reports)
+    equal = all(r.equal_now for r in reports)
     if args.json:
         print(
             json.dumps({"schema": name, "equal": equal, "tables": [r.as_dict() for r in reports]}, indent=2)
         )
     return EXIT_OK if equal else EXIT_DIFFERENT
+
+
+def _apply_repair(
+    config: Any, schema: str, runner: Any, plan: Any, keys: list[tuple[str | None, ...]]
+) -> int:
+    """Re-copy ``keys``: through the schema's running process if there is one, else here."""
+    from warpd.engine import schema_lock
+    from warpd.engine.repair import repair_keys
+
+    try:
+        held = schema_lock.acquire(config.state_dir, schema, wait=0)
+    except schema_lock.SchemaLocked:
+        if config.schema(schema).batch:  # its process applies requests only while it streams
+            raise ConfigError(
+                f"verify --repair: schema {schema!r} runs mode: batch and its process is running; repair "
+                "it while the process is stopped (or let its next full_refresh run copy the table)"
+            ) from None
+        return _ask_running(config.state_dir, schema, plan.source.name, keys)
+    try:
+        settings = config.schema(schema).table_settings(plan.source.name)
+        return repair_keys(schema, runner.source, runner.pool, plan, settings, keys)
+    finally:
+        held.release()
+
+
+def _ask_running(state_dir: str, schema: str, table: str, keys: list[tuple[str | None, ...]]) -> int:
+    """Hand the keys to the schema's running process (a ``repair`` request) and wait for its answer."""
+    from warpd.state.store import StateStore
+
+    store = StateStore(state_dir)
+    try:
+        request_id = store.add_request(schema, "repair", {"table": table, "keys": [list(k) for k in keys]})
+        log.info(
+            "schema %s runs: its process repairs %d key(s) of %s (request %d)",
+            schema,
+            len(keys),
+            table,
+            request_id,
+        )
+        deadline = time.monotonic() + REQUEST_WAIT_SECONDS
+        while True:
+            found = store.request(request_id)
+            if found is not None and found.status != "pending":
+                break
+            if time.monotonic() > deadline:
+                raise FatalError(
+                    f"verify --repair: schema {schema}'s process did not take the repair of {table} within "
+                    f"{REQUEST_WAIT_SECONDS:.0f}s (it repairs once it streams; warpctl status shows its phase)"
+                )
+            time.sleep(0.2)
+    finally:
+        store.close()
+    result = found.result or {}
+    if found.status != "done":
+        raise FatalError(f"verify --repair: {result.get('message', 'the repair failed')}")
+    return int(result.get("repaired", 0))

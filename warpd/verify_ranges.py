@@ -48,6 +48,17 @@ class TableReport:
     counts: dict[str, int] = field(default_factory=lambda: {MISSING: 0, EXTRA: 0, DIFFERENT: 0})
     keys: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)  # first max_keys: (kind, key)
     seconds: float = 0.0
+    # with ``collect``: the first ``collect`` differing keys as rendered tuples (kind, key), for a repair
+    collected: list[tuple[str, tuple[str | None, ...]]] = field(default_factory=list)
+    # with ``collect``: the listed ranges that held a difference, to check them again after a repair
+    differing_ranges: list[tuple[RangeBound, RangeBound]] = field(default_factory=list)
+    repaired: int | None = None  # keys a repair wrote (None: no repair ran)
+    differing_after_repair: int = 0  # keys still differing when the repaired ranges were checked again
+
+    @property
+    def equal_now(self) -> bool:
+        """Equal, or made equal by a repair."""
+        return self.equal or (self.repaired is not None and self.differing_after_repair == 0)
 
     @property
     def differing(self) -> int:
@@ -71,6 +82,11 @@ class TableReport:
             "compared_columns": self.compared,
             "not_compared": self.not_compared,
             "seconds": round(self.seconds, 3),
+            **(
+                {"repaired_keys": self.repaired, "differing_after_repair": self.differing_after_repair}
+                if self.repaired is not None
+                else {}
+            ),
         }
 
     def describe(self) -> str:
@@ -92,6 +108,13 @@ class TableReport:
             lines.append(f"  ... and {self.differing - len(self.keys)} more (--max-keys)")
         for column, why in self.not_compared.items():
             lines.append(f"  column {column} not compared: {why}")
+        if self.repaired is not None:
+            after = (
+                "equal now"
+                if self.differing_after_repair == 0
+                else f"still DIFFERENT: {self.differing_after_repair} key(s)"
+            )
+            lines.append(f"  repaired {self.repaired} key(s); checked again: {after}")
         return "\n".join(lines)
 
 
@@ -114,6 +137,7 @@ class TableVerifier:
         plan: TablePlan,
         *,
         max_keys: int = 20,
+        collect: int = 0,
         range_rows: int = RANGE_ROWS,
         leaf_rows: int = LEAF_ROWS,
     ):
@@ -129,6 +153,7 @@ class TableVerifier:
         self.dest_sum = _hook(dest, "range_checksum", "destination")
         self.dest_rows = _hook(dest, "range_rows", "destination")
         self.max_keys = max_keys
+        self.collect = collect
         self.range_rows = max(2, range_rows)
         self.leaf_rows = max(1, leaf_rows)
         cols = plan.source.columns
@@ -146,17 +171,20 @@ class TableVerifier:
         self._missing: dict[tuple[str | None, ...], str] = {}
         self._extra: dict[tuple[str | None, ...], str] = {}
 
-    def run(self) -> TableReport:
+    def run(self, ranges: Sequence[tuple[RangeBound, RangeBound]] | None = None) -> TableReport:
+        """Compare the whole table, or only ``ranges`` (a report's ``differing_ranges``: a re-check)."""
         started = time.monotonic()
         # one thread asks the destination while this one asks the source (each connector is used by
         # one thread at a time: Destination in base.py)
         with ThreadPoolExecutor(1, thread_name_prefix="verify-destination") as self._helper:
-            return self._run(started)
+            return self._run(started, ranges)
 
-    def _run(self, started: float) -> TableReport:
-        cuts: Sequence[RangeBound] = self.bounds(self.plan, None, None, self.range_rows)
-        edges: list[RangeBound] = [None, *cuts, None]
-        for lower, upper in zip(edges, edges[1:], strict=False):
+    def _run(self, started: float, ranges: Sequence[tuple[RangeBound, RangeBound]] | None) -> TableReport:
+        if ranges is None:
+            cuts: Sequence[RangeBound] = self.bounds(self.plan, None, None, self.range_rows)
+            edges: list[RangeBound] = [None, *cuts, None]
+            ranges = list(zip(edges, edges[1:], strict=False))
+        for lower, upper in ranges:
             source, dest = self._sums(lower, upper)
             self.report.source_rows += source[0]
             self.report.destination_rows += dest[0]
@@ -202,6 +230,8 @@ class TableVerifier:
         for key, digest in dest.items():
             if key not in source:
                 self._extra[key] = digest
+        if source != dest and len(self.report.differing_ranges) < self.collect:
+            self.report.differing_ranges.append((lower, upper))
 
     def _settle(self) -> None:
         """Count the keys only one side listed (a key listed by both, in two ranges, is compared)."""
@@ -218,3 +248,5 @@ class TableVerifier:
         self.report.counts[kind] += 1
         if len(self.report.keys) < self.max_keys:
             self.report.keys.append((kind, dict(zip(self.plan.source.key, key, strict=True))))
+        if len(self.report.collected) < self.collect:
+            self.report.collected.append((kind, key))

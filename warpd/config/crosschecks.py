@@ -39,6 +39,7 @@ def cross_problems(data: Mapping[str, Any], environ: Mapping[str, str]) -> list[
         *_server_id_problems(data, len(schemas) if isinstance(schemas, list) else 0),
         *_metrics_dir_problems(data, environ),
         *_mode_problems(data),
+        *_verify_problems(data),
     ]
 
 
@@ -221,6 +222,43 @@ def _mode_problems(data: Mapping[str, Any]) -> Iterator[Problem]:
                 yield from _partition_filter_problems(schema, i, kind)
         else:
             yield from _stream_problems(schema, i)
+
+
+def _verify_problems(data: Mapping[str, Any]) -> Iterator[Problem]:
+    """A scheduled verify needs a positive ``every`` (here or at the top level) and a streaming schema."""
+    top = data.get("verify")
+    top = top if isinstance(top, dict) else {}
+    if "every" in top:
+        yield from _verify_every(("verify", "every"), top["every"])
+    schemas = data.get("schemas")
+    for i, schema in enumerate(schemas if isinstance(schemas, list) else []):
+        own = schema.get("verify") if isinstance(schema, dict) else None
+        if not isinstance(own, dict):
+            continue
+        path: Path = ("schemas", i, "verify")
+        if schema.get("mode", DEFAULT_MODE) != "stream":
+            yield (
+                path,
+                f"{format_path(path)}: a scheduled verify runs beside a stream, and schema "
+                f"{schema.get('name')!r} runs mode: batch; remove it (run cartridge-warp verify instead)",
+            )
+        elif "every" in own:
+            yield from _verify_every((*path, "every"), own["every"])
+        elif "every" not in top:
+            yield (
+                path,
+                f"{format_path(path)}: says how to verify but not how often: add every (e.g. every: 24h), "
+                "here or in the top level's verify",
+            )
+
+
+def _verify_every(path: Path, value: Any) -> Iterator[Problem]:
+    try:
+        seconds = parse_duration(value)
+    except ConfigError:
+        return  # the JSON Schema's pattern reports it
+    if seconds <= 0:
+        yield (path, f"{format_path(path)}: must be longer than 0 (e.g. 24h)")
 
 
 def _stream_problems(schema: Mapping[str, Any], i: int) -> Iterator[Problem]:

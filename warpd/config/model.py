@@ -84,6 +84,18 @@ class Schedule:
         )
 
 
+@dataclass(frozen=True)
+class VerifySchedule:
+    """warpd's scheduled verify of a streaming schema (docs/verify.md): every ``every`` seconds, counted
+    from the start of the last verify; ``repair`` re-copies the differing keys it finds."""
+
+    every: float
+    repair: bool = False
+
+    def describe(self) -> str:
+        return f"every {format_duration(self.every)}" + (", repairing" if self.repair else "")
+
+
 def format_duration(seconds: float) -> str:
     """``seconds`` in the largest unit that divides it: 900 -> ``15m``, 5400 -> ``90m``, 1.5 -> ``1.5s``."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -288,6 +300,7 @@ class SchemaConfig:
     #: ``server_id`` is ``source.server_id`` + the schema's index, as two replicas with one id evict each other
     source_overrides: Mapping[str, Any] = field(default_factory=FrozenMapping, hash=False)
     schedule: Schedule | None = None  # mode: batch
+    verify: VerifySchedule | None = None  # mode: stream: warpd verifies the schema on this schedule
 
     @property
     def batch(self) -> bool:
@@ -534,7 +547,19 @@ def _build_schema(
         table_overrides=FrozenMapping({table["name"]: _table_settings(table, data, top) for table in tables}),
         source_overrides=_source_overrides(source, index),
         schedule=_schedule(data),
+        verify=_verify_schedule(data, top),
     )
+
+
+def _verify_schedule(schema: Mapping[str, Any], top: Mapping[str, Any]) -> VerifySchedule | None:
+    """The schema's ``verify:`` over the top level's, key by key; None without ``every`` (or in batch mode)."""
+    if schema.get("mode", DEFAULT_MODE) != "stream":
+        return None
+    own, default = schema.get("verify") or {}, top.get("verify") or {}
+    every = _first(None, (own, "every"), (default, "every"))
+    if every is None:
+        return None
+    return VerifySchedule(parse_duration(every), bool(_first(False, (own, "repair"), (default, "repair"))))
 
 
 def build_config(data: Mapping[str, Any]) -> Config:

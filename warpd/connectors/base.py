@@ -250,7 +250,11 @@ class Source(Protocol):
     each :meth:`read_since`, rows whose cursor it could not read (MongoDB,
     where any field may be missing: warpd/connectors/mongodb/cursor.py);
     ``verify_bounds``, ``range_checksum`` and ``range_rows`` (:class:`RangeBounds`,
-    :class:`RangeChecksums`) let ``cartridge-warp verify`` compare its tables (docs/verify.md).
+    :class:`RangeChecksums`) let ``cartridge-warp verify`` compare its tables (docs/verify.md);
+    ``rows_by_key(schema, keys) -> list[Row]`` (``verify --repair``) reads the current rows of
+    ``keys`` (tuples of canonical key values, in ``schema.key`` order) as :meth:`snapshot` reads
+    rows; a key it does not hold is left out, and a row of another key its comparison matches
+    (a collation's ``'A'`` for ``'a'``) may be returned: the engine keeps the exact ones.
     """
 
     def check_prerequisites(self) -> None:

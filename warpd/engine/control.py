@@ -10,7 +10,9 @@ own.  A thread here reads both twice a second:
   stream (``warpctl resume`` queues that resync in the same transaction that
   clears the pause), and nothing the pause skipped is lost;
 * ``resync`` requests start a :class:`~warpd.engine.resync.TableResync`;
-* ``dlq_replay`` requests run :func:`~warpd.engine.replay.replay`.
+* ``dlq_replay`` requests run :func:`~warpd.engine.replay.replay`;
+* ``repair`` requests (``cartridge-warp verify --repair``) re-copy keys with
+  :func:`~warpd.engine.repair.repair_keys`, under the table's lock.
 
 Requests wait until the engine streams: a table's first copy and the
 snapshot of others come first.
@@ -27,8 +29,11 @@ from typing import TYPE_CHECKING, Any
 from warpd.connectors.base import SchemaChange, SchemaOpKind
 from warpd.engine.batch import FinalState
 from warpd.engine.hooks import EngineHooks
+from warpd.engine.repair import repair_keys
 from warpd.engine.replay import replay
 from warpd.engine.resync import TableResync
+from warpd.engine.verify_schedule import ScheduledVerify
+from warpd.errors import FatalError
 from warpd.redact import redact
 
 if TYPE_CHECKING:
@@ -54,6 +59,7 @@ class ChildControl(EngineHooks):
         self._paused_guard = threading.Lock()
         self.rows_applied: dict[str, int] = {}
         self.runner: SchemaRunner | None = None
+        self.verifier: ScheduledVerify | None = None  # verify: {every: ...} (engine/verify_schedule.py)
         self._resyncs: dict[str, TableResync] = {}
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
@@ -68,13 +74,23 @@ class ChildControl(EngineHooks):
 
     def attach(self, runner: SchemaRunner) -> None:
         self.runner = runner
+        schedule = runner.schema.verify
+        if schedule is not None and self.verifier is None:
+            self.verifier = ScheduledVerify(
+                runner, schedule, self.lock, lambda: self.paused_tables | self.resyncing()
+            )
 
     def start(self) -> None:
         self._thread.start()
+        if self.verifier is not None:
+            self.verifier.start()
+            log.info("schema %s: verify %s (docs/verify.md)", self.name, self.verifier.schedule.describe())
 
     def close(self) -> None:
         """Stop polling and cancel running copies (their tables are copied again at the next start)."""
         self._stop.set()
+        if self.verifier is not None:
+            self.verifier.close()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         for resync in list(self._resyncs.values()):
@@ -173,6 +189,8 @@ class ChildControl(EngineHooks):
                 self._resync(runner, request)
             elif request.kind == "dlq_replay":
                 self._replay(runner, request)
+            elif request.kind == "repair":
+                self._repair(runner, request)
             else:
                 self.store.finish_request(request.id, False, {"message": f"unknown request {request.kind!r}"})
 
@@ -234,3 +252,41 @@ class ChildControl(EngineHooks):
                 "message": f"{self.name}: {len(result['replayed'])} replayed, {len(result['failed'])} kept",
             },
         )
+
+    def _repair(self, runner: SchemaRunner, request: ControlRequest) -> None:
+        table = str(request.args.get("table", ""))
+        keys = [tuple(k) for k in request.args.get("keys") or []]
+        try:
+            written = self.repair(runner, table, keys)
+        except Exception as exc:  # noqa: BLE001 - reported to the asking verify; the stream goes on
+            message = (
+                f"repair of {self.name}.{table} failed: {redact(str(exc).strip() or type(exc).__name__)}"
+            )
+            log.warning("%s", message)
+            self.store.finish_request(request.id, False, {"message": message})
+            return
+        message = f"{self.name}.{table}: repaired {written} key(s)"
+        log.info("%s (verify --repair)", message)
+        self.store.finish_request(request.id, True, {"repaired": written, "message": message})
+
+    def repair(self, runner: SchemaRunner, table: str, keys: list[tuple[str | None, ...]]) -> int:
+        """Re-copy ``keys`` of ``table`` beside the stream, with a source connection of its own."""
+        if table in self.paused_tables:
+            raise FatalError(f"{self.name}.{table} is paused; warpctl resume copies it again")
+        plan = runner.plans.get(table)
+        if plan is None:
+            raise FatalError(f"schema {self.name!r} does not replicate a table {table!r}")
+        source = runner.new_source()
+        try:
+            return repair_keys(
+                self.name,
+                source,
+                runner.pool,
+                plan,
+                runner.schema.table_settings(table),
+                keys,
+                lock=self.lock(table),
+                should_stop=self._stop.is_set,
+            )
+        finally:
+            source.close()

@@ -28,6 +28,10 @@ the schema process.  It holds:
     retired from ``last_error``;
 ``phase``, ``position``, ``lag_seconds``, ``events_per_second``, ``events_applied``, ``rows_applied``, ``last_error``
     the schema as a whole;
+``verify``
+    with ``verify: {every: ...}``: the schedule, ``running_since``, ``next_at`` and the ``last`` run
+    (``finished_at``, ``result``: equal, different or failed, ``differing_keys``, ``repaired_keys``,
+    ``error``); engine/verify_schedule.py;
 ``tables``
     per table: ``state`` (streaming, snapshotting, resyncing, paused, ...),
     ``percent`` while copying, ``rows_applied``, ``rows_copied``,
@@ -248,6 +252,11 @@ class StatusReporter:
             "retrying": retry.document() if retry is not None else None,
             "tables": self._tables(phase),
             **self._batch(),
+            **(
+                {"verify": control.verifier.document()}
+                if control is not None and control.verifier is not None
+                else {}
+            ),
         }
 
     def _batch(self) -> dict[str, Any]:

@@ -144,7 +144,36 @@ def status(doc: dict[str, Any]) -> str:
         )
     if not rows:
         return head + "no schemas"
-    return head + table(header, rows, right=(4, 5, 6, 7, 8)) + batch_runs(doc)
+    return head + table(header, rows, right=(4, 5, 6, 7, 8)) + batch_runs(doc) + verifies(doc)
+
+
+def verifies(doc: dict[str, Any]) -> str:
+    """Scheduled verifies (``verify: {every: ...}``): per schema, the last result and the next run."""
+    rows: list[list[str]] = []
+    for schema in doc.get("schemas", []):
+        verify = schema.get("verify")
+        if not isinstance(verify, dict):
+            continue
+        last = verify.get("last") or {}
+        result = str(last.get("result") or "-")
+        if result == "different":
+            result = f"different: {number(last.get('differing_keys'))} key(s)"
+        if last.get("repaired_keys"):
+            result += f", {number(last['repaired_keys'])} repaired"
+        rows.append(
+            [
+                schema["name"],
+                f"every {seconds(verify.get('every'))}" + (", repair" if verify.get("repair") else ""),
+                when(last.get("finished_at")) if last.get("finished_at") else "never",
+                result,
+                "running" if verify.get("running_since") else when(verify.get("next_at")),
+                one_line(last.get("error")),
+            ]
+        )
+    if not rows:
+        return ""
+    header = ["VERIFY SCHEMA", "SCHEDULE", "LAST VERIFY", "RESULT", "NEXT", "ERROR"]
+    return "\n\n" + table(header, rows)
 
 
 def batch_runs(doc: dict[str, Any]) -> str:

@@ -125,6 +125,7 @@ def describe_schema(
         "last_error": error,
         "last_error_at": error_at,
         **({"batch": doc["batch"]} if isinstance(doc.get("batch"), dict) else {}),
+        **({"verify": doc["verify"]} if isinstance(doc.get("verify"), dict) else {}),
         "busy": doc.get("busy") if live else None,
         "retrying": doc.get("retrying") if live else None,
         "paused": "" in paused,

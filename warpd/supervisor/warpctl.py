@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("target", metavar="SCHEMA[.TABLE]")
     verify.add_argument("--json", action="store_true")
+    verify.add_argument(
+        "--repair", action="store_true", help="re-copy the differing keys from the source (docs/verify.md)"
+    )
     verify.add_argument("--max-keys", metavar="N", default="20", help="differing keys listed per table")
     checkpoints = sub.add_parser("checkpoints", help="the stored source position of every schema")
     checkpoints.add_argument("--json", action="store_true")
@@ -150,7 +153,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     path = args.config or os.environ.get("CARTRIDGE_WARP_CONFIG") or DEFAULT_CONFIG
     options = ["--config", path] if args.config or os.path.exists(path) else []
-    return verify([*options, args.target, "--max-keys", args.max_keys, *(["--json"] if args.json else [])])
+    flags = [*(["--json"] if args.json else []), *(["--repair"] if args.repair else [])]
+    return verify([*options, args.target, "--max-keys", args.max_keys, *flags])
 
 
 def _usage(message: str) -> int:

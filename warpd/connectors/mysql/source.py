@@ -29,9 +29,11 @@ from warpd.connectors.mysql import copytext
 from warpd.connectors.mysql import types as mtypes
 from warpd.connectors.mysql.chunks import ChunkReader
 from warpd.connectors.mysql.connection import (
+    BIND,
     MySQLParams,
     classify,
     connect,
+    execute_bound,
     is_transient,
     parse_uri,
     qualified,
@@ -361,6 +363,29 @@ class MySQLSource(RangeChecksumMethods):
         self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
     ) -> list[tuple[Any, ...]]:
         return self._ranges(plan).bounds(self.conn, lower, upper, every)
+
+    def rows_by_key(self, schema: TableSchema, keys: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        """The current rows whose key equals one of ``keys`` in the source's comparison (a collation may
+        match ``'A'`` to ``'a'``: the caller keeps the exact ones), as a snapshot reads them.  ``verify
+        --repair`` reads the differing keys again through it (docs/verify.md)."""
+        if not keys:
+            return []
+        cols = schema.columns
+        select = [mtypes.snapshot_select_expr(c, quote_ident(c.name)) for c in cols]
+        converters = [mtypes.snapshot_converter(c) for c in cols]
+        row_marks = "(" + ", ".join([BIND] * len(schema.key)) + ")"
+        query = (
+            f"SELECT {', '.join(select)} FROM {qualified(self.database, schema.name)} "  # noqa: S608 - quoted
+            f"WHERE ({', '.join(quote_ident(k) for k in schema.key)}) IN ({', '.join([row_marks] * len(keys))})"
+        )
+        args = [v for key in keys for v in key]
+        try:
+            with self.conn.cursor() as cur:
+                execute_bound(cur, query, args)
+                raw = cur.fetchall()
+        except pymysql.err.MySQLError as exc:
+            raise classify(exc, self.params, f"reading keys of {schema.name!r}") from exc
+        return [{c.name: conv(v) for c, conv, v in zip(cols, converters, r, strict=True)} for r in raw]
 
     # -- snapshot ------------------------------------------------------------
     def snapshot(
