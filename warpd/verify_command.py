@@ -3,7 +3,8 @@ key-range checksums (warpd/verify_ranges.py, docs/verify.md).
 
 Reads the configuration as a schema process does, opens its own connections
 to the source and the destination, writes nothing and takes no lock: it runs
-beside a live stream.  Exit codes: 0 every table equal, 1 a difference, 2 bad
+beside a live stream.  For a source whose table shapes come from the data
+(MongoDB) it reads the shapes recorded in the state file, read only.  Exit codes: 0 every table equal, 1 a difference, 2 bad
 usage (unknown schema or table, a table verify cannot compare), 3 the check
 could not finish (a database unreachable, a query failed).
 """
@@ -15,10 +16,12 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from warpd import logs
-from warpd.errors import ConfigError
+from warpd.errors import ConfigError, FatalError
 from warpd.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, run_reporting
+from warpd.types import TableSchema
 
 log = logging.getLogger("warpd")
 
@@ -37,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML or JSON configuration file")
     p.add_argument("--source", metavar="URI", help="source URI (overrides the configuration)")
     p.add_argument("--destination", metavar="URI", help="destination URI (overrides the configuration)")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the schema's state directory: a MongoDB source's tables are compared under the shapes "
+        "recorded there (read only)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument(
         "--max-keys",
@@ -88,7 +97,10 @@ def _verify(args: argparse.Namespace) -> int:
     )
     name, table = _split(args.target, probe.schema_names)
     config = load_config(
-        args.config, cli=CliOverrides(source=args.source, destination=args.destination, schema=name)
+        args.config,
+        cli=CliOverrides(
+            source=args.source, destination=args.destination, schema=name, state_dir=args.state_dir
+        ),
     )
     logs.configure(config.monitoring.log_level, config.monitoring.log_format)
     schema = config.schema(name)
@@ -110,11 +122,11 @@ def _verify(args: argparse.Namespace) -> int:
                 "the whitelist/blacklist lets through (or does not exist, or this user cannot see it)"
             )
         runner.dest.connect()  # an unreachable destination stops here, before any table is read
+        shapes = _recorded_shapes(runner.source, config.state_dir, name)
         reports = []
         for t in tables:
-            report = TableVerifier(
-                runner.source, runner.dest, runner.plan_of(t), max_keys=args.max_keys
-            ).run()
+            plan = runner.plan_of(t) if shapes is None else runner.plan_of(t, _recorded(shapes, name, t))
+            report = TableVerifier(runner.source, runner.dest, plan, max_keys=args.max_keys).run()
             reports.append(report)
             if not args.json:
                 print(report.describe(), flush=True)
@@ -126,3 +138,35 @@ def _verify(args: argparse.Namespace) -> int:
             json.dumps({"schema": name, "equal": equal, "tables": [r.as_dict() for r in reports]}, indent=2)
         )
     return EXIT_OK if equal else EXIT_DIFFERENT
+
+
+def _recorded_shapes(source: Any, state_dir: str, schema: str) -> dict[str, TableSchema] | None:
+    """The table shapes recorded in the state file, for a source whose shapes come from its data
+    (MongoDB: a document maps to a row only through the shape its table has at the destination);
+    None for other sources, which describe their tables."""
+    if not getattr(source, "infers_shapes", False):
+        return None
+    from warpd.state.store import StateStore
+
+    try:
+        store = StateStore(state_dir, read_only=True)
+    except FatalError as exc:
+        raise ConfigError(
+            f"verify: schema {schema!r}: its tables' shapes come from the data (MongoDB), and verify reads "
+            f"them from the state file, which it cannot read ({exc}); give the schema's state directory "
+            "with --state-dir (or state_dir in the configuration)"
+        ) from exc
+    try:
+        return store.latest_schemas(schema)
+    finally:
+        store.close()
+
+
+def _recorded(shapes: dict[str, TableSchema], schema: str, table: str) -> TableSchema:
+    shape = shapes.get(table)
+    if shape is None:
+        raise ConfigError(
+            f"verify: table {table!r} of schema {schema!r} has no shape recorded in the state file: it has "
+            "not been copied yet (its rows' columns come from the documents), so there is nothing to compare"
+        )
+    return shape
