@@ -36,6 +36,8 @@ def render(kind: Kind, value: Any) -> str:
         return bytes(value).hex().upper()
     if kind is Kind.BOOLEAN:
         return "1" if value else "0"
+    if kind is Kind.BITS and isinstance(value, str):  # held as its 0/1 digits (BigQuery)
+        return value
     if kind is Kind.DATE:
         return _date(value)
     if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
