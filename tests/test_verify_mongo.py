@@ -125,6 +125,8 @@ def test_documents_verify_equal_and_each_destination_edit_is_reported_with_its_i
     mdb.dest.query(f"UPDATE {docs} SET {q['nested__c']} = 'y' WHERE {q['_id']} = %s", args=(str(OIDS[700]),))  # noqa: S608
     mdb.dest.query(f"UPDATE {docs} SET {q['opt']} = NULL WHERE {q['_id']} = %s", args=(str(OIDS[3]),))  # noqa: S608 - '' -> NULL
     mdb.dest.query(f"UPDATE {docs} SET {q['price']} = 1999.99 WHERE {q['_id']} = %s", args=(str(OIDS[1999]),))  # noqa: S608 - 1999.990 -> 1999.99: equal
+    flag = column(mdb, "flag")
+    mdb.dest.query(f"UPDATE {docs} SET {flag} = NULL WHERE {q['_id']} = %s", args=(str(OIDS[11]),))  # noqa: S608 - false -> NULL
     mdb.dest.query(f"DELETE FROM {docs} WHERE {q['_id']} = %s", args=(str(OIDS[1500]),))  # noqa: S608
     mdb.dest.query(
         f"INSERT INTO {docs} ({q['_id']}, {q['qty']}) VALUES (%s, 1)",
@@ -146,6 +148,7 @@ def test_documents_verify_equal_and_each_destination_edit_is_reported_with_its_i
         [
             ("different", str(OIDS[3])),
             ("different", str(OIDS[5])),
+            ("different", str(OIDS[11])),
             ("different", str(OIDS[42])),
             ("different", str(OIDS[700])),
             ("missing", str(OIDS[1500])),

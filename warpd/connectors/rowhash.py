@@ -95,6 +95,16 @@ def key_text(kinds: Sequence[Kind], values: Sequence[Any]) -> tuple[str | None, 
     return tuple(None if v is None else render(k, v) for k, v in zip(kinds, values, strict=True))
 
 
+def order_value(kind: Kind, canonical: Any) -> Any:
+    """A canonical key value as a bound in the verify order, as the destinations bind it: text and UUIDs
+    as their UTF-8 bytes, date-times with a time zone as naive UTC, others as they are."""
+    if kind in (Kind.TEXT, Kind.UUID):
+        return str(canonical).encode()
+    if isinstance(canonical, _dt.datetime) and canonical.tzinfo is not None:
+        return canonical.astimezone(_dt.UTC).replace(tzinfo=None)
+    return canonical
+
+
 def kinds_of(columns: Sequence[Column], names: Sequence[str]) -> list[Kind]:
     by_name = {c.name: c for c in columns}
     return [by_name[n].type.kind for n in names]

@@ -53,7 +53,7 @@ from warpd.connectors.base import (
 )
 from warpd.connectors.bigquery.client import api_timeout, is_transient, message, open_client, reason, wait
 from warpd.connectors.bigquery.naming import MAX_COLUMN_CHARS, column_names, dataset_name, table_name
-from warpd.connectors.bigquery.rowhash import TableRanges
+from warpd.connectors.bigquery.rowhash import Selected, TableRanges
 from warpd.connectors.bigquery.types import (
     CLUSTERABLE,
     IN_PLACE_WIDENINGS,
@@ -724,7 +724,12 @@ class BigQueryDestination:
 
     # -- verify (docs/verify.md): a range's live rows read back and hashed in Python --------------
     def _ranges(self, plan: TablePlan, columns: Sequence[str]) -> TableRanges:
-        return TableRanges(plan, self._table(plan), columns)
+        def read(col: Column) -> Selected:
+            name = plan.columns[col.name]
+            return Selected(col, name, bq_type(col.type), _q(name), lambda v: canonical(col.type, v))
+
+        live = f"{_q(DELETED_AT_COLUMN)} IS NULL" if plan.soft_delete else ""
+        return TableRanges(plan, self._table(plan), columns, read, live)
 
     def _range_records(self, ranges: TableRanges, lower: RangeBound, upper: RangeBound) -> Any:
         from google.cloud import bigquery

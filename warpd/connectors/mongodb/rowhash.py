@@ -18,7 +18,6 @@ refused (bad usage).  Documents whose ``_id`` has a type outside the column
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import uuid
 from collections.abc import Iterator, Mapping
@@ -74,15 +73,6 @@ def _bson_bound(aliases: list[str], kind: Kind, bound: Any) -> Any:
         # an integral bound as an int64 (MongoDB compares numbers by value across types)
         return int(d) if d == d.to_integral_value() and -(2**63) <= d < 2**63 else Decimal128(d)
     return bound  # int; datetime (naive UTC)
-
-
-def _order_value(kind: Kind, canonical: Any) -> Any:
-    """A canonical ``_id`` in the verify order, as the destinations bind it (text by its UTF-8 bytes)."""
-    if kind in (Kind.TEXT, Kind.UUID):
-        return str(canonical).encode()
-    if isinstance(canonical, _dt.datetime) and canonical.tzinfo is not None:
-        return canonical.astimezone(_dt.UTC).replace(tzinfo=None)
-    return canonical
 
 
 class CollectionRanges:
@@ -142,5 +132,5 @@ class CollectionRanges:
         for n, doc in enumerate(cursor, 1):
             if n % every == 0:
                 key = self.mapper.key(self.shape, doc[ID_FIELD])[ID_FIELD]
-                found.append((_order_value(self.id_kind, key),))
+                found.append((rowhash.order_value(self.id_kind, key),))
         return found
