@@ -81,3 +81,16 @@ def test_composite_text_key_and_soft_deletes_narrow_down_to_the_differing_keys(
         ("pairs", "missing", {"region": "B", "n": "249"}),
     ]
     assert report["tables"][0]["ranges"] > 3  # narrowed, not listed whole
+
+
+def test_a_key_bigquery_cannot_order_like_the_source_is_refused_with_exit_2(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    dbs.sql("CREATE TABLE shifts (starts TIME PRIMARY KEY, label VARCHAR(10))")  # held as an INTERVAL
+    dbs.sql("INSERT INTO shifts VALUES ('08:00:00', 'early'), ('16:00:00', 'late')")
+    config = config_for(dbs, tmp_path)
+    replicate(dbs, warp, config)
+    run = verify(dbs, config, f"{dbs.name}.shifts")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "'shifts'" in run.stderr and "'starts'" in run.stderr and "INTERVAL" in run.stderr
+    assert "Traceback" not in run.stderr

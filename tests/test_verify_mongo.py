@@ -1,7 +1,7 @@
 """``cartridge-warp verify`` with a MongoDB source: documents hashed through the recorded shape.
 
 Each test replicates a collection of the wire-protocol test server
-(tests/mongo_wire) into each destination kind (PostgreSQL, MariaDB;
+(tests/mongo_wire) into each destination kind (PostgreSQL, MariaDB, and BigQuery's emulator;
 tests/destinations.py) with the real process, stops it, edits the destination
 directly and runs ``cartridge-warp verify`` as a user would, asserting its
 exit code and what it reports.
@@ -25,7 +25,7 @@ from test_verify import verify
 
 from tests.mongo_support import Backend, MongoDatabases, backend, column
 
-pytestmark = [pytest.mark.mongodb, pytest.mark.destinations]
+pytestmark = pytest.mark.mongodb
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,7 @@ def documents() -> list[dict[str, Any]]:
     return docs
 
 
+@pytest.mark.destinations
 def test_documents_verify_equal_and_each_destination_edit_is_reported_with_its_id(
     mdb: MongoDatabases,
     mwarp: Callable[..., Warp],
@@ -169,6 +170,7 @@ def test_documents_verify_equal_and_each_destination_edit_is_reported_with_its_i
     assert "column tags not compared" in text.stdout
 
 
+@pytest.mark.destinations
 def test_integer_ids_without_flattening_verify_and_a_document_that_no_longer_fits_differs(
     mdb: MongoDatabases,
     mwarp: Callable[..., Warp],
@@ -189,6 +191,7 @@ def test_integer_ids_without_flattening_verify_and_a_document_that_no_longer_fit
     assert differences(report) == [("different", "7"), ("extra", "250")]
 
 
+@pytest.mark.destinations
 def test_what_verify_cannot_compare_stops_with_exit_2_naming_the_table(
     mdb: MongoDatabases,
     mwarp: Callable[..., Warp],
@@ -214,3 +217,22 @@ def test_what_verify_cannot_compare_stops_with_exit_2_naming_the_table(
     run = verify(mdb, conf, f"{mdb.name}.mixed_ids", "--state-dir", empty)
     assert run.returncode == 2, run.stdout + run.stderr
     assert "--state-dir" in run.stderr
+
+
+@pytest.mark.parametrize("destination_kind", ["bigquery"], indirect=True)
+def test_documents_into_bigquery_verify_equal_and_a_bigquery_edit_is_reported(
+    mdb: MongoDatabases, mwarp: Callable[..., Warp], state_dir: str, tmp_path: Any
+) -> None:
+    mdb.db["docs"].insert_many(documents()[:300])
+    conf = mongo_config(tmp_path, mdb, "    flatten_depth: 1\n    deletes: soft\n")
+    replicate(mdb, mwarp, conf, state_dir, flatten_depth=1, soft_delete=True)
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.docs", 0)
+    (table,) = report["tables"]
+    assert (table["source_rows"], table["destination_rows"]) == (300, 300)
+    assert {"_id", "price", "when", "u", "raw", "nested__b", "opt"} <= set(table["compared_columns"])
+
+    docs = mdb.dest.ident("docs")
+    mdb.dest.query(f"UPDATE {docs} SET nested__c = 'y' WHERE _id = '{OIDS[7]}'")  # noqa: S608 - test SQL
+    mdb.dest.query(f"UPDATE {docs} SET _warp_deleted_at = CURRENT_TIMESTAMP() WHERE _id = '{OIDS[8]}'")  # noqa: S608
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.docs", 1)
+    assert differences(report) == [("different", str(OIDS[7])), ("missing", str(OIDS[8]))]
