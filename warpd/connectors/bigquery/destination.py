@@ -53,6 +53,7 @@ from warpd.connectors.base import (
 )
 from warpd.connectors.bigquery.client import api_timeout, is_transient, message, open_client, reason, wait
 from warpd.connectors.bigquery.naming import MAX_COLUMN_CHARS, column_names, dataset_name, table_name
+from warpd.connectors.bigquery.naming import quote_ident as _q
 from warpd.connectors.bigquery.rowhash import Selected, TableRanges
 from warpd.connectors.bigquery.types import (
     CLUSTERABLE,
@@ -93,12 +94,6 @@ _VALUE_REFUSED = re.compile(
     r"(?:value|string)|bad (?:int64|double|bool|numeric|bignumeric) value|out of range for |numeric overflow",
     re.I,
 )
-
-
-def _q(name: str) -> str:
-    """A BigQuery identifier in backticks (names are cleaned to letters, digits and underscores first;
-    backticks and backslashes are escaped all the same)."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from warpd.connectors import rowhash
 from warpd.connectors.base import RangeBound, RangeRows, TablePlan, verify_key_kind
+from warpd.connectors.bigquery.naming import quote_ident as _q
 from warpd.connectors.bigquery.source_types import time_param
 from warpd.errors import ConfigError
 from warpd.types import Column, Kind
@@ -27,10 +28,6 @@ from warpd.types import Column, Kind
 PARAM_TYPES = frozenset(
     {"INT64", "NUMERIC", "BIGNUMERIC", "STRING", "BYTES", "DATE", "DATETIME", "TIMESTAMP", "TIME"}
 )
-
-
-def _q(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def _param_value(kind: Kind, bound: Any) -> Any:

@@ -42,6 +42,7 @@ from warpd.connectors.bigquery.client import (
     open_client,
     wait,
 )
+from warpd.connectors.bigquery.naming import quote_ident as _q
 from warpd.connectors.bigquery.rowhash import Selected, TableRanges
 from warpd.connectors.bigquery.source_types import (
     CURSOR_TYPES,
@@ -63,11 +64,6 @@ _BATCH_ONLY = (
     "the BigQuery source runs mode: batch only (BigQuery has no change log to stream from); "
     "set mode: batch and a schedule for this schema (docs/batch-mode.md)"
 )
-
-
-def _q(name: str) -> str:
-    """A BigQuery identifier in backticks, backticks and backslashes escaped."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 class BigQuerySource:
