@@ -179,8 +179,25 @@ def test_integer_ids_without_flattening_verify_and_a_document_that_no_longer_fit
 ) -> None:
     coll = mdb.db["carts"]
     coll.insert_many([{"_id": i, "n": i, "sub": {"k": i}} for i in range(300)])
+    # renderings with more than one spelling: decimals in exponent form, negative zero, trailing zeros;
+    # date-times before 1970 and with milliseconds; integers at the int64 edges; strings ordered by bytes
+    edges = ["1E+3", "-0", "0E-10", "-1.50", "12345678901234567890.5", "1E-20"]
+    mdb.db["edges"].insert_many(
+        [
+            {
+                "_id": f"k{i}-é" if i % 2 else f"K{i}",
+                "d": Decimal128(text),
+                "at": dt.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC)
+                - dt.timedelta(days=400 * i),
+                "big": Int64(-(2**63) if i % 2 else 2**63 - 1),
+            }
+            for i, text in enumerate(edges)
+        ]
+    )
     conf = mongo_config(tmp_path, mdb)
     replicate(mdb, mwarp, conf, state_dir)
+    edges_report = verified(mdb, conf, state_dir, f"{mdb.name}.edges", 0)
+    assert edges_report["tables"][0]["compared_columns"] == ["_id", "d", "at", "big"]
     report = verified(mdb, conf, state_dir, f"{mdb.name}.carts", 0)
     (table,) = report["tables"]
     assert table["compared_columns"] == ["_id", "n"] and set(table["not_compared"]) == {"sub"}
