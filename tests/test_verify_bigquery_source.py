@@ -1,18 +1,22 @@
-"""``cartridge-warp verify`` with a BigQuery source (the emulator; ``mode: batch``) -> PostgreSQL:
+"""``cartridge-warp verify`` with a BigQuery source (the emulator; ``mode: batch``) -> PostgreSQL, MariaDB:
 a batch run copies the tables, then the destination is edited directly."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import test_bigquery_source as bigquery_source
 from test_bigquery_source import BigQueryRun, batch_config, wait_equal
 from test_verify import differences, verified, verify
+
+from tests.destinations import with_destination_schema
 
 # the BigQuery source tests' fixtures: a source dataset and its PostgreSQL schema, the process
 bqrun, read_api, run_warp = bigquery_source.bqrun, bigquery_source.read_api, bigquery_source.run_warp
 
 
+@pytest.mark.destinations
 def test_a_batch_copy_verifies_equal_and_each_destination_edit_is_reported(
     bqrun: BigQueryRun, run_warp: Any, tmp_path: Any
 ) -> None:
@@ -42,6 +46,10 @@ def test_a_batch_copy_verifies_equal_and_each_destination_edit_is_reported(
         bqrun.name,
         "      - name: types\n        sync: full_refresh\n      - name: pairs\n        sync: full_refresh\n",
     )
+    with open(config, encoding="utf-8") as f:  # verify reads the destination schema the process writes
+        text = with_destination_schema(f.read(), bqrun.name, bqrun.dest)
+    with open(config, "w", encoding="utf-8") as f:
+        f.write(text or "")
     w = run_warp(config)
     wait_equal(bqrun, w, ["types", "pairs"])
     assert w.stop() == 0
