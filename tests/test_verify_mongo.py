@@ -222,6 +222,14 @@ def test_what_verify_cannot_compare_stops_with_exit_2_naming_the_table(
     assert run.returncode == 2, run.stdout + run.stderr
     assert "'mixed_ids'" in run.stderr and "objectId|string" in run.stderr
 
+    # a table dropped at the destination: named, not an internal error
+    mdb.db["gone"].insert_one({"_id": 1})
+    replicate(mdb, mwarp, conf, state_dir)
+    mdb.dest.query("DROP TABLE {}", "gone")
+    run = verify(mdb, conf, f"{mdb.name}.gone", "--state-dir", state_dir)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "'gone'" in run.stderr and "no copy at the destination" in run.stderr
+
     # a collection created after the last run: no recorded shape
     mdb.db["later"].insert_one({"_id": 1})
     run = verify(mdb, conf, f"{mdb.name}.later", "--state-dir", state_dir)

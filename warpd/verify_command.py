@@ -126,6 +126,11 @@ def _verify(args: argparse.Namespace) -> int:
         reports = []
         for t in tables:
             plan = runner.plan_of(t) if shapes is None else runner.plan_of(t, _recorded(shapes, name, t))
+            if not runner.dest.table_exists(plan):
+                raise ConfigError(
+                    f"verify: table {t!r} of schema {name!r} has no copy at the destination ({plan.where}): "
+                    "it has not been copied yet, or was dropped there; there is nothing to compare it with"
+                )
             report = TableVerifier(runner.source, runner.dest, plan, max_keys=args.max_keys).run()
             reports.append(report)
             if not args.json:
