@@ -4,9 +4,10 @@ key-range checksums (warpd/verify_ranges.py, docs/verify.md).
 Reads the configuration as a schema process does, opens its own connections
 to the source and the destination, writes nothing and takes no lock: it runs
 beside a live stream.  For a source whose table shapes come from the data
-(MongoDB) it reads the shapes recorded in the state file, read only.  Exit codes: 0 every table equal, 1 a difference, 2 bad
-usage (unknown schema or table, a table verify cannot compare), 3 the check
-could not finish (a database unreachable, a query failed).
+(MongoDB) it reads the shapes recorded in the state file, read only.  Exit
+codes: 0 every table equal, 1 a difference, 2 bad usage (unknown schema or
+table, a table verify cannot compare), 3 the check could not finish (a
+database unreachable, a query failed).
 """
 
 from __future__ import annotations
