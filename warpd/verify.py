@@ -35,7 +35,9 @@ def as_source_row(plan: TablePlan, row: Mapping[str, Any]) -> dict[str, Any]:
     hold, which the applier encodes: a JSON value as JSON text again.  What a key scan deletes by."""
     kinds = {c.name: c.type.kind for c in plan.source.columns}
     return {
-        name: json.dumps(value, ensure_ascii=False) if kinds.get(name) is Kind.JSON and value is not None else value
+        name: json.dumps(value, ensure_ascii=False)
+        if kinds.get(name) is Kind.JSON and value is not None
+        else value
         for name, value in row.items()
     }
 

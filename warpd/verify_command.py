@@ -3,9 +3,11 @@ key-range checksums (warpd/verify_ranges.py, docs/verify.md).
 
 Reads the configuration as a schema process does, opens its own connections
 to the source and the destination, writes nothing and takes no lock: it runs
-beside a live stream.  Exit codes: 0 every table equal, 1 a difference, 2 bad
-usage (unknown schema or table, a table verify cannot compare), 3 the check
-could not finish (a database unreachable, a query failed).
+beside a live stream.  For a source whose table shapes come from the data
+(MongoDB) it reads the shapes recorded in the state file, read only.  Exit
+codes: 0 every table equal, 1 a difference, 2 bad usage (unknown schema or
+table, a table verify cannot compare), 3 the check could not finish (a
+database unreachable, a query failed).
 
 With ``--repair`` the differing keys are re-copied from the source
 (:mod:`warpd.engine.repair`): by the schema's running process when one holds
@@ -28,6 +30,7 @@ from typing import Any
 from warpd import logs
 from warpd.errors import ConfigError, FatalError
 from warpd.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, run_reporting
+from warpd.types import TableSchema
 
 log = logging.getLogger("warpd")
 
@@ -50,8 +53,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="the schema's state directory (overrides the configuration; --repair only: where the schema's "
-        "lock and state file are)",
+        help="the schema's state directory (overrides the configuration): a MongoDB source's tables are "
+        "compared under the shapes recorded there (read only); --repair finds the schema's lock and state "
+        "file there",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument(
@@ -136,9 +140,15 @@ def _verify(args: argparse.Namespace) -> int:
                 "the whitelist/blacklist lets through (or does not exist, or this user cannot see it)"
             )
         runner.dest.connect()  # an unreachable destination stops here, before any table is read
+        shapes = _recorded_shapes(runner.source, config.state_dir, name)
         reports = []
         for t in tables:
-            plan = runner.plan_of(t)
+            plan = runner.plan_of(t) if shapes is None else runner.plan_of(t, _recorded(shapes, name, t))
+            if not runner.dest.table_exists(plan):
+                raise ConfigError(
+                    f"verify: table {t!r} of schema {name!r} has no copy at the destination ({plan.where}): "
+                    "it has not been copied yet, or was dropped there; there is nothing to compare it with"
+                )
             report = TableVerifier(
                 runner.source,
                 runner.dest,
@@ -222,3 +232,35 @@ def _ask_running(state_dir: str, schema: str, table: str, keys: list[tuple[str |
     if found.status != "done":
         raise FatalError(f"verify --repair: {result.get('message', 'the repair failed')}")
     return int(result.get("repaired", 0))
+
+
+def _recorded_shapes(source: Any, state_dir: str, schema: str) -> dict[str, TableSchema] | None:
+    """The table shapes recorded in the state file, for a source whose shapes come from its data
+    (MongoDB: a document maps to a row only through the shape its table has at the destination);
+    None for other sources, which describe their tables."""
+    if not getattr(source, "infers_shapes", False):
+        return None
+    from warpd.state.store import StateStore
+
+    try:
+        store = StateStore(state_dir, read_only=True)
+    except FatalError as exc:
+        raise ConfigError(
+            f"verify: schema {schema!r}: its tables' shapes come from the data (MongoDB), and verify reads "
+            f"them from the state file, which it cannot read ({exc}); give the schema's state directory "
+            "with --state-dir (or state_dir in the configuration)"
+        ) from exc
+    try:
+        return store.latest_schemas(schema)
+    finally:
+        store.close()
+
+
+def _recorded(shapes: dict[str, TableSchema], schema: str, table: str) -> TableSchema:
+    shape = shapes.get(table)
+    if shape is None:
+        raise ConfigError(
+            f"verify: table {table!r} of schema {schema!r} has no shape recorded in the state file: it has "
+            "not been copied yet (its rows' columns come from the documents), so there is nothing to compare"
+        )
+    return shape

@@ -633,7 +633,10 @@ class BatchRunner(SchemaRunner):
                 "replaced, run it once with sync: full_refresh"
             )
         # deleted by the key as read back, in the values a source gives (a jsonb _id parsed: JSON text again)
-        gone = [FinalState(as_source_row(plan, row), True, "delete", None, None) for row in at_destination.values()]
+        gone = [
+            FinalState(as_source_row(plan, row), True, "delete", None, None)
+            for row in at_destination.values()
+        ]
         self.appliers[name].apply(gone)
         result.deleted = len(gone)
         self.store.advance_batch_table(self.name, name, None, 0, len(gone))

@@ -384,9 +384,9 @@ class SchemaRunner:
             lambda: self.source.describe(table, self._key_override(table)), f"describing {table!r}"
         )
 
-    def plan_of(self, table: str) -> TablePlan:
-        """Where ``table``'s current shape at the source is written (``verify``)."""
-        return self._plan(self._describe(table))
+    def plan_of(self, table: str, shape: TableSchema | None = None) -> TablePlan:
+        """Where ``table``'s current shape at the source (or ``shape``) is written (``verify``)."""
+        return self._plan(self._describe(table) if shape is None else shape)
 
     def plan_report(self) -> list[dict[str, Any]]:
         out = []

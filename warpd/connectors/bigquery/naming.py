@@ -55,3 +55,9 @@ def table_name(name: str) -> str:
 
 def dataset_name(name: str) -> str:
     return table_name(name)
+
+
+def quote_ident(name: str) -> str:
+    """A BigQuery identifier (or dotted ``project.dataset.table`` path) in backticks, backticks and
+    backslashes escaped: the one quoting helper of the BigQuery connectors."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"

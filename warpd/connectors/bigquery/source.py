@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import decimal
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from warpd.connectors.base import Position, SnapshotChunk
+from warpd.connectors import rowhash
+from warpd.connectors.base import Position, RangeBound, RangeRows, SnapshotChunk, TablePlan
 from warpd.connectors.bigquery import read_api
 from warpd.connectors.bigquery.client import (
     api_timeout,
@@ -41,6 +42,8 @@ from warpd.connectors.bigquery.client import (
     open_client,
     wait,
 )
+from warpd.connectors.bigquery.naming import quote_ident as _q
+from warpd.connectors.bigquery.rowhash import Selected, TableRanges
 from warpd.connectors.bigquery.source_types import (
     CURSOR_TYPES,
     ReadColumn,
@@ -51,7 +54,7 @@ from warpd.connectors.bigquery.source_types import (
 from warpd.connectors.bigquery.uri import BigQueryTarget, parse_uri
 from warpd.connectors.keycodec import decode_value, encode_value
 from warpd.errors import FatalError
-from warpd.types import TableSchema
+from warpd.types import Column, TableSchema
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +64,6 @@ _BATCH_ONLY = (
     "the BigQuery source runs mode: batch only (BigQuery has no change log to stream from); "
     "set mode: batch and a schedule for this schema (docs/batch-mode.md)"
 )
-
-
-def _q(name: str) -> str:
-    """A BigQuery identifier in backticks, backticks and backslashes escaped."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 class BigQuerySource:
@@ -298,6 +296,44 @@ class BigQuerySource:
         if missing:
             raise FatalError(f"BigQuery source: table {schema.name!r} no longer has column(s) {missing}")
         return [known[c.name] for c in schema.columns]
+
+    # -- verify (docs/verify.md): a range's rows read by key and hashed in Python --------------
+    def _ranges(self, plan: TablePlan, columns: Sequence[str] = ()) -> TableRanges:
+        reads = {r.column.name: r for r in self._reads(plan.source)}
+
+        def read(col: Column) -> Selected:
+            r = reads[col.name]
+            return Selected(col, col.name, r.sql_type, r.select(_q(col.name)), r.convert)
+
+        live = " AND ".join(self._filter(plan.source.name))  # partition_filter, as every read of the table
+        return TableRanges(plan, _q(self._table_id(plan.source.name)), columns, read, live)
+
+    def _range_records(self, statement: str, params: list[tuple[str, str, Any]]) -> Iterator[tuple[Any, ...]]:
+        from google.cloud import bigquery
+
+        job = self._query(statement, [bigquery.ScalarQueryParameter(*p) for p in params])
+        return (tuple(row.values()) for row in wait(job, self.target))
+
+    def verify_bounds(
+        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
+    ) -> list[tuple[Any, ...]]:
+        ranges = self._ranges(plan)
+        records = self._range_records(*ranges.keys_query(lower, upper))
+        return [ranges.bound_of(r) for n, r in enumerate(records, 1) if n % every == 0]
+
+    def range_checksum(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> tuple[int, int]:
+        ranges = self._ranges(plan, columns)
+        return rowhash.checksum(
+            h for _key, h in ranges.hashed(self._range_records(*ranges.query(lower, upper)))
+        )
+
+    def range_rows(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeRows:
+        ranges = self._ranges(plan, columns)
+        return ranges.hashed(self._range_records(*ranges.query(lower, upper)))
 
     # -- reading -----------------------------------------------------------------
     def snapshot(

@@ -113,7 +113,10 @@ def outside(column: Column, family: Family) -> dict[str, Any]:
     """The documents an incremental read of ``column`` would never see: the field missing, null, of another
     type, or an array (which sorts and compares by its elements); for numbers also NaN and Infinity."""
     field = path(column)
-    unseen: list[dict[str, Any]] = [{field: {"$not": {"$type": family.query_type}}}, {field: {"$type": "array"}}]
+    unseen: list[dict[str, Any]] = [
+        {field: {"$not": {"$type": family.query_type}}},
+        {field: {"$type": "array"}},
+    ]
     if family.name == "number":
         # NaN matches no range at all; an Infinity mark would leave every later finite value below the floor
         unseen.append({field: {"$in": [math.nan, math.inf]}})

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -34,13 +34,17 @@ from warpd.connectors.base import (
     Heartbeat,
     Op,
     Position,
+    RangeBound,
+    RangeRows,
     RowChange,
     SchemaChange,
     SchemaOpKind,
     SnapshotChunk,
+    TablePlan,
 )
 from warpd.connectors.mongodb import cursor
 from warpd.connectors.mongodb.mapping import DocumentMapper, MappingOptions
+from warpd.connectors.mongodb.rowhash import CollectionRanges
 from warpd.errors import ConfigError, FatalError, PositionLostError, TransientError
 from warpd.redact import redact
 from warpd.types import Column, TableSchema
@@ -270,6 +274,25 @@ class MongoSource:
             )
             mapper = self._mappers[table] = DocumentMapper(table, options)
         return mapper
+
+    # -- verify (docs/verify.md): documents hashed in Python through the recorded shape ----------
+    def _ranges(self, plan: TablePlan, columns: Sequence[str] = ()) -> CollectionRanges:
+        return CollectionRanges(self.db, plan, self.mapper(plan.source.name), list(columns))
+
+    def verify_bounds(
+        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
+    ) -> list[tuple[Any, ...]]:
+        return self._call(lambda: self._ranges(plan).bounds(lower, upper, every), "cutting key ranges")
+
+    def range_checksum(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> tuple[int, int]:
+        return self._call(lambda: self._ranges(plan, columns).checksum(lower, upper), "hashing a key range")
+
+    def range_rows(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeRows:
+        return self._call(lambda: self._ranges(plan, columns).rows(lower, upper), "hashing a key range")
 
     is_transient = staticmethod(is_transient)
 

@@ -38,7 +38,7 @@ def _text(col: Column, q: str) -> str:
     if kind is Kind.BYTES:
         return f"HEX({q})"
     if kind is Kind.BOOLEAN:
-        return f"IF({q}, '1', '0')"
+        return f"CASE WHEN {q} THEN '1' WHEN NOT {q} THEN '0' END"  # NULL stays NULL
     if kind is Kind.BITS:
         return f"LPAD(BIN({q} + 0), {int(col.type.length or 1)}, '0')"
     if kind is Kind.DATE:

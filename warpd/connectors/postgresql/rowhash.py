@@ -28,7 +28,7 @@ def _text(col: Column, q: sql.Composable) -> sql.Composable:
     if kind is Kind.BYTES:
         return sql.SQL("upper(encode({}, 'hex'))").format(q)
     if kind is Kind.BOOLEAN:
-        return sql.SQL("CASE WHEN {} THEN '1' ELSE '0' END").format(q)
+        return sql.SQL("CASE WHEN {0} THEN '1' WHEN NOT {0} THEN '0' END").format(q)  # NULL stays NULL
     if kind is Kind.DATE:
         return sql.SQL("to_char({}, 'YYYY-MM-DD')").format(q)
     if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):

@@ -1,0 +1,263 @@
+"""``cartridge-warp verify`` with a MongoDB source: documents hashed through the recorded shape.
+
+Each test replicates a collection of the wire-protocol test server
+(tests/mongo_wire) into each destination kind (PostgreSQL, MariaDB, and BigQuery's emulator;
+tests/destinations.py) with the real process, stops it, edits the destination
+directly and runs ``cartridge-warp verify`` as a user would, asserting its
+exit code and what it reports.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import test_mongo_replication as replication
+from bson import Binary, Decimal128, Int64, ObjectId
+from conftest import Warp, write_config
+from test_mongo_replication import wait_mongo
+from test_verify import verify
+
+from tests.mongo_support import Backend, MongoDatabases, backend, column
+
+pytestmark = pytest.mark.mongodb
+
+
+@pytest.fixture(scope="module")
+def mongo_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    yield from backend("wire", request)
+
+
+# the fixtures of the MongoDB replication tests (one test database and destination, the process)
+mdb, state_dir, mwarp = replication.mdb, replication.state_dir, replication.mwarp
+
+
+def verified(m: MongoDatabases, conf: str, state: str, target: str, expect: int) -> dict[str, Any]:
+    run = verify(m, conf, target, "--state-dir", state, "--json", "--max-keys", "50")
+    assert run.returncode == expect, f"exit {run.returncode}\n{run.stdout}\n{run.stderr}"
+    return dict(json.loads(run.stdout))
+
+
+def differences(report: dict[str, Any]) -> list[tuple[str, str]]:
+    return sorted((k["difference"], k["key"]["_id"]) for t in report["tables"] for k in t["keys"])
+
+
+def mongo_config(tmp_path: Any, m: MongoDatabases, body: str = "") -> str:
+    text = (
+        "source: {connection_string: 'mongodb://placeholder/x'}\n"
+        "destination: {connection_string: 'postgresql://placeholder/x'}\n"
+        "max_batch_latency_ms: 50\n"
+        f"schemas:\n  - name: {m.name}\n    destination_schema: {m.dest_schema}\n" + body
+    )
+    return write_config(tmp_path, text)
+
+
+def replicate(m: MongoDatabases, mwarp: Callable[..., Warp], conf: str, state: str, **kwargs: Any) -> None:
+    w = mwarp(conf)
+    wait_mongo(m, w, state, **kwargs)
+    assert w.stop() == 0
+
+
+OIDS = [ObjectId(f"{i:024x}") for i in range(1, 2001)]
+
+
+def documents() -> list[dict[str, Any]]:
+    when = dt.datetime(2024, 2, 29, 23, 59, 58, 123000, tzinfo=dt.UTC)
+    docs: list[dict[str, Any]] = []
+    for i, oid in enumerate(OIDS):
+        doc: dict[str, Any] = {
+            "_id": oid,
+            "name": f"item {i}, café ☃ ,:N",
+            "qty": i % 7,
+            "big": Int64(2**40 + i),
+            "price": Decimal128(f"{i}.990"),
+            "when": when + dt.timedelta(days=i),
+            "flag": i % 2 == 0,
+            "u": Binary.from_uuid(uuid.UUID(int=i)),
+            "raw": Binary(bytes([i % 256, 0, 255])),
+            "nested": {"b": i, "c": f"x{i}"},  # flattened: nested__b, nested__c
+            "tags": [i, "t"],  # an array: a JSON column, not compared
+        }
+        if i % 3 == 0:
+            doc["opt"] = "" if i % 2 else "N"  # absent in the other documents: NULL
+        docs.append(doc)
+    return docs
+
+
+@pytest.mark.destinations
+def test_documents_verify_equal_and_each_destination_edit_is_reported_with_its_id(
+    mdb: MongoDatabases,
+    mwarp: Callable[..., Warp],
+    state_dir: str,
+    tmp_path: Any,
+) -> None:
+    mdb.db["docs"].insert_many(documents())
+    conf = mongo_config(tmp_path, mdb, "    flatten_depth: 1\n")
+    replicate(mdb, mwarp, conf, state_dir, flatten_depth=1)
+
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.docs", 0)
+    (table,) = report["tables"]
+    assert (table["source_rows"], table["destination_rows"], table["differing_keys"]) == (2000, 2000, 0)
+    compared = set(table["compared_columns"])
+    assert {
+        "_id",
+        "name",
+        "qty",
+        "big",
+        "price",
+        "when",
+        "flag",
+        "u",
+        "raw",
+        "nested__b",
+        "nested__c",
+        "opt",
+    } <= compared
+    assert set(table["not_compared"]) == {"tags"}
+
+    docs = mdb.dest.ident("docs")
+    q = {c: column(mdb, c) for c in ("_id", "qty", "nested__c", "when", "opt", "price")}
+    mdb.dest.query(f"UPDATE {docs} SET {q['qty']} = 99 WHERE {q['_id']} = %s", args=(str(OIDS[5]),))  # noqa: S608
+    mdb.dest.query(f"UPDATE {docs} SET {q['nested__c']} = 'y' WHERE {q['_id']} = %s", args=(str(OIDS[700]),))  # noqa: S608
+    mdb.dest.query(f"UPDATE {docs} SET {q['opt']} = NULL WHERE {q['_id']} = %s", args=(str(OIDS[3]),))  # noqa: S608 - '' -> NULL
+    mdb.dest.query(f"UPDATE {docs} SET {q['price']} = 1999.99 WHERE {q['_id']} = %s", args=(str(OIDS[1999]),))  # noqa: S608 - 1999.990 -> 1999.99: equal
+    flag = column(mdb, "flag")
+    mdb.dest.query(f"UPDATE {docs} SET {flag} = NULL WHERE {q['_id']} = %s", args=(str(OIDS[11]),))  # noqa: S608 - false -> NULL
+    mdb.dest.query(f"DELETE FROM {docs} WHERE {q['_id']} = %s", args=(str(OIDS[1500]),))  # noqa: S608
+    mdb.dest.query(
+        f"INSERT INTO {docs} ({q['_id']}, {q['qty']}) VALUES (%s, 1)",
+        args=("ffffffffffffffffffffffff",),  # noqa: S608
+    )
+    if mdb.dest.kind == "postgresql":
+        mdb.dest.query(
+            f"UPDATE {docs} SET {q['when']} = {q['when']} + interval '1 millisecond' WHERE {q['_id']} = %s",
+            args=(str(OIDS[42]),),
+        )  # noqa: S608
+    else:
+        mdb.dest.query(
+            f"UPDATE {docs} SET {q['when']} = {q['when']} + INTERVAL 1000 MICROSECOND WHERE {q['_id']} = %s",
+            args=(str(OIDS[42]),),
+        )  # noqa: S608
+
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.docs", 1)
+    assert differences(report) == sorted(
+        [
+            ("different", str(OIDS[3])),
+            ("different", str(OIDS[5])),
+            ("different", str(OIDS[11])),
+            ("different", str(OIDS[42])),
+            ("different", str(OIDS[700])),
+            ("missing", str(OIDS[1500])),
+            ("extra", "ffffffffffffffffffffffff"),
+        ]
+    )
+    (table,) = report["tables"]
+    assert (table["source_rows"], table["destination_rows"]) == (2000, 2000)
+
+    # a change at the source only (the process is stopped): reported too
+    mdb.db["docs"].update_one({"_id": OIDS[9]}, {"$set": {"nested.b": -1}})
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.docs", 1)
+    assert ("different", str(OIDS[9])) in differences(report)
+
+    text = verify(mdb, conf, f"{mdb.name}.docs", "--state-dir", state_dir)
+    assert text.returncode == 1, text.stderr
+    assert f"_id={OIDS[1500]}: missing at the destination" in text.stdout
+    assert "column tags not compared" in text.stdout
+
+
+@pytest.mark.destinations
+def test_integer_ids_without_flattening_verify_and_a_document_that_no_longer_fits_differs(
+    mdb: MongoDatabases,
+    mwarp: Callable[..., Warp],
+    state_dir: str,
+    tmp_path: Any,
+) -> None:
+    coll = mdb.db["carts"]
+    coll.insert_many([{"_id": i, "n": i, "sub": {"k": i}} for i in range(300)])
+    # renderings with more than one spelling: decimals in exponent form, negative zero, trailing zeros;
+    # date-times before 1970 and with milliseconds; integers at the int64 edges; strings ordered by bytes
+    edges = ["1E+3", "-0", "0E-10", "-1.50", "12345678901234567890.5", "1E-20"]
+    mdb.db["edges"].insert_many(
+        [
+            {
+                "_id": f"k{i}-é" if i % 2 else f"K{i}",
+                "d": Decimal128(text),
+                "at": dt.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC)
+                - dt.timedelta(days=400 * i),
+                "big": Int64(-(2**63) if i % 2 else 2**63 - 1),
+            }
+            for i, text in enumerate(edges)
+        ]
+    )
+    conf = mongo_config(tmp_path, mdb)
+    replicate(mdb, mwarp, conf, state_dir)
+    edges_report = verified(mdb, conf, state_dir, f"{mdb.name}.edges", 0)
+    assert edges_report["tables"][0]["compared_columns"] == ["_id", "d", "at", "big"]
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.carts", 0)
+    (table,) = report["tables"]
+    assert table["compared_columns"] == ["_id", "n"] and set(table["not_compared"]) == {"sub"}
+    # the recorded shape holds n as an integer: a string there cannot be a row of the destination's table
+    coll.update_one({"_id": 7}, {"$set": {"n": "seven"}})
+    coll.delete_one({"_id": 250})
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.carts", 1)
+    assert differences(report) == [("different", "7"), ("extra", "250")]
+
+
+@pytest.mark.destinations
+def test_what_verify_cannot_compare_stops_with_exit_2_naming_the_table(
+    mdb: MongoDatabases,
+    mwarp: Callable[..., Warp],
+    state_dir: str,
+    tmp_path: Any,
+) -> None:
+    mdb.db["mixed_ids"].insert_many([{"_id": ObjectId(), "v": 1}, {"_id": "a-string", "v": 2}])
+    conf = mongo_config(tmp_path, mdb)
+    replicate(mdb, mwarp, conf, state_dir)
+    run = verify(mdb, conf, f"{mdb.name}.mixed_ids", "--state-dir", state_dir)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "'mixed_ids'" in run.stderr and "objectId|string" in run.stderr
+
+    # a table dropped at the destination: named, not an internal error
+    mdb.db["gone"].insert_one({"_id": 1})
+    replicate(mdb, mwarp, conf, state_dir)
+    mdb.dest.query("DROP TABLE {}", "gone")
+    run = verify(mdb, conf, f"{mdb.name}.gone", "--state-dir", state_dir)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "'gone'" in run.stderr and "no copy at the destination" in run.stderr
+
+    # a collection created after the last run: no recorded shape
+    mdb.db["later"].insert_one({"_id": 1})
+    run = verify(mdb, conf, f"{mdb.name}.later", "--state-dir", state_dir)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "'later'" in run.stderr and "no shape recorded" in run.stderr
+
+    # no state directory to read the shapes from
+    empty = str(tmp_path / "nowhere")
+    os.makedirs(empty)
+    run = verify(mdb, conf, f"{mdb.name}.mixed_ids", "--state-dir", empty)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "--state-dir" in run.stderr
+
+
+@pytest.mark.parametrize("destination_kind", ["bigquery"], indirect=True)
+def test_documents_into_bigquery_verify_equal_and_a_bigquery_edit_is_reported(
+    mdb: MongoDatabases, mwarp: Callable[..., Warp], state_dir: str, tmp_path: Any
+) -> None:
+    mdb.db["docs"].insert_many(documents()[:300])
+    conf = mongo_config(tmp_path, mdb, "    flatten_depth: 1\n    deletes: soft\n")
+    replicate(mdb, mwarp, conf, state_dir, flatten_depth=1, soft_delete=True)
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.docs", 0)
+    (table,) = report["tables"]
+    assert (table["source_rows"], table["destination_rows"]) == (300, 300)
+    assert {"_id", "price", "when", "u", "raw", "nested__b", "opt"} <= set(table["compared_columns"])
+
+    docs = mdb.dest.ident("docs")
+    mdb.dest.query(f"UPDATE {docs} SET nested__c = 'y' WHERE _id = '{OIDS[7]}'")  # noqa: S608 - test SQL
+    mdb.dest.query(f"UPDATE {docs} SET _warp_deleted_at = CURRENT_TIMESTAMP() WHERE _id = '{OIDS[8]}'")  # noqa: S608
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.docs", 1)
+    assert differences(report) == [("different", str(OIDS[7])), ("missing", str(OIDS[8]))]
