@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Databases, Warp, mysql_root, wait_until, write_config
+from conftest import Databases, Warp, mysql_root, wait_converged, wait_until, write_config
 from test_replication import STREAMING, assert_converged, stop_cleanly
 
 from warpd.connectors.base import FENCE_TABLE
@@ -86,7 +86,9 @@ def test_crash_between_destination_commit_and_state_file_replays_nothing(
     finally:
         store.close()
     fence = dbs.dest.query(
-        "SELECT table_name, seq, skip FROM {} WHERE schema_name = %s", FENCE_TABLE, args=(dbs.name,)
+        "SELECT table_name, seq, skip FROM {} WHERE schema_name = %s AND table_name <> ''",
+        FENCE_TABLE,
+        args=(dbs.name,),
     )
     assert fence and {r[1] for r in fence} == {1}, fence
     assert {r[0] for r in fence} == {"acct", "nokey"}, fence
@@ -174,3 +176,40 @@ def test_partition_is_the_same_in_every_process() -> None:
         ).stdout
         assert out.strip() == repr(here), seed
     assert len(set(part_of((i,), 4) for i in range(100))) == 4
+
+
+def test_a_second_writer_on_the_same_destination_stops_the_first(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """Two processes (two state directories) replicating one schema into one destination cannot
+    interleave: the one that started last takes the schema over, the other stops with exit 2."""
+    dbs.sql("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
+    dbs.many("INSERT INTO t VALUES (%s, %s)", [(i, "a") for i in range(1, 11)])
+    first = warp()
+    wait_until(lambda: STREAMING in first.output or not first.alive(), 150, "the first writer to stream")
+    assert first.alive(), first.output[-4000:]
+    dbs.sql("INSERT INTO t VALUES (11, 'first')")
+    wait_until(lambda: dbs.dest.count("t") == 11, 60, "the first writer to apply a change")
+
+    other_state = str(tmp_path / "state-2")
+    os.makedirs(other_state)
+    # its own replica id: two replicas with one id evict each other at the source
+    server_id = str(3_000_000_000 + int.from_bytes(os.urandom(3), "big"))
+    second = Warp(dbs, other_state, None, [], {"CARTRIDGE_WARP_SOURCE__SERVER_ID": server_id}).start()
+    try:
+        wait_until(
+            lambda: STREAMING in second.output or not second.alive(), 150, "the second writer to stream"
+        )
+        assert second.alive(), second.output[-4000:]
+        dbs.sql("INSERT INTO t VALUES (12, 'both')")
+        rc = first.wait(120)
+        assert rc == 2, f"exit code {rc}:\n{first.output[-4000:]}"
+        assert f"another writer took over schema '{dbs.name}'" in first.output, first.output[-4000:]
+        assert "this process stops" in first.output
+        wait_converged(dbs, second, 120, ["t"])
+        dbs.sql("UPDATE t SET v = 'second' WHERE id = 1")
+        wait_converged(dbs, second, 120, ["t"])
+    finally:
+        if second.alive():
+            second.stop()
+    assert "another writer" not in second.output

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from warpd.errors import ConfigError
+from warpd.errors import ConfigError, SupersededError
 from warpd.types import Column, Kind, TableSchema
 
 Position = Mapping[str, Any]
@@ -593,6 +593,16 @@ class Fence(FenceRow):
             self.epoch,
         )
 
+    def check_epoch(self, stored: tuple[Any, Any] | None) -> None:
+        """Raise :class:`SupersededError` when ``stored`` (the schema's epoch row: epoch, when it was
+        taken, read under a shared lock) is not this writer's epoch: another one took over since."""
+        if stored is not None and int(stored[0]) != self.epoch:
+            raise SupersededError(
+                f"another writer took over schema {self.schema!r} at {stored[1]} (epoch {stored[0]}, this "
+                f"process has {self.epoch}, in {self.where}.{FENCE_TABLE}); this process stops. Two "
+                "cartridge-warp processes must not replicate one schema into one destination"
+            )
+
 
 class Destination(Protocol):
     """What the engine needs from a destination connector (see connectors/postgresql/destination.py).
@@ -612,8 +622,11 @@ class Destination(Protocol):
 
     A destination with ``capabilities.fenced_writes`` also takes ``fence=`` (a :class:`Fence`) in
     :meth:`write` and upserts it into :data:`FENCE_TABLE` in the same transaction as the rows, and
-    provides ``read_fence(where, schema) -> list[FenceRow]`` (creating the table if missing) and
-    ``clear_fence(where, schema)`` (forget a schema's rows: its state file starts afresh).
+    provides ``read_fence(where, schema) -> list[FenceRow]`` (creating the table if missing; the
+    schema's epoch row has table ""), ``clear_fence(where, schema)`` (forget a schema's batch rows:
+    its state file starts afresh) and ``take_over(where, schema) -> int`` (increment the schema's
+    writer epoch and return it).  Each fenced transaction reads the epoch row under a shared lock
+    first and calls :meth:`Fence.check_epoch` with it.
     """
 
     capabilities: Capabilities

@@ -34,6 +34,7 @@ from typing import Any
 from warpd import logs, metrics
 from warpd.config import Config, SchemaConfig
 from warpd.connectors.base import (
+    FENCE_TABLE,
     RESERVED_COLUMNS,
     Destination,
     Fence,
@@ -188,6 +189,7 @@ class SchemaRunner:
         self._since_safe = 0  # row changes read since safe_pos last moved
         self._skip_left = 0  # row changes the reopened stream repeats that are held already
         self._recovery: _Recovery | None = None
+        self._epoch = 0  # this writer's, taken at start (_take_over): a newer one stops it
         self._fault_after = int(os.environ.get(FAULT_AFTER_DEST_COMMIT) or 0)
         self._batches_committed = 0
         self._check_capabilities()
@@ -513,6 +515,8 @@ class SchemaRunner:
                 )
                 self.store.reset_schema(self.name)
                 checkpoint = None
+        if self._fenced:
+            self._take_over(clear=checkpoint is None)
         described_at = self._copy_start()  # before the shapes are read: see _copy_table
         current = self.discover()
         if described_at is not None:
@@ -520,11 +524,6 @@ class SchemaRunner:
                 self._described_at[name] = (described_at, shape)
         self.cascades.refresh(current)  # a refusal comes before anything is written
         if checkpoint is None:
-            if self._fenced:  # a new state file: batch numbers start over, so do the fence's
-                self._retry(
-                    lambda: self.dest.clear_fence(self._fence_where, self.name),  # type: ignore[attr-defined]
-                    f"clearing the fence of {self.name!r}",
-                )
             position = self._retry(self.source.current_position, "reading the source position")
             self.store.save_checkpoint(self.name, position, seq=0)
             checkpoint = position  # the snapshot versions below are as of this position
@@ -783,26 +782,44 @@ class SchemaRunner:
                         self._flush()
                     return
 
+    def _take_over(self, clear: bool) -> None:
+        """Become the schema's writer at the destination: a newer epoch in its fence, which stops any
+        other process still writing it; ``clear``: a new state file, whose batch numbers start over."""
+        where, dest = self._fence_where, self.dest
+        if clear:
+            self._retry(
+                lambda: dest.clear_fence(where, self.name),  # type: ignore[attr-defined]
+                f"clearing the fence of {self.name!r}",
+            )
+        self._epoch = self._retry(
+            lambda: dest.take_over(where, self.name),  # type: ignore[attr-defined]
+            f"taking over {self.name!r} in {where}",
+        )
+        log.info("schema %s: writing as epoch %d (%s.%s)", self.name, self._epoch, where, FENCE_TABLE)
+
     def _fenced_batch(self) -> _Recovery | None:
         """The batch the destination fence holds (in part) beyond the state file's checkpoint, if any."""
         rows: list[FenceRow] = self._retry(
             lambda: self.dest.read_fence(self._fence_where, self.name),  # type: ignore[attr-defined]
             f"reading the fence of {self.name!r}",
         )
-        ahead = [row for row in rows if row.seq > self._seq]
+        ahead = [row for row in rows if row.seq > self._seq and row.table]  # (table "": the epoch)
         if not ahead:
             return None
         last = max(row.seq for row in ahead)
-        if any(row.seq != last for row in ahead):
-            # a batch that failed part way and was applied again as part of a later one
+        if any(row.seq != self._seq + 1 for row in ahead):
+            # Only the batch right after the state file's starts where the state file stands: a fence
+            # further ahead (an older state file restored; a batch that failed part way and was applied
+            # again inside a later one) cannot be matched row by row, so those changes apply again.
             log.warning(
-                "schema %s: the destination fence holds parts of batches %s after the state file's %d; "
-                "those of batches before %d are applied again",
+                "schema %s: the destination fence holds batches %s after the state file's %d; the changes "
+                "since the state file's checkpoint are applied again (at least once)",
                 self.name,
                 sorted({row.seq for row in ahead}),
                 self._seq,
-                last,
             )
+            self._seq = last  # the next batches are numbered after every one the fence holds
+            return None
         first = next(row for row in ahead if row.seq == last)
         recovery = _Recovery(last, dict(first.position), _canonical(first.position), first.skip, {})
         for row in ahead:
@@ -1061,6 +1078,7 @@ class SchemaRunner:
                     skip=batch.skip,
                     parts=stored[0].parts if stored else applier.workers,  # split as before the crash
                     rows_done=0,
+                    epoch=self._epoch,
                     where=self._fence_where,
                     schema=self.name,
                 )

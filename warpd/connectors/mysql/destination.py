@@ -822,9 +822,9 @@ class MySQLDestination(RangeChecksumMethods):
         target = _table(plan)
         if direct and not deletes:
             with self._transaction() as cur:
-                self._load(cur, plan, target, upserts, layout)
                 if fence is not None:
                     self._write_fence(cur, fence)
+                self._load(cur, plan, target, upserts, layout)
             return
         columns = [n for n, _t, _e in self._stage_types(plan)]
         cols = ", ".join(map(_q, columns))
@@ -905,10 +905,35 @@ class MySQLDestination(RangeChecksumMethods):
     def clear_fence(self, where: str, schema: str) -> None:
         self.read_fence(where, schema)  # creates the table
         with self._transaction() as cur:
-            cur.execute(f"DELETE FROM {_q(where)}.{_q(FENCE_TABLE)} WHERE schema_name = %s", (schema,))
+            cur.execute(
+                f"DELETE FROM {_q(where)}.{_q(FENCE_TABLE)} WHERE schema_name = %s AND table_name <> ''",
+                (schema,),
+            )
+
+    def take_over(self, where: str, schema: str) -> int:
+        self.read_fence(where, schema)  # creates the table
+        table = f"{_q(where)}.{_q(FENCE_TABLE)}"
+        with self._transaction() as cur:
+            cur.execute(
+                f"INSERT INTO {table} (schema_name, table_name, part, seq, position, skip, parts, rows_done, "
+                "epoch, updated_at) VALUES (%s, '', 0, 0, '{}', 0, 0, 0, 1, CURRENT_TIMESTAMP(6)) "
+                "ON DUPLICATE KEY UPDATE epoch = epoch + 1, updated_at = CURRENT_TIMESTAMP(6)",
+                (schema,),
+            )
+            cur.execute(
+                f"SELECT epoch FROM {table} WHERE schema_name = %s AND table_name = '' AND part = 0",
+                (schema,),
+            )
+            return int(cur.fetchone()[0])
 
     @staticmethod
     def _write_fence(cur: Any, fence: Fence) -> None:
+        cur.execute(
+            f"SELECT epoch, updated_at FROM {_q(fence.where)}.{_q(FENCE_TABLE)} WHERE schema_name = %s "
+            "AND table_name = '' AND part = 0 LOCK IN SHARE MODE",
+            (fence.schema,),
+        )
+        fence.check_epoch(cur.fetchone())
         cur.execute(
             f"INSERT INTO {_q(fence.where)}.{_q(FENCE_TABLE)} (schema_name, table_name, part, seq, position, "
             "skip, parts, rows_done, epoch, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "

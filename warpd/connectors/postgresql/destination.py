@@ -751,8 +751,25 @@ class PostgresDestination:
         self.read_fence(where, schema)  # creates the table
         with self._transaction_plain() as cur:
             cur.execute(
-                sql.SQL("DELETE FROM {} WHERE schema_name = %s").format(_ident(where, FENCE_TABLE)), (schema,)
+                sql.SQL("DELETE FROM {} WHERE schema_name = %s AND table_name <> ''").format(
+                    _ident(where, FENCE_TABLE)
+                ),
+                (schema,),
             )
+
+    def take_over(self, where: str, schema: str) -> int:
+        self.read_fence(where, schema)  # creates the table
+        with self._transaction_plain() as cur:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {t} AS f (schema_name, table_name, part, seq, position, skip, parts, rows_done, "
+                    "epoch, updated_at) VALUES (%s, '', 0, 0, '{{}}', 0, 0, 0, 1, now()) ON CONFLICT "
+                    "(schema_name, table_name, part) DO UPDATE SET epoch = f.epoch + 1, updated_at = now() "
+                    "RETURNING epoch"
+                ).format(t=_ident(where, FENCE_TABLE)),
+                (schema,),
+            )
+            return int(cur.fetchone()[0])
 
     @contextmanager
     def _transaction_plain(self) -> Iterator[Any]:
@@ -762,6 +779,14 @@ class PostgresDestination:
 
     @staticmethod
     def _write_fence(cur: Any, fence: Fence) -> None:
+        cur.execute(
+            sql.SQL(
+                "SELECT epoch, updated_at FROM {} WHERE schema_name = %s AND table_name = '' AND part = 0 "
+                "FOR SHARE"
+            ).format(_ident(fence.where, FENCE_TABLE)),
+            (fence.schema,),
+        )
+        fence.check_epoch(cur.fetchone())
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (schema_name, table_name, part, seq, position, skip, parts, rows_done, epoch, "
