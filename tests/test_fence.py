@@ -14,16 +14,21 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from conftest import Databases, Warp, mysql_root, wait_converged, wait_until, write_config
 from test_replication import STREAMING, assert_converged, stop_cleanly
 
-from warpd.connectors.base import FENCE_TABLE
-from warpd.engine.applier import part_of
+from warpd.config import TableSettings
+from warpd.connectors.base import FENCE_TABLE, Fence
+from warpd.engine.applier import DestinationPool, TableApplier, part_of
+from warpd.engine.batch import FinalState
+from warpd.errors import SupersededError
 from warpd.state.migrations import MIGRATIONS
 from warpd.state.store import STATE_FILE_NAME, StateStore
+from warpd.types import Column, ColumnType, Kind, TableSchema
 
 pytestmark = pytest.mark.destinations()
 
@@ -213,3 +218,68 @@ def test_a_second_writer_on_the_same_destination_stops_the_first(
         if second.alive():
             second.stop()
     assert "another writer" not in second.output
+
+
+def test_rows_done_skips_committed_items_per_part_and_an_old_epoch_writes_nothing(dbs: Databases) -> None:
+    """What the rebuilt batch relies on, against the real destination: each part's transaction records
+    how many of its items are committed; ``done`` passes over them; a stale epoch commits nothing."""
+    big = ColumnType(Kind.INT, bits=64)
+    shape = TableSchema(
+        "parts",
+        (Column("id", big, False, "bigint"), Column("v", ColumnType(Kind.TEXT), True, "text")),
+        ("id",),
+    )
+    dest = dbs.dest.connector()
+    factory = lambda: dbs.dest.connector()  # noqa: E731 - one connection per worker thread
+    pool = DestinationPool(factory, dest.capabilities)
+    plan = dest.plan(shape, dbs.dest_schema, soft_delete=False, metadata=False)
+    dest.prepare(plan)
+    epoch = dest.take_over(dbs.dest_schema, dbs.name)
+    letters: list[Any] = []
+    applier = TableApplier(
+        dbs.name,
+        plan,
+        TableSettings(max_parallel_streams=3),
+        pool,
+        lambda *args: letters.append(args),
+        lambda: False,
+    )
+    try:
+        states = [FinalState({"id": i, "v": f"v{i}"}, False, "insert", None, None) for i in range(1, 31)]
+        parts: dict[int, list[int]] = {}
+        for st in states:
+            parts.setdefault(part_of(applier.key_of(st.row), 3), []).append(st.row["id"])
+        assert len(parts) == 3
+        fence = Fence(
+            table="parts",
+            part=0,
+            seq=7,
+            position={"pos": 1},
+            skip=2,
+            parts=3,
+            rows_done=0,
+            epoch=epoch,
+            where=dbs.dest_schema,
+            schema=dbs.name,
+        )
+        applier.apply(states, fence, {0: 2, 1: len(parts[1])})  # part 0: two done; part 1: all done
+        written = {r[0] for r in dbs.dest.query("SELECT id FROM {}", "parts")}
+        assert written == set(parts[0][2:]) | set(parts[2])
+        rows = {r.part: r for r in dest.read_fence(dbs.dest_schema, dbs.name) if r.table == "parts"}
+        assert {p: (r.seq, r.rows_done, r.parts, r.skip) for p, r in rows.items()} == {
+            0: (7, len(parts[0]), 3, 2),
+            2: (7, len(parts[2]), 3, 2),
+        }
+        assert dict(rows[0].position) == {"pos": 1}
+
+        newer = dest.take_over(dbs.dest_schema, dbs.name)
+        assert newer == epoch + 1
+        more = [FinalState({"id": i, "v": "late"}, False, "insert", None, None) for i in range(100, 110)]
+        with pytest.raises(SupersededError, match=f"another writer took over schema '{dbs.name}'"):
+            applier.apply(more, replace(fence, seq=8))
+        assert {r[0] for r in dbs.dest.query("SELECT id FROM {}", "parts")} == written
+        assert not letters
+    finally:
+        applier.close()
+        pool.close()
+        dest.close()

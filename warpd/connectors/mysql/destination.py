@@ -878,6 +878,7 @@ class MySQLDestination(RangeChecksumMethods):
     def read_fence(self, where: str, schema: str) -> list[FenceRow]:
         """``schema``'s rows of ``where``.``_warp_checkpoints`` (the table is created first if missing)."""
         table = f"{_q(where)}.{_q(FENCE_TABLE)}"
+        self.conn  # noqa: B018 - connects first: the collation is the server's (_open)
         self._execute(
             [
                 f"CREATE DATABASE IF NOT EXISTS {_q(where)} CHARACTER SET utf8mb4 COLLATE {self.collation}",
