@@ -74,7 +74,7 @@ BATCH_BYTES = 64 * 1024 * 1024
 # table's changes wait for it (a bound on memory where the source gives no event sizes: MySQL).
 COALESCE_BATCHES = 20
 STATS_EVERY_SECONDS = 30.0
-# the development fault point (docs/development.md): the schema process dies after the destination
+# the development fault point (DEVELOPMENT.md, "Fault injection"): the schema process dies after the destination
 # committed this many streaming batches, before the state file records the last one
 FAULT_AFTER_DEST_COMMIT = "WARP_FAULT_AFTER_DEST_COMMIT"
 
@@ -852,6 +852,8 @@ class SchemaRunner:
             if self._skip_left:  # applied already: the checkpoint (or the stream before it reopened) holds it
                 self._skip_left -= 1
                 return
+            if self._recovery is not None and self.pending and self._at_end_of(self._recovery):
+                self._flush()  # the rebuilt batch, whole, failed once and is retried before reading on
             self._since_safe += 1
         if self.copy_positions and self._in_copy(event):
             pass  # its table's copy holds its effect already
