@@ -49,9 +49,12 @@ def _dest_rows(dbs: Databases, table: str, columns: str) -> list[tuple[Any, ...]
     return sorted(tuple(r) for r in dbs.dest.query(f"SELECT {columns} FROM {{}}", table))
 
 
+@pytest.mark.parametrize("batches", [1, 2], ids=["first-batch", "second-batch"])
 def test_crash_between_destination_commit_and_state_file_replays_nothing(
-    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any, batches: int
 ) -> None:
+    """``batches`` 1: the crash follows the first batch, cut inside a source transaction; 2: the state
+    file records the first (8 row changes into the transaction) and the crash follows the second."""
     dbs.sql("CREATE TABLE acct (id INT PRIMARY KEY, v VARCHAR(20))")
     dbs.sql("CREATE TABLE nokey (a INT, b VARCHAR(20))")  # no key: the row hash identifies a row
     dbs.many("INSERT INTO acct VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, 21)])
@@ -60,7 +63,7 @@ def test_crash_between_destination_commit_and_state_file_replays_nothing(
         f"schemas:\n  - name: {dbs.name}\n    deletes: soft\n    metadata_columns: true\n"
         "    batch_size: 5\n    max_batch_latency_ms: 5000\n    default_max_parallel_streams: 3\n",
     )
-    w = warp(config, env={"WARP_FAULT_AFTER_DEST_COMMIT": "1"})
+    w = warp(config, env={"WARP_FAULT_AFTER_DEST_COMMIT": str(batches)})
     wait_until(lambda: STREAMING in w.output or not w.alive(), 150, "the snapshot to finish")
     assert w.alive(), w.output[-4000:]
     state_dir = w.cmd[w.cmd.index("--state-dir") + 1]
@@ -84,10 +87,10 @@ def test_crash_between_destination_commit_and_state_file_replays_nothing(
 
     rc = w.wait(120)
     assert rc == 137, f"exit code {rc}:\n{w.output[-4000:]}"
-    # the crash came where intended: the destination holds batch 1, the state file does not
+    # the crash came where intended: the destination holds the last batch, the state file does not
     store = StateStore(state_dir)
     try:
-        assert store.checkpoint_mark(dbs.name)[0] == 0
+        assert store.checkpoint_mark(dbs.name) == ((0, 0) if batches == 1 else (1, 8))
     finally:
         store.close()
     fence = dbs.dest.query(
@@ -95,12 +98,14 @@ def test_crash_between_destination_commit_and_state_file_replays_nothing(
         FENCE_TABLE,
         args=(dbs.name,),
     )
-    assert fence and {r[1] for r in fence} == {1}, fence
-    assert {r[0] for r in fence} == {"acct", "nokey"}, fence
-    assert {r[2] for r in fence} == {8}, "the batch ends 8 row changes into the transaction"
+    assert fence and max(r[1] for r in fence) == batches, fence
+    last = [r for r in fence if r[1] == batches]
+    assert {r[0] for r in last} == ({"acct", "nokey"} if batches == 1 else {"nokey"}), fence
+    # the first batch ends 8 row changes into the transaction, the second 5 further
+    assert {r[2] for r in last} == {8 + 5 * (batches - 1)}, fence
     applied_acct = _synced(dbs, "acct", "id")
     applied_nokey = _synced(dbs, "nokey", "a")
-    assert sorted(r for r in applied_nokey) == [0, 1, 2, 3, 4]
+    assert sorted(applied_nokey) == list(range(5 * batches))
     assert [
         i
         for i in (1, 2, 3)
@@ -112,12 +117,12 @@ def test_crash_between_destination_commit_and_state_file_replays_nothing(
     assert_converged(dbs, w2, ["acct", "nokey"], soft_delete=True)
     out = stop_cleanly(w2)
 
-    # nothing of batch 1 was written again: its rows kept the time they were synced at
+    # nothing of the batches applied before the crash was written again: its rows kept the time they were synced at
     after_acct = _synced(dbs, "acct", "id")
     after_nokey = _synced(dbs, "nokey", "a")
     for i in (1, 2, 3):
         assert after_acct[i] == applied_acct[i], i
-    for a in range(5):
+    for a in range(5 * batches):
         assert after_nokey[a] == applied_nokey[a], a
     # and the rest of the transaction was applied once, after the crash
     assert _dest_rows(dbs, "nokey", "a, b") == [(i, "x" if i < 5 else "y") for i in range(10)]
