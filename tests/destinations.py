@@ -33,6 +33,8 @@ import psycopg2
 import pymysql
 from psycopg2 import sql
 
+from warpd.connectors.base import FENCE_TABLE
+
 MYSQL_HOST = os.environ.get("WARP_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("WARP_TEST_MYSQL_PORT", "3306"))
 PG_DSN = os.environ.get("WARP_TEST_PG_DSN", "postgresql://warp:warp@127.0.0.1:5432/warp_test")
@@ -71,12 +73,14 @@ class DestinationUnderTest:
         return int(self.query("SELECT count(*) FROM {}", table)[0][0])
 
     def tables(self) -> list[str]:
+        """The tables replicated into the schema (not the fence of streamed batches, FENCE_TABLE)."""
         return sorted(
             r[0]
             for r in self.query(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
                 args=(self.schema,),
             )
+            if r[0] != FENCE_TABLE
         )
 
     def columns(self, table: str) -> list[str]:

@@ -23,5 +23,10 @@ class TransientError(WarpError):
     """An error that may go away if the operation is retried."""
 
 
+class SupersededError(WarpError):
+    """Another writer took over the schema's destination (a newer epoch in its fence): this one stops
+    for good (exit 2, which the supervisor does not restart: it would take the schema back)."""
+
+
 class PositionLostError(FatalError):
     """The checkpointed source position is no longer available at the source."""

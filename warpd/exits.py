@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from warpd.errors import ConfigError, WarpError
+from warpd.errors import ConfigError, SupersededError, WarpError
 from warpd.redact import redact
 
 log = logging.getLogger("warpd")
@@ -38,6 +38,9 @@ def run_reporting(body: Callable[[], int], program: str, *, config_errors_to_std
             print(f"{program}: invalid configuration:\n{indent(redact(exc))}", file=sys.stderr)
         else:
             log.error("%s: invalid configuration: %s", program, redact(exc))
+        return EXIT_USAGE
+    except SupersededError as exc:
+        log.error("%s", redact(exc))
         return EXIT_USAGE
     except WarpError as exc:
         log.error("%s", redact(exc))

@@ -288,6 +288,8 @@ class SchemaConfig:
     mode: str = DEFAULT_MODE
     source_database: str = ""
     destination_schema: str = ""
+    #: where the destination fence table (_warp_checkpoints) lives; "" is destination_schema
+    checkpoint_schema: str = ""
     on_position_lost: str = DEFAULT_ON_POSITION_LOST
     max_batch_latency: float = DEFAULT_MAX_BATCH_LATENCY_MS / 1000.0
     tables: tuple[str, ...] = ()
@@ -529,6 +531,7 @@ def _build_schema(
         mode=data.get("mode", DEFAULT_MODE),
         source_database=data.get("source_database") or source.database or name,
         destination_schema=data.get("destination_schema") or default_dataset or name,
+        checkpoint_schema=data.get("checkpoint_schema") or "",
         on_position_lost=_first(
             DEFAULT_ON_POSITION_LOST, (data, "on_position_lost"), (top, "on_position_lost")
         ),

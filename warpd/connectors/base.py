@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from warpd.errors import ConfigError
+from warpd.errors import ConfigError, SupersededError
 from warpd.types import Column, Kind, TableSchema
 
 Position = Mapping[str, Any]
@@ -379,6 +380,10 @@ class Capabilities:
     # stores each row's source order (Source.order_key) and applies a change only over an older one:
     # the engine then calls ``encode(..., order=key)`` for the changes of sources that give one
     ordered_writes: bool = False
+    # writes a :class:`Fence` row in the transaction of each streaming write (``write(..., fence=)``)
+    # and implements ``read_fence``/``clear_fence``: replays after a crash are then skipped
+    # (exactly-once effect; docs/how-it-works.md, "Delivery guarantees")
+    fenced_writes: bool = False
     notes: tuple[str, ...] = ()  # said once at start-up (e.g. which load path was chosen and why)
 
 
@@ -544,6 +549,65 @@ class EncodedChunk:
     layout: Any = None
 
 
+FENCE_TABLE = "_warp_checkpoints"
+"""The destination table that fences streaming batches (one row per schema, table and part)."""
+
+
+@dataclass(frozen=True)
+class FenceRow:
+    """One row of :data:`FENCE_TABLE` (a schema's table and part), as ``read_fence`` returns it.
+
+    ``seq`` numbers the engine's batches, ``position`` and ``skip`` say where the batch ends in the
+    change stream (``skip``: row changes after ``position`` it holds), ``parts`` is how many parts
+    the table's rows were split into, and ``rows_done`` how many items of this part (in their
+    deterministic order) are committed; ``epoch`` is the writer's.
+    """
+
+    table: str
+    part: int
+    seq: int
+    position: Mapping[str, Any]
+    skip: int
+    parts: int
+    rows_done: int
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Fence(FenceRow):
+    """What a streaming write records in the destination, in its own transaction (``fenced_writes``):
+    the row of ``schema``'s table and part, in ``where`` (the schema, database or dataset that holds
+    :data:`FENCE_TABLE`)."""
+
+    where: str = ""
+    schema: str = ""
+
+    def values(self) -> tuple[Any, ...]:
+        """(schema_name, table_name, part, seq, position as JSON, skip, parts, rows_done, epoch)."""
+        position = json.dumps(dict(self.position), sort_keys=True, default=str)
+        return (
+            self.schema,
+            self.table,
+            self.part,
+            self.seq,
+            position,
+            self.skip,
+            self.parts,
+            self.rows_done,
+            self.epoch,
+        )
+
+    def check_epoch(self, stored: tuple[Any, Any] | None) -> None:
+        """Raise :class:`SupersededError` when ``stored`` (the schema's epoch row: epoch, when it was
+        taken, read under a shared lock) is not this writer's epoch: another one took over since."""
+        if stored is not None and int(stored[0]) != self.epoch:
+            raise SupersededError(
+                f"another writer took over schema {self.schema!r} at {stored[1]} (epoch {stored[0]}, this "
+                f"process has {self.epoch}, in {self.where}.{FENCE_TABLE}); this process stops. Two "
+                "cartridge-warp processes must not replicate one schema into one destination"
+            )
+
+
 class Destination(Protocol):
     """What the engine needs from a destination connector (see connectors/postgresql/destination.py).
 
@@ -559,6 +623,14 @@ class Destination(Protocol):
 
     The foreign-key methods (:meth:`ensure_index`, :meth:`transaction`,
     :meth:`cascade`) are called only when ``capabilities.foreign_key_actions``.
+
+    A destination with ``capabilities.fenced_writes`` also takes ``fence=`` (a :class:`Fence`) in
+    :meth:`write` and upserts it into :data:`FENCE_TABLE` in the same transaction as the rows, and
+    provides ``read_fence(where, schema) -> list[FenceRow]`` (creating the table if missing; the
+    schema's epoch row has table ""), ``clear_fence(where, schema)`` (forget a schema's batch rows:
+    its state file starts afresh) and ``take_over(where, schema) -> int`` (increment the schema's
+    writer epoch and return it).  Each fenced transaction reads the epoch row under a shared lock
+    first and calls :meth:`Fence.check_epoch` with it.
     """
 
     capabilities: Capabilities

@@ -8,10 +8,12 @@ A batch is applied when every worker has committed its part.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +23,7 @@ from warpd.connectors.base import (
     Capabilities,
     Destination,
     EncodedChunk,
+    Fence,
     Position,
     Row,
     SnapshotChunk,
@@ -77,6 +80,15 @@ class DestinationPool:
             self._all.clear()
 
 
+def part_of(key: Hashable, parts: int) -> int:
+    """The part (of ``parts``) a row with ``key`` is written in: the same in every process (unlike
+    ``hash()``, salted per process), so a batch rebuilt after a crash splits as it did before."""
+    if parts <= 1:
+        return 0
+    digest = hashlib.blake2b(repr(key).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % parts
+
+
 def write_records(
     dest: Destination,
     plan: TablePlan,
@@ -89,8 +101,12 @@ def write_records(
     keep_existing: bool = False,
     layout: Any = None,
     on_retry: Callable[[BaseException], None] | None = None,
+    fence: Fence | None = None,
 ) -> None:
     """Write ``items`` (state, record) in one transaction, retrying what is transient.
+
+    ``fence`` (items ``fence.rows_done`` on of their part) is written in each transaction, its
+    ``rows_done`` moved to the end of the items that transaction commits.
 
     When the destination refuses the data, the items are split in halves
     until each refused row is alone, and ``reject(state, reason, record)``
@@ -106,10 +122,12 @@ def write_records(
         if on_retry is not None:
             on_retry(exc)
 
+    done = dataclasses.replace(fence, rows_done=fence.rows_done + len(items)) if fence is not None else None
+    fenced: dict[str, Any] = {"fence": done} if done is not None else {}
     try:
         call_with_retry(
             lambda: dest.write(
-                plan, upserts, deletes, direct=direct, keep_existing=keep_existing, layout=layout
+                plan, upserts, deletes, direct=direct, keep_existing=keep_existing, layout=layout, **fenced
             ),
             policy,
             is_transient=dest.is_transient,
@@ -118,21 +136,33 @@ def write_records(
             on_retry=retried,
         )
     except Exception as exc:
-        again = dict(keep_existing=keep_existing, layout=layout, on_retry=on_retry)
+        again: dict[str, Any] = dict(keep_existing=keep_existing, layout=layout, on_retry=on_retry)
         if dest.is_duplicate(exc) and not direct:
             raise  # a unique index of the destination's own, not a row of the source at fault
         if direct and (dest.is_duplicate(exc) or dest.rejects_rows(exc)):
             # merge instead (and, for a refused row, find it one half at a time)
-            write_records(dest, plan, items, policy, should_stop, reject, **again)
+            write_records(dest, plan, items, policy, should_stop, reject, fence=fence, **again)
         elif not dest.rejects_rows(exc):
             raise
         elif len(items) == 1:
             reason = f"rejected by {dest.capabilities.name}: {redact(str(exc).strip())}"
             reject(items[0][0], reason, items[0][1])
+            if done is not None:  # the refused row is done with too: a crash now does not refuse it twice
+                call_with_retry(
+                    lambda: dest.write(plan, [], [], fence=done),  # type: ignore[call-arg]
+                    policy,
+                    is_transient=dest.is_transient,
+                    what=f"recording progress in {plan.where}",
+                    should_stop=should_stop,
+                    on_retry=retried,
+                )
         else:
             mid = len(items) // 2
-            write_records(dest, plan, items[:mid], policy, should_stop, reject, **again)
-            write_records(dest, plan, items[mid:], policy, should_stop, reject, **again)
+            second = (
+                dataclasses.replace(fence, rows_done=fence.rows_done + mid) if fence is not None else None
+            )
+            write_records(dest, plan, items[:mid], policy, should_stop, reject, fence=fence, **again)
+            write_records(dest, plan, items[mid:], policy, should_stop, reject, fence=second, **again)
 
 
 def dead_letter_row(dest: Destination, plan: TablePlan, row: Row, record: Any, layout: Any) -> dict[str, Any]:
@@ -179,15 +209,35 @@ class TableApplier:
         return self.plan.key_of(row)
 
     # -- streaming batches ---------------------------------------------------
-    def apply(self, states: Iterable[FinalState]) -> int:
-        """Apply final states (in parallel by key); return how many were written."""
+    def apply(
+        self,
+        states: Iterable[FinalState],
+        fence: Fence | None = None,
+        done: Mapping[int, int] | None = None,
+    ) -> int:
+        """Apply final states (in parallel by key); return how many were written.
+
+        With ``fence`` (its ``parts``: how many parts the rows are split into), each part's
+        transactions also write the part's fence row; ``done`` (part -> items) skips the first items
+        of a part that a crash interrupted after they were committed (the batch is being rebuilt).
+        """
         started = time.perf_counter()
-        parts: list[list[FinalState]] = [[] for _ in range(self.workers)]
+        count = fence.parts if fence is not None else self.workers
+        parts: list[list[FinalState]] = [[] for _ in range(count)]
         for st in states:
-            parts[hash(self.key_of(st.row)) % self.workers].append(st)
+            parts[part_of(self.key_of(st.row), count)].append(st)
+        done = done or {}
         # each worker logs with the caller's correlation ids (schema, table, batch)
         jobs = [
-            self._executor.submit(contextvars.copy_context().run, self._apply_part, p) for p in parts if p
+            self._executor.submit(
+                contextvars.copy_context().run,
+                self._apply_part,
+                p,
+                dataclasses.replace(fence, part=i) if fence is not None else None,
+                done.get(i, 0),
+            )
+            for i, p in enumerate(parts)
+            if p
         ]
         written = 0
         errors = []
@@ -216,14 +266,20 @@ class TableApplier:
                 self._dead_letter(st, f"value cannot be encoded for {dest.capabilities.name}: {exc}")
         return out
 
-    def _apply_part(self, states: list[FinalState]) -> int:
-        encoded = self._encode(states)
+    def _apply_part(self, states: list[FinalState], fence: Fence | None = None, done: int = 0) -> int:
+        encoded = self._encode(states)[done:]
         if not encoded:
             return 0
-        self._write(encoded)
+        self._write(encoded, fence=dataclasses.replace(fence, rows_done=done) if fence is not None else None)
         return len(encoded)
 
-    def _write(self, items: list[tuple[FinalState, Any]], direct: bool = False, layout: Any = None) -> None:
+    def _write(
+        self,
+        items: list[tuple[FinalState, Any]],
+        direct: bool = False,
+        layout: Any = None,
+        fence: Fence | None = None,
+    ) -> None:
         dest = self.pool.get()
         write_records(
             dest,
@@ -235,6 +291,7 @@ class TableApplier:
             direct=direct,
             layout=layout,
             on_retry=lambda exc: metrics.error(self.schema_name, type(exc).__name__),
+            fence=fence,
         )
 
     def _dead_letter(self, st: FinalState, reason: str, record: Any = None, layout: Any = None) -> None:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import gc
+import json
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -32,8 +34,11 @@ from typing import Any
 from warpd import logs, metrics
 from warpd.config import Config, SchemaConfig
 from warpd.connectors.base import (
+    FENCE_TABLE,
     RESERVED_COLUMNS,
     Destination,
+    Fence,
+    FenceRow,
     Heartbeat,
     Position,
     RowChange,
@@ -69,6 +74,9 @@ BATCH_BYTES = 64 * 1024 * 1024
 # table's changes wait for it (a bound on memory where the source gives no event sizes: MySQL).
 COALESCE_BATCHES = 20
 STATS_EVERY_SECONDS = 30.0
+# the development fault point (DEVELOPMENT.md, "Fault injection"): the schema process dies after the destination
+# committed this many streaming batches, before the state file records the last one
+FAULT_AFTER_DEST_COMMIT = "WARP_FAULT_AFTER_DEST_COMMIT"
 
 
 @dataclass
@@ -79,6 +87,24 @@ class _Batch:
     changes: list[RowChange]
     position: Position
     source_ts: float | None
+    seq: int = 0  # numbers the batches of the state file and of the destination fence
+    skip: int = 0  # row changes after ``position`` the batch holds (cut inside a source transaction)
+
+
+@dataclass
+class _Recovery:
+    """A batch the destination fence holds (in part) and the state file does not: it is rebuilt from
+    the stream up to where it ended, and only what the fence does not cover is applied."""
+
+    seq: int
+    target: Position
+    position: str  # where it ends (canonical JSON) ...
+    skip: int  # ... and how many row changes after that position it holds
+    rows: dict[str, list[FenceRow]]  # table -> its parts' fence rows of this batch
+
+
+def _canonical(position: Mapping[str, Any]) -> str:
+    return json.dumps(dict(position), sort_keys=True, default=str)
 
 
 class SchemaRunner:
@@ -156,6 +182,16 @@ class SchemaRunner:
         self._flushed_at = -math.inf  # monotonic() starts near 0 at boot: the first flush is never held back
         self._committer: ThreadPoolExecutor | None = None
         self._inflight: tuple[Future[None], _Batch] | None = None
+        # the destination records each streaming batch in its transactions (Capabilities.fenced_writes)
+        self._fenced = bool(self.dest.capabilities.fenced_writes)
+        self._fence_where = schema.checkpoint_schema or schema.destination_schema
+        self._seq = 0  # the last batch number given (see _Batch.seq)
+        self._since_safe = 0  # row changes read since safe_pos last moved
+        self._skip_left = 0  # row changes the reopened stream repeats that are held already
+        self._recovery: _Recovery | None = None
+        self._epoch = 0  # this writer's, taken at start (_take_over): a newer one stops it
+        self._fault_after = int(os.environ.get(FAULT_AFTER_DEST_COMMIT) or 0)
+        self._batches_committed = 0
         self._check_capabilities()
 
     def describe_destination(self) -> str:
@@ -479,6 +515,8 @@ class SchemaRunner:
                 )
                 self.store.reset_schema(self.name)
                 checkpoint = None
+        if self._fenced:
+            self._take_over(clear=checkpoint is None)
         described_at = self._copy_start()  # before the shapes are read: see _copy_table
         current = self.discover()
         if described_at is not None:
@@ -487,7 +525,7 @@ class SchemaRunner:
         self.cascades.refresh(current)  # a refusal comes before anything is written
         if checkpoint is None:
             position = self._retry(self.source.current_position, "reading the source position")
-            self.store.save_checkpoint(self.name, position)
+            self.store.save_checkpoint(self.name, position, seq=0)
             checkpoint = position  # the snapshot versions below are as of this position
             for name in current:
                 self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
@@ -701,6 +739,9 @@ class SchemaRunner:
         self.batch_started = 0.0
         self.last_saved_at = time.monotonic()
         self._stats_at, self._stats_events = time.monotonic(), 0
+        self._seq, skip = self.store.checkpoint_mark(self.name)
+        self._since_safe = self._skip_left = skip  # applied already: the first row changes read
+        self._recovery = self._fenced_batch() if self._fenced else None
         backoff = Backoff(self.global_retry, "reading the change stream", self.should_stop)
         log.info("schema %s: streaming changes from %s", self.name, checkpoint)
         self.phase = "streaming"
@@ -716,6 +757,13 @@ class SchemaRunner:
                     backoff.succeeded()
                     self._handle(event)
                     if self.should_stop():
+                        if self._recovery is not None and not self._at_end_of(self._recovery):
+                            log.info(
+                                "schema %s: stopped before batch %d was rebuilt; it is rebuilt at the next start",
+                                self.name,
+                                self._recovery.seq,
+                            )
+                            return
                         self._flush()
                         log.info("schema %s: stopped at %s", self.name, self.saved_pos)
                         return
@@ -725,20 +773,93 @@ class SchemaRunner:
                     raise
                 metrics.error(self.name, type(exc).__name__)
                 self.source.close()
+                self._skip_left = self._since_safe  # held already (pending, in flight or applied)
                 delay = backoff.failed(exc, f"schema {self.name}: reconnecting from {self.safe_pos}")
                 try:
                     backoff.wait(delay)
                 except Stopped:
-                    self._flush()
+                    if self._recovery is None:
+                        self._flush()
                     return
+
+    def _take_over(self, clear: bool) -> None:
+        """Become the schema's writer at the destination: a newer epoch in its fence, which stops any
+        other process still writing it; ``clear``: a new state file, whose batch numbers start over."""
+        where, dest = self._fence_where, self.dest
+        if clear:
+            self._retry(
+                lambda: dest.clear_fence(where, self.name),  # type: ignore[attr-defined]
+                f"clearing the fence of {self.name!r}",
+            )
+        self._epoch = self._retry(
+            lambda: dest.take_over(where, self.name),  # type: ignore[attr-defined]
+            f"taking over {self.name!r} in {where}",
+        )
+        log.info("schema %s: writing as epoch %d (%s.%s)", self.name, self._epoch, where, FENCE_TABLE)
+
+    def _fenced_batch(self) -> _Recovery | None:
+        """The batch the destination fence holds (in part) beyond the state file's checkpoint, if any."""
+        rows: list[FenceRow] = self._retry(
+            lambda: self.dest.read_fence(self._fence_where, self.name),  # type: ignore[attr-defined]
+            f"reading the fence of {self.name!r}",
+        )
+        ahead = [row for row in rows if row.seq > self._seq and row.table]  # (table "": the epoch)
+        if not ahead:
+            return None
+        last = max(row.seq for row in ahead)
+        if any(row.seq != self._seq + 1 for row in ahead):
+            # Only the batch right after the state file's starts where the state file stands: a fence
+            # further ahead (an older state file restored; a batch that failed part way and was applied
+            # again inside a later one) cannot be matched row by row, so those changes apply again.
+            log.warning(
+                "schema %s: the destination fence holds batches %s after the state file's %d; the changes "
+                "since the state file's checkpoint are applied again (at least once)",
+                self.name,
+                sorted({row.seq for row in ahead}),
+                self._seq,
+            )
+            self._seq = last  # the next batches are numbered after every one the fence holds
+            return None
+        first = next(row for row in ahead if row.seq == last)
+        recovery = _Recovery(last, dict(first.position), _canonical(first.position), first.skip, {})
+        for row in ahead:
+            if row.seq == last:
+                recovery.rows.setdefault(row.table, []).append(row)
+        log.info(
+            "schema %s: the destination committed batch %d (%s, %d row changes on) after the state file's "
+            "checkpoint; rebuilding it from the stream to apply only what it lacks",
+            self.name,
+            last,
+            recovery.position,
+            recovery.skip,
+        )
+        return recovery
+
+    def _past_end_of(self, recovery: _Recovery) -> bool:
+        """Whether the stream read went past the end of the batch being rebuilt without meeting it."""
+        here = _canonical(self.safe_pos)
+        if here == recovery.position:
+            return self._since_safe > recovery.skip
+        return self._precedes is not None and not self._precedes(self.safe_pos, recovery.target)
+
+    def _at_end_of(self, recovery: _Recovery) -> bool:
+        """Whether the stream read is where the batch being rebuilt ended."""
+        return self._since_safe == recovery.skip and _canonical(self.safe_pos) == recovery.position
 
     def _handle(self, event: Any) -> None:
         now = time.monotonic()
+        if isinstance(event, RowChange):
+            if self._skip_left:  # applied already: the checkpoint (or the stream before it reopened) holds it
+                self._skip_left -= 1
+                return
+            if self._recovery is not None and self.pending and self._at_end_of(self._recovery):
+                self._flush()  # the rebuilt batch, whole, failed once and is retried before reading on
+            self._since_safe += 1
         if self.copy_positions and self._in_copy(event):
             pass  # its table's copy holds its effect already
         elif isinstance(event, RowChange):
             if self.cascades.active:
-                if self.cascades.splits(event):
+                if self.cascades.splits(event) and self._recovery is None:
                     self._flush()
                 self.cascades.note(event)
             if not self.pending:
@@ -747,10 +868,13 @@ class SchemaRunner:
             self.pending_bytes += event.size
             if self._positions_per_change:
                 self.safe_pos = event.position  # saved once this change is applied (_flush)
+                self._since_safe = 0
             count = self.pending_counts.get(event.table, 0) + 1
             self.pending_counts[event.table] = count
             batch_size = self.schema.table_settings(event.table).batch_size
-            if (
+            if self._recovery is not None:
+                pass  # flushed once whole again (below)
+            elif (
                 (count >= batch_size and self._may_flush(now))
                 or count >= batch_size * COALESCE_BATCHES  # memory, where the source gives no sizes (MySQL)
                 or self.pending_bytes >= BATCH_BYTES
@@ -758,6 +882,8 @@ class SchemaRunner:
                 self._flush(wait=not self._pipelined)
         elif isinstance(event, Heartbeat):
             if event.position is not None:
+                if _canonical(event.position) != _canonical(self.safe_pos):
+                    self._since_safe = 0
                 self.safe_pos = dict(event.position)
                 if self.copy_positions:
                     self._caught_up(event.position)
@@ -776,11 +902,16 @@ class SchemaRunner:
                         self.store, self.tables, event.position, self.dest, self.plans
                     )
             self.safe_pos = dict(event.position)
+            self._since_safe = 0
             self._save(event.source_ts)
+        if self._recovery is not None and self.pending:
+            if self._at_end_of(self._recovery) or self._past_end_of(self._recovery):
+                self._flush()  # the batch the fence holds in part is whole again (or never will be)
         if self._inflight is not None and self._inflight[0].done():
             self._drain()  # committed: store its checkpoint now, not at the next flush
         if (
             self.pending
+            and self._recovery is None
             and now - self.batch_started >= self.schema.max_batch_latency
             and self._may_flush(now)
         ):
@@ -861,7 +992,8 @@ class SchemaRunner:
 
     def _save(self, source_ts: float | None) -> None:
         self._drain()  # a batch still being applied holds changes from before safe_pos
-        self.store.save_checkpoint(self.name, self.safe_pos, source_ts)
+        # nothing is pending: every batch numbered so far is applied, and every row change read since
+        self.store.save_checkpoint(self.name, self.safe_pos, source_ts, seq=self._seq, skip=self._since_safe)
         self.saved_pos = dict(self.safe_pos)
         self.last_saved_at = time.monotonic()
 
@@ -874,6 +1006,22 @@ class SchemaRunner:
         checkpoint, schema change or stop first waits for it (:meth:`_drain`),
         and only then stores its checkpoint.  At most one batch is in flight.
         """
+        recovery = self._recovery
+        if recovery is not None and not self._at_end_of(recovery):
+            # the stream changed course before the end of the batch the fence holds (it cannot, but
+            # for a source that resumes elsewhere): its changes are applied whole, at least once
+            log.warning(
+                "schema %s: the stream did not reach the end of batch %d (%s, %d row changes on) that the "
+                "destination holds in part; its changes are applied again",
+                self.name,
+                recovery.seq,
+                recovery.position,
+                recovery.skip,
+            )
+            self._seq = max(self._seq, recovery.seq)
+            self._recovery = recovery = None
+        if recovery is not None:
+            wait = True
         if not self.pending:
             self._drain()
             if self.safe_pos != self.saved_pos:
@@ -882,7 +1030,16 @@ class SchemaRunner:
         self._drain()  # first: a failed batch in flight goes back in front of the pending changes
         self._flushed_at = time.monotonic()
         self.batch_id += 1
-        batch = _Batch(self.batch_id, self.pending, dict(self.safe_pos), self.pending[-1].source_ts)
+        if recovery is None:
+            self._seq += 1
+        batch = _Batch(
+            self.batch_id,
+            self.pending,
+            dict(self.safe_pos),
+            self.pending[-1].source_ts,
+            recovery.seq if recovery is not None else self._seq,
+            self._since_safe,
+        )
         self.pending = []
         self.pending_counts = {}
         self.pending_bytes = 0
@@ -905,14 +1062,32 @@ class SchemaRunner:
         by_table: dict[str, list[RowChange]] = {}
         for ch in batch.changes:
             by_table.setdefault(ch.table, []).append(ch)
+        recovery = self._recovery
         for name, changes in by_table.items():
             applier = self.appliers.get(name)
             if applier is None or self.hooks.skips(name):
                 continue
             states = compact(changes, applier.key_of, self._order_of)
+            fence: Fence | None = None
+            done: dict[int, int] = {}
+            if self._fenced:
+                stored = recovery.rows.get(name, []) if recovery is not None else []
+                fence = Fence(
+                    table=name,
+                    part=0,
+                    seq=batch.seq,
+                    position=batch.position,
+                    skip=batch.skip,
+                    parts=stored[0].parts if stored else applier.workers,  # split as before the crash
+                    rows_done=0,
+                    epoch=self._epoch,
+                    where=self._fence_where,
+                    schema=self.name,
+                )
+                done = {row.part: row.rows_done for row in stored}
             with logs.bind(table=name, batch=batch.id):
                 with self.hooks.applying(name, states):
-                    applier.apply(states.values())
+                    applier.apply(states.values(), fence, done)
             # counted as the source produced them, before compaction folded repeated changes
             for op, n in Counter(ch.op.value for ch in changes).items():
                 metrics.events_applied(self.name, name, op, n)
@@ -941,12 +1116,30 @@ class SchemaRunner:
         self._committed(batch)
 
     def _committed(self, batch: _Batch) -> None:
+        if self._recovery is not None:
+            log.info(
+                "schema %s: batch %d was committed to the destination before the state file recorded it; "
+                "it was rebuilt from the stream and only what the destination lacked was applied",
+                self.name,
+                batch.seq,
+            )
+            self._recovery = None
+            self._seq = max(self._seq, batch.seq)
+        self._batches_committed += 1
+        if self._fault_after and self._batches_committed >= self._fault_after:
+            log.warning(
+                "schema %s: %s: dying after the destination commit", self.name, FAULT_AFTER_DEST_COMMIT
+            )
+            logging.shutdown()
+            os._exit(137)
         self.applied_events += len(batch.changes)
         if batch.source_ts is not None:
             self.last_source_ts = max(self.last_source_ts or 0.0, batch.source_ts)
         if self.last_source_ts is not None:
             metrics.set_lag(self.name, time.time() - self.last_source_ts)
-        self.store.save_checkpoint(self.name, batch.position, self.last_source_ts)
+        self.store.save_checkpoint(
+            self.name, batch.position, self.last_source_ts, seq=batch.seq, skip=batch.skip
+        )
         self.saved_pos = dict(batch.position)
         self.last_saved_at = time.monotonic()
 

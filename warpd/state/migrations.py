@@ -105,4 +105,10 @@ MIGRATIONS: tuple[str, ...] = (
         next_run      REAL
     );
     """,
+    # 6: the batch sequence number of the checkpoint and the row changes after its position it covers
+    #    (a batch cut inside a source transaction); the destination fence names batches by seq
+    """
+    ALTER TABLE checkpoints ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE checkpoints ADD COLUMN skip INTEGER NOT NULL DEFAULT 0;
+    """,
 )

@@ -236,15 +236,35 @@ class StateStore:
         )
         return json.loads(row[0]) if row else None
 
+    def checkpoint_mark(self, schema: str) -> tuple[int, int]:
+        """(seq, skip) of ``schema``'s checkpoint: the last streaming batch it covers, and how many
+        row changes after its position are applied already; (0, 0) when there is none."""
+        row = (
+            self._conn()
+            .execute("SELECT seq, skip FROM checkpoints WHERE schema_name = ?", (schema,))
+            .fetchone()
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     def save_checkpoint(
-        self, schema: str, position: Mapping[str, Any], source_ts: float | None = None
+        self,
+        schema: str,
+        position: Mapping[str, Any],
+        source_ts: float | None = None,
+        *,
+        seq: int | None = None,
+        skip: int = 0,
     ) -> None:
+        """Store ``position`` (and ``skip``: row changes after it already applied); ``seq``: the last
+        streaming batch it covers (None keeps the stored one)."""
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO checkpoints (schema_name, position, source_ts, updated_at) VALUES (?, ?, ?, ?) "
+                "INSERT INTO checkpoints (schema_name, position, source_ts, updated_at, seq, skip) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (schema_name) DO UPDATE SET position = excluded.position, "
-                "source_ts = COALESCE(excluded.source_ts, checkpoints.source_ts), updated_at = excluded.updated_at",
-                (schema, _dumps(dict(position)), source_ts, time.time()),
+                "source_ts = COALESCE(excluded.source_ts, checkpoints.source_ts), updated_at = excluded.updated_at, "
+                "seq = COALESCE(?, checkpoints.seq), skip = excluded.skip",
+                (schema, _dumps(dict(position)), source_ts, time.time(), seq or 0, skip, seq),
             )
 
     def reset_schema(self, schema: str) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ import pymysql.err
 
 from warpd.connectors.base import (
     DELETED_AT_COLUMN,
+    FENCE_TABLE,
     MYSQL_LOAD_TEXT,
     OP_COLUMN,
     RESERVED_COLUMNS,
@@ -49,6 +51,8 @@ from warpd.connectors.base import (
     SYNCED_AT_COLUMN,
     Capabilities,
     EncodedChunk,
+    Fence,
+    FenceRow,
     Row,
     SchemaOpKind,
     SnapshotChunk,
@@ -210,6 +214,7 @@ class MySQLDestination(RangeChecksumMethods):
             bulk_formats=frozenset({MYSQL_LOAD_TEXT}),
             foreign_key_actions=False,
             json_widening=True,
+            fenced_writes=True,
             notes=notes,
         )
 
@@ -806,9 +811,10 @@ class MySQLDestination(RangeChecksumMethods):
         direct: bool = False,
         keep_existing: bool = False,
         layout: Any = None,
+        fence: Fence | None = None,
     ) -> None:
         """Apply records (made by :meth:`encode` or :meth:`encode_chunk`, fields in ``layout`` order)
-        in one transaction: deletes first, then upserts.
+        in one transaction: deletes first, then upserts (and ``fence``'s row).
 
         A ``direct`` write loads the records straight into the table: a key already there is a
         warning of the load, raised as :class:`StageRefused` (1062), so the engine merges instead.
@@ -816,6 +822,8 @@ class MySQLDestination(RangeChecksumMethods):
         target = _table(plan)
         if direct and not deletes:
             with self._transaction() as cur:
+                if fence is not None:
+                    self._write_fence(cur, fence)
                 self._load(cur, plan, target, upserts, layout)
             return
         columns = [n for n, _t, _e in self._stage_types(plan)]
@@ -824,6 +832,8 @@ class MySQLDestination(RangeChecksumMethods):
             # outside the transaction: MySQL with GTIDs refuses temporary-table DDL inside one
             up_stage, del_stage = self._stages(cur, plan)
         with self._transaction() as cur:
+            if fence is not None:
+                self._write_fence(cur, fence)
             cur.execute(f"DELETE FROM {up_stage}")
             cur.execute(f"DELETE FROM {del_stage}")
             if deletes:
@@ -863,6 +873,76 @@ class MySQLDestination(RangeChecksumMethods):
                         sets = sets or [noop]
                     insert += f" ON DUPLICATE KEY UPDATE {', '.join(sets)}"
                 cur.execute(insert.replace("%", "%%"), ())
+
+    # -- the fence of streaming batches (Capabilities.fenced_writes) ---------------
+    def read_fence(self, where: str, schema: str) -> list[FenceRow]:
+        """``schema``'s rows of ``where``.``_warp_checkpoints`` (the table is created first if missing)."""
+        table = f"{_q(where)}.{_q(FENCE_TABLE)}"
+        self.conn  # noqa: B018 - connects first: the collation is the server's (_open)
+        self._execute(
+            [
+                f"CREATE DATABASE IF NOT EXISTS {_q(where)} CHARACTER SET utf8mb4 COLLATE {self.collation}",
+                f"CREATE TABLE IF NOT EXISTS {table} (schema_name VARCHAR(255) NOT NULL, "
+                "table_name VARCHAR(255) NOT NULL, part INT NOT NULL, seq BIGINT NOT NULL, "
+                "position LONGTEXT NOT NULL, skip BIGINT NOT NULL, parts INT NOT NULL, "
+                "rows_done BIGINT NOT NULL, epoch BIGINT NOT NULL DEFAULT 0, "
+                "updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), "
+                "PRIMARY KEY (schema_name, table_name, part)) ENGINE=InnoDB "
+                f"DEFAULT CHARSET=utf8mb4 COLLATE={self.collation}",
+            ]
+        )
+        with self._transaction() as cur:
+            cur.execute(
+                f"SELECT table_name, part, seq, position, skip, parts, rows_done, epoch FROM {table} "
+                "WHERE schema_name = %s ORDER BY table_name, part",
+                (schema,),
+            )
+            rows = cur.fetchall()
+        return [
+            FenceRow(t, int(p), int(q), json.loads(pos), int(k), int(n), int(d), int(e))
+            for t, p, q, pos, k, n, d, e in rows
+        ]
+
+    def clear_fence(self, where: str, schema: str) -> None:
+        self.read_fence(where, schema)  # creates the table
+        with self._transaction() as cur:
+            cur.execute(
+                f"DELETE FROM {_q(where)}.{_q(FENCE_TABLE)} WHERE schema_name = %s AND table_name <> ''",
+                (schema,),
+            )
+
+    def take_over(self, where: str, schema: str) -> int:
+        self.read_fence(where, schema)  # creates the table
+        table = f"{_q(where)}.{_q(FENCE_TABLE)}"
+        with self._transaction() as cur:
+            cur.execute(
+                f"INSERT INTO {table} (schema_name, table_name, part, seq, position, skip, parts, rows_done, "
+                "epoch, updated_at) VALUES (%s, '', 0, 0, '{}', 0, 0, 0, 1, CURRENT_TIMESTAMP(6)) "
+                "ON DUPLICATE KEY UPDATE epoch = epoch + 1, updated_at = CURRENT_TIMESTAMP(6)",
+                (schema,),
+            )
+            cur.execute(
+                f"SELECT epoch FROM {table} WHERE schema_name = %s AND table_name = '' AND part = 0",
+                (schema,),
+            )
+            return int(cur.fetchone()[0])
+
+    @staticmethod
+    def _write_fence(cur: Any, fence: Fence) -> None:
+        cur.execute(
+            f"SELECT epoch, updated_at FROM {_q(fence.where)}.{_q(FENCE_TABLE)} WHERE schema_name = %s "
+            "AND table_name = '' AND part = 0 LOCK IN SHARE MODE",
+            (fence.schema,),
+        )
+        fence.check_epoch(cur.fetchone())
+        cur.execute(
+            f"INSERT INTO {_q(fence.where)}.{_q(FENCE_TABLE)} (schema_name, table_name, part, seq, position, "
+            "skip, parts, rows_done, epoch, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "CURRENT_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE seq = VALUES(seq), position = VALUES(position), "
+            "skip = VALUES(skip), parts = VALUES(parts), rows_done = VALUES(rows_done), "
+            "epoch = VALUES(epoch), updated_at = VALUES(updated_at)",
+            fence.values(),
+        )
 
     # -- verify (RangeChecksums in base.py; docs/verify.md) -------------------------
     def _ranges(self, plan: TablePlan, columns: Sequence[str] = ()) -> RangeQueries:

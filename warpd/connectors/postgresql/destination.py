@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from warpd.connectors.base import (
     BESIDE_PREFIX,
     CASCADE_ACTIONS,
     DELETED_AT_COLUMN,
+    FENCE_TABLE,
     OP_COLUMN,
     PG_COPY_TEXT,
     RESERVED_COLUMNS,
@@ -31,6 +33,8 @@ from warpd.connectors.base import (
     SYNCED_AT_COLUMN,
     Capabilities,
     EncodedChunk,
+    Fence,
+    FenceRow,
     RangeBound,
     RangeRows,
     Row,
@@ -76,6 +80,7 @@ CAPABILITIES = Capabilities(
     bulk_formats=frozenset({PG_COPY_TEXT}),
     foreign_key_actions=True,
     json_widening=True,
+    fenced_writes=True,
 )
 
 
@@ -656,8 +661,9 @@ class PostgresDestination:
         direct: bool = False,
         keep_existing: bool = False,
         layout: Any = None,
+        fence: Fence | None = None,
     ) -> None:
-        """Apply COPY lines (made by :meth:`encode_line`) in one transaction.
+        """Apply COPY lines (made by :meth:`encode_line`) in one transaction (with ``fence``'s row).
 
         ``keep_existing`` inserts only the rows whose key is not there yet
         (``ON CONFLICT DO NOTHING``): a copy running beside the stream must
@@ -673,6 +679,8 @@ class PostgresDestination:
         target = _ident(plan.dest_schema, plan.dest_table)
         columns = sql.SQL(", ").join(map(_ident, layout or self.copy_fields(plan)))
         with self._transaction(plan) as cur:
+            if fence is not None:
+                self._write_fence(cur, fence)
             if direct:
                 cur.copy_expert(
                     sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns), io.StringIO("".join(upserts))
@@ -714,6 +722,81 @@ class PostgresDestination:
                     io.StringIO("".join(upserts)),
                 )
                 cur.execute(self._merge_sql(plan, up_stage, keep_existing))
+
+    # -- the fence of streaming batches (Capabilities.fenced_writes) ---------------
+    def read_fence(self, where: str, schema: str) -> list[FenceRow]:
+        """``schema``'s rows of ``where``.``_warp_checkpoints`` (the table is created first if missing)."""
+        table = _ident(where, FENCE_TABLE)
+        with self._transaction_plain() as cur:
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(where)))
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (schema_name text NOT NULL, table_name text NOT NULL, "
+                    "part integer NOT NULL, seq bigint NOT NULL, position jsonb NOT NULL, skip bigint NOT NULL, "
+                    "parts integer NOT NULL, rows_done bigint NOT NULL, epoch bigint NOT NULL DEFAULT 0, "
+                    "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (schema_name, table_name, part))"
+                ).format(table)
+            )
+            cur.execute(
+                sql.SQL(
+                    "SELECT table_name, part, seq, position::text, skip, parts, rows_done, epoch FROM {} "
+                    "WHERE schema_name = %s ORDER BY table_name, part"
+                ).format(table),
+                (schema,),
+            )
+            rows = cur.fetchall()
+        return [FenceRow(t, p, q, json.loads(pos), k, n, d, e) for t, p, q, pos, k, n, d, e in rows]
+
+    def clear_fence(self, where: str, schema: str) -> None:
+        self.read_fence(where, schema)  # creates the table
+        with self._transaction_plain() as cur:
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE schema_name = %s AND table_name <> ''").format(
+                    _ident(where, FENCE_TABLE)
+                ),
+                (schema,),
+            )
+
+    def take_over(self, where: str, schema: str) -> int:
+        self.read_fence(where, schema)  # creates the table
+        with self._transaction_plain() as cur:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {t} AS f (schema_name, table_name, part, seq, position, skip, parts, rows_done, "
+                    "epoch, updated_at) VALUES (%s, '', 0, 0, '{{}}', 0, 0, 0, 1, now()) ON CONFLICT "
+                    "(schema_name, table_name, part) DO UPDATE SET epoch = f.epoch + 1, updated_at = now() "
+                    "RETURNING epoch"
+                ).format(t=_ident(where, FENCE_TABLE)),
+                (schema,),
+            )
+            return int(cur.fetchone()[0])
+
+    @contextmanager
+    def _transaction_plain(self) -> Iterator[Any]:
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            yield cur
+
+    @staticmethod
+    def _write_fence(cur: Any, fence: Fence) -> None:
+        cur.execute(
+            sql.SQL(
+                "SELECT epoch, updated_at FROM {} WHERE schema_name = %s AND table_name = '' AND part = 0 "
+                "FOR SHARE"
+            ).format(_ident(fence.where, FENCE_TABLE)),
+            (fence.schema,),
+        )
+        fence.check_epoch(cur.fetchone())
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {} (schema_name, table_name, part, seq, position, skip, parts, rows_done, epoch, "
+                "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT (schema_name, "
+                "table_name, part) DO UPDATE SET seq = excluded.seq, position = excluded.position, "
+                "skip = excluded.skip, parts = excluded.parts, rows_done = excluded.rows_done, "
+                "epoch = excluded.epoch, updated_at = excluded.updated_at"
+            ).format(_ident(fence.where, FENCE_TABLE)),
+            fence.values(),
+        )
 
     def _merge_sql(self, plan: TablePlan, stage: str, keep_existing: bool = False) -> sql.Composable:
         insert_cols = ([ROW_KEY] if plan.keyless else []) + plan.data_columns()

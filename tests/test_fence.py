@@ -1,0 +1,290 @@
+"""The destination fence of streamed batches (docs/how-it-works.md, "Delivery guarantees").
+
+A crash between a batch's destination commit and the state file's write used to replay the
+batch at the next start.  PostgreSQL and MariaDB destinations now record each batch in the
+same transactions as its rows (``_warp_checkpoints``), and the engine resumes from the newer
+of the two records: these tests inject exactly that crash (WARP_FAULT_AFTER_DEST_COMMIT) and
+check that nothing was applied twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from conftest import Databases, Warp, mysql_root, wait_converged, wait_until, write_config
+from test_replication import STREAMING, assert_converged, stop_cleanly
+
+from warpd.config import TableSettings
+from warpd.connectors.base import FENCE_TABLE, Fence
+from warpd.engine.applier import DestinationPool, TableApplier, part_of
+from warpd.engine.batch import FinalState
+from warpd.errors import SupersededError
+from warpd.state.migrations import MIGRATIONS
+from warpd.state.store import STATE_FILE_NAME, StateStore
+from warpd.types import Column, ColumnType, Kind, TableSchema
+
+pytestmark = pytest.mark.destinations()
+
+
+def _epoch(dbs: Databases, column: str) -> str:
+    if dbs.dest.kind == "mysql":
+        return f"unix_timestamp({column})"
+    return f"extract(epoch FROM {column})"
+
+
+def _synced(dbs: Databases, table: str, order: str) -> dict[Any, float]:
+    """Each destination row's ``_warp_synced_at`` (seconds), by ``order``'s value."""
+    rows = dbs.dest.query(f"SELECT {order}, {_epoch(dbs, '_warp_synced_at')} FROM {{}}", table)
+    return {r[0]: float(r[1]) for r in rows}
+
+
+def _dest_rows(dbs: Databases, table: str, columns: str) -> list[tuple[Any, ...]]:
+    return sorted(tuple(r) for r in dbs.dest.query(f"SELECT {columns} FROM {{}}", table))
+
+
+@pytest.mark.parametrize("batches", [1, 2], ids=["first-batch", "second-batch"])
+def test_crash_between_destination_commit_and_state_file_replays_nothing(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any, batches: int
+) -> None:
+    """``batches`` 1: the crash follows the first batch, cut inside a source transaction; 2: the state
+    file records the first (8 row changes into the transaction) and the crash follows the second."""
+    dbs.sql("CREATE TABLE acct (id INT PRIMARY KEY, v VARCHAR(20))")
+    dbs.sql("CREATE TABLE nokey (a INT, b VARCHAR(20))")  # no key: the row hash identifies a row
+    dbs.many("INSERT INTO acct VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, 21)])
+    config = write_config(
+        tmp_path,
+        f"schemas:\n  - name: {dbs.name}\n    deletes: soft\n    metadata_columns: true\n"
+        "    batch_size: 5\n    max_batch_latency_ms: 5000\n    default_max_parallel_streams: 3\n",
+    )
+    w = warp(config, env={"WARP_FAULT_AFTER_DEST_COMMIT": str(batches)})
+    wait_until(lambda: STREAMING in w.output or not w.alive(), 150, "the snapshot to finish")
+    assert w.alive(), w.output[-4000:]
+    state_dir = w.cmd[w.cmd.index("--state-dir") + 1]
+
+    # One source transaction: the first batch (5 row changes of nokey reach batch_size) is cut inside it,
+    # and holds updates of acct (soft deletes, metadata columns) and inserts into the keyless table.
+    conn = mysql_root(dbs.name)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("UPDATE acct SET v = 'first' WHERE id <= 3")
+            for i in range(5):
+                cur.execute("INSERT INTO nokey VALUES (%s, 'x')", (i,))
+            for i in range(5, 10):
+                cur.execute("INSERT INTO nokey VALUES (%s, 'y')", (i,))
+            cur.execute("UPDATE acct SET v = 'second' WHERE id BETWEEN 11 AND 15")
+            cur.execute("DELETE FROM acct WHERE id = 20")
+            cur.execute("COMMIT")
+    finally:
+        conn.close()
+
+    rc = w.wait(120)
+    assert rc == 137, f"exit code {rc}:\n{w.output[-4000:]}"
+    # the crash came where intended: the destination holds the last batch, the state file does not
+    store = StateStore(state_dir)
+    try:
+        assert store.checkpoint_mark(dbs.name) == ((0, 0) if batches == 1 else (1, 8))
+    finally:
+        store.close()
+    fence = dbs.dest.query(
+        "SELECT table_name, seq, skip FROM {} WHERE schema_name = %s AND table_name <> ''",
+        FENCE_TABLE,
+        args=(dbs.name,),
+    )
+    assert fence and max(r[1] for r in fence) == batches, fence
+    last = [r for r in fence if r[1] == batches]
+    assert {r[0] for r in last} == ({"acct", "nokey"} if batches == 1 else {"nokey"}), fence
+    # the first batch ends 8 row changes into the transaction, the second 5 further
+    assert {r[2] for r in last} == {8 + 5 * (batches - 1)}, fence
+    applied_acct = _synced(dbs, "acct", "id")
+    applied_nokey = _synced(dbs, "nokey", "a")
+    assert sorted(applied_nokey) == list(range(5 * batches))
+    assert [
+        i
+        for i in (1, 2, 3)
+        if dbs.dest.query("SELECT v FROM {} WHERE id = %s", "acct", args=(i,))[0][0] == "first"
+    ] == [1, 2, 3]
+
+    w2 = warp(config)
+    wait_until(lambda: STREAMING in w2.output or not w2.alive(), 150, "the restart")
+    assert_converged(dbs, w2, ["acct", "nokey"], soft_delete=True)
+    out = stop_cleanly(w2)
+
+    # nothing of the batches applied before the crash was written again: its rows kept the time they were synced at
+    after_acct = _synced(dbs, "acct", "id")
+    after_nokey = _synced(dbs, "nokey", "a")
+    for i in (1, 2, 3):
+        assert after_acct[i] == applied_acct[i], i
+    for a in range(5 * batches):
+        assert after_nokey[a] == applied_nokey[a], a
+    # and the rest of the transaction was applied once, after the crash
+    assert _dest_rows(dbs, "nokey", "a, b") == [(i, "x" if i < 5 else "y") for i in range(10)]
+    assert dbs.dest.count("nokey") == 10  # no duplicate row
+    assert _dest_rows(dbs, "acct", "id, v, _warp_deleted_at IS NOT NULL")[:3] == [
+        (1, "first", 0),
+        (2, "first", 0),
+        (3, "first", 0),
+    ]
+    deleted = dbs.dest.query("SELECT id FROM {} WHERE _warp_deleted_at IS NOT NULL", "acct")
+    assert [r[0] for r in deleted] == [20]
+    assert "rebuilding it from the stream" in out, out[-4000:]
+    assert "applied again" not in out, out[-4000:]
+    store = StateStore(state_dir)
+    try:
+        assert store.checkpoint_mark(dbs.name)[0] >= 2  # the rebuilt batch 1, then the rest
+    finally:
+        store.close()
+
+
+def test_state_file_from_before_the_fence_opens(tmp_path: Any) -> None:
+    """A state file written before checkpoints had a batch number opens: seq and skip default to 0."""
+    path = os.path.join(str(tmp_path), STATE_FILE_NAME)
+    old = len(MIGRATIONS) - 1
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:old]:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {old:d}")
+    conn.execute(
+        "INSERT INTO checkpoints (schema_name, position, source_ts, updated_at) VALUES (?, ?, ?, ?)",
+        ("shop", '{"file": "mariadb-bin.000003", "pos": 1234}', 1.0, 2.0),
+    )
+    conn.close()
+    store = StateStore(str(tmp_path))
+    try:
+        assert store.checkpoint("shop") == {"file": "mariadb-bin.000003", "pos": 1234}
+        assert store.checkpoint_mark("shop") == (0, 0)
+        store.save_checkpoint("shop", {"file": "mariadb-bin.000003", "pos": 2000}, seq=4, skip=3)
+        assert store.checkpoint_mark("shop") == (4, 3)
+        store.save_checkpoint("shop", {"file": "mariadb-bin.000003", "pos": 3000})  # keeps seq
+        assert store.checkpoint_mark("shop") == (4, 0)
+    finally:
+        store.close()
+
+
+def test_partition_is_the_same_in_every_process() -> None:
+    """A batch rebuilt after a crash splits into the same parts: no per-process hash salt."""
+    keys: list[Any] = [(1,), (2, "b"), ("é",), ("0f" * 16), (None, 3), (b"\x00\x01",)]
+    here = [part_of(k, 7) for k in keys]
+    code = f"from warpd.engine.applier import part_of\nprint([part_of(k, 7) for k in {keys!r}])\n"
+    for seed in ("1", "2", "12345"):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        ).stdout
+        assert out.strip() == repr(here), seed
+    assert len(set(part_of((i,), 4) for i in range(100))) == 4
+
+
+def test_a_second_writer_on_the_same_destination_stops_the_first(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """Two processes (two state directories) replicating one schema into one destination cannot
+    interleave: the one that started last takes the schema over, the other stops with exit 2."""
+    dbs.sql("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
+    dbs.many("INSERT INTO t VALUES (%s, %s)", [(i, "a") for i in range(1, 11)])
+    first = warp()
+    wait_until(lambda: STREAMING in first.output or not first.alive(), 150, "the first writer to stream")
+    assert first.alive(), first.output[-4000:]
+    dbs.sql("INSERT INTO t VALUES (11, 'first')")
+    wait_until(lambda: dbs.dest.count("t") == 11, 60, "the first writer to apply a change")
+
+    other_state = str(tmp_path / "state-2")
+    os.makedirs(other_state)
+    # its own replica id: two replicas with one id evict each other at the source
+    server_id = str(3_000_000_000 + int.from_bytes(os.urandom(3), "big"))
+    second = Warp(dbs, other_state, None, [], {"CARTRIDGE_WARP_SOURCE__SERVER_ID": server_id}).start()
+    try:
+        wait_until(
+            lambda: STREAMING in second.output or not second.alive(), 150, "the second writer to stream"
+        )
+        assert second.alive(), second.output[-4000:]
+        dbs.sql("INSERT INTO t VALUES (12, 'both')")
+        rc = first.wait(120)
+        assert rc == 2, f"exit code {rc}:\n{first.output[-4000:]}"
+        assert f"another writer took over schema '{dbs.name}'" in first.output, first.output[-4000:]
+        assert "this process stops" in first.output
+        wait_converged(dbs, second, 120, ["t"])
+        dbs.sql("UPDATE t SET v = 'second' WHERE id = 1")
+        wait_converged(dbs, second, 120, ["t"])
+    finally:
+        if second.alive():
+            second.stop()
+    assert "another writer" not in second.output
+
+
+def test_rows_done_skips_committed_items_per_part_and_an_old_epoch_writes_nothing(dbs: Databases) -> None:
+    """What the rebuilt batch relies on, against the real destination: each part's transaction records
+    how many of its items are committed; ``done`` passes over them; a stale epoch commits nothing."""
+    big = ColumnType(Kind.INT, bits=64)
+    shape = TableSchema(
+        "parts",
+        (Column("id", big, False, "bigint"), Column("v", ColumnType(Kind.TEXT), True, "text")),
+        ("id",),
+    )
+    dest = dbs.dest.connector()
+    factory = lambda: dbs.dest.connector()  # noqa: E731 - one connection per worker thread
+    pool = DestinationPool(factory, dest.capabilities)
+    plan = dest.plan(shape, dbs.dest_schema, soft_delete=False, metadata=False)
+    dest.prepare(plan)
+    epoch = dest.take_over(dbs.dest_schema, dbs.name)
+    letters: list[Any] = []
+    applier = TableApplier(
+        dbs.name,
+        plan,
+        TableSettings(max_parallel_streams=3),
+        pool,
+        lambda *args: letters.append(args),
+        lambda: False,
+    )
+    try:
+        states = [FinalState({"id": i, "v": f"v{i}"}, False, "insert", None, None) for i in range(1, 31)]
+        parts: dict[int, list[int]] = {}
+        for st in states:
+            parts.setdefault(part_of(applier.key_of(st.row), 3), []).append(st.row["id"])
+        assert len(parts) == 3
+        fence = Fence(
+            table="parts",
+            part=0,
+            seq=7,
+            position={"pos": 1},
+            skip=2,
+            parts=3,
+            rows_done=0,
+            epoch=epoch,
+            where=dbs.dest_schema,
+            schema=dbs.name,
+        )
+        applier.apply(states, fence, {0: 2, 1: len(parts[1])})  # part 0: two done; part 1: all done
+        written = {r[0] for r in dbs.dest.query("SELECT id FROM {}", "parts")}
+        assert written == set(parts[0][2:]) | set(parts[2])
+        rows = {r.part: r for r in dest.read_fence(dbs.dest_schema, dbs.name) if r.table == "parts"}
+        assert {p: (r.seq, r.rows_done, r.parts, r.skip) for p, r in rows.items()} == {
+            0: (7, len(parts[0]), 3, 2),
+            2: (7, len(parts[2]), 3, 2),
+        }
+        assert dict(rows[0].position) == {"pos": 1}
+
+        newer = dest.take_over(dbs.dest_schema, dbs.name)
+        assert newer == epoch + 1
+        more = [FinalState({"id": i, "v": "late"}, False, "insert", None, None) for i in range(100, 110)]
+        with pytest.raises(SupersededError, match=f"another writer took over schema '{dbs.name}'"):
+            applier.apply(more, replace(fence, seq=8))
+        assert {r[0] for r in dbs.dest.query("SELECT id FROM {}", "parts")} == written
+        assert not letters
+    finally:
+        applier.close()
+        pool.close()
+        dest.close()
