@@ -189,6 +189,9 @@ class SchemaRunner:
         self._since_safe = 0  # row changes read since safe_pos last moved
         self._skip_left = 0  # row changes the reopened stream repeats that are held already
         self._recovery: _Recovery | None = None
+        # a fenced batch that failed part way (some parts committed): applied again with the same number
+        # and bounds, only what the fence lacks, before anything newer (_apply_failed)
+        self._failed: _Batch | None = None
         self._epoch = 0  # this writer's, taken at start (_take_over): a newer one stops it
         self._fault_after = int(os.environ.get(FAULT_AFTER_DEST_COMMIT) or 0)
         self._batches_committed = 0
@@ -1006,6 +1009,9 @@ class SchemaRunner:
         checkpoint, schema change or stop first waits for it (:meth:`_drain`),
         and only then stores its checkpoint.  At most one batch is in flight.
         """
+        if self._failed is not None:
+            self._drain()
+            self._apply_failed()
         recovery = self._recovery
         if recovery is not None and not self._at_end_of(recovery):
             # the stream changed course before the end of the batch the fence holds (it cannot, but
@@ -1094,13 +1100,64 @@ class SchemaRunner:
 
     def _unapplied(self, batch: _Batch) -> None:
         """A batch that failed goes back in front of the pending changes, as if never taken: a
-        retry, or the stream reopened at ``safe_pos``, applies it again (replays are harmless)."""
+        retry, or the stream reopened at ``safe_pos``, applies it again.  A fenced batch keeps its
+        number and bounds (``_failed``): it is applied again alone, skipping what its parts committed
+        before the failure (:meth:`_apply_failed`); for other destinations replays are harmless."""
+        if self._fenced:
+            self._failed = batch
+            self._recovery = None  # (a rebuilt batch that failed again: the same batch, read afresh)
         self.pending[:0] = batch.changes
         for ch in batch.changes:
             self.pending_counts[ch.table] = self.pending_counts.get(ch.table, 0) + 1
             self.pending_bytes += ch.size
         if self.pending:
             self.batch_started = min(self.batch_started, time.monotonic())
+
+    def _apply_failed(self) -> None:
+        """Apply again the fenced batch that failed part way, with its number, position and changes
+        (the first of the pending ones), skipping the parts and rows its fence rows show committed."""
+        failed = self._failed
+        assert failed is not None
+        count = len(failed.changes)
+        rows: list[FenceRow] = self._retry(
+            lambda: self.dest.read_fence(self._fence_where, self.name),  # type: ignore[attr-defined]
+            f"reading the fence of {self.name!r}",
+        )
+        done: dict[str, list[FenceRow]] = {}
+        for row in rows:
+            if row.table and row.seq == failed.seq:
+                done.setdefault(row.table, []).append(row)
+        self.batch_id += 1
+        batch = _Batch(
+            self.batch_id, self.pending[:count], failed.position, failed.source_ts, failed.seq, failed.skip
+        )
+        rest = self.pending[count:]
+        self.pending, self.pending_counts, self.pending_bytes = rest, {}, 0
+        for ch in rest:
+            self.pending_counts[ch.table] = self.pending_counts.get(ch.table, 0) + 1
+            self.pending_bytes += ch.size
+        log.info(
+            "schema %s: applying batch %d again (%d row changes); %d table part(s) of it were committed "
+            "before it failed and are not written again",
+            self.name,
+            failed.seq,
+            count,
+            sum(len(v) for v in done.values()),
+        )
+        self._recovery = _Recovery(
+            failed.seq, dict(failed.position), _canonical(failed.position), failed.skip, done
+        )
+        try:
+            if self.cascades.active:
+                self.cascades.apply(batch.changes, self.dest, self.plans, self.hooks, self.store)
+            self._apply(batch)
+        except BaseException:
+            self._unapplied(batch)
+            raise
+        self._recovery = None
+        self._failed = None
+        self._seq = max(self._seq, batch.seq)
+        self._committed(batch)
 
     def _drain(self) -> None:
         """Wait for the batch in flight, if any; store its checkpoint once it is committed."""
