@@ -5,7 +5,8 @@ Reads the configuration as a schema process does, opens its own connections
 to the source and the destination, writes nothing and takes no lock: it runs
 beside a live stream.  Exit codes: 0 every table equal, 1 a difference, 2 bad
 usage (unknown schema or table, a table verify cannot compare), 3 the check
-could not finish (a database unreachable, a query failed).
+could not finish (a database unreachable, a query failed, keys left unsettled
+beside a live stream).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from warpd import logs
 from warpd.errors import ConfigError
@@ -44,6 +46,19 @@ def parser() -> argparse.ArgumentParser:
         default=20,
         metavar="N",
         help="list at most N differing keys per table (all are counted)",
+    )
+    p.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="beside a live stream, wait at most this long for the stream to pass the position "
+        "differing keys were read at before re-checking them (default 60)",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="warpd's state directory, read only, for the stream's checkpoint (overrides the configuration)",
     )
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
     return p
@@ -88,7 +103,10 @@ def _verify(args: argparse.Namespace) -> int:
     )
     name, table = _split(args.target, probe.schema_names)
     config = load_config(
-        args.config, cli=CliOverrides(source=args.source, destination=args.destination, schema=name)
+        args.config,
+        cli=CliOverrides(
+            source=args.source, destination=args.destination, schema=name, state_dir=args.state_dir
+        ),
     )
     logs.configure(config.monitoring.log_level, config.monitoring.log_format)
     schema = config.schema(name)
@@ -113,7 +131,11 @@ def _verify(args: argparse.Namespace) -> int:
         reports = []
         for t in tables:
             report = TableVerifier(
-                runner.source, runner.dest, runner.plan_of(t), max_keys=args.max_keys
+                runner.source,
+                runner.dest,
+                runner.plan_of(t),
+                max_keys=args.max_keys,
+                watch=_watch(config, name, runner.source, args.settle_timeout),
             ).run()
             reports.append(report)
             if not args.json:
@@ -125,4 +147,36 @@ def _verify(args: argparse.Namespace) -> int:
         print(
             json.dumps({"schema": name, "equal": equal, "tables": [r.as_dict() for r in reports]}, indent=2)
         )
-    return EXIT_OK if equal else EXIT_DIFFERENT
+    if equal:
+        return EXIT_OK
+    # a confirmed difference is one; keys only left unsettled mean the check could not finish
+    return EXIT_DIFFERENT if any(r.differing > r.unsettled for r in reports) else EXIT_UNFINISHED
+
+
+def _watch(config: Any, schema: str, source: Any, timeout: float) -> Any:
+    """How to wait for the running schema's stream (verify_ranges.StreamWatch): the source's position
+    against the checkpoint in the state file, read only; None when the source cannot order positions."""
+    import os
+
+    from warpd.errors import FatalError
+    from warpd.state.store import STATE_FILE_NAME, StateStore
+    from warpd.verify_ranges import StreamWatch
+
+    precedes = getattr(source, "precedes", None)
+    if precedes is None:
+        return None
+    store: list[Any] = []
+
+    def passed(position: Any) -> bool | None:
+        if not store:
+            if not os.path.exists(os.path.join(config.state_dir, STATE_FILE_NAME)):
+                return None
+            try:
+                store.append(StateStore(config.state_dir, read_only=True))
+            except FatalError as exc:  # another version's file, unreadable: no checkpoint to wait for
+                log.warning("verify: %s: checking once, without waiting for the stream", exc)
+                return None
+        mark = store[0].checkpoint(schema)
+        return None if mark is None else bool(precedes(position, mark))
+
+    return StreamWatch(source.current_position, passed, timeout=max(0.0, timeout))

@@ -10,28 +10,51 @@ until it holds at most ``leaf_rows`` rows on either side, and then the
 ``(key, row hash)`` pairs of both sides are listed and compared: keys missing
 at the destination, extra at the destination, or holding different values.
 
+Columns of the kinds no SQL renders alike in both databases (FLOAT, JSON,
+SET: ``VERIFY_VALUE_KINDS``) are fetched (``range_values``) with their keys and
+rendered here: each row's rendering, key included, is hashed with MD5 and the
+first 60 bits are added to the range's checksum (and joined to the row hash
+when a range is listed).
+
+Beside a live stream, the keys found different are re-checked once the stream
+has passed the position the check read them at (:class:`StreamWatch`).
+
 Database-free: it talks to the connectors only through the optional members
 of :mod:`warpd.connectors.base`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from warpd.connectors.base import VERIFY_KINDS, RangeBound, TablePlan
+from warpd.connectors.base import VERIFY_KINDS, VERIFY_VALUE_KINDS, RangeBound, TablePlan
 from warpd.errors import ConfigError
+from warpd.types import Column, Kind
 
 RANGE_ROWS = 10_000
 LEAF_ROWS = 256
 SPLIT = 8
 
-MISSING, EXTRA, DIFFERENT = "missing", "extra", "different"
+HELD_KEYS = 100_000
+"""Keys listed at one side only are held (to match a key two ranges listed) up to this many; past
+it they are counted at once, so memory stays bounded however many rows differ."""
+
+MISSING, EXTRA, DIFFERENT, UNSETTLED = "missing", "extra", "different", "unsettled"
 """Kinds of difference: a source key absent at the destination, a destination key absent at the
-source, a key present on both sides with different values."""
+source, a key present on both sides with different values; a key whose difference could not be told
+from a change in flight (the stream did not pass the position it was read at, or it kept changing)."""
+
+RECHECK_BATCH = 16
+"""Listed ranges re-checked after one wait for the stream."""
 
 
 @dataclass
@@ -48,6 +71,12 @@ class TableReport:
     counts: dict[str, int] = field(default_factory=lambda: {MISSING: 0, EXTRA: 0, DIFFERENT: 0})
     keys: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)  # first max_keys: (kind, key)
     seconds: float = 0.0
+    rechecked: bool = False  # the differing keys were re-checked after the stream passed them
+    note: str = ""  # how the check went beside the stream, when worth saying
+
+    @property
+    def unsettled(self) -> int:
+        return self.counts.get(UNSETTLED, 0)
 
     @property
     def differing(self) -> int:
@@ -70,12 +99,21 @@ class TableReport:
             "keys": [{"difference": kind, "key": key} for kind, key in self.keys],
             "compared_columns": self.compared,
             "not_compared": self.not_compared,
+            "unsettled_keys": self.unsettled,
+            "rechecked": self.rechecked,
+            "note": self.note,
             "seconds": round(self.seconds, 3),
         }
 
     def describe(self) -> str:
         """Lines for a terminal."""
-        verdict = "equal" if self.equal else f"DIFFERENT: {self.differing} key(s)"
+        verdict = (
+            "equal"
+            if self.equal
+            else f"DIFFERENT: {self.differing} key(s)"
+            if self.differing > self.unsettled
+            else f"UNSETTLED: {self.unsettled} key(s)"
+        )
         lines = [
             f"table {self.table} -> {self.destination}: {verdict} "
             f"({self.source_rows} source rows, {self.destination_rows} destination rows, "
@@ -84,15 +122,120 @@ class TableReport:
         if not self.equal:
             lines.append("  " + ", ".join(f"{kind}: {n}" for kind, n in self.counts.items()))
         for kind, key in self.keys:
-            where = {MISSING: "missing at the destination", EXTRA: "extra at the destination"}.get(
-                kind, "different values"
-            )
+            where = {
+                MISSING: "missing at the destination",
+                EXTRA: "extra at the destination",
+                UNSETTLED: "unsettled (changing while checked)",
+            }.get(kind, "different values")
             lines.append(f"  {', '.join(f'{k}={v}' for k, v in key.items())}: {where}")
         if len(self.keys) < self.differing:
             lines.append(f"  ... and {self.differing - len(self.keys)} more (--max-keys)")
         for column, why in self.not_compared.items():
             lines.append(f"  column {column} not compared: {why}")
+        if self.note:
+            lines.append(f"  {self.note}")
         return "\n".join(lines)
+
+
+_F32 = struct.Struct("<f")
+
+
+def _float_text(value: Any, bits: int | None) -> str:
+    """A float as the shortest decimal that reads back as the same value at the precision the
+    destination holds (a 32-bit FLOAT as an IEEE single: MariaDB's FLOAT, PostgreSQL's real, or a
+    double holding a single's value); ``NaN``, ``Infinity``, ``-Infinity``; -0 as 0."""
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"
+    if number == 0:
+        return "0"
+    if bits == 32:
+        try:
+            single = _F32.unpack(_F32.pack(number))[0]
+        except OverflowError:  # not a single's value: shown as it is, so it differs from any single
+            return repr(number)
+        for digits in range(1, 10):
+            text = f"{single:.{digits}g}"
+            if _F32.unpack(_F32.pack(float(text)))[0] == single:
+                return text
+    return repr(number)
+
+
+def _json_dump(doc: Any) -> str:
+    """A parsed document (numbers as Decimal) as text: keys sorted, no whitespace, numbers by value."""
+    if isinstance(doc, dict):
+        return "{" + ",".join(f"{_json_dump(k)}:{_json_dump(doc[k])}" for k in sorted(doc)) + "}"
+    if isinstance(doc, list):
+        return "[" + ",".join(_json_dump(v) for v in doc) + "]"
+    if isinstance(doc, Decimal):
+        return "0" if doc == 0 else str(doc.normalize()) if doc.is_finite() else str(doc)
+    return json.dumps(doc, ensure_ascii=False)
+
+
+def _json_text(value: Any) -> str:
+    """A JSON document, parsed: keys sorted, no whitespace, numbers by value (``1.0`` is ``1``)."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        value = json.dumps(value)
+    return _json_dump(json.loads(value, parse_float=Decimal, parse_int=Decimal, parse_constant=Decimal))
+
+
+def _members_text(value: Any) -> str:
+    """A SET (text array) as the sorted set of its members."""
+    members = value.split(",") if isinstance(value, str) else list(value)
+    if members == [""]:
+        members = []
+    return json.dumps(sorted(set(members)), ensure_ascii=False)
+
+
+def value_text(column: Column, value: Any) -> str:
+    """The canonical text of one value of a :data:`VERIFY_VALUE_KINDS` column (``N`` for NULL)."""
+    if value is None:
+        return "N"
+    kind = column.type.kind
+    if kind is Kind.FLOAT:
+        return _float_text(value, column.type.bits)
+    text = _json_text(value) if kind is Kind.JSON else _members_text(value)
+    return f"{len(text.encode())}:{text}"
+
+
+def values_hash(columns: Sequence[Column], key: Sequence[str | None], values: Sequence[Any]) -> str:
+    """MD5 of a row's key and its Python-rendered values: bound to the key, so values moved between
+    rows change a range's checksum."""
+    parts = [f"{len((k or '').encode())}:{k}" if k is not None else "N" for k in key]
+    parts += [value_text(c, v) for c, v in zip(columns, values, strict=True)]
+    return hashlib.md5(",".join(parts).encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class StreamWatch:
+    """How verify tells a difference in flight from a real one beside a live stream.
+
+    ``position`` reads the source's current position; ``passed`` says whether the stream's stored
+    checkpoint is at or past a position (None: no checkpoint to wait for).  Keys found different are
+    read again at the source, then the position is read, then verify waits (at most ``timeout``
+    seconds) for the checkpoint to pass it, reads the destination, and reads the source once more:
+    a key whose source rows were the same both times and whose destination row differs is really
+    different; a key whose source row changed in between was in flight and is checked again (at most
+    ``rounds`` times); what is left is *unsettled*.
+    """
+
+    position: Callable[[], Any]
+    passed: Callable[[Any], bool | None]
+    timeout: float = 60.0
+    poll: float = 0.2
+    rounds: int = 5
+
+    def wait(self, position: Any) -> bool:
+        deadline = time.monotonic() + self.timeout
+        while not self.passed(position):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(self.poll)
+        return True
 
 
 def _hook(connector: Any, name: str, side: str) -> Any:
@@ -102,6 +245,9 @@ def _hook(connector: Any, name: str, side: str) -> Any:
             f"verify: the {side} ({type(connector).__name__}) cannot compute key-range checksums"
         )
     return found
+
+
+Key = tuple[str | None, ...]
 
 
 class TableVerifier:
@@ -116,6 +262,7 @@ class TableVerifier:
         max_keys: int = 20,
         range_rows: int = RANGE_ROWS,
         leaf_rows: int = LEAF_ROWS,
+        watch: StreamWatch | None = None,
     ):
         if plan.keyless:
             raise ConfigError(
@@ -124,27 +271,37 @@ class TableVerifier:
             )
         self.plan = plan
         self.bounds = _hook(source, "verify_bounds", "source")
+        self.dest_bounds = getattr(dest, "verify_bounds", None)
         self.source_sum = _hook(source, "range_checksum", "source")
         self.source_rows = _hook(source, "range_rows", "source")
         self.dest_sum = _hook(dest, "range_checksum", "destination")
         self.dest_rows = _hook(dest, "range_rows", "destination")
+        source_values = getattr(source, "range_values", None)
+        dest_values = getattr(dest, "range_values", None)
         self.max_keys = max_keys
         self.range_rows = max(2, range_rows)
         self.leaf_rows = max(1, leaf_rows)
+        self.watch = watch
         cols = plan.source.columns
         self.columns = [c.name for c in cols if c.type.kind in VERIFY_KINDS]
+        by_value = source_values is not None and dest_values is not None
+        self.value_columns = [c for c in cols if by_value and c.type.kind in VERIFY_VALUE_KINDS]
+        self.source_values, self.dest_values = source_values, dest_values
         self.report = TableReport(
             plan.source.name,
             plan.where,
-            self.columns,
+            self.columns + [c.name for c in self.value_columns],
             {
                 c.name: f"{c.type.kind.value} values have no rendering both databases share (docs/verify.md)"
                 for c in cols
-                if c.type.kind not in VERIFY_KINDS
+                if c.type.kind not in VERIFY_KINDS and c not in self.value_columns
             },
         )
-        self._missing: dict[tuple[str | None, ...], str] = {}
-        self._extra: dict[tuple[str | None, ...], str] = {}
+        self._missing: dict[Key, str] = {}
+        self._extra: dict[Key, str] = {}
+        self._leaves: list[tuple[RangeBound, RangeBound]] = []  # listed ranges that held a difference
+        self._first: set[Key] = set()  # the keys found different (re-checked beside a live stream)
+        self._settled: set[Key] = set()  # keys a re-check found equal or really different
 
     def run(self) -> TableReport:
         started = time.monotonic()
@@ -162,28 +319,70 @@ class TableVerifier:
             self.report.destination_rows += dest[0]
             if source != dest:
                 self._narrow(lower, upper, source[0], dest[0])
-        self._settle()
+        if self._settle() and self.watch is not None:
+            self._recheck()
         self.report.seconds = time.monotonic() - started
         return self.report
 
-    def _sums(self, lower: RangeBound, upper: RangeBound) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Both sides' ``(rows, checksum)``, computed at once: each database works while the other does."""
-        self.report.ranges += 1
-        dest = self._helper.submit(self.dest_sum, self.plan, self.columns, lower, upper)
-        try:
-            source = self.source_sum(self.plan, self.columns, lower, upper)
-        finally:
-            found = dest.result()  # never leave the destination's connection busy behind an error
-        return source, found
+    # -- checksums ---------------------------------------------------------------------------------
+    def _side_sum(self, checksum: Any, values: Any, lower: RangeBound, upper: RangeBound) -> tuple[int, int]:
+        count, total = checksum(self.plan, self.columns, lower, upper)
+        if self.value_columns:
+            names = [c.name for c in self.value_columns]
+            for key, row in values(self.plan, names, lower, upper):
+                total += int(values_hash(self.value_columns, key, row)[:15], 16)
+        return count, total
 
+    def _side_rows(self, rows: Any, values: Any, lower: RangeBound, upper: RangeBound) -> dict[Key, str]:
+        listed = dict(rows(self.plan, self.columns, lower, upper))
+        if self.value_columns:
+            names = [c.name for c in self.value_columns]
+            for key, row in values(self.plan, names, lower, upper):
+                if key in listed:
+                    listed[key] += "/" + values_hash(self.value_columns, key, row)
+        return listed
+
+    def _both(self, source: Callable[[], Any], dest: Callable[[], Any]) -> tuple[Any, Any]:
+        """Both sides at once: each database works while the other does."""
+        pending = self._helper.submit(dest)
+        try:
+            first = source()
+        finally:
+            found = pending.result()  # never leave the destination's connection busy behind an error
+        return first, found
+
+    def _sums(self, lower: RangeBound, upper: RangeBound) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Both sides' ``(rows, checksum)``."""
+        self.report.ranges += 1
+        return self._both(
+            lambda: self._side_sum(self.source_sum, self.source_values, lower, upper),
+            lambda: self._side_sum(self.dest_sum, self.dest_values, lower, upper),
+        )
+
+    def _source_listing(self, lower: RangeBound, upper: RangeBound) -> dict[Key, str]:
+        return self._side_rows(self.source_rows, self.source_values, lower, upper)
+
+    def _dest_listing(self, lower: RangeBound, upper: RangeBound) -> dict[Key, str]:
+        return self._side_rows(self.dest_rows, self.dest_values, lower, upper)
+
+    # -- narrowing ---------------------------------------------------------------------------------
     def _narrow(self, lower: RangeBound, upper: RangeBound, source_count: int, dest_count: int) -> None:
-        """Cut a range whose checksums differ until its parts are small enough to list."""
-        if source_count <= self.leaf_rows and dest_count <= self.leaf_rows or source_count <= 1:
-            # (a range of at most one source row holding many destination rows cannot be cut by the
-            # source's keys: list it)
+        """Cut a range whose checksums differ until its parts are small enough to list.
+
+        It is cut by the keys of the side holding more rows: a range of few source rows and many
+        destination rows (the source emptied, a block of extra rows past its last key) is cut by the
+        destination's keys, so no listing holds more than about ``leaf_rows`` rows a side.
+        """
+        if source_count <= self.leaf_rows and dest_count <= self.leaf_rows:
             self._compare_rows(lower, upper)
             return
-        cuts = [c for c in self.bounds(self.plan, lower, upper, max(1, source_count // SPLIT)) if c != upper]
+        by_dest = dest_count > source_count and self.dest_bounds is not None
+        if not by_dest and source_count <= 1:
+            self._compare_rows(lower, upper)  # (a destination that cannot cut: listed whole)
+            return
+        bounds: Any = self.dest_bounds if by_dest else self.bounds
+        every = max(1, (dest_count if by_dest else source_count) // SPLIT)
+        cuts = [c for c in bounds(self.plan, lower, upper, every) if c != upper]
         edges: list[RangeBound] = [lower, *cuts, upper]
         for low, high in zip(edges, edges[1:], strict=False):
             source, dest = self._sums(low, high)
@@ -191,19 +390,32 @@ class TableVerifier:
                 self._narrow(low, high, source[0], dest[0])
 
     def _compare_rows(self, lower: RangeBound, upper: RangeBound) -> None:
-        source = dict(self.source_rows(self.plan, self.columns, lower, upper))
-        dest = dict(self.dest_rows(self.plan, self.columns, lower, upper))
+        source, dest = self._both(
+            lambda: self._source_listing(lower, upper), lambda: self._dest_listing(lower, upper)
+        )
+        differs = False
         for key, digest in source.items():
             other = dest.get(key)
             if other is None:
-                self._missing[key] = digest
+                self._hold(self._missing, MISSING, key, digest)
+                differs = True
             elif other != digest:
                 self._note(DIFFERENT, key)
+                differs = True
         for key, digest in dest.items():
             if key not in source:
-                self._extra[key] = digest
+                self._hold(self._extra, EXTRA, key, digest)
+                differs = True
+        if differs:
+            self._leaves.append((lower, upper))
 
-    def _settle(self) -> None:
+    def _hold(self, held: dict[Key, str], kind: str, key: Key, digest: str) -> None:
+        if len(self._missing) + len(self._extra) < HELD_KEYS:
+            held[key] = digest
+        else:
+            self._note(kind, key)
+
+    def _settle(self) -> int:
         """Count the keys only one side listed (a key listed by both, in two ranges, is compared)."""
         for key, digest in self._missing.items():
             other = self._extra.pop(key, None)
@@ -213,8 +425,89 @@ class TableVerifier:
                 self._note(DIFFERENT, key)
         for key in self._extra:
             self._note(EXTRA, key)
+        self._missing.clear()
+        self._extra.clear()
+        return self.report.differing
 
-    def _note(self, kind: str, key: tuple[str | None, ...]) -> None:
+    def _note(self, kind: str, key: Key) -> None:
+        if self.watch is not None and len(self._first) < HELD_KEYS:
+            self._first.add(key)
         self.report.counts[kind] += 1
         if len(self.report.keys) < self.max_keys:
             self.report.keys.append((kind, dict(zip(self.plan.source.key, key, strict=True))))
+
+    # -- re-checking beside a live stream ----------------------------------------------------------
+    def _recheck(self) -> None:
+        """Check the listed ranges that held a difference again, each time after the stream has
+        passed the position read after the source was (:class:`StreamWatch`)."""
+        watch = self.watch
+        assert watch is not None
+        if watch.passed(watch.position()) is None:
+            self.report.note = (
+                "single check: no checkpoint of this schema in the state directory (warpd is not "
+                "running it?), so a difference may be a change in flight: run verify again"
+            )
+            return
+        # per listed range, the keys still to settle (None: every key the range holds)
+        todo: list[tuple[tuple[RangeBound, RangeBound], set[Key] | None]] = [
+            (leaf, None) for leaf in self._leaves
+        ]
+        found: dict[Key, str] = {}
+        moving: dict[Key, str] = {}
+        for _ in range(watch.rounds):
+            pending: list[tuple[tuple[RangeBound, RangeBound], set[Key] | None]] = []
+            for at in range(0, len(todo), RECHECK_BATCH):
+                batch = todo[at : at + RECHECK_BATCH]
+                before = [self._source_listing(lo, hi) for (lo, hi), _keys in batch]
+                if not watch.wait(watch.position()):
+                    self._finish(found, moving, timed_out=True)
+                    return
+                dest = [self._dest_listing(lo, hi) for (lo, hi), _keys in batch]
+                after = [self._source_listing(lo, hi) for (lo, hi), _keys in batch]
+                for (leaf, keys), was, held, now in zip(batch, before, dest, after, strict=True):
+                    still: set[Key] = set()
+                    for key in keys if keys is not None else was.keys() | now.keys() | held.keys():
+                        found.pop(key, None)
+                        moving.pop(key, None)
+                        if was.get(key) != now.get(key):  # changed at the source meanwhile: in flight
+                            still.add(key)
+                            moving[key] = UNSETTLED
+                        else:
+                            self._settled.add(key)
+                            there, here = held.get(key), now.get(key)
+                            if there != here:
+                                found[key] = MISSING if there is None else EXTRA if here is None else DIFFERENT
+                    if still:
+                        pending.append((leaf, still))
+            todo = pending
+            if not todo:
+                break
+        self._finish(found, moving, timed_out=False)
+
+    def _finish(self, found: dict[Key, str], moving: dict[Key, str], *, timed_out: bool) -> None:
+        """Report the re-check's keys instead of the first check's."""
+        self.report.counts = {MISSING: 0, EXTRA: 0, DIFFERENT: 0}
+        self.report.keys = []
+        self.report.rechecked = True
+        if timed_out:  # the first check's keys that no re-check settled stay unsettled
+            for key in self._first - self._settled:
+                moving[key] = UNSETTLED
+        for key in sorted(found, key=_order):
+            self._note(found[key], key)
+        if moving:
+            self.report.counts[UNSETTLED] = 0
+            for key in sorted(moving, key=_order):
+                self._note(UNSETTLED, key)
+            assert self.watch is not None
+            self.report.note = (
+                f"unsettled: the stream did not pass the position the check read within "
+                f"{self.watch.timeout:g}s (--settle-timeout); check that warpd is running this schema "
+                "and is not lagging (warpctl status), then run verify again"
+                if timed_out
+                else f"unsettled: these rows kept changing at the source through {self.watch.rounds} "
+                "re-checks; run verify again when they are quieter"
+            )
+
+
+def _order(key: Key) -> tuple[str, ...]:
+    return tuple(v or "" for v in key)

@@ -19,7 +19,6 @@ from warpd.connectors.base import (
     Event,
     ForeignKey,
     Position,
-    RangeBound,
     RowChange,
     SnapshotChunk,
     TablePlan,
@@ -356,11 +355,6 @@ class MySQLSource(RangeChecksumMethods):
     def _ranges(self, plan: TablePlan, columns: Sequence[str] = ()) -> RangeQueries:
         names = {c.name: c.name for c in plan.source.columns}
         return RangeQueries(plan, qualified(self.database, plan.source.name), names, columns)
-
-    def verify_bounds(
-        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
-    ) -> list[tuple[Any, ...]]:
-        return self._ranges(plan).bounds(self.conn, lower, upper, every)
 
     # -- snapshot ------------------------------------------------------------
     def snapshot(
