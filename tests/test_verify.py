@@ -77,7 +77,7 @@ def verify(dbs: Databases, config: str, target: str, *extra: str) -> subprocess.
 
 def verified(dbs: Databases, config: str, target: str, expect: int, *extra: str) -> dict[str, Any]:
     run = verify(dbs, config, target, "--json", *extra)
-    assert run.returncode == expect, f"exit {run.returncode}\n{run.stdout}\n{run.stderr}"
+    assert run.returncode == expect, f"exit {run.returncode}\n{run.stdout}\n{run.stderr[-6000:]}"
     return dict(json.loads(run.stdout))
 
 

@@ -214,10 +214,12 @@ def test_a_busy_replica_verifies_equal_and_a_real_difference_is_still_found(
         assert ("items", "different", {"id": "10"}) in differences(report)
         assert table["different_keys"] + table["missing_keys"] + table["extra_keys"] == 1, table
     assert churn.count > 100
+    dbs.dest.query(f"UPDATE {items} SET v = 'v10' WHERE id = 10")  # noqa: S608 - undone
     assert_converged(dbs, w)
     stop_cleanly(w)
 
     # cartridge-warp stopped, a source change it will not apply: the check cannot settle (exit 3)
+    dbs.dest.query(f"UPDATE {items} SET v = 'edited' WHERE id = 10")  # noqa: S608
     dbs.sql("UPDATE items SET v = 'later' WHERE id = 20")
     run = verify(dbs, config, f"{dbs.name}.items", "--settle-timeout", "1", *state)
     assert run.returncode == 3, run.stdout + run.stderr

@@ -53,6 +53,9 @@ MISSING, EXTRA, DIFFERENT, UNSETTLED = "missing", "extra", "different", "unsettl
 source, a key present on both sides with different values; a key whose difference could not be told
 from a change in flight (the stream did not pass the position it was read at, or it kept changing)."""
 
+CONFIRM = 2
+"""Re-checks in a row that must find a key different for it to be reported different."""
+
 RECHECK_BATCH = 16
 """Listed ranges re-checked after one wait for the stream."""
 
@@ -218,9 +221,10 @@ class StreamWatch:
     checkpoint is at or past a position (None: no checkpoint to wait for).  Keys found different are
     read again at the source, then the position is read, then verify waits (at most ``timeout``
     seconds) for the checkpoint to pass it, reads the destination, and reads the source once more:
-    a key whose source rows were the same both times and whose destination row differs is really
-    different; a key whose source row changed in between was in flight and is checked again (at most
-    ``rounds`` times); what is left is *unsettled*.
+    a key whose source rows were the same both times and whose destination row is the same is
+    equal; one whose destination row differs in :data:`CONFIRM` such re-checks in a row is really
+    different; a key whose source row changed in between was in flight; those are checked again (at
+    most ``rounds`` re-checks in all); what is left is *unsettled*.
     """
 
     position: Callable[[], Any]
@@ -454,6 +458,7 @@ class TableVerifier:
         ]
         found: dict[Key, str] = {}
         moving: dict[Key, str] = {}
+        seen: dict[Key, int] = {}  # re-checks in a row that found the key different
         for _ in range(watch.rounds):
             pending: list[tuple[tuple[RangeBound, RangeBound], set[Key] | None]] = []
             for at in range(0, len(todo), RECHECK_BATCH):
@@ -467,16 +472,26 @@ class TableVerifier:
                 for (leaf, keys), was, held, now in zip(batch, before, dest, after, strict=True):
                     still: set[Key] = set()
                     for key in keys if keys is not None else was.keys() | now.keys() | held.keys():
-                        found.pop(key, None)
                         moving.pop(key, None)
-                        if was.get(key) != now.get(key):  # changed at the source meanwhile: in flight
+                        there, here = held.get(key), now.get(key)
+                        if was.get(key) != here:  # changed at the source meanwhile: in flight
                             still.add(key)
                             moving[key] = UNSETTLED
-                        else:
+                        elif there == here:
                             self._settled.add(key)
-                            there, here = held.get(key), now.get(key)
-                            if there != here:
-                                found[key] = MISSING if there is None else EXTRA if here is None else DIFFERENT
+                            seen.pop(key, None)
+                        else:
+                            # a difference: real once seen in CONFIRM re-checks in a row (a row changed
+                            # and changed back between the two source reads looks unchanged once)
+                            seen[key] = seen.get(key, 0) + 1
+                            if seen[key] >= CONFIRM:
+                                self._settled.add(key)
+                                found[key] = (
+                                    MISSING if there is None else EXTRA if here is None else DIFFERENT
+                                )
+                            else:
+                                still.add(key)
+                                moving[key] = UNSETTLED
                     if still:
                         pending.append((leaf, still))
             todo = pending
