@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 from warpd.connectors.base import VERIFY_KINDS, VERIFY_VALUE_KINDS, RangeBound, TablePlan
-from warpd.errors import ConfigError
+from warpd.errors import ConfigError, FatalError
 from warpd.types import Column, Kind
 
 RANGE_ROWS = 10_000
@@ -446,7 +446,15 @@ class TableVerifier:
         passed the position read after the source was (:class:`StreamWatch`)."""
         watch = self.watch
         assert watch is not None
-        if watch.passed(watch.position()) is None:
+        try:
+            position = watch.position()
+        except FatalError as exc:  # e.g. MySQL's FLUSH TABLES WITH READ LOCK without RELOAD
+            self.report.note = (
+                f"single check: the source's position could not be read ({exc}), so a difference "
+                "may be a change in flight: run verify again"
+            )
+            return
+        if watch.passed(position) is None:
             self.report.note = (
                 "single check: no checkpoint of this schema in the state directory (warpd is not "
                 "running it?), so a difference may be a change in flight: run verify again"
