@@ -178,9 +178,8 @@ def _json_number(number: int | Decimal) -> str:
     else:
         if not number.is_finite():
             return str(number)
-        negative, figures, exponent = number.as_tuple()
-        sign, digits = bool(negative), "".join(map(str, figures))
-        assert isinstance(exponent, int)
+        shape = number.as_tuple()  # (finite: an int exponent)
+        sign, digits, exponent = bool(shape.sign), "".join(map(str, shape.digits)), int(shape.exponent)
     kept = digits.rstrip("0")
     if not kept:
         return "0"
