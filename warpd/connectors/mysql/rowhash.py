@@ -39,7 +39,8 @@ def _zero_dated(col: Column, q: str, rendered: str) -> str:
     """``rendered``, or what replication writes for a zero or partial date: NULL in a nullable
     column, ``-infinity`` in a NOT NULL one."""
     instead = "NULL" if col.nullable else "'-infinity'"
-    return f"IF(YEAR({q}) = 0 OR MONTH({q}) = 0 OR DAYOFMONTH({q}) = 0, {instead}, {rendered})"
+    # TO_DAYS is NULL for a zero or partial date (and for NULL), below 366 in year 0
+    return f"IF(IFNULL(TO_DAYS({q}), 0) < 366, {instead}, {rendered})"
 
 
 def _text(col: Column, q: str) -> str:
