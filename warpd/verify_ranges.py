@@ -12,9 +12,9 @@ at the destination, extra at the destination, or holding different values.
 
 Columns of the kinds no SQL renders alike in both databases (FLOAT, JSON,
 SET: ``VERIFY_VALUE_KINDS``) are fetched (``range_values``) with their keys and
-rendered here: each row's rendering, key included, is hashed with MD5 and the
-first 60 bits are added to the range's checksum (and joined to the row hash
-when a range is listed).
+rendered here: each row's rendering, key included, is hashed (:func:`values_hash`)
+and the hash is added to the range's checksum (and joined to the row hash when a
+range is listed).
 
 Beside a live stream, the keys found different are re-checked once the stream
 has passed the position the check read them at (:class:`StreamWatch`).
