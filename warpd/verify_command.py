@@ -7,7 +7,8 @@ beside a live stream.  For a source whose table shapes come from the data
 (MongoDB) it reads the shapes recorded in the state file, read only.  Exit
 codes: 0 every table equal, 1 a difference, 2 bad usage (unknown schema or
 table, a table verify cannot compare), 3 the check could not finish (a
-database unreachable, a query failed).
+database unreachable, a query failed, keys left unsettled beside a live
+stream).
 
 With ``--repair`` the differing keys are re-copied from the source
 (:mod:`warpd.engine.repair`): by the schema's running process when one holds
@@ -53,9 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="the schema's state directory (overrides the configuration): a MongoDB source's tables are "
-        "compared under the shapes recorded there (read only); --repair finds the schema's lock and state "
-        "file there",
+        help="the schema's state directory (overrides the configuration): the stream's checkpoint is read "
+        "there (read only) to re-check differences beside a live stream; a MongoDB source's tables are "
+        "compared under the shapes recorded there; --repair finds the schema's lock and state file there",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument(
@@ -70,6 +71,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-copy the differing keys from the source (through the running schema process when there "
         "is one), then check them again: exit 0 when they are equal now",
+    )
+    p.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="beside a live stream, wait at most this long for the stream to pass the position "
+        "differing keys were read at before re-checking them (default 60)",
     )
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
     return p
@@ -155,6 +164,7 @@ def _verify(args: argparse.Namespace) -> int:
                 plan,
                 max_keys=args.max_keys,
                 collect=MAX_REPAIR_KEYS if args.repair else 0,
+                watch=_watch(config, name, runner.source, args.settle_timeout),
             ).run()
             if args.repair and not report.equal:
                 keys = [key for _kind, key in report.collected]
@@ -175,7 +185,14 @@ def _verify(args: argparse.Namespace) -> int:
         print(
             json.dumps({"schema": name, "equal": equal, "tables": [r.as_dict() for r in reports]}, indent=2)
         )
-    return EXIT_OK if equal else EXIT_DIFFERENT
+    if equal:
+        return EXIT_OK
+    # a confirmed difference is one; keys only left unsettled mean the check could not finish
+    return (
+        EXIT_DIFFERENT
+        if any(not r.equal_now and r.differing > r.unsettled for r in reports)
+        else EXIT_UNFINISHED
+    )
 
 
 def _apply_repair(
@@ -264,3 +281,32 @@ def _recorded(shapes: dict[str, TableSchema], schema: str, table: str) -> TableS
             "not been copied yet (its rows' columns come from the documents), so there is nothing to compare"
         )
     return shape
+
+
+def _watch(config: Any, schema: str, source: Any, timeout: float) -> Any:
+    """How to wait for the running schema's stream (verify_ranges.StreamWatch): the source's position
+    against the checkpoint in the state file, read only; None when the source cannot order positions."""
+    import os
+
+    from warpd.errors import FatalError
+    from warpd.state.store import STATE_FILE_NAME, StateStore
+    from warpd.verify_ranges import StreamWatch
+
+    precedes = getattr(source, "precedes", None)
+    if precedes is None:
+        return None
+    store: list[Any] = []
+
+    def passed(position: Any) -> bool | None:
+        if not store:
+            if not os.path.exists(os.path.join(config.state_dir, STATE_FILE_NAME)):
+                return None
+            try:
+                store.append(StateStore(config.state_dir, read_only=True))
+            except FatalError as exc:  # another version's file, unreadable: no checkpoint to wait for
+                log.warning("verify: %s: checking once, without waiting for the stream", exc)
+                return None
+        mark = store[0].checkpoint(schema)
+        return None if mark is None else bool(precedes(position, mark))
+
+    return StreamWatch(source.current_position, passed, timeout=max(0.0, timeout))

@@ -10,28 +10,53 @@ until it holds at most ``leaf_rows`` rows on either side, and then the
 ``(key, row hash)`` pairs of both sides are listed and compared: keys missing
 at the destination, extra at the destination, or holding different values.
 
+Columns of the kinds no SQL renders alike in both databases (FLOAT, JSON,
+SET: ``VERIFY_VALUE_KINDS``) are fetched (``range_values``) with their keys and
+rendered here: each row's rendering, key included, is hashed (:func:`values_hash`)
+and the hash is added to the range's checksum (and joined to the row hash when a
+range is listed).
+
+Beside a live stream, the keys found different are re-checked once the stream
+has passed the position the check read them at (:class:`StreamWatch`).
+
 Database-free: it talks to the connectors only through the optional members
 of :mod:`warpd.connectors.base`.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from warpd.connectors.base import VERIFY_KINDS, RangeBound, TablePlan
-from warpd.errors import ConfigError
+from warpd.connectors.base import VERIFY_KINDS, VERIFY_VALUE_KINDS, RangeBound, TablePlan
+from warpd.errors import ConfigError, FatalError
+from warpd.types import Column, Kind
 
 RANGE_ROWS = 10_000
 LEAF_ROWS = 256
 SPLIT = 8
 
-MISSING, EXTRA, DIFFERENT = "missing", "extra", "different"
+HELD_KEYS = 100_000
+"""Keys listed at one side only are held (to match a key two ranges listed) up to this many; past
+it they are counted at once, so memory stays bounded however many rows differ."""
+
+MISSING, EXTRA, DIFFERENT, UNSETTLED = "missing", "extra", "different", "unsettled"
 """Kinds of difference: a source key absent at the destination, a destination key absent at the
-source, a key present on both sides with different values."""
+source, a key present on both sides with different values; a key whose difference could not be told
+from a change in flight (the stream did not pass the position it was read at, or it kept changing)."""
+
+CONFIRM = 2
+"""Re-checks in a row that must find a key different for it to be reported different."""
+
+RECHECK_BATCH = 16
+"""Listed ranges re-checked after one wait for the stream."""
 
 
 @dataclass
@@ -60,6 +85,13 @@ class TableReport:
         """Equal, or made equal by a repair."""
         return self.equal or (self.repaired is not None and self.differing_after_repair == 0)
 
+    rechecked: bool = False  # the differing keys were re-checked after the stream passed them
+    note: str = ""  # how the check went beside the stream, when worth saying
+
+    @property
+    def unsettled(self) -> int:
+        return self.counts.get(UNSETTLED, 0)
+
     @property
     def differing(self) -> int:
         return sum(self.counts.values())
@@ -81,6 +113,9 @@ class TableReport:
             "keys": [{"difference": kind, "key": key} for kind, key in self.keys],
             "compared_columns": self.compared,
             "not_compared": self.not_compared,
+            "unsettled_keys": self.unsettled,
+            "rechecked": self.rechecked,
+            "note": self.note,
             "seconds": round(self.seconds, 3),
             **(
                 {"repaired_keys": self.repaired, "differing_after_repair": self.differing_after_repair}
@@ -91,7 +126,13 @@ class TableReport:
 
     def describe(self) -> str:
         """Lines for a terminal."""
-        verdict = "equal" if self.equal else f"DIFFERENT: {self.differing} key(s)"
+        verdict = (
+            "equal"
+            if self.equal
+            else f"DIFFERENT: {self.differing} key(s)"
+            if self.differing > self.unsettled
+            else f"UNSETTLED: {self.unsettled} key(s)"
+        )
         lines = [
             f"table {self.table} -> {self.destination}: {verdict} "
             f"({self.source_rows} source rows, {self.destination_rows} destination rows, "
@@ -100,14 +141,18 @@ class TableReport:
         if not self.equal:
             lines.append("  " + ", ".join(f"{kind}: {n}" for kind, n in self.counts.items()))
         for kind, key in self.keys:
-            where = {MISSING: "missing at the destination", EXTRA: "extra at the destination"}.get(
-                kind, "different values"
-            )
+            where = {
+                MISSING: "missing at the destination",
+                EXTRA: "extra at the destination",
+                UNSETTLED: "unsettled (changing while checked)",
+            }.get(kind, "different values")
             lines.append(f"  {', '.join(f'{k}={v}' for k, v in key.items())}: {where}")
         if len(self.keys) < self.differing:
             lines.append(f"  ... and {self.differing - len(self.keys)} more (--max-keys)")
         for column, why in self.not_compared.items():
             lines.append(f"  column {column} not compared: {why}")
+        if self.note:
+            lines.append(f"  {self.note}")
         if self.repaired is not None:
             after = (
                 "equal now"
@@ -118,6 +163,133 @@ class TableReport:
         return "\n".join(lines)
 
 
+_F32 = struct.Struct("<f")
+
+
+def _float_text(value: Any, bits: int | None) -> str:
+    """A float as the shortest decimal that reads back as the same value at the precision the
+    destination holds (a 32-bit FLOAT as an IEEE single: MariaDB's FLOAT, PostgreSQL's real, or a
+    double holding a single's value); ``NaN``, ``Infinity``, ``-Infinity``; -0 as 0."""
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"
+    if number == 0:
+        return "0"
+    if bits == 32:
+        try:
+            single = _F32.unpack(_F32.pack(number))[0]
+        except OverflowError:  # not a single's value: shown as it is, so it differs from any single
+            return repr(number)
+        for digits in range(1, 10):
+            text = f"{single:.{digits}g}"
+            if _F32.unpack(_F32.pack(float(text)))[0] == single:
+                return text
+    return repr(number)
+
+
+_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal)  # ints stay int: C speed
+_JSON_STRING = json.encoder.encode_basestring  # (C) a JSON string, non-ASCII kept
+_JSON_LITERALS = {True: "true", False: "false", None: "null"}
+
+
+def _json_number(number: int | Decimal) -> str:
+    """A JSON number by value, exactly, whatever its size or spelling: ``<digits>e<exponent>``,
+    trailing zeros moved into the exponent (``100``, ``1e2`` and ``100.0`` are all ``1e2``)."""
+    if isinstance(number, int):
+        sign, digits, exponent = number < 0, str(abs(number)), 0
+    else:
+        if not number.is_finite():
+            return str(number)
+        shape = number.as_tuple()  # (finite: an int exponent)
+        sign, digits, exponent = bool(shape.sign), "".join(map(str, shape.digits)), int(shape.exponent)
+    kept = digits.rstrip("0")
+    if not kept:
+        return "0"
+    return f"{'-' if sign else ''}{kept}e{exponent + len(digits) - len(kept)}"
+
+
+def _json_dump(doc: Any) -> str:
+    """A parsed document (floats as Decimal) as text: keys sorted, no whitespace, numbers by value."""
+    if isinstance(doc, str):
+        return _JSON_STRING(doc)
+    if isinstance(doc, dict):
+        return "{" + ",".join(f"{_JSON_STRING(k)}:{_json_dump(v)}" for k, v in sorted(doc.items())) + "}"
+    if isinstance(doc, list):
+        return "[" + ",".join([_json_dump(v) for v in doc]) + "]"
+    if isinstance(doc, bool) or doc is None:
+        return _JSON_LITERALS[doc]
+    return _json_number(doc)
+
+
+def _json_text(value: Any) -> str:
+    """A JSON document, parsed: keys sorted, no whitespace, numbers by value (``1.0`` is ``1``)."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        value = json.dumps(value)
+    return _json_dump(_JSON.decode(value))
+
+
+def _members_text(value: Any) -> str:
+    """A SET (text array) as the sorted set of its members."""
+    members = value.split(",") if isinstance(value, str) else list(value)
+    if members == [""]:
+        members = []
+    return json.dumps(sorted(set(members)), ensure_ascii=False)
+
+
+def renderer(column: Column) -> Callable[[Any], str]:
+    """The canonical text of a value of a :data:`VERIFY_VALUE_KINDS` column (``N`` for NULL)."""
+    kind, bits = column.type.kind, column.type.bits
+    if kind is Kind.FLOAT:
+        return lambda v: "N" if v is None else _float_text(v, bits)
+    render = _json_text if kind is Kind.JSON else _members_text
+    return lambda v: "N" if v is None else "T" + render(v)  # (a float's text never starts with T)
+
+
+def values_hash(
+    render: Sequence[Callable[[Any], str]], key: Sequence[str | None], values: Sequence[Any]
+) -> int:
+    """A 60-bit hash of a row's key and its Python-rendered values: bound to the key, so values moved
+    between rows change a range's checksum.  Both sides' rows are hashed in this process, so Python's
+    own (keyed SipHash) hash of the tuple serves, at a fraction of MD5's cost."""
+    return hash((*key, *[r(v) for r, v in zip(render, values, strict=True)])) & _BITS60
+
+
+_BITS60 = (1 << 60) - 1
+
+
+@dataclass
+class StreamWatch:
+    """How verify tells a difference in flight from a real one beside a live stream.
+
+    ``position`` reads the source's current position; ``passed`` says whether the stream's stored
+    checkpoint is at or past a position (None: no checkpoint to wait for).  Keys found different are
+    read again at the source, then the position is read, then verify waits (at most ``timeout``
+    seconds) for the checkpoint to pass it, reads the destination, and reads the source once more:
+    a key whose source rows were the same both times and whose destination row is the same is
+    equal; one whose destination row differs in :data:`CONFIRM` such re-checks in a row is really
+    different; a key whose source row changed in between was in flight; those are checked again (at
+    most ``rounds`` re-checks in all); what is left is *unsettled*.
+    """
+
+    position: Callable[[], Any]
+    passed: Callable[[Any], bool | None]
+    timeout: float = 60.0
+    poll: float = 0.2
+    rounds: int = 5
+
+    def wait(self, position: Any) -> bool:
+        deadline = time.monotonic() + self.timeout
+        while not self.passed(position):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(self.poll)
+        return True
+
+
 def _hook(connector: Any, name: str, side: str) -> Any:
     found = getattr(connector, name, None)
     if found is None:
@@ -125,6 +297,9 @@ def _hook(connector: Any, name: str, side: str) -> Any:
             f"verify: the {side} ({type(connector).__name__}) cannot compute key-range checksums"
         )
     return found
+
+
+Key = tuple[str | None, ...]
 
 
 class TableVerifier:
@@ -140,6 +315,7 @@ class TableVerifier:
         collect: int = 0,
         range_rows: int = RANGE_ROWS,
         leaf_rows: int = LEAF_ROWS,
+        watch: StreamWatch | None = None,
     ):
         if plan.keyless:
             raise ConfigError(
@@ -148,28 +324,39 @@ class TableVerifier:
             )
         self.plan = plan
         self.bounds = _hook(source, "verify_bounds", "source")
+        self.dest_bounds = getattr(dest, "verify_bounds", None)
         self.source_sum = _hook(source, "range_checksum", "source")
         self.source_rows = _hook(source, "range_rows", "source")
         self.dest_sum = _hook(dest, "range_checksum", "destination")
         self.dest_rows = _hook(dest, "range_rows", "destination")
+        source_values = getattr(source, "range_values", None)
+        dest_values = getattr(dest, "range_values", None)
         self.max_keys = max_keys
         self.collect = collect
         self.range_rows = max(2, range_rows)
         self.leaf_rows = max(1, leaf_rows)
+        self.watch = watch
         cols = plan.source.columns
         self.columns = [c.name for c in cols if c.type.kind in VERIFY_KINDS]
+        by_value = source_values is not None and dest_values is not None
+        self.value_columns = [c for c in cols if by_value and c.type.kind in VERIFY_VALUE_KINDS]
+        self.render = [renderer(c) for c in self.value_columns]
+        self.source_values, self.dest_values = source_values, dest_values
         self.report = TableReport(
             plan.source.name,
             plan.where,
-            self.columns,
+            self.columns + [c.name for c in self.value_columns],
             {
                 c.name: f"{c.type.kind.value} values have no rendering both databases share (docs/verify.md)"
                 for c in cols
-                if c.type.kind not in VERIFY_KINDS
+                if c.type.kind not in VERIFY_KINDS and c not in self.value_columns
             },
         )
-        self._missing: dict[tuple[str | None, ...], str] = {}
-        self._extra: dict[tuple[str | None, ...], str] = {}
+        self._missing: dict[Key, str] = {}
+        self._extra: dict[Key, str] = {}
+        self._leaves: list[tuple[RangeBound, RangeBound]] = []  # listed ranges that held a difference
+        self._first: set[Key] = set()  # the keys found different (re-checked beside a live stream)
+        self._settled: set[Key] = set()  # keys a re-check found equal or really different
 
     def run(self, ranges: Sequence[tuple[RangeBound, RangeBound]] | None = None) -> TableReport:
         """Compare the whole table, or only ``ranges`` (a report's ``differing_ranges``: a re-check)."""
@@ -190,28 +377,70 @@ class TableVerifier:
             self.report.destination_rows += dest[0]
             if source != dest:
                 self._narrow(lower, upper, source[0], dest[0])
-        self._settle()
+        if self._settle() and self.watch is not None:
+            self._recheck()
         self.report.seconds = time.monotonic() - started
         return self.report
 
-    def _sums(self, lower: RangeBound, upper: RangeBound) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Both sides' ``(rows, checksum)``, computed at once: each database works while the other does."""
-        self.report.ranges += 1
-        dest = self._helper.submit(self.dest_sum, self.plan, self.columns, lower, upper)
-        try:
-            source = self.source_sum(self.plan, self.columns, lower, upper)
-        finally:
-            found = dest.result()  # never leave the destination's connection busy behind an error
-        return source, found
+    # -- checksums ---------------------------------------------------------------------------------
+    def _side_sum(self, checksum: Any, values: Any, lower: RangeBound, upper: RangeBound) -> tuple[int, int]:
+        count, total = checksum(self.plan, self.columns, lower, upper)
+        if self.value_columns:
+            names = [c.name for c in self.value_columns]
+            for key, row in values(self.plan, names, lower, upper):
+                total += values_hash(self.render, key, row)
+        return count, total
 
+    def _side_rows(self, rows: Any, values: Any, lower: RangeBound, upper: RangeBound) -> dict[Key, str]:
+        listed = dict(rows(self.plan, self.columns, lower, upper))
+        if self.value_columns:
+            names = [c.name for c in self.value_columns]
+            for key, row in values(self.plan, names, lower, upper):
+                if key in listed:
+                    listed[key] += f"/{values_hash(self.render, key, row):015x}"
+        return listed
+
+    def _both(self, source: Callable[[], Any], dest: Callable[[], Any]) -> tuple[Any, Any]:
+        """Both sides at once: each database works while the other does."""
+        pending = self._helper.submit(dest)
+        try:
+            first = source()
+        finally:
+            found = pending.result()  # never leave the destination's connection busy behind an error
+        return first, found
+
+    def _sums(self, lower: RangeBound, upper: RangeBound) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Both sides' ``(rows, checksum)``."""
+        self.report.ranges += 1
+        return self._both(
+            lambda: self._side_sum(self.source_sum, self.source_values, lower, upper),
+            lambda: self._side_sum(self.dest_sum, self.dest_values, lower, upper),
+        )
+
+    def _source_listing(self, lower: RangeBound, upper: RangeBound) -> dict[Key, str]:
+        return self._side_rows(self.source_rows, self.source_values, lower, upper)
+
+    def _dest_listing(self, lower: RangeBound, upper: RangeBound) -> dict[Key, str]:
+        return self._side_rows(self.dest_rows, self.dest_values, lower, upper)
+
+    # -- narrowing ---------------------------------------------------------------------------------
     def _narrow(self, lower: RangeBound, upper: RangeBound, source_count: int, dest_count: int) -> None:
-        """Cut a range whose checksums differ until its parts are small enough to list."""
-        if source_count <= self.leaf_rows and dest_count <= self.leaf_rows or source_count <= 1:
-            # (a range of at most one source row holding many destination rows cannot be cut by the
-            # source's keys: list it)
+        """Cut a range whose checksums differ until its parts are small enough to list.
+
+        It is cut by the keys of the side holding more rows: a range of few source rows and many
+        destination rows (the source emptied, a block of extra rows past its last key) is cut by the
+        destination's keys, so no listing holds more than about ``leaf_rows`` rows a side.
+        """
+        if source_count <= self.leaf_rows and dest_count <= self.leaf_rows:
             self._compare_rows(lower, upper)
             return
-        cuts = [c for c in self.bounds(self.plan, lower, upper, max(1, source_count // SPLIT)) if c != upper]
+        by_dest = dest_count > source_count and self.dest_bounds is not None
+        if not by_dest and source_count <= 1:
+            self._compare_rows(lower, upper)  # (a destination that cannot cut: listed whole)
+            return
+        bounds: Any = self.dest_bounds if by_dest else self.bounds
+        every = max(1, (dest_count if by_dest else source_count) // SPLIT)
+        cuts = [c for c in bounds(self.plan, lower, upper, every) if c != upper]
         edges: list[RangeBound] = [lower, *cuts, upper]
         for low, high in zip(edges, edges[1:], strict=False):
             source, dest = self._sums(low, high)
@@ -219,21 +448,34 @@ class TableVerifier:
                 self._narrow(low, high, source[0], dest[0])
 
     def _compare_rows(self, lower: RangeBound, upper: RangeBound) -> None:
-        source = dict(self.source_rows(self.plan, self.columns, lower, upper))
-        dest = dict(self.dest_rows(self.plan, self.columns, lower, upper))
+        source, dest = self._both(
+            lambda: self._source_listing(lower, upper), lambda: self._dest_listing(lower, upper)
+        )
+        differs = False
         for key, digest in source.items():
             other = dest.get(key)
             if other is None:
-                self._missing[key] = digest
+                self._hold(self._missing, MISSING, key, digest)
+                differs = True
             elif other != digest:
                 self._note(DIFFERENT, key)
+                differs = True
         for key, digest in dest.items():
             if key not in source:
-                self._extra[key] = digest
-        if source != dest and len(self.report.differing_ranges) < self.collect:
-            self.report.differing_ranges.append((lower, upper))
+                self._hold(self._extra, EXTRA, key, digest)
+                differs = True
+        if differs:
+            self._leaves.append((lower, upper))
+            if len(self.report.differing_ranges) < self.collect:
+                self.report.differing_ranges.append((lower, upper))
 
-    def _settle(self) -> None:
+    def _hold(self, held: dict[Key, str], kind: str, key: Key, digest: str) -> None:
+        if len(self._missing) + len(self._extra) < HELD_KEYS:
+            held[key] = digest
+        else:
+            self._note(kind, key)
+
+    def _settle(self) -> int:
         """Count the keys only one side listed (a key listed by both, in two ranges, is compared)."""
         for key, digest in self._missing.items():
             other = self._extra.pop(key, None)
@@ -243,10 +485,111 @@ class TableVerifier:
                 self._note(DIFFERENT, key)
         for key in self._extra:
             self._note(EXTRA, key)
+        self._missing.clear()
+        self._extra.clear()
+        return self.report.differing
 
-    def _note(self, kind: str, key: tuple[str | None, ...]) -> None:
+    def _note(self, kind: str, key: Key) -> None:
+        if self.watch is not None and len(self._first) < HELD_KEYS:
+            self._first.add(key)
         self.report.counts[kind] += 1
         if len(self.report.keys) < self.max_keys:
             self.report.keys.append((kind, dict(zip(self.plan.source.key, key, strict=True))))
         if len(self.report.collected) < self.collect:
             self.report.collected.append((kind, key))
+
+    # -- re-checking beside a live stream ----------------------------------------------------------
+    def _recheck(self) -> None:
+        """Check the listed ranges that held a difference again, each time after the stream has
+        passed the position read after the source was (:class:`StreamWatch`)."""
+        watch = self.watch
+        assert watch is not None
+        try:
+            position = watch.position()
+        except FatalError as exc:  # e.g. MySQL's FLUSH TABLES WITH READ LOCK without RELOAD
+            self.report.note = (
+                f"single check: the source's position could not be read ({exc}), so a difference "
+                "may be a change in flight: run verify again"
+            )
+            return
+        if watch.passed(position) is None:
+            self.report.note = (
+                "single check: no checkpoint of this schema in the state directory (warpd is not "
+                "running it?), so a difference may be a change in flight: run verify again"
+            )
+            return
+        # per listed range, the keys still to settle (None: every key the range holds)
+        todo: list[tuple[tuple[RangeBound, RangeBound], set[Key] | None]] = [
+            (leaf, None) for leaf in self._leaves
+        ]
+        found: dict[Key, str] = {}
+        moving: dict[Key, str] = {}
+        seen: dict[Key, int] = {}  # re-checks in a row that found the key different
+        for _ in range(watch.rounds):
+            pending: list[tuple[tuple[RangeBound, RangeBound], set[Key] | None]] = []
+            for at in range(0, len(todo), RECHECK_BATCH):
+                batch = todo[at : at + RECHECK_BATCH]
+                before = [self._source_listing(lo, hi) for (lo, hi), _keys in batch]
+                if not watch.wait(watch.position()):
+                    self._finish(found, moving, timed_out=True)
+                    return
+                dest = [self._dest_listing(lo, hi) for (lo, hi), _keys in batch]
+                after = [self._source_listing(lo, hi) for (lo, hi), _keys in batch]
+                for (leaf, keys), was, held, now in zip(batch, before, dest, after, strict=True):
+                    still: set[Key] = set()
+                    for key in keys if keys is not None else was.keys() | now.keys() | held.keys():
+                        moving.pop(key, None)
+                        there, here = held.get(key), now.get(key)
+                        if was.get(key) != here:  # changed at the source meanwhile: in flight
+                            still.add(key)
+                            moving[key] = UNSETTLED
+                        elif there == here:
+                            self._settled.add(key)
+                            seen.pop(key, None)
+                        else:
+                            # a difference: real once seen in CONFIRM re-checks in a row (a row changed
+                            # and changed back between the two source reads looks unchanged once)
+                            seen[key] = seen.get(key, 0) + 1
+                            if seen[key] >= CONFIRM:
+                                self._settled.add(key)
+                                found[key] = (
+                                    MISSING if there is None else EXTRA if here is None else DIFFERENT
+                                )
+                            else:
+                                still.add(key)
+                                moving[key] = UNSETTLED
+                    if still:
+                        pending.append((leaf, still))
+            todo = pending
+            if not todo:
+                break
+        self._finish(found, moving, timed_out=False)
+
+    def _finish(self, found: dict[Key, str], moving: dict[Key, str], *, timed_out: bool) -> None:
+        """Report the re-check's keys instead of the first check's."""
+        self.report.counts = {MISSING: 0, EXTRA: 0, DIFFERENT: 0}
+        self.report.keys = []
+        self.report.collected = []  # a repair takes the keys the re-check confirmed (or left unsettled)
+        self.report.rechecked = True
+        if timed_out:  # the first check's keys that no re-check settled stay unsettled
+            for key in self._first - self._settled:
+                moving[key] = UNSETTLED
+        for key in sorted(found, key=_order):
+            self._note(found[key], key)
+        if moving:
+            self.report.counts[UNSETTLED] = 0
+            for key in sorted(moving, key=_order):
+                self._note(UNSETTLED, key)
+            assert self.watch is not None
+            self.report.note = (
+                f"unsettled: the stream did not pass the position the check read within "
+                f"{self.watch.timeout:g}s (--settle-timeout); check that warpd is running this schema "
+                "and is not lagging (warpctl status), then run verify again"
+                if timed_out
+                else f"unsettled: these rows kept changing at the source through {self.watch.rounds} "
+                "re-checks; run verify again when they are quieter"
+            )
+
+
+def _order(key: Key) -> tuple[str, ...]:
+    return tuple(v or "" for v in key)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -454,7 +454,12 @@ VERIFY_KINDS = frozenset(
     }
 )
 """Kinds whose values every database renders the same canonical text for (docs/verify.md); the
-columns of other kinds (FLOAT, JSON, TEXT_ARRAY) are not compared, and the report says so."""
+columns of other kinds (FLOAT, JSON, TEXT_ARRAY) are compared in Python (:data:`VERIFY_VALUE_KINDS`)."""
+
+VERIFY_VALUE_KINDS = frozenset({Kind.FLOAT, Kind.JSON, Kind.TEXT_ARRAY})
+"""Kinds no SQL renders alike in every database: ``range_values`` returns their values, and verify
+renders them in Python (floats at the precision the destination holds, JSON as parsed documents,
+SET/text arrays as sets of members; docs/verify.md)."""
 
 VERIFY_KEY_KINDS = frozenset(
     {
@@ -476,6 +481,11 @@ RangeBound = tuple[Any, ...] | None
 
 RangeRows = list[tuple[tuple[str | None, ...], str]]
 """``(key rendered as text, row hash)`` for each row of a range, in no particular order."""
+
+RangeValues = Iterable[tuple[tuple[str | None, ...], tuple[Any, ...]]]
+"""``(key rendered as text, values)`` for each row of a range (``range_values``): a FLOAT as a Python
+float (NaN and infinities included), JSON as its document's text, a TEXT_ARRAY (MySQL ``SET``) as a
+list of its members, None for NULL."""
 
 
 def verify_key_kind(plan: TablePlan, column: Column) -> None:
@@ -508,6 +518,20 @@ class RangeChecksums(Protocol):
         self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
     ) -> RangeRows:
         """Each row of the range as ``(rendered key, row hash)``, for a range small enough to list."""
+
+    def range_values(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeValues:
+        """Each row of the range as ``(rendered key, values of columns)``, for ``columns`` of the
+        kinds in :data:`VERIFY_VALUE_KINDS`, which verify renders and hashes itself.  Optional: without
+        it such columns are not compared (the report says so)."""
+
+    def verify_bounds(
+        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
+    ) -> list[tuple[Any, ...]]:
+        """As :meth:`RangeBounds.verify_bounds`, over this side's rows.  Optional at a destination:
+        verify cuts by the destination's keys a range holding many more rows there than at the
+        source (e.g. a block of extra rows past the source's last key), so no listing is large."""
 
 
 class RangeBounds(Protocol):

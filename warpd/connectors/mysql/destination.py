@@ -947,7 +947,7 @@ class MySQLDestination(RangeChecksumMethods):
     # -- verify (RangeChecksums in base.py; docs/verify.md) -------------------------
     def _ranges(self, plan: TablePlan, columns: Sequence[str] = ()) -> RangeQueries:
         live = f"{_q(DELETED_AT_COLUMN)} IS NULL" if plan.soft_delete else ""
-        return RangeQueries(plan, _table(plan), dict(plan.columns), columns, live)
+        return RangeQueries(plan, _table(plan), dict(plan.columns), columns, live, json_arrays=True)
 
     # -- reading back ------------------------------------------------------------
     def read_rows(self, plan: TablePlan) -> Iterator[Row] | None:

@@ -11,6 +11,13 @@ rendering that may hold a comma or be ``N``), and hashes as its MD5.  A range's 
 the first 60 bits of every row hash (an unsigned DECIMAL here, a numeric in
 PostgreSQL: no overflow, no order dependence).
 
+Zero and partial dates (``0000-00-00``, ``2020-00-15``), which replication
+writes as NULL in a nullable column and ``-infinity`` in a NOT NULL one
+(docs/type-mapping.md), render as that: ``N`` and ``-infinity``.
+
+FLOAT, JSON and SET values are not rendered here: :meth:`RangeQueries.values`
+returns them with their keys, for verify to render (warpd/verify_ranges.py).
+
 Keys order by the same expression on both sides: text and UUID keys by the
 bytes of their UTF-8 text (MariaDB's collation and PostgreSQL's would order
 them differently), other keys by their value.
@@ -18,12 +25,22 @@ them differently), other keys by their value.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from warpd.connectors.base import RangeBound, RangeRows, TablePlan, verify_key_kind
+from warpd.connectors.base import RangeBound, RangeRows, RangeValues, TablePlan, verify_key_kind
 from warpd.connectors.mysql.connection import BIND, execute_bound, quote_ident
+from warpd.connectors.mysql.types import snapshot_select_expr
 from warpd.types import Column, Kind
+
+
+def _zero_dated(col: Column, q: str, rendered: str) -> str:
+    """``rendered``, or what replication writes for a zero or partial date: NULL in a nullable
+    column, ``-infinity`` in a NOT NULL one."""
+    instead = "NULL" if col.nullable else "'-infinity'"
+    # TO_DAYS is NULL for a zero or partial date (and for NULL), below 366 in year 0
+    return f"IF(IFNULL(TO_DAYS({q}), 0) < 366, {instead}, {rendered})"
 
 
 def _text(col: Column, q: str) -> str:
@@ -42,9 +59,9 @@ def _text(col: Column, q: str) -> str:
     if kind is Kind.BITS:
         return f"LPAD(BIN({q} + 0), {int(col.type.length or 1)}, '0')"
     if kind is Kind.DATE:
-        return f"DATE_FORMAT({q}, '%Y-%m-%d')"
+        return _zero_dated(col, q, f"DATE_FORMAT({q}, '%Y-%m-%d')")
     if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-        return f"DATE_FORMAT({q}, '%Y-%m-%d %H:%i:%s.%f')"
+        return _zero_dated(col, q, f"DATE_FORMAT({q}, '%Y-%m-%d %H:%i:%s.%f')")
     if kind is Kind.TIME:
         return f"CAST(ROUND(TIME_TO_SEC({q}) * 1000000) AS SIGNED)"
     raise ValueError(f"verify: no rendering of {col.type.describe()}")
@@ -70,11 +87,19 @@ def _order(col: Column, q: str) -> str:
 class RangeQueries:
     """The verify queries over one table; ``names`` maps each source column to its name in ``table``.
 
-    ``table`` is the qualified, quoted table; ``live`` an extra condition on its rows (soft deletes).
+    ``table`` is the qualified, quoted table; ``live`` an extra condition on its rows (soft deletes);
+    ``json_arrays``: SET values are held as JSON arrays (a destination), not as MySQL SETs.
     """
 
     def __init__(
-        self, plan: TablePlan, table: str, names: dict[str, str], columns: Sequence[str], live: str = ""
+        self,
+        plan: TablePlan,
+        table: str,
+        names: dict[str, str],
+        columns: Sequence[str],
+        live: str = "",
+        *,
+        json_arrays: bool = False,
     ):
         by_name = {c.name: c for c in plan.source.columns}
         keys = [by_name[k] for k in plan.source.key]
@@ -87,6 +112,7 @@ class RangeQueries:
         self.key_text = [_utf8(c, quote_ident(names[c.name])) for c in keys]
         parts = [_part(by_name[n], quote_ident(names[n])) for n in columns]
         self.row_hash = "MD5(CONCAT_WS(',', " + (", ".join(parts) or "''") + "))"
+        self.by_name, self.names, self.json_arrays = by_name, names, json_arrays
 
     def _where(self, lower: RangeBound, upper: RangeBound) -> tuple[str, tuple[Any, ...]]:
         conds, args = [self.live] if self.live else [], ()
@@ -118,6 +144,31 @@ class RangeQueries:
         with conn.cursor() as cur:
             execute_bound(cur, query, args)
             return [(tuple(r[: self.nkey]), str(r[self.nkey])) for r in cur.fetchall()]
+
+    def values(self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound) -> RangeValues:
+        """Each row's key (rendered) and the values of FLOAT, JSON and SET ``columns``, as Python
+        values (base.RangeValues): a FLOAT widened to DOUBLE (its text form has six digits only)."""
+        cols = [self.by_name[n] for n in columns]
+        exprs = [snapshot_select_expr(c, quote_ident(self.names[c.name])) for c in cols]
+        where, args = self._where(lower, upper)
+        query = f"SELECT {', '.join([*self.key_text, *exprs])} FROM {self.table}{where}"  # noqa: S608
+        with conn.cursor() as cur:
+            execute_bound(cur, query, args)
+            rows = cur.fetchall()
+        return [
+            (
+                tuple(r[: self.nkey]),
+                tuple(self._value(c, v) for c, v in zip(cols, r[self.nkey :], strict=True)),
+            )
+            for r in rows
+        ]
+
+    def _value(self, col: Column, value: Any) -> Any:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if col.type.kind is Kind.TEXT_ARRAY and isinstance(value, str):
+            return json.loads(value) if self.json_arrays else [m for m in value.split(",") if m]
+        return value
 
     def bounds(self, conn: Any, lower: RangeBound, upper: RangeBound, every: int) -> list[tuple[Any, ...]]:
         """The key (in verify order) of every ``every``-th row after ``lower`` up to ``upper``."""
@@ -159,3 +210,13 @@ class RangeChecksumMethods:
         self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
     ) -> RangeRows:
         return self._ranges(plan, columns).rows(self.conn, lower, upper)
+
+    def range_values(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeValues:
+        return self._ranges(plan).values(self.conn, columns, lower, upper)
+
+    def verify_bounds(
+        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
+    ) -> list[tuple[Any, ...]]:
+        return self._ranges(plan).bounds(self.conn, lower, upper, every)

@@ -19,7 +19,6 @@ from warpd.connectors.base import (
     Event,
     ForeignKey,
     Position,
-    RangeBound,
     RowChange,
     SnapshotChunk,
     TablePlan,
@@ -358,11 +357,6 @@ class MySQLSource(RangeChecksumMethods):
     def _ranges(self, plan: TablePlan, columns: Sequence[str] = ()) -> RangeQueries:
         names = {c.name: c.name for c in plan.source.columns}
         return RangeQueries(plan, qualified(self.database, plan.source.name), names, columns)
-
-    def verify_bounds(
-        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
-    ) -> list[tuple[Any, ...]]:
-        return self._ranges(plan).bounds(self.conn, lower, upper, every)
 
     def rows_by_key(self, schema: TableSchema, keys: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
         """The current rows whose key equals one of ``keys`` in the source's comparison (a collation may

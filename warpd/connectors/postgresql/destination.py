@@ -37,6 +37,7 @@ from warpd.connectors.base import (
     FenceRow,
     RangeBound,
     RangeRows,
+    RangeValues,
     Row,
     SchemaOpKind,
     SnapshotChunk,
@@ -636,6 +637,16 @@ class PostgresDestination:
         self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
     ) -> RangeRows:
         return RangeQueries(plan, columns).rows(self.conn, lower, upper)
+
+    def range_values(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeValues:
+        return RangeQueries(plan, ()).values(self.conn, columns, lower, upper)
+
+    def verify_bounds(
+        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
+    ) -> list[tuple[Any, ...]]:
+        return RangeQueries(plan, ()).bounds(self.conn, lower, upper, every)
 
     def read_rows(self, plan: TablePlan) -> Iterator[Row] | None:
         from warpd.connectors.postgresql.reading import live_rows

@@ -3,7 +3,10 @@
 The same canonical rendering, row hash and range checksum as MySQL/MariaDB
 (warpd/connectors/mysql/rowhash.py, docs/verify.md): the session's TimeZone
 is UTC, so date-times render as UTC; a range's checksum is the row count and
-the exact ``numeric`` sum of the first 60 bits of every row's MD5.
+the exact ``numeric`` sum of the first 60 bits of every row's MD5.  ``-infinity``
+(a MySQL zero date in a NOT NULL column) renders as ``-infinity``, as the
+MySQL side renders a zero date there.  FLOAT, JSON and text-array values are
+returned as values (:meth:`RangeQueries.values`) for verify to render.
 """
 
 from __future__ import annotations
@@ -13,7 +16,14 @@ from typing import Any
 
 from psycopg2 import sql
 
-from warpd.connectors.base import DELETED_AT_COLUMN, RangeBound, RangeRows, TablePlan, verify_key_kind
+from warpd.connectors.base import (
+    DELETED_AT_COLUMN,
+    RangeBound,
+    RangeRows,
+    RangeValues,
+    TablePlan,
+    verify_key_kind,
+)
 from warpd.types import Column, Kind
 
 
@@ -30,9 +40,11 @@ def _text(col: Column, q: sql.Composable) -> sql.Composable:
     if kind is Kind.BOOLEAN:
         return sql.SQL("CASE WHEN {0} THEN '1' WHEN NOT {0} THEN '0' END").format(q)  # NULL stays NULL
     if kind is Kind.DATE:
-        return sql.SQL("to_char({}, 'YYYY-MM-DD')").format(q)
+        return sql.SQL("CASE WHEN isfinite({0}) THEN to_char({0}, 'YYYY-MM-DD') ELSE {0}::text END").format(q)
     if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-        return sql.SQL("to_char({}, 'YYYY-MM-DD HH24:MI:SS.US')").format(q)
+        return sql.SQL(
+            "CASE WHEN isfinite({0}) THEN to_char({0}, 'YYYY-MM-DD HH24:MI:SS.US') ELSE {0}::text END"
+        ).format(q)
     if kind is Kind.TIME:  # held as an interval (MySQL TIME runs past 24 hours and below zero)
         return sql.SQL("round(extract(epoch FROM {}) * 1000000)::bigint::text").format(q)
     raise ValueError(f"verify: no rendering of {col.type.describe()}")
@@ -66,6 +78,7 @@ class RangeQueries:
         )
         ident = {c.name: sql.Identifier(plan.columns[c.name]) for c in plan.source.columns}
         self.nkey = len(keys)
+        self.by_name, self.ident = by_name, ident
         self.order = sql.SQL(", ").join(_order(c, ident[c.name]) for c in keys)
         self.key_text = [_text(c, ident[c.name]) for c in keys]
         parts = [_part(by_name[n], ident[n]) for n in columns] or [sql.SQL("''")]
@@ -101,3 +114,39 @@ class RangeQueries:
         with conn, conn.cursor() as cur:
             cur.execute(query, args)
             return [(tuple(r[: self.nkey]), str(r[self.nkey])) for r in cur.fetchall()]
+
+    def values(self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound) -> RangeValues:
+        """Each row's key (rendered) and the values of FLOAT, JSON and text-array ``columns``
+        (base.RangeValues): JSON as its text, read back from ``jsonb``."""
+        exprs = [
+            sql.SQL("{}::text").format(self.ident[n])
+            if self.by_name[n].type.kind is Kind.JSON
+            else self.ident[n]
+            for n in columns
+        ]
+        where, args = self._where(lower, upper)
+        query = sql.SQL("SELECT {} FROM {}{}").format(
+            sql.SQL(", ").join([*self.key_text, *exprs]), self.table, where
+        )
+        with conn, conn.cursor() as cur:
+            cur.execute(query, args)
+            return [(tuple(r[: self.nkey]), tuple(r[self.nkey :])) for r in cur.fetchall()]
+
+    def bounds(self, conn: Any, lower: RangeBound, upper: RangeBound, every: int) -> list[tuple[Any, ...]]:
+        """The key (in verify order) of every ``every``-th live row after ``lower`` up to ``upper``."""
+        found: list[tuple[Any, ...]] = []
+        last = lower
+        with conn, conn.cursor() as cur:
+            while True:
+                where, args = self._where(last, upper)
+                cur.execute(
+                    sql.SQL("SELECT {0} FROM {1}{2} ORDER BY {0} LIMIT 1 OFFSET {3}").format(
+                        self.order, self.table, where, sql.Literal(max(0, int(every) - 1))
+                    ),
+                    args,
+                )
+                row = cur.fetchone()
+                if row is None:
+                    return found
+                last = tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                found.append(last)
