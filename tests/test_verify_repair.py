@@ -125,8 +125,9 @@ def test_repair_through_the_running_schema_while_the_stream_writes_the_same_keys
     finally:
         done.set()
         writer.join()
-    # while the stream writes, a re-check may catch a row the stream has not applied yet: 0 or 1
-    assert run.returncode in (0, 1), run.stdout + run.stderr
+    # the rows keep changing at the source through the whole check: the re-checks may leave some
+    # unsettled (3), or settle them (0; 1 only if a repaired row was still different)
+    assert run.returncode in (0, 1, 3), run.stdout + run.stderr
     # (the stream may have healed some keys before the check listed them)
     assert "repaired " in run.stdout, run.stdout + run.stderr
     assert "(verify --repair)" in w.output  # the running schema process did it

@@ -158,23 +158,25 @@ def _verify(args: argparse.Namespace) -> int:
                     f"verify: table {t!r} of schema {name!r} has no copy at the destination ({plan.where}): "
                     "it has not been copied yet, or was dropped there; there is nothing to compare it with"
                 )
+            watch = _watch(config, name, runner.source, args.settle_timeout)
             report = TableVerifier(
                 runner.source,
                 runner.dest,
                 plan,
                 max_keys=args.max_keys,
                 collect=MAX_REPAIR_KEYS if args.repair else 0,
-                watch=_watch(config, name, runner.source, args.settle_timeout),
+                watch=watch,
             ).run()
             if args.repair and not report.equal:
                 keys = [key for _kind, key in report.collected]
                 report.repaired = _apply_repair(config, name, runner, plan, keys)
-                again = TableVerifier(runner.source, runner.dest, plan, max_keys=args.max_keys).run(
-                    report.differing_ranges
-                )
+                again = TableVerifier(
+                    runner.source, runner.dest, plan, max_keys=args.max_keys, watch=watch
+                ).run(report.differing_ranges)
                 # keys past the ones one repair holds were not repaired (their ranges may have been
                 # checked again, so count them once: never fewer than remain)
                 report.differing_after_repair = max(again.differing, report.differing - len(keys))
+                report.unsettled_after_repair = again.unsettled
             reports.append(report)
             if not args.json:
                 print(report.describe(), flush=True)
@@ -188,11 +190,7 @@ def _verify(args: argparse.Namespace) -> int:
     if equal:
         return EXIT_OK
     # a confirmed difference is one; keys only left unsettled mean the check could not finish
-    return (
-        EXIT_DIFFERENT
-        if any(not r.equal_now and r.differing > r.unsettled for r in reports)
-        else EXIT_UNFINISHED
-    )
+    return EXIT_DIFFERENT if any(not r.equal_now and _confirmed(r) for r in reports) else EXIT_UNFINISHED
 
 
 def _apply_repair(
@@ -283,11 +281,20 @@ def _recorded(shapes: dict[str, TableSchema], schema: str, table: str) -> TableS
     return shape
 
 
+def _confirmed(report: Any) -> bool:
+    """Whether a difference was confirmed (not only keys left unsettled beside the stream), after the
+    repair when one ran."""
+    if report.repaired is None:
+        return bool(report.differing > report.unsettled)
+    return bool(report.differing_after_repair > report.unsettled_after_repair)
+
+
 def _watch(config: Any, schema: str, source: Any, timeout: float) -> Any:
     """How to wait for the running schema's stream (verify_ranges.StreamWatch): the source's position
     against the checkpoint in the state file, read only; None when the source cannot order positions."""
     import os
 
+    from warpd.engine import schema_lock
     from warpd.errors import FatalError
     from warpd.state.store import STATE_FILE_NAME, StateStore
     from warpd.verify_ranges import StreamWatch
@@ -298,6 +305,8 @@ def _watch(config: Any, schema: str, source: Any, timeout: float) -> Any:
     store: list[Any] = []
 
     def passed(position: Any) -> bool | None:
+        if not schema_lock.held(config.state_dir, schema):
+            return None  # no process replicates the schema: its checkpoint will not move
         if not store:
             if not os.path.exists(os.path.join(config.state_dir, STATE_FILE_NAME)):
                 return None

@@ -79,6 +79,7 @@ class TableReport:
     differing_ranges: list[tuple[RangeBound, RangeBound]] = field(default_factory=list)
     repaired: int | None = None  # keys a repair wrote (None: no repair ran)
     differing_after_repair: int = 0  # keys still differing when the repaired ranges were checked again
+    unsettled_after_repair: int = 0  # of those, the ones left unsettled beside the live stream
 
     @property
     def equal_now(self) -> bool:
@@ -514,8 +515,9 @@ class TableVerifier:
             return
         if watch.passed(position) is None:
             self.report.note = (
-                "single check: no checkpoint of this schema in the state directory (warpd is not "
-                "running it?), so a difference may be a change in flight: run verify again"
+                "single check: no process is replicating this schema from the state directory (or "
+                "it has no checkpoint yet), so the differences are as of now: a stopped schema's "
+                "destination lags its source until it runs again"
             )
             return
         # per listed range, the keys still to settle (None: every key the range holds)

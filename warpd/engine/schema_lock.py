@@ -89,6 +89,22 @@ def acquire(state_dir: str, schema: str, wait: float = WAIT_SECONDS) -> SchemaLo
     )
 
 
+def held(state_dir: str, schema: str) -> bool:
+    """Whether a process holds the schema's lock now (replicates it from ``state_dir``).  Probes with a
+    shared lock, released at once: a process taking the lock meanwhile waits for it (``acquire``)."""
+    try:
+        fd = os.open(lock_path(state_dir, schema), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: never run from here (or unreadable: treated as not running)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # (closing releases a lock taken above)
+    return False
+
+
 def _acquire(state_dir: str, path: str, wait: float, refusal: Callable[[str], str]) -> SchemaLock:
     ensure_state_dir(state_dir)  # private (0700) when the lock is the first thing to create it
     os.makedirs(os.path.join(state_dir, RUN_DIR), mode=0o750, exist_ok=True)

@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         "--repair", action="store_true", help="re-copy the differing keys from the source (docs/verify.md)"
     )
     verify.add_argument("--max-keys", metavar="N", default="20", help="differing keys listed per table")
+    verify.add_argument(
+        "--settle-timeout",
+        metavar="SECONDS",
+        default="60",
+        help="how long to wait for the stream to pass a differing key before re-checking it (docs/verify.md)",
+    )
     checkpoints = sub.add_parser("checkpoints", help="the stored source position of every schema")
     checkpoints.add_argument("--json", action="store_true")
     dlq = sub.add_parser("dlq", help="dead letters: rows the destination rejected")
@@ -154,7 +160,8 @@ def _verify(args: argparse.Namespace) -> int:
     path = args.config or os.environ.get("CARTRIDGE_WARP_CONFIG") or DEFAULT_CONFIG
     options = ["--config", path] if args.config or os.path.exists(path) else []
     flags = [*(["--json"] if args.json else []), *(["--repair"] if args.repair else [])]
-    return verify([*options, args.target, "--max-keys", args.max_keys, *flags])
+    timeout = ["--settle-timeout", args.settle_timeout]
+    return verify([*options, args.target, "--max-keys", args.max_keys, *timeout, *flags])
 
 
 def _usage(message: str) -> int:
