@@ -15,11 +15,12 @@ What it does (docs/reliability.md has the long run and its figures):
    ``--outage`` seconds, ``pg_terminate_backend`` of the destination's connections, the state
    directory's disk filled for a while;
 5. stops the load, waits (bounded, with progress) until every schema has caught up, compares every
-   table row by row (``warpd.verify.verify_table``) and prints kills done, outages survived, rows
-   compared and rows differing.
+   table row by row (``warpd.verify.verify_table``), then runs ``cartridge-warp verify`` (the key-range
+   checksums users run, docs/verify.md) on every schema with its daemon's configuration, and prints
+   kills done, outages survived, rows compared, rows differing and the keys verify found differing.
 
-Exit status: 0 when every table is identical, nothing went to the dead-letter table and everything
-caught up; 1 otherwise; 2 on a set-up error.  Everything it created (databases, schemas, mounts,
+Exit status: 0 when every table is identical by both comparisons, nothing went to the dead-letter
+table and everything caught up; 1 otherwise; 2 on a set-up error.  Everything it created (databases, schemas, mounts,
 processes) is removed on the way out, also on Ctrl-C, and a database it stopped is always started
 again.  The logs stay in the run directory when the run failed (its path is printed).
 
@@ -602,7 +603,40 @@ class Torture:
             time.sleep(5)
         last["caught_up"] = caught_up
         last["behind"] = self._behind(targets)
+        last.update(self.verify_checksums())
         return last
+
+    def verify_checksums(self) -> dict[str, Any]:
+        """``cartridge-warp verify`` (key-range checksums, docs/verify.md) of every schema, with its
+        daemon's configuration: the product's own check, beside the row-by-row comparison above."""
+        found: dict[str, Any] = {"verify_differing": 0, "verify_tables": 0, "verify_errors": []}
+        for s in self.schemas:
+            d = self.daemons[s.daemon]
+            cmd = [sys.executable, "-m", "warpd", "verify", "--config", d.config_path, "--json"]
+            done = subprocess.run(
+                [*cmd, "--max-keys", "5", "--settle-timeout", "60", s.name],
+                capture_output=True,
+                text=True,
+                timeout=max(600.0, self.args.catchup_timeout),
+            )
+            try:
+                doc = json.loads(done.stdout)
+            except ValueError:
+                doc = None
+            if done.returncode not in (0, 1) or doc is None:
+                tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                found["verify_errors"].append(f"{s.name}: verify exit {done.returncode}: {tail[:300]}")
+                found["verify_differing"] += 1  # not verified is not equal
+                continue
+            for table in doc["tables"]:
+                found["verify_tables"] += 1
+                found["verify_differing"] += int(table["differing_keys"])
+                if table["differing_keys"]:
+                    found["verify_errors"].append(
+                        f"{s.name}.{table['table']}: {table['differing_keys']} differing keys, "
+                        f"first {table['keys']}"
+                    )
+        return found
 
     def _binlog_end(self) -> tuple[int, int]:
         conn = mysql_root()
@@ -774,7 +808,12 @@ def report(t: Torture, result: dict[str, Any], seconds: float) -> dict[str, Any]
         "skipped": tally.skipped,
         **result,
     }
-    ok = result.get("caught_up") and result["rows_differing"] == 0 and result["dead_letters"] == 0
+    ok = (
+        result.get("caught_up")
+        and result["rows_differing"] == 0
+        and result["dead_letters"] == 0
+        and result.get("verify_differing", 1) == 0
+    )
     summary["ok"] = bool(ok)
     out = sys.stderr if QUIET_STDOUT else sys.stdout
     lines = [
@@ -794,6 +833,9 @@ def report(t: Torture, result: dict[str, Any], seconds: float) -> dict[str, Any]
         f"rows differing: {result['rows_differing']}",
         *(f"  {v['summary']}" for v in result["tables"].values() if v["summary"]),
         *(f"  {e}" for e in result["errors"]),
+        f"cartridge-warp verify (checksums): {result.get('verify_tables', 0)} tables, "
+        f"{result.get('verify_differing', '?')} keys differing",
+        *(f"  {e}" for e in result.get("verify_errors", [])),
     ]
     print("\n".join(lines), file=out, flush=True)
     if QUIET_STDOUT:
