@@ -80,6 +80,10 @@ class DestinationPool:
             self._all.clear()
 
 
+#: row states per worker transaction below which a batch is not split further (TableApplier.parts_for)
+ROWS_PER_PART = 256
+
+
 def part_of(key: Hashable, parts: int) -> int:
     """The part (of ``parts``) a row with ``key`` is written in: the same in every process (unlike
     ``hash()``, salted per process), so a batch rebuilt after a crash splits as it did before."""
@@ -205,6 +209,14 @@ class TableApplier:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
+    def parts_for(self, rows: int) -> int:
+        """How many parts (worker transactions, each on its own connection) a batch of ``rows`` row
+        states is split into: one per :data:`ROWS_PER_PART` begun, at most ``workers``.  A small batch
+        gains nothing from parallel transactions, and every worker thread keeps a connection open:
+        a schema of many tables with a few changes each would otherwise hold ``workers`` connections
+        per table."""
+        return max(1, min(self.workers, -(-rows // ROWS_PER_PART)))
+
     def key_of(self, row: dict[str, Any]) -> Hashable:
         return self.plan.key_of(row)
 
@@ -222,7 +234,8 @@ class TableApplier:
         of a part that a crash interrupted after they were committed (the batch is being rebuilt).
         """
         started = time.perf_counter()
-        count = fence.parts if fence is not None else self.workers
+        states = list(states)
+        count = fence.parts if fence is not None else self.parts_for(len(states))
         parts: list[list[FinalState]] = [[] for _ in range(count)]
         for st in states:
             parts[part_of(self.key_of(st.row), count)].append(st)

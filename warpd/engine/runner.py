@@ -1084,7 +1084,8 @@ class SchemaRunner:
                     seq=batch.seq,
                     position=batch.position,
                     skip=batch.skip,
-                    parts=stored[0].parts if stored else applier.workers,  # split as before the crash
+                    # split as before the crash
+                    parts=stored[0].parts if stored else applier.parts_for(len(states)),
                     rows_done=0,
                     epoch=self._epoch,
                     where=self._fence_where,
