@@ -49,27 +49,26 @@ def _dest_rows(dbs: Databases, table: str, columns: str) -> list[tuple[Any, ...]
     return sorted(tuple(r) for r in dbs.dest.query(f"SELECT {columns} FROM {{}}", table))
 
 
-@pytest.mark.parametrize("batches", [1, 2], ids=["first-batch", "second-batch"])
-def test_crash_between_destination_commit_and_state_file_replays_nothing(
-    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any, batches: int
-) -> None:
-    """``batches`` 1: the crash follows the first batch, cut inside a source transaction; 2: the state
-    file records the first (8 row changes into the transaction) and the crash follows the second."""
+CONFIG = (
+    "schemas:\n  - name: {name}\n    deletes: soft\n    metadata_columns: true\n"
+    "    batch_size: 5\n    max_batch_latency_ms: 5000\n    default_max_parallel_streams: 3\n"
+)
+
+
+def _crash_inside_transaction(dbs: Databases, warp: Callable[..., Warp], tmp_path: Any, batches: int) -> Warp:
+    """Replicate tables acct (keyed) and nokey (no key), then run one source transaction whose first batch
+    (5 row changes of nokey reach batch_size) is cut inside it, with a crash right after the destination
+    commit of batch ``batches``; returns the process (dying)."""
     dbs.sql("CREATE TABLE acct (id INT PRIMARY KEY, v VARCHAR(20))")
     dbs.sql("CREATE TABLE nokey (a INT, b VARCHAR(20))")  # no key: the row hash identifies a row
     dbs.many("INSERT INTO acct VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, 21)])
-    config = write_config(
-        tmp_path,
-        f"schemas:\n  - name: {dbs.name}\n    deletes: soft\n    metadata_columns: true\n"
-        "    batch_size: 5\n    max_batch_latency_ms: 5000\n    default_max_parallel_streams: 3\n",
-    )
+    config = write_config(tmp_path, CONFIG.format(name=dbs.name))
     w = warp(config, env={"WARP_FAULT_AFTER_DEST_COMMIT": str(batches)})
     wait_until(lambda: STREAMING in w.output or not w.alive(), 150, "the snapshot to finish")
     assert w.alive(), w.output[-4000:]
-    state_dir = w.cmd[w.cmd.index("--state-dir") + 1]
 
-    # One source transaction: the first batch (5 row changes of nokey reach batch_size) is cut inside it,
-    # and holds updates of acct (soft deletes, metadata columns) and inserts into the keyless table.
+    # The first batch holds updates of acct (soft deletes, metadata columns) and inserts into the keyless
+    # table; the second 5 more inserts; the transaction ends with changes of acct.
     conn = mysql_root(dbs.name)
     try:
         with conn.cursor() as cur:
@@ -84,17 +83,29 @@ def test_crash_between_destination_commit_and_state_file_replays_nothing(
             cur.execute("COMMIT")
     finally:
         conn.close()
+    return w
+
+
+@pytest.mark.parametrize("batches", [1, 2], ids=["first-batch", "second-batch"])
+def test_crash_between_destination_commit_and_state_file_replays_nothing(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any, batches: int
+) -> None:
+    """``batches`` 1: the crash follows the first batch, cut inside a source transaction; 2: the state
+    file records the first (8 row changes into the transaction) and the crash follows the second."""
+    w = _crash_inside_transaction(dbs, warp, tmp_path, batches)
+    config = os.path.join(str(tmp_path), "config.yaml")
+    state_dir = w.cmd[w.cmd.index("--state-dir") + 1]
 
     rc = w.wait(120)
     assert rc == 137, f"exit code {rc}:\n{w.output[-4000:]}"
     # the crash came where intended: the destination holds the last batch, the state file does not
     store = StateStore(state_dir)
     try:
-        assert store.checkpoint_mark(dbs.name) == ((0, 0) if batches == 1 else (1, 8))
+        assert store.checkpoint_mark(dbs.name) == ((0, {}) if batches == 1 else (1, {"acct": 3, "nokey": 5}))
     finally:
         store.close()
     fence = dbs.dest.query(
-        "SELECT table_name, seq, skip FROM {} WHERE schema_name = %s AND table_name <> ''",
+        "SELECT table_name, seq, skip, skip_tables FROM {} WHERE schema_name = %s AND table_name <> ''",
         FENCE_TABLE,
         args=(dbs.name,),
     )
@@ -103,6 +114,9 @@ def test_crash_between_destination_commit_and_state_file_replays_nothing(
     assert {r[0] for r in last} == ({"acct", "nokey"} if batches == 1 else {"nokey"}), fence
     # the first batch ends 8 row changes into the transaction, the second 5 further
     assert {r[2] for r in last} == {8 + 5 * (batches - 1)}, fence
+    # ... counted per table: 3 of acct, then 5 (and 5 more) of nokey
+    counts = [dbs.dest.json(r[3]) for r in last]
+    assert counts and all(c == {"acct": 3, "nokey": 5 * batches} for c in counts), fence
     applied_acct = _synced(dbs, "acct", "id")
     applied_nokey = _synced(dbs, "nokey", "a")
     assert sorted(applied_nokey) == list(range(5 * batches))
@@ -143,10 +157,61 @@ def test_crash_between_destination_commit_and_state_file_replays_nothing(
         store.close()
 
 
+@pytest.mark.parametrize("left_out", ["nokey", "acct"])
+def test_resume_inside_a_transaction_under_new_table_filters_applies_each_change_once(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any, left_out: str
+) -> None:
+    """The state file holds a batch cut inside a source transaction (3 changes of acct and 5 of nokey
+    into it) and the destination the next one; the restart leaves one of the two tables out
+    (``table_blacklist``).  The changes held already are counted per table, so the other table's are
+    passed over exactly: none lost (acct's updates after the cut, when nokey is left out: a single
+    count of 8 passed over 8 changes of acct), none written twice (nokey's rows keep their sync time)."""
+    w = _crash_inside_transaction(dbs, warp, tmp_path, 2)
+    state_dir = w.cmd[w.cmd.index("--state-dir") + 1]
+    rc = w.wait(120)
+    assert rc == 137, f"exit code {rc}:\n{w.output[-4000:]}"
+    store = StateStore(state_dir)
+    try:
+        assert store.checkpoint_mark(dbs.name) == (1, {"acct": 3, "nokey": 5})
+    finally:
+        store.close()
+    kept = "acct" if left_out == "nokey" else "nokey"
+    applied = _synced(dbs, "acct", "id") if kept == "acct" else _synced(dbs, "nokey", "a")
+
+    config = write_config(tmp_path, CONFIG.format(name=dbs.name) + f"    table_blacklist: [{left_out}]\n")
+    w2 = warp(config)
+    wait_until(lambda: STREAMING in w2.output or not w2.alive(), 150, "the restart")
+    assert w2.alive(), w2.output[-4000:]
+    if kept == "nokey":
+        dbs.sql("INSERT INTO nokey VALUES (10, 'z')")  # after the transaction: the stream reads on
+    else:
+        dbs.sql("UPDATE acct SET v = 'third' WHERE id = 19")
+    assert_converged(dbs, w2, [kept], soft_delete=True)
+    out = stop_cleanly(w2)
+
+    after = _synced(dbs, "acct", "id") if kept == "acct" else _synced(dbs, "nokey", "a")
+    if kept == "acct":
+        rows = _dest_rows(dbs, "acct", "id, v, _warp_deleted_at IS NOT NULL")
+        assert [r for r in rows if r[1] != f"v{r[0]}" or r[2]] == (
+            [(i, "first", 0) for i in (1, 2, 3)]
+            + [(i, "second", 0) for i in range(11, 16)]
+            + [(19, "third", 0), (20, "v20", 1)]
+        )
+        for i in (1, 2, 3):  # held by the state file's batch: not written again
+            assert after[i] == applied[i], i
+    else:
+        assert _dest_rows(dbs, "nokey", "a, b") == [(i, "x" if i < 5 else "y") for i in range(10)] + [
+            (10, "z")
+        ]
+        for a in range(10):  # held by the state file's batch and the destination's: not written again
+            assert after[a] == applied[a], a
+    assert "applied again" not in out, out[-4000:]
+
+
 def test_state_file_from_before_the_fence_opens(tmp_path: Any) -> None:
     """A state file written before checkpoints had a batch number opens: seq and skip default to 0."""
     path = os.path.join(str(tmp_path), STATE_FILE_NAME)
-    old = len(MIGRATIONS) - 1
+    old = len(MIGRATIONS) - 2  # (6: seq and skip; 7: skip per table)
     conn = sqlite3.connect(path, isolation_level=None)
     for script in MIGRATIONS[:old]:
         for statement in script.split(";"):
@@ -161,13 +226,56 @@ def test_state_file_from_before_the_fence_opens(tmp_path: Any) -> None:
     store = StateStore(str(tmp_path))
     try:
         assert store.checkpoint("shop") == {"file": "mariadb-bin.000003", "pos": 1234}
-        assert store.checkpoint_mark("shop") == (0, 0)
-        store.save_checkpoint("shop", {"file": "mariadb-bin.000003", "pos": 2000}, seq=4, skip=3)
-        assert store.checkpoint_mark("shop") == (4, 3)
+        assert store.checkpoint_mark("shop") == (0, {})
+        store.save_checkpoint(
+            "shop", {"file": "mariadb-bin.000003", "pos": 2000}, seq=4, skip={"a": 3, "b": 0}
+        )
+        assert store.checkpoint_mark("shop") == (4, {"a": 3})
         store.save_checkpoint("shop", {"file": "mariadb-bin.000003", "pos": 3000})  # keeps seq
-        assert store.checkpoint_mark("shop") == (4, 0)
+        assert store.checkpoint_mark("shop") == (4, {})
     finally:
         store.close()
+
+
+def test_state_file_with_a_total_count_opens(tmp_path: Any) -> None:
+    """A checkpoint written while the row changes after its position were one total (state version 6)
+    reads as that many changes of any table (``""``), as they were passed over then."""
+    path = os.path.join(str(tmp_path), STATE_FILE_NAME)
+    old = len(MIGRATIONS) - 1
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:old]:
+        conn.executescript(script)
+    conn.execute(f"PRAGMA user_version = {old:d}")
+    conn.execute(
+        "INSERT INTO checkpoints (schema_name, position, source_ts, updated_at, seq, skip) VALUES (?, ?, ?, ?, ?, ?)",
+        ("shop", '{"file": "mariadb-bin.000003", "pos": 1234}', 1.0, 2.0, 6, 3),
+    )
+    conn.close()
+    store = StateStore(str(tmp_path))
+    try:
+        assert store.checkpoint_mark("shop") == (6, {"": 3})
+    finally:
+        store.close()
+
+
+def test_fence_table_from_before_per_table_counts_gains_them(dbs: Databases) -> None:
+    """A fence table created before ``skip_tables`` gets the column at the next start, and its rows read
+    with their total as a count of any table."""
+    dest = dbs.dest.connector()
+    try:
+        dest.read_fence(dbs.dest_schema, dbs.name)  # creates the table
+        dbs.dest.query("ALTER TABLE {} DROP COLUMN skip_tables", FENCE_TABLE)
+        dbs.dest.query(
+            "INSERT INTO {} (schema_name, table_name, part, seq, position, skip, parts, rows_done, epoch) "
+            "VALUES (%s, 'acct', 0, 3, %s, 5, 1, 2, 1)",
+            FENCE_TABLE,
+            args=(dbs.name, '{"pos": 1}'),
+        )
+        rows = dest.read_fence(dbs.dest_schema, dbs.name)
+        assert [(r.table, r.seq, r.skip, dict(r.skip_tables)) for r in rows] == [("acct", 3, 5, {"": 5})]
+        assert "skip_tables" in dbs.dest.columns(FENCE_TABLE)
+    finally:
+        dest.close()
 
 
 def test_partition_is_the_same_in_every_process() -> None:

@@ -223,3 +223,11 @@ def json_of(ct: ColumnType, value: Any) -> str | None:
     if kind in (Kind.JSON, Kind.TEXT_ARRAY):
         return json.dumps(value, ensure_ascii=False) if kind is Kind.TEXT_ARRAY else str(value)
     raise FatalError(f"no rule turns a {ct.describe()} value into JSON in place; copy the table again")
+
+
+def skip_counts(skip: int, stored: str | None) -> dict[str, int]:
+    """Per-table counts of row changes after a position, from their stored JSON (``stored``), or
+    from a total stored before counts were kept per table (``{"": skip}``: that many of any table)."""
+    if stored:
+        return {str(t): int(n) for t, n in json.loads(stored).items() if int(n)}
+    return {"": skip} if skip else {}

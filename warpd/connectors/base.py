@@ -581,10 +581,12 @@ FENCE_TABLE = "_warp_checkpoints"
 class FenceRow:
     """One row of :data:`FENCE_TABLE` (a schema's table and part), as ``read_fence`` returns it.
 
-    ``seq`` numbers the engine's batches, ``position`` and ``skip`` say where the batch ends in the
-    change stream (``skip``: row changes after ``position`` it holds), ``parts`` is how many parts
-    the table's rows were split into, and ``rows_done`` how many items of this part (in their
-    deterministic order) are committed; ``epoch`` is the writer's.
+    ``seq`` numbers the engine's batches, ``position`` and ``skip_tables`` say where the batch ends in
+    the change stream (``skip_tables``: how many row changes of each table after ``position`` it holds;
+    ``skip`` is their sum; a fence row written before per-table counts has ``{"": skip}``: that many
+    row changes of any table), ``parts`` is how many parts the table's rows were split into, and
+    ``rows_done`` how many items of this part (in their deterministic order) are committed;
+    ``epoch`` is the writer's.
     """
 
     table: str
@@ -595,6 +597,7 @@ class FenceRow:
     parts: int
     rows_done: int
     epoch: int = 0
+    skip_tables: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -607,7 +610,8 @@ class Fence(FenceRow):
     schema: str = ""
 
     def values(self) -> tuple[Any, ...]:
-        """(schema_name, table_name, part, seq, position as JSON, skip, parts, rows_done, epoch)."""
+        """(schema_name, table_name, part, seq, position as JSON, skip, parts, rows_done, epoch,
+        skip_tables as JSON)."""
         position = json.dumps(dict(self.position), sort_keys=True, default=str)
         return (
             self.schema,
@@ -619,6 +623,7 @@ class Fence(FenceRow):
             self.parts,
             self.rows_done,
             self.epoch,
+            json.dumps(dict(self.skip_tables), sort_keys=True),
         )
 
     def check_epoch(self, stored: tuple[Any, Any] | None) -> None:

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from warpd import logs, metrics
@@ -88,7 +88,8 @@ class _Batch:
     position: Position
     source_ts: float | None
     seq: int = 0  # numbers the batches of the state file and of the destination fence
-    skip: int = 0  # row changes after ``position`` the batch holds (cut inside a source transaction)
+    # row changes of each table after ``position`` the batch holds (cut inside a source transaction)
+    skip: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -99,12 +100,34 @@ class _Recovery:
     seq: int
     target: Position
     position: str  # where it ends (canonical JSON) ...
-    skip: int  # ... and how many row changes after that position it holds
+    skip: Mapping[str, int]  # ... and how many row changes of each table after that position it holds
     rows: dict[str, list[FenceRow]]  # table -> its parts' fence rows of this batch
 
 
 def _canonical(position: Mapping[str, Any]) -> str:
     return json.dumps(dict(position), sort_keys=True, default=str)
+
+
+def _reaches(read: Mapping[str, int], end: Mapping[str, int], streamed: Callable[[str], bool]) -> bool:
+    """Whether ``read`` (row changes of each table read after a position) is where a batch holding
+    ``end`` ends.  Counts per table, so a table the filters leave out now (``streamed`` False) does
+    not count, and a table let in since (absent from ``end``) is not part of the batch; counts
+    recorded as a total (``""``, before they were kept per table) compare as totals."""
+    if "" in end or "" in read:
+        return sum(read.values()) == sum(end.values())
+    return all(read.get(t, 0) == n for t, n in end.items() if streamed(t))
+
+
+def _beyond(read: Mapping[str, int], end: Mapping[str, int]) -> bool:
+    """Whether ``read`` went past the end of a batch holding ``end`` (see :func:`_reaches`)."""
+    if "" in end or "" in read:
+        return sum(read.values()) > sum(end.values())
+    return any(read.get(t, 0) > n for t, n in end.items())
+
+
+def _described(skip: Mapping[str, int]) -> str:
+    """Per-table counts for a log line."""
+    return ", ".join(f"{t or 'any table'}: {n}" for t, n in sorted(skip.items())) or "none"
 
 
 class SchemaRunner:
@@ -186,8 +209,8 @@ class SchemaRunner:
         self._fenced = bool(self.dest.capabilities.fenced_writes)
         self._fence_where = schema.checkpoint_schema or schema.destination_schema
         self._seq = 0  # the last batch number given (see _Batch.seq)
-        self._since_safe = 0  # row changes read since safe_pos last moved
-        self._skip_left = 0  # row changes the reopened stream repeats that are held already
+        self._since_safe: Counter[str] = Counter()  # row changes of each table read since safe_pos moved
+        self._skip_left: Counter[str] = Counter()  # row changes the reopened stream repeats, held already
         self._recovery: _Recovery | None = None
         # a fenced batch that failed part way (some parts committed): applied again with the same number
         # and bounds, only what the fence lacks, before anything newer (_apply_failed)
@@ -743,7 +766,9 @@ class SchemaRunner:
         self.last_saved_at = time.monotonic()
         self._stats_at, self._stats_events = time.monotonic(), 0
         self._seq, skip = self.store.checkpoint_mark(self.name)
-        self._since_safe = self._skip_left = skip  # applied already: the first row changes read
+        # applied already: the first row changes read of each table (per table, so the count stays
+        # right when the table filters changed since: a table left out is not read, a new one not held)
+        self._since_safe, self._skip_left = Counter(skip), Counter(skip)
         self._recovery = self._fenced_batch() if self._fenced else None
         backoff = Backoff(self.global_retry, "reading the change stream", self.should_stop)
         log.info("schema %s: streaming changes from %s", self.name, checkpoint)
@@ -776,7 +801,7 @@ class SchemaRunner:
                     raise
                 metrics.error(self.name, type(exc).__name__)
                 self.source.close()
-                self._skip_left = self._since_safe  # held already (pending, in flight or applied)
+                self._skip_left = Counter(self._since_safe)  # held already (pending, in flight or applied)
                 delay = backoff.failed(exc, f"schema {self.name}: reconnecting from {self.safe_pos}")
                 try:
                     backoff.wait(delay)
@@ -824,17 +849,17 @@ class SchemaRunner:
             self._seq = last  # the next batches are numbered after every one the fence holds
             return None
         first = next(row for row in ahead if row.seq == last)
-        recovery = _Recovery(last, dict(first.position), _canonical(first.position), first.skip, {})
+        recovery = _Recovery(last, dict(first.position), _canonical(first.position), first.skip_tables, {})
         for row in ahead:
             if row.seq == last:
                 recovery.rows.setdefault(row.table, []).append(row)
         log.info(
-            "schema %s: the destination committed batch %d (%s, %d row changes on) after the state file's "
+            "schema %s: the destination committed batch %d (%s, row changes on: %s) after the state file's "
             "checkpoint; rebuilding it from the stream to apply only what it lacks",
             self.name,
             last,
             recovery.position,
-            recovery.skip,
+            _described(recovery.skip),
         )
         return recovery
 
@@ -842,22 +867,47 @@ class SchemaRunner:
         """Whether the stream read went past the end of the batch being rebuilt without meeting it."""
         here = _canonical(self.safe_pos)
         if here == recovery.position:
-            return self._since_safe > recovery.skip
+            return _beyond(self._since_safe, recovery.skip)
         return self._precedes is not None and not self._precedes(self.safe_pos, recovery.target)
 
     def _at_end_of(self, recovery: _Recovery) -> bool:
         """Whether the stream read is where the batch being rebuilt ended."""
-        return self._since_safe == recovery.skip and _canonical(self.safe_pos) == recovery.position
+        return _canonical(self.safe_pos) == recovery.position and _reaches(
+            self._since_safe, recovery.skip, self.schema.includes
+        )
+
+    def _held(self, table: str) -> bool:
+        """Whether the next row change of ``table`` read is one the destination holds already (and
+        count it off): the first ones of each table after the checkpoint's position, by its counts;
+        counts recorded as a total (``""``) stand for the first row changes of any table."""
+        left = self._skip_left
+        for key in ("", table):
+            if left.get(key, 0) > 0:
+                left[key] -= 1
+                if not left[key]:
+                    del left[key]
+                return True
+        return False
 
     def _handle(self, event: Any) -> None:
         now = time.monotonic()
         if isinstance(event, RowChange):
-            if self._skip_left:  # applied already: the checkpoint (or the stream before it reopened) holds it
-                self._skip_left -= 1
-                return
-            if self._recovery is not None and self.pending and self._at_end_of(self._recovery):
-                self._flush()  # the rebuilt batch, whole, failed once and is retried before reading on
-            self._since_safe += 1
+            if self._skip_left and self._held(event.table):
+                return  # applied already: the checkpoint (or the stream before it reopened) holds it
+            recovery = self._recovery
+            if recovery is not None and self._at_end_of(recovery):
+                if self.pending:
+                    self._flush()  # the rebuilt batch, whole, failed once and is retried before reading on
+                else:  # none of its changes is of a table replicated now (the table filters changed)
+                    log.info(
+                        "schema %s: batch %d, which the destination holds, has no change of the tables "
+                        "replicated now; reading on after it",
+                        self.name,
+                        recovery.seq,
+                    )
+                    self._recovery = None
+                    self._seq = max(self._seq, recovery.seq)
+            self._since_safe[event.table] += 1
         if self.copy_positions and self._in_copy(event):
             pass  # its table's copy holds its effect already
         elif isinstance(event, RowChange):
@@ -871,7 +921,7 @@ class SchemaRunner:
             self.pending_bytes += event.size
             if self._positions_per_change:
                 self.safe_pos = event.position  # saved once this change is applied (_flush)
-                self._since_safe = 0
+                self._since_safe = Counter()
             count = self.pending_counts.get(event.table, 0) + 1
             self.pending_counts[event.table] = count
             batch_size = self.schema.table_settings(event.table).batch_size
@@ -886,7 +936,7 @@ class SchemaRunner:
         elif isinstance(event, Heartbeat):
             if event.position is not None:
                 if _canonical(event.position) != _canonical(self.safe_pos):
-                    self._since_safe = 0
+                    self._since_safe = Counter()
                 self.safe_pos = dict(event.position)
                 if self.copy_positions:
                     self._caught_up(event.position)
@@ -905,7 +955,7 @@ class SchemaRunner:
                         self.store, self.tables, event.position, self.dest, self.plans
                     )
             self.safe_pos = dict(event.position)
-            self._since_safe = 0
+            self._since_safe = Counter()
             self._save(event.source_ts)
         if self._recovery is not None and self.pending:
             if self._at_end_of(self._recovery) or self._past_end_of(self._recovery):
@@ -996,7 +1046,9 @@ class SchemaRunner:
     def _save(self, source_ts: float | None) -> None:
         self._drain()  # a batch still being applied holds changes from before safe_pos
         # nothing is pending: every batch numbered so far is applied, and every row change read since
-        self.store.save_checkpoint(self.name, self.safe_pos, source_ts, seq=self._seq, skip=self._since_safe)
+        self.store.save_checkpoint(
+            self.name, self.safe_pos, source_ts, seq=self._seq, skip=dict(self._since_safe)
+        )
         self.saved_pos = dict(self.safe_pos)
         self.last_saved_at = time.monotonic()
 
@@ -1017,12 +1069,12 @@ class SchemaRunner:
             # the stream changed course before the end of the batch the fence holds (it cannot, but
             # for a source that resumes elsewhere): its changes are applied whole, at least once
             log.warning(
-                "schema %s: the stream did not reach the end of batch %d (%s, %d row changes on) that the "
+                "schema %s: the stream did not reach the end of batch %d (%s, row changes on: %s) that the "
                 "destination holds in part; its changes are applied again",
                 self.name,
                 recovery.seq,
                 recovery.position,
-                recovery.skip,
+                _described(recovery.skip),
             )
             self._seq = max(self._seq, recovery.seq)
             self._recovery = recovery = None
@@ -1044,7 +1096,7 @@ class SchemaRunner:
             dict(self.safe_pos),
             self.pending[-1].source_ts,
             recovery.seq if recovery is not None else self._seq,
-            self._since_safe,
+            dict(self._since_safe),
         )
         self.pending = []
         self.pending_counts = {}
@@ -1083,7 +1135,8 @@ class SchemaRunner:
                     part=0,
                     seq=batch.seq,
                     position=batch.position,
-                    skip=batch.skip,
+                    skip=sum(batch.skip.values()),
+                    skip_tables=batch.skip,
                     # split as before the crash
                     parts=stored[0].parts if stored else applier.parts_for(len(states)),
                     rows_done=0,

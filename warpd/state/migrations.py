@@ -111,4 +111,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE checkpoints ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE checkpoints ADD COLUMN skip INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: those row changes counted per table (JSON {table: n}; NULL: ``skip`` is a total of any table),
+    #    so a resume under other table filters skips exactly the changes of each table applied already
+    """
+    ALTER TABLE checkpoints ADD COLUMN skip_tables TEXT;
+    """,
 )

@@ -20,7 +20,7 @@ from typing import Any
 from warpd.errors import FatalError
 from warpd.state.migrations import MIGRATIONS
 from warpd.state.permissions import prepare_state_dir
-from warpd.types import Column, ColumnType, Kind, TableSchema
+from warpd.types import Column, ColumnType, Kind, TableSchema, skip_counts
 
 STATE_FILE_NAME = "state.db"
 
@@ -236,15 +236,16 @@ class StateStore:
         )
         return json.loads(row[0]) if row else None
 
-    def checkpoint_mark(self, schema: str) -> tuple[int, int]:
-        """(seq, skip) of ``schema``'s checkpoint: the last streaming batch it covers, and how many
-        row changes after its position are applied already; (0, 0) when there is none."""
+    def checkpoint_mark(self, schema: str) -> tuple[int, dict[str, int]]:
+        """(seq, skip) of ``schema``'s checkpoint: the last streaming batch it covers, and how many row
+        changes of each table after its position are applied already (``{"": n}``: n of any table, as
+        recorded before the counts were kept per table); (0, {}) when there is none."""
         row = (
             self._conn()
-            .execute("SELECT seq, skip FROM checkpoints WHERE schema_name = ?", (schema,))
+            .execute("SELECT seq, skip, skip_tables FROM checkpoints WHERE schema_name = ?", (schema,))
             .fetchone()
         )
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        return (int(row[0]), skip_counts(int(row[1]), row[2])) if row else (0, {})
 
     def save_checkpoint(
         self,
@@ -253,18 +254,28 @@ class StateStore:
         source_ts: float | None = None,
         *,
         seq: int | None = None,
-        skip: int = 0,
+        skip: Mapping[str, int] | None = None,
     ) -> None:
-        """Store ``position`` (and ``skip``: row changes after it already applied); ``seq``: the last
-        streaming batch it covers (None keeps the stored one)."""
+        """Store ``position`` (and ``skip``: row changes of each table after it already applied);
+        ``seq``: the last streaming batch it covers (None keeps the stored one)."""
+        counts = {t: n for t, n in (skip or {}).items() if n}
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO checkpoints (schema_name, position, source_ts, updated_at, seq, skip) "
-                "VALUES (?, ?, ?, ?, ?, ?) "
+                "INSERT INTO checkpoints (schema_name, position, source_ts, updated_at, seq, skip, skip_tables) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (schema_name) DO UPDATE SET position = excluded.position, "
                 "source_ts = COALESCE(excluded.source_ts, checkpoints.source_ts), updated_at = excluded.updated_at, "
-                "seq = COALESCE(?, checkpoints.seq), skip = excluded.skip",
-                (schema, _dumps(dict(position)), source_ts, time.time(), seq or 0, skip, seq),
+                "seq = COALESCE(?, checkpoints.seq), skip = excluded.skip, skip_tables = excluded.skip_tables",
+                (
+                    schema,
+                    _dumps(dict(position)),
+                    source_ts,
+                    time.time(),
+                    seq or 0,
+                    sum(counts.values()),
+                    _dumps(counts) if counts else None,
+                    seq,
+                ),
             )
 
     def reset_schema(self, schema: str) -> None:

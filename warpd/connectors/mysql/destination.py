@@ -77,7 +77,7 @@ from warpd.connectors.mysql.rowhash import RangeChecksumMethods, RangeQueries
 from warpd.connectors.postgresql.naming import fit_identifier, map_columns
 from warpd.errors import FatalError, TransientError
 from warpd.redact import redact
-from warpd.types import Column, ColumnType, Kind, TableSchema, json_of
+from warpd.types import Column, ColumnType, Kind, TableSchema, json_of, skip_counts
 
 log = logging.getLogger(__name__)
 
@@ -886,21 +886,34 @@ class MySQLDestination(RangeChecksumMethods):
                 "table_name VARCHAR(255) NOT NULL, part INT NOT NULL, seq BIGINT NOT NULL, "
                 "position LONGTEXT NOT NULL, skip BIGINT NOT NULL, parts INT NOT NULL, "
                 "rows_done BIGINT NOT NULL, epoch BIGINT NOT NULL DEFAULT 0, "
-                "updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), "
+                "updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), skip_tables LONGTEXT NULL, "
                 "PRIMARY KEY (schema_name, table_name, part)) ENGINE=InnoDB "
                 f"DEFAULT CHARSET=utf8mb4 COLLATE={self.collation}",
             ]
         )
         with self._transaction() as cur:
             cur.execute(
-                f"SELECT table_name, part, seq, position, skip, parts, rows_done, epoch FROM {table} "
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                "AND column_name = 'skip_tables'",
+                (where, FENCE_TABLE),
+            )
+            missing = cur.fetchone() is None
+        if (
+            missing
+        ):  # a fence table from before per-table counts (NULL: a total only); MySQL has no IF NOT EXISTS
+            self._execute([f"ALTER TABLE {table} ADD COLUMN skip_tables LONGTEXT NULL"])
+        with self._transaction() as cur:
+            cur.execute(
+                f"SELECT table_name, part, seq, position, skip, parts, rows_done, epoch, skip_tables FROM {table} "
                 "WHERE schema_name = %s ORDER BY table_name, part",
                 (schema,),
             )
             rows = cur.fetchall()
         return [
-            FenceRow(t, int(p), int(q), json.loads(pos), int(k), int(n), int(d), int(e))
-            for t, p, q, pos, k, n, d, e in rows
+            FenceRow(
+                t, int(p), int(q), json.loads(pos), int(k), int(n), int(d), int(e), skip_counts(int(k), by)
+            )
+            for t, p, q, pos, k, n, d, e, by in rows
         ]
 
     def clear_fence(self, where: str, schema: str) -> None:
@@ -937,10 +950,11 @@ class MySQLDestination(RangeChecksumMethods):
         fence.check_epoch(cur.fetchone())
         cur.execute(
             f"INSERT INTO {_q(fence.where)}.{_q(FENCE_TABLE)} (schema_name, table_name, part, seq, position, "
-            "skip, parts, rows_done, epoch, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "CURRENT_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE seq = VALUES(seq), position = VALUES(position), "
-            "skip = VALUES(skip), parts = VALUES(parts), rows_done = VALUES(rows_done), "
-            "epoch = VALUES(epoch), updated_at = VALUES(updated_at)",
+            "skip, parts, rows_done, epoch, skip_tables, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, CURRENT_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE seq = VALUES(seq), "
+            "position = VALUES(position), skip = VALUES(skip), parts = VALUES(parts), "
+            "rows_done = VALUES(rows_done), epoch = VALUES(epoch), skip_tables = VALUES(skip_tables), "
+            "updated_at = VALUES(updated_at)",
             fence.values(),
         )
 

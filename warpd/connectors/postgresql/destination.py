@@ -50,7 +50,7 @@ from warpd.connectors.postgresql.rowhash import RangeQueries
 from warpd.connectors.postgresql.types import copy_encoder, pg_type_sql
 from warpd.errors import FatalError, TransientError
 from warpd.redact import redact
-from warpd.types import Kind, TableSchema
+from warpd.types import Kind, TableSchema, skip_counts
 
 log = logging.getLogger(__name__)
 
@@ -745,18 +745,31 @@ class PostgresDestination:
                     "CREATE TABLE IF NOT EXISTS {} (schema_name text NOT NULL, table_name text NOT NULL, "
                     "part integer NOT NULL, seq bigint NOT NULL, position jsonb NOT NULL, skip bigint NOT NULL, "
                     "parts integer NOT NULL, rows_done bigint NOT NULL, epoch bigint NOT NULL DEFAULT 0, "
-                    "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (schema_name, table_name, part))"
+                    "updated_at timestamptz NOT NULL DEFAULT now(), skip_tables jsonb, "
+                    "PRIMARY KEY (schema_name, table_name, part))"
                 ).format(table)
             )
             cur.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                "AND column_name = 'skip_tables'",
+                (where, FENCE_TABLE),
+            )
+            if cur.fetchone() is None:  # a fence table from before per-table counts (NULL: a total only)
+                cur.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS skip_tables jsonb").format(table)
+                )
+            cur.execute(
                 sql.SQL(
-                    "SELECT table_name, part, seq, position::text, skip, parts, rows_done, epoch FROM {} "
-                    "WHERE schema_name = %s ORDER BY table_name, part"
+                    "SELECT table_name, part, seq, position::text, skip, parts, rows_done, epoch, "
+                    "skip_tables::text FROM {} WHERE schema_name = %s ORDER BY table_name, part"
                 ).format(table),
                 (schema,),
             )
             rows = cur.fetchall()
-        return [FenceRow(t, p, q, json.loads(pos), k, n, d, e) for t, p, q, pos, k, n, d, e in rows]
+        return [
+            FenceRow(t, p, q, json.loads(pos), k, n, d, e, skip_counts(k, by))
+            for t, p, q, pos, k, n, d, e, by in rows
+        ]
 
     def clear_fence(self, where: str, schema: str) -> None:
         self.read_fence(where, schema)  # creates the table
@@ -801,10 +814,10 @@ class PostgresDestination:
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (schema_name, table_name, part, seq, position, skip, parts, rows_done, epoch, "
-                "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT (schema_name, "
-                "table_name, part) DO UPDATE SET seq = excluded.seq, position = excluded.position, "
+                "skip_tables, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT "
+                "(schema_name, table_name, part) DO UPDATE SET seq = excluded.seq, position = excluded.position, "
                 "skip = excluded.skip, parts = excluded.parts, rows_done = excluded.rows_done, "
-                "epoch = excluded.epoch, updated_at = excluded.updated_at"
+                "epoch = excluded.epoch, skip_tables = excluded.skip_tables, updated_at = excluded.updated_at"
             ).format(_ident(fence.where, FENCE_TABLE)),
             fence.values(),
         )
