@@ -32,6 +32,7 @@ from tests.destinations import (
     destination_under_test,
     with_destination_schema,
 )
+from tests.lifeline import tied_to_this_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MYSQL_HOST = os.environ.get("WARP_TEST_MYSQL_HOST", "127.0.0.1")
@@ -208,8 +209,8 @@ class Warp:
 
     def start(self) -> Warp:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen(
-            self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
+        self.proc = subprocess.Popen(  # stopped with SIGTERM if the test run dies (tests/lifeline.py)
+            tied_to_this_process(self.cmd), stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
         )
         return self
 

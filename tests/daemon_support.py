@@ -24,6 +24,7 @@ from typing import Any
 import pymysql
 import pytest
 from conftest import MYSQL_HOST, MYSQL_PORT, PG_DSN, ROOT, Databases, mysql_root, wait_until
+from lifeline import tied_to_this_process
 
 SUPERVISOR = """\
 supervisor:
@@ -85,8 +86,8 @@ class Daemon:
     def start(self) -> Daemon:
         self.log_path = os.path.join(self.home, f"warpd-{uuid.uuid4().hex[:6]}.log")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen(
-            [*self.launcher, "--config", self.config_path],
+        self.proc = subprocess.Popen(  # stopped with SIGTERM if the test run dies (tests/lifeline.py)
+            tied_to_this_process([*self.launcher, "--config", self.config_path]),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self.env,
@@ -276,6 +277,15 @@ def make_items(d: Databases, rows: int = 200, table: str = "items") -> None:
     d.sql(f"CREATE TABLE `{table}` (id INT PRIMARY KEY, v VARCHAR(200))")
     if rows:
         d.many(f"INSERT INTO `{table}` (id, v) VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, rows + 1)])
+
+
+def schema_connections(dbs: Databases) -> int:
+    """PostgreSQL sessions of the schema's process (its writers' and its resync, replay and verify ones)."""
+    rows = dbs.pg_rows(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+        (f"cartridge-warp {dbs.name}%",),
+    )
+    return int(rows[0][0])
 
 
 def pid_alive(pid: int) -> bool:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 from conftest import MYSQL_HOST, MYSQL_PORT, ROOT, Warp, converged, mysql_root, wait_until, write_config
+from lifeline import tied_to_this_process
 
 EXAMPLES = Path(ROOT) / "etc" / "cartridge-warp"
 
@@ -354,7 +355,9 @@ def test_snapshot_progress_is_a_live_line_on_a_terminal(dbs, tmp_path):
     primary, secondary = pty.openpty()
     os.makedirs(tmp_path / "state", exist_ok=True)
     w = Warp(dbs, str(tmp_path / "state"), cfg, [], {})  # only its command line: the output goes to the pty
-    proc = subprocess.Popen(w.cmd, stdin=secondary, stdout=secondary, stderr=secondary, cwd=ROOT, env=w.env)
+    proc = subprocess.Popen(
+        tied_to_this_process(w.cmd), stdin=secondary, stdout=secondary, stderr=secondary, cwd=ROOT, env=w.env
+    )
     os.close(secondary)
     screen = b""
     try:

@@ -27,6 +27,7 @@ from daemon_support import (
     make_items,
     pid_alive,
     proc_title,
+    schema_connections,
 )
 
 
@@ -289,6 +290,8 @@ def test_the_children_of_a_killed_master_die_with_it_even_inside_a_long_statemen
         daemon.wait(10)
         # the child cannot see its master go from inside the statement; the kernel kills it
         poll(lambda: not pid_alive(child), 60, f"schema process {child} to die with its master")
+    # its session, granted the lock now, finds its client gone: nothing of the dead child stays connected
+    poll(lambda: schema_connections(dbs) == 0, 60, "the dead child's PostgreSQL sessions to end")
     daemon.start()  # the replacement takes over and loses nothing
     assert daemon.streaming(dbs.name)["pid"] != child
     _converged(dbs)

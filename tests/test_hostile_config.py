@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import pytest
 from conftest import MYSQL_HOST, MYSQL_PORT, PG_DSN, ROOT, Databases, wait_until, write_config
+from lifeline import tied_to_this_process
 from test_cli import assert_no_traceback, config_error, run_cli
 
 from warpd.config import load_config
@@ -484,7 +485,11 @@ def test_password_on_the_command_line_is_hidden_from_proc_cmdline(tmp_path):
     try:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env={**env, "PYTHONPATH": ROOT}, cwd=ROOT
+                tied_to_this_process(cmd),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**env, "PYTHONPATH": ROOT},
+                cwd=ROOT,
             )
             try:
                 wait_until(

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, Databases, Warp, wait_converged, wait_until, write_config
+from lifeline import tied_to_this_process
 
 from warpd import metrics
 
@@ -469,7 +470,7 @@ monitoring:
         log_path = tmp_path / "warpd.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "warpd.supervisor.main", "--config", config],
+                tied_to_this_process([sys.executable, "-m", "warpd.supervisor.main", "--config", config]),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,

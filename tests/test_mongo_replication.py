@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from bson import Binary, Decimal128, Int64, ObjectId
 from conftest import Warp, wait_matching, wait_stopped, wait_until, write_config
+from lifeline import tied_to_this_process
 
 from tests.bigquery_support import documented_name, valid_column_name
 from tests.mongo_support import (
@@ -626,21 +627,23 @@ def test_the_seed_quick_start_command(mongo_backend, tmp_path):
         f.write(src.read().replace("port: 8080", f"port: {_free_port()}"))
     env = {**os.environ, "CARTRIDGE_WARP_STATE_DIR": os.path.join(work, "state")}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "warpd",
-            "--mode",
-            "single",
-            "--source",
-            "mongodb://localhost:27017/ecommerce",
-            "--destination",
-            "postgresql://localhost:5432/warehouse",
-            "--schema",
-            "products",
-            "--config",
-            "config.yaml",
-        ],
+        tied_to_this_process(
+            [
+                sys.executable,
+                "-m",
+                "warpd",
+                "--mode",
+                "single",
+                "--source",
+                "mongodb://localhost:27017/ecommerce",
+                "--destination",
+                "postgresql://localhost:5432/warehouse",
+                "--schema",
+                "products",
+                "--config",
+                "config.yaml",
+            ]
+        ),
         cwd=work,
         env=env,
         stdout=subprocess.PIPE,

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, Databases, converged, wait_until
+from lifeline import tied_to_this_process
 from test_metrics import free_port, scrape, value
 from test_verify import daemon_config
 
@@ -64,7 +65,7 @@ def daemon(dbs: Databases, tmp_path: Any) -> Iterator[Callable[[str], Daemon]]:
         log_path = tmp_path / "warpd.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "warpd.supervisor.main", "--config", config],
+                tied_to_this_process([sys.executable, "-m", "warpd.supervisor.main", "--config", config]),
                 stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
             )  # fmt: skip
         started.append(Daemon(proc, log_path, port, config))

@@ -82,17 +82,27 @@ class System:
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def die_with_parent(parent: int) -> None:
-    """In a freshly forked child: be killed (SIGKILL) when ``parent`` dies, and exit now if it already has.
+def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
+    """In a freshly forked child: be sent ``sig`` (SIGKILL) when ``parent`` dies, and exit now if it already has.
 
     A schema process must not outlive its supervisor: a replacement supervisor
-    would start a second writer for the same schema.  The second check closes
-    the window between ``fork()`` and ``prctl()`` in which the parent may die.
+    would start a second writer for the same schema.  SIGKILL, not SIGTERM: a
+    child stopping slowly (inside a long statement, committing a large batch)
+    would keep its schema's lock past the 5 s its replacement waits for it, and
+    the replacement would exit 2 (FATAL until a reload or ``warpctl resume``).
+    Killed, it holds nothing: the kernel drops its lock and closes its
+    connections (what they had begun is rolled back), and the next child
+    replays from the checkpoint.  The second check closes the window between
+    ``fork()`` and ``prctl()`` in which the parent may die.
+
+    The kernel sends ``sig`` when the *thread* that forked this process exits,
+    not its process: fork from a thread that lives as long as the parent
+    (warpd's master has no other thread).
     """
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
                 log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
         except (OSError, AttributeError) as exc:
             log.warning("prctl(PR_SET_PDEATHSIG) is not available: %s", exc)
