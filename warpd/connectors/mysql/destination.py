@@ -83,6 +83,7 @@ log = logging.getLogger(__name__)
 
 MAX_IDENTIFIER_CHARS = 64
 MAX_COLUMNS = 1017  # InnoDB's limit per table
+DUPLICATE_COLUMN = 1060  # ER_DUP_FIELDNAME
 
 # No silent truncation or zero dates: a value the column cannot hold is an error.
 SQL_MODE = (
@@ -898,10 +899,13 @@ class MySQLDestination(RangeChecksumMethods):
                 (where, FENCE_TABLE),
             )
             missing = cur.fetchone() is None
-        if (
-            missing
-        ):  # a fence table from before per-table counts (NULL: a total only); MySQL has no IF NOT EXISTS
-            self._execute([f"ALTER TABLE {table} ADD COLUMN skip_tables LONGTEXT NULL"])
+        if missing:  # a fence table from before per-table counts (NULL: a total only)
+            try:  # (MySQL has no ADD COLUMN IF NOT EXISTS)
+                with self.conn.cursor() as cur:
+                    cur.execute(f"ALTER TABLE {table} ADD COLUMN skip_tables LONGTEXT NULL")
+            except pymysql.err.MySQLError as exc:
+                if error_code(exc) != DUPLICATE_COLUMN:  # another process added it a moment ago
+                    raise
         with self._transaction() as cur:
             cur.execute(
                 f"SELECT table_name, part, seq, position, skip, parts, rows_done, epoch, skip_tables FROM {table} "

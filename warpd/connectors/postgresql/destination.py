@@ -11,9 +11,9 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.errors
@@ -87,6 +87,8 @@ CAPABILITIES = Capabilities(
 
 # SQLSTATE classes/codes worth retrying: connection exceptions, serialization
 # failure, deadlock, lock timeout, shutdown in progress, cannot connect now.
+_T = TypeVar("_T")
+
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"}
 
 
@@ -101,6 +103,21 @@ def is_transient(exc: BaseException) -> bool:
         return not (code and (code.startswith("28") or code in ("3D000", ROW_TOO_BIG)))
     code = getattr(exc, "pgcode", None) or ""
     return bool(code) and (code in _TRANSIENT_SQLSTATES or code.startswith("08"))
+
+
+def created_concurrently(run: Callable[[], _T]) -> _T:
+    """``run()`` (idempotent ``CREATE ... IF NOT EXISTS`` DDL in its own transaction), again when another
+    session created the same schema, table or type at the same moment: PostgreSQL's ``IF NOT EXISTS``
+    checks before it inserts into its catalogue, so the loser of that race fails with a unique violation
+    of a catalogue index (``pg_namespace_nspname_index`` ...); the second try finds the object there."""
+    for attempt in range(3):
+        try:
+            return run()
+        except psycopg2.errors.UniqueViolation as exc:
+            constraint = getattr(getattr(exc, "diag", None), "constraint_name", None) or ""
+            if attempt == 2 or not constraint.startswith("pg_"):
+                raise
+    raise AssertionError("unreachable")
 
 
 def copy_text(value: str | None) -> str:
@@ -383,7 +400,7 @@ class PostgresDestination:
         return out
 
     def prepare(self, plan: TablePlan) -> list[str]:
-        return self._run(self.prepare_sql(plan))
+        return created_concurrently(lambda: self._run(self.prepare_sql(plan)))
 
     def plan_ddl(self, plan: TablePlan) -> list[str]:
         return self.render(self.prepare_sql(plan))
@@ -738,6 +755,23 @@ class PostgresDestination:
     def read_fence(self, where: str, schema: str) -> list[FenceRow]:
         """``schema``'s rows of ``where``.``_warp_checkpoints`` (the table is created first if missing)."""
         table = _ident(where, FENCE_TABLE)
+        created_concurrently(lambda: self._create_fence(where))
+        with self._transaction_plain() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT table_name, part, seq, position::text, skip, parts, rows_done, epoch, "
+                    "skip_tables::text FROM {} WHERE schema_name = %s ORDER BY table_name, part"
+                ).format(table),
+                (schema,),
+            )
+            rows = cur.fetchall()
+        return [
+            FenceRow(t, p, q, json.loads(pos), k, n, d, e, skip_counts(k, by))
+            for t, p, q, pos, k, n, d, e, by in rows
+        ]
+
+    def _create_fence(self, where: str) -> None:
+        table = _ident(where, FENCE_TABLE)
         with self._transaction_plain() as cur:
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(where)))
             cur.execute(
@@ -758,18 +792,6 @@ class PostgresDestination:
                 cur.execute(
                     sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS skip_tables jsonb").format(table)
                 )
-            cur.execute(
-                sql.SQL(
-                    "SELECT table_name, part, seq, position::text, skip, parts, rows_done, epoch, "
-                    "skip_tables::text FROM {} WHERE schema_name = %s ORDER BY table_name, part"
-                ).format(table),
-                (schema,),
-            )
-            rows = cur.fetchall()
-        return [
-            FenceRow(t, p, q, json.loads(pos), k, n, d, e, skip_counts(k, by))
-            for t, p, q, pos, k, n, d, e, by in rows
-        ]
 
     def clear_fence(self, where: str, schema: str) -> None:
         self.read_fence(where, schema)  # creates the table
