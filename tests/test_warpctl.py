@@ -66,7 +66,14 @@ def pg_value(dbs, table: str, key: int):
 def test_without_a_daemon_every_command_exits_3_and_reads_the_state_file(daemon_home):
     state_dir = os.path.join(daemon_home, "state")
     store = StateStore(state_dir)
-    store.save_checkpoint("shop", {"file": "mysql-bin.000007", "pos": 4711}, 1_700_000_000.0)
+    # batch 12 was cut inside a source transaction: 3 changes of orders and 2 of users after the position
+    store.save_checkpoint(
+        "shop",
+        {"file": "mysql-bin.000007", "pos": 4711},
+        1_700_000_000.0,
+        seq=12,
+        skip={"orders": 3, "users": 2},
+    )
     store.set_snapshot_progress("shop", "orders", "done", None, 10)
     store.set_snapshot_progress("shop", "users", "running", {"id": 5}, 5, 10)
     store.set_paused("shop", "users")
@@ -108,6 +115,12 @@ def test_without_a_daemon_every_command_exits_3_and_reads_the_state_file(daemon_
 
     checkpoints = run_warpctl(*base, "checkpoints")
     assert checkpoints.returncode == 3 and "mysql-bin.000007:4711" in checkpoints.stdout
+    header, shop = checkpoints.stdout.splitlines()[:2]
+    assert header.split()[:4] == ["SCHEMA", "POSITION", "BATCH", "APPLIED"]
+    assert shop.split()[:6] == ["shop", "mysql-bin.000007:4711", "12", "orders", "3,", "users"]
+    as_json = run_warpctl(*base, "checkpoints", "--json")
+    shop_json = json.loads(as_json.stdout)[0]
+    assert (shop_json["batch"], shop_json["skip"]) == (12, {"orders": 3, "users": 2})
 
     letters = run_warpctl(*base, "dlq", "list")
     assert letters.returncode == 3 and "rejected by PostgreSQL: nope" in letters.stdout

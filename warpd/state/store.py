@@ -586,11 +586,21 @@ class StateStore:
     def checkpoints(self) -> list[dict[str, Any]]:
         rows = (
             self._conn()
-            .execute("SELECT schema_name, position, source_ts, updated_at FROM checkpoints ORDER BY 1")
+            .execute(
+                "SELECT schema_name, position, source_ts, updated_at, seq, skip, skip_tables FROM checkpoints "
+                "ORDER BY 1"
+            )
             .fetchall()
         )
         return [
-            {"schema": r[0], "position": json.loads(r[1]), "source_ts": r[2], "updated_at": r[3]}
+            {
+                "schema": r[0],
+                "position": json.loads(r[1]),
+                "source_ts": r[2],
+                "updated_at": r[3],
+                "batch": int(r[4]),  # the last streamed batch it covers (the destination fence names it)
+                "skip": skip_counts(int(r[5]), r[6]),  # row changes of each table after position applied
+            }
             for r in rows
         ]
 

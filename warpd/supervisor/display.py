@@ -231,10 +231,27 @@ def checkpoints(entries: list[dict[str, Any]]) -> str:
     if not entries:
         return "no checkpoints yet"
     rows = [
-        [e["schema"], position(e.get("position")), when(e.get("source_ts")), when(e.get("updated_at"))]
+        [
+            e["schema"],
+            position(e.get("position")),
+            str(e.get("batch", 0)),
+            held(e.get("skip") or {}),
+            when(e.get("source_ts")),
+            when(e.get("updated_at")),
+        ]
         for e in entries
     ]
-    return table(["SCHEMA", "POSITION", "SOURCE TIME", "SAVED AT"], rows)
+    return table(
+        ["SCHEMA", "POSITION", "BATCH", "APPLIED AFTER IT", "SOURCE TIME", "SAVED AT"], rows, right=(2,)
+    )
+
+
+def held(skip: dict[str, int]) -> str:
+    """The row changes after a checkpoint's position applied already (a batch cut inside a source
+    transaction), per table; ``-`` for none."""
+    if not skip:
+        return "-"
+    return ", ".join(f"{t or 'any table'} {n}" for t, n in sorted(skip.items()))
 
 
 def dead_letters(entries: list[dict[str, Any]]) -> str:
