@@ -23,7 +23,7 @@ from conftest import Databases, Warp, mysql_root, wait_converged, wait_until, wr
 from test_replication import STREAMING, assert_converged, stop_cleanly
 
 from warpd.config import TableSettings
-from warpd.connectors.base import FENCE_TABLE, Fence
+from warpd.connectors.base import FENCE_TABLE, Fence, SnapshotChunk
 from warpd.engine.applier import DestinationPool, TableApplier, part_of
 from warpd.engine.batch import FinalState
 from warpd.errors import SupersededError
@@ -392,6 +392,23 @@ def test_rows_done_skips_committed_items_per_part_and_an_old_epoch_writes_nothin
         with pytest.raises(SupersededError, match=f"another writer took over schema '{dbs.name}'"):
             applier.apply(more, replace(fence, seq=8))
         assert {r[0] for r in dbs.dest.query("SELECT id FROM {}", "parts")} == written
+        # snapshot chunks too: the old writer's copy commits nothing, on the direct path (new keys) and the
+        # merging one (a key there already), and the guard records no fence row
+        before = dest.read_fence(dbs.dest_schema, dbs.name)
+        applier.guard = Fence.guard(dbs.dest_schema, dbs.name, epoch)
+        for ids in ([200, 201], [parts[2][0], 202]):
+            chunk = SnapshotChunk("parts", [{"id": i, "v": "copied"} for i in ids], None)
+            with pytest.raises(SupersededError, match="this process stops"):
+                applier.copy_snapshot(chunk)
+        assert {r[0] for r in dbs.dest.query("SELECT id FROM {}", "parts")} == written
+        assert not dbs.dest.query("SELECT id FROM {} WHERE v = 'copied'", "parts")
+        # ... while the writer of the current epoch copies (and still records no fence row)
+        applier.guard = Fence.guard(dbs.dest_schema, dbs.name, newer)
+        assert applier.copy_snapshot(SnapshotChunk("parts", [{"id": 300, "v": "copied"}], None)) == 1
+        assert dbs.dest.query("SELECT v FROM {} WHERE id = 300", "parts") == [("copied",)]
+        assert dest.read_fence(dbs.dest_schema, dbs.name) == [
+            replace(r, epoch=newer) if not r.table else r for r in before
+        ]
         assert not letters
     finally:
         applier.close()

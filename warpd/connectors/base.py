@@ -604,7 +604,18 @@ class FenceRow:
 class Fence(FenceRow):
     """What a streaming write records in the destination, in its own transaction (``fenced_writes``):
     the row of ``schema``'s table and part, in ``where`` (the schema, database or dataset that holds
-    :data:`FENCE_TABLE`)."""
+    :data:`FENCE_TABLE`).  A negative ``part`` is a guard (:meth:`guard`): the transaction checks the
+    writer's epoch and records nothing (snapshot chunks and copies beside the stream)."""
+
+    @classmethod
+    def guard(cls, where: str, schema: str, epoch: int) -> Fence:
+        """The fence of writes outside streamed batches: only the epoch is checked."""
+        return cls("", -1, 0, {}, 0, 0, 0, epoch, {}, where=where, schema=schema)
+
+    @property
+    def records(self) -> bool:
+        """Whether the transaction writes this fence's row (a guard only checks the epoch)."""
+        return self.part >= 0
 
     where: str = ""
     schema: str = ""

@@ -205,6 +205,9 @@ class TableApplier:
             max_workers=self.workers, thread_name_prefix=f"apply-{plan.source.name[:20]}"
         )
         self.dead_letters = 0
+        # the writer's epoch, checked in each snapshot chunk's transaction (Fence.guard; a fenced
+        # destination): a process another one took the schema over from copies nothing more
+        self.guard: Fence | None = None
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -331,8 +334,9 @@ class TableApplier:
             metrics.error(self.schema_name, type(exc).__name__)
 
         try:
+            guarded: dict[str, Any] = {"fence": self.guard} if self.guard is not None else {}
             call_with_retry(
-                lambda: dest.write(self.plan, records, direct=True, layout=encoded.layout),
+                lambda: dest.write(self.plan, records, direct=True, layout=encoded.layout, **guarded),
                 self.settings.retry,
                 is_transient=dest.is_transient,
                 what=f"writing {len(records)} rows to {self.plan.where}",
@@ -356,7 +360,7 @@ class TableApplier:
 
     def _merge(self, encoded: EncodedChunk) -> int:
         items = [(FinalState(row, False, "snapshot", None, None), rec) for row, rec in encoded.records]
-        self._write(items, layout=encoded.layout)
+        self._write(items, layout=encoded.layout, fence=self.guard)
         return len(items)
 
 

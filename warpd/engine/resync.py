@@ -243,6 +243,7 @@ class TableResync:
             self._cancel.is_set,
             lambda state, reason, record: self._dead_letter(dest, plan, state, reason, record),
             keep_existing=True,
+            fence=self.runner.guard,  # a process another one took the schema over from copies nothing more
         )
 
     def _dead_letter(

@@ -216,6 +216,7 @@ class SchemaRunner:
         # and bounds, only what the fence lacks, before anything newer (_apply_failed)
         self._failed: _Batch | None = None
         self._epoch = 0  # this writer's, taken at start (_take_over): a newer one stops it
+        self.guard: Fence | None = None  # its check in writes outside streamed batches (Fence.guard)
         self._fault_after = int(os.environ.get(FAULT_AFTER_DEST_COMMIT) or 0)
         self._batches_committed = 0
         self._check_capabilities()
@@ -336,7 +337,7 @@ class SchemaRunner:
             log.info("destination DDL: %s", stmt)
         self.tables[table.name] = table
         self.plans[table.name] = plan
-        self.appliers[table.name] = TableApplier(
+        self.appliers[table.name] = applier = TableApplier(
             self.name,
             plan,
             self.schema.table_settings(table.name),
@@ -344,6 +345,7 @@ class SchemaRunner:
             self._dead_letter,
             self.should_stop,
         )
+        applier.guard = self.guard
         return plan
 
     def _dead_letter(
@@ -823,6 +825,9 @@ class SchemaRunner:
             lambda: dest.take_over(where, self.name),  # type: ignore[attr-defined]
             f"taking over {self.name!r} in {where}",
         )
+        self.guard = Fence.guard(where, self.name, self._epoch)
+        for applier in self.appliers.values():
+            applier.guard = self.guard
         log.info("schema %s: writing as epoch %d (%s.%s)", self.name, self._epoch, where, FENCE_TABLE)
 
     def _fenced_batch(self) -> _Recovery | None:

@@ -952,6 +952,8 @@ class MySQLDestination(RangeChecksumMethods):
             (fence.schema,),
         )
         fence.check_epoch(cur.fetchone())
+        if not fence.records:
+            return
         cur.execute(
             f"INSERT INTO {_q(fence.where)}.{_q(FENCE_TABLE)} (schema_name, table_name, part, seq, position, "
             "skip, parts, rows_done, epoch, skip_tables, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "

@@ -833,6 +833,8 @@ class PostgresDestination:
             (fence.schema,),
         )
         fence.check_epoch(cur.fetchone())
+        if not fence.records:
+            return
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (schema_name, table_name, part, seq, position, skip, parts, rows_done, epoch, "
