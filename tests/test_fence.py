@@ -158,6 +158,54 @@ def test_crash_between_destination_commit_and_state_file_replays_nothing(
         store.close()
 
 
+def test_crash_between_the_parts_of_a_batch_applies_only_what_they_lack(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """A batch of a keyless table is written in 3 parts (3 transactions); the process dies right after the
+    first part commits (WARP_FAULT_AFTER_PART_COMMIT), the others in flight.  The restart rebuilds the
+    batch and writes only the rows the fence does not show committed: every row once, and the rows of
+    the committed part keep the time they were synced at."""
+    rows = 1500
+    dbs.sql("CREATE TABLE nokey (a INT, b VARCHAR(20))")
+    config = write_config(
+        tmp_path,
+        f"schemas:\n  - name: {dbs.name}\n    metadata_columns: true\n"
+        "    batch_size: 5000\n    max_batch_latency_ms: 3000\n    default_max_parallel_streams: 3\n",
+    )
+    w = warp(config, env={"WARP_FAULT_AFTER_PART_COMMIT": "1"})
+    wait_until(lambda: STREAMING in w.output or not w.alive(), 150, "the snapshot to finish")
+    assert w.alive(), w.output[-4000:]
+    conn = mysql_root(dbs.name)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.executemany("INSERT INTO nokey VALUES (%s, 'x')", [(i,) for i in range(rows)])
+            cur.execute("COMMIT")
+    finally:
+        conn.close()
+    rc = w.wait(120)
+    assert rc == 137, f"exit code {rc}:\n{w.output[-4000:]}"
+    fence = dbs.dest.query(
+        "SELECT part, parts, rows_done FROM {} WHERE schema_name = %s AND table_name = 'nokey'",
+        FENCE_TABLE,
+        args=(dbs.name,),
+    )
+    assert fence and {r[1] for r in fence} == {3}, fence
+    applied = _synced(dbs, "nokey", "a")
+    assert sum(r[2] for r in fence) == len(applied), (fence, len(applied))
+    assert 0 < len(applied) < rows, f"the crash did not come between the parts: {len(applied)} rows, {fence}"
+
+    w2 = warp(config)
+    wait_until(lambda: STREAMING in w2.output or not w2.alive(), 150, "the restart")
+    assert_converged(dbs, w2, ["nokey"])
+    out = stop_cleanly(w2)
+    assert _dest_rows(dbs, "nokey", "a, b") == [(i, "x") for i in range(rows)]  # each row once
+    after = _synced(dbs, "nokey", "a")
+    assert {a: after[a] for a in applied} == applied  # the committed part was not written again
+    assert "rebuilding it from the stream" in out, out[-4000:]
+    assert "applied again" not in out, out[-4000:]
+
+
 @pytest.mark.parametrize("left_out", ["nokey", "acct"])
 def test_resume_inside_a_transaction_under_new_table_filters_applies_each_change_once(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any, left_out: str

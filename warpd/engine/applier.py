@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import hashlib
+import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -82,6 +84,13 @@ class DestinationPool:
 
 #: row states per worker transaction below which a batch is not split further (TableApplier.parts_for)
 ROWS_PER_PART = 256
+
+
+FAULT_AFTER_PART_COMMIT = "WARP_FAULT_AFTER_PART_COMMIT"
+"""Fault injection for tests (DEVELOPMENT.md): exit 137 once this many parts of streamed (fenced)
+batches have committed, so a batch is left committed in part."""
+_FAULT_AFTER_PARTS = int(os.environ.get(FAULT_AFTER_PART_COMMIT) or 0)
+_parts_committed = itertools.count(1)
 
 
 def part_of(key: Hashable, parts: int) -> int:
@@ -287,6 +296,10 @@ class TableApplier:
         if not encoded:
             return 0
         self._write(encoded, fence=dataclasses.replace(fence, rows_done=done) if fence is not None else None)
+        if _FAULT_AFTER_PARTS and fence is not None and next(_parts_committed) >= _FAULT_AFTER_PARTS:
+            log.warning("%s: dying after a part of a streamed batch committed", FAULT_AFTER_PART_COMMIT)
+            logging.shutdown()
+            os._exit(137)  # the other parts of the batch are in flight or not begun: rolled back
         return len(encoded)
 
     def _write(
