@@ -64,27 +64,40 @@ def _crash_inside_transaction(dbs: Databases, warp: Callable[..., Warp], tmp_pat
     dbs.sql("CREATE TABLE nokey (a INT, b VARCHAR(20))")  # no key: the row hash identifies a row
     dbs.many("INSERT INTO acct VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, 21)])
     config = write_config(tmp_path, CONFIG.format(name=dbs.name))
-    w = warp(config, env={"WARP_FAULT_AFTER_DEST_COMMIT": str(batches)})
-    wait_until(lambda: STREAMING in w.output or not w.alive(), 150, "the snapshot to finish")
-    assert w.alive(), w.output[-4000:]
+    w = _streaming(warp(config, env={"WARP_FAULT_AFTER_DEST_COMMIT": str(batches)}))
 
     # The first batch holds updates of acct (soft deletes, metadata columns) and inserts into the keyless
     # table; the second 5 more inserts; the transaction ends with changes of acct.
+    def statements(cur: Any) -> None:
+        cur.execute("UPDATE acct SET v = 'first' WHERE id <= 3")
+        for i in range(5):
+            cur.execute("INSERT INTO nokey VALUES (%s, 'x')", (i,))
+        for i in range(5, 10):
+            cur.execute("INSERT INTO nokey VALUES (%s, 'y')", (i,))
+        cur.execute("UPDATE acct SET v = 'second' WHERE id BETWEEN 11 AND 15")
+        cur.execute("DELETE FROM acct WHERE id = 20")
+
+    _source_transaction(dbs, statements)
+    return w
+
+
+def _streaming(w: Warp) -> Warp:
+    """``w`` once its snapshot is done and it streams."""
+    wait_until(lambda: STREAMING in w.output or not w.alive(), 150, "the snapshot to finish")
+    assert w.alive(), w.output[-4000:]
+    return w
+
+
+def _source_transaction(dbs: Databases, statements: Callable[[Any], None]) -> None:
+    """Run ``statements(cursor)`` in one MariaDB transaction of the test's database."""
     conn = mysql_root(dbs.name)
     try:
         with conn.cursor() as cur:
             cur.execute("BEGIN")
-            cur.execute("UPDATE acct SET v = 'first' WHERE id <= 3")
-            for i in range(5):
-                cur.execute("INSERT INTO nokey VALUES (%s, 'x')", (i,))
-            for i in range(5, 10):
-                cur.execute("INSERT INTO nokey VALUES (%s, 'y')", (i,))
-            cur.execute("UPDATE acct SET v = 'second' WHERE id BETWEEN 11 AND 15")
-            cur.execute("DELETE FROM acct WHERE id = 20")
+            statements(cur)
             cur.execute("COMMIT")
     finally:
         conn.close()
-    return w
 
 
 @pytest.mark.parametrize("batches", [1, 2], ids=["first-batch", "second-batch"])
@@ -172,17 +185,10 @@ def test_crash_between_the_parts_of_a_batch_applies_only_what_they_lack(
         f"schemas:\n  - name: {dbs.name}\n    metadata_columns: true\n"
         "    batch_size: 5000\n    max_batch_latency_ms: 3000\n    default_max_parallel_streams: 3\n",
     )
-    w = warp(config, env={"WARP_FAULT_AFTER_PART_COMMIT": "1"})
-    wait_until(lambda: STREAMING in w.output or not w.alive(), 150, "the snapshot to finish")
-    assert w.alive(), w.output[-4000:]
-    conn = mysql_root(dbs.name)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("BEGIN")
-            cur.executemany("INSERT INTO nokey VALUES (%s, 'x')", [(i,) for i in range(rows)])
-            cur.execute("COMMIT")
-    finally:
-        conn.close()
+    w = _streaming(warp(config, env={"WARP_FAULT_AFTER_PART_COMMIT": "1"}))
+    _source_transaction(
+        dbs, lambda cur: cur.executemany("INSERT INTO nokey VALUES (%s, 'x')", [(i,) for i in range(rows)])
+    )
     rc = w.wait(120)
     assert rc == 137, f"exit code {rc}:\n{w.output[-4000:]}"
     fence = dbs.dest.query(
