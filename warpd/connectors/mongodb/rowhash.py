@@ -28,7 +28,7 @@ from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 
 from warpd.connectors import rowhash
-from warpd.connectors.base import RangeBound, RangeRows, TablePlan
+from warpd.connectors.base import RangeBound, RangeRows, RangeValues, TablePlan
 from warpd.connectors.mongodb.mapping import ID_FIELD, DocumentMapper
 from warpd.errors import ConfigError
 from warpd.types import Column, Kind
@@ -122,6 +122,21 @@ class CollectionRanges:
 
     def rows(self, lower: RangeBound, upper: RangeBound) -> RangeRows:
         return [self._hashed(d) for d in self._documents(lower, upper)]
+
+    def values(self, lower: RangeBound, upper: RangeBound) -> RangeValues:
+        """Each document's key and the canonical values of ``columns`` (FLOAT, JSON: base.RangeValues) as
+        replication writes them: a double as a float, an embedded document or an array as its Relaxed
+        Extended JSON text (an array's order kept, so a reordered array differs).  A document that no
+        longer fits the shape is left out: its row hash (:meth:`rows`) already differs."""
+        found = []
+        for doc in self._documents(lower, upper):
+            key = self.mapper.key(self.shape, doc[ID_FIELD])[ID_FIELD]
+            try:
+                row = self.mapper.row(self.shape, doc)
+            except ValueError:
+                continue
+            found.append((rowhash.key_text([self.id_kind], [key]), tuple(row[n] for n in self.columns)))
+        return found
 
     def bounds(self, lower: RangeBound, upper: RangeBound, every: int) -> list[tuple[Any, ...]]:
         """The ``_id`` (verify order) of every ``every``-th document of the range: one pass over its ``_id``s."""
