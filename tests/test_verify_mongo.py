@@ -291,3 +291,30 @@ def test_documents_into_bigquery_verify_equal_and_a_bigquery_edit_is_reported(
             ("missing", str(OIDS[8])),
         ]
     )
+
+
+@pytest.mark.destinations
+def test_the_overflow_column_is_compared_with_the_fields_it_holds(
+    mdb: MongoDatabases, mwarp: Callable[..., Warp], state_dir: str, tmp_path: Any
+) -> None:
+    # max_columns counts _id: a and b get columns, c and d go to _warp_extra (a JSON object)
+    mdb.db["wide"].insert_many(
+        [{"_id": i, "a": i, "b": f"b{i}", "c": [i, 0.5], "d": {"e": i}} for i in range(50)]
+    )
+    conf = mongo_config(tmp_path, mdb, "    max_columns: 3\n")
+    replicate(mdb, mwarp, conf, state_dir, max_columns=3)
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.wide", 0)
+    (table,) = report["tables"]
+    assert table["compared_columns"] == ["_id", "a", "b", "_warp_extra"] and table["not_compared"] == {}
+
+    extra = column(mdb, "_warp_extra")
+    as_json = "%s::jsonb" if mdb.dest.kind == "postgresql" else "%s"
+    for at, value in ((7, {"c": [0.5, 7], "d": {"e": 7}}), (8, {"d": {"e": 8.0}, "c": [8, 5e-1]})):
+        mdb.dest.query(
+            f"UPDATE {{}} SET {extra} = {as_json} WHERE {column(mdb, '_id')} = %s",  # noqa: S608
+            "wide",
+            args=(json.dumps(value), at),
+        )
+    mdb.db["wide"].update_one({"_id": 9}, {"$set": {"d.e": -9}})  # a field of the overflow, at the source
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.wide", 1)
+    assert differences(report) == [("different", "7"), ("different", "9")]

@@ -29,7 +29,7 @@ from bson.objectid import ObjectId
 
 from warpd.connectors import rowhash
 from warpd.connectors.base import RangeBound, RangeRows, RangeValues, TablePlan
-from warpd.connectors.mongodb.mapping import ID_FIELD, DocumentMapper
+from warpd.connectors.mongodb.mapping import ID_FIELD, OVERFLOW_COLUMN, DocumentMapper
 from warpd.errors import ConfigError
 from warpd.types import Column, Kind
 
@@ -89,8 +89,11 @@ class CollectionRanges:
         self.kinds = rowhash.kinds_of(plan.source.columns, columns)
         tops = {(by_name[n].path or (n,))[0] for n in columns}
         # a projection names fields by dotted paths: a top-level name holding a dot (or starting with $,
-        # or empty) cannot be projected on its own, so such a collection is read whole
-        plain = all(t and "." not in t and not t.startswith("$") for t in tops)
+        # or empty) cannot be projected on its own, so such a collection is read whole; so is one whose
+        # overflow column is compared (it holds the fields no column names)
+        plain = OVERFLOW_COLUMN not in columns and all(
+            t and "." not in t and not t.startswith("$") for t in tops
+        )
         self.projection: dict[str, int] | None = (
             {ID_FIELD: 1, **dict.fromkeys(sorted(tops - {ID_FIELD}), 1)} if plain else None
         )
