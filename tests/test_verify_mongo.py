@@ -318,3 +318,24 @@ def test_the_overflow_column_is_compared_with_the_fields_it_holds(
     mdb.db["wide"].update_one({"_id": 9}, {"$set": {"d.e": -9}})  # a field of the overflow, at the source
     report = verified(mdb, conf, state_dir, f"{mdb.name}.wide", 1)
     assert differences(report) == [("different", "7"), ("different", "9")]
+
+
+FINITE_DOUBLES = [0.1 + 0.2, 1e300, 5e-324, -0.0, 2.0, 123456789012345678.0, 1e16, 1e-7, -1.5e-300, 0.1]
+
+
+@pytest.mark.parametrize("destination_kind", ["postgresql", "mysql", "bigquery"], indirect=True)
+def test_doubles_with_many_spellings_verify_equal_in_columns_and_inside_json(
+    mdb: MongoDatabases, mwarp: Callable[..., Warp], state_dir: str, tmp_path: Any
+) -> None:
+    doubles = FINITE_DOUBLES + ([math.nan, math.inf, -math.inf] if mdb.dest.kind == "postgresql" else [])
+    if mdb.dest.kind == "bigquery":
+        # 1e300 inside a document is written as the plain decimal 1 and 300 zeros, which BigQuery's
+        # PARSE_JSON refuses (not a float64 exactly): the row goes to the dead letters (a replication
+        # gap, not verify's); in the FLOAT column it arrives
+        doubles.remove(1e300)
+    mdb.db["floats"].insert_many([{"_id": i, "x": v, "arr": [v, {"k": v}]} for i, v in enumerate(doubles)])
+    conf = mongo_config(tmp_path, mdb)
+    replicate(mdb, mwarp, conf, state_dir)
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.floats", 0)
+    (table,) = report["tables"]
+    assert table["compared_columns"] == ["_id", "x", "arr"] and table["not_compared"] == {}
