@@ -10,6 +10,7 @@ variant is skipped and pytest prints why (``-ra``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -174,7 +175,11 @@ def json_value(m: MongoDatabases, value: Any) -> Any:
 
 
 def mongo_converged(
-    m: MongoDatabases, state_dir: str, soft_delete: bool = False, flatten_depth: int = 0
+    m: MongoDatabases,
+    state_dir: str,
+    soft_delete: bool = False,
+    flatten_depth: int = 0,
+    max_columns: int | None = None,
 ) -> list[str]:
     """Differences between every collection and its destination table; [] when equal.
 
@@ -189,7 +194,10 @@ def mongo_converged(
 
     store = StateStore(state_dir)
     source = MongoSource(m.source_uri, m.name, m.name, {})
-    source.configure(lambda _t: TableSettings(flatten_depth=flatten_depth))
+    settings = TableSettings(flatten_depth=flatten_depth)
+    if max_columns is not None:  # the schema's, when the test sets one
+        settings = dataclasses.replace(settings, max_columns=max_columns)
+    source.configure(lambda _t: settings)
     dest = m.dest.connector()
     problems = []
     try:

@@ -32,10 +32,31 @@ def test_every_type_verifies_equal_and_each_bigquery_edit_is_reported(
     report = verified(dbs, config, f"{dbs.name}.every_type", 0)
     (table,) = report["tables"]
     assert (table["source_rows"], table["destination_rows"], table["differing_keys"]) == (4, 4, 0)
-    assert set(table["not_compared"]) == {"f", "dbl", "js", "st"}
-    assert {"vc", "tm", "bt", "d", "dtm", "ts", "u", "bl"} <= set(table["compared_columns"])
+    assert table["not_compared"] == {}
+    assert {"vc", "tm", "bt", "d", "dtm", "ts", "u", "bl", "f", "dbl", "js", "st"} <= set(
+        table["compared_columns"]
+    )
 
     every = dbs.dest.ident("every_type")
+    # floats, JSON and SET (held as a JSON array) compared in Python: a SET's members in another order
+    # and a JSON document's keys in another order are equal; JSON's array order, a value, a double differ
+    dbs.dest.query(f'UPDATE {every} SET st = PARSE_JSON(\'["y", "x"]\') WHERE id = 1')  # noqa: S608
+    dbs.dest.query(f'UPDATE {every} SET js = PARSE_JSON(\'{{"a": [1], "b": 1.0}}\') WHERE id = 1')  # noqa: S608
+    verified(dbs, config, f"{dbs.name}.every_type", 0)
+    dbs.dest.query(f"UPDATE {every} SET js = PARSE_JSON('[null]') WHERE id = 2")  # noqa: S608 - was []
+    dbs.dest.query(f"UPDATE {every} SET dbl = 1e299 WHERE id = 4")  # noqa: S608 - was 1e300
+    dbs.dest.query(f"UPDATE {every} SET js = PARSE_JSON('null') WHERE id = 3")  # noqa: S608 - JSON null, was SQL NULL
+    report = verified(dbs, config, f"{dbs.name}.every_type", 1)
+    assert differences(report) == [
+        ("every_type", "different", {"id": "2"}),
+        ("every_type", "different", {"id": "3"}),
+        ("every_type", "different", {"id": "4"}),
+    ]
+    dbs.dest.query(f"UPDATE {every} SET js = PARSE_JSON('[]') WHERE id = 2")  # noqa: S608 - as they were
+    dbs.dest.query(f"UPDATE {every} SET js = NULL WHERE id = 3")  # noqa: S608
+    dbs.dest.query(f"UPDATE {every} SET dbl = 1e300 WHERE id = 4")  # noqa: S608
+    verified(dbs, config, f"{dbs.name}.every_type", 0)
+
     dbs.dest.query(f"UPDATE {every} SET vc = 'changed' WHERE id = 1")  # noqa: S608 - test SQL
     dbs.dest.query(f"UPDATE {every} SET tx = NULL WHERE id = 2")  # noqa: S608 - '' vs NULL
     dbs.dest.query(f"UPDATE {every} SET d = NUMERIC '10.500' WHERE id = 4")  # noqa: S608 - the same value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -81,7 +82,8 @@ def documents() -> list[dict[str, Any]]:
             "u": Binary.from_uuid(uuid.UUID(int=i)),
             "raw": Binary(bytes([i % 256, 0, 255])),
             "nested": {"b": i, "c": f"x{i}"},  # flattened: nested__b, nested__c
-            "tags": [i, "t"],  # an array: a JSON column, not compared
+            "tags": [i, "t", {"w": 0.5}],  # an array: a JSON column, compared in its order
+            "score": 1e300 if i == 13 else i / 4,  # a double: a FLOAT column
         }
         if i % 3 == 0:
             doc["opt"] = "" if i % 2 else "N"  # absent in the other documents: NULL
@@ -117,8 +119,10 @@ def test_documents_verify_equal_and_each_destination_edit_is_reported_with_its_i
         "nested__b",
         "nested__c",
         "opt",
+        "tags",
+        "score",
     } <= compared
-    assert set(table["not_compared"]) == {"tags"}
+    assert table["not_compared"] == {}
 
     docs = mdb.dest.ident("docs")
     q = {c: column(mdb, c) for c in ("_id", "qty", "nested__c", "when", "opt", "price")}
@@ -133,6 +137,14 @@ def test_documents_verify_equal_and_each_destination_edit_is_reported_with_its_i
         f"INSERT INTO {docs} ({q['_id']}, {q['qty']}) VALUES (%s, 1)",
         args=("ffffffffffffffffffffffff",),  # noqa: S608
     )
+    tags, score = column(mdb, "tags"), column(mdb, "score")
+    as_json = "%s::jsonb" if mdb.dest.kind == "postgresql" else "%s"
+    # an array reordered (different), the same array spelled otherwise (equal), a double changed
+    for at, value in ((20, '["t", 20, {"w": 0.5}]'), (21, '[21, "t", {"w": 0.50}]')):
+        set_tags = f"UPDATE {docs} SET {tags} = {as_json} WHERE {q['_id']} = %s"  # noqa: S608
+        mdb.dest.query(set_tags, args=(value, str(OIDS[at])))
+    add = f"UPDATE {docs} SET {score} = {score} + 0.001 WHERE {q['_id']} = %s"  # noqa: S608
+    mdb.dest.query(add, args=(str(OIDS[30]),))
     if mdb.dest.kind == "postgresql":
         mdb.dest.query(
             f"UPDATE {docs} SET {q['when']} = {q['when']} + interval '1 millisecond' WHERE {q['_id']} = %s",
@@ -150,6 +162,8 @@ def test_documents_verify_equal_and_each_destination_edit_is_reported_with_its_i
             ("different", str(OIDS[3])),
             ("different", str(OIDS[5])),
             ("different", str(OIDS[11])),
+            ("different", str(OIDS[20])),
+            ("different", str(OIDS[30])),
             ("different", str(OIDS[42])),
             ("different", str(OIDS[700])),
             ("missing", str(OIDS[1500])),
@@ -161,13 +175,15 @@ def test_documents_verify_equal_and_each_destination_edit_is_reported_with_its_i
 
     # a change at the source only (the process is stopped): reported too
     mdb.db["docs"].update_one({"_id": OIDS[9]}, {"$set": {"nested.b": -1}})
+    mdb.db["docs"].update_one({"_id": OIDS[10]}, {"$set": {"tags": [{"w": 0.5}, "t", 10]}})
+    mdb.db["docs"].update_one({"_id": OIDS[12]}, {"$set": {"score": math.nextafter(3.0, 4.0)}})  # was 12 / 4
     report = verified(mdb, conf, state_dir, f"{mdb.name}.docs", 1)
-    assert ("different", str(OIDS[9])) in differences(report)
+    assert {("different", str(OIDS[i])) for i in (9, 10, 12)} <= set(differences(report))
 
     text = verify(mdb, conf, f"{mdb.name}.docs", "--state-dir", state_dir)
     assert text.returncode == 1, text.stderr
     assert f"_id={OIDS[1500]}: missing at the destination" in text.stdout
-    assert "column tags not compared" in text.stdout
+    assert "not compared" not in text.stdout
 
 
 @pytest.mark.destinations
@@ -200,7 +216,7 @@ def test_integer_ids_without_flattening_verify_and_a_document_that_no_longer_fit
     assert edges_report["tables"][0]["compared_columns"] == ["_id", "d", "at", "big"]
     report = verified(mdb, conf, state_dir, f"{mdb.name}.carts", 0)
     (table,) = report["tables"]
-    assert table["compared_columns"] == ["_id", "n"] and set(table["not_compared"]) == {"sub"}
+    assert table["compared_columns"] == ["_id", "n", "sub"] and table["not_compared"] == {}
     # the recorded shape holds n as an integer: a string there cannot be a row of the destination's table
     coll.update_one({"_id": 7}, {"$set": {"n": "seven"}})
     coll.delete_one({"_id": 250})
@@ -254,10 +270,72 @@ def test_documents_into_bigquery_verify_equal_and_a_bigquery_edit_is_reported(
     report = verified(mdb, conf, state_dir, f"{mdb.name}.docs", 0)
     (table,) = report["tables"]
     assert (table["source_rows"], table["destination_rows"]) == (300, 300)
-    assert {"_id", "price", "when", "u", "raw", "nested__b", "opt"} <= set(table["compared_columns"])
+    assert {"_id", "price", "when", "u", "raw", "nested__b", "opt", "tags", "score"} <= set(
+        table["compared_columns"]
+    )
+    assert table["not_compared"] == {}
 
     docs = mdb.dest.ident("docs")
     mdb.dest.query(f"UPDATE {docs} SET nested__c = 'y' WHERE _id = '{OIDS[7]}'")  # noqa: S608 - test SQL
     mdb.dest.query(f"UPDATE {docs} SET _warp_deleted_at = CURRENT_TIMESTAMP() WHERE _id = '{OIDS[8]}'")  # noqa: S608
+    # an array reordered, the same array spelled otherwise (equal), a double changed
+    for at, value in ((20, '["t", 20, {"w": 0.5}]'), (21, '[21, "t", {"w": 5e-1}]')):
+        mdb.dest.query(f"UPDATE {docs} SET tags = PARSE_JSON(%s) WHERE _id = %s", args=(value, str(OIDS[at])))  # noqa: S608
+    mdb.dest.query(f"UPDATE {docs} SET score = score + 0.001 WHERE _id = '{OIDS[30]}'")  # noqa: S608
     report = verified(mdb, conf, state_dir, f"{mdb.name}.docs", 1)
-    assert differences(report) == [("different", str(OIDS[7])), ("missing", str(OIDS[8]))]
+    assert differences(report) == sorted(
+        [
+            ("different", str(OIDS[7])),
+            ("different", str(OIDS[20])),
+            ("different", str(OIDS[30])),
+            ("missing", str(OIDS[8])),
+        ]
+    )
+
+
+@pytest.mark.destinations
+def test_the_overflow_column_is_compared_with_the_fields_it_holds(
+    mdb: MongoDatabases, mwarp: Callable[..., Warp], state_dir: str, tmp_path: Any
+) -> None:
+    # max_columns counts _id: a and b get columns, c and d go to _warp_extra (a JSON object)
+    mdb.db["wide"].insert_many(
+        [{"_id": i, "a": i, "b": f"b{i}", "c": [i, 0.5], "d": {"e": i}} for i in range(50)]
+    )
+    conf = mongo_config(tmp_path, mdb, "    max_columns: 3\n")
+    replicate(mdb, mwarp, conf, state_dir, max_columns=3)
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.wide", 0)
+    (table,) = report["tables"]
+    assert table["compared_columns"] == ["_id", "a", "b", "_warp_extra"] and table["not_compared"] == {}
+
+    extra = column(mdb, "_warp_extra")
+    as_json = "%s::jsonb" if mdb.dest.kind == "postgresql" else "%s"
+    for at, value in ((7, {"c": [0.5, 7], "d": {"e": 7}}), (8, {"d": {"e": 8.0}, "c": [8, 5e-1]})):
+        mdb.dest.query(
+            f"UPDATE {{}} SET {extra} = {as_json} WHERE {column(mdb, '_id')} = %s",  # noqa: S608
+            "wide",
+            args=(json.dumps(value), at),
+        )
+    mdb.db["wide"].update_one({"_id": 9}, {"$set": {"d.e": -9}})  # a field of the overflow, at the source
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.wide", 1)
+    assert differences(report) == [("different", "7"), ("different", "9")]
+
+
+FINITE_DOUBLES = [0.1 + 0.2, 1e300, 5e-324, -0.0, 2.0, 123456789012345678.0, 1e16, 1e-7, -1.5e-300, 0.1]
+
+
+@pytest.mark.parametrize("destination_kind", ["postgresql", "mysql", "bigquery"], indirect=True)
+def test_doubles_with_many_spellings_verify_equal_in_columns_and_inside_json(
+    mdb: MongoDatabases, mwarp: Callable[..., Warp], state_dir: str, tmp_path: Any
+) -> None:
+    doubles = FINITE_DOUBLES + ([math.nan, math.inf, -math.inf] if mdb.dest.kind == "postgresql" else [])
+    if mdb.dest.kind == "bigquery":
+        # 1e300 inside a document is written as the plain decimal 1 and 300 zeros, which BigQuery's
+        # PARSE_JSON refuses (not a float64 exactly): the row goes to the dead letters (a replication
+        # gap, not verify's); in the FLOAT column it arrives
+        doubles.remove(1e300)
+    mdb.db["floats"].insert_many([{"_id": i, "x": v, "arr": [v, {"k": v}]} for i, v in enumerate(doubles)])
+    conf = mongo_config(tmp_path, mdb)
+    replicate(mdb, mwarp, conf, state_dir)
+    report = verified(mdb, conf, state_dir, f"{mdb.name}.floats", 0)
+    (table,) = report["tables"]
+    assert table["compared_columns"] == ["_id", "x", "arr"] and table["not_compared"] == {}

@@ -343,12 +343,18 @@ class TableVerifier:
         self.value_columns = [c for c in cols if by_value and c.type.kind in VERIFY_VALUE_KINDS]
         self.render = [renderer(c) for c in self.value_columns]
         self.source_values, self.dest_values = source_values, dest_values
+        lacking = " and ".join(
+            f"the {side} ({type(c).__name__})"
+            for side, c, found in (("source", source, source_values), ("destination", dest, dest_values))
+            if found is None
+        )
         self.report = TableReport(
             plan.source.name,
             plan.where,
             self.columns + [c.name for c in self.value_columns],
             {
-                c.name: f"{c.type.kind.value} values have no rendering both databases share (docs/verify.md)"
+                c.name: f"{c.type.kind.value} values are compared in Python, and {lacking} cannot read "
+                "them for it (no range_values; docs/verify.md)"
                 for c in cols
                 if c.type.kind not in VERIFY_KINDS and c not in self.value_columns
             },

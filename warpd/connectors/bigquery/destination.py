@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
+import json
 import logging
 import re
 import uuid
@@ -46,6 +47,7 @@ from warpd.connectors.base import (
     EncodedChunk,
     RangeBound,
     RangeRows,
+    RangeValues,
     Row,
     SchemaOpKind,
     SnapshotChunk,
@@ -55,6 +57,7 @@ from warpd.connectors.bigquery.client import api_timeout, is_transient, message,
 from warpd.connectors.bigquery.naming import MAX_COLUMN_CHARS, column_names, dataset_name, table_name
 from warpd.connectors.bigquery.naming import quote_ident as _q
 from warpd.connectors.bigquery.rowhash import Selected, TableRanges
+from warpd.connectors.bigquery.source_types import json_text
 from warpd.connectors.bigquery.types import (
     CLUSTERABLE,
     IN_PLACE_WIDENINGS,
@@ -721,6 +724,10 @@ class BigQueryDestination:
     def _ranges(self, plan: TablePlan, columns: Sequence[str]) -> TableRanges:
         def read(col: Column) -> Selected:
             name = plan.columns[col.name]
+            if col.type.kind in (Kind.JSON, Kind.TEXT_ARRAY):
+                # as JSON text: the client parses a JSON column's `null` into None, the same as SQL NULL
+                convert = json.loads if col.type.kind is Kind.TEXT_ARRAY else str
+                return Selected(col, name, "JSON", json_text(_q(name)), convert)
             return Selected(col, name, bq_type(col.type), _q(name), lambda v: canonical(col.type, v))
 
         live = f"{_q(DELETED_AT_COLUMN)} IS NULL" if plan.soft_delete else ""
@@ -747,6 +754,12 @@ class BigQueryDestination:
     ) -> RangeRows:
         ranges = self._ranges(plan, columns)
         return ranges.hashed(self._range_records(ranges, lower, upper))
+
+    def range_values(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeValues:
+        ranges = self._ranges(plan, columns)
+        return ranges.values(self._range_records(ranges, lower, upper))
 
     # -- foreign-key actions: not offered (capabilities.foreign_key_actions is False) -----------
     def ensure_index(self, plan: TablePlan, columns: Sequence[str]) -> list[str]:

@@ -13,12 +13,12 @@ code points, which is the order of their UTF-8 bytes: the verify order.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from warpd.connectors import rowhash
-from warpd.connectors.base import RangeBound, RangeRows, TablePlan, verify_key_kind
+from warpd.connectors.base import RangeBound, RangeRows, RangeValues, TablePlan, verify_key_kind
 from warpd.connectors.bigquery.naming import quote_ident as _q
 from warpd.connectors.bigquery.source_types import time_param
 from warpd.errors import ConfigError
@@ -125,11 +125,18 @@ class TableRanges:
             for k, v in zip(self.keys, record, strict=True)
         )
 
-    def hashed(self, records: Any) -> RangeRows:
+    def _converted(self, records: Any) -> Iterator[tuple[tuple[str | None, ...], list[Any]]]:
+        """Each record's key (rendered) and its compared columns' canonical values."""
         nkey = len(self.keys)
-        out: RangeRows = []
+        key_kinds = [k.column.type.kind for k in self.keys]
         for record in records:
             values = [None if v is None else c.convert(v) for c, v in zip(self.selected, record, strict=True)]
-            key = rowhash.key_text([k.column.type.kind for k in self.keys], values[:nkey])
-            out.append((key, rowhash.row_hash(self.kinds, values[nkey:])))
-        return out
+            yield rowhash.key_text(key_kinds, values[:nkey]), values[nkey:]
+
+    def hashed(self, records: Any) -> RangeRows:
+        return [(key, rowhash.row_hash(self.kinds, values)) for key, values in self._converted(records)]
+
+    def values(self, records: Any) -> RangeValues:
+        """Each record's key and the values of its FLOAT, JSON and text-array columns (base.RangeValues),
+        for verify to render: no hashing here."""
+        return [(key, tuple(values)) for key, values in self._converted(records)]

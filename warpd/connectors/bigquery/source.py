@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from warpd.connectors import rowhash
-from warpd.connectors.base import Position, RangeBound, RangeRows, SnapshotChunk, TablePlan
+from warpd.connectors.base import Position, RangeBound, RangeRows, RangeValues, SnapshotChunk, TablePlan
 from warpd.connectors.bigquery import read_api
 from warpd.connectors.bigquery.client import (
     api_timeout,
@@ -334,6 +334,14 @@ class BigQuerySource:
     ) -> RangeRows:
         ranges = self._ranges(plan, columns)
         return ranges.hashed(self._range_records(*ranges.query(lower, upper)))
+
+    def range_values(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeValues:
+        # read as the batch copy reads them: FLOAT64 as a float; JSON, STRUCT and ARRAY as their JSON
+        # text (TO_JSON_STRING: an array's order kept, so a reordered array differs)
+        ranges = self._ranges(plan, columns)
+        return ranges.values(self._range_records(*ranges.query(lower, upper)))
 
     # -- reading -----------------------------------------------------------------
     def snapshot(

@@ -81,7 +81,7 @@ def _as_is(quoted: str) -> str:
     return quoted
 
 
-def _to_json(quoted: str) -> str:
+def json_text(quoted: str) -> str:
     # SQL NULL stays NULL (TO_JSON_STRING would give the JSON text 'null'); a JSON null value is not NULL
     return f"IF({quoted} IS NULL, NULL, TO_JSON_STRING({quoted}))"
 
@@ -168,7 +168,9 @@ def read_column(table: str, field: Any) -> ReadColumn:
 
     spelled = _spelling(field, sql_type)
     if field.mode == "REPEATED":  # an array is never NULL (it may be empty)
-        return ReadColumn(Column(field.name, ColumnType(Kind.JSON), False, spelled), "ARRAY", _to_json, _same)
+        return ReadColumn(
+            Column(field.name, ColumnType(Kind.JSON), False, spelled), "ARRAY", json_text, _same
+        )
     length = int(field.max_length) if getattr(field, "max_length", None) else None
     if sql_type == "INT64":
         return make(ColumnType(Kind.INT, bits=64), convert=int)
@@ -193,7 +195,7 @@ def read_column(table: str, field: Any) -> ReadColumn:
     if sql_type == "TIME":
         return make(ColumnType(Kind.TIME, precision=6), convert=_time)
     if sql_type in ("JSON", "STRUCT"):
-        return make(ColumnType(Kind.JSON), select=_to_json)
+        return make(ColumnType(Kind.JSON), select=json_text)
     if sql_type == "GEOGRAPHY":
         return make(ColumnType(Kind.TEXT), select=_wkt)
     if sql_type == "INTERVAL":

@@ -28,8 +28,8 @@ from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 
 from warpd.connectors import rowhash
-from warpd.connectors.base import RangeBound, RangeRows, TablePlan
-from warpd.connectors.mongodb.mapping import ID_FIELD, DocumentMapper
+from warpd.connectors.base import RangeBound, RangeRows, RangeValues, TablePlan
+from warpd.connectors.mongodb.mapping import ID_FIELD, OVERFLOW_COLUMN, DocumentMapper
 from warpd.errors import ConfigError
 from warpd.types import Column, Kind
 
@@ -89,8 +89,11 @@ class CollectionRanges:
         self.kinds = rowhash.kinds_of(plan.source.columns, columns)
         tops = {(by_name[n].path or (n,))[0] for n in columns}
         # a projection names fields by dotted paths: a top-level name holding a dot (or starting with $,
-        # or empty) cannot be projected on its own, so such a collection is read whole
-        plain = all(t and "." not in t and not t.startswith("$") for t in tops)
+        # or empty) cannot be projected on its own, so such a collection is read whole; so is one whose
+        # overflow column is compared (it holds the fields no column names)
+        plain = OVERFLOW_COLUMN not in columns and all(
+            t and "." not in t and not t.startswith("$") for t in tops
+        )
         self.projection: dict[str, int] | None = (
             {ID_FIELD: 1, **dict.fromkeys(sorted(tops - {ID_FIELD}), 1)} if plain else None
         )
@@ -122,6 +125,21 @@ class CollectionRanges:
 
     def rows(self, lower: RangeBound, upper: RangeBound) -> RangeRows:
         return [self._hashed(d) for d in self._documents(lower, upper)]
+
+    def values(self, lower: RangeBound, upper: RangeBound) -> RangeValues:
+        """Each document's key and the canonical values of ``columns`` (FLOAT, JSON: base.RangeValues) as
+        replication writes them: a double as a float, an embedded document or an array as its Relaxed
+        Extended JSON text (an array's order kept, so a reordered array differs).  A document that no
+        longer fits the shape is left out: its row hash (:meth:`rows`) already differs."""
+        found = []
+        for doc in self._documents(lower, upper):
+            key = self.mapper.key(self.shape, doc[ID_FIELD])[ID_FIELD]
+            try:
+                row = self.mapper.row(self.shape, doc)
+            except ValueError:
+                continue
+            found.append((rowhash.key_text([self.id_kind], [key]), tuple(row[n] for n in self.columns)))
+        return found
 
     def bounds(self, lower: RangeBound, upper: RangeBound, every: int) -> list[tuple[Any, ...]]:
         """The ``_id`` (verify order) of every ``every``-th document of the range: one pass over its ``_id``s."""

@@ -36,6 +36,7 @@ from warpd.connectors.base import (
     Position,
     RangeBound,
     RangeRows,
+    RangeValues,
     RowChange,
     SchemaChange,
     SchemaOpKind,
@@ -293,6 +294,11 @@ class MongoSource:
         self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
     ) -> RangeRows:
         return self._call(lambda: self._ranges(plan, columns).rows(lower, upper), "hashing a key range")
+
+    def range_values(
+        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeValues:
+        return self._call(lambda: self._ranges(plan, columns).values(lower, upper), "reading a key range")
 
     is_transient = staticmethod(is_transient)
 
