@@ -175,7 +175,7 @@ def test_crash_between_the_parts_of_a_batch_applies_only_what_they_lack(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
     """A batch of a keyless table is written in 3 parts (3 transactions); the process dies right after the
-    first part commits (WARP_FAULT_AFTER_PART_COMMIT), the others in flight.  The restart rebuilds the
+    first part commits (WARP_FAULT_AFTER_PART_COMMIT; the others wait for it).  The restart rebuilds the
     batch and writes only the rows the fence does not show committed: every row once, and the rows of
     the committed part keep the time they were synced at."""
     rows = 1500

@@ -88,9 +88,11 @@ ROWS_PER_PART = 256
 
 FAULT_AFTER_PART_COMMIT = "WARP_FAULT_AFTER_PART_COMMIT"
 """Fault injection for tests (DEVELOPMENT.md): exit 137 once this many parts of streamed (fenced)
-batches have committed, so a batch is left committed in part."""
+batches have committed, so a batch is left committed in part.  While it is set, the parts of a batch
+are written one at a time, so the parts after that one have surely not committed."""
 _FAULT_AFTER_PARTS = int(os.environ.get(FAULT_AFTER_PART_COMMIT) or 0)
 _parts_committed = itertools.count(1)
+_one_part_at_a_time = threading.Lock()
 
 
 def part_of(key: Hashable, parts: int) -> int:
@@ -295,11 +297,16 @@ class TableApplier:
         encoded = self._encode(states)[done:]
         if not encoded:
             return 0
-        self._write(encoded, fence=dataclasses.replace(fence, rows_done=done) if fence is not None else None)
-        if _FAULT_AFTER_PARTS and fence is not None and next(_parts_committed) >= _FAULT_AFTER_PARTS:
-            log.warning("%s: dying after a part of a streamed batch committed", FAULT_AFTER_PART_COMMIT)
-            logging.shutdown()
-            os._exit(137)  # the other parts of the batch are in flight or not begun: rolled back
+        fence = dataclasses.replace(fence, rows_done=done) if fence is not None else None
+        if not (_FAULT_AFTER_PARTS and fence is not None):
+            self._write(encoded, fence=fence)
+            return len(encoded)
+        with _one_part_at_a_time:
+            self._write(encoded, fence=fence)
+            if next(_parts_committed) >= _FAULT_AFTER_PARTS:
+                log.warning("%s: dying after a part of a streamed batch committed", FAULT_AFTER_PART_COMMIT)
+                logging.shutdown()
+                os._exit(137)  # the batch's other parts have not begun, or not committed
         return len(encoded)
 
     def _write(
