@@ -15,8 +15,11 @@ Zero and partial dates (``0000-00-00``, ``2020-00-15``), which replication
 writes as NULL in a nullable column and ``-infinity`` in a NOT NULL one
 (docs/type-mapping.md), render as that: ``N`` and ``-infinity``.
 
-FLOAT, JSON and SET values are not rendered here: :meth:`RangeQueries.values`
-returns them with their keys, for verify to render (warpd/verify_ranges.py).
+A DOUBLE renders exactly as its significand and binary exponent
+(``warpd.connectors.base.exact_double``; PostgreSQL's rendering computes the
+same text).  32-bit FLOAT, JSON and SET values are not rendered here:
+:meth:`RangeQueries.values` returns them with their keys, for verify to render
+(warpd/verify_ranges.py).
 
 Keys order by the same expression on both sides: text and UUID keys by the
 bytes of their UTF-8 text (MariaDB's collation and PostgreSQL's would order
@@ -29,7 +32,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from warpd.connectors.base import RangeBound, RangeRows, RangeValues, TablePlan, verify_key_kind
+from warpd.connectors.base import (
+    RangeBound,
+    RangeRows,
+    RangeValues,
+    TablePlan,
+    exact_double,
+    verify_key_kind,
+)
 from warpd.connectors.mysql.connection import BIND, execute_bound, quote_ident
 from warpd.connectors.mysql.types import snapshot_select_expr
 from warpd.types import Column, Kind
@@ -43,8 +53,26 @@ def _zero_dated(col: Column, q: str, rendered: str) -> str:
     return f"IF(IFNULL(TO_DAYS({q}), 0) < 366, {instead}, {rendered})"
 
 
+def _double(q: str) -> str:
+    """A DOUBLE as ``[-]<m>p<e>`` (base.exact_double): ``e`` is FLOOR(LOG2), put right where LOG2's
+    rounding made it one off (LOG2 is ``log(x) / ln 2``), and bounded so every POW is a normal
+    double; ``m`` is the value times 2**(52 - e), in two exact steps (2**1126 is no double)."""
+    x = f"({q} + 0e0)"
+    a = f"ABS({x})"
+    e0 = f"LEAST(GREATEST(FLOOR(LOG2({a})), -1074), 1023)"
+    e = f"({e0} - ({a} < POW(2, {e0})) + ({a} / POW(2, {e0}) >= 2))"
+    h = f"FLOOR((52 - {e}) / 2)"
+    m = f"{a} * POW(2, {h}) * POW(2, 52 - {e} - {h})"
+    return (
+        f"CASE WHEN {x} = 0 THEN '0' "
+        f"ELSE CONCAT(IF({x} < 0, '-', ''), CAST({m} AS UNSIGNED), 'p', CAST({e} AS SIGNED)) END"
+    )
+
+
 def _text(col: Column, q: str) -> str:
     kind = col.type.kind
+    if exact_double(col):
+        return _double(q)
     if kind in (Kind.INT, Kind.UUID):
         return f"CAST({q} AS CHAR)"
     if kind is Kind.DECIMAL:
@@ -193,6 +221,8 @@ class RangeQueries:
 class RangeChecksumMethods:
     """``range_checksum`` and ``range_rows`` (base.RangeChecksums) of a MySQL source or destination,
     over the :class:`RangeQueries` its ``_ranges`` builds, on its ``conn``."""
+
+    verify_exact_doubles = True  # DOUBLE columns rendered in SQL (base.exact_double)
 
     @property
     def conn(self) -> Any:

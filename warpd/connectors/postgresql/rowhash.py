@@ -5,8 +5,10 @@ The same canonical rendering, row hash and range checksum as MySQL/MariaDB
 is UTC, so date-times render as UTC; a range's checksum is the row count and
 the exact ``numeric`` sum of the first 60 bits of every row's MD5.  ``-infinity``
 (a MySQL zero date in a NOT NULL column) renders as ``-infinity``, as the
-MySQL side renders a zero date there.  FLOAT, JSON and text-array values are
-returned as values (:meth:`RangeQueries.values`) for verify to render.
+MySQL side renders a zero date there.  A double renders exactly as its
+significand and binary exponent, as MySQL's does (``base.exact_double``); real,
+JSON and text-array values are returned as values (:meth:`RangeQueries.values`)
+for verify to render.
 """
 
 from __future__ import annotations
@@ -22,13 +24,35 @@ from warpd.connectors.base import (
     RangeRows,
     RangeValues,
     TablePlan,
+    exact_double,
     verify_key_kind,
 )
 from warpd.types import Column, Kind
 
 
+def _double(q: sql.Composable) -> sql.Composable:
+    """A double as MySQL's rowhash renders a DOUBLE (base.exact_double), NaN and infinities as
+    words: ``e`` is floor(log2) from ``ln``, put right where rounding made it one off and bounded so
+    every power is a normal double; ``m`` is the value times 2^(52 - e), in two exact steps."""
+    x = sql.SQL("({}::float8)").format(q)
+    a = sql.SQL("abs({})").format(x)
+    e0 = sql.SQL("least(greatest(floor(ln({0}) / ln(2::float8)), -1074), 1023)").format(a)
+    e = sql.SQL(
+        "({1} - ({0} < power(2::float8, {1}))::int + ({0} / power(2::float8, {1}) >= 2)::int)"
+    ).format(a, e0)
+    h = sql.SQL("floor((52 - {}) / 2)").format(e)
+    m = sql.SQL("{0} * power(2::float8, {1}) * power(2::float8, 52 - {2} - {1})").format(a, h, e)
+    return sql.SQL(
+        "CASE WHEN {0} = 'NaN' THEN 'NaN' WHEN {0} = 'Infinity' THEN 'Infinity' "
+        "WHEN {0} = '-Infinity' THEN '-Infinity' WHEN {0} = 0 THEN '0' "
+        "ELSE CASE WHEN {0} < 0 THEN '-' ELSE '' END || ({1})::bigint::text || 'p' || ({2})::int::text END"
+    ).format(x, m, e)
+
+
 def _text(col: Column, q: sql.Composable) -> sql.Composable:
     kind = col.type.kind
+    if exact_double(col):
+        return _double(q)
     if kind in (Kind.INT, Kind.UUID, Kind.TEXT, Kind.BITS):
         return sql.SQL("{}::text").format(q)
     if kind is Kind.DECIMAL:
