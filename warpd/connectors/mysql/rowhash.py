@@ -42,7 +42,12 @@ from warpd.connectors.base import (
 )
 from warpd.connectors.mysql.connection import BIND, execute_bound, quote_ident
 from warpd.connectors.mysql.types import snapshot_select_expr
+from warpd.connectors.rowhash import FIELD_END, RECORD_END, unpack_values
 from warpd.types import Column, Kind
+
+PACKED_MAX = 1 << 30
+"""GROUP_CONCAT's length limit for a range's packed JSON values (the server's max_allowed_packet
+bounds it too: a longer string is NULL, and the range is read row by row)."""
 
 
 def _zero_dated(col: Column, q: str, rendered: str) -> str:
@@ -55,14 +60,15 @@ def _zero_dated(col: Column, q: str, rendered: str) -> str:
 
 def _double(q: str) -> str:
     """A DOUBLE as ``[-]<m>p<e>`` (base.exact_double): ``e`` is FLOOR(LOG2), put right where LOG2's
-    rounding made it one off (LOG2 is ``log(x) / ln 2``), and bounded so every POW is a normal
-    double; ``m`` is the value times 2**(52 - e), in two exact steps (2**1126 is no double)."""
+    rounding made it one off (LOG2 is ``log(x) / ln 2``), and bounded so every POW is a double;
+    ``m`` is the value times 2**(52 - e), exact, in two steps below 1e-290 (2**1126 is no double)."""
     x = f"({q} + 0e0)"
     a = f"ABS({x})"
     e0 = f"LEAST(GREATEST(FLOOR(LOG2({a})), -1074), 1023)"
     e = f"({e0} - ({a} < POW(2, {e0})) + ({a} / POW(2, {e0}) >= 2))"
     h = f"FLOOR((52 - {e}) / 2)"
-    m = f"{a} * POW(2, {h}) * POW(2, 52 - {e} - {h})"
+    # (one power when 2**(52 - e) is a double: every value of at least 1e-290)
+    m = f"IF({a} >= 1e-290, {a} * POW(2, 52 - {e}), {a} * POW(2, {h}) * POW(2, 52 - {e} - {h}))"
     return (
         f"CASE WHEN {x} = 0 THEN '0' "
         f"ELSE CONCAT(IF({x} < 0, '-', ''), CAST({m} AS UNSIGNED), 'p', CAST({e} AS SIGNED)) END"
@@ -177,6 +183,10 @@ class RangeQueries:
         """Each row's key (rendered) and the values of FLOAT, JSON and SET ``columns``, as Python
         values (base.RangeValues): a FLOAT widened to DOUBLE (its text form has six digits only)."""
         cols = [self.by_name[n] for n in columns]
+        if cols and all(c.type.kind is Kind.JSON for c in cols):
+            packed = self._packed(conn, cols, lower, upper)
+            if packed is not None:
+                return packed
         exprs = [snapshot_select_expr(c, quote_ident(self.names[c.name])) for c in cols]
         where, args = self._where(lower, upper)
         query = f"SELECT {', '.join([*self.key_text, *exprs])} FROM {self.table}{where}"  # noqa: S608
@@ -190,6 +200,29 @@ class RangeQueries:
             )
             for r in rows
         ]
+
+    def _packed(
+        self, conn: Any, cols: Sequence[Column], lower: RangeBound, upper: RangeBound
+    ) -> RangeValues | None:
+        """JSON values of the range as one GROUP_CONCAT string (rowhash.unpack_values), or None when
+        they do not fit in it (then read row by row)."""
+        sep = {end: f"CHAR({ord(end)} USING utf8mb4)" for end in (RECORD_END, FIELD_END)}
+        values = [
+            f"IFNULL(CONCAT('=', CONVERT({quote_ident(self.names[c.name])} USING utf8mb4)), '')" for c in cols
+        ]
+        record = (
+            f"CONCAT(CONCAT_WS({sep[FIELD_END]}, {', '.join([*self.key_text, *values])}), {sep[RECORD_END]})"
+        )
+        where, args = self._where(lower, upper)
+        with conn.cursor() as cur:
+            cur.execute(f"SET SESSION group_concat_max_len = {PACKED_MAX}")
+            execute_bound(
+                cur,
+                f"SELECT COUNT(*), GROUP_CONCAT({record} SEPARATOR '') FROM {self.table}{where}",  # noqa: S608
+                args,
+            )
+            count, packed = cur.fetchone()
+        return unpack_values(packed, int(count), self.nkey, len(cols))
 
     def _value(self, col: Column, value: Any) -> Any:
         if isinstance(value, bytes):
