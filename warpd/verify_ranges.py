@@ -11,8 +11,9 @@ until it holds at most ``leaf_rows`` rows on either side, and then the
 at the destination, extra at the destination, or holding different values.
 
 Columns of the kinds no SQL renders alike in both databases (FLOAT, JSON,
-SET: ``VERIFY_VALUE_KINDS``) are fetched (``range_values``) with their keys and
-rendered here: each row's rendering, key included, is hashed (:func:`values_hash`)
+SET: ``VERIFY_VALUE_KINDS``; but a DOUBLE, which both sides hash in SQL when
+both declare ``verify_exact_doubles``: ``base.exact_double``) are fetched
+(``range_values``) with their keys and rendered here: each row's rendering, key included, is hashed (:func:`values_hash`)
 and the hash is added to the range's checksum (and joined to the row hash when a
 range is listed).
 

@@ -459,7 +459,8 @@ columns of other kinds (FLOAT, JSON, TEXT_ARRAY) are compared in Python (:data:`
 VERIFY_VALUE_KINDS = frozenset({Kind.FLOAT, Kind.JSON, Kind.TEXT_ARRAY})
 """Kinds no SQL renders alike in every database: ``range_values`` returns their values, and verify
 renders them in Python (floats at the precision the destination holds, JSON as parsed documents,
-SET/text arrays as sets of members; docs/verify.md)."""
+SET/text arrays as sets of members; docs/verify.md), but a DOUBLE where both sides render it
+exactly in SQL (:func:`exact_double`)."""
 
 
 def exact_double(column: Column) -> bool:

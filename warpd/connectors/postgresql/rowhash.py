@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg2 import sql
+from psycopg2 import errors, sql
 
 from warpd.connectors.base import (
     DELETED_AT_COLUMN,
@@ -177,9 +177,12 @@ class RangeQueries:
         )
         where, args = self._where(lower, upper)
         query = sql.SQL("SELECT count(*), string_agg({}, '') FROM {}{}").format(record, self.table, where)
-        with conn, conn.cursor() as cur:
-            cur.execute(query, args)
-            count, packed = cur.fetchone()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(query, args)
+                count, packed = cur.fetchone()
+        except (errors.OutOfMemory, errors.ProgramLimitExceeded):  # past a text's 1 GB (rolled back)
+            return None
         return unpack_values(packed, int(count), self.nkey, len(columns))
 
     def bounds(self, conn: Any, lower: RangeBound, upper: RangeBound, every: int) -> list[tuple[Any, ...]]:
