@@ -11,8 +11,9 @@ until it holds at most ``leaf_rows`` rows on either side, and then the
 at the destination, extra at the destination, or holding different values.
 
 Columns of the kinds no SQL renders alike in both databases (FLOAT, JSON,
-SET: ``VERIFY_VALUE_KINDS``) are fetched (``range_values``) with their keys and
-rendered here: each row's rendering, key included, is hashed (:func:`values_hash`)
+SET: ``VERIFY_VALUE_KINDS``; but a DOUBLE, which both sides hash in SQL when
+both declare ``verify_exact_doubles``: ``base.exact_double``) are fetched
+(``range_values``) with their keys and rendered here: each row's rendering, key included, is hashed (:func:`values_hash`)
 and the hash is added to the range's checksum (and joined to the row hash when a
 range is listed).
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from warpd.connectors.base import VERIFY_KINDS, VERIFY_VALUE_KINDS, RangeBound, TablePlan
+from warpd.connectors.base import VERIFY_KINDS, VERIFY_VALUE_KINDS, RangeBound, TablePlan, exact_double
 from warpd.errors import ConfigError, FatalError
 from warpd.types import Column, Kind
 
@@ -190,25 +191,63 @@ def _float_text(value: Any, bits: int | None) -> str:
     return repr(number)
 
 
+_DOUBLE_WORDS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity", "0.0": "0", "-0.0": "0"}
+
+
+def _double_text(value: Any) -> str:
+    """:func:`_float_text` of a 64-bit float, in one ``repr`` and one look-up."""
+    text = repr(float(value))
+    return _DOUBLE_WORDS.get(text, text)
+
+
 _JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal)  # ints stay int: C speed
 _JSON_STRING = json.encoder.encode_basestring  # (C) a JSON string, non-ASCII kept
 _JSON_LITERALS = {True: "true", False: "false", None: "null"}
+_INT_DIGITS = 4300
+"""Digits of the longest integer Python parses from JSON (its default int/str conversion limit)."""
+
+
+class _NotIntegral(Exception):
+    """A JSON document holds a number with a fraction or exponent, or NaN/Infinity."""
+
+
+def _refuse(_text: str) -> Any:
+    raise _NotIntegral
+
+
+# (C) a document of strings, integers, literals, arrays and objects: parsed and dumped at C speed, in
+# exactly the text _json_dump gives it (keys sorted, no whitespace, integers in decimal).  The
+# scanner and the encoder are called directly: JSONDecoder.decode and JSONEncoder.encode cost more
+# than the work itself on a small document.
+_SCAN_INTEGRAL = json.JSONDecoder(parse_float=_refuse, parse_constant=_refuse).scan_once  # type: ignore[attr-defined]
+_MAKE_ENCODER = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+_ENCODE: Callable[[Any, int], Sequence[str]] | None = (
+    None
+    if _MAKE_ENCODER is None
+    else _MAKE_ENCODER(  # markers, default, encoder, indent, separators, sort_keys, skipkeys, allow_nan
+        None, None, json.encoder.encode_basestring, None, ":", ",", True, False, False
+    )
+)
 
 
 def _json_number(number: int | Decimal) -> str:
-    """A JSON number by value, exactly, whatever its size or spelling: ``<digits>e<exponent>``,
-    trailing zeros moved into the exponent (``100``, ``1e2`` and ``100.0`` are all ``1e2``)."""
+    """A JSON number by value, exactly, whatever its size or spelling: an integer in decimal
+    (``100``, ``1e2`` and ``100.0`` are all ``100``, as Python writes the int), any other number as
+    ``<digits>e<exponent>`` with trailing zeros moved into the exponent (``2.50`` is ``25e-1``); an
+    integer of more digits than Python parses as ``<digits>e<exponent>`` too (no int equals it)."""
     if isinstance(number, int):
-        sign, digits, exponent = number < 0, str(abs(number)), 0
-    else:
-        if not number.is_finite():
-            return str(number)
-        shape = number.as_tuple()  # (finite: an int exponent)
-        sign, digits, exponent = bool(shape.sign), "".join(map(str, shape.digits)), int(shape.exponent)
+        return str(number)
+    if not number.is_finite():
+        return str(number)
+    shape = number.as_tuple()  # (finite: an int exponent)
+    sign, digits, exponent = "-" if shape.sign else "", "".join(map(str, shape.digits)), int(shape.exponent)
     kept = digits.rstrip("0")
     if not kept:
         return "0"
-    return f"{'-' if sign else ''}{kept}e{exponent + len(digits) - len(kept)}"
+    exponent += len(digits) - len(kept)
+    if 0 <= exponent and len(kept) + exponent <= _INT_DIGITS:
+        return f"{sign}{kept}{'0' * exponent}"
+    return f"{sign}{kept}e{exponent}"
 
 
 def _json_dump(doc: Any) -> str:
@@ -225,11 +264,22 @@ def _json_dump(doc: Any) -> str:
 
 
 def _json_text(value: Any) -> str:
-    """A JSON document, parsed: keys sorted, no whitespace, numbers by value (``1.0`` is ``1``)."""
+    """A JSON document, parsed: keys sorted, no whitespace, numbers by value (``1.0`` is ``1``).
+
+    A document holding only integers (most) is parsed and dumped by the json module's C code; one
+    holding another number goes through :func:`_json_dump`, which gives the same text for the
+    same values (``1.0`` and ``1`` are both ``1``)."""
     if isinstance(value, bytes):
         value = value.decode()
     if not isinstance(value, str):
         value = json.dumps(value)
+    if _ENCODE is not None:
+        try:
+            doc, end = _SCAN_INTEGRAL(value, 0)
+            if end == len(value):  # (else: spaces around it, or not JSON: parsed below)
+                return "".join(_ENCODE(doc, 0))
+        except (_NotIntegral, StopIteration, ValueError):  # (StopIteration: a space at 0; ValueError:
+            pass  # not JSON, or an integer too long: the full parse below says so)
     return _json_dump(_JSON.decode(value))
 
 
@@ -244,6 +294,8 @@ def _members_text(value: Any) -> str:
 def renderer(column: Column) -> Callable[[Any], str]:
     """The canonical text of a value of a :data:`VERIFY_VALUE_KINDS` column (``N`` for NULL)."""
     kind, bits = column.type.kind, column.type.bits
+    if kind is Kind.FLOAT and bits != 32:
+        return lambda v: "N" if v is None else _double_text(v)
     if kind is Kind.FLOAT:
         return lambda v: "N" if v is None else _float_text(v, bits)
     render = _json_text if kind is Kind.JSON else _members_text
@@ -260,6 +312,15 @@ def values_hash(
 
 
 _BITS60 = (1 << 60) - 1
+
+
+def values_total(render: Sequence[Callable[[Any], str]], rows: Any) -> int:
+    """The sum of :func:`values_hash` over ``range_values`` rows (one loop: the hot path of a table
+    with JSON columns)."""
+    if len(render) == 1:
+        (one,) = render
+        return sum([hash((*key, one(value))) & _BITS60 for key, (value,) in rows])
+    return sum([values_hash(render, key, row) for key, row in rows])
 
 
 @dataclass
@@ -340,7 +401,18 @@ class TableVerifier:
         cols = plan.source.columns
         self.columns = [c.name for c in cols if c.type.kind in VERIFY_KINDS]
         by_value = source_values is not None and dest_values is not None
-        self.value_columns = [c for c in cols if by_value and c.type.kind in VERIFY_VALUE_KINDS]
+        # a DOUBLE is rendered in SQL when both sides can (base.exact_double), else fetched as a value
+        in_sql = [
+            c.name
+            for c in cols
+            if exact_double(c)
+            and getattr(source, "verify_exact_doubles", False)
+            and getattr(dest, "verify_exact_doubles", False)
+        ]
+        self.columns += in_sql
+        self.value_columns = [
+            c for c in cols if by_value and c.type.kind in VERIFY_VALUE_KINDS and c.name not in in_sql
+        ]
         self.render = [renderer(c) for c in self.value_columns]
         self.source_values, self.dest_values = source_values, dest_values
         lacking = " and ".join(
@@ -356,7 +428,7 @@ class TableVerifier:
                 c.name: f"{c.type.kind.value} values are compared in Python, and {lacking} cannot read "
                 "them for it (no range_values; docs/verify.md)"
                 for c in cols
-                if c.type.kind not in VERIFY_KINDS and c not in self.value_columns
+                if c.type.kind not in VERIFY_KINDS and c not in self.value_columns and c.name not in in_sql
             },
         )
         self._missing: dict[Key, str] = {}
@@ -394,8 +466,7 @@ class TableVerifier:
         count, total = checksum(self.plan, self.columns, lower, upper)
         if self.value_columns:
             names = [c.name for c in self.value_columns]
-            for key, row in values(self.plan, names, lower, upper):
-                total += values_hash(self.render, key, row)
+            total += values_total(self.render, values(self.plan, names, lower, upper))
         return count, total
 
     def _side_rows(self, rows: Any, values: Any, lower: RangeBound, upper: RangeBound) -> dict[Key, str]:

@@ -459,7 +459,22 @@ columns of other kinds (FLOAT, JSON, TEXT_ARRAY) are compared in Python (:data:`
 VERIFY_VALUE_KINDS = frozenset({Kind.FLOAT, Kind.JSON, Kind.TEXT_ARRAY})
 """Kinds no SQL renders alike in every database: ``range_values`` returns their values, and verify
 renders them in Python (floats at the precision the destination holds, JSON as parsed documents,
-SET/text arrays as sets of members; docs/verify.md)."""
+SET/text arrays as sets of members; docs/verify.md), but a DOUBLE where both sides render it
+exactly in SQL (:func:`exact_double`)."""
+
+
+def exact_double(column: Column) -> bool:
+    """A 64-bit FLOAT (``DOUBLE``, ``double precision``): the one :data:`VERIFY_VALUE_KINDS` column
+    that connectors declaring ``verify_exact_doubles`` render in SQL, exactly, when both sides of a
+    verify declare it (``range_checksum`` and ``range_rows`` then take it among their ``columns``).
+
+    The rendering (docs/verify.md): ``0`` for zero (either sign), ``NaN``, ``Infinity`` and
+    ``-Infinity``, otherwise ``[-]<m>p<e>`` for the value ``m * 2**(e - 52)``: ``m`` the 53-bit integer
+    significand (2**52 <= m < 2**53, subnormals normalised) and ``e`` the binary exponent, computed
+    with arithmetic that is exact in IEEE doubles (multiplying by powers of two).  A 32-bit FLOAT stays
+    rendered in Python: its destination may hold the single's value in a double."""
+    return column.type.kind is Kind.FLOAT and column.type.bits != 32
+
 
 VERIFY_KEY_KINDS = frozenset(
     {

@@ -108,3 +108,34 @@ def order_value(kind: Kind, canonical: Any) -> Any:
 def kinds_of(columns: Sequence[Column], names: Sequence[str]) -> list[Kind]:
     by_name = {c.name: c for c in columns}
     return [by_name[n].type.kind for n in names]
+
+
+RECORD_END, FIELD_END = "\x1e", "\x1f"
+"""The separators of a range's values packed into one string (:func:`unpack_values`): ASCII record
+and unit separators, which JSON text never holds raw (control characters are escaped in it)."""
+
+
+def unpack_values(
+    packed: str | bytes | None, rows: int, nkey: int, nvalues: int
+) -> list[tuple[tuple[str, ...], tuple[str | None, ...]]] | None:
+    """``range_values`` rows from one string the database packed: each row's rendered key parts and
+    values, each field ended by :data:`FIELD_END` but the row's last, the row by :data:`RECORD_END`;
+    a value is ``=<text>``, or empty for NULL.  None when the string cannot be the ``rows`` rows
+    packed so (a field holding a separator, a string cut short by a length limit, NULL): the caller
+    reads the rows one by one instead.  Reading one string spares the driver's work per row."""
+    if packed is None:
+        return [] if rows == 0 else None
+    text = packed.decode() if isinstance(packed, bytes) else packed
+    records = text.split(RECORD_END)
+    # every record ends with RECORD_END: a cut string lacks the last one, a separator in a field
+    # makes one record or field too many
+    if len(records) != rows + 1 or records[-1]:
+        return None
+    fields = nkey + nvalues
+    out = []
+    for record in records[:-1]:
+        parts = record.split(FIELD_END)
+        if len(parts) != fields:
+            return None
+        out.append((tuple(parts[:nkey]), tuple([p[1:] if p else None for p in parts[nkey:]])))
+    return out

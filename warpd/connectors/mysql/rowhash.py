@@ -15,8 +15,11 @@ Zero and partial dates (``0000-00-00``, ``2020-00-15``), which replication
 writes as NULL in a nullable column and ``-infinity`` in a NOT NULL one
 (docs/type-mapping.md), render as that: ``N`` and ``-infinity``.
 
-FLOAT, JSON and SET values are not rendered here: :meth:`RangeQueries.values`
-returns them with their keys, for verify to render (warpd/verify_ranges.py).
+A DOUBLE renders exactly as its significand and binary exponent
+(``warpd.connectors.base.exact_double``; PostgreSQL's rendering computes the
+same text).  32-bit FLOAT, JSON and SET values are not rendered here:
+:meth:`RangeQueries.values` returns them with their keys, for verify to render
+(warpd/verify_ranges.py).
 
 Keys order by the same expression on both sides: text and UUID keys by the
 bytes of their UTF-8 text (MariaDB's collation and PostgreSQL's would order
@@ -29,10 +32,22 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from warpd.connectors.base import RangeBound, RangeRows, RangeValues, TablePlan, verify_key_kind
+from warpd.connectors.base import (
+    RangeBound,
+    RangeRows,
+    RangeValues,
+    TablePlan,
+    exact_double,
+    verify_key_kind,
+)
 from warpd.connectors.mysql.connection import BIND, execute_bound, quote_ident
 from warpd.connectors.mysql.types import snapshot_select_expr
+from warpd.connectors.rowhash import FIELD_END, RECORD_END, unpack_values
 from warpd.types import Column, Kind
+
+PACKED_MAX = 1 << 30
+"""GROUP_CONCAT's length limit for a range's packed JSON values (the server's max_allowed_packet
+bounds it too: a longer string is NULL, and the range is read row by row)."""
 
 
 def _zero_dated(col: Column, q: str, rendered: str) -> str:
@@ -43,8 +58,27 @@ def _zero_dated(col: Column, q: str, rendered: str) -> str:
     return f"IF(IFNULL(TO_DAYS({q}), 0) < 366, {instead}, {rendered})"
 
 
+def _double(q: str) -> str:
+    """A DOUBLE as ``[-]<m>p<e>`` (base.exact_double): ``e`` is FLOOR(LOG2), put right where LOG2's
+    rounding made it one off (LOG2 is ``log(x) / ln 2``), and bounded so every POW is a double;
+    ``m`` is the value times 2**(52 - e), exact, in two steps below 1e-290 (2**1126 is no double)."""
+    x = f"({q} + 0e0)"
+    a = f"ABS({x})"
+    e0 = f"LEAST(GREATEST(FLOOR(LOG2({a})), -1074), 1023)"
+    e = f"({e0} - ({a} < POW(2, {e0})) + ({a} / POW(2, {e0}) >= 2))"
+    h = f"FLOOR((52 - {e}) / 2)"
+    # (one power when 2**(52 - e) is a double: every value of at least 1e-290)
+    m = f"IF({a} >= 1e-290, {a} * POW(2, 52 - {e}), {a} * POW(2, {h}) * POW(2, 52 - {e} - {h}))"
+    return (
+        f"CASE WHEN {x} = 0 THEN '0' "
+        f"ELSE CONCAT(IF({x} < 0, '-', ''), CAST({m} AS UNSIGNED), 'p', CAST({e} AS SIGNED)) END"
+    )
+
+
 def _text(col: Column, q: str) -> str:
     kind = col.type.kind
+    if exact_double(col):
+        return _double(q)
     if kind in (Kind.INT, Kind.UUID):
         return f"CAST({q} AS CHAR)"
     if kind is Kind.DECIMAL:
@@ -149,6 +183,10 @@ class RangeQueries:
         """Each row's key (rendered) and the values of FLOAT, JSON and SET ``columns``, as Python
         values (base.RangeValues): a FLOAT widened to DOUBLE (its text form has six digits only)."""
         cols = [self.by_name[n] for n in columns]
+        if cols and all(c.type.kind is Kind.JSON for c in cols):
+            packed = self._packed(conn, cols, lower, upper)
+            if packed is not None:
+                return packed
         exprs = [snapshot_select_expr(c, quote_ident(self.names[c.name])) for c in cols]
         where, args = self._where(lower, upper)
         query = f"SELECT {', '.join([*self.key_text, *exprs])} FROM {self.table}{where}"  # noqa: S608
@@ -162,6 +200,29 @@ class RangeQueries:
             )
             for r in rows
         ]
+
+    def _packed(
+        self, conn: Any, cols: Sequence[Column], lower: RangeBound, upper: RangeBound
+    ) -> RangeValues | None:
+        """JSON values of the range as one GROUP_CONCAT string (rowhash.unpack_values), or None when
+        they do not fit in it (then read row by row)."""
+        sep = {end: f"CHAR({ord(end)} USING utf8mb4)" for end in (RECORD_END, FIELD_END)}
+        values = [
+            f"IFNULL(CONCAT('=', CONVERT({quote_ident(self.names[c.name])} USING utf8mb4)), '')" for c in cols
+        ]
+        record = (
+            f"CONCAT(CONCAT_WS({sep[FIELD_END]}, {', '.join([*self.key_text, *values])}), {sep[RECORD_END]})"
+        )
+        where, args = self._where(lower, upper)
+        with conn.cursor() as cur:
+            cur.execute(f"SET SESSION group_concat_max_len = {PACKED_MAX}")
+            execute_bound(
+                cur,
+                f"SELECT COUNT(*), GROUP_CONCAT({record} SEPARATOR '') FROM {self.table}{where}",  # noqa: S608
+                args,
+            )
+            count, packed = cur.fetchone()
+        return unpack_values(packed, int(count), self.nkey, len(cols))
 
     def _value(self, col: Column, value: Any) -> Any:
         if isinstance(value, bytes):
@@ -193,6 +254,8 @@ class RangeQueries:
 class RangeChecksumMethods:
     """``range_checksum`` and ``range_rows`` (base.RangeChecksums) of a MySQL source or destination,
     over the :class:`RangeQueries` its ``_ranges`` builds, on its ``conn``."""
+
+    verify_exact_doubles = True  # DOUBLE columns rendered in SQL (base.exact_double)
 
     @property
     def conn(self) -> Any:

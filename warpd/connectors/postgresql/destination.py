@@ -645,6 +645,8 @@ class PostgresDestination:
         return self._with_fields({}, record, fields)
 
     # -- verify (RangeChecksums in base.py; docs/verify.md) ---------------------
+    verify_exact_doubles = True  # double precision rendered in SQL (base.exact_double)
+
     def range_checksum(
         self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
     ) -> tuple[int, int]:

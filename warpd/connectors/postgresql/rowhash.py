@@ -5,8 +5,10 @@ The same canonical rendering, row hash and range checksum as MySQL/MariaDB
 is UTC, so date-times render as UTC; a range's checksum is the row count and
 the exact ``numeric`` sum of the first 60 bits of every row's MD5.  ``-infinity``
 (a MySQL zero date in a NOT NULL column) renders as ``-infinity``, as the
-MySQL side renders a zero date there.  FLOAT, JSON and text-array values are
-returned as values (:meth:`RangeQueries.values`) for verify to render.
+MySQL side renders a zero date there.  A double renders exactly as its
+significand and binary exponent, as MySQL's does (``base.exact_double``); real,
+JSON and text-array values are returned as values (:meth:`RangeQueries.values`)
+for verify to render.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg2 import sql
+from psycopg2 import errors, sql
 
 from warpd.connectors.base import (
     DELETED_AT_COLUMN,
@@ -22,13 +24,39 @@ from warpd.connectors.base import (
     RangeRows,
     RangeValues,
     TablePlan,
+    exact_double,
     verify_key_kind,
 )
+from warpd.connectors.rowhash import FIELD_END, RECORD_END, unpack_values
 from warpd.types import Column, Kind
+
+
+def _double(q: sql.Composable) -> sql.Composable:
+    """A double as MySQL's rowhash renders a DOUBLE (base.exact_double), NaN and infinities as
+    words: ``e`` is floor(log2) from ``ln``, put right where rounding made it one off and bounded so
+    every power is a double; ``m`` is the value times 2^(52 - e), exact (in two steps below 1e-290)."""
+    x = sql.SQL("({}::float8)").format(q)
+    a = sql.SQL("abs({})").format(x)
+    e0 = sql.SQL("least(greatest(floor(ln({0}) / ln(2::float8)), -1074), 1023)").format(a)
+    e = sql.SQL(
+        "({1} - ({0} < power(2::float8, {1}))::int + ({0} / power(2::float8, {1}) >= 2)::int)"
+    ).format(a, e0)
+    h = sql.SQL("floor((52 - {}) / 2)").format(e)
+    m = sql.SQL(
+        "CASE WHEN {0} >= 1e-290 THEN {0} * power(2::float8, 52 - {2}) "
+        "ELSE {0} * power(2::float8, {1}) * power(2::float8, 52 - {2} - {1}) END"
+    ).format(a, h, e)
+    return sql.SQL(
+        "CASE WHEN {0} = 'NaN' THEN 'NaN' WHEN {0} = 'Infinity' THEN 'Infinity' "
+        "WHEN {0} = '-Infinity' THEN '-Infinity' WHEN {0} = 0 THEN '0' "
+        "ELSE CASE WHEN {0} < 0 THEN '-' ELSE '' END || ({1})::bigint::text || 'p' || ({2})::int::text END"
+    ).format(x, m, e)
 
 
 def _text(col: Column, q: sql.Composable) -> sql.Composable:
     kind = col.type.kind
+    if exact_double(col):
+        return _double(q)
     if kind in (Kind.INT, Kind.UUID, Kind.TEXT, Kind.BITS):
         return sql.SQL("{}::text").format(q)
     if kind is Kind.DECIMAL:
@@ -118,6 +146,10 @@ class RangeQueries:
     def values(self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound) -> RangeValues:
         """Each row's key (rendered) and the values of FLOAT, JSON and text-array ``columns``
         (base.RangeValues): JSON as its text, read back from ``jsonb``."""
+        if columns and all(self.by_name[n].type.kind is Kind.JSON for n in columns):
+            packed = self._packed(conn, columns, lower, upper)
+            if packed is not None:
+                return packed
         exprs = [
             sql.SQL("{}::text").format(self.ident[n])
             if self.by_name[n].type.kind is Kind.JSON
@@ -131,6 +163,27 @@ class RangeQueries:
         with conn, conn.cursor() as cur:
             cur.execute(query, args)
             return [(tuple(r[: self.nkey]), tuple(r[self.nkey :])) for r in cur.fetchall()]
+
+    def _packed(
+        self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> RangeValues | None:
+        """JSON values of the range as one string_agg string (rowhash.unpack_values), or None when
+        they cannot be unpacked from it (then read row by row)."""
+        values = [sql.SQL("coalesce('=' || {}::text, '')").format(self.ident[n]) for n in columns]
+        record = sql.SQL("concat_ws(chr({}), {}) || chr({})").format(
+            sql.Literal(ord(FIELD_END)),
+            sql.SQL(", ").join([*self.key_text, *values]),
+            sql.Literal(ord(RECORD_END)),
+        )
+        where, args = self._where(lower, upper)
+        query = sql.SQL("SELECT count(*), string_agg({}, '') FROM {}{}").format(record, self.table, where)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(query, args)
+                count, packed = cur.fetchone()
+        except (errors.OutOfMemory, errors.ProgramLimitExceeded):  # past a text's 1 GB (rolled back)
+            return None
+        return unpack_values(packed, int(count), self.nkey, len(columns))
 
     def bounds(self, conn: Any, lower: RangeBound, upper: RangeBound, every: int) -> list[tuple[Any, ...]]:
         """The key (in verify order) of every ``every``-th live row after ``lower`` up to ``upper``."""

@@ -1,0 +1,102 @@
+"""The canonical texts verify hashes in Python (warpd/verify_ranges.py): the two JSON paths agree.
+
+A document of integers only is parsed and dumped by the json module's C code, any other by the
+Decimal path; the row hashes of the two sides are only comparable if both paths give one text for
+one value and different texts for different values.  Database-free: the end-to-end checks are in
+tests/test_verify_values.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from warpd.verify_ranges import _JSON, _double_text, _float_text, _json_dump, _json_text
+
+_INTEGRAL = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(derandomize=True, max_examples=300)
+@given(_INTEGRAL, st.sampled_from([{}, {"indent": 1}, {"ensure_ascii": False}]))
+@example({"k": 42, "ok": True, "tag": "t7"}, {})
+@example(["\ud800", "\u2028", "é"], {"ensure_ascii": False})
+def test_an_integer_document_renders_alike_in_both_paths(doc: Any, spelling: dict[str, Any]) -> None:
+    text = json.dumps(doc, **spelling)
+    assert _json_text(text) == _json_dump(_JSON.decode(text))  # the C path against the Decimal path
+
+
+def _with_fractions(value: Any) -> str:
+    """``value`` as JSON, each integer written as a fraction (``42.0``) and every other integer as an
+    exponent (``4.2e1``)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int):
+        digits = str(abs(value))
+        sign = "-" if value < 0 else ""
+        return (
+            f"{sign}{digits}.0" if value % 2 else f"{sign}{digits[0]}.{digits[1:] or '0'}e{len(digits) - 1}"
+        )
+    if isinstance(value, list):
+        return "[" + ", ".join(_with_fractions(v) for v in value) + "]"
+    return "{" + ", ".join(f"{json.dumps(k)}: {_with_fractions(v)}" for k, v in value.items()) + "}"
+
+
+@settings(derandomize=True, max_examples=300)
+@given(_INTEGRAL)
+@example({"n": 100, "m": [1, -20, 0]})
+def test_integers_spelled_as_fractions_or_exponents_render_as_integers(doc: Any) -> None:
+    """A document with its integers written ``42.0`` or ``4.2e1`` (the Decimal path) renders as the
+    document with the integers (the C path)."""
+    assert _json_text(_with_fractions(doc)) == _json_text(json.dumps(doc))
+
+
+def test_numbers_compare_by_value_and_only_by_value() -> None:
+    equal = [
+        ["100", "1e2", "100.0", "1E+2", "10e1", "100.000"],
+        ["0", "-0", "0.0", "-0.0", "0e5"],
+        ["-12", "-12.0", "-1.2e1"],
+        ["123456789012345678901234567890", "1.23456789012345678901234567890e29"],
+        ["[1, 2.5]", "[1.0, 2.50]", "[1e0, 25e-1]"],
+        ['{"b": 1, "a": [true, null]}', '{ "a" : [ true , null ] , "b" : 1.0 }'],
+    ]
+    for spellings in equal:
+        assert len({_json_text(s) for s in spellings}) == 1, spellings
+    different = [
+        "1",
+        "2",
+        "-1",
+        "1.5",
+        "15",
+        "0.15",
+        "1e-5",
+        "1e4300",
+        "1e4301",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        '"1"',
+        "true",
+        "null",
+        "[1, 2]",
+        "[2, 1]",
+        '{"a": 1}',
+        '{"A": 1}',
+        '{"a": "1"}',
+        '{"a": 1, "b": 2}',
+        "123456789012345678901234567891",
+        "1" + "0" * 4299,
+    ]
+    assert len({_json_text(s) for s in different}) == len(different)
+
+
+def test_a_double_renders_as_python_writes_it() -> None:
+    for value in (0.1 + 0.2, 5e-324, -1.7976931348623157e308, 0.0, -0.0, math.nan, math.inf, -math.inf, 1.0):
+        assert _double_text(value) == _float_text(value, 64) == _float_text(value, None)
