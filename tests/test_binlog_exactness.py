@@ -210,6 +210,7 @@ def server_globals() -> Iterator[GlobalSettings]:
         settings.conn.close()
 
 
+@pytest.mark.exclusive  # SET GLOBAL log_bin_compress: every other test's events would be compressed too
 @pytest.mark.destinations
 def test_mariadb_compressed_binlog_events_replicate(
     dbs: Databases, warp: Callable[..., Warp], server_globals: GlobalSettings

@@ -41,6 +41,9 @@ from servers import MariaDBServer, PostgresCluster
 from warpd.connectors.keycodec import decode_key
 from warpd.state.store import StateStore
 
+# restarts and reconfigures the database servers, purges binlogs: alone, after the parallel phase of make test
+pytestmark = pytest.mark.exclusive
+
 STREAMING = "streaming changes from"
 CONVERGE_TIMEOUT = 180.0
 # Quick retries so outages of a few seconds are ridden out without long waits; generous attempts.

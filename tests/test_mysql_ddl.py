@@ -20,8 +20,11 @@ import pytest
 from warpd.connectors.base import SchemaOpKind as K
 from warpd.connectors.mysql.ddl import ColumnDef, DdlOp, ParsedDdl, classify, parse_ddl
 
-D = "warp_t_ddl"  # the session's default database
-D2 = "warp_t_ddl_b"  # another database
+# per process: the tests against MariaDB create and drop these, and other test processes (pytest-xdist
+# workers, another checkout's run) may run this module at the same time
+D = f"warp_t_ddl_{os.getpid()}"  # the session's default database
+D2 = f"{D}_b"  # another database
+D3 = f"{D}_c"  # created and dropped by a statement under test
 LONG = "n" * 64  # the longest identifier MySQL allows
 
 
@@ -776,16 +779,16 @@ CASES = [
     Case("drop-index", "DROP INDEX ix ON t", setup=(T, "CREATE INDEX ix ON t (a)"), statement="DROP INDEX"),
     Case(
         "create-database",
-        "CREATE DATABASE IF NOT EXISTS warp_t_ddl_c CHARACTER SET utf8mb4",
+        f"CREATE DATABASE IF NOT EXISTS {D3} CHARACTER SET utf8mb4",
         tables=(),
-        databases=("warp_t_ddl_c",),
+        databases=(D3,),
         statement="CREATE DATABASE",
     ),
     Case(
         "drop-database",
-        "DROP SCHEMA IF EXISTS warp_t_ddl_c",
+        f"DROP SCHEMA IF EXISTS {D3}",
         tables=(),
-        databases=("warp_t_ddl_c",),
+        databases=(D3,),
         statement="DROP DATABASE",
     ),
     Case("alter-database", f"ALTER DATABASE {D} CHARACTER SET utf8mb4", tables=(), databases=(D,)),
@@ -1022,7 +1025,7 @@ def test_classify_agrees_with_parse() -> None:
 
 MYSQL_HOST = os.environ.get("WARP_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("WARP_TEST_MYSQL_PORT", "3306"))
-SCRATCH = (D, D2, "warp_t_ddl_c")
+SCRATCH = (D, D2, D3)
 
 
 @pytest.fixture(scope="module")

@@ -256,6 +256,7 @@ def _set_local_infile(value: int) -> None:
         cur.execute(f"SET GLOBAL local_infile = {int(value)}")
 
 
+@pytest.mark.exclusive  # SET GLOBAL local_infile = 0 would change how other tests' MariaDB destinations load
 def test_fallback_without_local_infile(db: str) -> None:
     with mysql_root() as conn, conn.cursor() as cur:
         cur.execute("SELECT @@GLOBAL.local_infile")

@@ -230,6 +230,7 @@ def test_load_text_refuses_what_the_canonical_path_refuses(dbs: tuple[str, str, 
     )
 
 
+@pytest.mark.exclusive  # SET GLOBAL local_infile = 0 would change how other tests' MariaDB destinations load
 def test_load_text_through_multi_row_inserts_when_local_infile_is_off(dbs: tuple[str, str, str]) -> None:
     src_db, _canon_db, bulk_db = dbs
     with mysql_root() as conn, conn.cursor() as cur:

@@ -19,6 +19,9 @@ import pytest
 from conftest import wait_until
 from servers import MariaDBServer, pid_alive
 
+# restarts the MariaDB under test: alone, after the parallel phase of make test
+pytestmark = pytest.mark.exclusive
+
 MARIADBD = "/usr/sbin/mariadbd"
 
 

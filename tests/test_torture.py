@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, mysql_root
 from servers import MariaDBServer, PostgresCluster, mariadb_answers
 
-pytestmark = [pytest.mark.slow, pytest.mark.mongodb]
+pytestmark = [pytest.mark.slow, pytest.mark.mongodb, pytest.mark.exclusive]  # stops the databases
 
 ARGS = ["--duration", "120", "--seed", "4242", "--schemas", "2", "--outage", "5", "--kill-interval", "6"]
 
