@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -448,32 +449,46 @@ def test_a_replay_after_a_crash_before_the_checkpoint_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    ("text", "held"),
+    ("text", "sent"),
     [
         (
             '{"a": 0.1, "b": 2.50, "c": 1E2, "d": -0.0, "e": [18446744073709551615, -9223372036854775808]}',
-            True,
+            '{"a": 0.1, "b": 2.5, "c": 100.0, "d": -0.0, "e": [18446744073709551615, -9223372036854775808]}',
         ),
-        ("[1" + "0" * 300 + "]", True),  # 1e300: a MongoDB double written out in full, held by a double
-        ('{"n": 3.141592653589793238462}', False),  # more digits than a double keeps
-        ("[123456789012345678901234567890]", False),  # beyond 64-bit integers and a double
-        ("[1e400]", False),
-        ("[NaN]", False),
-        ("{not json", False),
+        # MongoDB doubles written out in full (the shared rule's JSON), each the value of its double: sent
+        # in the double's shortest form; an integer within 64 bits and a number inside a string unchanged
+        (
+            '{"1e300": [1' + "0" * 300 + ', "1' + "0" * 300 + '"], "n": 9007199254740993}',
+            '{"1e300": [1e+300, "1' + "0" * 300 + '"], "n": 9007199254740993}',
+        ),
+        ("-0." + "0" * 323 + "5", "-5e-324"),
+        ("17976931348623157" + "0" * 292, "1.7976931348623157e+308"),  # the largest double's shortest decimal
+        (str(int(1.7976931348623157e308)), None),  # its exact binary value: BigQuery reads back ...157e308
+        ('{"k\\"1.50": 1.50}', '{"k\\"1.50": 1.5}'),
+        ('{"n": 3.141592653589793238462}', None),  # more digits than a double keeps
+        ("[123456789012345678901234567890]", None),  # beyond 64-bit integers and a double
+        ("[18446744073709551616]", None),  # 2**64: a double holds it, but reads back as ...552000
+        ("[1" + "0" * 300 + "1]", None),
+        ("[1e400]", None),
+        ("[NaN]", None),
+        ("{not json", None),
     ],
 )
-def test_json_numbers_bigquery_cannot_hold_exactly_are_refused_before_the_load(text: str, held: bool) -> None:
+def test_json_numbers_bigquery_cannot_hold_exactly_are_refused_before_the_load(text: str, sent: str | None) -> None:
     """docs/bigquery.md, "Type mapping": refused here (the row goes to the dead letters), never rounded by
-    PARSE_JSON, whatever the server does with it."""
+    PARSE_JSON, whatever the server does with it; what BigQuery holds as a double travels in the double's
+    shortest form, exactly the same value."""
     from warpd.connectors.bigquery.types import field_encoder
     from warpd.types import ColumnType, Kind
 
     encode = field_encoder(ColumnType(Kind.JSON))
-    if held:
-        assert encode(text) == text
-    else:
+    if sent is None:
         with pytest.raises(ValueError):
             encode(text)
+        return
+    assert encode(text) == sent
+    parse = {"parse_float": Decimal, "parse_int": Decimal}
+    assert json.loads(sent, **parse) == json.loads(text, **parse)  # the same values, exactly
 
 
 def test_a_long_min_flush_interval_still_flushes_at_twenty_batches(

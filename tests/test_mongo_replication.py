@@ -779,6 +779,81 @@ def test_value_the_destination_cannot_store_goes_to_dead_letters(mdb, mwarp, sta
     assert w.stop() == 0
 
 
+# the doubles whose plain decimal is long (1 and 300 zeros, 0.000...5), the extremes, and ones with
+# 17 significant digits; each arrives as the same double, nested or not
+EXTREME_DOUBLES = [
+    1e300,
+    1e-300,
+    5e-324,
+    1.7976931348623157e308,
+    -1.7976931348623157e308,
+    2.2250738585072014e-308,
+    -1e300,
+    1e20,
+    0.1 + 0.2,
+]
+
+
+def _same_numbers(got: Any, expected: Any) -> bool:
+    """``got`` (a JSON value read back) holds ``expected``: each double as the same double (a
+    destination may read 1e300 back as the integer 10**300, PostgreSQL's jsonb does), each integer
+    exactly, everything else equal."""
+    if isinstance(expected, float):
+        return isinstance(got, (int, float)) and not isinstance(got, bool) and float(got) == expected
+    if isinstance(expected, dict):
+        return isinstance(got, dict) and got.keys() == expected.keys() and all(
+            _same_numbers(got[k], v) for k, v in expected.items()
+        )
+    if isinstance(expected, list):
+        return isinstance(got, list) and len(got) == len(expected) and all(
+            _same_numbers(g, e) for g, e in zip(got, expected, strict=True)
+        )
+    if isinstance(expected, int) and not isinstance(expected, bool):  # Int64 too: exact, not a double
+        return type(got) is int and got == expected
+    return type(got) is type(expected) and got == expected
+
+
+def test_extreme_doubles_inside_documents_and_arrays_arrive_exact(mdb, mwarp, state_dir, tmp_path):
+    """A double nested in an embedded document or an array is JSON at the destination, and must not be
+    dead-lettered for its spelling: BigQuery got 1e300 as 1 and 300 zeros, which PARSE_JSON refused
+    (docs/bigquery.md, "Type mapping").  Integers and Decimal128 beside it stay exact."""
+    coll = mdb.db["measures"]
+
+    def doc(i: int, v: float) -> dict[str, Any]:
+        return {
+            "_id": i,
+            "x": v,  # a FLOAT column
+            "sub": {"v": v, "deeper": {"w": -v, "n": Int64(2**63 - 1)}},
+            "arr": [v, {"k": v}, Int64(-(2**63)), 2**31 - 1, Decimal128("1E+300")],
+            "y": v,  # a FLOAT column until a string arrives: then JSON, these doubles converted
+        }
+
+    docs = [doc(i, v) for i, v in enumerate(EXTREME_DOUBLES)]
+    coll.insert_many(docs[:5])  # copied by the snapshot
+    w = mwarp(config(tmp_path))
+    wait_mongo(mdb, w, state_dir)
+    coll.insert_many(docs[5:])  # streamed
+    coll.insert_one({"_id": 99, "y": "text"})
+    wait_until(
+        lambda: mdb.pg_count("measures") == len(docs) + 1 or _dead_letters(state_dir, mdb.name),
+        120,
+        "every document",
+    )
+    assert [(d.row.get("_id"), d.reason) for d in _dead_letters(state_dir, mdb.name)] == []
+    wait_mongo(mdb, w, state_dir)
+    got = rows(mdb, "measures", "_id", "x", "sub", "arr", "y")
+    assert [r[0] for r in got] == [*range(len(docs)), 99]
+    for (_id, x, sub, arr, y), expected in zip(got, docs, strict=False):
+        assert x == expected["x"], (_id, x)
+        assert _same_numbers(json_value(mdb, sub), expected["sub"]), (_id, sub)
+        decimal = {"$numberDecimal": "1E+300"}  # Extended JSON: exact, not a double
+        arr_expected = [*expected["arr"][:2], -(2**63), 2**31 - 1, decimal]
+        assert _same_numbers(json_value(mdb, arr), arr_expected), (_id, arr)
+        assert _same_numbers(json_value(mdb, y), expected["y"]), (_id, y)
+    assert json_value(mdb, got[-1][4]) == "text"
+    assert w.stop() == 0
+
+
 def test_null_id_documents_go_to_dead_letters_in_snapshot_and_stream(mdb, mwarp, state_dir, tmp_path):
     """MongoDB allows one document with _id null per collection; a primary key cannot hold it."""
     mdb.db["a"].insert_many([{"_id": None, "v": "snapshot"}, {"_id": 1, "v": "x"}])

@@ -446,9 +446,8 @@ class BigQueryDestination:
         check = value_encoder(ColumnType(Kind.JSON))
         records = []
         for row in self._query(f"SELECT {select} FROM {target} WHERE {_q(name)} IS NOT NULL"):
-            text = json_of(before, canonical(before, row[len(keys)]))
             try:
-                check(text)
+                text = check(json_of(before, canonical(before, row[len(keys)])))  # as a fresh value travels
             except ValueError as exc:
                 raise FatalError(
                     f"{plan.where}.{name} must hold JSON from now on, and one of its values cannot be "

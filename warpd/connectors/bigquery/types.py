@@ -26,7 +26,8 @@ TIME           INTERVAL               microseconds (MySQL TIME may be negative o
 TIMESTAMP      DATETIME               ``YYYY-MM-DD HH:MM:SS.ffffff`` (wall-clock)
 TIMESTAMPTZ    TIMESTAMP              ``YYYY-MM-DD HH:MM:SS.ffffff+00:00`` (UTC)
 JSON           JSON                   the JSON text (``PARSE_JSON``: a number JSON cannot hold
-                                      exactly as a double or a 64-bit integer is refused)
+                                      exactly as a double or a 64-bit integer is refused; one
+                                      other than a 64-bit integer goes as its double's shortest text)
 TEXT_ARRAY     JSON                   a JSON array of strings (BigQuery arrays cannot hold NULL)
 =============  =====================  =====================================
 
@@ -41,6 +42,7 @@ import base64
 import datetime as _dt
 import json
 import math
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -224,25 +226,52 @@ def _exact_float(text: str) -> float:
     return number
 
 
-def _exact_int(text: str) -> Any:
-    number = int(text)
-    if -(2**63) <= number < 2**64:
-        return number
-    return _exact_float(text)  # a double may hold it exactly (10**300, a MongoDB double written out)
+def _is_int64(text: str) -> bool:
+    """Whether a JSON integer literal is one BigQuery's JSON keeps as an integer (INT64 or UINT64)."""
+    return INT64_MIN <= int(text) < 2**64
 
 
 def _no_constant(text: str) -> Any:
     raise ValueError(f"{text} is not JSON")
 
 
+# a JSON string (skipped whole, so no digit inside one is taken for a number) or a JSON number
+_STRING_OR_NUMBER = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
+
+
+def _shortest(token: re.Match[str]) -> str:
+    text = token.group()
+    if text[0] == '"' or ("." not in text and "e" not in text and "E" not in text and _is_int64(text)):
+        return text
+    return repr(float(text))
+
+
 def _json(value: Any) -> str:
-    """JSON text, checked here: BigQuery's JSON holds numbers as 64-bit integers or doubles, and
-    ``PARSE_JSON`` refuses (or, elsewhere, rounds) any other; refused here, the row goes to the dead
-    letters with this reason, whatever the server does."""
+    """JSON text for ``PARSE_JSON``, checked here: BigQuery's JSON holds numbers as 64-bit integers or
+    doubles, and ``PARSE_JSON`` refuses (or, elsewhere, rounds) any other; refused here, the row goes
+    to the dead letters with this reason, whatever the server does.
+
+    A number that is not a 64-bit integer travels as the shortest text of its double (Python's
+    ``repr``: ``1e+300``, ``5e-324``), which the check found to have the same decimal value as the
+    text it replaces: nothing is rounded.  So a double written out in plain notation (``1``
+    and 300 zeros, as the shared rule and PostgreSQL's ``jsonb`` write ``1e300``) is not read as an
+    integer too wide to hold: the emulator refuses such a literal outright, and BigQuery accepts it
+    only after comparing it with its double digit by digit, up to 1,500 characters.
+    """
     text = value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
     text.encode("utf-8")
-    json.loads(text, parse_int=_exact_int, parse_float=_exact_float, parse_constant=_no_constant)
-    return text
+    doubles: list[float] = []  # the numbers BigQuery holds as doubles
+
+    def double(number: str) -> float:
+        doubles.append(_exact_float(number))
+        return doubles[-1]
+
+    def integer(number: str) -> Any:
+        # beyond 64 bits a double may still hold it exactly (10**300: a MongoDB double written out)
+        return int(number) if _is_int64(number) else double(number)
+
+    json.loads(text, parse_int=integer, parse_float=double, parse_constant=_no_constant)
+    return _STRING_OR_NUMBER.sub(_shortest, text) if doubles else text
 
 
 def _text_array(value: Any) -> str:
