@@ -1,7 +1,7 @@
 """The canonical texts verify hashes in Python (warpd/verify_ranges.py): the two JSON paths agree.
 
-A document of integers only is parsed and dumped by the json module's C code, any other by the
-Decimal path; the row hashes of the two sides are only comparable if both paths give one text for
+A document of integers only is parsed and dumped by msgspec's C code (or, without it, the json
+module's), any other by the Decimal path; the row hashes of the two sides are only comparable if both paths give one text for
 one value and different texts for different values.  Database-free: the end-to-end checks are in
 tests/test_verify_values.py.
 """
@@ -12,9 +12,11 @@ import json
 import math
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from warpd import verify_ranges
 from warpd.verify_ranges import _JSON, _double_text, _float_text, _json_dump, _json_text
 
 _INTEGRAL = st.recursive(
@@ -31,6 +33,38 @@ _INTEGRAL = st.recursive(
 def test_an_integer_document_renders_alike_in_both_paths(doc: Any, spelling: dict[str, Any]) -> None:
     text = json.dumps(doc, **spelling)
     assert _json_text(text) == _json_dump(_JSON.decode(text))  # the C path against the Decimal path
+
+
+def _without_msgspec(text: str) -> str:
+    """``_json_text`` as it is where msgspec is not installed (the json module's C path)."""
+    saved = verify_ranges._MS_DECODE
+    verify_ranges._MS_DECODE = None
+    try:
+        return _json_text(text)
+    finally:
+        verify_ranges._MS_DECODE = saved
+
+
+@settings(derandomize=True, max_examples=300)
+@given(_INTEGRAL, st.sampled_from([{}, {"indent": 1}, {"ensure_ascii": False}]))
+@example({"é": 1, "z": 2, "a": 3, "\U0001f600": 4, "\uffff": 5, "A": 6, "": 7}, {"ensure_ascii": False})
+@example("".join(map(chr, range(0x30))) + "\u2028\x7f\x80é\U0001f600", {"ensure_ascii": False})
+@example({"deep": [[[[{"x": -0}]]]], "big": -(10**60)}, {})
+def test_msgspec_renders_integer_documents_as_the_json_module_does(doc: Any, spelling: dict[str, Any]) -> None:
+    """A document with and without msgspec installed renders alike: keys in the same order, strings
+    escaped alike, integers of any size alike (else two machines' verify would hash one row apart)."""
+    if verify_ranges._MS_DECODE is None:
+        pytest.fail("msgspec is a dependency of cartridge-warp: pip install -e . installs it")
+    text = json.dumps(doc, **spelling)
+    assert _json_text(text) == _without_msgspec(text)
+
+
+def test_documents_msgspec_refuses_render_as_without_it() -> None:
+    """Fractions, exponents, NaN, lone surrogates, spaces around it, duplicate keys: msgspec's path
+    gives way to the others, which give the same text as without it."""
+    for text in ['{"a": 1.5}', "[1e2]", "NaN", '["\\ud800"]', "  [1] ", '{"a": 1, "a": 2}', "-0", "1" * 4300]:
+        assert _json_text(text) == _without_msgspec(text), text
+    assert _json_text('{"a": 1, "a": 2}') == '{"a":2}'
 
 
 def _with_fractions(value: Any) -> str:

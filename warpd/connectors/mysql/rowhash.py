@@ -50,6 +50,10 @@ PACKED_MAX = 1 << 30
 bounds it too: a longer string is NULL, and the range is read row by row)."""
 
 
+def _bytes(text: str | bytes) -> bytes:
+    return text if isinstance(text, bytes) else text.encode()
+
+
 def _zero_dated(col: Column, q: str, rendered: str) -> str:
     """``rendered``, or what replication writes for a zero or partial date: NULL in a nullable
     column, ``-infinity`` in a NOT NULL one."""
@@ -222,6 +226,8 @@ class RangeQueries:
                 args,
             )
             count, packed = cur.fetchone()
+        if packed is not None and len(packed) * 4 >= PACKED_MAX and len(_bytes(packed)) >= PACKED_MAX - 3:
+            return None  # cut at group_concat_max_len (perhaps at a row's end): read row by row
         return unpack_values(packed, int(count), self.nkey, len(cols))
 
     def _value(self, col: Column, value: Any) -> Any:
