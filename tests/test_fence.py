@@ -351,11 +351,8 @@ def test_partition_is_the_same_in_every_process() -> None:
     assert len(set(part_of((i,), 4) for i in range(100))) == 4
 
 
-def test_a_second_writer_on_the_same_destination_stops_the_first(
-    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
-) -> None:
-    """Two processes (two state directories) replicating one schema into one destination cannot
-    interleave: the one that started last takes the schema over, the other stops with exit 2."""
+def _streaming_writer(dbs: Databases, warp: Callable[..., Warp]) -> Warp:
+    """A writer of table ``t`` (ten rows copied) that streams and has applied one change (row 11)."""
     dbs.sql("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
     dbs.many("INSERT INTO t VALUES (%s, %s)", [(i, "a") for i in range(1, 11)])
     first = warp()
@@ -363,6 +360,15 @@ def test_a_second_writer_on_the_same_destination_stops_the_first(
     assert first.alive(), first.output[-4000:]
     dbs.sql("INSERT INTO t VALUES (11, 'first')")
     wait_until(lambda: dbs.dest.count("t") == 11, 60, "the first writer to apply a change")
+    return first
+
+
+def test_a_second_writer_on_the_same_destination_stops_the_first(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """Two processes (two state directories) replicating one schema into one destination cannot
+    interleave: the one that started last takes the schema over, the other stops with exit 2."""
+    first = _streaming_writer(dbs, warp)
 
     other_state = str(tmp_path / "state-2")
     os.makedirs(other_state)
@@ -386,6 +392,31 @@ def test_a_second_writer_on_the_same_destination_stops_the_first(
         if second.alive():
             second.stop()
     assert "another writer" not in second.output
+
+
+def test_an_older_writer_applies_no_schema_change_or_truncate_after_a_takeover(
+    dbs: Databases, warp: Callable[..., Warp]
+) -> None:
+    """DDL and TRUNCATE check the writer's epoch too: a process another one took the schema over from
+    (here the takeover is made directly in the destination, as a writer on another machine would) stops
+    at the source's next ALTER with exit 2, and neither it nor the TRUNCATE after it reaches the
+    destination (they used to: the rows the newer writer had streamed were emptied)."""
+    first = _streaming_writer(dbs, warp)
+    columns = dbs.dest.columns("t")
+
+    newer = dbs.dest.connector()
+    try:
+        newer.take_over(dbs.dest_schema, dbs.name)
+    finally:
+        newer.close()
+    dbs.sql("ALTER TABLE t ADD COLUMN w INT")
+    dbs.sql("TRUNCATE TABLE t")
+    dbs.sql("INSERT INTO t VALUES (12, 'after', 1)")  # (a batch: an unfenced writer stops there)
+    rc = first.wait(120)
+    assert rc == 2, f"exit code {rc}:\n{first.output[-4000:]}"
+    assert f"another writer took over schema '{dbs.name}'" in first.output, first.output[-4000:]
+    assert dbs.dest.count("t") == 11
+    assert dbs.dest.columns("t") == columns
 
 
 def test_rows_done_skips_committed_items_per_part_and_an_old_epoch_writes_nothing(dbs: Databases) -> None:
@@ -463,6 +494,24 @@ def test_rows_done_skips_committed_items_per_part_and_an_old_epoch_writes_nothin
         assert dest.read_fence(dbs.dest_schema, dbs.name) == [
             replace(r, epoch=newer) if not r.table else r for r in before
         ]
+        # DDL and TRUNCATE: the old writer's are refused before they run, the current one's run
+        old, current = Fence.guard(dbs.dest_schema, dbs.name, epoch), applier.guard
+        wider = TableSchema("parts", (*shape.columns, Column("w", big, True, "bigint")), ("id",))
+        wider_plan = dest.plan(wider, dbs.dest_schema, soft_delete=False, metadata=False)
+        rows_now = dbs.dest.count("parts")
+        for refused in (
+            lambda: dest.truncate(plan, fence=old),
+            lambda: dest.evolve(plan, wider_plan, fence=old),
+            lambda: dest.drop(plan, fence=old),
+        ):
+            with pytest.raises(SupersededError, match="this process stops"):
+                refused()
+        assert dbs.dest.count("parts") == rows_now
+        assert "w" not in dbs.dest.columns("parts")
+        dest.evolve(plan, wider_plan, fence=current)
+        assert "w" in dbs.dest.columns("parts")
+        dest.truncate(wider_plan, fence=current)
+        assert dbs.dest.count("parts") == 0
         assert not letters
     finally:
         applier.close()

@@ -685,7 +685,11 @@ class Destination(Protocol):
     schema's epoch row has table ""), ``clear_fence(where, schema)`` (forget a schema's batch rows:
     its state file starts afresh) and ``take_over(where, schema) -> int`` (increment the schema's
     writer epoch and return it).  Each fenced transaction reads the epoch row under a shared lock
-    first and calls :meth:`Fence.check_epoch` with it.
+    first and calls :meth:`Fence.check_epoch` with it.  Such a destination also takes ``fence=`` (a
+    guard, :meth:`Fence.guard`) in :meth:`truncate`, :meth:`soft_delete_all`, :meth:`schema_change`,
+    :meth:`evolve` and :meth:`drop`, and checks the epoch before each statement they run: in the
+    statement's own transaction where the database's DDL is transactional (PostgreSQL), just before
+    it otherwise (MySQL/MariaDB commit DDL implicitly; a row update still shares the transaction).
     """
 
     capabilities: Capabilities
@@ -726,11 +730,11 @@ class Destination(Protocol):
     def swap_in(self, beside: TablePlan, plan: TablePlan) -> list[str]:
         """Replace ``plan``'s live table by the complete copy ``beside``."""
 
-    def drop(self, plan: TablePlan) -> list[str]: ...
+    def drop(self, plan: TablePlan, *, fence: Fence | None = None) -> list[str]: ...
 
-    def truncate(self, plan: TablePlan) -> None: ...
+    def truncate(self, plan: TablePlan, *, fence: Fence | None = None) -> None: ...
 
-    def soft_delete_all(self, plan: TablePlan) -> None:
+    def soft_delete_all(self, plan: TablePlan, *, fence: Fence | None = None) -> None:
         """Mark every live row deleted (a TRUNCATE under soft deletes)."""
 
     def schema_change(
@@ -740,6 +744,8 @@ class Destination(Protocol):
         new: TablePlan,
         old_column: str | None = None,
         new_column: str | None = None,
+        *,
+        fence: Fence | None = None,
     ) -> list[str]:
         """Turn ``old`` into ``new`` for one source change; return the statements run.
 
@@ -747,7 +753,7 @@ class Destination(Protocol):
         the engine then copies the table again.
         """
 
-    def evolve(self, old: TablePlan, new: TablePlan) -> list[str]:
+    def evolve(self, old: TablePlan, new: TablePlan, *, fence: Fence | None = None) -> list[str]:
         """Add ``new``'s missing columns and widen those whose type changed (:attr:`SchemaOpKind.EVOLVE`).
 
         Existing values convert by the shared rule (:func:`warpd.types.is_widening`;

@@ -188,7 +188,7 @@ class TableResync:
             # of the table's changes (runner._in_copy), as for a table never copied
             runner.copy_positions.pop(name, None)
             runner.store.set_copied_from(runner.name, name, None)
-            dest.truncate(plan)
+            dest.truncate(plan, **runner._guarded())  # an older writer copies nothing more
             self.deleted = set()
             self.active = True
             runner.store.set_snapshot_progress(runner.name, name, "running", None, 0, estimate)

@@ -59,7 +59,7 @@ from warpd.engine.hooks import EngineHooks
 from warpd.engine.progress import SnapshotProgress
 from warpd.engine.retry import Backoff, Stopped, call_with_retry
 from warpd.engine.shapes import LockedMap
-from warpd.errors import ConfigError, FatalError, PositionLostError, TransientError
+from warpd.errors import ConfigError, FatalError, PositionLostError, SupersededError, TransientError
 from warpd.redact import redact
 from warpd.state.store import StateStore
 from warpd.types import Kind, TableSchema, is_widening
@@ -659,7 +659,7 @@ class SchemaRunner:
             return False
         plan = self.plans.get(name)
         if plan is not None:
-            self._retry(lambda: self.dest.drop(plan), f"dropping {plan.dest_table!r}")
+            self._retry(lambda: self.dest.drop(plan, **self._guarded()), f"dropping {plan.dest_table!r}")
         self._untrack(name)
         if current is None:
             self.store.forget_snapshot(self.name, name)
@@ -682,7 +682,10 @@ class SchemaRunner:
         resume = prog.resume_after if prog else None
         done_rows = prog.rows_copied if prog and resume else 0
         if resume is None:
-            self._retry(lambda: self.dest.truncate(plan), f"emptying {plan.dest_table!r} before its snapshot")
+            self._retry(
+                lambda: self.dest.truncate(plan, **self._guarded()),
+                f"emptying {plan.dest_table!r} before its snapshot",
+            )
         estimate = self.source.estimate_rows(name)
         self.store.set_snapshot_progress(self.name, name, "running", resume, done_rows, estimate)
         if resume is None:
@@ -811,6 +814,11 @@ class SchemaRunner:
                     if self._recovery is None:
                         self._flush()
                     return
+
+    def _guarded(self) -> dict[str, Any]:
+        """``fence=`` for a destination call outside streamed batches (DDL, TRUNCATE, drops): the
+        writer's epoch check (Fence.guard), once this process took the schema over."""
+        return {} if self.guard is None else {"fence": self.guard}
 
     def _take_over(self, clear: bool) -> None:
         """Become the schema's writer at the destination: a newer epoch in its fence, which stops any
@@ -1265,9 +1273,9 @@ class SchemaRunner:
             return
         if plan.soft_delete:
             log.info("TRUNCATE of %s with soft deletes: marking every row deleted", event.table)
-            self._retry(lambda: self.dest.soft_delete_all(plan), f"truncating {plan.dest_table!r}")
+            self._retry(lambda: self.dest.soft_delete_all(plan, **self._guarded()), f"truncating {plan.dest_table!r}")
         else:
-            self._retry(lambda: self.dest.truncate(plan), f"truncating {plan.dest_table!r}")
+            self._retry(lambda: self.dest.truncate(plan, **self._guarded()), f"truncating {plan.dest_table!r}")
 
     def _schema_change(self, ch: SchemaChange) -> None:
         K = SchemaOpKind
@@ -1284,7 +1292,7 @@ class SchemaRunner:
         if ch.kind is K.DROP_TABLE:
             plan = self.plans.get(ch.table)
             if plan is not None:
-                self._retry(lambda: self.dest.drop(plan), f"dropping {plan.dest_table!r}")
+                self._retry(lambda: self.dest.drop(plan, **self._guarded()), f"dropping {plan.dest_table!r}")
                 # the reader already forgot the table; the plan still has its last shape
                 self.store.record_schema_version(
                     self.name, plan.source, "drop_table", ch.statement, ch.position
@@ -1326,7 +1334,7 @@ class SchemaRunner:
                     ch.schema.name,
                     old_name,
                 )
-                self._retry(lambda: self.dest.drop(old_plan), f"dropping {old_plan.dest_table!r}")
+                self._retry(lambda: self.dest.drop(old_plan, **self._guarded()), f"dropping {old_plan.dest_table!r}")
                 self.store.record_schema_version(
                     self.name, old_plan.source, "drop_table", ch.statement, ch.position
                 )
@@ -1342,11 +1350,12 @@ class SchemaRunner:
                         new_plan,
                         ch.old_name if ch.kind is not K.RENAME_TABLE else None,
                         ch.new_name if ch.kind is not K.RENAME_TABLE else None,
+                        **self._guarded(),
                     ),
                     f"changing {old_plan.dest_table!r}",
                 )
             except Exception as exc:  # noqa: BLE001 - e.g. a type change the destination cannot cast
-                if self._is_transient(exc) or isinstance(exc, Stopped):
+                if self._is_transient(exc) or isinstance(exc, (Stopped, SupersededError)):
                     raise
                 log.warning(
                     "could not apply %s to %r in place (%s); re-copying the table",
@@ -1377,7 +1386,7 @@ class SchemaRunner:
             new_plan = beside_plan(new_plan)
         self.refuse_json_widening(old_plan, new)
         ddl = self._retry(
-            lambda: self.dest.evolve(old_plan, new_plan),
+            lambda: self.dest.evolve(old_plan, new_plan, **self._guarded()),
             f"evolving {old_plan.dest_table!r}",
         )
         for stmt in ddl:
@@ -1419,7 +1428,7 @@ class SchemaRunner:
         exists = self._retry(lambda: self.source.table_exists(name), f"looking up {name!r}")
         plan = self.plans.get(name)
         if plan is not None:
-            self._retry(lambda: self.dest.drop(plan), f"dropping {plan.dest_table!r}")
+            self._retry(lambda: self.dest.drop(plan, **self._guarded()), f"dropping {plan.dest_table!r}")
             self._untrack(name)
         if not exists or not self.schema.includes(name):
             self.store.forget_snapshot(self.name, name)

@@ -45,6 +45,7 @@ from warpd.connectors.base import (
     SYNCED_AT_COLUMN,
     Capabilities,
     EncodedChunk,
+    Fence,
     RangeBound,
     RangeRows,
     RangeValues,
@@ -323,14 +324,15 @@ class BigQueryDestination:
             ]
         )
 
-    def drop(self, plan: TablePlan) -> list[str]:
+    # (fence=: never given, this destination has no fenced_writes: its merges carry a position guard)
+    def drop(self, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
         return self._execute([f"DROP TABLE IF EXISTS {self._table(plan)}"])
 
-    def truncate(self, plan: TablePlan) -> None:
+    def truncate(self, plan: TablePlan, *, fence: Fence | None = None) -> None:
         if self.live_columns(plan) is not None:
             self._execute([f"TRUNCATE TABLE {self._table(plan)}"])
 
-    def soft_delete_all(self, plan: TablePlan) -> None:
+    def soft_delete_all(self, plan: TablePlan, *, fence: Fence | None = None) -> None:
         d = _q(DELETED_AT_COLUMN)
         self._execute([f"UPDATE {self._table(plan)} SET {d} = CURRENT_TIMESTAMP() WHERE {d} IS NULL"])
 
@@ -341,6 +343,8 @@ class BigQueryDestination:
         new: TablePlan,
         old_column: str | None = None,
         new_column: str | None = None,
+        *,
+        fence: Fence | None = None,
     ) -> list[str]:
         """DDL turning ``old`` into ``new``; checks the live table first, so a replay is a no-op.
 
@@ -391,7 +395,7 @@ class BigQueryDestination:
             [f"ALTER TABLE {self._table(plan)} ALTER COLUMN {_q(name)} SET DATA TYPE {want}"]
         )
 
-    def evolve(self, old: TablePlan, new: TablePlan) -> list[str]:
+    def evolve(self, old: TablePlan, new: TablePlan, *, fence: Fence | None = None) -> list[str]:
         """Add missing columns, and widen changed ones where BigQuery keeps every value in place
         (INT64 -> NUMERIC -> BIGNUMERIC); any other change raises (the table is copied again)."""
         live = self.live_columns(old)

@@ -305,11 +305,17 @@ class MySQLDestination(RangeChecksumMethods):
         return column_type(plan, col, self.collation)
 
     # -- DDL -------------------------------------------------------------------
-    def _execute(self, statements: list[str]) -> list[str]:
-        """Run DDL; a statement the server refuses for good stops the schema with the statement and a remedy."""
+    def _execute(self, statements: list[str], fence: Fence | None = None) -> list[str]:
+        """Run DDL; a statement the server refuses for good stops the schema with the statement and a remedy.
+
+        With ``fence``, the writer's epoch is checked right before each statement: DDL commits
+        implicitly, so the check cannot share its transaction (a takeover between the two is not
+        seen; docs/how-it-works.md)."""
         self._staged.clear()
-        with self.conn.cursor() as cur:
-            for stmt in statements:
+        for stmt in statements:
+            if fence is not None:
+                self._check_epoch(fence)
+            with self.conn.cursor() as cur:
                 try:
                     cur.execute(stmt.replace("%", "%%"), ())
                 except pymysql.err.MySQLError as exc:
@@ -440,15 +446,21 @@ class MySQLDestination(RangeChecksumMethods):
             ]
         )
 
-    def drop(self, plan: TablePlan) -> list[str]:
-        return self._execute([f"DROP TABLE IF EXISTS {_table(plan)}"])
+    def drop(self, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
+        return self._execute([f"DROP TABLE IF EXISTS {_table(plan)}"], fence)
 
-    def truncate(self, plan: TablePlan) -> None:
-        self._execute([f"TRUNCATE TABLE {_table(plan)}"])
+    def truncate(self, plan: TablePlan, *, fence: Fence | None = None) -> None:
+        self._execute([f"TRUNCATE TABLE {_table(plan)}"], fence)
 
-    def soft_delete_all(self, plan: TablePlan) -> None:
+    def soft_delete_all(self, plan: TablePlan, *, fence: Fence | None = None) -> None:
         d = _q(DELETED_AT_COLUMN)
-        self._execute([f"UPDATE {_table(plan)} SET {d} = CURRENT_TIMESTAMP(6) WHERE {d} IS NULL"])
+        stmt = f"UPDATE {_table(plan)} SET {d} = CURRENT_TIMESTAMP(6) WHERE {d} IS NULL"
+        if fence is None:
+            self._execute([stmt])
+            return
+        with self._transaction() as cur:  # a row update: the epoch check shares its transaction
+            self._write_fence(cur, fence)
+            cur.execute(stmt, ())
 
     def schema_change(
         self,
@@ -457,8 +469,10 @@ class MySQLDestination(RangeChecksumMethods):
         new: TablePlan,
         old_column: str | None = None,
         new_column: str | None = None,
+        *,
+        fence: Fence | None = None,
     ) -> list[str]:
-        return self._execute(self.schema_change_sql(kind, old, new, old_column, new_column))
+        return self._execute(self.schema_change_sql(kind, old, new, old_column, new_column), fence)
 
     def schema_change_sql(
         self,
@@ -502,7 +516,7 @@ class MySQLDestination(RangeChecksumMethods):
             return []
         return self._missing_sql(new, have)
 
-    def evolve(self, old: TablePlan, new: TablePlan) -> list[str]:
+    def evolve(self, old: TablePlan, new: TablePlan, *, fence: Fence | None = None) -> list[str]:
         """Add missing columns and widen changed ones; a column widened into JSON converts its values.
 
         A widening between numbers or texts is one ``MODIFY COLUMN`` (only
@@ -515,8 +529,8 @@ class MySQLDestination(RangeChecksumMethods):
         """
         live = self.live_columns(old)
         if live is None:
-            return self._execute(self.create_sql(new))
-        done = self._execute(self._missing_sql(new, set(live)))
+            return self._execute(self.create_sql(new), fence)
+        done = self._execute(self._missing_sql(new, set(live)), fence)
         for col in new.source.columns:
             name = new.columns[col.name]
             before = old.source.column(col.name)
@@ -524,14 +538,16 @@ class MySQLDestination(RangeChecksumMethods):
             if name not in live or before is None or same_type(live[name][0], want):
                 continue
             if col.type.kind is Kind.JSON and before.type.kind is not Kind.JSON:
-                done += self._convert_in_place(new, name, before.type, live, "JSON", json_of)
+                done += self._convert_in_place(new, name, before.type, live, "JSON", json_of, fence)
                 continue
             if before.type.kind is Kind.FLOAT and col.type.kind is Kind.DECIMAL and text_decimal(col.type):
                 # the server would print a double its own way (1e300); a fresh value is plain notation
-                done += self._convert_in_place(new, name, before.type, live, "decimal", _float_decimal_text)
+                done += self._convert_in_place(
+                    new, name, before.type, live, "decimal", _float_decimal_text, fence
+                )
                 continue
             null = " NOT NULL" if col.name in new.source.key else ""
-            done += self._execute([f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want}{null}"])
+            done += self._execute([f"ALTER TABLE {_table(new)} MODIFY COLUMN {_q(name)} {want}{null}"], fence)
         return done
 
     def evolve_sql(self, old: TablePlan, new: TablePlan) -> list[str]:
@@ -556,6 +572,7 @@ class MySQLDestination(RangeChecksumMethods):
         live: dict[str, tuple[str, bool]],
         what: str,
         convert: Callable[[ColumnType, Any], str | None],
+        fence: Fence | None = None,
     ) -> list[str]:
         """Replace column ``name`` by one of its new type holding ``convert(before, value)`` of each value.
 
@@ -571,7 +588,7 @@ class MySQLDestination(RangeChecksumMethods):
         want = self.column_type(plan, col)
         done = []
         if tmp not in live:
-            done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} {want} AFTER {_q(name)}"])
+            done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} {want} AFTER {_q(name)}"], fence)
         keys = ", ".join(map(_q, plan.key))
         head = f"INSERT INTO {target} ({keys}, {_q(tmp)}) VALUES ".replace("%", "%%")
         tail = f" ON DUPLICATE KEY UPDATE {target}.{_q(tmp)} = VALUES({_q(tmp)})".replace("%", "%%")
@@ -583,6 +600,8 @@ class MySQLDestination(RangeChecksumMethods):
         reader = pymysql.connect(**self.params.connect_kwargs(), cursorclass=pymysql.cursors.SSCursor)
         try:
             with reader.cursor() as rows, self._transaction() as cur:
+                if fence is not None:
+                    self._write_fence(cur, fence)
                 rows.execute(select.replace("%", "%%"), ())
                 while part := rows.fetchmany(500):
                     args = [v for r in part for v in (*r[:-1], convert(before, canonical(before, r[-1])))]
@@ -601,7 +620,7 @@ class MySQLDestination(RangeChecksumMethods):
             )
         else:
             swap = f"ALTER TABLE {target} DROP COLUMN {_q(name)}, CHANGE COLUMN {_q(tmp)} {_q(name)} {want}"
-        done += self._execute([swap])
+        done += self._execute([swap], fence)
         return done
 
     # -- records ---------------------------------------------------------------
@@ -943,6 +962,11 @@ class MySQLDestination(RangeChecksumMethods):
                 (schema,),
             )
             return int(cur.fetchone()[0])
+
+    def _check_epoch(self, fence: Fence) -> None:
+        """Raise SupersededError when another writer took the schema over (``fence``'s check alone)."""
+        with self._transaction() as cur:
+            self._write_fence(cur, Fence.guard(fence.where, fence.schema, fence.epoch))
 
     @staticmethod
     def _write_fence(cur: Any, fence: Fence) -> None:

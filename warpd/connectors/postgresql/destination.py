@@ -292,10 +292,14 @@ class PostgresDestination:
         except Exception:  # noqa: BLE001 - the connection is already broken
             self._conn = None
 
-    def _run(self, statements: Iterable[sql.Composable]) -> list[str]:
+    def _run(self, statements: Iterable[sql.Composable], fence: Fence | None = None) -> list[str]:
+        """Run ``statements`` in one transaction, after ``fence``'s epoch check in it (PostgreSQL's DDL
+        is transactional: no statement of an older writer commits after a takeover)."""
         done = []
         conn = self.conn
         with conn, conn.cursor() as cur:
+            if fence is not None:
+                self._write_fence(cur, fence)
             for stmt in statements:
                 cur.execute(stmt)
                 done.append(stmt.as_string(conn))
@@ -412,20 +416,22 @@ class PostgresDestination:
         new: TablePlan,
         old_column: str | None = None,
         new_column: str | None = None,
+        *,
+        fence: Fence | None = None,
     ) -> list[str]:
-        return self.run_ddl(self.schema_change_sql(kind, old, new, old_column, new_column))
+        return self.run_ddl(self.schema_change_sql(kind, old, new, old_column, new_column), fence)
 
-    def evolve(self, old: TablePlan, new: TablePlan) -> list[str]:
-        return self.run_ddl(self.evolve_sql(old, new))
+    def evolve(self, old: TablePlan, new: TablePlan, *, fence: Fence | None = None) -> list[str]:
+        return self.run_ddl(self.evolve_sql(old, new), fence)
 
-    def run_ddl(self, statements: list[sql.Composable]) -> list[str]:
+    def run_ddl(self, statements: list[sql.Composable], fence: Fence | None = None) -> list[str]:
         self._staged.clear()
-        return self._run(statements)
+        return self._run(statements, fence)
 
-    def truncate(self, plan: TablePlan) -> None:
-        self._run([sql.SQL("TRUNCATE {}").format(_ident(plan.dest_schema, plan.dest_table))])
+    def truncate(self, plan: TablePlan, *, fence: Fence | None = None) -> None:
+        self._run([sql.SQL("TRUNCATE {}").format(_ident(plan.dest_schema, plan.dest_table))], fence)
 
-    def soft_delete_all(self, plan: TablePlan) -> None:
+    def soft_delete_all(self, plan: TablePlan, *, fence: Fence | None = None) -> None:
         self._run(
             [
                 sql.SQL("UPDATE {} SET {} = now() WHERE {} IS NULL").format(
@@ -433,12 +439,13 @@ class PostgresDestination:
                     _ident(DELETED_AT_COLUMN),
                     _ident(DELETED_AT_COLUMN),
                 )
-            ]
+            ],
+            fence,
         )
 
-    def drop(self, plan: TablePlan) -> list[str]:
+    def drop(self, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
         return self.run_ddl(
-            [sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(plan.dest_schema, plan.dest_table))]
+            [sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(plan.dest_schema, plan.dest_table))], fence
         )
 
     def schema_change_sql(
