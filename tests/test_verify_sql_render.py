@@ -170,6 +170,23 @@ def test_mariadb_renders_each_value_as_specified(mariadb: Any, case: int) -> Non
     assert not wrong
 
 
+@pytest.mark.parametrize("ctype", [ColumnType(Kind.DECIMAL), ColumnType(Kind.DECIMAL, precision=70, scale=2)])
+def test_a_decimal_mariadb_holds_as_text_is_trimmed_only_after_a_point(
+    mariadb: Any, ctype: ColumnType
+) -> None:
+    """A decimal with no precision or wider than DECIMAL(65,30) is held as its text in a MariaDB
+    destination (dest_types.text_decimal): whatever the scale its source declares, the text is trimmed
+    only where it has a point."""
+    cases = [("1.50", "1.5"), ("100", "100"), ("-100.000", "-100"), ("0.0", "0"), ("-0.000001", "-0.000001")]
+    with mariadb.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS decimal_text (id INT PRIMARY KEY, v LONGTEXT)")
+        cur.execute("DELETE FROM decimal_text")
+        cur.executemany("INSERT INTO decimal_text VALUES (%s, %s)", list(enumerate(v for v, _ in cases)))
+        part = mysql_rowhash._part(Column("v", ctype), "`v`")
+        cur.execute(f"SELECT {part} FROM decimal_text ORDER BY id")  # noqa: S608
+        assert [r for (r,) in cur.fetchall()] == [e for _, e in cases]
+
+
 def test_mariadb_row_hash_joins_texts_of_every_charset(mariadb: Any) -> None:
     """One row of a latin1, a utf8mb4 and a utf8 text, a double, a decimal, a date-time and an
     integer hashes as Python hashes its texts joined, with and without the double among them."""
