@@ -134,3 +134,33 @@ def test_numbers_compare_by_value_and_only_by_value() -> None:
 def test_a_double_renders_as_python_writes_it() -> None:
     for value in (0.1 + 0.2, 5e-324, -1.7976931348623157e308, 0.0, -0.0, math.nan, math.inf, -math.inf, 1.0):
         assert _double_text(value) == _float_text(value, 64) == _float_text(value, None)
+
+
+def test_a_ranges_json_sum_is_the_same_for_the_same_documents_spelled_otherwise() -> None:
+    """``values_total`` of one JSON column (its hot path hashes msgspec's bytes, or the Decimal path's
+    text as UTF-8): equal documents spelled differently sum alike, any changed document or key does not."""
+    from warpd.types import Column, ColumnType, Kind
+    from warpd.verify_ranges import renderer, values_total
+
+    render = [renderer(Column("doc", ColumnType(Kind.JSON), True, "json"))]
+    mine = [
+        (("1",), ('{"b": 1, "a": [true, null, "é"]}',)),
+        (("2",), (None,)),
+        (("3",), ('{"x": 2.50, "y": 1e2}',)),
+        (("4",), ("[]",)),
+    ]
+    theirs = [
+        (("1",), ('{"a":[true,null,"\\u00e9"],"b":1.0}',)),
+        (("2",), (None,)),
+        (("3",), ('{"y": 100, "x": 25e-1}',)),
+        (("4",), ("[ ]",)),
+    ]
+    assert values_total(render, mine) == values_total(render, theirs)
+    changed = [
+        [(("1",), ('{"a":[true,null,"e"],"b":1}',)), *theirs[1:]],
+        [theirs[0], (("2",), ("null",)), *theirs[2:]],
+        [*theirs[:2], (("3",), ('{"y": 100, "x": 2.5000001}',)), theirs[3]],
+        [*theirs[:3], (("5",), ("[]",))],
+    ]
+    for rows in changed:
+        assert values_total(render, rows) != values_total(render, mine), rows

@@ -541,6 +541,17 @@ class RangeChecksums(Protocol):
         kinds in :data:`VERIFY_VALUE_KINDS`, which verify renders and hashes itself.  Optional: without
         it such columns are not compared (the report says so)."""
 
+    def range_checksum_values(
+        self,
+        plan: TablePlan,
+        columns: Sequence[str],
+        value_columns: Sequence[str],
+        lower: RangeBound,
+        upper: RangeBound,
+    ) -> tuple[int, int, RangeValues]:
+        """``range_checksum(columns)`` and ``range_values(value_columns)`` of the range together
+        (``(rows, checksum, values)``), where the database can read both in one scan.  Optional."""
+
     def verify_bounds(
         self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
     ) -> list[tuple[Any, ...]]:

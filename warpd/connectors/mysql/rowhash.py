@@ -190,10 +190,7 @@ class RangeQueries:
     def checksum(self, conn: Any, lower: RangeBound, upper: RangeBound) -> tuple[int, int]:
         where, args = self._where(lower, upper)
         # identifiers quoted by quote_ident, values bound at BIND marks
-        query = (
-            f"SELECT COUNT(*), COALESCE(SUM(CAST(CONV(LEFT({self.row_hash}, 15), 16, 10) AS UNSIGNED)), 0) "  # noqa: S608
-            f"FROM {self.table}{where}"
-        )
+        query = f"SELECT {self._sums} FROM {self.table}{where}"  # noqa: S608
         with conn.cursor() as cur:
             execute_bound(cur, query, args)
             count, total = cur.fetchone()
@@ -206,14 +203,16 @@ class RangeQueries:
             execute_bound(cur, query, args)
             return [(tuple(r[: self.nkey]), str(r[self.nkey])) for r in cur.fetchall()]
 
-    def values(self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound) -> RangeValues:
+    def values(
+        self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound, *, packed: bool = True
+    ) -> RangeValues:
         """Each row's key (rendered) and the values of FLOAT, JSON and SET ``columns``, as Python
         values (base.RangeValues): a FLOAT widened to DOUBLE (its text form has six digits only)."""
         cols = [self.by_name[n] for n in columns]
-        if cols and all(c.type.kind is Kind.JSON for c in cols):
-            packed = self._packed(conn, cols, lower, upper)
-            if packed is not None:
-                return packed
+        if packed and cols and all(c.type.kind is Kind.JSON for c in cols):
+            _count, _total, found = self._packed(conn, cols, lower, upper)
+            if found is not None:
+                return found
         exprs = [snapshot_select_expr(c, quote_ident(self.names[c.name])) for c in cols]
         where, args = self._where(lower, upper)
         query = f"SELECT {', '.join([*self.key_text, *exprs])} FROM {self.table}{where}"  # noqa: S608
@@ -228,11 +227,30 @@ class RangeQueries:
             for r in rows
         ]
 
+    def checksum_values(
+        self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound
+    ) -> tuple[int, int, RangeValues]:
+        """:meth:`checksum` and :meth:`values` of the range, in one scan where every one of
+        ``columns`` is JSON (the documents packed beside the sums), else in two queries."""
+        cols = [self.by_name[n] for n in columns]
+        if cols and all(c.type.kind is Kind.JSON for c in cols):
+            count, total, packed = self._packed(conn, cols, lower, upper, self._sums)
+            if packed is not None:
+                return count, total, packed
+            return count, total, self.values(conn, columns, lower, upper, packed=False)
+        count, total = self.checksum(conn, lower, upper)
+        return count, total, self.values(conn, columns, lower, upper)
+
+    @property
+    def _sums(self) -> str:
+        return f"COUNT(*), COALESCE(SUM(CAST(CONV(LEFT({self.row_hash}, 15), 16, 10) AS UNSIGNED)), 0)"
+
     def _packed(
-        self, conn: Any, cols: Sequence[Column], lower: RangeBound, upper: RangeBound
-    ) -> RangeValues | None:
-        """JSON values of the range as one GROUP_CONCAT string (rowhash.unpack_values), or None when
-        they do not fit in it (then read row by row)."""
+        self, conn: Any, cols: Sequence[Column], lower: RangeBound, upper: RangeBound, sums: str = "COUNT(*), 0"
+    ) -> tuple[int, int, RangeValues | None]:
+        """The range's row count, ``sums``' checksum (0 without it) and its JSON values packed into one
+        GROUP_CONCAT string (rowhash.unpack_values); None for the values when they do not fit in it
+        (then read row by row)."""
         sep = {end: f"CHAR({ord(end)} USING utf8mb4)" for end in (RECORD_END, FIELD_END)}
         values = [
             f"IFNULL(CONCAT('=', CONVERT({quote_ident(self.names[c.name])} USING utf8mb4)), '')" for c in cols
@@ -245,13 +263,14 @@ class RangeQueries:
             cur.execute(f"SET SESSION group_concat_max_len = {PACKED_MAX}")
             execute_bound(
                 cur,
-                f"SELECT COUNT(*), GROUP_CONCAT({record} SEPARATOR '') FROM {self.table}{where}",  # noqa: S608
+                f"SELECT {sums}, GROUP_CONCAT({record} SEPARATOR '') FROM {self.table}{where}",  # noqa: S608
                 args,
             )
-            count, packed = cur.fetchone()
+            count, total, packed = cur.fetchone()
+        count, total = int(count), int(total)
         if packed is not None and len(packed) * 4 >= PACKED_MAX and len(_bytes(packed)) >= PACKED_MAX - 3:
-            return None  # cut at group_concat_max_len (perhaps at a row's end): read row by row
-        return unpack_values(packed, int(count), self.nkey, len(cols))
+            return count, total, None  # cut at group_concat_max_len (perhaps at a row's end)
+        return count, total, unpack_values(packed, count, self.nkey, len(cols))
 
     def _value(self, col: Column, value: Any) -> Any:
         if isinstance(value, bytes):
@@ -307,6 +326,16 @@ class RangeChecksumMethods:
         self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
     ) -> RangeValues:
         return self._ranges(plan).values(self.conn, columns, lower, upper)
+
+    def range_checksum_values(
+        self,
+        plan: TablePlan,
+        columns: Sequence[str],
+        value_columns: Sequence[str],
+        lower: RangeBound,
+        upper: RangeBound,
+    ) -> tuple[int, int, RangeValues]:
+        return self._ranges(plan, columns).checksum_values(self.conn, value_columns, lower, upper)
 
     def verify_bounds(
         self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int

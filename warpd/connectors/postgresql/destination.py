@@ -669,6 +669,16 @@ class PostgresDestination:
     ) -> RangeValues:
         return RangeQueries(plan, ()).values(self.conn, columns, lower, upper)
 
+    def range_checksum_values(
+        self,
+        plan: TablePlan,
+        columns: Sequence[str],
+        value_columns: Sequence[str],
+        lower: RangeBound,
+        upper: RangeBound,
+    ) -> tuple[int, int, RangeValues]:
+        return RangeQueries(plan, columns).checksum_values(self.conn, value_columns, lower, upper)
+
     def verify_bounds(
         self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
     ) -> list[tuple[Any, ...]]:

@@ -31,6 +31,9 @@ from warpd.connectors.postgresql.types import pg_type_sql
 from warpd.connectors.rowhash import FIELD_END, RECORD_END, unpack_values
 from warpd.types import Column, Kind
 
+_COUNT_ONLY = sql.SQL("count(*), 0")
+"""A packed read's sums without a checksum (the values alone are wanted)."""
+
 
 def _double(q: sql.Composable) -> sql.Composable:
     """A double as MySQL's rowhash renders a DOUBLE (base.exact_double), NaN and infinities as
@@ -135,11 +138,13 @@ class RangeQueries:
             return sql.SQL(""), args
         return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds), args
 
+    @property
+    def _sums(self) -> sql.Composable:
+        return sql.SQL("count(*), coalesce(sum(('x' || left({}, 15))::bit(60)::bigint), 0)").format(self.row_hash)
+
     def checksum(self, conn: Any, lower: RangeBound, upper: RangeBound) -> tuple[int, int]:
         where, args = self._where(lower, upper)
-        query = sql.SQL(
-            "SELECT count(*), coalesce(sum(('x' || left({}, 15))::bit(60)::bigint), 0) FROM {}{}"
-        ).format(self.row_hash, self.table, where)
+        query = sql.SQL("SELECT {} FROM {}{}").format(self._sums, self.table, where)
         with conn, conn.cursor() as cur:
             cur.execute(query, args)
             count, total = cur.fetchone()
@@ -154,13 +159,15 @@ class RangeQueries:
             cur.execute(query, args)
             return [(tuple(r[: self.nkey]), str(r[self.nkey])) for r in cur.fetchall()]
 
-    def values(self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound) -> RangeValues:
+    def values(
+        self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound, *, packed: bool = True
+    ) -> RangeValues:
         """Each row's key (rendered) and the values of FLOAT, JSON and text-array ``columns``
         (base.RangeValues): JSON as its text, read back from ``jsonb``."""
-        if columns and all(self.by_name[n].type.kind is Kind.JSON for n in columns):
-            packed = self._packed(conn, columns, lower, upper)
-            if packed is not None:
-                return packed
+        if packed and self._all_json(columns):
+            found = self._packed(conn, columns, lower, upper)
+            if found is not None:
+                return found[2]
         exprs = [
             sql.SQL("{}::text").format(self.ident[n])
             if self.by_name[n].type.kind is Kind.JSON
@@ -175,11 +182,34 @@ class RangeQueries:
             cur.execute(query, args)
             return [(tuple(r[: self.nkey]), tuple(r[self.nkey :])) for r in cur.fetchall()]
 
-    def _packed(
+    def checksum_values(
         self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound
-    ) -> RangeValues | None:
-        """JSON values of the range as one string_agg string (rowhash.unpack_values), or None when
-        they cannot be unpacked from it (then read row by row)."""
+    ) -> tuple[int, int, RangeValues]:
+        """:meth:`checksum` and :meth:`values` of the range, in one scan where every one of
+        ``columns`` is JSON (the documents packed beside the sums), else in two queries."""
+        if self._all_json(columns):
+            found = self._packed(conn, columns, lower, upper, self._sums)
+            if found is not None:
+                return found
+            count, total = self.checksum(conn, lower, upper)
+            return count, total, self.values(conn, columns, lower, upper, packed=False)
+        count, total = self.checksum(conn, lower, upper)
+        return count, total, self.values(conn, columns, lower, upper)
+
+    def _all_json(self, columns: Sequence[str]) -> bool:
+        return bool(columns) and all(self.by_name[n].type.kind is Kind.JSON for n in columns)
+
+    def _packed(
+        self,
+        conn: Any,
+        columns: Sequence[str],
+        lower: RangeBound,
+        upper: RangeBound,
+        sums: sql.Composable = _COUNT_ONLY,
+    ) -> tuple[int, int, RangeValues] | None:
+        """The range's row count, ``sums``' checksum (0 without it) and its JSON values packed into one
+        string_agg string (rowhash.unpack_values), or None when they cannot be unpacked from it (then
+        each is read again, the values row by row)."""
         values = [sql.SQL("coalesce('=' || {}::text, '')").format(self.ident[n]) for n in columns]
         record = sql.SQL("concat_ws(chr({}), {}) || chr({})").format(
             sql.Literal(ord(FIELD_END)),
@@ -187,14 +217,15 @@ class RangeQueries:
             sql.Literal(ord(RECORD_END)),
         )
         where, args = self._where(lower, upper)
-        query = sql.SQL("SELECT count(*), string_agg({}, '') FROM {}{}").format(record, self.table, where)
+        query = sql.SQL("SELECT {}, string_agg({}, '') FROM {}{}").format(sums, record, self.table, where)
         try:
             with conn, conn.cursor() as cur:
                 cur.execute(query, args)
-                count, packed = cur.fetchone()
+                count, total, packed = cur.fetchone()
         except (errors.OutOfMemory, errors.ProgramLimitExceeded):  # past a text's 1 GB (rolled back)
             return None
-        return unpack_values(packed, int(count), self.nkey, len(columns))
+        found = unpack_values(packed, int(count), self.nkey, len(columns))
+        return None if found is None else (int(count), int(total), found)
 
     def bounds(self, conn: Any, lower: RangeBound, upper: RangeBound, every: int) -> list[tuple[Any, ...]]:
         """The key (in verify order) of every ``every``-th live row after ``lower`` up to ``upper``."""
