@@ -6,7 +6,10 @@ Creates the MariaDB database ``warp_bench_verify`` with the table of scripts/ben
 ``warp_bench_verify`` with ``python -m warpd --mode single`` (timed from process start until the state
 file marks the table done), stops it, then times ``python -m warpd verify`` of the table (process
 start to exit; verify's own figure too). The aim (issue 13): verify takes less than the snapshot.
-Drops both sides afterwards unless ``--keep``. Not a test.
+Then times each database reading every column of every row once (``SUM(LENGTH(CONCAT_WS(...)))``,
+one full scan, nothing rendered or hashed): the raw limit of any check that reads the rows where
+they are, printed with verify's time as ratios. Drops both sides afterwards unless ``--keep``. Not
+a test.
 """
 
 from __future__ import annotations
@@ -57,6 +60,28 @@ def create_source(rows: int) -> None:
     conn.close()
 
 
+COLUMNS = "id, qty, name, price, created_at, updated_at, score, flag, note, attrs"
+
+
+def raw_scans() -> dict[str, float]:
+    """Seconds each database takes to read every column of every row once (one query, one scan)."""
+    timed = {}
+    for side, connect, query in (
+        ("mariadb", mysql, f"SELECT COUNT(*), SUM(LENGTH(CONCAT_WS(',', {COLUMNS}))) FROM {DB}.{TABLE}"),  # noqa: S608 - constants
+        ("postgresql", pg, f"SELECT count(*), sum(length(concat_ws(',', {COLUMNS}))) FROM {DB}.{TABLE}"),  # noqa: S608
+    ):
+        conn = connect()
+        try:
+            with conn.cursor() as cur:
+                started = time.monotonic()
+                cur.execute(query)
+                cur.fetchall()
+                timed[side] = round(time.monotonic() - started, 2)
+        finally:
+            conn.close()
+    return timed
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="rows in the table (default 1,000,000)")
@@ -95,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             "ranges": table["ranges"],
             "not_compared": sorted(table["not_compared"]),
         }
+        figures["raw_scan_seconds"] = raw = raw_scans()
         say(json.dumps(figures))
         say(f"verify / snapshot = {wall / snapshot['seconds_from_start']:.2f} (aim: below 1)")
+        say(
+            "verify / raw scan = "
+            + ", ".join(f"{wall / seconds:.1f} ({side}, {seconds}s)" for side, seconds in raw.items())
+        )
         return 0
     finally:
         warp.finish()
