@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -391,28 +392,37 @@ def test_every_transaction_before_the_start_position_is_visible_to_the_copy(dbs:
         for t in threads:
             t.join()
         source.close()
-    reader = BinLogStreamReader(
-        connection_settings={"host": MYSQL_HOST, "port": MYSQL_PORT, "user": "root", "passwd": ""},
-        server_id=3_900_000 + os.getpid() % 100_000,
-        log_file=start[0],
-        log_pos=int(start[1]),
-        resume_stream=True,
-        blocking=False,
-        only_events=[WriteRowsEvent, XidEvent],
-        only_schemas=[dbs.name],
-    )
+    # every row of w was inserted by a committed transaction: read the binlog until each one's commit is
+    # found (a non-blocking read ends at the binlog's end, or earlier if the server drops the dump: the
+    # next read resumes after the last commit found)
+    total = dbs.sql("SELECT COUNT(*) FROM w")[0][0]
     committed_at: dict[int, tuple[str, int]] = {}
-    pending: list[int] = []
-    try:
-        for event in reader:
-            if isinstance(event, WriteRowsEvent):
-                pending += [row["values"]["id"] for row in event.rows]
-            else:
-                committed_at.update((i, (reader.log_file, event.packet.log_pos)) for i in pending)
-                pending = []
-    finally:
-        reader.close()
-    assert len(committed_at) > 300
+    resume = (start[0], int(start[1]))
+    deadline = time.monotonic() + 120
+    while len(committed_at) < total and time.monotonic() < deadline:
+        reader = BinLogStreamReader(
+            connection_settings={"host": MYSQL_HOST, "port": MYSQL_PORT, "user": "root", "passwd": ""},
+            server_id=3_900_000 + os.getpid() % 100_000,
+            log_file=resume[0],
+            log_pos=resume[1],
+            resume_stream=True,
+            blocking=False,
+            only_events=[WriteRowsEvent, XidEvent],
+            only_schemas=[dbs.name],
+        )
+        pending: list[int] = []
+        try:
+            for event in reader:
+                if isinstance(event, WriteRowsEvent):
+                    pending += [row["values"]["id"] for row in event.rows]
+                else:
+                    resume = (reader.log_file, event.packet.log_pos)
+                    committed_at.update((i, resume) for i in pending)
+                    pending = []
+        finally:
+            reader.close()
+    assert total > 300
+    assert len(committed_at) == total, f"{total - len(committed_at)} inserts' commits not found in the binlog"
     late = [
         (
             position,
