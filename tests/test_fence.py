@@ -23,7 +23,7 @@ from conftest import Databases, Warp, mysql_root, wait_converged, wait_until, wr
 from test_replication import STREAMING, assert_converged, stop_cleanly
 
 from warpd.config import TableSettings
-from warpd.connectors.base import FENCE_TABLE, Fence, SnapshotChunk
+from warpd.connectors.base import FENCE_TABLE, Fence, SnapshotChunk, beside_plan
 from warpd.engine.applier import DestinationPool, TableApplier, part_of
 from warpd.engine.batch import FinalState
 from warpd.errors import SupersededError
@@ -363,6 +363,15 @@ def _streaming_writer(dbs: Databases, warp: Callable[..., Warp]) -> Warp:
     return first
 
 
+def _take_over_in_destination(dbs: Databases) -> None:
+    """Take the schema over directly in the destination, as a writer on another machine would."""
+    newer = dbs.dest.connector()
+    try:
+        newer.take_over(dbs.dest_schema, dbs.name)
+    finally:
+        newer.close()
+
+
 def test_a_second_writer_on_the_same_destination_stops_the_first(
     dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
 ) -> None:
@@ -404,11 +413,7 @@ def test_an_older_writer_applies_no_schema_change_or_truncate_after_a_takeover(
     first = _streaming_writer(dbs, warp)
     columns = dbs.dest.columns("t")
 
-    newer = dbs.dest.connector()
-    try:
-        newer.take_over(dbs.dest_schema, dbs.name)
-    finally:
-        newer.close()
+    _take_over_in_destination(dbs)
     dbs.sql("ALTER TABLE t ADD COLUMN w INT")
     dbs.sql("TRUNCATE TABLE t")
     dbs.sql("INSERT INTO t VALUES (12, 'after', 1)")  # (a batch: an unfenced writer stops there)
@@ -417,6 +422,21 @@ def test_an_older_writer_applies_no_schema_change_or_truncate_after_a_takeover(
     assert f"another writer took over schema '{dbs.name}'" in first.output, first.output[-4000:]
     assert dbs.dest.count("t") == 11
     assert dbs.dest.columns("t") == columns
+
+
+def test_an_older_writer_creates_no_table_after_a_takeover(dbs: Databases, warp: Callable[..., Warp]) -> None:
+    """Creating a destination table checks the writer's epoch too: a process another one took the
+    schema over from stops at the source's next CREATE TABLE with exit 2, and the table it would have
+    created (empty, and never filled by the newer writer's rows) is not made."""
+    first = _streaming_writer(dbs, warp)
+    _take_over_in_destination(dbs)
+    dbs.sql("CREATE TABLE u (id INT PRIMARY KEY, v VARCHAR(20))")
+    dbs.sql("INSERT INTO u VALUES (1, 'x')")
+    rc = first.wait(120)
+    assert rc == 2, f"exit code {rc}:\n{first.output[-4000:]}"
+    assert f"another writer took over schema '{dbs.name}'" in first.output, first.output[-4000:]
+    assert dbs.dest.count("u") is None
+    assert dbs.dest.count("t") == 11
 
 
 def test_rows_done_skips_committed_items_per_part_and_an_old_epoch_writes_nothing(dbs: Databases) -> None:
@@ -512,6 +532,23 @@ def test_rows_done_skips_committed_items_per_part_and_an_old_epoch_writes_nothin
         assert "w" in dbs.dest.columns("parts")
         dest.truncate(wider_plan, fence=current)
         assert dbs.dest.count("parts") == 0
+        # creating a table and swapping a complete copy in over the live table: likewise (an old
+        # writer's copy swapped in would replace the rows the current writer streamed since)
+        other = dest.plan(replace(shape, name="parts_other"), dbs.dest_schema, soft_delete=False, metadata=False)
+        with pytest.raises(SupersededError, match="this process stops"):
+            dest.prepare(other, fence=old)
+        assert dbs.dest.count("parts_other") is None
+        dest.write(wider_plan, [dest.encode(wider_plan, {"id": 1, "v": "live", "w": None}, "insert", None)])
+        beside = beside_plan(wider_plan)
+        dest.prepare(beside, fence=current)
+        dest.write(beside, [dest.encode(beside, {"id": 2, "v": "copy", "w": 5}, "snapshot", None)], direct=True)
+        with pytest.raises(SupersededError, match="this process stops"):
+            dest.swap_in(beside, wider_plan, fence=old)
+        assert dbs.dest.query("SELECT id, v FROM {}", "parts") == [(1, "live")]
+        assert dest.table_exists(beside)
+        dest.swap_in(beside, wider_plan, fence=current)
+        assert dbs.dest.query("SELECT id, v, w FROM {}", "parts") == [(2, "copy", 5)]
+        assert not dest.table_exists(beside)
         assert not letters
     finally:
         applier.close()

@@ -697,8 +697,8 @@ class Destination(Protocol):
     its state file starts afresh) and ``take_over(where, schema) -> int`` (increment the schema's
     writer epoch and return it).  Each fenced transaction reads the epoch row under a shared lock
     first and calls :meth:`Fence.check_epoch` with it.  Such a destination also takes ``fence=`` (a
-    guard, :meth:`Fence.guard`) in :meth:`truncate`, :meth:`soft_delete_all`, :meth:`schema_change`,
-    :meth:`evolve` and :meth:`drop`, and checks the epoch before each statement they run: in the
+    guard, :meth:`Fence.guard`) in :meth:`prepare`, :meth:`swap_in`, :meth:`truncate`,
+    :meth:`soft_delete_all`, :meth:`schema_change`, :meth:`evolve` and :meth:`drop`, and checks the epoch before each statement they run: in the
     statement's own transaction where the database's DDL is transactional (PostgreSQL), just before
     it otherwise (MySQL/MariaDB commit DDL implicitly; a row update still shares the transaction).
     """
@@ -730,7 +730,7 @@ class Destination(Protocol):
     def plan_ddl(self, plan: TablePlan) -> list[str]:
         """The statements :meth:`prepare` would run now, rendered (``--dry-run``)."""
 
-    def prepare(self, plan: TablePlan) -> list[str]:
+    def prepare(self, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
         """Create the table, or add the columns it lacks; return the statements run."""
 
     def table_exists(self, plan: TablePlan) -> bool: ...
@@ -738,7 +738,7 @@ class Destination(Protocol):
     def misfit(self, plan: TablePlan) -> str | None:
         """Why the live table cannot take ``plan``'s rows in place (another key, other column types)."""
 
-    def swap_in(self, beside: TablePlan, plan: TablePlan) -> list[str]:
+    def swap_in(self, beside: TablePlan, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
         """Replace ``plan``'s live table by the complete copy ``beside``."""
 
     def drop(self, plan: TablePlan, *, fence: Fence | None = None) -> list[str]: ...

@@ -332,7 +332,7 @@ class SchemaRunner:
         if old:
             old.close()
         plan = self._place(self._plan(table))
-        ddl = self._retry(lambda: self.dest.prepare(plan), f"preparing {plan.where}")
+        ddl = self._retry(lambda: self.dest.prepare(plan, **self._guarded()), f"preparing {plan.where}")
         for stmt in ddl:
             log.info("destination DDL: %s", stmt)
         self.tables[table.name] = table
@@ -367,13 +367,15 @@ class SchemaRunner:
         status = progress.status if progress is not None else None
         if self._retry(lambda: self.dest.table_exists(beside), f"looking up {beside.dest_table!r}"):
             if status == "done":  # complete, and not swapped in yet (a crash came between the two)
-                for stmt in self._retry(lambda: self.dest.swap_in(beside, plan), f"swapping {where} in"):
+                for stmt in self._retry(
+                    lambda: self.dest.swap_in(beside, plan, **self._guarded()), f"swapping {where} in"
+                ):
                     log.info("destination DDL: %s", stmt)
                 log.warning("%s: the new copy replaced the old table", where)
                 return plan
             if status is not None and self._retry(lambda: self.dest.misfit(beside), where) is None:
                 return beside  # resume its copy
-            self._retry(lambda: self.dest.drop(beside), f"dropping {beside.dest_table!r}")  # stale
+            self._retry(lambda: self.dest.drop(beside, **self._guarded()), f"dropping {beside.dest_table!r}")  # stale
             if status is not None:
                 self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
         copying = status is not None and status != "done"
@@ -406,7 +408,7 @@ class SchemaRunner:
         )
         plan = self._plan(copying)
         for stale in (plan, beside_plan(plan)):
-            self._retry(lambda: self.dest.drop(stale), f"dropping {stale.dest_table!r}")  # noqa: B023
+            self._retry(lambda: self.dest.drop(stale, **self._guarded()), f"dropping {stale.dest_table!r}")  # noqa: B023
         self.store.set_snapshot_progress(self.name, current.name, "pending", None, 0)
 
     def _untrack(self, name: str) -> None:

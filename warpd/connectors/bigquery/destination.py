@@ -289,7 +289,7 @@ class BigQueryDestination:
     def plan_ddl(self, plan: TablePlan) -> list[str]:
         return self.prepare_sql(plan)
 
-    def prepare(self, plan: TablePlan) -> list[str]:
+    def prepare(self, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
         live = self.live_columns(plan)
         if live is None:
             self._ensure_dataset(plan)
@@ -309,7 +309,7 @@ class BigQueryDestination:
             problems.append(f"it has no {ROW_KEY} column, which identifies the rows of a table without a key")
         return "; ".join(problems) or None
 
-    def swap_in(self, beside: TablePlan, plan: TablePlan) -> list[str]:
+    def swap_in(self, beside: TablePlan, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
         """Replace the live table by the complete copy ``beside`` (a table copy, then the drop of the copy).
 
         BigQuery has no atomic rename over an existing table; ``CREATE OR REPLACE TABLE ... COPY``

@@ -397,8 +397,8 @@ class MySQLDestination(RangeChecksumMethods):
     def plan_ddl(self, plan: TablePlan) -> list[str]:
         return self.prepare_sql(plan)
 
-    def prepare(self, plan: TablePlan) -> list[str]:
-        return self._execute(self.prepare_sql(plan))
+    def prepare(self, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
+        return self._execute(self.prepare_sql(plan), fence)
 
     def misfit(self, plan: TablePlan) -> str | None:
         live = self.live_columns(plan)
@@ -428,12 +428,13 @@ class MySQLDestination(RangeChecksumMethods):
         ]
         return "; ".join(problems) or None
 
-    def swap_in(self, beside: TablePlan, plan: TablePlan) -> list[str]:
-        """Replace the live table by the complete copy ``beside``: one atomic RENAME TABLE, then a DROP."""
+    def swap_in(self, beside: TablePlan, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
+        """Replace the live table by the complete copy ``beside``: one atomic RENAME TABLE, then a DROP
+        (``fence``'s epoch checked before each)."""
         if self.live_columns(beside) is None:
             return []  # already swapped (a replay)
         if self.live_columns(plan) is None:
-            return self._execute([f"RENAME TABLE {_table(beside)} TO {_table(plan)}"])
+            return self._execute([f"RENAME TABLE {_table(beside)} TO {_table(plan)}"], fence)
         old = replace(
             plan,
             dest_table=fit_identifier(f"_warp_old_{plan.dest_table}", MAX_IDENTIFIER_CHARS, "characters"),
@@ -443,7 +444,8 @@ class MySQLDestination(RangeChecksumMethods):
                 f"DROP TABLE IF EXISTS {_table(old)}",
                 f"RENAME TABLE {_table(plan)} TO {_table(old)}, {_table(beside)} TO {_table(plan)}",
                 f"DROP TABLE IF EXISTS {_table(old)}",
-            ]
+            ],
+            fence,
         )
 
     def drop(self, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:

@@ -370,8 +370,9 @@ class PostgresDestination:
     def table_exists(self, plan: TablePlan) -> bool:
         return self.existing_columns(plan) is not None
 
-    def swap_in(self, beside: TablePlan, plan: TablePlan) -> list[str]:
-        """Replace ``plan``'s live table by the complete copy ``beside``, in one transaction."""
+    def swap_in(self, beside: TablePlan, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
+        """Replace ``plan``'s live table by the complete copy ``beside``, in one transaction (with
+        ``fence``'s epoch check)."""
         try:
             return self.run_ddl(
                 [
@@ -379,7 +380,8 @@ class PostgresDestination:
                     sql.SQL("ALTER TABLE {} RENAME TO {}").format(
                         _ident(beside.dest_schema, beside.dest_table), _ident(plan.dest_table)
                     ),
-                ]
+                ],
+                fence,
             )
         except psycopg2.errors.DependentObjectsStillExist as exc:
             raise FatalError(
@@ -403,8 +405,8 @@ class PostgresDestination:
                 out.append(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(target, sql.SQL(extra)))
         return out
 
-    def prepare(self, plan: TablePlan) -> list[str]:
-        return created_concurrently(lambda: self._run(self.prepare_sql(plan)))
+    def prepare(self, plan: TablePlan, *, fence: Fence | None = None) -> list[str]:
+        return created_concurrently(lambda: self._run(self.prepare_sql(plan), fence))
 
     def plan_ddl(self, plan: TablePlan) -> list[str]:
         return self.render(self.prepare_sql(plan))
