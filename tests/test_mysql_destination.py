@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -12,11 +13,11 @@ from typing import Any
 import pymysql
 import pytest
 
-from tests.conftest import MYSQL_HOST, MYSQL_PORT, mysql_root
+from tests.conftest import MYSQL_HOST, MYSQL_PORT, mysql_root, wait_until
 from warpd.config.model import SchemaConfig
-from warpd.connectors.base import OP_COLUMN, SOURCE_TS_COLUMN, SchemaOpKind, SnapshotChunk
+from warpd.connectors.base import OP_COLUMN, SOURCE_TS_COLUMN, Fence, SchemaOpKind, SnapshotChunk
 from warpd.connectors.mysql.destination import MySQLDestination
-from warpd.errors import FatalError
+from warpd.errors import FatalError, SupersededError
 from warpd.types import Column, ColumnType, Kind, TableSchema
 
 URI = f"mysql://root@{MYSQL_HOST}:{MYSQL_PORT}/"
@@ -652,3 +653,50 @@ def test_settings_the_destination_cannot_honour_are_refused_before_anything_is_w
     with mysql_root() as conn, conn.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (target,))
         assert cur.fetchone()[0] == 0, "the refused run created the destination database"
+
+
+def test_a_takeover_waits_for_a_schema_change_that_passed_its_epoch_check(
+    dest: MySQLDestination, db: str
+) -> None:
+    """MariaDB commits DDL implicitly, so a statement's epoch check cannot share its transaction; the
+    schema's writer lock spans the check and the statement instead: a takeover arriving in between
+    waits until the statement is done (it used to pass, and the older writer's DDL landed after it),
+    and the older writer's next statement is then refused."""
+    epoch = dest.take_over(db, "s")
+    fence = Fence.guard(db, "s", epoch)
+    newer = MySQLDestination(URI)
+    newer.connect()
+    session = newer.conn.thread_id()
+    taken: list[int] = []
+    thread = threading.Thread(target=lambda: taken.append(newer.take_over(db, "s")))
+    try:
+        with dest._epoch_checked(fence):  # the check passed; the statement would run here
+            thread.start()
+            wait_until(
+                lambda: _waiting_for_user_lock(session), 30, "the takeover to wait for the writer lock"
+            )
+            assert not taken
+            dest._execute([f"CREATE TABLE `{db}`.`late` (id INT PRIMARY KEY)"])
+        thread.join(30)
+        assert taken == [epoch + 1]
+        with pytest.raises(SupersededError, match="another writer took over schema 's'"):
+            dest._execute([f"DROP TABLE `{db}`.`late`"], fence)
+        with mysql_root() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'late'",
+                (db,),
+            )
+            assert cur.fetchone()[0] == 1
+    finally:
+        thread.join(30)
+        newer.close()
+
+
+def _waiting_for_user_lock(session: int) -> bool:
+    """Whether the server session ``session`` waits for a named lock (GET_LOCK)."""
+    with mysql_root() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE id = %s AND state = 'User lock'",
+            (session,),
+        )
+        return int(cur.fetchone()[0]) > 0

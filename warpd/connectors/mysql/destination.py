@@ -84,6 +84,8 @@ log = logging.getLogger(__name__)
 MAX_IDENTIFIER_CHARS = 64
 MAX_COLUMNS = 1017  # InnoDB's limit per table
 DUPLICATE_COLUMN = 1060  # ER_DUP_FIELDNAME
+EPOCH_LOCK_WAIT = 600
+"""Seconds a takeover or a DDL statement waits for a schema's writer lock (:meth:`MySQLDestination._epoch_lock`)."""
 
 # No silent truncation or zero dates: a value the column cannot hold is an error.
 SQL_MODE = (
@@ -309,13 +311,12 @@ class MySQLDestination(RangeChecksumMethods):
         """Run DDL; a statement the server refuses for good stops the schema with the statement and a remedy.
 
         With ``fence``, the writer's epoch is checked right before each statement: DDL commits
-        implicitly, so the check cannot share its transaction (a takeover between the two is not
-        seen; docs/how-it-works.md)."""
+        implicitly, so the check cannot share its transaction; the schema's epoch lock, held from
+        the check to the statement's end, keeps a takeover from landing in between
+        (:meth:`_epoch_lock`; docs/how-it-works.md)."""
         self._staged.clear()
         for stmt in statements:
-            if fence is not None:
-                self._check_epoch(fence)
-            with self.conn.cursor() as cur:
+            with self._epoch_checked(fence), self.conn.cursor() as cur:
                 try:
                     cur.execute(stmt.replace("%", "%%"), ())
                 except pymysql.err.MySQLError as exc:
@@ -590,7 +591,9 @@ class MySQLDestination(RangeChecksumMethods):
         want = self.column_type(plan, col)
         done = []
         if tmp not in live:
-            done += self._execute([f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} {want} AFTER {_q(name)}"], fence)
+            done += self._execute(
+                [f"ALTER TABLE {target} ADD COLUMN {_q(tmp)} {want} AFTER {_q(name)}"], fence
+            )
         keys = ", ".join(map(_q, plan.key))
         head = f"INSERT INTO {target} ({keys}, {_q(tmp)}) VALUES ".replace("%", "%%")
         tail = f" ON DUPLICATE KEY UPDATE {target}.{_q(tmp)} = VALUES({_q(tmp)})".replace("%", "%%")
@@ -952,7 +955,7 @@ class MySQLDestination(RangeChecksumMethods):
     def take_over(self, where: str, schema: str) -> int:
         self.read_fence(where, schema)  # creates the table
         table = f"{_q(where)}.{_q(FENCE_TABLE)}"
-        with self._transaction() as cur:
+        with self._epoch_lock(where, schema), self._transaction() as cur:
             cur.execute(
                 f"INSERT INTO {table} (schema_name, table_name, part, seq, position, skip, parts, rows_done, "
                 "epoch, updated_at) VALUES (%s, '', 0, 0, '{}', 0, 0, 0, 1, CURRENT_TIMESTAMP(6)) "
@@ -965,10 +968,42 @@ class MySQLDestination(RangeChecksumMethods):
             )
             return int(cur.fetchone()[0])
 
-    def _check_epoch(self, fence: Fence) -> None:
-        """Raise SupersededError when another writer took the schema over (``fence``'s check alone)."""
-        with self._transaction() as cur:
-            self._write_fence(cur, Fence.guard(fence.where, fence.schema, fence.epoch))
+    @contextmanager
+    def _epoch_checked(self, fence: Fence | None) -> Iterator[None]:
+        """With ``fence``: hold the schema's epoch lock, raise SupersededError when another writer
+        took the schema over, and keep the lock while the body (a DDL statement) runs."""
+        if fence is None:
+            yield
+            return
+        with self._epoch_lock(fence.where, fence.schema):
+            with self._transaction() as cur:
+                self._write_fence(cur, Fence.guard(fence.where, fence.schema, fence.epoch))
+            yield
+
+    @contextmanager
+    def _epoch_lock(self, where: str, schema: str) -> Iterator[None]:
+        """The server's named lock of ``schema``'s epoch (in ``where``), held by a takeover and by a DDL
+        statement from its epoch check to its end: DDL commits implicitly, so the check's shared row
+        lock (what keeps a takeover from passing a write: :meth:`_write_fence`) ends before the
+        statement runs, and this session-level lock spans both instead.  Released with the session
+        if the process dies."""
+        name = "cartridge-warp:" + hashlib.sha1(f"{where}\0{schema}".encode()).hexdigest()
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT GET_LOCK(%s, %s)", (name, EPOCH_LOCK_WAIT))
+            got = cur.fetchone()[0]
+        if got != 1:
+            raise TransientError(
+                f"waited {EPOCH_LOCK_WAIT} s for the writer lock of schema {schema!r} in {where!r}: another "
+                "cartridge-warp process holds it (a long schema change there, or a takeover); retrying"
+            )
+        try:
+            yield
+        finally:
+            try:
+                with self.conn.cursor() as cur:
+                    cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
+            except (pymysql.err.MySQLError, OSError):
+                self.reset()  # the session ends, and its locks with it
 
     @staticmethod
     def _write_fence(cur: Any, fence: Fence) -> None:
