@@ -42,7 +42,8 @@ demo: install setup-db
 	$(PY) scripts/demo.py
 
 test: install setup-db
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@# pytest's exit 5 (no tests collected) fails like any other; make itself reports only "Error"
+	$(BIN)/pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: pytest collected no tests: that is a failure"; exit $$rc; }
 
 format: install-dev
 	$(BIN)/ruff format warpd tests scripts
