@@ -19,6 +19,8 @@ import pytest
 from conftest import ROOT, Databases, Warp, write_config
 from test_replication import assert_converged, start_streaming, stop_cleanly
 
+from warpd.state.store import StateStore
+
 pytestmark = pytest.mark.destinations
 
 EVERY_TYPE = """
@@ -210,6 +212,34 @@ def test_keyless_table_and_unknown_table_are_refused_as_bad_usage(
     run = verify(dbs, config, f"{dbs.name}.nowhere")
     assert run.returncode == 2 and "does not exist at the source" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_table_still_being_copied_is_refused_with_its_progress(
+    dbs: Databases, warp: Callable[..., Warp], tmp_path: Any
+) -> None:
+    """A table whose copy the state file says is under way (a snapshot or resync not done) would show
+    every row not copied yet as missing: verify refuses it, says how far the copy is and what to do,
+    and still compares the schema's other tables when they are named."""
+    dbs.sql("CREATE TABLE done_t (id INT PRIMARY KEY)")
+    dbs.sql("CREATE TABLE copying_t (id INT PRIMARY KEY)")
+    dbs.sql("INSERT INTO done_t VALUES (1)")
+    dbs.sql("INSERT INTO copying_t VALUES (1), (2), (3)")
+    config = config_for(dbs, tmp_path)
+    replicate(dbs, warp, config)
+    state_dir = str(tmp_path / "state")
+    store = StateStore(state_dir)
+    try:  # as the process records a copy under way (here after its first row)
+        store.set_snapshot_progress(dbs.name, "copying_t", "running", {"id": 1}, 1, 3)
+    finally:
+        store.close()
+    for target in (dbs.name, f"{dbs.name}.copying_t"):
+        run = verify(dbs, config, target, "--state-dir", state_dir)
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert "is still copying 'copying_t' (1 of about 3 rows copied)" in run.stderr, run.stderr
+        assert "warpctl status" in run.stderr and "Traceback" not in run.stderr
+    run = verify(dbs, config, dbs.name, "--state-dir", state_dir)
+    assert "or name the other tables" in run.stderr
+    assert verified(dbs, config, f"{dbs.name}.done_t", 0, "--state-dir", state_dir)["equal"] is True
 
 
 def test_a_change_in_any_compared_column_is_found(

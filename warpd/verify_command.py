@@ -149,6 +149,7 @@ def _verify(args: argparse.Namespace) -> int:
                 "the whitelist/blacklist lets through (or does not exist, or this user cannot see it)"
             )
         runner.dest.connect()  # an unreachable destination stops here, before any table is read
+        _refuse_copying(config.state_dir, name, tables)
         shapes = _recorded_shapes(runner.source, config.state_dir, name)
         reports = []
         for t in tables:
@@ -247,6 +248,40 @@ def _ask_running(state_dir: str, schema: str, table: str, keys: list[tuple[str |
     if found.status != "done":
         raise FatalError(f"verify --repair: {result.get('message', 'the repair failed')}")
     return int(result.get("repaired", 0))
+
+
+def _refuse_copying(state_dir: str, schema: str, tables: Sequence[str]) -> None:
+    """Refuse (bad usage) tables the state file says are being copied (a snapshot or a resync not
+    done): their copy is incomplete, and verify would report every row not copied yet as missing."""
+    import os
+
+    from warpd.state.store import STATE_FILE_NAME, StateStore
+
+    if not os.path.exists(os.path.join(state_dir, STATE_FILE_NAME)):
+        return  # no state here: nothing says a copy is under way
+    try:
+        store = StateStore(state_dir, read_only=True)
+    except FatalError as exc:  # another version's file: verify compares what is there
+        log.warning("verify: %s: cannot tell whether a table is still being copied", exc)
+        return
+    try:
+        progress = store.snapshot_progress(schema)
+    finally:
+        store.close()
+    copying = [progress[t] for t in tables if t in progress and progress[t].status != "done"]
+    if copying:
+        which = ", ".join(
+            f"{p.table!r} ({p.rows_copied:,}"
+            + (f" of about {p.rows_estimated:,}" if p.rows_estimated else "")
+            + " rows copied)"
+            for p in copying
+        )
+        raise ConfigError(
+            f"verify: schema {schema!r} is still copying {which} into the destination (state file in "
+            f"{state_dir}): a copy is incomplete until it is done, and every row not copied yet would be "
+            "reported missing; verify once `warpctl status` shows the copy done"
+            + (", or name the other tables (SCHEMA.TABLE)" if len(tables) > len(copying) else "")
+        )
 
 
 def _recorded_shapes(source: Any, state_dir: str, schema: str) -> dict[str, TableSchema] | None:
