@@ -51,6 +51,7 @@ format: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check warpd tests scripts
+	$(BIN)/ruff format --check warpd tests scripts
 
 type-check: install-dev
 	$(BIN)/mypy warpd

@@ -474,7 +474,9 @@ def test_a_replay_after_a_crash_before_the_checkpoint_changes_nothing(
         ("{not json", None),
     ],
 )
-def test_json_numbers_bigquery_cannot_hold_exactly_are_refused_before_the_load(text: str, sent: str | None) -> None:
+def test_json_numbers_bigquery_cannot_hold_exactly_are_refused_before_the_load(
+    text: str, sent: str | None
+) -> None:
     """docs/bigquery.md, "Type mapping": refused here (the row goes to the dead letters), never rounded by
     PARSE_JSON, whatever the server does with it; what BigQuery holds as a double travels in the double's
     shortest form, exactly the same value."""

@@ -534,14 +534,18 @@ def test_rows_done_skips_committed_items_per_part_and_an_old_epoch_writes_nothin
         assert dbs.dest.count("parts") == 0
         # creating a table and swapping a complete copy in over the live table: likewise (an old
         # writer's copy swapped in would replace the rows the current writer streamed since)
-        other = dest.plan(replace(shape, name="parts_other"), dbs.dest_schema, soft_delete=False, metadata=False)
+        other = dest.plan(
+            replace(shape, name="parts_other"), dbs.dest_schema, soft_delete=False, metadata=False
+        )
         with pytest.raises(SupersededError, match="this process stops"):
             dest.prepare(other, fence=old)
         assert dbs.dest.count("parts_other") is None
         dest.write(wider_plan, [dest.encode(wider_plan, {"id": 1, "v": "live", "w": None}, "insert", None)])
         beside = beside_plan(wider_plan)
         dest.prepare(beside, fence=current)
-        dest.write(beside, [dest.encode(beside, {"id": 2, "v": "copy", "w": 5}, "snapshot", None)], direct=True)
+        dest.write(
+            beside, [dest.encode(beside, {"id": 2, "v": "copy", "w": 5}, "snapshot", None)], direct=True
+        )
         with pytest.raises(SupersededError, match="this process stops"):
             dest.swap_in(beside, wider_plan, fence=old)
         assert dbs.dest.query("SELECT id, v FROM {}", "parts") == [(1, "live")]

@@ -72,7 +72,10 @@ def test_a_date_floor_is_the_mark_minus_the_lag() -> None:
         (1e16, 1.0),  # 1e16 - 1 is no double: the nearest one is 1e16 itself
         (0.3, 0.1),
         (0.3, decimal.Decimal("0.1")),  # a decimal lag: the double's exact value, not its shortest text
-        (Decimal128("1234567890123456789012345678901234"), decimal.Decimal("0.5")),  # 35 digits: no Decimal128
+        (
+            Decimal128("1234567890123456789012345678901234"),
+            decimal.Decimal("0.5"),
+        ),  # 35 digits: no Decimal128
         (Decimal128("1E+40"), decimal.Decimal("1")),
         (Decimal128("-7.25"), decimal.Decimal("1000")),
     ],

@@ -801,12 +801,16 @@ def _same_numbers(got: Any, expected: Any) -> bool:
     if isinstance(expected, float):
         return isinstance(got, (int, float)) and not isinstance(got, bool) and float(got) == expected
     if isinstance(expected, dict):
-        return isinstance(got, dict) and got.keys() == expected.keys() and all(
-            _same_numbers(got[k], v) for k, v in expected.items()
+        return (
+            isinstance(got, dict)
+            and got.keys() == expected.keys()
+            and all(_same_numbers(got[k], v) for k, v in expected.items())
         )
     if isinstance(expected, list):
-        return isinstance(got, list) and len(got) == len(expected) and all(
-            _same_numbers(g, e) for g, e in zip(got, expected, strict=True)
+        return (
+            isinstance(got, list)
+            and len(got) == len(expected)
+            and all(_same_numbers(g, e) for g, e in zip(got, expected, strict=True))
         )
     if isinstance(expected, int) and not isinstance(expected, bool):  # Int64 too: exact, not a double
         return type(got) is int and got == expected

@@ -290,14 +290,21 @@ def test_bson_type_order_and_type_matching_as_a_server_has_them(client: pymongo.
     timestamps = ["array", "ts", "ts early", "ts late"]  # an array matches by its elements
     assert ids({"v": {"$type": "timestamp"}}, sort=[("_id", 1)]) == timestamps
     assert ids({"v": {"$type": 17}}, sort=[("_id", 1)]) == timestamps
-    assert ids({"v": {"$type": ["timestamp", "date"]}}, sort=[("_id", 1)]) == ["array", "date", *timestamps[1:]]
+    assert ids({"v": {"$type": ["timestamp", "date"]}}, sort=[("_id", 1)]) == [
+        "array",
+        "date",
+        *timestamps[1:],
+    ]
     assert ids({"v": {"$type": "null"}}) == ["null"]  # not the missing field
     assert ids({"v": {"$type": "string"}}) == ["text"]  # code is not a string
     assert ids({"v": {"$type": "javascript"}}) == ["code"]
     assert ids({"v": {"$type": "minKey"}}) + ids({"v": {"$type": 127}}) == ["min", "max"]
     not_timestamp = {"v": {"$not": {"$type": "timestamp"}}}
     assert coll.count_documents(not_timestamp) == 9  # missing included
-    for bad, message in (("stamp", "Unknown type name alias: stamp"), (99, "Invalid numerical type code: 99")):
+    for bad, message in (
+        ("stamp", "Unknown type name alias: stamp"),
+        (99, "Invalid numerical type code: 99"),
+    ):
         with pytest.raises(OperationFailure) as failure:
             ids({"v": {"$type": bad}})
         assert failure.value.code == 2 and message in str(failure.value)

@@ -50,7 +50,9 @@ def _without_msgspec(text: str) -> str:
 @example({"é": 1, "z": 2, "a": 3, "\U0001f600": 4, "\uffff": 5, "A": 6, "": 7}, {"ensure_ascii": False})
 @example("".join(map(chr, range(0x30))) + "\u2028\x7f\x80é\U0001f600", {"ensure_ascii": False})
 @example({"deep": [[[[{"x": -0}]]]], "big": -(10**60)}, {})
-def test_msgspec_renders_integer_documents_as_the_json_module_does(doc: Any, spelling: dict[str, Any]) -> None:
+def test_msgspec_renders_integer_documents_as_the_json_module_does(
+    doc: Any, spelling: dict[str, Any]
+) -> None:
     """A document with and without msgspec installed renders alike: keys in the same order, strings
     escaped alike, integers of any size alike (else two machines' verify would hash one row apart)."""
     if verify_ranges._MS_DECODE is None:

@@ -354,7 +354,10 @@ def values_total(render: Sequence[Callable[[Any], str]], rows: Any) -> int:
         (one,) = render
         if one is _render_json:  # (the same value hashed as values_hash does not: sums compare alike)
             return sum(
-                [hash((*key, None if value is None else _json_bytes(value))) & _BITS60 for key, (value,) in rows]
+                [
+                    hash((*key, None if value is None else _json_bytes(value))) & _BITS60
+                    for key, (value,) in rows
+                ]
             )
         return sum([hash((*key, one(value))) & _BITS60 for key, (value,) in rows])
     return sum([values_hash(render, key, row) for key, row in rows])

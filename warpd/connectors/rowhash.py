@@ -138,5 +138,7 @@ def unpack_values(
         return [] if rows == 0 and not text else None
     flat = text.replace(RECORD_END, FIELD_END).split(FIELD_END)  # rows * fields fields, then ''
     keys = zip(*[flat[i:-1:fields] for i in range(nkey)], strict=True)
-    values = zip(*[[v[1:] if v else None for v in flat[nkey + j : -1 : fields]] for j in range(nvalues)], strict=True)
+    values = zip(
+        *[[v[1:] if v else None for v in flat[nkey + j : -1 : fields]] for j in range(nvalues)], strict=True
+    )
     return list(zip(keys, values, strict=True))

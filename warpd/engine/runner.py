@@ -375,7 +375,9 @@ class SchemaRunner:
                 return plan
             if status is not None and self._retry(lambda: self.dest.misfit(beside), where) is None:
                 return beside  # resume its copy
-            self._retry(lambda: self.dest.drop(beside, **self._guarded()), f"dropping {beside.dest_table!r}")  # stale
+            self._retry(
+                lambda: self.dest.drop(beside, **self._guarded()), f"dropping {beside.dest_table!r}"
+            )  # stale
             if status is not None:
                 self.store.set_snapshot_progress(self.name, name, "pending", None, 0)
         copying = status is not None and status != "done"
@@ -1275,9 +1277,13 @@ class SchemaRunner:
             return
         if plan.soft_delete:
             log.info("TRUNCATE of %s with soft deletes: marking every row deleted", event.table)
-            self._retry(lambda: self.dest.soft_delete_all(plan, **self._guarded()), f"truncating {plan.dest_table!r}")
+            self._retry(
+                lambda: self.dest.soft_delete_all(plan, **self._guarded()), f"truncating {plan.dest_table!r}"
+            )
         else:
-            self._retry(lambda: self.dest.truncate(plan, **self._guarded()), f"truncating {plan.dest_table!r}")
+            self._retry(
+                lambda: self.dest.truncate(plan, **self._guarded()), f"truncating {plan.dest_table!r}"
+            )
 
     def _schema_change(self, ch: SchemaChange) -> None:
         K = SchemaOpKind
@@ -1336,7 +1342,9 @@ class SchemaRunner:
                     ch.schema.name,
                     old_name,
                 )
-                self._retry(lambda: self.dest.drop(old_plan, **self._guarded()), f"dropping {old_plan.dest_table!r}")
+                self._retry(
+                    lambda: self.dest.drop(old_plan, **self._guarded()), f"dropping {old_plan.dest_table!r}"
+                )
                 self.store.record_schema_version(
                     self.name, old_plan.source, "drop_table", ch.statement, ch.position
                 )

@@ -246,7 +246,12 @@ class RangeQueries:
         return f"COUNT(*), COALESCE(SUM(CAST(CONV(LEFT({self.row_hash}, 15), 16, 10) AS UNSIGNED)), 0)"
 
     def _packed(
-        self, conn: Any, cols: Sequence[Column], lower: RangeBound, upper: RangeBound, sums: str = "COUNT(*), 0"
+        self,
+        conn: Any,
+        cols: Sequence[Column],
+        lower: RangeBound,
+        upper: RangeBound,
+        sums: str = "COUNT(*), 0",
     ) -> tuple[int, int, RangeValues | None]:
         """The range's row count, ``sums``' checksum (0 without it) and its JSON values packed into one
         GROUP_CONCAT string (rowhash.unpack_values); None for the values when they do not fit in it

@@ -140,7 +140,9 @@ class RangeQueries:
 
     @property
     def _sums(self) -> sql.Composable:
-        return sql.SQL("count(*), coalesce(sum(('x' || left({}, 15))::bit(60)::bigint), 0)").format(self.row_hash)
+        return sql.SQL("count(*), coalesce(sum(('x' || left({}, 15))::bit(60)::bigint), 0)").format(
+            self.row_hash
+        )
 
     def checksum(self, conn: Any, lower: RangeBound, upper: RangeBound) -> tuple[int, int]:
         where, args = self._where(lower, upper)
