@@ -222,6 +222,34 @@ def test_a_full_refresh_swap_is_atomic_to_a_concurrent_reader(dbs, warp, tmp_pat
     assert w.stop() == 0
 
 
+@pytest.mark.destinations
+@pytest.mark.parametrize("sync", ["incremental", "full_refresh"])
+def test_after_another_process_took_the_schema_over_a_run_writes_nothing_and_exits_2(
+    dbs, warp, tmp_path, sync
+):
+    """Two batch processes (two machines, two state directories) cannot both write one schema into one
+    destination: the one that started last takes it over there (the fence's epoch), and the other's next
+    run writes nothing (no row, no copy swapped in) and stops with exit 2, which no supervisor restarts."""
+    make_items(dbs, 10)
+    table = "        cursor_column: updated_at\n" if sync == "incremental" else "        sync: full_refresh\n"
+    config = batch_config(tmp_path, dbs.name, "      - name: items\n" + table, every="1s")
+    state_dir = os.path.join(str(tmp_path), "state")
+    w = warp(config)
+    wait_until(lambda: runs_finished(state_dir, dbs.name, "items"), 60, "the first run")
+    assert "writing as epoch" in w.output
+    newer = dbs.dest.connector()
+    try:  # as a batch process starting on another machine does
+        newer.take_over(dbs.dest.schema, dbs.name)
+    finally:
+        newer.close()
+    dbs.sql("UPDATE items SET v = 'after the takeover' WHERE id = 1")
+    rc = w.wait(60)
+    assert rc == 2, f"exit code {rc}:\n{w.output[-4000:]}"
+    assert f"another writer took over schema '{dbs.name}'" in w.output, w.output[-4000:]
+    assert dbs.dest.query("SELECT v FROM {} WHERE id = 1", "items") == [("v1",)]
+    assert dbs.dest.tables() == ["items"]  # (no copy left beside it either)
+
+
 def test_the_schedule_survives_restarts_without_double_runs(dbs, warp, tmp_path):
     make_items(dbs, 10)
     config = batch_config(

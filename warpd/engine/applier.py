@@ -246,6 +246,7 @@ class TableApplier:
         With ``fence`` (its ``parts``: how many parts the rows are split into), each part's
         transactions also write the part's fence row; ``done`` (part -> items) skips the first items
         of a part that a crash interrupted after they were committed (the batch is being rebuilt).
+        Without it, they check the writer's epoch (:attr:`guard`) when there is one.
         """
         started = time.perf_counter()
         states = list(states)
@@ -260,7 +261,7 @@ class TableApplier:
                 contextvars.copy_context().run,
                 self._apply_part,
                 p,
-                dataclasses.replace(fence, part=i) if fence is not None else None,
+                dataclasses.replace(fence, part=i) if fence is not None else self.guard,
                 done.get(i, 0),
             )
             for i, p in enumerate(parts)

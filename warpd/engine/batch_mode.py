@@ -42,7 +42,7 @@ from warpd.engine.batch import FinalState
 from warpd.engine.hooks import EngineHooks
 from warpd.engine.retry import Backoff, Stopped
 from warpd.engine.runner import SchemaRunner
-from warpd.errors import FatalError
+from warpd.errors import FatalError, SupersededError
 from warpd.redact import redact
 from warpd.state.store import StateStore
 from warpd.types import Column, Kind, TableSchema, is_widening
@@ -146,6 +146,8 @@ class BatchRunner(SchemaRunner):
         with self.running():
             self._retry(self.dest.connect, f"connecting to the {self.dest.capabilities.name} destination")
             log.info("schema %s: destination %s", self.name, self.describe_destination())
+            if self._fenced:  # one writer: a process on another machine taking the schema over stops this one
+                self._take_over(clear=False)
             assert self.schema.schedule is not None
             due = first_due(self.schema, self.store, time.time())
             log.info(
@@ -284,7 +286,7 @@ class BatchRunner(SchemaRunner):
                     if settings.delete_detection == "key_scan" and settings.sync == "incremental":
                         self._key_scan(name, result)
                     break
-                except Stopped:
+                except (Stopped, SupersededError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - transient ones start the table's run again
                     if not self._is_transient(exc):
@@ -294,7 +296,7 @@ class BatchRunner(SchemaRunner):
                     self.source.reset()
                     self.dest.reset()
                     backoff.wait(delay)
-        except Stopped:
+        except (Stopped, SupersededError):  # (superseded: this process stops, exit 2)
             raise
         except Exception as exc:  # noqa: BLE001 - recorded; the run goes on with the other tables
             result.error = redact(str(exc).strip() or type(exc).__name__)
@@ -520,7 +522,9 @@ class BatchRunner(SchemaRunner):
                 )
             self.tables[name] = plan.source
             self.plans[name] = plan
-        for stmt in self._retry(lambda: self.dest.swap_in(beside, plan), f"swapping {plan.where} in"):
+        for stmt in self._retry(
+            lambda: self.dest.swap_in(beside, plan, **self._guarded()), f"swapping {plan.where} in"
+        ):
             log.info("destination DDL: %s", stmt)
         self.applied_events += copied
         return copied, plan
@@ -531,10 +535,14 @@ class BatchRunner(SchemaRunner):
         name = shape.name
         settings = self.schema.table_settings(name)
         beside = beside_plan(self._plan(shape)) if shape != plan.source else beside_plan(plan)
-        self._retry(lambda: self.dest.drop(beside), f"dropping {beside.dest_table!r}")  # an unfinished copy
-        for stmt in self._retry(lambda: self.dest.prepare(beside), f"preparing {beside.where}"):
+        self._retry(
+            lambda: self.dest.drop(beside, **self._guarded()), f"dropping {beside.dest_table!r}"
+        )  # unfinished
+        for stmt in self._retry(
+            lambda: self.dest.prepare(beside, **self._guarded()), f"preparing {beside.where}"
+        ):
             log.info("destination DDL: %s", stmt)
-        applier = TableApplier(self.name, beside, settings, self.pool, self._dead_letter, self.should_stop)
+        applier = self._applier(beside, settings)
         copied = 0
         try:
             fmt = {"bulk_format": self._bulk_format} if self._bulk_format else {}
@@ -542,9 +550,7 @@ class BatchRunner(SchemaRunner):
                 if chunk.schema is not None and chunk.schema != beside.source:
                     applier.close()
                     beside = self._widen_beside(beside, chunk.schema)
-                    applier = TableApplier(
-                        self.name, beside, settings, self.pool, self._dead_letter, self.should_stop
-                    )
+                    applier = self._applier(beside, settings)
                 copied += applier.copy_snapshot(chunk) if chunk.rows else 0
                 metrics.events_applied(self.name, name, "batch", len(chunk.rows))
                 if chunk.done:
@@ -556,7 +562,7 @@ class BatchRunner(SchemaRunner):
             # copies the table again from the beginning whether or not this drop gets through
             applier.close()
             try:
-                for stmt in self.dest.drop(beside) or ():
+                for stmt in self.dest.drop(beside, **self._guarded()) or ():
                     log.info("destination DDL: %s", stmt)
             except Exception as exc:  # noqa: BLE001 - best effort on the way out; the next run drops it
                 log.warning(
@@ -567,6 +573,12 @@ class BatchRunner(SchemaRunner):
             applier.close()
         return copied, beside
 
+    def _applier(self, beside: TablePlan, settings: Any) -> TableApplier:
+        """An applier of the copy ``beside``, checking this writer's epoch (when it took one)."""
+        applier = TableApplier(self.name, beside, settings, self.pool, self._dead_letter, self.should_stop)
+        applier.guard = self.guard
+        return applier
+
     def _widen_beside(self, beside: TablePlan, wider: TableSchema) -> TablePlan:
         """The copy beside the live table, with columns added or widened for ``wider``'s rows;
         ``_CopyAgain`` when the destination cannot do that in place."""
@@ -575,7 +587,9 @@ class BatchRunner(SchemaRunner):
             raise _CopyAgain(wider, why)
         new = beside_plan(self._plan(wider))
         try:
-            ddl = self._retry(lambda: self.dest.evolve(beside, new), f"evolving {beside.where}")
+            ddl = self._retry(
+                lambda: self.dest.evolve(beside, new, **self._guarded()), f"evolving {beside.where}"
+            )
         except Stopped:
             raise
         except Exception as exc:  # noqa: BLE001 - transient ones were retried; this one cannot be followed
