@@ -560,6 +560,36 @@ def test_rows_done_skips_committed_items_per_part_and_an_old_epoch_writes_nothin
         dest.close()
 
 
+def test_a_superseded_writer_repairs_nothing(dbs: Databases) -> None:
+    """Repairs (verify --repair handed to the running process, scheduled verifies) write through an
+    applier of their own: it checks the writer's epoch too, so a process another one took the schema
+    over from repairs nothing (dead-letter replays take the runner's guard the same way)."""
+    from warpd.connectors.mysql.source import MySQLSource
+    from warpd.engine.repair import repair_keys
+
+    dbs.sql("CREATE TABLE r (id INT PRIMARY KEY, v VARCHAR(20))")
+    dbs.many("INSERT INTO r VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, 4)])
+    source = MySQLSource(dbs.source_uri, dbs.name, server_id=998)
+    dest = dbs.dest.connector()
+    pool = DestinationPool(lambda: dbs.dest.connector(), dest.capabilities)
+    try:
+        shape = source.describe("r")
+        plan = dest.plan(shape, dbs.dest_schema, soft_delete=False, metadata=False)
+        dest.prepare(plan)
+        old = Fence.guard(dbs.dest_schema, dbs.name, dest.take_over(dbs.dest_schema, dbs.name))
+        current = Fence.guard(dbs.dest_schema, dbs.name, dest.take_over(dbs.dest_schema, dbs.name))
+        keys = [("1",), ("2",)]
+        with pytest.raises(SupersededError, match="this process stops"):
+            repair_keys(dbs.name, source, pool, plan, TableSettings(), keys, fence=old)
+        assert dbs.dest.count("r") == 0
+        assert repair_keys(dbs.name, source, pool, plan, TableSettings(), keys, fence=current) == 2
+        assert _dest_rows(dbs, "r", "id, v") == [(1, "v1"), (2, "v2")]
+    finally:
+        pool.close()
+        dest.close()
+        source.close()
+
+
 def _take_over_together(dests: list[Any], where: str) -> tuple[list[int], list[BaseException]]:
     """Each destination takes over its own schema (s0, s1, ...) in ``where``, all released at once."""
     barrier = threading.Barrier(len(dests))

@@ -287,6 +287,7 @@ class ChildControl(EngineHooks):
                 keys,
                 lock=self.lock(table),
                 should_stop=self._stop.is_set,
+                fence=runner.guard,
             )
         finally:
             source.close()

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from warpd.config.model import TableSettings
-from warpd.connectors.base import TablePlan
+from warpd.connectors.base import Fence, TablePlan
 from warpd.engine.applier import DestinationPool, TableApplier
 from warpd.engine.batch import FinalState
 from warpd.errors import ConfigError, FatalError
@@ -109,16 +109,20 @@ def repair_keys(
     keys: Sequence[RenderedKey],
     lock: threading.RLock | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    fence: Fence | None = None,
 ) -> int:
     """Make ``keys`` of ``plan``'s destination table equal to the source; return how many were written.
 
-    ``lock`` is the table's lock when a stream writes the same table (see the module docstring).
+    ``lock`` is the table's lock when a stream writes the same table (see the module docstring);
+    ``fence`` the running process's epoch check (``Fence.guard``): a process another one took the
+    schema over from repairs nothing.
     """
     read = getattr(source, "rows_by_key", None)
     if read is None:
         raise ConfigError(f"verify --repair: the source ({type(source).__name__}) cannot read rows by key")
     rejected = _Rejected()
     applier = TableApplier(schema_name, plan, settings, pool, rejected, should_stop)
+    applier.guard = fence
     written = 0
     guard = lock if lock is not None else threading.RLock()
     try:

@@ -187,6 +187,7 @@ def _replay_one(
             capture = _Captured()
             settings = runner.schema.table_settings(letter.table)
             applier = TableApplier(runner.name, plan, settings, pool, capture, should_stop)
+            applier.guard = runner.guard  # a process another one took the schema over from writes nothing
             entry = appliers[letter.table] = (applier, capture)
         applier, capture = entry
         capture.reason = None

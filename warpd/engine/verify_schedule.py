@@ -175,6 +175,7 @@ class ScheduledVerify:
                     keys,
                     lock=self.lock_for(table),
                     should_stop=self._stop.is_set,
+                    fence=self.runner.guard,
                 )
                 log.warning("scheduled verify of %s.%s: repaired %d key(s)", self.name, table, repaired)
         metrics.verify_table(self.name, table, report.differing, repaired, time.time())
