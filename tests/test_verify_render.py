@@ -166,3 +166,25 @@ def test_a_ranges_json_sum_is_the_same_for_the_same_documents_spelled_otherwise(
     ]
     for rows in changed:
         assert values_total(render, rows) != values_total(render, mine), rows
+
+
+def test_a_ranges_json_sum_is_the_same_whether_its_values_came_packed_or_row_by_row() -> None:
+    """A side whose packed string was cut is read row by row while the other side's comes packed
+    (rowhash.unpack_values): both paths of ``values_total`` must give one range the same sum."""
+    from warpd.connectors.rowhash import FIELD_END, RECORD_END, unpack_values
+    from warpd.types import Column, ColumnType, Kind
+    from warpd.verify_ranges import renderer, values_total
+
+    render = [renderer(Column("doc", ColumnType(Kind.JSON), True, "json"))]
+    rows = [("1", '{"b": 1, "a": [true, null, "é"]}'), ("2", None), ("3", '{"x": 2.50}'), ("40", "[]")]
+    packed = "".join(f"{key}{FIELD_END}{'' if doc is None else '=' + doc}{RECORD_END}" for key, doc in rows)
+    unpacked = unpack_values(packed, len(rows), 1, 1)
+    assert unpacked is not None
+    assert list(unpacked) == [((key,), (doc,)) for key, doc in rows]
+    one_by_one = [((key,), (doc,)) for key, doc in rows]
+    assert values_total(render, unpacked) == values_total(render, one_by_one)
+    # a value moved to another key changes the sum on the packed path too
+    moved = unpack_values(packed.replace("40" + FIELD_END, "4" + FIELD_END), len(rows), 1, 1)
+    assert moved is not None and values_total(render, moved) != values_total(render, one_by_one)
+    empty = unpack_values(None, 0, 1, 1)
+    assert empty is not None and list(empty) == [] and values_total(render, empty) == 0

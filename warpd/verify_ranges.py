@@ -30,21 +30,26 @@ import json
 import math
 import struct
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 import msgspec
 
 from warpd.connectors.base import VERIFY_KINDS, VERIFY_VALUE_KINDS, RangeBound, TablePlan, exact_double
+from warpd.connectors.rowhash import PackedValues
 from warpd.errors import ConfigError, FatalError
 from warpd.types import Column, Kind
 
 RANGE_ROWS = 10_000
 LEAF_ROWS = 256
 SPLIT = 8
+AHEAD = 3
+"""Ranges each database reads ahead of the one being compared (verify's first pass)."""
 
 HELD_KEYS = 100_000
 """Keys listed at one side only are held (to match a key two ranges listed) up to this many; past
@@ -352,6 +357,15 @@ def values_total(render: Sequence[Callable[[Any], str]], rows: Any) -> int:
     with JSON columns)."""
     if len(render) == 1:
         (one,) = render
+        if one is _render_json and isinstance(rows, PackedValues) and len(rows.keys) == 1:
+            # (the same hashes as below, read from the columns: no tuple a row is built to be split)
+            ((keys,), (docs,)) = rows.keys, rows.values
+            return sum(
+                [
+                    hash((key, None if doc is None else _json_bytes(doc))) & _BITS60
+                    for key, doc in zip(keys, docs, strict=True)
+                ]
+            )
         if one is _render_json:  # (the same value hashed as values_hash does not: sums compare alike)
             return sum(
                 [
@@ -493,30 +507,69 @@ class TableVerifier:
             cuts: Sequence[RangeBound] = self.bounds(self.plan, None, None, self.range_rows)
             edges: list[RangeBound] = [None, *cuts, None]
             ranges = list(zip(edges, edges[1:], strict=False))
-        for lower, upper in ranges:
-            source, dest = self._sums(lower, upper)
+        differing = []
+        for (lower, upper), source, dest in self._pass(ranges):
             self.report.source_rows += source[0]
             self.report.destination_rows += dest[0]
             if source != dest:
-                self._narrow(lower, upper, source[0], dest[0])
+                differing.append((lower, upper, source[0], dest[0]))
+        for lower, upper, source_count, dest_count in differing:
+            self._narrow(lower, upper, source_count, dest_count)
         if self._settle() and self.watch is not None:
             self._recheck()
         self.report.seconds = time.monotonic() - started
         return self.report
 
     # -- checksums ---------------------------------------------------------------------------------
-    def _side_sum(
+    def _pass(
+        self, ranges: Sequence[tuple[RangeBound, RangeBound]]
+    ) -> Iterator[tuple[tuple[RangeBound, RangeBound], tuple[int, int], tuple[int, int]]]:
+        """Both sides' ``(rows, checksum)`` of each range, in order, pipelined: each database works
+        on the next ranges (up to :data:`AHEAD`) while this thread hashes the values of the last
+        one, rather than every database waiting for the hashing of every range."""
+        with ThreadPoolExecutor(1, thread_name_prefix="verify-source") as source_thread:
+            pending: deque[tuple[tuple[RangeBound, RangeBound], Future[Any], Future[Any]]] = deque()
+            todo = iter(ranges)
+            try:
+                while True:
+                    for lower, upper in islice(todo, AHEAD - len(pending)):
+                        source_read = source_thread.submit(self._source_raw, lower, upper)
+                        dest_read = self._helper.submit(self._dest_raw, lower, upper)
+                        pending.append(((lower, upper), source_read, dest_read))
+                    if not pending:
+                        return
+                    bounds, source, dest = pending[0]
+                    found = source.result(), dest.result()
+                    pending.popleft()
+                    self.report.ranges += 1
+                    yield bounds, self._total(*found[0]), self._total(*found[1])
+            finally:  # (an error: no further range is read; leaving the executor waits for the read
+                # under way, as run's does for the destination's: no connection is left busy)
+                for _bounds, *futures in pending:
+                    for future in futures:
+                        future.cancel()
+
+    def _side_raw(
         self, checksum: Any, values: Any, both: Any, lower: RangeBound, upper: RangeBound
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, Any]:
+        """A side's count, checksum of its SQL-rendered columns, and rows of values to hash here."""
         if not self.value_columns:
-            return checksum(self.plan, self.columns, lower, upper)
+            return (*checksum(self.plan, self.columns, lower, upper), ())
         names = [c.name for c in self.value_columns]
         if both is not None:
             count, total, rows = both(self.plan, self.columns, names, lower, upper)
-        else:
-            count, total = checksum(self.plan, self.columns, lower, upper)
-            rows = values(self.plan, names, lower, upper)
-        return count, total + values_total(self.render, rows)
+            return count, total, rows
+        count, total = checksum(self.plan, self.columns, lower, upper)
+        return count, total, values(self.plan, names, lower, upper)
+
+    def _source_raw(self, lower: RangeBound, upper: RangeBound) -> tuple[int, int, Any]:
+        return self._side_raw(self.source_sum, self.source_values, self.source_both, lower, upper)
+
+    def _dest_raw(self, lower: RangeBound, upper: RangeBound) -> tuple[int, int, Any]:
+        return self._side_raw(self.dest_sum, self.dest_values, self.dest_both, lower, upper)
+
+    def _total(self, count: int, total: int, rows: Any) -> tuple[int, int]:
+        return count, (total + values_total(self.render, rows)) if self.value_columns else total
 
     def _side_rows(self, rows: Any, values: Any, lower: RangeBound, upper: RangeBound) -> dict[Key, str]:
         listed = dict(rows(self.plan, self.columns, lower, upper))
@@ -540,8 +593,8 @@ class TableVerifier:
         """Both sides' ``(rows, checksum)``."""
         self.report.ranges += 1
         return self._both(
-            lambda: self._side_sum(self.source_sum, self.source_values, self.source_both, lower, upper),
-            lambda: self._side_sum(self.dest_sum, self.dest_values, self.dest_both, lower, upper),
+            lambda: self._total(*self._source_raw(lower, upper)),
+            lambda: self._total(*self._dest_raw(lower, upper)),
         )
 
     def _source_listing(self, lower: RangeBound, upper: RangeBound) -> dict[Key, str]:

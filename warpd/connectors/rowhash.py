@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -115,9 +115,25 @@ RECORD_END, FIELD_END = "\x1e", "\x1f"
 and unit separators, which JSON text never holds raw (control characters are escaped in it)."""
 
 
-def unpack_values(
-    packed: str | bytes | None, rows: int, nkey: int, nvalues: int
-) -> list[tuple[tuple[str, ...], tuple[str | None, ...]]] | None:
+class PackedValues:
+    """``range_values`` rows unpacked by column (:func:`unpack_values`): ``keys`` holds each key
+    part's rendered texts, ``values`` each value column's texts (None for NULL), row by row.
+    Iterating gives the ``(key, values)`` pairs of ``base.RangeValues``; verify's hash of a range
+    reads the columns themselves (warpd/verify_ranges.py ``values_total``), sparing a tuple a row."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: list[list[str]], values: list[list[str | None]]):
+        self.keys, self.values = keys, values
+
+    def __iter__(self) -> Iterator[tuple[tuple[str, ...], tuple[str | None, ...]]]:
+        return zip(zip(*self.keys, strict=True), zip(*self.values, strict=True), strict=True)
+
+    def __len__(self) -> int:
+        return len(self.keys[0]) if self.keys else 0
+
+
+def unpack_values(packed: str | bytes | None, rows: int, nkey: int, nvalues: int) -> PackedValues | None:
     """``range_values`` rows from one string the database packed: each row's rendered key parts and
     values, each field ended by :data:`FIELD_END` but the row's last, the row by :data:`RECORD_END`;
     a value is ``=<text>``, or empty for NULL.  None when the string cannot be the ``rows`` rows
@@ -125,7 +141,7 @@ def unpack_values(
     by one instead.  Reading one string spares the driver's work per row; it is split in a few passes
     of C code (the hot path of a table with JSON columns)."""
     if packed is None:
-        return [] if rows == 0 else None
+        return PackedValues([[] for _ in range(nkey)], [[] for _ in range(nvalues)]) if rows == 0 else None
     text = packed.decode() if isinstance(packed, bytes) else packed
     fields = nkey + nvalues
     # the database writes exactly these separators: a field holding one makes a count too high, a
@@ -135,10 +151,11 @@ def unpack_values(
         or text.count(RECORD_END) != rows
         or text.count(FIELD_END) != rows * (fields - 1)
     ):
-        return [] if rows == 0 and not text else None
+        if rows == 0 and not text:
+            return PackedValues([[] for _ in range(nkey)], [[] for _ in range(nvalues)])
+        return None
     flat = text.replace(RECORD_END, FIELD_END).split(FIELD_END)  # rows * fields fields, then ''
-    keys = zip(*[flat[i:-1:fields] for i in range(nkey)], strict=True)
-    values = zip(
-        *[[v[1:] if v else None for v in flat[nkey + j : -1 : fields]] for j in range(nvalues)], strict=True
+    return PackedValues(
+        [flat[i:-1:fields] for i in range(nkey)],
+        [[v[1:] if v else None for v in flat[nkey + j : -1 : fields]] for j in range(nvalues)],
     )
-    return list(zip(keys, values, strict=True))
