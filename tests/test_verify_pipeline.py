@@ -46,8 +46,9 @@ def _keys(report: Any) -> list[tuple[str, str]]:
     return sorted((kind, key["id"]) for kind, key in report.keys)
 
 
+@pytest.mark.parametrize("readers", [0, 2])
 def test_differences_in_many_ranges_are_each_found_while_both_sides_read_ahead(
-    dbs: Databases, replicated: SchemaRunner
+    dbs: Databases, replicated: SchemaRunner, readers: int
 ) -> None:
     items = dbs.dest.ident("items")
     # one edit in each of several ranges, the first range and the last included
@@ -56,7 +57,14 @@ def test_differences_in_many_ranges_are_each_found_while_both_sides_read_ahead(
     dbs.dest.query(f"INSERT INTO {items} VALUES (2500, 'extra', 1)")  # noqa: S608
     runner = replicated
     plan = runner.plan_of("items")
-    report = TableVerifier(runner.source, runner.dest, plan, range_rows=50, max_keys=10).run()
+    more = [runner.new_source() for _ in range(readers)]  # ranges dealt among three connections
+    try:
+        report = TableVerifier(
+            runner.source, runner.dest, plan, range_rows=50, max_keys=10, readers=more
+        ).run()
+    finally:
+        for reader in more:
+            reader.close()
 
     assert _keys(report) == [
         ("different", "3"),
@@ -74,14 +82,14 @@ class _FailingAfter:
     in the middle of the pass); everything else is the real connector's."""
 
     def __init__(self, real: Any, after: int):
-        self._real, self._after, self.calls = real, after, 0
+        self._real, self.after, self.calls = real, after, 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
     def range_checksum(self, *args: Any) -> tuple[int, int]:
         self.calls += 1
-        if self.calls == self._after:
+        if self.calls == self.after:
             raise TransientError("the destination went away in the middle of the pass")
         return self._real.range_checksum(*args)  # type: ignore[no-any-return]
 
@@ -91,20 +99,33 @@ class _Counting(_FailingAfter):
         super().__init__(real, after=0)
 
 
-@pytest.mark.parametrize("failing", ["source", "destination"])
-def test_an_error_on_one_side_stops_the_pass_with_that_error_and_both_connections_stay_usable(
+@pytest.mark.parametrize("failing", ["source", "destination", "reader"])
+def test_an_error_on_one_side_stops_the_pass_with_that_error_and_all_connections_stay_usable(
     replicated: SchemaRunner, failing: str
 ) -> None:
     runner = replicated
     plan = runner.plan_of("items")
-    broken = _FailingAfter(runner.source if failing == "source" else runner.dest, after=5)
-    other = _Counting(runner.dest if failing == "source" else runner.source)
-    source, dest = (broken, other) if failing == "source" else (other, broken)
+    reader = runner.new_source()  # the source's second connection, as verify's command opens one
+    try:
+        source = _Counting(runner.source)
+        dest = _Counting(runner.dest)
+        more = _Counting(reader)
+        broken = {"source": source, "destination": dest, "reader": more}[failing]
+        broken.after = 5
 
-    with pytest.raises(TransientError, match="went away in the middle of the pass"):
-        TableVerifier(source, dest, plan, range_rows=50).run()
-    # the other side read no further than the ranges already asked for when the error came
-    assert other.calls <= 5 + AHEAD
+        with pytest.raises(TransientError, match="went away in the middle of the pass"):
+            TableVerifier(source, dest, plan, range_rows=50, readers=[more]).run()
+        # nothing was read past the ranges already asked for when the error came (the failing
+        # connection's fifth is at most the tenth range, and 2 * AHEAD are read ahead of the one
+        # compared): a read of each of the table's 40 ranges at both sides would be 80
+        reads = source.calls + dest.calls + more.calls
+        assert reads <= 2 * (10 + 2 * AHEAD), (failing, source.calls, dest.calls, more.calls)
+
+        # nothing was left running on any connection: a new check over the same ones completes
+        report = TableVerifier(runner.source, runner.dest, plan, range_rows=50, readers=[reader]).run()
+        assert report.equal and report.source_rows == ROWS
+    finally:
+        reader.close()
 
     # nothing was left running on either connection: a new check over the same ones completes
     report = TableVerifier(runner.source, runner.dest, plan, range_rows=50).run()

@@ -419,7 +419,12 @@ Key = tuple[str | None, ...]
 
 
 class TableVerifier:
-    """Compares one table (``plan``) between ``source`` and ``dest``; see the module docstring."""
+    """Compares one table (``plan``) between ``source`` and ``dest``; see the module docstring.
+
+    ``readers``: more connectors to the source, of its kind, among which (and the source) the first
+    pass deals its ranges, each read in a thread of its own: the source database computes that many
+    ranges' checksums at once (verify's command gives one; the scheduled verify, beside the stream
+    in the schema's process, none)."""
 
     def __init__(
         self,
@@ -432,6 +437,7 @@ class TableVerifier:
         range_rows: int = RANGE_ROWS,
         leaf_rows: int = LEAF_ROWS,
         watch: StreamWatch | None = None,
+        readers: Sequence[Any] = (),
     ):
         if plan.keyless:
             raise ConfigError(
@@ -455,6 +461,7 @@ class TableVerifier:
         self.range_rows = max(2, range_rows)
         self.leaf_rows = max(1, leaf_rows)
         self.watch = watch
+        self.readers = readers
         cols = plan.source.columns
         self.columns = [c.name for c in cols if c.type.kind in VERIFY_KINDS]
         by_value = source_values is not None and dest_values is not None
@@ -525,29 +532,42 @@ class TableVerifier:
         self, ranges: Sequence[tuple[RangeBound, RangeBound]]
     ) -> Iterator[tuple[tuple[RangeBound, RangeBound], tuple[int, int], tuple[int, int]]]:
         """Both sides' ``(rows, checksum)`` of each range, in order, pipelined: each database works
-        on the next ranges (up to :data:`AHEAD`) while this thread hashes the values of the last
-        one, rather than every database waiting for the hashing of every range."""
-        with ThreadPoolExecutor(1, thread_name_prefix="verify-source") as source_thread:
-            pending: deque[tuple[tuple[RangeBound, RangeBound], Future[Any], Future[Any]]] = deque()
-            todo = iter(ranges)
-            try:
-                while True:
-                    for lower, upper in islice(todo, AHEAD - len(pending)):
-                        source_read = source_thread.submit(self._source_raw, lower, upper)
-                        dest_read = self._helper.submit(self._dest_raw, lower, upper)
-                        pending.append(((lower, upper), source_read, dest_read))
-                    if not pending:
-                        return
-                    bounds, source, dest = pending[0]
-                    found = source.result(), dest.result()
-                    pending.popleft()
-                    self.report.ranges += 1
-                    yield bounds, self._total(*found[0]), self._total(*found[1])
-            finally:  # (an error: no further range is read; leaving the executor waits for the read
-                # under way, as run's does for the destination's: no connection is left busy)
-                for _bounds, *futures in pending:
-                    for future in futures:
-                        future.cancel()
+        on the next ranges (up to :data:`AHEAD` a source connector) while this thread hashes the
+        values of the last one, rather than every database waiting for the hashing of every range."""
+        # the source and its readers (connectors of the same kind, base.RangeChecksums), ranges dealt
+        # to each in turn, each in one thread of its own (a connector is used by one thread at a time)
+        sources = [(self.source_sum, self.source_values, self.source_both)] + [
+            (
+                _hook(reader, "range_checksum", "source"),
+                getattr(reader, "range_values", None),
+                getattr(reader, "range_checksum_values", None),
+            )
+            for reader in self.readers
+        ]
+        threads = [ThreadPoolExecutor(1, thread_name_prefix="verify-source") for _ in sources]
+        pending: deque[tuple[tuple[RangeBound, RangeBound], Future[Any], Future[Any]]] = deque()
+        todo = enumerate(ranges)
+        try:
+            while True:
+                for n, (lower, upper) in islice(todo, AHEAD * len(sources) - len(pending)):
+                    turn = n % len(sources)
+                    source_read = threads[turn].submit(self._side_raw, *sources[turn], lower, upper)
+                    dest_read = self._helper.submit(self._dest_raw, lower, upper)
+                    pending.append(((lower, upper), source_read, dest_read))
+                if not pending:
+                    return
+                bounds, source, dest = pending[0]
+                found = source.result(), dest.result()
+                pending.popleft()
+                self.report.ranges += 1
+                yield bounds, self._total(*found[0]), self._total(*found[1])
+        finally:  # (an error: no further range is read; the reads under way finish first, as run's
+            # executor waits for the destination's, so no connection is left busy)
+            for _bounds, *futures in pending:
+                for future in futures:
+                    future.cancel()
+            for thread in threads:
+                thread.shutdown(wait=True)
 
     def _side_raw(
         self, checksum: Any, values: Any, both: Any, lower: RangeBound, upper: RangeBound
