@@ -522,12 +522,20 @@ class RangeChecksums(Protocol):
     and including ``upper`` in the verify order (text keys by their UTF-8
     bytes), either bound None for an open end.  A destination counts only its
     live rows (soft-deleted rows are absent) and ignores its own columns.
+
+    A connector may declare ``verify_range_digest = True``: its ``range_checksum``
+    and ``range_checksum_values`` then take ``digest=True`` (asked only when both
+    sides declare it), and their checksum is the first 60 bits of the MD5 of the
+    range's row renderings joined by ``,`` in the verify order, one hash a range
+    instead of one a row; None when the database could not join them whole (a
+    length limit): verify then compares that range by the rows' hashes.
     """
 
     def range_checksum(
         self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
     ) -> tuple[int, int]:
-        """``(rows, checksum)`` of the range, computed by the database."""
+        """``(rows, checksum)`` of the range, computed by the database: the sum of the first 60
+        bits of each row's hash (docs/verify.md)."""
 
     def range_rows(
         self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound

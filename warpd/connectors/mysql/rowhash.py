@@ -43,7 +43,7 @@ from warpd.connectors.base import (
 from warpd.connectors.mysql.connection import BIND, execute_bound, quote_ident
 from warpd.connectors.mysql.dest_types import text_decimal
 from warpd.connectors.mysql.types import snapshot_select_expr
-from warpd.connectors.rowhash import FIELD_END, RECORD_END, unpack_values
+from warpd.connectors.rowhash import FIELD_END, HASH_PREFIX_HEX, RECORD_END, unpack_values
 from warpd.types import Column, Kind
 
 PACKED_MAX = 1 << 30
@@ -172,7 +172,8 @@ class RangeQueries:
         self.order = [_order(c, quote_ident(names[c.name])) for c in keys]
         self.key_text = [_utf8(c, quote_ident(names[c.name])) for c in keys]
         parts = [_part(by_name[n], quote_ident(names[n])) for n in columns]
-        self.row_hash = "MD5(CONCAT_WS(',', " + (", ".join(parts) or "''") + "))"
+        self.row = "CONCAT_WS(',', " + (", ".join(parts) or "''") + ")"
+        self.row_hash = f"MD5({self.row})"
         self.by_name, self.names, self.json_arrays = by_name, names, json_arrays
 
     def _where(self, lower: RangeBound, upper: RangeBound) -> tuple[str, tuple[Any, ...]]:
@@ -187,14 +188,18 @@ class RangeQueries:
             args += tuple(upper)
         return (" WHERE " + " AND ".join(conds) if conds else ""), args
 
-    def checksum(self, conn: Any, lower: RangeBound, upper: RangeBound) -> tuple[int, int]:
+    def checksum(
+        self, conn: Any, lower: RangeBound, upper: RangeBound, *, digest: bool = False
+    ) -> tuple[int, int | None]:
         where, args = self._where(lower, upper)
         # identifiers quoted by quote_ident, values bound at BIND marks
-        query = f"SELECT {self._sums} FROM {self.table}{where}"  # noqa: S608
+        query = f"SELECT {self._sums(digest)} FROM {self.table}{where}"  # noqa: S608
         with conn.cursor() as cur:
+            if digest:
+                cur.execute(f"SET SESSION group_concat_max_len = {PACKED_MAX}")
             execute_bound(cur, query, args)
             count, total = cur.fetchone()
-        return int(count), int(total)
+            return int(count), _total(total, digest, cur.warning_count)
 
     def rows(self, conn: Any, lower: RangeBound, upper: RangeBound) -> RangeRows:
         where, args = self._where(lower, upper)
@@ -228,21 +233,24 @@ class RangeQueries:
         ]
 
     def checksum_values(
-        self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound
-    ) -> tuple[int, int, RangeValues]:
+        self, conn: Any, columns: Sequence[str], lower: RangeBound, upper: RangeBound, *, digest: bool = False
+    ) -> tuple[int, int | None, RangeValues]:
         """:meth:`checksum` and :meth:`values` of the range, in one scan where every one of
         ``columns`` is JSON (the documents packed beside the sums), else in two queries."""
         cols = [self.by_name[n] for n in columns]
         if cols and all(c.type.kind is Kind.JSON for c in cols):
-            count, total, packed = self._packed(conn, cols, lower, upper, self._sums)
+            count, total, packed = self._packed(conn, cols, lower, upper, self._sums(digest), digest=digest)
             if packed is not None:
                 return count, total, packed
             return count, total, self.values(conn, columns, lower, upper, packed=False)
-        count, total = self.checksum(conn, lower, upper)
+        count, total = self.checksum(conn, lower, upper, digest=digest)
         return count, total, self.values(conn, columns, lower, upper)
 
-    @property
-    def _sums(self) -> str:
+    def _sums(self, digest: bool = False) -> str:
+        """The range's row count and checksum: the sum of its rows' hashes' first 60 bits, or
+        (``digest``, base.RangeChecksums) the MD5 of its rows' renderings in key order."""
+        if digest:
+            return f"COUNT(*), MD5(GROUP_CONCAT({self.row} ORDER BY {', '.join(self.order)} SEPARATOR ','))"
         return f"COUNT(*), COALESCE(SUM(CAST(CONV(LEFT({self.row_hash}, 15), 16, 10) AS UNSIGNED)), 0)"
 
     def _packed(
@@ -252,7 +260,9 @@ class RangeQueries:
         lower: RangeBound,
         upper: RangeBound,
         sums: str = "COUNT(*), 0",
-    ) -> tuple[int, int, RangeValues | None]:
+        *,
+        digest: bool = False,
+    ) -> tuple[int, int | None, RangeValues | None]:
         """The range's row count, ``sums``' checksum (0 without it) and its JSON values packed into one
         GROUP_CONCAT string (rowhash.unpack_values); None for the values when they do not fit in it
         (then read row by row)."""
@@ -272,7 +282,7 @@ class RangeQueries:
                 args,
             )
             count, total, packed = cur.fetchone()
-        count, total = int(count), int(total)
+            count, total = int(count), _total(total, digest, cur.warning_count)
         if packed is not None and len(packed) * 4 >= PACKED_MAX and len(_bytes(packed)) >= PACKED_MAX - 3:
             return count, total, None  # cut at group_concat_max_len (perhaps at a row's end)
         return count, total, unpack_values(packed, count, self.nkey, len(cols))
@@ -304,11 +314,22 @@ class RangeQueries:
                 found.append(last)
 
 
+def _total(found: Any, digest: bool, warnings: int) -> int | None:
+    """A range's checksum as the server computed it: the sum, or the first 60 bits of the digest
+    (0 for no row); None for a digest the server may have cut (GROUP_CONCAT warns when it cuts)."""
+    if not digest:
+        return int(found)
+    if warnings:
+        return None
+    return 0 if found is None else int(_bytes(found)[:HASH_PREFIX_HEX], 16)
+
+
 class RangeChecksumMethods:
     """``range_checksum`` and ``range_rows`` (base.RangeChecksums) of a MySQL source or destination,
     over the :class:`RangeQueries` its ``_ranges`` builds, on its ``conn``."""
 
     verify_exact_doubles = True  # DOUBLE columns rendered in SQL (base.exact_double)
+    verify_range_digest = True  # range_checksum(..., digest=True) (base.RangeChecksums)
 
     @property
     def conn(self) -> Any:
@@ -318,9 +339,15 @@ class RangeChecksumMethods:
         raise NotImplementedError
 
     def range_checksum(
-        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
-    ) -> tuple[int, int]:
-        return self._ranges(plan, columns).checksum(self.conn, lower, upper)
+        self,
+        plan: TablePlan,
+        columns: Sequence[str],
+        lower: RangeBound,
+        upper: RangeBound,
+        *,
+        digest: bool = False,
+    ) -> tuple[int, int | None]:
+        return self._ranges(plan, columns).checksum(self.conn, lower, upper, digest=digest)
 
     def range_rows(
         self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
@@ -339,8 +366,12 @@ class RangeChecksumMethods:
         value_columns: Sequence[str],
         lower: RangeBound,
         upper: RangeBound,
-    ) -> tuple[int, int, RangeValues]:
-        return self._ranges(plan, columns).checksum_values(self.conn, value_columns, lower, upper)
+        *,
+        digest: bool = False,
+    ) -> tuple[int, int | None, RangeValues]:
+        return self._ranges(plan, columns).checksum_values(
+            self.conn, value_columns, lower, upper, digest=digest
+        )
 
     def verify_bounds(
         self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int

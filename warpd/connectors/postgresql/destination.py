@@ -655,11 +655,18 @@ class PostgresDestination:
 
     # -- verify (RangeChecksums in base.py; docs/verify.md) ---------------------
     verify_exact_doubles = True  # double precision rendered in SQL (base.exact_double)
+    verify_range_digest = True  # range_checksum(..., digest=True) (base.RangeChecksums)
 
     def range_checksum(
-        self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
-    ) -> tuple[int, int]:
-        return RangeQueries(plan, columns).checksum(self.conn, lower, upper)
+        self,
+        plan: TablePlan,
+        columns: Sequence[str],
+        lower: RangeBound,
+        upper: RangeBound,
+        *,
+        digest: bool = False,
+    ) -> tuple[int, int | None]:
+        return RangeQueries(plan, columns).checksum(self.conn, lower, upper, digest=digest)
 
     def range_rows(
         self, plan: TablePlan, columns: Sequence[str], lower: RangeBound, upper: RangeBound
@@ -678,8 +685,12 @@ class PostgresDestination:
         value_columns: Sequence[str],
         lower: RangeBound,
         upper: RangeBound,
-    ) -> tuple[int, int, RangeValues]:
-        return RangeQueries(plan, columns).checksum_values(self.conn, value_columns, lower, upper)
+        *,
+        digest: bool = False,
+    ) -> tuple[int, int | None, RangeValues]:
+        return RangeQueries(plan, columns).checksum_values(
+            self.conn, value_columns, lower, upper, digest=digest
+        )
 
     def verify_bounds(
         self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
