@@ -50,6 +50,8 @@ LEAF_ROWS = 256
 SPLIT = 8
 AHEAD = 3
 """Ranges each database reads ahead of the one being compared (verify's first pass)."""
+CUT_BATCH = 8
+"""Ranges a source that can (base.RangeBounds ``limit``) cuts at a time in verify's first pass."""
 
 HELD_KEYS = 100_000
 """Keys listed at one side only are held (to match a key two ranges listed) up to this many; past
@@ -462,6 +464,7 @@ class TableVerifier:
         self.leaf_rows = max(1, leaf_rows)
         self.watch = watch
         self.readers = readers
+        self.cut_lazily = bool(getattr(source, "verify_bounds_limit", False))
         # the first pass asks each side for one digest a range (its rows' renderings joined in key
         # order, hashed once) where both can compute it (base.RangeChecksums): cheaper than a hash a
         # row; a range whose digests differ, or that a side could not digest, is cut down by sums
@@ -518,7 +521,7 @@ class TableVerifier:
             return self._run(started, ranges)
 
     def _run(self, started: float, ranges: Sequence[tuple[RangeBound, RangeBound]] | None) -> TableReport:
-        if ranges is None:
+        if ranges is None and not self.cut_lazily:
             cuts: Sequence[RangeBound] = self.bounds(self.plan, None, None, self.range_rows)
             edges: list[RangeBound] = [None, *cuts, None]
             ranges = list(zip(edges, edges[1:], strict=False))
@@ -537,7 +540,7 @@ class TableVerifier:
 
     # -- checksums ---------------------------------------------------------------------------------
     def _pass(
-        self, ranges: Sequence[tuple[RangeBound, RangeBound]]
+        self, ranges: Sequence[tuple[RangeBound, RangeBound]] | None
     ) -> Iterator[tuple[tuple[RangeBound, RangeBound], tuple[int, int | None], tuple[int, int | None]]]:
         """Both sides' ``(rows, checksum)`` of each range, in order, pipelined: each database works
         on the next ranges (up to :data:`AHEAD` a source connector) while this thread hashes the
@@ -554,7 +557,8 @@ class TableVerifier:
         ]
         threads = [ThreadPoolExecutor(1, thread_name_prefix="verify-source") for _ in sources]
         pending: deque[tuple[tuple[RangeBound, RangeBound], Future[Any], Future[Any]]] = deque()
-        todo = enumerate(ranges)
+        # the whole table (ranges None): cut a few ranges at a time while the first ones are read
+        todo = enumerate(ranges if ranges is not None else self._cut(threads[0]))
         try:
             while True:
                 for n, (lower, upper) in islice(todo, AHEAD * len(sources) - len(pending)):
@@ -582,6 +586,26 @@ class TableVerifier:
                     future.cancel()
             for thread in threads:
                 thread.shutdown(wait=True)
+
+    def _cut(self, thread: ThreadPoolExecutor) -> Iterator[tuple[RangeBound, RangeBound]]:
+        """The table's ranges, cut :data:`CUT_BATCH` at a time by the source (base.RangeBounds,
+        ``limit``) in ``thread``, its own: the next batch is asked for as soon as one arrives."""
+
+        def ask(after: RangeBound) -> Future[list[tuple[Any, ...]]]:
+            return thread.submit(self.bounds, self.plan, after, None, self.range_rows, limit=CUT_BATCH)
+
+        lower: RangeBound = None
+        batch = ask(None)
+        while True:
+            cuts = batch.result()
+            if len(cuts) == CUT_BATCH:
+                batch = ask(cuts[-1])
+            for cut in cuts:
+                yield lower, cut
+                lower = cut
+            if len(cuts) < CUT_BATCH:
+                yield lower, None
+                return
 
     def _side_raw(
         self,

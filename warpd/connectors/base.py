@@ -569,7 +569,11 @@ class RangeChecksums(Protocol):
 
 
 class RangeBounds(Protocol):
-    """The source's part of ``verify``: where to cut a key range (with :class:`RangeChecksums`)."""
+    """The source's part of ``verify``: where to cut a key range (with :class:`RangeChecksums`).
+
+    A source declaring ``verify_bounds_limit = True`` takes ``limit=N`` too (only the first N keys):
+    verify then cuts the table a few ranges at a time while it reads the first ones, instead of
+    cutting the whole table before reading any."""
 
     def verify_bounds(
         self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int

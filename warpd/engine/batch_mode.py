@@ -535,9 +535,8 @@ class BatchRunner(SchemaRunner):
         name = shape.name
         settings = self.schema.table_settings(name)
         beside = beside_plan(self._plan(shape)) if shape != plan.source else beside_plan(plan)
-        self._retry(
-            lambda: self.dest.drop(beside, **self._guarded()), f"dropping {beside.dest_table!r}"
-        )  # unfinished
+        # a copy left beside the table by an unfinished run is dropped first
+        self._retry(lambda: self.dest.drop(beside, **self._guarded()), f"dropping {beside.dest_table!r}")
         for stmt in self._retry(
             lambda: self.dest.prepare(beside, **self._guarded()), f"preparing {beside.where}"
         ):

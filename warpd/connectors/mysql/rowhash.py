@@ -294,12 +294,15 @@ class RangeQueries:
             return json.loads(value) if self.json_arrays else [m for m in value.split(",") if m]
         return value
 
-    def bounds(self, conn: Any, lower: RangeBound, upper: RangeBound, every: int) -> list[tuple[Any, ...]]:
-        """The key (in verify order) of every ``every``-th row after ``lower`` up to ``upper``."""
+    def bounds(
+        self, conn: Any, lower: RangeBound, upper: RangeBound, every: int, limit: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """The key (in verify order) of every ``every``-th row after ``lower`` up to ``upper`` (the
+        first ``limit`` of them)."""
         found: list[tuple[Any, ...]] = []
         last = lower
         with conn.cursor() as cur:
-            while True:
+            while limit is None or len(found) < limit:
                 where, args = self._where(last, upper)
                 execute_bound(
                     cur,
@@ -309,9 +312,10 @@ class RangeQueries:
                 )
                 row = cur.fetchone()
                 if row is None:
-                    return found
+                    break
                 last = tuple(row)
                 found.append(last)
+        return found
 
 
 def _total(found: Any, digest: bool, warnings: int) -> int | None:
@@ -330,6 +334,7 @@ class RangeChecksumMethods:
 
     verify_exact_doubles = True  # DOUBLE columns rendered in SQL (base.exact_double)
     verify_range_digest = True  # range_checksum(..., digest=True) (base.RangeChecksums)
+    verify_bounds_limit = True  # verify_bounds(..., limit=N) (base.RangeBounds)
 
     @property
     def conn(self) -> Any:
@@ -374,6 +379,6 @@ class RangeChecksumMethods:
         )
 
     def verify_bounds(
-        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int
+        self, plan: TablePlan, lower: RangeBound, upper: RangeBound, every: int, limit: int | None = None
     ) -> list[tuple[Any, ...]]:
-        return self._ranges(plan).bounds(self.conn, lower, upper, every)
+        return self._ranges(plan).bounds(self.conn, lower, upper, every, limit)
